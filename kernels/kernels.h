@@ -1,0 +1,145 @@
+/* kernels.h — the compute-kernel interface shared by every backend (kernels/cpu, kernels/cuda).
+ *
+ * A backend is an operation table (fm_kernel_ops) plus a context. The model code (src/model.c) calls
+ * only through this table and never dereferences tensor memory itself: buffers are obtained from
+ * the backend's `alloc` and may live on a device. Host data enters and leaves through `upload` and
+ * `download`.
+ *
+ * Legend used in every shape comment:
+ *   B  micro-batch size          T  sequence length (<= maxT, the model's seq_len)
+ *   C  channels (d_model)        NH number of heads, hs = C / NH
+ *   V  real vocabulary size      Vp padded vocabulary (multiple of 128), V <= Vp
+ *   N  rows = B*T                OC output channels of a matmul
+ *
+ * Conventions (all backends):
+ *   - Parameters, parameter gradients and optimizer moments are fp32 (master copies).
+ *   - Activation buffers hold `ops->act_bytes` bytes per element (4 = fp32 on the CPU backend; a
+ *     mixed-precision backend may use 2 = bf16). They are typed `float *` here as device handles;
+ *     only the backend interprets their contents.
+ *   - Parameter gradients ACCUMULATE (+=): they are zeroed by adamw_update after it consumes them
+ *     (and by zero() once at start), so gradient accumulation over micro-batches needs no extra pass.
+ *   - Activation gradients named `dinp` are OVERWRITTEN unless the comment says "accumulates".
+ *   - Every kernel is deterministic: the same inputs and thread count give bit-identical outputs
+ *     (reductions in a fixed order, no atomics whose order changes results).
+ *   - Kernels do not fail; errors of asynchronous devices surface at the next sync().
+ */
+#ifndef FM_KERNELS_H
+#define FM_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../src/status.h"
+
+typedef struct fm_backend fm_backend;
+
+typedef struct fm_kernel_ops {
+    const char *name; /* "cpu", "cuda" */
+    int act_bytes;    /* bytes per activation element */
+
+    /* ---- memory -------------------------------------------------------------------------- */
+    fm_status (*alloc)(fm_backend *be, void **ptr, size_t bytes); /* zero-initialised */
+    void (*free)(fm_backend *be, void *ptr);
+    fm_status (*upload)(fm_backend *be, void *dst_dev, const void *src_host, size_t bytes);
+    fm_status (*download)(fm_backend *be, void *dst_host, const void *src_dev, size_t bytes);
+    void (*zero)(fm_backend *be, void *ptr, size_t bytes);
+    fm_status (*sync)(fm_backend *be);
+
+    /* ---- embedding ----------------------------------------------------------------------- */
+    /* out (B,T,C) = wte[tokens[b,t]] + wpe[t]; tokens (B,T) int32 in [0,V), wte (Vp,C), wpe (maxT,C) */
+    void (*encoder_forward)(fm_backend *be, float *out, const int32_t *tokens, const float *wte,
+                            const float *wpe, int B, int T, int C);
+    /* dwte (Vp,C) accumulates, dwpe (maxT,C) accumulates; dout (B,T,C), tokens (B,T) */
+    void (*encoder_backward)(fm_backend *be, float *dwte, float *dwpe, const float *dout,
+                             const int32_t *tokens, int B, int T, int C);
+
+    /* ---- LayerNorm (eps = 1e-5, biased variance, as torch.nn.LayerNorm) ---------------------- */
+    /* out (N,C), mean (N), rstd (N) saved for backward; inp (N,C), weight (C), bias (C) */
+    void (*layernorm_forward)(fm_backend *be, float *out, float *mean, float *rstd, const float *inp,
+                              const float *weight, const float *bias, int N, int C);
+    /* dinp (N,C) ACCUMULATES (it is the residual stream's gradient); dweight (C), dbias (C) accumulate;
+     * dout (N,C), inp (N,C), weight (C), mean (N), rstd (N) */
+    void (*layernorm_backward)(fm_backend *be, float *dinp, float *dweight, float *dbias,
+                               const float *dout, const float *inp, const float *weight,
+                               const float *mean, const float *rstd, int N, int C);
+
+    /* ---- residual ------------------------------------------------------------------------ */
+    /* out (n) = a (n) + b (n); out may alias a */
+    void (*residual_forward)(fm_backend *be, float *out, const float *a, const float *b, size_t n);
+    /* da (n) accumulates dout, db (n) accumulates dout */
+    void (*residual_backward)(fm_backend *be, float *da, float *db, const float *dout, size_t n);
+
+    /* ---- matmul with bias: out = inp @ weight^T + bias -------------------------------------- */
+    /* out (N,OC); inp (N,C); weight (OC,C); bias (OC) or NULL */
+    void (*matmul_forward)(fm_backend *be, float *out, const float *inp, const float *weight,
+                           const float *bias, int N, int C, int OC);
+    /* dinp (N,C) overwritten (skipped when NULL); dweight (OC,C) accumulates; dbias (OC) accumulates
+     * (skipped when NULL); dout (N,OC); inp (N,C); weight (OC,C) */
+    void (*matmul_backward)(fm_backend *be, float *dinp, float *dweight, float *dbias,
+                            const float *dout, const float *inp, const float *weight, int N, int C,
+                            int OC);
+
+    /* ---- GELU, tanh approximation --------------------------------------------------------- */
+    /* out (n) = gelu(inp (n)) */
+    void (*gelu_forward)(fm_backend *be, float *out, const float *inp, size_t n);
+    /* dinp (n) = gelu'(inp (n)) * dout (n); dinp may alias dout */
+    void (*gelu_backward)(fm_backend *be, float *dinp, const float *inp, const float *dout,
+                          size_t n);
+
+    /* ---- causal multi-head self-attention, scale 1/sqrt(hs) ------------------------------- */
+    /* qkv (B,T,3C) laid out [q | k | v], each C = NH heads of hs; out (B,T,C) heads concatenated;
+     * lse (B,NH,T) the log-sum-exp of each row of scaled scores, saved for backward. No (T,T) tensor is
+     * kept: backward recomputes scores from qkv and lse. */
+    void (*attention_forward)(fm_backend *be, float *out, float *lse, const float *qkv, int B,
+                              int T, int C, int NH);
+    /* dqkv (B,T,3C) overwritten; dout (B,T,C); qkv (B,T,3C); out (B,T,C) and lse (B,NH,T) from forward */
+    void (*attention_backward)(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
+                               const float *out, const float *lse, int B, int T, int C, int NH);
+
+    /* ---- fused softmax + cross-entropy over the vocabulary ------------------------------------ */
+    /* losses (N) = -log softmax(logits[n, :V])[targets[n]]; lse (N) saved for backward.
+     * logits (N,Vp): columns >= V are padding and receive no probability mass. targets (N) in [0,V). */
+    void (*softmax_xent_forward)(fm_backend *be, float *losses, float *lse, const float *logits,
+                                 const int32_t *targets, int N, int V, int Vp);
+    /* IN PLACE: logits (N,Vp) becomes dlogits = (softmax - onehot(target)) * dloss, padding columns 0.
+     * lse (N) from forward; dloss: d(total loss)/d(loss of one position), e.g. 1/(B*T*grad_accum). */
+    void (*softmax_xent_backward)(fm_backend *be, float *logits, const float *lse,
+                                  const int32_t *targets, float dloss, int N, int V, int Vp);
+
+    /* ---- optimizer ------------------------------------------------------------------------ */
+    /* AdamW on n contiguous parameters, then sets grads to 0:
+     *   g = grads*grad_scale; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+     *   p -= lr * ( (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps) + weight_decay * p )
+     * params, grads, m, v: (n); t >= 1 is the step number used for bias correction. */
+    void (*adamw_update)(fm_backend *be, float *params, float *grads, float *m, float *v, size_t n,
+                         float lr, float beta1, float beta2, float eps, float weight_decay,
+                         float grad_scale, int64_t t);
+    /* *out = sum of grads[i]^2 over n elements, accumulated in double in a fixed order that does not
+     * depend on the thread count. Result delivered on the host. */
+    void (*sum_squares)(fm_backend *be, double *out, const float *grads, size_t n);
+    /* x (n) *= s  (used to average gradients across ranks or micro-batches) */
+    void (*scale)(fm_backend *be, float *x, float s, size_t n);
+} fm_kernel_ops;
+
+struct fm_backend {
+    const fm_kernel_ops *ops;
+    int threads; /* CPU threads this backend uses (the rank's binding) */
+    int device;  /* device ordinal, -1 on the CPU */
+    void *impl;  /* backend-private state (workspaces, handles, streams) */
+};
+
+/* ---- registry (kernels/registry.c): the only place that knows which backends are compiled in ---- */
+
+/* Creates the backend called `name` ("cpu" or "cuda"). `threads` > 0 is the number of CPU threads to
+ * use (OpenMP and BLAS share them, see docs/performance.md); `device` is the GPU ordinal for "cuda".
+ * Errors: unknown name, backend not compiled in, device initialisation failed. */
+fm_status fm_backend_create(const char *name, int threads, int device, fm_backend **out);
+void fm_backend_free(fm_backend **be);
+
+/* Non-zero when the named backend is compiled into this binary. */
+int fm_backend_available(const char *name);
+
+/* One line describing the BLAS in use (vendor, threading model), for --version and the start banner. */
+const char *fm_backend_blas_info(void);
+
+#endif /* FM_KERNELS_H */

@@ -1,0 +1,18 @@
+/* commands.c — the table of subcommands. Each one lives in src/cmd_<name>.c. */
+#include <string.h>
+
+#include "cli.h"
+
+extern const fm_command fm_cmd_train;
+
+const fm_command *const fm_commands[] = {
+    &fm_cmd_train,
+    NULL,
+};
+
+const fm_command *fm_command_find(const char *name)
+{
+    for (int i = 0; fm_commands[i]; i++)
+        if (strcmp(fm_commands[i]->name, name) == 0) return fm_commands[i];
+    return NULL;
+}
