@@ -72,7 +72,7 @@ typedef struct fm_model_tensor_info {
 } fm_model_tensor_info;
 
 /* Byte breakdown of a model instance (or of a shape, before allocating). */
-typedef struct fm_model_memory {
+typedef struct fm_model_memory_info {
     size_t n_params;        /* parameters of the real model (vocabulary V, as GPT-2 counts them) */
     size_t n_params_padded; /* floats in the layout (vocabulary Vp) */
     size_t param_bytes;     /* 4 * n_params_padded */
