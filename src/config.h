@@ -37,13 +37,13 @@ typedef enum { FM_RESUME_AUTO, FM_RESUME_NEVER, FM_RESUME_PATH } fm_resume;
 typedef struct fm_config {
     /* [run] */
     char run_name[FM_CONFIG_NAME_MAX];
-    char run_dir[FM_CONFIG_PATH_MAX];
+    char run_dir[FM_CONFIG_PATH_MAX]; /* "" = runs/<run_name>: use fm_config_run_dir() */
     uint64_t run_seed;
     double run_stop_margin_minutes;
 
     /* [model] */
     fm_arch model_arch;
-    int model_n_layer;
+    int model_n_layer; /* required, like n_head, d_model, seq_len, data_train, train_steps */
     int model_n_head;
     int model_d_model;
     int model_seq_len;
@@ -93,17 +93,36 @@ void fm_config_defaults(fm_config *cfg);
 
 /* Parses the INI text `text` (length `len`, need not be NUL-terminated), whose origin `source` is used
  * in messages (a path). Values are applied on top of what `cfg` already holds; the caller normally
- * calls fm_config_defaults first. Required keys are not checked here (see fm_config_validate). */
+ * calls fm_config_defaults first. Required keys are not checked here (see fm_config_validate).
+ * When run_name is still empty afterwards it becomes `source`'s file name without directory and
+ * extension ("inputs/tiny-cpu.ini" -> "tiny-cpu"). Every error found is reported (up to 20), one per
+ * line of the message, each as "source:line: what is wrong; what was expected"; `cfg` may then hold
+ * part of the file's values. */
 fm_status fm_config_parse(fm_config *cfg, const char *source, const char *text, size_t len);
 
 /* Reads and parses the file at `path`. */
 fm_status fm_config_load(fm_config *cfg, const char *path);
 
-/* Applies one override "section.key=value" (the argument of --set). */
+/* Applies one override "section.key=value" (the argument of --set). The value is taken literally
+ * (no comments; surrounding whitespace is trimmed; double quotes work as in a file). Errors read
+ * "--set section.key=value: ...". */
 fm_status fm_config_set(fm_config *cfg, const char *assignment);
 
-/* Checks required keys and cross-key rules (d_model divisible by n_head, min_lr <= lr, ...). */
+/* Checks required keys, every value against its schema entry (so values set directly in the struct are
+ * checked too) and cross-key rules (d_model divisible by n_head, min_lr <= lr, warmup within the run,
+ * ...). Errors name the keys and values; every problem found is listed, one per line. */
 fm_status fm_config_validate(const fm_config *cfg);
+
+/* The run directory: run_dir, or "runs/<run_name>" (formatted into buf) when run_dir is empty.
+ * Returns run_dir or buf. A buffer of FM_CONFIG_PATH_MAX bytes is always large enough. */
+const char *fm_config_run_dir(const fm_config *cfg, char *buf, size_t bufsize);
+
+/* The validation dataset: data_val, or data_train when data_val is empty. */
+const char *fm_config_val_path(const fm_config *cfg);
+
+/* Self-check of the schema table (every default parses and is in range, no key twice, help text
+ * present). An FM_ERR_INTERNAL status names the broken entry. Used by the tests. */
+fm_status fm_config_check_schema(void);
 
 /* Writes the effective configuration as INI text that fm_config_parse accepts and that reproduces
  * `cfg` exactly (every key, with its value; comments say which differ from the default). */
