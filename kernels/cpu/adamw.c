@@ -1,0 +1,75 @@
+/* adamw.c — the optimizer step fused with zeroing the gradient, the gradient's sum of squares, and
+ * scaling (CPU). The AdamW pass is the largest non-GEMM memory stream of a training step: per
+ * parameter it reads p, g, m, v and writes p, g (= 0), m, v: 32 bytes. */
+#include <math.h>
+#include <omp.h>
+
+#include "cpu_internal.h"
+#include "cpu_kernels.h"
+
+/* params, grads, m, v: (n). Operation order as torch.optim.AdamW (single-tensor path): decay first,
+ * m by lerp, denominator sqrt(v)/sqrt(bias_correction2) + eps. grads := 0 afterwards. */
+void fm_cpu_adamw_update(const fm_cpu_ctx *cx, float *params, float *grads, float *m, float *v,
+                         size_t n, float lr, float beta1, float beta2, float eps,
+                         float weight_decay, float grad_scale, int64_t t)
+{
+    const double bc1 = 1.0 - pow((double)beta1, (double)t);
+    const double bc2 = 1.0 - pow((double)beta2, (double)t);
+    const float step_size = (float)((double)lr / bc1);
+    const float bc2_sqrt = (float)sqrt(bc2);
+    const float decay = 1.0f - lr * weight_decay;
+    const float omb1 = 1.0f - beta1, omb2 = 1.0f - beta2;
+    int nt = fm_cpu_team(cx->threads, n, FM_CPU_ELEMWISE_SERIAL);
+#pragma omp parallel for simd num_threads(nt) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        const float g = grads[i] * grad_scale;
+        const float mi = m[i] + omb1 * (g - m[i]);
+        const float vi = beta2 * v[i] + omb2 * g * g;
+        const float denom = sqrtf(vi) / bc2_sqrt + eps;
+        params[i] = params[i] * decay - step_size * (mi / denom);
+        m[i] = mi;
+        v[i] = vi;
+        grads[i] = 0.0f;
+    }
+}
+
+/* Sum of squares of one block of at most FM_CPU_SUMSQ_BLOCK elements, in 8 double lanes. */
+static double sumsq_block(const float *x, size_t n)
+{
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += (double)x[i + l] * (double)x[i + l];
+    for (int l = 0; i < n; i++, l++) acc[l] += (double)x[i] * (double)x[i];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* *out = sum grads[i]^2 (n): blocks of FM_CPU_SUMSQ_BLOCK in parallel (the partition into blocks does
+ * not depend on the thread count), block sums added in index order in groups of 256. */
+void fm_cpu_sum_squares(const fm_cpu_ctx *cx, double *out, const float *grads, size_t n)
+{
+    enum { GROUP = 256 };
+    const size_t nblocks = (n + FM_CPU_SUMSQ_BLOCK - 1) / FM_CPU_SUMSQ_BLOCK;
+    double total = 0.0;
+    for (size_t g0 = 0; g0 < nblocks; g0 += GROUP) {
+        const size_t g1 = g0 + GROUP < nblocks ? g0 + GROUP : nblocks;
+        double part[GROUP];
+        int nt = fm_cpu_team(cx->threads, (g1 - g0) * FM_CPU_SUMSQ_BLOCK, FM_CPU_ELEMWISE_SERIAL);
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (size_t bl = g0; bl < g1; bl++) {
+            const size_t lo = bl * FM_CPU_SUMSQ_BLOCK;
+            const size_t hi = lo + FM_CPU_SUMSQ_BLOCK < n ? lo + FM_CPU_SUMSQ_BLOCK : n;
+            part[bl - g0] = sumsq_block(grads + lo, hi - lo);
+        }
+        for (size_t bl = g0; bl < g1; bl++) total += part[bl - g0];
+    }
+    *out = total;
+}
+
+/* x (n) *= s */
+void fm_cpu_scale(const fm_cpu_ctx *cx, float *x, float s, size_t n)
+{
+    int nt = fm_cpu_team(cx->threads, n, FM_CPU_ELEMWISE_SERIAL);
+#pragma omp parallel for simd num_threads(nt) schedule(static)
+    for (size_t i = 0; i < n; i++) x[i] *= s;
+}

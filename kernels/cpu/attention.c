@@ -1,0 +1,180 @@
+/* attention.c — causal multi-head self-attention, forward and backward (CPU), flash-style.
+ *
+ * Work item: one (batch b, head h) pair, owned by one thread (so dq/dk/dv of a head are written by one
+ * thread in a fixed order: deterministic for any thread count). Within a head the query rows are
+ * processed in blocks of BQ = FM_CPU_ATT_BQ rows against key blocks of BK = FM_CPU_ATT_BK columns up
+ * to the diagonal; block products are single-threaded cblas_sgemm calls on the strided q/k/v columns
+ * of qkv, the softmax is an online (running max / running sum) softmax in the thread's scratch.
+ *
+ * Memory: nothing quadratic in T. Forward keeps out (B,T,C) and lse (B,NH,T); backward recomputes the
+ * probabilities P = exp(scale q.k - lse) block by block. Scratch per thread (fm_cpu_ctx):
+ * 2*BQ*BK + 4*BQ floats = 66 KiB, independent of T.
+ *
+ * FLOPs: forward 2*T*T*hs per head (two products over the causal half, counting the masked part of
+ * diagonal blocks), backward 2.5x that. */
+#include <math.h>
+#include <omp.h>
+
+#include <cblas.h>
+
+#include "cpu_internal.h"
+#include "cpu_kernels.h"
+
+#define BQ FM_CPU_ATT_BQ
+#define BK FM_CPU_ATT_BK
+
+static int att_team(const fm_cpu_ctx *cx, int B, int T, int C, int NH)
+{
+    double work = (double)B * (double)T * (double)T * (double)C;
+    int nt = work < (double)FM_CPU_GEMM_SERIAL_MAC ? 1 : cx->threads;
+    if (nt > B * NH) nt = B * NH;
+    return nt < 1 ? 1 : nt;
+}
+
+/* out (B,T,C), lse (B,NH,T); qkv (B,T,3C) */
+void fm_cpu_attention_forward(const fm_cpu_ctx *cx, float *out, float *lse, const float *qkv,
+                              int B, int T, int C, int NH)
+{
+    const int hs = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / sqrtf((float)hs);
+    const int nt = att_team(cx, B, T, C, NH);
+#pragma omp parallel num_threads(nt)
+    {
+        float *S = cx->scratch + (size_t)omp_get_thread_num() * cx->scratch_floats;
+        float *mrow = S + 2 * BQ * BK, *lrow = mrow + BQ;
+#pragma omp for schedule(static)
+        for (int bh = 0; bh < B * NH; bh++) {
+            const int b = bh / NH, h = bh % NH;
+            const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+            const float *k = q + C, *v = q + 2 * C;
+            float *o = out + (size_t)b * T * C + (size_t)h * hs;
+            float *lse_bh = lse + (size_t)bh * T;
+            for (int i0 = 0; i0 < T; i0 += BQ) {
+                const int i1 = i0 + BQ < T ? i0 + BQ : T, nr = i1 - i0;
+                for (int r = 0; r < nr; r++) {
+                    mrow[r] = -INFINITY;
+                    lrow[r] = 0.0f;
+                    float *orow = o + (size_t)(i0 + r) * C;
+                    for (int d = 0; d < hs; d++) orow[d] = 0.0f;
+                }
+                for (int j0 = 0; j0 < i1; j0 += BK) {
+                    const int j1 = j0 + BK < i1 ? j0 + BK : i1, nk = j1 - j0;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nk, hs, scale,
+                                q + (size_t)i0 * C3, C3, k + (size_t)j0 * C3, C3, 0.0f, S, BK);
+                    for (int r = 0; r < nr; r++) {
+                        float *s = S + (size_t)r * BK;
+                        int cnt = i0 + r + 1 - j0; /* keys j <= i */
+                        if (cnt > nk) cnt = nk;
+                        if (cnt <= 0) {
+                            for (int c = 0; c < nk; c++) s[c] = 0.0f;
+                            continue;
+                        }
+                        float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+                        for (int c = 0; c < cnt; c++) mx = s[c] > mx ? s[c] : mx;
+                        const float mnew = mx > mrow[r] ? mx : mrow[r];
+                        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+                        for (int c = 0; c < cnt; c++) {
+                            float p = fm_cpu_expf(s[c] - mnew);
+                            s[c] = p;
+                            sum += p;
+                        }
+                        for (int c = cnt; c < nk; c++) s[c] = 0.0f;
+                        const float corr = fm_cpu_expf(mrow[r] - mnew); /* 0 on the first block */
+                        lrow[r] = lrow[r] * corr + sum;
+                        mrow[r] = mnew;
+                        if (corr != 1.0f) {
+                            float *orow = o + (size_t)(i0 + r) * C;
+#pragma omp simd
+                            for (int d = 0; d < hs; d++) orow[d] *= corr;
+                        }
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, hs, nk, 1.0f, S, BK,
+                                v + (size_t)j0 * C3, C3, 1.0f, o + (size_t)i0 * C, C);
+                }
+                for (int r = 0; r < nr; r++) {
+                    float *orow = o + (size_t)(i0 + r) * C;
+                    const float inv = 1.0f / lrow[r];
+#pragma omp simd
+                    for (int d = 0; d < hs; d++) orow[d] *= inv;
+                    lse_bh[i0 + r] = mrow[r] + logf(lrow[r]);
+                }
+            }
+        }
+    }
+}
+
+/* dqkv (B,T,3C) overwritten; dout (B,T,C), qkv (B,T,3C), out (B,T,C), lse (B,NH,T) */
+void fm_cpu_attention_backward(const fm_cpu_ctx *cx, float *dqkv, const float *dout,
+                               const float *qkv, const float *out, const float *lse, int B, int T,
+                               int C, int NH)
+{
+    const int hs = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / sqrtf((float)hs);
+    const int nt = att_team(cx, B, T, C, NH);
+#pragma omp parallel num_threads(nt)
+    {
+        float *P = cx->scratch + (size_t)omp_get_thread_num() * cx->scratch_floats;
+        float *dP = P + BQ * BK, *Drow = dP + BQ * BK;
+#pragma omp for schedule(static)
+        for (int bh = 0; bh < B * NH; bh++) {
+            const int b = bh / NH, h = bh % NH;
+            const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+            const float *k = q + C, *v = q + 2 * C;
+            float *dq = dqkv + (size_t)b * T * C3 + (size_t)h * hs;
+            float *dk = dq + C, *dv = dq + 2 * C;
+            const float *o = out + (size_t)b * T * C + (size_t)h * hs;
+            const float *dO = dout + (size_t)b * T * C + (size_t)h * hs;
+            const float *lse_bh = lse + (size_t)bh * T;
+            for (int t = 0; t < T; t++) {
+                float *rq = dq + (size_t)t * C3, *rk = dk + (size_t)t * C3, *rv = dv + (size_t)t * C3;
+                for (int d = 0; d < hs; d++) rq[d] = rk[d] = rv[d] = 0.0f;
+            }
+            for (int i0 = 0; i0 < T; i0 += BQ) {
+                const int i1 = i0 + BQ < T ? i0 + BQ : T, nr = i1 - i0;
+                for (int r = 0; r < nr; r++) { /* D_i = dO_i . O_i */
+                    const float *a = dO + (size_t)(i0 + r) * C, *c = o + (size_t)(i0 + r) * C;
+                    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+                    for (int d = 0; d < hs; d++) s += a[d] * c[d];
+                    Drow[r] = s;
+                }
+                for (int j0 = 0; j0 < i1; j0 += BK) {
+                    const int j1 = j0 + BK < i1 ? j0 + BK : i1, nk = j1 - j0;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nk, hs, scale,
+                                q + (size_t)i0 * C3, C3, k + (size_t)j0 * C3, C3, 0.0f, P, BK);
+                    for (int r = 0; r < nr; r++) {
+                        float *s = P + (size_t)r * BK;
+                        int cnt = i0 + r + 1 - j0;
+                        if (cnt > nk) cnt = nk;
+                        if (cnt < 0) cnt = 0;
+                        const float l = lse_bh[i0 + r];
+#pragma omp simd
+                        for (int c = 0; c < cnt; c++) s[c] = fm_cpu_expf(s[c] - l);
+                        for (int c = cnt; c < nk; c++) s[c] = 0.0f;
+                    }
+                    /* dV_j += P^T dO_i */
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hs, nr, 1.0f, P, BK,
+                                dO + (size_t)i0 * C, C, 1.0f, dv + (size_t)j0 * C3, C3);
+                    /* dP = dO_i V_j^T */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nk, hs, 1.0f,
+                                dO + (size_t)i0 * C, C, v + (size_t)j0 * C3, C3, 0.0f, dP, BK);
+                    /* dS = P (dP - D) * scale (the scale of the scores folded in) */
+                    for (int r = 0; r < nr; r++) {
+                        const float *p = P + (size_t)r * BK;
+                        float *g = dP + (size_t)r * BK;
+                        const float Dr = Drow[r];
+#pragma omp simd
+                        for (int c = 0; c < nk; c++) g[c] = p[c] * (g[c] - Dr) * scale;
+                    }
+                    /* dQ_i += dS K_j ; dK_j += dS^T Q_i */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, hs, nk, 1.0f, dP, BK,
+                                k + (size_t)j0 * C3, C3, 1.0f, dq + (size_t)i0 * C3, C3);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hs, nr, 1.0f, dP, BK,
+                                q + (size_t)i0 * C3, C3, 1.0f, dk + (size_t)j0 * C3, C3);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,300 @@
+/* cpu_backend.c — the CPU backend: context (thread pool size, per-thread scratch), the BLAS threading
+ * policy, the BLAS description string, and the fm_kernel_ops table that forwards to the typed kernels
+ * of kernels/cpu/<op>.c. It computes nothing itself.
+ *
+ * Threading policy (measured and explained in docs/performance.md, "Threads and BLAS"): one OpenMP
+ * pool of `threads` threads runs every kernel; matrix products are tiled over that pool and each tile is
+ * one single-threaded BLAS call. The BLAS library's own threading is therefore set to 1 here, whatever
+ * its build (pthreads or OpenMP), so that no second pool of threads competes for the rank's cores. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "../kernels.h"
+#include "cpu_internal.h"
+#include "cpu_kernels.h"
+
+#if FM_HAVE_OPENBLAS
+/* Declared by OpenBLAS's cblas.h; repeated here for builds whose cblas.h is another vendor's header
+ * in front of libopenblas. */
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
+char *openblas_get_config(void);
+int openblas_get_parallel(void);
+#endif
+
+fm_status fm_cpu_ctx_create(int threads, fm_cpu_ctx **out)
+{
+    *out = NULL;
+    if (threads <= 0) threads = omp_get_max_threads();
+    if (threads > 4096)
+        return FM_ERR(FM_ERR_CONFIG, "CPU backend: %d threads requested, at most 4096 supported",
+                      threads);
+    fm_cpu_ctx *cx = calloc(1, sizeof *cx);
+    FM_CHECK_ALLOC(cx, sizeof *cx);
+    cx->threads = threads;
+    /* per thread: S and dP blocks (BQ x BK) and four BQ-long row vectors, rounded to 64 bytes */
+    size_t per = 2u * FM_CPU_ATT_BQ * FM_CPU_ATT_BK + 4u * FM_CPU_ATT_BQ;
+    per = (per + 15u) / 16u * 16u;
+    cx->scratch_floats = per;
+    size_t bytes = per * sizeof(float) * (size_t)threads;
+    cx->scratch = aligned_alloc(64, bytes);
+    if (!cx->scratch) {
+        free(cx);
+        return FM_ERR(FM_ERR_NOMEM, "CPU backend: out of memory allocating %zu bytes of attention "
+                                    "scratch for %d threads", bytes, threads);
+    }
+    memset(cx->scratch, 0, bytes);
+#if FM_HAVE_OPENBLAS
+    openblas_set_num_threads(1);
+#endif
+    omp_set_num_threads(threads);
+    *out = cx;
+    return NULL;
+}
+
+void fm_cpu_ctx_free(fm_cpu_ctx **cx)
+{
+    if (!cx || !*cx) return;
+    free((*cx)->scratch);
+    free(*cx);
+    *cx = NULL;
+}
+
+/* ---- BLAS description ------------------------------------------------------------------------ */
+
+typedef struct blas_info {
+    pthread_once_t once;
+    char text[384];
+} blas_info;
+
+static blas_info g_blas_info = {PTHREAD_ONCE_INIT, {0}}; /* written once, read-only afterwards */
+
+static void blas_info_fill(void)
+{
+#if FM_HAVE_OPENBLAS
+    const char *cfg = openblas_get_config();
+    int par = openblas_get_parallel();
+    const char *model = par == 0 ? "sequential build" : par == 1 ? "pthreads build" :
+                        par == 2 ? "OpenMP build" : "unknown threading";
+    snprintf(g_blas_info.text, sizeof g_blas_info.text,
+             "%s (%s); fmtrain tiles GEMMs over its OpenMP pool, one BLAS thread per tile",
+             cfg ? cfg : "OpenBLAS", model);
+#else
+    snprintf(g_blas_info.text, sizeof g_blas_info.text,
+             "CBLAS (vendor not identified at run time); fmtrain tiles GEMMs over its OpenMP pool and "
+             "calls BLAS inside parallel regions (nested BLAS threading must be off)");
+#endif
+}
+
+const char *fm_cpu_blas_info(void)
+{
+    pthread_once(&g_blas_info.once, blas_info_fill);
+    return g_blas_info.text;
+}
+
+/* ---- operation table ------------------------------------------------------------------------- */
+
+#define CX(be) ((const fm_cpu_ctx *)(be)->impl)
+
+static fm_status cpu_alloc(fm_backend *be, void **ptr, size_t bytes)
+{
+    (void)be;
+    *ptr = NULL;
+    size_t rounded = (bytes + 63u) / 64u * 64u;
+    if (rounded == 0) rounded = 64;
+    void *p = aligned_alloc(64, rounded);
+    if (!p)
+        return FM_ERR(FM_ERR_NOMEM, "CPU backend: out of memory allocating %zu bytes", bytes);
+    /* zero in parallel so that pages are first touched by the threads that will use them */
+    const fm_cpu_ctx *cx = CX(be);
+    unsigned char *c = p;
+    int nt = rounded < (1u << 22) ? 1 : cx->threads;
+#pragma omp parallel num_threads(nt)
+    {
+        size_t lo, hi;
+        fm_cpu_split(rounded, omp_get_num_threads(), omp_get_thread_num(), 4096, &lo, &hi);
+        if (hi > lo) memset(c + lo, 0, hi - lo);
+    }
+    *ptr = p;
+    return NULL;
+}
+
+static void cpu_free(fm_backend *be, void *ptr)
+{
+    (void)be;
+    free(ptr);
+}
+
+static fm_status cpu_upload(fm_backend *be, void *dst, const void *src, size_t bytes)
+{
+    (void)be;
+    if (bytes) memcpy(dst, src, bytes);
+    return NULL;
+}
+
+static fm_status cpu_download(fm_backend *be, void *dst, const void *src, size_t bytes)
+{
+    (void)be;
+    if (bytes) memcpy(dst, src, bytes);
+    return NULL;
+}
+
+static void cpu_zero(fm_backend *be, void *ptr, size_t bytes)
+{
+    const fm_cpu_ctx *cx = CX(be);
+    unsigned char *c = ptr;
+    int nt = bytes < (1u << 20) ? 1 : cx->threads;
+#pragma omp parallel num_threads(nt)
+    {
+        size_t lo, hi;
+        fm_cpu_split(bytes, omp_get_num_threads(), omp_get_thread_num(), 4096, &lo, &hi);
+        if (hi > lo) memset(c + lo, 0, hi - lo);
+    }
+}
+
+static fm_status cpu_sync(fm_backend *be)
+{
+    (void)be;
+    return NULL;
+}
+
+static void op_encoder_forward(fm_backend *be, float *out, const int32_t *tokens, const float *wte,
+                               const float *wpe, int B, int T, int C)
+{
+    fm_cpu_encoder_forward(CX(be), out, tokens, wte, wpe, B, T, C);
+}
+static void op_encoder_backward(fm_backend *be, float *dwte, float *dwpe, const float *dout,
+                                const int32_t *tokens, int B, int T, int C)
+{
+    fm_cpu_encoder_backward(CX(be), dwte, dwpe, dout, tokens, B, T, C);
+}
+static void op_layernorm_forward(fm_backend *be, float *out, float *mean, float *rstd,
+                                 const float *inp, const float *weight, const float *bias, int N,
+                                 int C)
+{
+    fm_cpu_layernorm_forward(CX(be), out, mean, rstd, inp, weight, bias, N, C);
+}
+static void op_layernorm_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
+                                  const float *dout, const float *inp, const float *weight,
+                                  const float *mean, const float *rstd, int N, int C)
+{
+    fm_cpu_layernorm_backward(CX(be), dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+}
+static void op_residual_forward(fm_backend *be, float *out, const float *a, const float *b,
+                                size_t n)
+{
+    fm_cpu_residual_forward(CX(be), out, a, b, n);
+}
+static void op_residual_backward(fm_backend *be, float *da, float *db, const float *dout, size_t n)
+{
+    fm_cpu_residual_backward(CX(be), da, db, dout, n);
+}
+static void op_matmul_forward(fm_backend *be, float *out, const float *inp, const float *weight,
+                              const float *bias, int N, int C, int OC)
+{
+    fm_cpu_matmul_forward(CX(be), out, inp, weight, bias, N, C, OC);
+}
+static void op_matmul_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
+                               const float *dout, const float *inp, const float *weight, int N,
+                               int C, int OC)
+{
+    fm_cpu_matmul_backward(CX(be), dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+}
+static void op_gelu_forward(fm_backend *be, float *out, const float *inp, size_t n)
+{
+    fm_cpu_gelu_forward(CX(be), out, inp, n);
+}
+static void op_gelu_backward(fm_backend *be, float *dinp, const float *inp, const float *dout,
+                             size_t n)
+{
+    fm_cpu_gelu_backward(CX(be), dinp, inp, dout, n);
+}
+static void op_attention_forward(fm_backend *be, float *out, float *lse, const float *qkv, int B,
+                                 int T, int C, int NH)
+{
+    fm_cpu_attention_forward(CX(be), out, lse, qkv, B, T, C, NH);
+}
+static void op_attention_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
+                                  const float *out, const float *lse, int B, int T, int C, int NH)
+{
+    fm_cpu_attention_backward(CX(be), dqkv, dout, qkv, out, lse, B, T, C, NH);
+}
+static void op_softmax_xent_forward(fm_backend *be, float *losses, float *lse, const float *logits,
+                                    const int32_t *targets, int N, int V, int Vp)
+{
+    fm_cpu_softmax_xent_forward(CX(be), losses, lse, logits, targets, N, V, Vp);
+}
+static void op_softmax_xent_backward(fm_backend *be, float *logits, const float *lse,
+                                     const int32_t *targets, float dloss, int N, int V, int Vp)
+{
+    fm_cpu_softmax_xent_backward(CX(be), logits, lse, targets, dloss, N, V, Vp);
+}
+static void op_adamw_update(fm_backend *be, float *params, float *grads, float *m, float *v,
+                            size_t n, float lr, float beta1, float beta2, float eps,
+                            float weight_decay, float grad_scale, int64_t t)
+{
+    fm_cpu_adamw_update(CX(be), params, grads, m, v, n, lr, beta1, beta2, eps, weight_decay,
+                        grad_scale, t);
+}
+static void op_sum_squares(fm_backend *be, double *out, const float *grads, size_t n)
+{
+    fm_cpu_sum_squares(CX(be), out, grads, n);
+}
+static void op_scale(fm_backend *be, float *x, float s, size_t n)
+{
+    fm_cpu_scale(CX(be), x, s, n);
+}
+
+static const fm_kernel_ops cpu_ops = {
+    .name = "cpu",
+    .act_bytes = 4,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .zero = cpu_zero,
+    .sync = cpu_sync,
+    .encoder_forward = op_encoder_forward,
+    .encoder_backward = op_encoder_backward,
+    .layernorm_forward = op_layernorm_forward,
+    .layernorm_backward = op_layernorm_backward,
+    .residual_forward = op_residual_forward,
+    .residual_backward = op_residual_backward,
+    .matmul_forward = op_matmul_forward,
+    .matmul_backward = op_matmul_backward,
+    .gelu_forward = op_gelu_forward,
+    .gelu_backward = op_gelu_backward,
+    .attention_forward = op_attention_forward,
+    .attention_backward = op_attention_backward,
+    .softmax_xent_forward = op_softmax_xent_forward,
+    .softmax_xent_backward = op_softmax_xent_backward,
+    .adamw_update = op_adamw_update,
+    .sum_squares = op_sum_squares,
+    .scale = op_scale,
+};
+
+fm_status fm_cpu_backend_init(fm_backend *be, int threads)
+{
+    fm_cpu_ctx *cx = NULL;
+    FM_TRY(fm_cpu_ctx_create(threads, &cx));
+    be->ops = &cpu_ops;
+    be->threads = cx->threads;
+    be->device = -1;
+    be->impl = cx;
+    return NULL;
+}
+
+void fm_cpu_backend_fini(fm_backend *be)
+{
+    if (!be) return;
+    fm_cpu_ctx *cx = be->impl;
+    fm_cpu_ctx_free(&cx);
+    be->impl = NULL;
+}

@@ -1,0 +1,63 @@
+/* cpu_internal.h — helpers shared by the CPU kernel files only (not a public header): a vectorisable
+ * expf, the split of a range over threads, and the tile split used for matrix products. */
+#ifndef FM_CPU_INTERNAL_H
+#define FM_CPU_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* exp(x) in fp32 without a function call, so loops around it vectorise (Cephes expf: range reduction
+ * x = k ln2 + r, |r| <= ln2/2, degree-6 polynomial, scale by 2^k through the exponent bits). Relative
+ * error <= 2 ulp over [-87, 88]; returns exactly 0 below -87.3 (including -inf) and saturates at
+ * exp(88) above 88. NaN inputs give unspecified finite values: callers never pass NaN deliberately and
+ * a NaN loss is caught from the loss itself. */
+static inline float fm_cpu_expf(float x)
+{
+    float xc = x < -87.0f ? -87.0f : x;
+    xc = xc > 88.0f ? 88.0f : xc;
+    float kf = xc * 1.44269504088896341f;
+    kf = kf >= 0.0f ? kf + 0.5f : kf - 0.5f;
+    int32_t k = (int32_t)kf;
+    kf = (float)k;
+    float r = xc - kf * 0.693359375f;
+    r = r - kf * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } s;
+    s.i = (k + 127) * (1 << 23);
+    y = y * s.f;
+    return x < -87.3f ? 0.0f : y;
+}
+
+/* Contiguous part [*lo, *hi) of [0, n) for part `i` of `parts`, in multiples of `align` (except the
+ * last part). Parts may be empty. */
+static inline void fm_cpu_split(size_t n, int parts, int i, size_t align, size_t *lo, size_t *hi)
+{
+    size_t per = (n + (size_t)parts - 1) / (size_t)parts;
+    per = (per + align - 1) / align * align;
+    size_t a = per * (size_t)i, b = a + per;
+    *lo = a < n ? a : n;
+    *hi = b < n ? b : n;
+}
+
+/* Below this many multiply-adds a matrix product runs on one thread (splitting costs more). */
+#define FM_CPU_GEMM_SERIAL_MAC (1 << 18)
+/* Below this many elements an element-wise kernel runs on one thread. */
+#define FM_CPU_ELEMWISE_SERIAL 32768
+
+/* Threads to use for `work` units given the serial threshold. */
+static inline int fm_cpu_team(int threads, size_t work, size_t serial_below)
+{
+    return work < serial_below ? 1 : threads;
+}
+
+#endif /* FM_CPU_INTERNAL_H */

@@ -1,0 +1,49 @@
+/* softmax_xent.c — fused softmax + cross-entropy over the (padded) vocabulary, CPU.
+ *
+ * Forward reads each logits row twice (max, then sum of exp; the row is 4*Vp bytes, e.g. 197 KiB for
+ * GPT-2, so the second read hits L2) and writes two floats per row; no probabilities are stored.
+ * Backward turns the logits into dlogits in place, one read and one write per element. Columns >= V
+ * (padding) get no probability mass: the forward ignores them and the backward writes 0 there. */
+#include <math.h>
+#include <omp.h>
+
+#include "cpu_internal.h"
+#include "cpu_kernels.h"
+
+/* losses (N), lse (N); logits (N,Vp), targets (N) in [0,V) */
+void fm_cpu_softmax_xent_forward(const fm_cpu_ctx *cx, float *losses, float *lse,
+                                 const float *logits, const int32_t *targets, int N, int V, int Vp)
+{
+    int nt = fm_cpu_team(cx->threads, (size_t)N * (size_t)V, FM_CPU_ELEMWISE_SERIAL);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = logits + (size_t)n * (size_t)Vp;
+        float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+        for (int c = 0; c < V; c++) mx = x[c] > mx ? x[c] : mx;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int c = 0; c < V; c++) s += fm_cpu_expf(x[c] - mx);
+        const float l = mx + logf(s);
+        lse[n] = l;
+        losses[n] = l - x[targets[n]];
+    }
+}
+
+/* logits (N,Vp) := dlogits in place; lse (N), targets (N) */
+void fm_cpu_softmax_xent_backward(const fm_cpu_ctx *cx, float *logits, const float *lse,
+                                  const int32_t *targets, float dloss, int N, int V, int Vp)
+{
+    int nt = fm_cpu_team(cx->threads, (size_t)N * (size_t)Vp, FM_CPU_ELEMWISE_SERIAL);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *x = logits + (size_t)n * (size_t)Vp;
+        const float l = lse[n];
+        const int tg = targets[n];
+        const float xt = x[tg];
+#pragma omp simd
+        for (int c = 0; c < V; c++) x[c] = fm_cpu_expf(x[c] - l) * dloss;
+        for (int c = V; c < Vp; c++) x[c] = 0.0f;
+        x[tg] = (fm_cpu_expf(xt - l) - 1.0f) * dloss;
+    }
+}
