@@ -1,0 +1,242 @@
+# shellcheck shell=bash
+# fmtrain-job.sh — the logic that every fmtrain batch script shares. It is SOURCED (not executed) by
+# generic/cpu.sbatch, generic/gpu.sbatch and sites/*.sbatch after their #SBATCH lines and module
+# loads, so the per-site files stay a handful of lines and the logic lives in one place.
+#
+# The batch script sets, then calls `fm_job_main` (which exits with the job's exit code):
+#   FM_PARAMS        the parameter file (required)
+#   FM_SETS          bash array of extra `fmtrain train` arguments, e.g. (--set train.steps=2000)
+#   FM_RUN_DIR       the run directory; default: found as fmtrain finds it (`--set run.dir=` in
+#                    FM_SETS, `[run] dir` in FM_PARAMS, else runs/<run.name>); relative to the submit dir
+#   FM_CPU_BIND      srun --cpu-bind value (default "cores": each rank gets its --cpus-per-task cores)
+#   FM_MAX_REQUEUES  stop requeuing after this many restarts of the same job (default 50)
+#   FM_MAX_FAILURES  requeue after a runtime failure (exit 1) at most this many times (default 1)
+#   FMTRAIN_EXE      the fmtrain executable (default: `fmtrain` on PATH, e.g. from `module load fmtrain`)
+#
+# What it does, in order:
+#  1. Finds the run directory. If <run dir>/COMPLETE exists (fmtrain writes it after the last step and
+#     the final checkpoint) there is nothing to do: exit 0. If the stop file exists (<run dir>/STOP, or
+#     FM_STOP_FILE) the user asked the run to stop: exit 0 without starting.
+#  2. Exports what srun and OpenMP need: SRUN_CPUS_PER_TASK (srun does not inherit --cpus-per-task
+#     from the batch allocation since Slurm 22.05), OMP_NUM_THREADS = cores per rank,
+#     OMP_PLACES=cores, OMP_PROC_BIND=close (threads stay inside the rank's cores, one per core).
+#  3. Starts `srun --cpu-bind=cores fmtrain train FM_PARAMS ...` in the background and waits for it.
+#     `[checkpoint] resume = auto` in the parameter file makes every start continue from the newest
+#     complete checkpoint in the run directory.
+#  4. Signals. The scripts ask for `#SBATCH --signal=B:USR1@<seconds>`: with the `B:` prefix Slurm
+#     signals ONLY the batch shell (this script), not the job steps; without it, ONLY the steps and
+#     never the batch shell. We use B: because the shell must know that the stop was requested (to
+#     requeue), and we forward the signal to srun (`kill -USR1 <srun pid>`), which passes it on to
+#     every task; fmtrain then finishes its step, writes a checkpoint on all ranks and exits 75.
+#     SIGTERM (scancel, or the time limit itself) is delivered by Slurm to the steps directly; this
+#     script only notes it. The same path serves a manual graceful stop:
+#         scancel --batch --signal=USR1 <jobid>
+#  5. Decides by fmtrain's exit code (see `fmtrain help`):
+#       0   finished: COMPLETE exists; cancel the rest of a chain; exit 0
+#       75  stopped and resumable: requeue this same job (`scontrol requeue $SLURM_JOB_ID`, which needs
+#           `#SBATCH --requeue`) unless the run is complete, the stop file exists, the job is part of a
+#           chain (chain.sh: the next job continues), or FM_MAX_REQUEUES is reached
+#       2,3,4  configuration/input error or divergence: a restart cannot fix it; cancel the rest of
+#           a chain and exit with the code
+#       1 (or killed)  runtime failure: requeue at most FM_MAX_FAILURES times, then give up
+#
+# Files in the run directory used here: COMPLETE (read), STOP (read), jobs.log (one line per job
+# segment appended: time, job id, restart count, exit code, decision).
+
+# Prints a line prefixed with the time and "fmtrain-job:".
+fm_job_say() {
+  printf '%s fmtrain-job: %s\n' "$(date '+%Y-%m-%dT%H:%M:%S')" "$*"
+}
+
+# Prints the value of key $2 of section [run] in the INI file $1 (comments after '#' or ';'
+# removed); prints nothing when absent.
+fm_job_ini_run_key() {
+  awk -v key="$2" '
+    { sub(/[ \t]+[#;].*$/, ""); sub(/^[ \t]*[#;].*$/, "") }
+    /^[ \t]*\[/ { sec = $0; gsub(/[][ \t]/, "", sec); next }
+    sec == "run" && $0 ~ ("^[ \t]*" key "[ \t]*=") {
+      v = $0; sub(/^[^=]*=[ \t]*/, "", v); sub(/[ \t]+$/, "", v); val = v
+    }
+    END { if (val != "") print val }' "$1"
+}
+
+# Prints the value of the last `--set run.$1=...` in FM_SETS (nothing when there is none).
+fm_job_set_value() {
+  local a prev="" v=""
+  for a in "${FM_SETS[@]}"; do
+    case "$prev|$a" in
+      "--set|run.$1="*) v=${a#run."$1"=} ;;
+      *"|--set=run.$1="*) v=${a#--set=run."$1"=} ;;
+    esac
+    prev=$a
+  done
+  printf '%s' "$v"
+}
+
+# Sets FM_RUN_DIR (absolute) the way fmtrain does: FM_RUN_DIR if set, else run.dir (from --set, then
+# the parameter file), else runs/<run.name>, where run.name defaults to the parameter file's name
+# without its extension. Relative paths are relative to the submit directory (the job's working
+# directory, where fmtrain runs).
+fm_job_find_run_dir() {
+  local d="${FM_RUN_DIR:-}" name base
+  [ -n "$d" ] || d=$(fm_job_set_value dir)
+  [ -n "$d" ] || d=$(fm_job_ini_run_key "$FM_PARAMS" dir)
+  if [ -z "$d" ]; then
+    name=$(fm_job_set_value name)
+    [ -n "$name" ] || name=$(fm_job_ini_run_key "$FM_PARAMS" name)
+    if [ -z "$name" ]; then
+      base=${FM_PARAMS##*/}
+      name=${base%.*}
+    fi
+    d="runs/$name"
+  fi
+  case "$d" in
+    /*) FM_RUN_DIR=$d ;;
+    *) FM_RUN_DIR="${SLURM_SUBMIT_DIR:-$PWD}/$d" ;;
+  esac
+}
+
+# Cancels the other jobs of a chain (chain.sh writes their ids, one per line, to FM_CHAIN_FILE).
+fm_job_cancel_chain() {
+  local id
+  [ -n "${FM_CHAIN_FILE:-}" ] && [ -f "$FM_CHAIN_FILE" ] || return 0
+  while read -r id; do
+    if [ -z "$id" ] || [ "$id" = "${SLURM_JOB_ID:-}" ]; then continue; fi
+    if [ -n "$(squeue -h -j "$id" -t PENDING -o %i 2>/dev/null)" ]; then
+      fm_job_say "cancelling job $id of the chain ($1)"
+      scancel "$id" 2>/dev/null || true
+    fi
+  done <"$FM_CHAIN_FILE"
+}
+
+fm_job_record() { # $1 exit code, $2 decision
+  printf '%s job=%s restart=%s exit=%s %s\n' "$(date '+%Y-%m-%dT%H:%M:%S')" "${SLURM_JOB_ID:-none}" \
+    "${SLURM_RESTART_COUNT:-0}" "$1" "$2" >>"$FM_RUN_DIR/jobs.log" 2>/dev/null || true
+}
+
+# Requeues this job. scontrol requeue ends this script (Slurm terminates the job and puts it back
+# in the queue), so it is the last thing done; it returns only when the requeue was refused.
+fm_job_requeue() {
+  fm_job_record "$1" "requeue ($2)"
+  fm_job_say "requeuing job $SLURM_JOB_ID ($2); it continues from the newest checkpoint in $FM_RUN_DIR"
+  if ! scontrol requeue "$SLURM_JOB_ID"; then
+    fm_job_say "scontrol requeue was refused (is '#SBATCH --requeue' set and requeue allowed here?);" \
+               "submit the script again, or use jobscripts/chain.sh, to continue the run"
+    return 1
+  fi
+  # Slurm now terminates this script; wait for it rather than report a misleading exit code.
+  sleep 300
+}
+
+fm_job_forward() { # $1 signal name
+  FM_JOB_SIGNAL=$1
+  if [ -n "${FM_JOB_SRUN_PID:-}" ] && kill -0 "$FM_JOB_SRUN_PID" 2>/dev/null; then
+    fm_job_say "received SIG$1: forwarding it to the job step (srun pid $FM_JOB_SRUN_PID)"
+    kill "-$1" "$FM_JOB_SRUN_PID" 2>/dev/null || true
+  else
+    fm_job_say "received SIG$1 before the job step started"
+  fi
+}
+
+fm_job_main() {
+  local exe rc restarts stop failures
+  FM_JOB_SIGNAL=""
+  FM_JOB_SRUN_PID=""
+  if [ -z "${FM_PARAMS:-}" ] || [ ! -r "$FM_PARAMS" ]; then
+    fm_job_say "error: parameter file '${FM_PARAMS:-}' is not readable (set FM_PARAMS in the script)"
+    exit 2
+  fi
+  if [ -z "${FM_SETS+x}" ]; then FM_SETS=(); fi
+  exe=${FMTRAIN_EXE:-$(command -v fmtrain || true)}
+  if [ -z "$exe" ] || [ ! -x "$exe" ]; then
+    fm_job_say "error: no fmtrain executable: 'module load fmtrain' (or set FMTRAIN_EXE) in the script"
+    exit 2
+  fi
+  fm_job_find_run_dir || exit 2
+  mkdir -p "$FM_RUN_DIR" || exit 1
+  stop=${FM_STOP_FILE:-$FM_RUN_DIR/STOP}
+  restarts=${SLURM_RESTART_COUNT:-0}
+  fm_job_say "job ${SLURM_JOB_ID:-?} (restart $restarts) on ${SLURM_JOB_NUM_NODES:-?} node(s):" \
+             "${SLURM_NTASKS:-?} ranks x ${SLURM_CPUS_PER_TASK:-?} cores; run dir $FM_RUN_DIR"
+
+  if [ -e "$FM_RUN_DIR/COMPLETE" ]; then
+    fm_job_say "the run is already complete ($FM_RUN_DIR/COMPLETE); nothing to do"
+    fm_job_record 0 "already complete"
+    fm_job_cancel_chain "run complete"
+    exit 0
+  fi
+  if [ -e "$stop" ]; then
+    fm_job_say "stop file $stop exists: not starting (remove it to continue the run)"
+    fm_job_record 0 "stop file"
+    fm_job_cancel_chain "stop file"
+    exit 0
+  fi
+
+  export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$SRUN_CPUS_PER_TASK}
+  export OMP_PLACES=${OMP_PLACES:-cores}
+  export OMP_PROC_BIND=${OMP_PROC_BIND:-close}
+
+  trap 'fm_job_forward USR1' USR1
+  trap 'fm_job_forward USR2' USR2
+  trap 'FM_JOB_SIGNAL=TERM; fm_job_say "received SIGTERM (job cancelled or at its time limit)"' TERM
+
+  fm_job_say "srun --cpu-bind=${FM_CPU_BIND:-cores} $exe train $FM_PARAMS ${FM_SETS[*]}"
+  srun --cpu-bind="${FM_CPU_BIND:-cores}" "$exe" train "$FM_PARAMS" "${FM_SETS[@]}" &
+  FM_JOB_SRUN_PID=$!
+  # `wait` returns early (status > 128) whenever a trapped signal arrives; wait again until srun ends.
+  while :; do
+    rc=0
+    wait "$FM_JOB_SRUN_PID" || rc=$?
+    kill -0 "$FM_JOB_SRUN_PID" 2>/dev/null || break
+  done
+  trap - USR1 USR2 TERM
+  fm_job_say "fmtrain exited with code $rc${FM_JOB_SIGNAL:+ (after SIG$FM_JOB_SIGNAL)}"
+
+  case "$rc" in
+    0)
+      if [ -e "$FM_RUN_DIR/COMPLETE" ]; then
+        fm_job_say "training complete"
+        fm_job_record 0 "complete"
+      else
+        fm_job_say "fmtrain finished but wrote no $FM_RUN_DIR/COMPLETE marker"
+        fm_job_record 0 "finished without marker"
+      fi
+      fm_job_cancel_chain "run complete"
+      exit 0 ;;
+    75)
+      if [ -e "$FM_RUN_DIR/COMPLETE" ]; then
+        fm_job_record 75 "complete"; fm_job_cancel_chain "run complete"; exit 0
+      fi
+      if [ -e "$stop" ]; then
+        fm_job_say "stopped with a checkpoint; stop file $stop exists, so not continuing"
+        fm_job_record 75 "stopped by stop file"; fm_job_cancel_chain "stop file"; exit 0
+      fi
+      if [ -n "${FM_CHAIN_FILE:-}" ]; then
+        fm_job_say "stopped with a checkpoint; the next job of the chain continues the run"
+        fm_job_record 75 "stopped, chain continues"; exit 75
+      fi
+      if [ "$restarts" -ge "${FM_MAX_REQUEUES:-50}" ]; then
+        fm_job_say "stopped with a checkpoint; restart limit FM_MAX_REQUEUES=${FM_MAX_REQUEUES:-50}" \
+                   "reached: submit again to continue"
+        fm_job_record 75 "restart limit"; exit 75
+      fi
+      fm_job_requeue 75 "stopped with a checkpoint" || exit 75
+      exit 75 ;;
+    2|3|4)
+      fm_job_say "exit code $rc: a restart cannot fix this (2: usage/configuration, 3: input file," \
+                 "4: diverged); see the messages above and docs/troubleshooting.md"
+      fm_job_record "$rc" "fatal, not retried"
+      fm_job_cancel_chain "fatal error $rc"
+      exit "$rc" ;;
+    *)
+      failures=$(grep -c "job=${SLURM_JOB_ID:-none} .* failure retry" "$FM_RUN_DIR/jobs.log" 2>/dev/null || true)
+      if [ -z "${FM_CHAIN_FILE:-}" ] && [ "${failures:-0}" -lt "${FM_MAX_FAILURES:-1}" ] &&
+         [ ! -e "$stop" ]; then
+        fm_job_requeue "$rc" "runtime failure retry $((failures + 1)) of ${FM_MAX_FAILURES:-1}" || exit "$rc"
+      fi
+      fm_job_say "runtime failure (exit $rc); not retrying further"
+      fm_job_record "$rc" "failure"
+      exit "$rc" ;;
+  esac
+}
