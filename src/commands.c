@@ -4,9 +4,11 @@
 #include "cli.h"
 
 extern const fm_command fm_cmd_train;
+extern const fm_command fm_cmd_plot;
 
 const fm_command *const fm_commands[] = {
     &fm_cmd_train,
+    &fm_cmd_plot,
     NULL,
 };
 
