@@ -17,6 +17,8 @@
  *     4. an optional ' ' then a run of "other" bytes
  *     5. a run of spaces; when the run is followed by a non-space byte and ends in ' ', that last
  *        ' ' is left to start the next word (" word"), as in GPT-2's \s+(?!\S).
+ *   A word longer than FM_TOKENIZER_MAX_WORD bytes is cut into pieces of that length (bounds the
+ *   cost of merging one word; long runs are rare in text and still round-trip).
  *
  * Training (deterministic): words are counted; then repeatedly the most frequent adjacent pair of
  * ids (counted over words x their counts) is merged. Ties: the larger count wins; among equal counts
@@ -52,6 +54,7 @@
 #define FM_TOKENIZER_MIN_VOCAB 257u        /* 256 bytes + end-of-text */
 #define FM_TOKENIZER_MAX_VOCAB 16777216u   /* 2^24: far beyond any useful BPE vocabulary */
 #define FM_TOKENIZER_EOT_TEXT "<|endoftext|>"
+#define FM_TOKENIZER_MAX_WORD 256
 
 typedef struct fm_tokenizer fm_tokenizer;                 /* opaque, owned by the caller */
 typedef struct fm_tokenizer_trainer fm_tokenizer_trainer; /* opaque, streaming word counter */
@@ -67,13 +70,13 @@ void fm_tokenizer_ids_free(fm_tokenizer_ids *v);
 
 /* ---- pre-split ------------------------------------------------------------------------------ */
 
-/* Length of the first word of text[0..len) by the pre-split rules above (>= 1 when len > 0).
- * `at_end` says whether text[len] is the true end of the input (affects rule 5 only). */
-size_t fm_tokenizer_word_length(const uint8_t *text, size_t len, int at_end);
+/* Length of the first word of text[0..len) by the pre-split rules above (>= 1 when len > 0). */
+size_t fm_tokenizer_word_length(const uint8_t *text, size_t len);
 
 /* Largest cut c <= len such that pre-splitting text[0..c) and text[c..) separately gives the same
  * words as pre-splitting text[0..len+more) would, for any continuation: a position after a
- * non-space byte and before " x" (a space then a non-space). Returns 0 when text has no such
+ * non-space byte and before " x" (a space then a non-space), or after a whitespace byte other than
+ * ' ' and before a non-space byte. Returns 0 when text has no such
  * position (the caller then cuts where it must; the result still round-trips, only the word
  * boundary is artificial). Streaming callers feed/encode text[0..c) and keep the rest. */
 size_t fm_tokenizer_safe_cut(const uint8_t *text, size_t len);
