@@ -96,12 +96,12 @@ static const entry schema[] = {
     {"run", "seed", T_SEED, FLD(run_seed, uint64_t), SZ(run_seed), "1234", 0, 0, 0, 0, 0, NULL,
      "seed of every random choice (initialisation, data order, sampling)"},
     E_REAL("run", "stop_margin_minutes", run_stop_margin_minutes, "5", 0, 1440, 0,
-           "stop with a checkpoint this many minutes before the job's wall-time limit (Slurm); 0: "
-           "do not watch the limit"),
+           "stop with a checkpoint this many minutes before the job's wall-time limit (from the "
+           "batch system); 0: do not watch the limit"),
 
     /* [model] */
     E_ENUM("model", "arch", model_arch, fm_arch, "gpt2", arch_values,
-           "model architecture (GPT-2: learned positions, pre-LayerNorm, GELU, tied embeddings)"),
+           "model architecture (gpt2: the GPT-2 decoder-only transformer)"),
     E_INT("model", "n_layer", model_n_layer, NULL, 1, 1024, 0, "number of transformer blocks"),
     E_INT("model", "n_head", model_n_head, NULL, 1, 1024, 0,
           "attention heads per block; must divide model.d_model"),
@@ -122,7 +122,7 @@ static const entry schema[] = {
     E_INT("train", "micro_batch", train_micro_batch, "4", 1, 1048576, 0,
           "sequences per rank per forward/backward pass"),
     E_INT("train", "grad_accum", train_grad_accum, "1", 1, 1048576, 0,
-          "micro-batches accumulated per optimizer step (global batch = micro_batch x grad_accum x "
+          "micro-batches accumulated per optimizer step (global batch = micro_batch × grad_accum × "
           "data-parallel ranks)"),
     E_INT64("train", "steps", train_steps, NULL, 1, BIG, 0, "number of optimizer steps of the run"),
     E_REAL("train", "lr", train_lr, "6e-4", 0, 10, LO_OPEN, "peak learning rate (reached after warmup)"),
@@ -135,14 +135,14 @@ static const entry schema[] = {
     E_REAL("train", "decay_fraction", train_decay_fraction, "0.2", 0, 1, LO_OPEN,
            "wsd only: fraction of train.steps spent in the final decay"),
     E_REAL("train", "weight_decay", train_weight_decay, "0.1", 0, 10, 0,
-           "AdamW decoupled weight decay (matrices only; not biases, norms)"),
+           "AdamW decoupled weight decay"),
     E_REAL("train", "beta1", train_beta1, "0.9", 0, 1, HI_OPEN, "AdamW first-moment decay"),
     E_REAL("train", "beta2", train_beta2, "0.95", 0, 1, HI_OPEN, "AdamW second-moment decay"),
     E_REAL("train", "eps", train_eps, "1e-8", 0, 1, LO_OPEN, "AdamW epsilon"),
     E_REAL("train", "clip_grad", train_clip_grad, "1", 0, 1e6, 0,
            "clip the global gradient norm to this value; 0: no clipping"),
     E_INT64("train", "eval_every", train_eval_every, "250", 0, BIG, 0,
-            "evaluate the validation loss every this many steps (and at the end); 0: never"),
+            "evaluate the validation loss every this many steps; 0: never"),
     E_INT64("train", "eval_batches", train_eval_batches, "20", 0, BIG, 0,
             "micro-batches per rank in one evaluation; at least 1 when train.eval_every > 0"),
     E_ENUM("train", "on_nan", train_on_nan, fm_on_nan, "stop", on_nan_values,
@@ -172,8 +172,8 @@ static const entry schema[] = {
     E_INT("runtime", "threads", runtime_threads, "0", 0, 65536, 0,
           "OpenMP threads per rank; 0: all cores of the rank's binding"),
     E_ENUM("runtime", "bind", runtime_bind, fm_bind, "auto", bind_values,
-           "where each rank's threads are pinned; auto: follow the launcher's binding, else socket; "
-           "none: do not pin"),
+           "where each rank's threads are pinned; auto: chosen from the launcher's binding and the "
+           "node's topology; none: do not pin"),
     E_INT64("runtime", "log_every", runtime_log_every, "10", 1, BIG, 0,
             "print a progress line every this many steps (rank 0)"),
     E_REAL("runtime", "peak_tflops", runtime_peak_tflops, "0", 0, 1e6, 0,
@@ -240,6 +240,10 @@ static void sb_add(sbuf *b, const char *fmt, ...)
 /* Shortest "%.*g" text that reads back as exactly `v`. */
 static void format_real(double v, char *buf, size_t n)
 {
+    if (v == floor(v) && fabs(v) < 1e15) { /* whole numbers without an exponent: 10, not 1e+01 */
+        snprintf(buf, n, "%.0f", v);
+        return;
+    }
     for (int p = 1; p <= 17; p++) {
         snprintf(buf, n, "%.*g", p, v);
         if (strtod(buf, NULL) == v) return;
@@ -1016,7 +1020,7 @@ static int needs_quotes(const char *s)
     if (s[0] == '"' || isspace((unsigned char)s[0]) || isspace((unsigned char)s[strlen(s) - 1]))
         return 1;
     for (const char *p = s; *p; p++)
-        if ((*p == '#' || *p == ';') && p > s && (p[-1] == ' ' || p[-1] == '\t')) return 1;
+        if ((*p == '#' || *p == ';') && (p == s || p[-1] == ' ' || p[-1] == '\t')) return 1;
     return 0;
 }
 
@@ -1083,6 +1087,10 @@ static void write_config(const fm_config *cfg, sbuf *b)
         if (!prev || strcmp(prev, e->section) != 0) {
             sb_add(b, "%s[%s]\n", prev ? "\n" : "", e->section);
             prev = e->section;
+        }
+        if (!e->def && is_unset(cfg, e)) { /* keeps the text loadable; validation reports it */
+            sb_add(b, "# %s =  (required, not set)\n", e->key);
+            continue;
         }
         sbuf v = {NULL, 0, 0, 0}, d = {NULL, 0, 0, 0};
         value_text(cfg, e, &v);

@@ -125,7 +125,9 @@ const char *fm_config_val_path(const fm_config *cfg);
 fm_status fm_config_check_schema(void);
 
 /* Writes the effective configuration as INI text that fm_config_parse accepts and that reproduces
- * `cfg` exactly (every key, with its value; comments say which differ from the default). */
+ * `cfg` exactly (every key, with its value; comments say which differ from the default). Text values
+ * are quoted when needed. One exception: a resume path that is literally "auto" or "never" is
+ * written as "./auto" / "./never" (the same file). */
 void fm_config_write(const fm_config *cfg, FILE *out);
 
 /* Same as fm_config_write into a malloc'ed NUL-terminated string (for checkpoints). */

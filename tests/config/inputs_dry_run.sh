@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Every example parameter file in inputs/ loads and validates: `fmtrain train X.ini --dry-run` exits 0
+# and prints the effective configuration, which itself dry-runs to the identical configuration.
+set -uo pipefail
+: "${FMTRAIN_EXE:?}" "${FMTRAIN_SOURCE_DIR:?}"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+n=0
+for f in "$FMTRAIN_SOURCE_DIR"/inputs/*.ini; do
+  n=$((n + 1))
+  name=$(basename "$f" .ini)
+  if ! "$FMTRAIN_EXE" train "$f" --dry-run >"$tmp/$name.out" 2>"$tmp/$name.err"; then
+    echo "FAIL: fmtrain train $f --dry-run exited non-zero:" >&2
+    cat "$tmp/$name.err" >&2
+    fail=1
+    continue
+  fi
+  grep -q "^# dry run: configuration is valid" "$tmp/$name.out" || {
+    echo "FAIL: $f: no 'configuration is valid' line" >&2
+    fail=1
+  }
+  grep -q "^name = $name\$" "$tmp/$name.out" || {
+    echo "FAIL: $f: run.name is not '$name' in the effective configuration" >&2
+    fail=1
+  }
+  # The printed configuration is a parameter file that gives the same configuration again.
+  mkdir -p "$tmp/again"
+  cp "$tmp/$name.out" "$tmp/again/$name.ini"
+  if ! "$FMTRAIN_EXE" train "$tmp/again/$name.ini" --dry-run >"$tmp/$name.out2" 2>"$tmp/$name.err2"; then
+    echo "FAIL: the effective configuration of $f does not load again:" >&2
+    cat "$tmp/$name.err2" >&2
+    fail=1
+  elif ! diff <(tail -n +2 "$tmp/$name.out") <(tail -n +2 "$tmp/$name.out2") >&2; then
+    echo "FAIL: the effective configuration of $f changes when loaded again" >&2
+    fail=1
+  fi
+  [ $fail -eq 0 ] && echo "ok: $f"
+done
+if [ "$n" -lt 2 ]; then
+  echo "FAIL: expected at least 2 example inputs in inputs/, found $n" >&2
+  fail=1
+fi
+exit $fail
