@@ -13,7 +13,8 @@
 # (Lmod depends_on; Tcl `module load` when not loaded). Default: the build-relevant entries of
 # LOADEDMODULES at configure time (compilers, MPI, HDF5, CUDA, BLAS, hwloc, the site's stack/stage
 # modules); set it explicitly (-DFMTRAIN_MODULE_DEPENDS="gcc/13.2;openmpi/4.1.6;hdf5/1.14") or to
-# "none" for a modulefile without dependencies.
+# "none" for a modulefile without dependencies. The environment variable FMTRAIN_MODULE_DEPENDS
+# (";" or ":" separated) overrides the list when `cmake --install` runs.
 
 set(FM_MODULE_DEPENDS_REGEX
     "^(StdEnv|[Ss]tages|[Ss]tack|LUMI|partition|env|PrgEnv-[a-z]+|craype.*|cray-.*|cce|cpe|gcc|GCC|GCCcore|[Ii]ntel.*|i?mkl|aocc|AOCC|llvm|nvhpc|NVHPC|nvidia|foss|gompi.*|[Oo]pen[Mm][Pp][Ii]|[Mm][Pp][Ii][Cc][Hh]|mvapich.*|MVAPICH.*|impi|[Pp]ara[Ss]tation.*|psmpi|hpcx|HPCX|.*-mpi|[Hh][Dd][Ff]5|hdf5-.*|parallel-hdf5|[Cc][Uu][Dd][Aa].*|cudatoolkit|[Nn][Cc][Cc][Ll]|cuDNN|[Hh]wloc|[Oo]pen[Bb][Ll][Aa][Ss]|[Bb][Ll][Ii][Ss]|[Ff]lexi[Bb][Ll][Aa][Ss]|[Uu][Cc][Xx]|libfabric)(/.*)?$"
@@ -38,20 +39,12 @@ if(_fm_deps STREQUAL "none")
   set(_fm_deps "")
 endif()
 
-set(FM_MODULE_DEPENDS_LUA "")
-set(FM_MODULE_DEPENDS_TCL "")
-foreach(_m IN LISTS _fm_deps)
-  string(APPEND FM_MODULE_DEPENDS_LUA "depends_on(\"${_m}\")\n")
-  string(APPEND FM_MODULE_DEPENDS_TCL "if { ![is-loaded ${_m}] } { module load ${_m} }\n")
-endforeach()
 if(_fm_deps)
-  string(REPLACE ";" " " FM_MODULE_DEPENDS_TEXT "${_fm_deps}")
+  string(REPLACE ";" " " _fm_deps_text "${_fm_deps}")
 else()
-  set(FM_MODULE_DEPENDS_TEXT "(none recorded: configure with -DFMTRAIN_MODULE_DEPENDS or with the modules loaded)")
-  set(FM_MODULE_DEPENDS_LUA "-- (none recorded)\n")
-  set(FM_MODULE_DEPENDS_TCL "# (none recorded)\n")
+  set(_fm_deps_text "(none)")
 endif()
-message(STATUS "fmtrain: modulefile dependencies: ${FM_MODULE_DEPENDS_TEXT}")
+message(STATUS "fmtrain: modulefile dependencies: ${_fm_deps_text}")
 
 set(FM_MODULEDIR "${CMAKE_INSTALL_DATADIR}/modulefiles")
 set(FM_TCL_MODULEDIR "${CMAKE_INSTALL_DATADIR}/modulefiles-tcl")
@@ -64,9 +57,28 @@ set(FM_VERSION "@PROJECT_VERSION@")
 set(FM_CUDA_DESC "@FM_CUDA_DESC@")
 set(FM_MODULEDIR "@FM_MODULEDIR@")
 set(FM_TCL_MODULEDIR "@FM_TCL_MODULEDIR@")
-set(FM_MODULE_DEPENDS_TEXT [==[@FM_MODULE_DEPENDS_TEXT@]==])
-set(FM_MODULE_DEPENDS_LUA [==[@FM_MODULE_DEPENDS_LUA@]==])
-set(FM_MODULE_DEPENDS_TCL [==[@FM_MODULE_DEPENDS_TCL@]==])
+set(_deps "@_fm_deps@")
+# Packagers who install one build into several module trees may override the list when installing:
+#   FMTRAIN_MODULE_DEPENDS="gcc/13;openmpi/4.1" cmake --install build   ("none": no dependencies)
+if(DEFINED ENV{FMTRAIN_MODULE_DEPENDS})
+  string(REPLACE ":" ";" _deps "$ENV{FMTRAIN_MODULE_DEPENDS}")
+  if(_deps STREQUAL "none")
+    set(_deps "")
+  endif()
+endif()
+set(FM_MODULE_DEPENDS_LUA "")
+set(FM_MODULE_DEPENDS_TCL "")
+foreach(_m IN LISTS _deps)
+  string(APPEND FM_MODULE_DEPENDS_LUA "depends_on(\"${_m}\")\n")
+  string(APPEND FM_MODULE_DEPENDS_TCL "if { ![is-loaded ${_m}] } { module load ${_m} }\n")
+endforeach()
+if(_deps)
+  string(REPLACE ";" " " FM_MODULE_DEPENDS_TEXT "${_deps}")
+else()
+  set(FM_MODULE_DEPENDS_TEXT "(none recorded: configure with the modules loaded, or -DFMTRAIN_MODULE_DEPENDS)")
+  set(FM_MODULE_DEPENDS_LUA "-- (none recorded)\n")
+  set(FM_MODULE_DEPENDS_TCL "# (none recorded)\n")
+endif()
 set(FM_PREFIX "${CMAKE_INSTALL_PREFIX}")
 foreach(_d BIN:@CMAKE_INSTALL_BINDIR@ MAN:@CMAKE_INSTALL_MANDIR@ DATA:@CMAKE_INSTALL_DATADIR@ DOC:@CMAKE_INSTALL_DOCDIR@)
   string(REGEX REPLACE "^([A-Z]+):(.*)$" "\\1" _k "${_d}")
