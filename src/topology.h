@@ -111,6 +111,14 @@ fm_status fm_topology_report(const fm_comm *c, const fm_topology_plan *mine, FIL
 /* Prints the placement table of n plans (header, one line per rank, then warnings). */
 void fm_topology_print_table(FILE *out, const fm_topology_plan *plans, int n);
 
+/* One line describing a topology: "2 packages, 8 NUMA nodes, 128 cores, 256 PUs, no CUDA GPU" (or the
+ * CUDA GPUs by name). NUMA nodes that only hold GPU memory are not counted. */
+void fm_topology_describe(hwloc_topology_t topo, char *buf, size_t size);
+
+/* The first value of OMP_NUM_THREADS ("8" or "8,4"), or 0 when it is unset or not a positive number.
+ * fm_topology_place uses it when opt->threads is 0. */
+int fm_topology_env_threads(void);
+
 /* "auto", "socket", "numa", "core", "none"; and the reverse (error naming the valid modes). */
 const char *fm_topology_bind_name(fm_bind bind);
 fm_status fm_topology_bind_parse(const char *text, fm_bind *out);
