@@ -1,0 +1,729 @@
+/* test_cpu_kernels.c — the CPU kernels against double-precision reference implementations.
+ *
+ * For every op: the forward is compared with a double reference written here; the backward is
+ * compared with central finite differences of that reference (loss L = sum(w * out) with random
+ * weights w), so a wrong analytic formula in the kernel cannot hide behind the same wrong formula in
+ * the test. Shapes are small and odd (T not a multiple of the attention blocks, V not a multiple of
+ * 128, odd C). Also: accumulate vs overwrite semantics as kernels.h documents them, padding columns,
+ * AdamW against a scalar reference, and bit-identical results across runs and thread counts. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cpu/cpu_kernels.h"
+
+/* ---- helpers ------------------------------------------------------------------------------- */
+
+typedef struct rng {
+    uint64_t s;
+} rng;
+
+static double rng_uniform(rng *r) /* [0,1) */
+{
+    r->s = r->s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(r->s >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static float *randf(rng *r, size_t n, double lo, double hi)
+{
+    float *x = malloc(n * sizeof *x);
+    assert_non_null(x);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * rng_uniform(r));
+    return x;
+}
+
+static double *to_double(const float *x, size_t n)
+{
+    double *d = malloc((n ? n : 1) * sizeof *d);
+    assert_non_null(d);
+    for (size_t i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+
+static float *copyf(const float *x, size_t n)
+{
+    float *y = malloc((n ? n : 1) * sizeof *y);
+    assert_non_null(y);
+    memcpy(y, x, n * sizeof *y);
+    return y;
+}
+
+static double *zerod(size_t n)
+{
+    double *d = calloc(n ? n : 1, sizeof *d);
+    assert_non_null(d);
+    return d;
+}
+
+/* max |a - ref| / max |ref| (relative error in max norm) */
+static double rel_err(const float *a, const double *ref, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - ref[i]);
+        if (e > num || isnan(e)) num = isnan(e) ? INFINITY : e;
+        if (fabs(ref[i]) > den) den = fabs(ref[i]);
+    }
+    return num / (den > 0.0 ? den : 1.0);
+}
+
+#define CHECK_REL(what, a, ref, n, tol)                                                            \
+    do {                                                                                           \
+        double e_ = rel_err((a), (ref), (n));                                                      \
+        if (!(e_ <= (tol))) print_error("%s: relative error %.3g > %.3g\n", (what), e_, (tol));   \
+        assert_true(e_ <= (tol));                                                                  \
+    } while (0)
+
+/* A reference loss: evaluates L(x) in double with the current contents of the double inputs. */
+typedef double (*loss_fn)(void *ctx);
+
+/* Central differences of f with respect to x[idx] for idx in 0..n-1 step `stride`; unvisited
+ * entries of grad are NAN. */
+static void fd_grad(double *x, size_t n, size_t stride, loss_fn f, void *ctx, double *grad)
+{
+    const double h = 1e-6;
+    for (size_t i = 0; i < n; i++) grad[i] = NAN;
+    for (size_t i = 0; i < n; i += stride) {
+        double save = x[i];
+        x[i] = save + h;
+        double lp = f(ctx);
+        x[i] = save - h;
+        double lm = f(ctx);
+        x[i] = save;
+        grad[i] = (lp - lm) / (2.0 * h);
+    }
+}
+
+/* rel_err on the entries where ref is not NaN */
+static double rel_err_sampled(const float *a, const double *ref, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(ref[i])) continue;
+        double e = fabs((double)a[i] - ref[i]);
+        if (e > num || isnan(e)) num = isnan(e) ? INFINITY : e;
+        if (fabs(ref[i]) > den) den = fabs(ref[i]);
+    }
+    return num / (den > 0.0 ? den : 1.0);
+}
+
+#define CHECK_FD(what, a, fd, n, tol)                                                              \
+    do {                                                                                           \
+        double e_ = rel_err_sampled((a), (fd), (n));                                               \
+        if (!(e_ <= (tol)))                                                                        \
+            print_error("%s: backward vs finite differences: relative error %.3g > %.3g\n",       \
+                        (what), e_, (tol));                                                        \
+        assert_true(e_ <= (tol));                                                                  \
+    } while (0)
+
+static fm_cpu_ctx *ctx_new(int threads)
+{
+    fm_cpu_ctx *cx = NULL;
+    fm_status st = fm_cpu_ctx_create(threads, &cx);
+    if (st) fm_status_print(st, stderr, 1);
+    assert_null(st);
+    assert_int_equal(cx->threads, threads);
+    return cx;
+}
+
+#define GRAD_TOL 2e-4 /* fp32 kernel vs double finite differences */
+#define FWD_TOL 2e-6  /* fp32 kernel vs double reference, relative in max norm */
+
+/* ---- encoder ----------------------------------------------------------------------------------- */
+
+static void test_encoder(void **state)
+{
+    (void)state;
+    rng r = {1};
+    const int B = 3, T = 5, C = 37, Vp = 11, maxT = 9;
+    int32_t tokens[15];
+    for (int i = 0; i < B * T; i++) tokens[i] = (int32_t)(i * 7 % 4); /* repeated tokens */
+    tokens[3] = 10;
+    float *wte = randf(&r, (size_t)Vp * C, -1, 1), *wpe = randf(&r, (size_t)maxT * C, -1, 1);
+    float *out = randf(&r, (size_t)B * T * C, -1, 1), *dout = randf(&r, (size_t)B * T * C, -1, 1);
+    float *dwte = randf(&r, (size_t)Vp * C, -1, 1), *dwpe = randf(&r, (size_t)maxT * C, -1, 1);
+    double *ewte = to_double(dwte, (size_t)Vp * C), *ewpe = to_double(dwpe, (size_t)maxT * C);
+    double *eout = zerod((size_t)B * T * C);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) {
+                size_t o = ((size_t)b * T + t) * C + c;
+                eout[o] = (double)wte[(size_t)tokens[b * T + t] * C + c] + (double)wpe[(size_t)t * C + c];
+                ewte[(size_t)tokens[b * T + t] * C + c] += dout[o];
+                ewpe[(size_t)t * C + c] += dout[o];
+            }
+    fm_cpu_ctx *cx = ctx_new(2);
+    fm_cpu_encoder_forward(cx, out, tokens, wte, wpe, B, T, C);
+    CHECK_REL("encoder forward", out, eout, (size_t)B * T * C, FWD_TOL);
+    fm_cpu_encoder_backward(cx, dwte, dwpe, dout, tokens, B, T, C);
+    CHECK_REL("encoder dwte (accumulates)", dwte, ewte, (size_t)Vp * C, FWD_TOL);
+    CHECK_REL("encoder dwpe (accumulates)", dwpe, ewpe, (size_t)maxT * C, FWD_TOL);
+    fm_cpu_ctx_free(&cx);
+    assert_null(cx);
+    free(wte), free(wpe), free(out), free(dout), free(dwte), free(dwpe);
+    free(ewte), free(ewpe), free(eout);
+}
+
+/* ---- layernorm -------------------------------------------------------------------------------- */
+
+typedef struct ln_case {
+    int N, C;
+    double *x, *w, *b, *dout;
+} ln_case;
+
+static void ln_ref(const ln_case *k, double *out, double *mean, double *rstd)
+{
+    for (int n = 0; n < k->N; n++) {
+        const double *x = k->x + (size_t)n * k->C;
+        double m = 0.0, v = 0.0;
+        for (int c = 0; c < k->C; c++) m += x[c];
+        m /= k->C;
+        for (int c = 0; c < k->C; c++) v += (x[c] - m) * (x[c] - m);
+        v /= k->C;
+        double rs = 1.0 / sqrt(v + 1e-5);
+        for (int c = 0; c < k->C; c++) out[(size_t)n * k->C + c] = (x[c] - m) * rs * k->w[c] + k->b[c];
+        if (mean) mean[n] = m;
+        if (rstd) rstd[n] = rs;
+    }
+}
+
+static double ln_loss(void *p)
+{
+    ln_case *k = p;
+    size_t n = (size_t)k->N * k->C;
+    double *out = zerod(n);
+    ln_ref(k, out, NULL, NULL);
+    double L = 0.0;
+    for (size_t i = 0; i < n; i++) L += out[i] * k->dout[i];
+    free(out);
+    return L;
+}
+
+static void test_layernorm(void **state)
+{
+    (void)state;
+    rng r = {2};
+    const int N = 13, C = 67;
+    const size_t nc = (size_t)N * C;
+    float *x = randf(&r, nc, -2, 3), *w = randf(&r, C, 0.5, 1.5), *b = randf(&r, C, -0.5, 0.5);
+    float *dout = randf(&r, nc, -1, 1), *out = randf(&r, nc, -1, 1);
+    float mean[13], rstd[13];
+    float *dinp0 = randf(&r, nc, -1, 1), *dw0 = randf(&r, C, -1, 1), *db0 = randf(&r, C, -1, 1);
+    float *dinp = copyf(dinp0, nc), *dw = copyf(dw0, C), *db = copyf(db0, C);
+    ln_case k = {N, C, to_double(x, nc), to_double(w, C), to_double(b, C), to_double(dout, nc)};
+
+    double *eout = zerod(nc), emean[13], erstd[13];
+    ln_ref(&k, eout, emean, erstd);
+    fm_cpu_ctx *cx = ctx_new(2);
+    fm_cpu_layernorm_forward(cx, out, mean, rstd, x, w, b, N, C);
+    CHECK_REL("layernorm out", out, eout, nc, FWD_TOL);
+    CHECK_REL("layernorm mean", mean, emean, N, FWD_TOL);
+    CHECK_REL("layernorm rstd", rstd, erstd, N, FWD_TOL);
+
+    fm_cpu_layernorm_backward(cx, dinp, dw, db, dout, x, w, mean, rstd, N, C);
+    /* accumulate semantics: compare the increments */
+    for (size_t i = 0; i < nc; i++) dinp[i] -= dinp0[i];
+    for (int c = 0; c < C; c++) dw[c] -= dw0[c], db[c] -= db0[c];
+    double *g = zerod(nc);
+    fd_grad(k.x, nc, 1, ln_loss, &k, g);
+    CHECK_FD("layernorm dinp", dinp, g, nc, GRAD_TOL);
+    fd_grad(k.w, C, 1, ln_loss, &k, g);
+    CHECK_FD("layernorm dweight", dw, g, C, GRAD_TOL);
+    fd_grad(k.b, C, 1, ln_loss, &k, g);
+    CHECK_FD("layernorm dbias", db, g, C, GRAD_TOL);
+    fm_cpu_ctx_free(&cx);
+    free(x), free(w), free(b), free(dout), free(out), free(dinp0), free(dw0), free(db0);
+    free(dinp), free(dw), free(db), free(eout), free(g);
+    free(k.x), free(k.w), free(k.b), free(k.dout);
+}
+
+/* ---- residual --------------------------------------------------------------------------------- */
+
+static void test_residual(void **state)
+{
+    (void)state;
+    rng r = {3};
+    const size_t n = 100003; /* above the serial threshold: runs threaded */
+    float *a = randf(&r, n, -1, 1), *b = randf(&r, n, -1, 1), *out = randf(&r, n, -1, 1);
+    float *da = randf(&r, n, -1, 1), *db = randf(&r, n, -1, 1), *d = randf(&r, n, -1, 1);
+    double *e = zerod(n), *eda = zerod(n), *edb = zerod(n);
+    for (size_t i = 0; i < n; i++) {
+        e[i] = (double)(a[i] + b[i]); /* fp32 add is exact-rounded: must match bit for bit */
+        eda[i] = (double)(da[i] + d[i]);
+        edb[i] = (double)(db[i] + d[i]);
+    }
+    fm_cpu_ctx *cx = ctx_new(2);
+    fm_cpu_residual_forward(cx, out, a, b, n);
+    CHECK_REL("residual forward", out, e, n, 0.0);
+    fm_cpu_residual_forward(cx, a, a, b, n); /* out aliases a */
+    CHECK_REL("residual forward in place", a, e, n, 0.0);
+    fm_cpu_residual_backward(cx, da, db, d, n);
+    CHECK_REL("residual da (accumulates)", da, eda, n, 0.0);
+    CHECK_REL("residual db (accumulates)", db, edb, n, 0.0);
+    fm_cpu_ctx_free(&cx);
+    free(a), free(b), free(out), free(da), free(db), free(d), free(e), free(eda), free(edb);
+}
+
+/* ---- matmul ----------------------------------------------------------------------------------- */
+
+typedef struct mm_case {
+    int N, C, OC;
+    double *x, *w, *b, *dout;
+} mm_case;
+
+static double mm_loss(void *p)
+{
+    mm_case *k = p;
+    double L = 0.0;
+    for (int n = 0; n < k->N; n++)
+        for (int o = 0; o < k->OC; o++) {
+            double s = k->b ? k->b[o] : 0.0;
+            for (int c = 0; c < k->C; c++) s += k->x[(size_t)n * k->C + c] * k->w[(size_t)o * k->C + c];
+            L += s * k->dout[(size_t)n * k->OC + o];
+        }
+    return L;
+}
+
+/* Runs forward and backward for one shape; FD on every element (small shapes) or on a sample. */
+static void matmul_case(int N, int C, int OC, int with_bias, int with_dinp, size_t stride, int threads)
+{
+    rng r = {(uint64_t)(N * 1000 + C * 10 + OC)};
+    const size_t nx = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
+    float *x = randf(&r, nx, -1, 1), *w = randf(&r, nw, -1, 1), *b = randf(&r, OC, -1, 1);
+    float *dout = randf(&r, no, -1, 1), *out = randf(&r, no, -1, 1);
+    float *dinp = randf(&r, nx, 100, 200); /* garbage: must be overwritten */
+    float *dw0 = randf(&r, nw, -1, 1), *db0 = randf(&r, OC, -1, 1);
+    float *dw = copyf(dw0, nw), *db = copyf(db0, OC);
+    mm_case k = {N, C, OC, to_double(x, nx), to_double(w, nw), with_bias ? to_double(b, OC) : NULL,
+                 to_double(dout, no)};
+    double *eo = zerod(no);
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++) {
+            double s = with_bias ? k.b[o] : 0.0;
+            for (int c = 0; c < C; c++) s += k.x[(size_t)n * C + c] * k.w[(size_t)o * C + c];
+            eo[(size_t)n * OC + o] = s;
+        }
+    fm_cpu_ctx *cx = ctx_new(threads);
+    fm_cpu_matmul_forward(cx, out, x, w, with_bias ? b : NULL, N, C, OC);
+    CHECK_REL("matmul forward", out, eo, no, 1e-5);
+    fm_cpu_matmul_backward(cx, with_dinp ? dinp : NULL, dw, with_bias ? db : NULL, dout, x, w, N, C,
+                           OC);
+    for (size_t i = 0; i < nw; i++) dw[i] -= dw0[i];
+    double *g = zerod(nx > nw ? nx : nw);
+    if (with_dinp) {
+        fd_grad(k.x, nx, stride, mm_loss, &k, g);
+        CHECK_FD("matmul dinp (overwritten)", dinp, g, nx, GRAD_TOL);
+    } else {
+        for (size_t i = 0; i < nx; i++) assert_true(dinp[i] >= 100.0f && dinp[i] <= 200.0f);
+    }
+    fd_grad(k.w, nw, stride, mm_loss, &k, g);
+    CHECK_FD("matmul dweight (accumulates)", dw, g, nw, GRAD_TOL);
+    if (with_bias) {
+        for (int o = 0; o < OC; o++) db[o] -= db0[o];
+        fd_grad(k.b, OC, 1, mm_loss, &k, g);
+        CHECK_FD("matmul dbias (accumulates)", db, g, OC, GRAD_TOL);
+    } else {
+        for (int o = 0; o < OC; o++) assert_true(db[o] == db0[o]);
+    }
+    fm_cpu_ctx_free(&cx);
+    free(x), free(w), free(b), free(dout), free(out), free(dinp), free(dw0), free(db0), free(dw);
+    free(db), free(eo), free(g), free(k.x), free(k.w), free(k.b), free(k.dout);
+}
+
+static void test_matmul(void **state)
+{
+    (void)state;
+    matmul_case(7, 5, 9, 1, 1, 1, 2);
+    matmul_case(1, 3, 1, 1, 1, 1, 1);
+    matmul_case(6, 11, 4, 0, 0, 1, 2);
+    /* large enough to be tiled over threads: along OC (OC >= N) and along N (N > OC) */
+    matmul_case(45, 97, 131, 1, 1, 61, 2);
+    matmul_case(150, 99, 70, 1, 1, 67, 3);
+}
+
+/* ---- gelu ------------------------------------------------------------------------------------- */
+
+static double gelu_ref(double x)
+{
+    return 0.5 * x * (1.0 + tanh(0.79788456080286535588 * (x + 0.044715 * x * x * x)));
+}
+
+static void test_gelu(void **state)
+{
+    (void)state;
+    rng r = {4};
+    const size_t n = 40001;
+    float *x = randf(&r, n, -6, 6);
+    x[0] = -30.0f, x[1] = 30.0f, x[2] = 0.0f, x[3] = -1e-3f, x[4] = 9.5f, x[5] = -9.5f;
+    float *out = randf(&r, n, -1, 1), *dout = randf(&r, n, -1, 1);
+    float *din = randf(&r, n, 50, 60);
+    double *e = zerod(n), *g = zerod(n);
+    double max_fwd_abs = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double xi = x[i], h = 1e-6;
+        e[i] = gelu_ref(xi);
+        g[i] = (gelu_ref(xi + h) - gelu_ref(xi - h)) / (2.0 * h) * (double)dout[i];
+    }
+    fm_cpu_ctx *cx = ctx_new(2);
+    fm_cpu_gelu_forward(cx, out, x, n);
+    for (size_t i = 0; i < n; i++) {
+        double ae = fabs((double)out[i] - e[i]);
+        /* per element: 4 ulp relative or 1e-7 absolute (near the zeros of gelu) */
+        assert_true(ae <= 4.0 * 1.2e-7 * fabs(e[i]) + 1e-7);
+        if (ae > max_fwd_abs) max_fwd_abs = ae;
+    }
+    fm_cpu_gelu_backward(cx, din, x, dout, n);
+    CHECK_FD("gelu backward", din, g, n, GRAD_TOL);
+    for (size_t i = 0; i < n; i++)
+        assert_true(fabs((double)din[i] - g[i]) <= 1e-5 * fabs((double)dout[i]) + 1e-6);
+    /* in place: dinp aliases dout */
+    float *d2 = copyf(dout, n);
+    fm_cpu_gelu_backward(cx, d2, x, d2, n);
+    assert_memory_equal(d2, din, n * sizeof *din);
+    fm_cpu_ctx_free(&cx);
+    free(x), free(out), free(dout), free(din), free(d2), free(e), free(g);
+}
+
+/* ---- attention -------------------------------------------------------------------------------- */
+
+typedef struct att_case {
+    int B, T, C, NH;
+    double *qkv, *dout;
+} att_case;
+
+static void att_ref(const att_case *k, double *out, double *lse)
+{
+    const int B = k->B, T = k->T, C = k->C, NH = k->NH, hs = C / NH;
+    const double scale = 1.0 / sqrt((double)hs);
+    double *s = zerod((size_t)T);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < T; i++) {
+                const double *q = k->qkv + ((size_t)b * T + i) * 3 * C + (size_t)h * hs;
+                double m = -INFINITY;
+                for (int j = 0; j <= i; j++) {
+                    const double *kk = k->qkv + ((size_t)b * T + j) * 3 * C + C + (size_t)h * hs;
+                    double d = 0.0;
+                    for (int e = 0; e < hs; e++) d += q[e] * kk[e];
+                    s[j] = d * scale;
+                    if (s[j] > m) m = s[j];
+                }
+                double z = 0.0;
+                for (int j = 0; j <= i; j++) z += exp(s[j] - m);
+                double *o = out + ((size_t)b * T + i) * C + (size_t)h * hs;
+                for (int e = 0; e < hs; e++) o[e] = 0.0;
+                for (int j = 0; j <= i; j++) {
+                    const double *v = k->qkv + ((size_t)b * T + j) * 3 * C + 2 * C + (size_t)h * hs;
+                    double p = exp(s[j] - m) / z;
+                    for (int e = 0; e < hs; e++) o[e] += p * v[e];
+                }
+                if (lse) lse[((size_t)b * NH + h) * T + i] = m + log(z);
+            }
+    free(s);
+}
+
+static double att_loss(void *p)
+{
+    att_case *k = p;
+    size_t n = (size_t)k->B * k->T * k->C;
+    double *out = zerod(n);
+    att_ref(k, out, NULL);
+    double L = 0.0;
+    for (size_t i = 0; i < n; i++) L += out[i] * k->dout[i];
+    free(out);
+    return L;
+}
+
+static void attention_case(int B, int T, int C, int NH, size_t stride, int threads, double range)
+{
+    rng r = {(uint64_t)(B * 100000 + T * 100 + C)};
+    const size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+    float *qkv = randf(&r, nq, -range, range), *dout = randf(&r, no, -1, 1);
+    float *out = randf(&r, no, -1, 1), *lse = randf(&r, nl, -1, 1);
+    float *dqkv = randf(&r, nq, 100, 200); /* garbage: must be overwritten */
+    att_case k = {B, T, C, NH, to_double(qkv, nq), to_double(dout, no)};
+    double *eo = zerod(no), *el = zerod(nl);
+    att_ref(&k, eo, el);
+    fm_cpu_ctx *cx = ctx_new(threads);
+    fm_cpu_attention_forward(cx, out, lse, qkv, B, T, C, NH);
+    CHECK_REL("attention out", out, eo, no, 1e-5);
+    CHECK_REL("attention lse", lse, el, nl, 1e-5);
+    fm_cpu_attention_backward(cx, dqkv, dout, qkv, out, lse, B, T, C, NH);
+    double *g = zerod(nq);
+    fd_grad(k.qkv, nq, stride, att_loss, &k, g);
+    CHECK_FD("attention dqkv", dqkv, g, nq, GRAD_TOL);
+    fm_cpu_ctx_free(&cx);
+    free(qkv), free(dout), free(out), free(lse), free(dqkv), free(k.qkv), free(k.dout), free(eo);
+    free(el), free(g);
+}
+
+static void test_attention_small(void **state)
+{
+    (void)state;
+    attention_case(2, 7, 12, 3, 1, 2, 1.0); /* hs 4 */
+    attention_case(1, 1, 6, 2, 1, 1, 1.0);  /* T = 1 */
+    attention_case(3, 5, 5, 1, 1, 2, 2.0);  /* odd C with one head */
+}
+
+static void test_attention_blocks(void **state)
+{
+    (void)state;
+    /* T spans several query blocks (64) and key blocks (128), not a multiple of either; scores
+     * large enough that the online softmax rescales */
+    attention_case(1, 203, 16, 2, 37, 2, 2.0);
+    attention_case(2, 130, 24, 3, 53, 2, 1.0);
+}
+
+/* ---- softmax + cross-entropy ------------------------------------------------------------------ */
+
+typedef struct xent_case {
+    int N, V, Vp;
+    double *logits;
+    const int32_t *targets;
+    double dloss;
+} xent_case;
+
+static double xent_loss(void *p) /* sum_n dloss * loss_n */
+{
+    xent_case *k = p;
+    double L = 0.0;
+    for (int n = 0; n < k->N; n++) {
+        const double *x = k->logits + (size_t)n * k->Vp;
+        double m = -INFINITY, z = 0.0;
+        for (int c = 0; c < k->V; c++) m = x[c] > m ? x[c] : m;
+        for (int c = 0; c < k->V; c++) z += exp(x[c] - m);
+        L += k->dloss * (m + log(z) - x[k->targets[n]]);
+    }
+    return L;
+}
+
+static void xent_case_run(int N, int V, int Vp, int threads)
+{
+    rng r = {(uint64_t)(N + V)};
+    const size_t n = (size_t)N * Vp;
+    float *logits = randf(&r, n, -4, 4);
+    for (int i = 0; i < N; i++) /* padding holds garbage that would dominate if it were counted */
+        for (int c = V; c < Vp; c++) logits[(size_t)i * Vp + c] = 1e4f;
+    int32_t *tg = malloc((size_t)N * sizeof *tg);
+    assert_non_null(tg);
+    for (int i = 0; i < N; i++) tg[i] = (int32_t)(rng_uniform(&r) * V);
+    tg[0] = V - 1;
+    float *losses = randf(&r, N, 0, 1), *lse = randf(&r, N, 0, 1);
+    xent_case k = {N, V, Vp, to_double(logits, n), tg, 1.0 / (3.0 * N)};
+    double *el = zerod(N), *else_ = zerod(N);
+    for (int i = 0; i < N; i++) {
+        const double *x = k.logits + (size_t)i * Vp;
+        double m = -INFINITY, z = 0.0;
+        for (int c = 0; c < V; c++) m = x[c] > m ? x[c] : m;
+        for (int c = 0; c < V; c++) z += exp(x[c] - m);
+        else_[i] = m + log(z);
+        el[i] = else_[i] - x[tg[i]];
+    }
+    fm_cpu_ctx *cx = ctx_new(threads);
+    fm_cpu_softmax_xent_forward(cx, losses, lse, logits, tg, N, V, Vp);
+    CHECK_REL("xent losses", losses, el, N, 1e-5);
+    CHECK_REL("xent lse", lse, else_, N, 1e-6);
+    fm_cpu_softmax_xent_backward(cx, logits, lse, tg, (float)k.dloss, N, V, Vp);
+    for (int i = 0; i < N; i++)
+        for (int c = V; c < Vp; c++) assert_true(logits[(size_t)i * Vp + c] == 0.0f);
+    double *g = zerod(n);
+    fd_grad(k.logits, n, N * V > 4000 ? 97 : 1, xent_loss, &k, g);
+    for (int i = 0; i < N; i++) /* padding is not an input of the loss */
+        for (int c = V; c < Vp; c++) g[(size_t)i * Vp + c] = 0.0;
+    CHECK_FD("xent dlogits (in place)", logits, g, n, GRAD_TOL);
+    /* each row of dlogits sums to 0 (softmax minus one-hot), padding included */
+    for (int i = 0; i < N; i++) {
+        double s = 0.0;
+        for (int c = 0; c < Vp; c++) s += logits[(size_t)i * Vp + c];
+        assert_true(fabs(s) < 1e-6 * k.dloss * V);
+    }
+    fm_cpu_ctx_free(&cx);
+    free(logits), free(tg), free(losses), free(lse), free(k.logits), free(el), free(else_), free(g);
+}
+
+static void test_softmax_xent(void **state)
+{
+    (void)state;
+    xent_case_run(5, 100, 128, 2);
+    xent_case_run(3, 129, 256, 1);
+    xent_case_run(67, 1000, 1024, 2); /* threaded */
+}
+
+/* ---- AdamW, sum of squares, scale ------------------------------------------------------------- */
+
+static void test_adamw(void **state)
+{
+    (void)state;
+    rng r = {5};
+    const size_t n = 70001;
+    float *p = randf(&r, n, -1, 1), *m = calloc(n, sizeof(float)), *v = calloc(n, sizeof(float));
+    assert_non_null(m);
+    assert_non_null(v);
+    double *ep = to_double(p, n), *em = zerod(n), *ev = zerod(n);
+    const float lr = 3e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, gs = 0.5f;
+    fm_cpu_ctx *cx = ctx_new(2);
+    for (int64_t t = 1; t <= 5; t++) {
+        float *g = randf(&r, n, -2, 2);
+        g[7] = 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            double gi = (double)g[i] * gs;
+            em[i] = b1 * em[i] + (1.0 - b1) * gi;
+            ev[i] = b2 * ev[i] + (1.0 - b2) * gi * gi;
+            double mh = em[i] / (1.0 - pow(b1, (double)t)), vh = ev[i] / (1.0 - pow(b2, (double)t));
+            ep[i] -= lr * (mh / (sqrt(vh) + eps) + wd * ep[i]);
+        }
+        fm_cpu_adamw_update(cx, p, g, m, v, n, lr, b1, b2, eps, wd, gs, t);
+        for (size_t i = 0; i < n; i++) assert_true(g[i] == 0.0f);
+        free(g);
+    }
+    CHECK_REL("adamw params", p, ep, n, 2e-6);
+    CHECK_REL("adamw m", m, em, n, 2e-6);
+    CHECK_REL("adamw v", v, ev, n, 2e-6);
+    fm_cpu_ctx_free(&cx);
+    free(p), free(m), free(v), free(ep), free(em), free(ev);
+}
+
+static void test_scale(void **state)
+{
+    (void)state;
+    rng r = {9};
+    const size_t n = 50021;
+    float *x = randf(&r, n, -3, 3), *y = copyf(x, n);
+    fm_cpu_ctx *cx = ctx_new(2);
+    fm_cpu_scale(cx, x, 0.125f, n);
+    for (size_t i = 0; i < n; i++) assert_true(x[i] == y[i] * 0.125f);
+    fm_cpu_ctx_free(&cx);
+    free(x), free(y);
+}
+
+static void test_sum_squares(void **state)
+{
+    (void)state;
+    rng r = {6};
+    const size_t n = 3 * FM_CPU_SUMSQ_BLOCK * 100 + 12345; /* several groups, ragged tail */
+    float *x = randf(&r, n, -1, 1);
+    double e = 0.0;
+    for (size_t i = 0; i < n; i++) e += (double)x[i] * (double)x[i];
+    double res[4];
+    for (int t = 1; t <= 4; t++) {
+        fm_cpu_ctx *cx = ctx_new(t);
+        fm_cpu_sum_squares(cx, &res[t - 1], x, n);
+        fm_cpu_ctx_free(&cx);
+    }
+    assert_true(fabs(res[0] - e) <= 1e-12 * e);
+    for (int t = 1; t < 4; t++) /* bit-identical for 1, 2, 3, 4 threads */
+        assert_memory_equal(&res[t], &res[0], sizeof(double));
+    double small;
+    fm_cpu_ctx *cx = ctx_new(2);
+    fm_cpu_sum_squares(cx, &small, x, 5);
+    double es = 0.0;
+    for (int i = 0; i < 5; i++) es += (double)x[i] * (double)x[i];
+    assert_true(fabs(small - es) <= 1e-15 * es);
+    fm_cpu_sum_squares(cx, &small, x, 0);
+    assert_true(small == 0.0);
+    fm_cpu_ctx_free(&cx);
+    free(x);
+}
+
+/* ---- determinism: same thread count -> same bits; and across thread counts -------------------- */
+
+typedef struct det_out {
+    float *enc, *dwte, *ln, *dln, *mm, *dmm_in, *dmm_w, *gelu, *att, *datt, *xent, *adam;
+} det_out;
+
+/* Runs a GPT-shaped sequence of kernels with `threads` threads; every output into d. */
+static void det_run(int threads, det_out *d)
+{
+    rng r = {77};
+    const int B = 2, T = 70, C = 96, NH = 4, V = 300, Vp = 384, N = B * T;
+    const size_t nc = (size_t)N * C;
+    int32_t tok[140];
+    for (int i = 0; i < N; i++) tok[i] = (int32_t)(rng_uniform(&r) * V);
+    float *wte = randf(&r, (size_t)Vp * C, -0.1, 0.1), *wpe = randf(&r, (size_t)T * C, -0.1, 0.1);
+    float *w = randf(&r, (size_t)3 * C * C, -0.1, 0.1), *bias = randf(&r, 3 * C, -0.1, 0.1);
+    float *lw = randf(&r, C, 0.9, 1.1), *lb = randf(&r, C, -0.1, 0.1);
+    float *dout = randf(&r, (size_t)N * 3 * C, -1, 1);
+    fm_cpu_ctx *cx = ctx_new(threads);
+    d->enc = calloc(nc, 4), d->dwte = calloc((size_t)Vp * C, 4), d->ln = calloc(nc, 4);
+    d->dln = calloc(nc, 4), d->mm = calloc((size_t)N * 3 * C, 4), d->dmm_in = calloc(nc, 4);
+    d->dmm_w = calloc((size_t)3 * C * C, 4), d->gelu = calloc((size_t)N * 3 * C, 4);
+    d->att = calloc(nc, 4), d->datt = calloc((size_t)N * 3 * C, 4);
+    d->xent = calloc((size_t)N * Vp, 4), d->adam = copyf(w, (size_t)3 * C * C);
+    float *dwpe = calloc((size_t)T * C, 4), *mean = calloc(N, 4), *rstd = calloc(N, 4);
+    float *dlw = calloc(C, 4), *dlb = calloc(C, 4), *dbias = calloc(3 * C, 4);
+    float *lse = calloc((size_t)B * NH * T, 4), *losses = calloc(N, 4), *xl = calloc(N, 4);
+    float *m = calloc((size_t)3 * C * C, 4), *v = calloc((size_t)3 * C * C, 4);
+    fm_cpu_encoder_forward(cx, d->enc, tok, wte, wpe, B, T, C);
+    fm_cpu_encoder_backward(cx, d->dwte, dwpe, d->enc, tok, B, T, C);
+    fm_cpu_layernorm_forward(cx, d->ln, mean, rstd, d->enc, lw, lb, N, C);
+    fm_cpu_layernorm_backward(cx, d->dln, dlw, dlb, d->ln, d->enc, lw, mean, rstd, N, C);
+    fm_cpu_matmul_forward(cx, d->mm, d->ln, w, bias, N, C, 3 * C);
+    fm_cpu_matmul_backward(cx, d->dmm_in, d->dmm_w, dbias, dout, d->ln, w, N, C, 3 * C);
+    fm_cpu_gelu_forward(cx, d->gelu, d->mm, (size_t)N * 3 * C);
+    fm_cpu_attention_forward(cx, d->att, lse, d->mm, B, T, C, NH);
+    fm_cpu_attention_backward(cx, d->datt, d->att, d->mm, d->att, lse, B, T, C, NH);
+    fm_cpu_matmul_forward(cx, d->xent, d->ln, wte, NULL, N, C, Vp);
+    fm_cpu_softmax_xent_forward(cx, losses, xl, d->xent, tok, N, V, Vp);
+    fm_cpu_softmax_xent_backward(cx, d->xent, xl, tok, 1.0f / N, N, V, Vp);
+    fm_cpu_adamw_update(cx, d->adam, d->dmm_w, m, v, (size_t)3 * C * C, 1e-3f, 0.9f, 0.95f, 1e-8f,
+                        0.1f, 1.0f, 1);
+    fm_cpu_ctx_free(&cx);
+    free(wte), free(wpe), free(w), free(bias), free(lw), free(lb), free(dout), free(dwpe);
+    free(mean), free(rstd), free(dlw), free(dlb), free(dbias), free(lse), free(losses), free(xl);
+    free(m), free(v);
+}
+
+static void det_free(det_out *d)
+{
+    free(d->enc), free(d->dwte), free(d->ln), free(d->dln), free(d->mm), free(d->dmm_in);
+    free(d->dmm_w), free(d->gelu), free(d->att), free(d->datt), free(d->xent), free(d->adam);
+}
+
+static void det_compare(const det_out *a, const det_out *b)
+{
+    const size_t N = 140, C = 96, Vp = 384;
+    assert_memory_equal(a->enc, b->enc, N * C * 4);
+    assert_memory_equal(a->dwte, b->dwte, Vp * C * 4);
+    assert_memory_equal(a->ln, b->ln, N * C * 4);
+    assert_memory_equal(a->dln, b->dln, N * C * 4);
+    assert_memory_equal(a->mm, b->mm, N * 3 * C * 4);
+    assert_memory_equal(a->dmm_in, b->dmm_in, N * C * 4);
+    assert_memory_equal(a->gelu, b->gelu, N * 3 * C * 4);
+    assert_memory_equal(a->att, b->att, N * C * 4);
+    assert_memory_equal(a->datt, b->datt, N * 3 * C * 4);
+    assert_memory_equal(a->xent, b->xent, N * Vp * 4);
+    assert_memory_equal(a->adam, b->adam, 3 * C * C * 4);
+}
+
+static void test_determinism(void **state)
+{
+    (void)state;
+    det_out a, b, c;
+    det_run(2, &a);
+    det_run(2, &b);
+    det_compare(&a, &b); /* same thread count: bit-identical */
+    det_run(1, &c);
+    det_compare(&a, &c); /* 1 vs 2 threads: bit-identical as well (docs/performance.md) */
+    det_free(&a), det_free(&b), det_free(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_encoder),         cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_residual),        cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_gelu),            cmocka_unit_test(test_attention_small),
+        cmocka_unit_test(test_attention_blocks), cmocka_unit_test(test_softmax_xent),
+        cmocka_unit_test(test_adamw),           cmocka_unit_test(test_scale),
+        cmocka_unit_test(test_sum_squares),     cmocka_unit_test(test_determinism),
+    };
+    return cmocka_run_group_tests_name("cpu_kernels", tests, NULL, NULL);
+}
