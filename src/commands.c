@@ -4,10 +4,12 @@
 #include "cli.h"
 
 extern const fm_command fm_cmd_train;
+extern const fm_command fm_cmd_topology;
 extern const fm_command fm_cmd_plot;
 
 const fm_command *const fm_commands[] = {
     &fm_cmd_train,
+    &fm_cmd_topology,
     &fm_cmd_plot,
     NULL,
 };
