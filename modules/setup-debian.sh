@@ -18,7 +18,9 @@ test_pkgs=(libcmocka-dev                        # unit tests
            python3-torch python3-h5py python3-numpy  # PyTorch reference comparison
            bible-kjv                            # the King James corpus for examples and tests
            clang                                # libFuzzer harnesses
-           shellcheck gnuplot-nox)
+           shellcheck gnuplot-nox
+           slurmctld slurmd slurm-client munge  # tests/slurm: a one-node Slurm cluster on localhost
+           lmod)                                # tests/lmod: the installed modulefiles, loaded for real
 
 mode=${1:-all}
 case "$mode" in
