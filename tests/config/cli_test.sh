@@ -106,7 +106,7 @@ lr = 1e-3
 warmup_step = 10
 INI
 run 2 train "$tmp/bad.ini" --dry-run
-has err "fmtrain: config error: $tmp/bad.ini:3: unknown key \`train.warmup_step\` (did you mean \`train.warmup_steps\`?)"
+has err "error: $tmp/bad.ini:3: unknown key \`train.warmup_step\` (did you mean \`train.warmup_steps\`?)"
 printf '[trian]\nlr = 1\n' >"$tmp/badsec.ini"
 run 2 train "$tmp/badsec.ini" --dry-run
 has err "$tmp/badsec.ini:1: unknown section \`[trian]\` (did you mean \`[train]\`?)"

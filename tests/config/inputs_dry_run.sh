@@ -20,7 +20,7 @@ for f in "$FMTRAIN_SOURCE_DIR"/inputs/*.ini; do
     echo "FAIL: $f: no 'configuration is valid' line" >&2
     fail=1
   }
-  grep -q "^name = $name\$" "$tmp/$name.out" || {
+  grep -qE "^name = $name( |$)" "$tmp/$name.out" || {
     echo "FAIL: $f: run.name is not '$name' in the effective configuration" >&2
     fail=1
   }
