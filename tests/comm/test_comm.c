@@ -1,0 +1,445 @@
+/* test_comm.c — MPI tests of src/comm.c: the process context, the small collectives, the parameter
+ * checksum compare and the bucketed non-blocking gradient all-reduce (values, averaging, backward
+ * and shuffled order, splitting and merging, ranges left to wait_all, errors, determinism).
+ * Runs under mpiexec with 2 ranks (and 1 rank: the single-process path makes no MPI calls). */
+#define _POSIX_C_SOURCE 200809L
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <mpi.h>
+
+#include "comm.h"
+
+#define ASSERT_OK(expr)                                                          \
+    do {                                                                         \
+        fm_status st_ = (expr);                                                  \
+        if (st_) {                                                               \
+            fm_status_print(st_, stderr, 1);                                     \
+            fm_status_free(&st_);                                                \
+            fail_msg("%s failed", #expr);                                        \
+        }                                                                        \
+    } while (0)
+
+static int setup(void **state)
+{
+    fm_comm *c = NULL;
+    fm_status st = fm_comm_init(&c);
+    if (st) {
+        fm_status_print(st, stderr, 1);
+        fm_status_free(&st);
+        return -1;
+    }
+    *state = c;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fm_comm *c = *state;
+    fm_comm_free(&c);
+    assert_null(c);
+    return 0;
+}
+
+/* ---- context and small collectives --------------------------------------------------------------- */
+
+static void test_context(void **state)
+{
+    const fm_comm *c = *state;
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    assert_int_equal(c->rank, rank);
+    assert_int_equal(c->size, size);
+    /* The tests run on one machine: every rank is on the same node. */
+    assert_int_equal(c->local_size, size);
+    assert_int_equal(c->local_rank, rank);
+    assert_int_equal(c->nodes, 1);
+    assert_int_equal(c->node_index, 0);
+    assert_true(strlen(c->host) > 0);
+    int eh_is_return = 0;
+    MPI_Errhandler eh;
+    MPI_Comm_get_errhandler(c->world, &eh);
+    eh_is_return = eh == MPI_ERRORS_RETURN;
+    MPI_Errhandler_free(&eh);
+    assert_true(eh_is_return);
+}
+
+static void test_bcast(void **state)
+{
+    const fm_comm *c = *state;
+    unsigned char buf[1001];
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = c->rank == 0 ? (unsigned char)(i * 7 + 3) : 0;
+    ASSERT_OK(fm_comm_bcast(c, buf, sizeof buf));
+    for (size_t i = 0; i < sizeof buf; i++) assert_int_equal(buf[i], (unsigned char)(i * 7 + 3));
+    ASSERT_OK(fm_comm_bcast(c, buf, 0));
+}
+
+static void test_any(void **state)
+{
+    const fm_comm *c = *state;
+    int any = -1;
+    ASSERT_OK(fm_comm_any(c, 0, &any));
+    assert_int_equal(any, 0);
+    ASSERT_OK(fm_comm_any(c, c->rank == c->size - 1 ? 5 : 0, &any)); /* only the last rank */
+    assert_int_equal(any, 1);
+    ASSERT_OK(fm_comm_any(c, 1, &any));
+    assert_int_equal(any, 1);
+}
+
+static void test_doubles(void **state)
+{
+    const fm_comm *c = *state;
+    double v[3] = {c->rank + 1.0, -(c->rank + 1.0), 0.5};
+    ASSERT_OK(fm_comm_sum_doubles(c, v, 3));
+    assert_true(v[0] == c->size * (c->size + 1) / 2.0);
+    assert_true(v[1] == -c->size * (c->size + 1) / 2.0);
+    assert_true(v[2] == 0.5 * c->size);
+    double m[2] = {c->rank + 1.0, 10.0 - c->rank};
+    ASSERT_OK(fm_comm_max_doubles(c, m, 2));
+    assert_true(m[0] == c->size && m[1] == 10.0);
+    double n[2] = {c->rank + 1.0, 10.0 - c->rank};
+    ASSERT_OK(fm_comm_min_doubles(c, n, 2));
+    assert_true(n[0] == 1.0 && n[1] == 10.0 - (c->size - 1));
+}
+
+static void test_gather(void **state)
+{
+    const fm_comm *c = *state;
+    int mine = c->rank * 7 + 1;
+    int *all = c->rank == 0 ? calloc((size_t)c->size, sizeof *all) : NULL;
+    ASSERT_OK(fm_comm_gather(c, &mine, sizeof mine, all));
+    if (c->rank == 0)
+        for (int r = 0; r < c->size; r++) assert_int_equal(all[r], r * 7 + 1);
+    free(all);
+    int *node = calloc((size_t)c->local_size, sizeof *node);
+    ASSERT_OK(fm_comm_node_allgather(c, &mine, sizeof mine, node));
+    for (int r = 0; r < c->local_size; r++) assert_int_equal(node[r], r * 7 + 1);
+    free(node);
+    ASSERT_OK(fm_comm_barrier(c));
+}
+
+/* ---- checksum ------------------------------------------------------------------------------------- */
+
+static void test_hash(void **state)
+{
+    (void)state;
+    unsigned char a[133];
+    for (size_t i = 0; i < sizeof a; i++) a[i] = (unsigned char)(i * 31 + 1);
+    uint64_t h = fm_comm_hash64(a, sizeof a);
+    assert_true(h == fm_comm_hash64(a, sizeof a));
+    /* Every byte position matters, in the 32-byte body and in the tail. */
+    for (size_t i = 0; i < sizeof a; i++) {
+        a[i] ^= 0x10;
+        assert_true(fm_comm_hash64(a, sizeof a) != h);
+        a[i] ^= 0x10;
+    }
+    assert_true(fm_comm_hash64(a, sizeof a - 1) != h);
+    /* Swapping two 8-byte words changes the hash (the lanes are not a plain sum). */
+    unsigned char b[64];
+    memcpy(b, a, 64);
+    uint64_t hb = fm_comm_hash64(b, 64);
+    unsigned char t[8];
+    memcpy(t, b, 8);
+    memcpy(b, b + 32, 8);
+    memcpy(b + 32, t, 8);
+    assert_true(fm_comm_hash64(b, 64) != hb);
+    assert_true(fm_comm_hash64(NULL, 0) == fm_comm_hash64(a, 0));
+}
+
+static void test_identical_ok(void **state)
+{
+    const fm_comm *c = *state;
+    float p[1000];
+    for (int i = 0; i < 1000; i++) p[i] = (float)i * 0.25f;
+    ASSERT_OK(fm_comm_check_identical(c, p, sizeof p, "parameters"));
+}
+
+static void test_identical_mismatch(void **state)
+{
+    const fm_comm *c = *state;
+    if (c->size < 2) skip();
+    float p[1000];
+    for (int i = 0; i < 1000; i++) p[i] = (float)i * 0.25f;
+    if (c->rank == c->size - 1) p[517] = 1e-30f; /* one parameter differs on the last rank */
+    fm_status st = fm_comm_check_identical(c, p, sizeof p, "parameters");
+    assert_non_null(st);
+    assert_int_equal(fm_status_code(st), FM_ERR_INTERNAL);
+    assert_true(fm_status_is_collective(st));
+    const char *msg = fm_status_message(st);
+    char want[32];
+    snprintf(want, sizeof want, "(%d)", c->size - 1);
+    assert_non_null(strstr(msg, "parameters differ across ranks"));
+    assert_non_null(strstr(msg, want));
+    fm_status_free(&st);
+
+    /* A different byte count is reported as such. */
+    st = fm_comm_check_identical(c, p, c->rank == 0 ? sizeof p : sizeof p - 4, "parameters");
+    assert_non_null(st);
+    assert_non_null(strstr(fm_status_message(st), "number of bytes"));
+    fm_status_free(&st);
+}
+
+/* ---- the all-reduce engine ---------------------------------------------------------------------- */
+
+/* Rank r's gradient i: small integers and halves, so sums and the average are exact in float. */
+static float grad_value(int rank, size_t i)
+{
+    return (float)(rank + 1) * (float)(i % 97) + 0.5f * (float)rank;
+}
+
+static float expected_avg(int size, size_t i)
+{
+    return (float)(i % 97) * (float)(size + 1) / 2.0f + 0.25f * (float)(size - 1);
+}
+
+static void fill(const fm_comm *c, float *g, size_t n)
+{
+    for (size_t i = 0; i < n; i++) g[i] = grad_value(c->rank, i);
+}
+
+static void check_avg(const fm_comm *c, const float *g, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (g[i] != expected_avg(c->size, i))
+            fail_msg("element %zu: got %g, expected %g", i, (double)g[i], (double)expected_avg(c->size, i));
+}
+
+/* Layers of uneven sizes, reported last to first as a backward pass does. */
+static void test_allreduce_backward(void **state)
+{
+    const fm_comm *c = *state;
+    static const size_t sizes[] = {7, 300, 1000, 64, 2500, 13, 4000, 1, 2115};
+    const int nl = (int)(sizeof sizes / sizeof sizes[0]);
+    size_t count = 0, off[16];
+    for (int l = 0; l < nl; l++) {
+        off[l] = count;
+        count += sizes[l];
+    }
+    float *g = malloc(sizeof *g * count);
+    assert_non_null(g);
+    fm_comm_allreduce *ar = NULL;
+    /* 256-float buckets at most, ranges under 100 floats are merged */
+    ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, count, 256 * sizeof(float), 100 * sizeof(float)));
+    for (int step = 0; step < 3; step++) {
+        fill(c, g, count);
+        for (int l = nl - 1; l >= 0; l--) fm_comm_allreduce_ready(ar, off[l], sizes[l]);
+        ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+        check_avg(c, g, count);
+        fm_comm_allreduce_stats s = fm_comm_allreduce_last_stats(ar);
+        assert_int_equal(s.bytes, count * sizeof(float));
+        assert_true(s.buckets >= (int)((count + 255) / 256));
+        /* everything was reported during "backward"; only the last short range (held back for
+         * merging) is started by wait_all */
+        assert_int_equal(s.early_buckets, s.buckets - 1);
+        assert_true(s.wait_s >= 0.0);
+    }
+    fm_comm_allreduce_free(&ar);
+    assert_null(ar);
+    free(g);
+}
+
+/* A range longer than the maximum is split into equal pieces; short neighbours are merged. */
+static void test_allreduce_split_merge(void **state)
+{
+    const fm_comm *c = *state;
+    float g[1000];
+    fm_comm_allreduce *ar = NULL;
+
+    ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, 1000, 256 * sizeof(float), 1));
+    fill(c, g, 1000);
+    fm_comm_allreduce_ready(ar, 0, 1000);
+    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    check_avg(c, g, 1000);
+    assert_int_equal(fm_comm_allreduce_last_stats(ar).buckets, 4); /* 250 floats each */
+    fm_comm_allreduce_free(&ar);
+
+    /* 10 ranges of 10 floats, backward order, merged up to 50 floats: 2 buckets (+ the gap rest) */
+    ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, 100, 1 << 20, 50 * sizeof(float)));
+    fill(c, g, 100);
+    for (int l = 9; l >= 0; l--) fm_comm_allreduce_ready(ar, (size_t)l * 10, 10);
+    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    check_avg(c, g, 100);
+    assert_int_equal(fm_comm_allreduce_last_stats(ar).buckets, 2);
+    assert_int_equal(fm_comm_allreduce_last_stats(ar).early_buckets, 2);
+
+    /* Ascending order merges the same way. */
+    fill(c, g, 100);
+    for (int l = 0; l < 10; l++) fm_comm_allreduce_ready(ar, (size_t)l * 10, 10);
+    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    check_avg(c, g, 100);
+    assert_int_equal(fm_comm_allreduce_last_stats(ar).buckets, 2);
+    fm_comm_allreduce_free(&ar);
+
+    /* No merging (min 1 byte): one bucket per range. */
+    ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, 100, 1 << 20, 1));
+    fill(c, g, 100);
+    for (int l = 9; l >= 0; l--) fm_comm_allreduce_ready(ar, (size_t)l * 10, 10);
+    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    check_avg(c, g, 100);
+    assert_int_equal(fm_comm_allreduce_last_stats(ar).buckets, 10);
+    fm_comm_allreduce_free(&ar);
+
+    /* Ranges that are not neighbours are never merged: 0-10 then 50-60 gives two buckets. */
+    ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, 100, 1 << 20, 1 << 20));
+    fill(c, g, 100);
+    fm_comm_allreduce_ready(ar, 0, 10);
+    fm_comm_allreduce_ready(ar, 50, 10);
+    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    check_avg(c, g, 100);
+    fm_comm_allreduce_stats s = fm_comm_allreduce_last_stats(ar);
+    assert_int_equal(s.early_buckets, 1); /* 0-10 was flushed early by the non-adjacent 50-60 */
+    assert_int_equal(s.buckets, 4);       /* + 50-60 at wait_all, + the gaps 10-50 and 60-100 */
+    fm_comm_allreduce_free(&ar);
+}
+
+/* Ranges in a shuffled order, some never reported (wait_all reduces those). */
+static void test_allreduce_shuffled_and_gaps(void **state)
+{
+    const fm_comm *c = *state;
+    enum { N = 50, L = 37 };
+    size_t count = (size_t)N * L;
+    float *g = malloc(sizeof *g * count);
+    assert_non_null(g);
+    int order[N];
+    for (int i = 0; i < N; i++) order[i] = i;
+    uint32_t x = 12345; /* the same permutation on every rank */
+    for (int i = N - 1; i > 0; i--) {
+        x = x * 1664525u + 1013904223u;
+        int j = (int)(x % (uint32_t)(i + 1));
+        int t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    fm_comm_allreduce *ar = NULL;
+    ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, count, 64 * sizeof(float), 80 * sizeof(float)));
+    fill(c, g, count);
+    for (int i = 0; i < N; i++) fm_comm_allreduce_ready(ar, (size_t)order[i] * L, L);
+    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    check_avg(c, g, count);
+
+    fill(c, g, count);
+    for (int i = 0; i < N; i += 3) fm_comm_allreduce_ready(ar, (size_t)order[i] * L, L);
+    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    check_avg(c, g, count);
+    fm_comm_allreduce_stats s = fm_comm_allreduce_last_stats(ar);
+    assert_true(s.buckets > s.early_buckets);
+
+    /* Nothing reported at all: wait_all reduces the whole buffer in max-size pieces. */
+    fill(c, g, count);
+    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    check_avg(c, g, count);
+    s = fm_comm_allreduce_last_stats(ar);
+    assert_int_equal(s.early_buckets, 0);
+    assert_int_equal(s.buckets, (int)((count + 63) / 64));
+    fm_comm_allreduce_free(&ar);
+    free(g);
+}
+
+static void test_allreduce_errors(void **state)
+{
+    const fm_comm *c = *state;
+    float g[200];
+    fm_comm_allreduce *ar = NULL;
+    ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, 200, 1 << 20, 1));
+
+    fill(c, g, 200);
+    fm_comm_allreduce_ready(ar, 0, 50);
+    fm_comm_allreduce_ready(ar, 40, 20); /* overlaps the first */
+    fm_status st = fm_comm_allreduce_wait_all(ar);
+    assert_non_null(st);
+    assert_int_equal(fm_status_code(st), FM_ERR_INTERNAL);
+    assert_non_null(strstr(fm_status_message(st), "twice"));
+    fm_status_free(&st);
+
+    fill(c, g, 200);
+    fm_comm_allreduce_ready(ar, 190, 20); /* past the end */
+    st = fm_comm_allreduce_wait_all(ar);
+    assert_non_null(st);
+    assert_non_null(strstr(fm_status_message(st), "outside the gradient buffer"));
+    fm_status_free(&st);
+
+    /* The engine is usable again after an error. */
+    fill(c, g, 200);
+    fm_comm_allreduce_ready(ar, 100, 100);
+    fm_comm_allreduce_ready(ar, 0, 0); /* empty ranges are ignored */
+    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    check_avg(c, g, 200);
+    fm_comm_allreduce_free(&ar);
+    fm_comm_allreduce_free(&ar); /* safe on NULL */
+}
+
+/* Arbitrary floats: the result is bit-identical on every rank, equal to one blocking all-reduce of
+ * the whole buffer (with 1 or 2 ranks each element is one addition), and the same on a rerun. */
+static void test_allreduce_deterministic(void **state)
+{
+    const fm_comm *c = *state;
+    enum { N = 30011 };
+    float *g = malloc(sizeof *g * N), *ref = malloc(sizeof *ref * N), *first = malloc(sizeof *first * N);
+    assert_true(g && ref && first);
+    uint64_t s = 0x9e3779b97f4a7c15ULL * (uint64_t)(c->rank + 1);
+    for (int i = 0; i < N; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ref[i] = (float)((double)(s >> 11) / 9007199254740992.0 - 0.5) * 1e-3f;
+    }
+    fm_comm_allreduce *ar = NULL;
+    ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, N, 4096 * sizeof(float), 1000 * sizeof(float)));
+    for (int run = 0; run < 2; run++) {
+        memcpy(g, ref, sizeof *g * N);
+        for (int off = N; off > 0;) {
+            int len = off >= 777 ? 777 : off;
+            off -= len;
+            fm_comm_allreduce_ready(ar, (size_t)off, (size_t)len);
+        }
+        ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+        if (run == 0)
+            memcpy(first, g, sizeof *g * N);
+        else
+            assert_memory_equal(first, g, sizeof *g * N);
+    }
+    ASSERT_OK(fm_comm_check_identical(c, g, sizeof *g * N, "averaged gradients"));
+    if (c->size <= 2) {
+        MPI_Allreduce(MPI_IN_PLACE, ref, N, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        float scale = (float)(1.0 / c->size);
+        for (int i = 0; i < N; i++) {
+            if (c->size > 1) ref[i] *= scale;
+            if (memcmp(&ref[i], &g[i], sizeof(float)) != 0)
+                fail_msg("element %d: %.9g vs blocking all-reduce %.9g", i, (double)g[i], (double)ref[i]);
+        }
+    }
+    fm_comm_allreduce_free(&ar);
+    free(g);
+    free(ref);
+    free(first);
+}
+
+int main(int argc, char **argv)
+{
+    int provided;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_context),
+        cmocka_unit_test(test_bcast),
+        cmocka_unit_test(test_any),
+        cmocka_unit_test(test_doubles),
+        cmocka_unit_test(test_gather),
+        cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_identical_ok),
+        cmocka_unit_test(test_identical_mismatch),
+        cmocka_unit_test(test_allreduce_backward),
+        cmocka_unit_test(test_allreduce_split_merge),
+        cmocka_unit_test(test_allreduce_shuffled_and_gaps),
+        cmocka_unit_test(test_allreduce_errors),
+        cmocka_unit_test(test_allreduce_deterministic),
+    };
+    int rc = cmocka_run_group_tests(tests, setup, teardown);
+    MPI_Finalize();
+    return rc;
+}
