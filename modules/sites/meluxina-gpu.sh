@@ -1,0 +1,30 @@
+# shellcheck shell=bash
+# meluxina-gpu.sh — the modules that build fmtrain on MeluXina GPU (LuxProvide, Luxembourg).
+#   4x NVIDIA A100 40 GB per node, 2x AMD EPYC 7452 (64 cores)
+# Source it on a login node, then configure, build and install:
+#   source modules/sites/meluxina-gpu.sh
+#   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$HOME/fmtrain/install" $FM_SITE_CMAKE_ARGS
+#   cmake --build build -j 8 && cmake --install build
+# `cmake --install` writes an Lmod modulefile that loads these same modules again (LOADEDMODULES at
+# configure time), so batch scripts need only `module use "$HOME/fmtrain/install/share/modulefiles"`
+# and `module load fmtrain`.
+#
+# What is verified: Nothing verified here. Partition gpu, QoS default, the env/release software stack and module names: as recalled from the site's public user documentation (2024-2025), not fetched or run in this session; unverified here.
+# Module versions change with the site's software stack: when a `module load` below fails, take the
+# nearest version `module avail <name>` (or `module spider <name>`) lists, and keep MPI, parallel HDF5
+# and the compiler from the same toolchain.
+# MeluXina's software stack is EasyBuild-built (toolchain suffixes such as -gompi-2023a).
+
+module purge
+module load env/release/2023.1
+module load GCC/12.3.0
+module load OpenMPI/4.1.5-GCC-12.3.0
+module load HDF5/1.14.0-gompi-2023a
+module load CUDA/12.2.0
+module load OpenBLAS/0.3.23-GCC-12.3.0
+module load hwloc/2.9.1-GCCcore-12.3.0
+module load CMake/3.26.3-GCCcore-12.3.0
+
+# Extra CMake arguments for this system.
+FM_SITE_CMAKE_ARGS="-DFMTRAIN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=80"
+export FM_SITE_CMAKE_ARGS
