@@ -290,18 +290,6 @@ static fm_status tokenizer_from_merges(uint32_t vocab, uint32_t n_merges, uint32
         }
         FM_TRY_GOTO(st, fail, u64map_put(&t->merge_rank, key, k + 1));
     }
-    size_t cn = (size_t)1 << CACHE_BITS;
-    t->c_hash = calloc(cn, sizeof *t->c_hash);
-    t->c_key = malloc(cn * sizeof *t->c_key);
-    t->c_klen = malloc(cn * sizeof *t->c_klen);
-    t->c_val = malloc(cn * sizeof *t->c_val);
-    t->c_vlen = malloc(cn * sizeof *t->c_vlen);
-    t->c_kbytes = malloc(CACHE_KBYTES);
-    t->c_ids = malloc(CACHE_IDS * sizeof *t->c_ids);
-    if (!t->c_hash || !t->c_key || !t->c_klen || !t->c_val || !t->c_vlen || !t->c_kbytes || !t->c_ids) {
-        st = FM_ERR(FM_ERR_NOMEM, "out of memory for the tokenizer's word cache");
-        goto fail;
-    }
     *out = t;
     return NULL;
 fail:
@@ -346,6 +334,26 @@ static size_t bpe_word(const fm_tokenizer *tok, const uint8_t *w, size_t n, uint
     return n;
 }
 
+/* The encode cache is allocated on first use (decode-only users never pay for it). */
+static fm_status cache_alloc(fm_tokenizer *t)
+{
+    size_t cn = (size_t)1 << CACHE_BITS;
+    t->c_hash = calloc(cn, sizeof *t->c_hash);
+    t->c_key = malloc(cn * sizeof *t->c_key);
+    t->c_klen = malloc(cn * sizeof *t->c_klen);
+    t->c_val = malloc(cn * sizeof *t->c_val);
+    t->c_vlen = malloc(cn * sizeof *t->c_vlen);
+    t->c_kbytes = malloc(CACHE_KBYTES);
+    t->c_ids = malloc(CACHE_IDS * sizeof *t->c_ids);
+    if (!t->c_hash || !t->c_key || !t->c_klen || !t->c_val || !t->c_vlen || !t->c_kbytes || !t->c_ids) {
+        free(t->c_hash);
+        t->c_hash = NULL;
+        return FM_ERR(FM_ERR_NOMEM, "out of memory for the tokenizer's word cache");
+    }
+    t->c_kused = t->c_iused = t->c_n = 0;
+    return NULL;
+}
+
 static void cache_clear(fm_tokenizer *t)
 {
     memset(t->c_hash, 0, ((size_t)1 << CACHE_BITS) * sizeof *t->c_hash);
@@ -354,6 +362,8 @@ static void cache_clear(fm_tokenizer *t)
 
 fm_status fm_tokenizer_encode(fm_tokenizer *tok, const uint8_t *text, size_t len, fm_tokenizer_ids *out)
 {
+    if (len == 0) return NULL;
+    if (!tok->c_hash) FM_TRY(cache_alloc(tok));
     /* Every word yields at most as many ids as bytes: reserve once. */
     FM_TRY(ids_reserve(out, len));
     uint32_t *dst = out->ids + out->n;
@@ -448,7 +458,7 @@ fm_status fm_tokenizer_trainer_new(fm_tokenizer_trainer **out)
 {
     fm_tokenizer_trainer *tr = calloc(1, sizeof *tr);
     FM_CHECK_ALLOC(tr, sizeof *tr);
-    tr->cap = 1 << 16;
+    tr->cap = 1 << 12;
     tr->w_hash = calloc(tr->cap, sizeof *tr->w_hash);
     tr->w_idx = calloc(tr->cap, sizeof *tr->w_idx);
     if (!tr->w_hash || !tr->w_idx) {
@@ -649,7 +659,7 @@ static fm_status pairs_get(pair_tab *pt, uint64_t key, size_t *idx)
         return NULL;
     }
     if (pt->n == pt->cap) {
-        size_t nc = pt->cap ? pt->cap * 2 : 65536;
+        size_t nc = pt->cap ? pt->cap * 2 : 4096;
         uint64_t *k = realloc(pt->key, nc * sizeof *k);
         if (k) pt->key = k;
         int64_t *c = realloc(pt->count, nc * sizeof *c);
@@ -712,7 +722,7 @@ fm_status fm_tokenizer_trainer_finish(fm_tokenizer_trainer *tr, uint32_t vocab_s
         goto out;
     }
     for (size_t i = 0; i < tr->arena_used; i++) sym[i] = tr->arena[i];
-    FM_TRY_GOTO(st, out, u64map_init(&pt.map, 1 << 16));
+    FM_TRY_GOTO(st, out, u64map_init(&pt.map, 1 << 12));
     /* initial pair counts */
     for (size_t w = 0; w < tr->n; w++) {
         const uint32_t *s = sym + tr->w_off[w];
