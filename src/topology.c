@@ -375,56 +375,66 @@ static fm_status share_region(hwloc_topology_t topo, hwloc_const_bitmap_t region
     return NULL;
 }
 
-/* With GPUs in auto mode and no launcher binding: rank i uses GPU floor(i*G/n); the ranks of GPUs
- * with the same locality share those cores. Returns 1 when this steering was applied. */
+/* With GPUs in auto mode and one binding for all ranks: the GPUs near the binding (their locality
+ * shares cores with it) are "eligible"; rank j of k uses eligible GPU floor(j*E/k), and the ranks of
+ * GPUs with the same locality share those cores. Distinct localities that overlap make the split
+ * ambiguous: then nothing is applied and the caller falls back to the plain split. */
 static fm_status steer_by_gpu(hwloc_topology_t topo, const int *members, int k, plan_work *w,
                               fm_topology_plan *plans, int *applied)
 {
     *applied = 0;
-    int G = w->ngpus;
+    int G = w->ngpus, E = 0;
     hwloc_const_bitmap_t region = w->bind[members[0]];
-    /* Every GPU's locality inside the binding must have cores, and distinct localities must not
-     * overlap; otherwise fall back to the plain split. */
     hwloc_bitmap_t *loc = calloc((size_t)G, sizeof *loc);
+    int *elig = calloc((size_t)G, sizeof *elig);
     int *cluster = calloc((size_t)G, sizeof *cluster);
     int *members_c = malloc(sizeof *members_c * (size_t)k);
     fm_status st = NULL;
-    if (!loc || !cluster || !members_c) {
+    if (!loc || !elig || !cluster || !members_c) {
         st = FM_ERR(FM_ERR_NOMEM, "out of memory planning GPU placement");
         goto done;
     }
     int ok = 1;
     for (int g = 0; g < G && ok; g++) {
-        loc[g] = hwloc_bitmap_alloc();
-        if (!loc[g]) {
+        hwloc_bitmap_t l = hwloc_bitmap_alloc();
+        if (!l) {
             st = FM_ERR(FM_ERR_NOMEM, "out of memory planning GPU placement");
             goto done;
         }
-        hwloc_bitmap_and(loc[g], w->gpus[g].near, region);
-        ok = count_cores(topo, loc[g]) > 0;
-        cluster[g] = g;
-        for (int h = 0; h < g && ok; h++) {
-            if (hwloc_bitmap_isequal(loc[g], loc[h])) {
-                cluster[g] = cluster[h];
+        hwloc_bitmap_and(l, w->gpus[g].near, region);
+        if (count_cores(topo, l) == 0) {
+            hwloc_bitmap_free(l);
+            continue;
+        }
+        loc[E] = l;
+        elig[E] = g;
+        cluster[E] = E;
+        for (int h = 0; h < E && ok; h++) {
+            if (hwloc_bitmap_isequal(loc[E], loc[h])) {
+                cluster[E] = cluster[h];
                 break;
             }
-            ok = !hwloc_bitmap_intersects(loc[g], loc[h]);
+            ok = !hwloc_bitmap_intersects(loc[E], loc[h]);
         }
+        E++;
     }
-    if (!ok) goto done;
-    for (int j = 0; j < k; j++) w->gpu[members[j]] = (int)((long long)j * G / k);
-    for (int c = 0; c < G && !st; c++) {
+    if (!ok || E == 0) goto done;
+    int *pick = members_c; /* reuse: eligible slot of each member, then the cluster's members */
+    for (int j = 0; j < k; j++) w->gpu[members[j]] = (int)((long long)j * E / k); /* slot for now */
+    for (int c = 0; c < E && !st; c++) {
         if (cluster[c] != c) continue;
         int m = 0;
         for (int j = 0; j < k; j++)
-            if (cluster[w->gpu[members[j]]] == c) members_c[m++] = members[j];
-        if (m > 0) st = share_region(topo, loc[c], members_c, m, w, plans);
+            if (cluster[w->gpu[members[j]]] == c) pick[m++] = members[j];
+        if (m > 0) st = share_region(topo, loc[c], pick, m, w, plans);
     }
+    for (int j = 0; j < k; j++) w->gpu[members[j]] = elig[w->gpu[members[j]]];
     *applied = !st;
 done:
     if (loc)
-        for (int g = 0; g < G; g++) hwloc_bitmap_free(loc[g]);
+        for (int e = 0; e < E; e++) hwloc_bitmap_free(loc[e]);
     free(loc);
+    free(elig);
     free(cluster);
     free(members_c);
     return st;
