@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# test_jobs.sh — the batch scripts on a real (one-node, localhost) Slurm cluster.
+#
+#  1. Requeue: jobscripts/generic/cpu.sbatch runs a tiny 2-rank training (srun --mpi=pmix, Open MPI)
+#     with --time=1 and --signal=B:USR1@58, so Slurm signals the batch shell while training runs. The
+#     script forwards SIGUSR1 to the job step, fmtrain checkpoints and exits 75, the script requeues
+#     the job (scontrol requeue), the requeued job resumes from the checkpoint and finishes. Checked:
+#     the signal was received and forwarded, exit 75 then a requeue (Restarts >= 1), the COMPLETE
+#     marker, and final parameters bitwise equal to an uninterrupted run (mpiexec, same ranks).
+#  2. Chain: jobscripts/chain.sh -n 2 submits two jobs; the first is stopped with
+#     `scancel --batch --signal=USR1` while it trains (exit 75, no requeue inside a chain), the
+#     second (afterany) resumes and finishes: same final parameters again.
+#  3. Chain stop conditions: with the stop file present the first job does not train and cancels
+#     the second; with a configuration error (exit 2) the first job cancels the second.
+#
+# Slurm checks time limits (and sends --signal warnings) only every 30 s, so the time-limit signal of
+# part 1 arrives at one of those ticks. A probe job finds when the ticks happen, and the training job
+# is submitted so that the next tick falls in the middle of its training; the run itself lasts a few
+# seconds. Skips (77) when Slurm or munge cannot run here (tests/slurm/cluster.sh). Needs
+# /usr/bin/python3 with h5py to compare checkpoints.
+set -uo pipefail
+: "${FMTRAIN_EXE:?}" "${FMTRAIN_SOURCE_DIR:?}" "${FMTRAIN_BINARY_DIR:?}"
+src=$FMTRAIN_SOURCE_DIR
+PY=/usr/bin/python3
+MAKE_DATASET="$FMTRAIN_BINARY_DIR/tests/train/train_make_dataset"
+
+# Nothing from an outer Slurm job may leak into the private cluster's jobs.
+while IFS='=' read -r name _; do
+  case "$name" in SLURM_*|SBATCH_*|SRUN_*|SALLOC_*) unset "$name" ;; esac
+done < <(env)
+unset FMTRAIN_JOBSCRIPTS FMTRAIN_END_TIME OMP_NUM_THREADS
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
+export FMTRAIN_EXE
+
+# shellcheck source=cluster.sh
+. "$(dirname "$0")/cluster.sh"
+work=$(mktemp -d /tmp/fmtrain-slurm.XXXXXX)
+keep=0
+cleanup() {
+  fm_cluster_stop
+  if [ "$keep" = 1 ]; then echo "files kept in $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*"
+  for f in "$work"/*.out "$work"/run*/jobs.log; do
+    [ -f "$f" ] && { echo "----- $f"; cat "$f"; }
+  done
+  fm_cluster_logs
+  keep=1
+  exit 1
+}
+ok() { echo "ok: $*"; }
+
+fm_cluster_start "$work/cluster"
+rc=$?
+[ "$rc" -eq 0 ] || exit "$rc"
+export SLURM_MPI_TYPE=pmix # srun --mpi=pmix for Open MPI (srun reads SLURM_MPI_TYPE)
+srun --mpi=list 2>&1 | grep -q pmix || { echo "SKIP: this Slurm has no pmix plugin (srun --mpi=list)"; exit 77; }
+ok "one-node cluster up: $(sinfo -h -o '%P %D %C %T' | head -n 1)"
+
+# ---- data and parameter file --------------------------------------------------------------------
+[ -x "$MAKE_DATASET" ] || fail "missing $MAKE_DATASET (built with the tests)"
+"$MAKE_DATASET" "$work/data.h5" repeat 64 4096 64 5 >/dev/null || fail "making the dataset"
+steps=${FM_SLURM_TEST_STEPS:-300}
+write_params() { # PATH RUN_DIR
+  cat >"$1" <<INI
+[run]
+dir = $2
+seed = 11
+stop_margin_minutes = 0
+
+[model]
+n_layer = 2
+n_head = 4
+d_model = 128
+seq_len = 64
+
+[data]
+train = $work/data.h5
+
+[train]
+micro_batch = 8
+grad_accum = 1
+steps = $steps
+lr = 1e-3
+min_lr = 1e-4
+warmup_steps = 10
+schedule = cosine
+eval_every = 0
+
+[checkpoint]
+every_steps = 0
+every_minutes = 0
+keep_last = 2
+resume = auto
+
+[runtime]
+device = cpu
+threads = 1
+log_every = 1
+INI
+}
+
+# final_checkpoint RUN_DIR: the path of the newest complete checkpoint
+final_checkpoint() {
+  local name
+  name=$(cat "$1/checkpoints/latest" 2>/dev/null) || return 1
+  echo "$1/checkpoints/$name"
+}
+
+# same_params A.h5 B.h5: every parameter and optimizer-moment dataset is bitwise identical
+same_params() {
+  "$PY" - "$1" "$2" <<'PYEOF'
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+names = []
+def collect(name, obj):
+    if isinstance(obj, h5py.Dataset) and name.split("/")[0] in ("params", "adam_m", "adam_v"):
+        names.append(name)
+a.visititems(collect)
+assert any(n.startswith("params/") for n in names), f"no params/ datasets in {sys.argv[1]}"
+bad = [n for n in names if n not in b or not np.array_equal(a[n][()], b[n][()])]
+assert not bad, f"{len(bad)} of {len(names)} datasets differ, e.g. {bad[:3]}"
+print(f"{len(names)} parameter/optimizer datasets bitwise identical")
+PYEOF
+}
+
+# wait_job ID SECONDS: until the job has left the queue (completed, failed, cancelled)
+wait_job() {
+  local i
+  for ((i = 0; i < $2 * 5; i++)); do
+    [ -z "$(squeue -h -j "$1" -o %T 2>/dev/null)" ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+job_field() { scontrol -o show job "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+
+# ---- reference: an uninterrupted run, and a probe for Slurm's 30 s time-limit ticks ---------------
+write_params "$work/ref.ini" "$work/run-ref"
+probe=$(sbatch --parsable -p debug -n 1 -c 1 --time=1 --signal=B:USR1@58 --output=/dev/null \
+  --wrap "trap 'date +%s.%N > $work/probe.t; exit 0' USR1; while :; do sleep 0.2; done") ||
+  fail "sbatch of the probe job"
+t0=$(date +%s.%N)
+(cd "$work" && mpiexec -n 2 "$FMTRAIN_EXE" train "$work/ref.ini" >"$work/ref.out" 2>&1)
+rc=$?
+t1=$(date +%s.%N)
+[ "$rc" -eq 0 ] || { cat "$work/ref.out"; fail "the uninterrupted reference run exited $rc"; }
+[ -e "$work/run-ref/COMPLETE" ] || fail "the reference run wrote no COMPLETE"
+ref_ckpt=$(final_checkpoint "$work/run-ref") || fail "the reference run has no checkpoints/latest"
+t_ref=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+ok "reference run: $steps steps in ${t_ref} s (mpiexec -n 2)"
+wait_job "$probe" 60 || fail "the probe job got no USR1 within 60 s"
+[ -s "$work/probe.t" ] || fail "the probe job ended without recording its USR1"
+tick=$(cat "$work/probe.t")
+
+# ---- 1. time limit -> USR1 -> checkpoint -> exit 75 -> requeue -> resume -> finish ----------------
+write_params "$work/p1.ini" "$work/run1"
+now=$(date +%s.%N)
+# submit `lead` seconds before the first tick that is still far enough away
+lead=$(awk -v t="$t_ref" 'BEGIN { l = 1.5 + 0.5 * t; if (l < 3) l = 3; printf "%.2f", l }')
+delay=$(awk -v tick="$tick" -v now="$now" -v lead="$lead" \
+  'BEGIN { n = tick; while (n - lead - now < 0.5) n += 30; printf "%.2f", n - lead - now }')
+sleep "$delay"
+job=$(cd "$work" && FM_PARAMS="$work/p1.ini" sbatch --parsable -p debug --account=fmtest -N 1 \
+  --ntasks-per-node=2 --cpus-per-task=1 --time=1 --signal=B:USR1@58 \
+  --output="$work/requeue-%j.out" "$src/jobscripts/generic/cpu.sbatch") || fail "sbatch cpu.sbatch"
+ok "submitted job $job $(printf '%.1f' "$lead") s before Slurm's next time-limit check"
+wait_job "$job" 240 || fail "job $job still in the queue after 240 s"
+out="$work/requeue-$job.out"
+state=$(job_field "$job" JobState)
+restarts=$(job_field "$job" Restarts)
+[ "$state" = COMPLETED ] || fail "job $job ended in state $state"
+grep -q "received SIGUSR1: forwarding it to the job step" "$out" || fail "the batch shell did not forward SIGUSR1"
+grep -q "fmtrain exited with code 75" "$out" || fail "fmtrain did not exit 75 after the signal"
+grep -q "requeuing job $job" "$out" || fail "the script did not requeue the job"
+[ "${restarts:-0}" -ge 1 ] || fail "Slurm reports Restarts=$restarts"
+grep -q "exit=75 requeue" "$work/run1/jobs.log" || fail "jobs.log has no 'exit=75 requeue' line"
+grep -q "exit=0 complete" "$work/run1/jobs.log" || fail "jobs.log has no 'exit=0 complete' line"
+[ -e "$work/run1/COMPLETE" ] || fail "no COMPLETE marker in run1"
+ok "job $job: SIGUSR1 forwarded, exit 75, requeued $restarts time(s), resumed, COMPLETE"
+sed 's/^/    /' "$work/run1/jobs.log"
+ckpt1=$(final_checkpoint "$work/run1") || fail "run1 has no checkpoints/latest"
+same_params "$ref_ckpt" "$ckpt1" || fail "the requeued run's final parameters differ from the reference"
+ok "requeued run: final parameters equal the uninterrupted run's"
+
+# ---- 2. chain.sh: two jobs, the first stopped by the user with a checkpoint ------------------------
+write_params "$work/p2.ini" "$work/run2"
+chain_out=$(cd "$work" && FM_PARAMS="$work/p2.ini" "$src/jobscripts/chain.sh" -n 2 \
+  "$src/jobscripts/generic/cpu.sbatch" -p debug --account=fmtest -N 1 --ntasks-per-node=2 \
+  --cpus-per-task=1 --time=5 --signal=B:USR1@10 --output="$work/chain-%j.out" 2>&1) ||
+  { echo "$chain_out"; fail "chain.sh"; }
+printf '    %s\n' "$chain_out"
+mapfile -t cj < <(echo "$chain_out" | sed -n 's/^chain.sh: job [0-9]* of 2: \([0-9]*\).*/\1/p')
+[ ${#cj[@]} -eq 2 ] || fail "chain.sh did not report two job ids"
+[ "$(job_field "${cj[1]}" Dependency)" = "afterany:${cj[0]}(unfulfilled)" ] ||
+  fail "job ${cj[1]} does not depend on ${cj[0]} with afterany: $(job_field "${cj[1]}" Dependency)"
+for ((i = 0; i < 300; i++)); do # until the first job has trained a few steps
+  [ -f "$work/run2/metrics.jsonl" ] && [ "$(grep -c '"type":"train"' "$work/run2/metrics.jsonl")" -ge 5 ] && break
+  sleep 0.2
+done
+[ "$i" -lt 300 ] || fail "the first chain job did not start training within 60 s"
+scancel --batch --signal=USR1 "${cj[0]}" || fail "scancel --batch --signal=USR1 ${cj[0]}"
+wait_job "${cj[0]}" 120 || fail "chain job ${cj[0]} did not end"
+wait_job "${cj[1]}" 180 || fail "chain job ${cj[1]} did not end"
+grep -q "exit=75 stopped, chain continues" "$work/run2/jobs.log" || fail "the first chain job did not stop with 75"
+grep -q "job=${cj[1]} restart=0 exit=0 complete" "$work/run2/jobs.log" || fail "the second chain job did not complete the run"
+[ "$(job_field "${cj[0]}" Restarts)" = 0 ] || fail "the first chain job was requeued inside a chain"
+[ -e "$work/run2/COMPLETE" ] || fail "no COMPLETE marker in run2"
+sed 's/^/    /' "$work/run2/jobs.log"
+same_params "$ref_ckpt" "$(final_checkpoint "$work/run2")" ||
+  fail "the chained run's final parameters differ from the reference"
+ok "chain of 2: stopped with USR1 (exit 75), continued by the next job, same final parameters"
+
+# ---- 3. chain stop conditions: stop file; a configuration error ------------------------------------
+write_params "$work/p3.ini" "$work/run3"
+mkdir -p "$work/run3" && touch "$work/run3/STOP"
+chain_out=$(cd "$work" && FM_PARAMS="$work/p3.ini" "$src/jobscripts/chain.sh" -n 2 \
+  "$src/jobscripts/generic/cpu.sbatch" -p debug -N 1 --ntasks-per-node=2 --cpus-per-task=1 \
+  --time=5 --signal=B:USR1@10 --output="$work/stop-%j.out" 2>&1) || { echo "$chain_out"; fail "chain.sh (stop file)"; }
+mapfile -t sj < <(echo "$chain_out" | sed -n 's/^chain.sh: job [0-9]* of 2: \([0-9]*\).*/\1/p')
+wait_job "${sj[0]}" 60 || fail "stop-file chain: job ${sj[0]} did not end"
+wait_job "${sj[1]}" 60 || fail "stop-file chain: job ${sj[1]} did not end"
+grep -q "stop file .* exists: not starting" "$work/stop-${sj[0]}.out" || fail "the stop file was not honoured"
+[ "$(job_field "${sj[1]}" JobState)" = CANCELLED ] || fail "job ${sj[1]} after the stop file: $(job_field "${sj[1]}" JobState)"
+[ ! -e "$work/run3/checkpoints" ] || fail "a job trained although the stop file existed"
+ok "stop file: the first job did not train and cancelled the rest of the chain"
+
+printf '[run]\ndir = %s\n[model]\nn_layer = two\n' "$work/run4" >"$work/p4.ini"
+chain_out=$(cd "$work" && FM_PARAMS="$work/p4.ini" "$src/jobscripts/chain.sh" -n 2 \
+  "$src/jobscripts/generic/cpu.sbatch" -p debug -N 1 --ntasks-per-node=2 --cpus-per-task=1 \
+  --time=5 --signal=B:USR1@10 --output="$work/bad-%j.out" 2>&1) || { echo "$chain_out"; fail "chain.sh (bad parameters)"; }
+mapfile -t bj < <(echo "$chain_out" | sed -n 's/^chain.sh: job [0-9]* of 2: \([0-9]*\).*/\1/p')
+wait_job "${bj[0]}" 60 || fail "bad-parameter chain: job ${bj[0]} did not end"
+wait_job "${bj[1]}" 60 || fail "bad-parameter chain: job ${bj[1]} did not end"
+[ "$(job_field "${bj[0]}" ExitCode)" = "2:0" ] || fail "job ${bj[0]} exit code $(job_field "${bj[0]}" ExitCode), expected 2:0"
+grep -q "a restart cannot fix this" "$work/bad-${bj[0]}.out" || fail "no 'cannot fix' message"
+[ "$(job_field "${bj[1]}" JobState)" = CANCELLED ] || fail "job ${bj[1]} after exit 2: $(job_field "${bj[1]}" JobState)"
+ok "configuration error: exit 2, not retried, rest of the chain cancelled"
+
+echo "all Slurm job-script checks passed"
