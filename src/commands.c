@@ -4,11 +4,15 @@
 #include "cli.h"
 
 extern const fm_command fm_cmd_train;
+extern const fm_command fm_cmd_prepare;
+extern const fm_command fm_cmd_inspect;
 extern const fm_command fm_cmd_topology;
 extern const fm_command fm_cmd_plot;
 
 const fm_command *const fm_commands[] = {
     &fm_cmd_train,
+    &fm_cmd_prepare,
+    &fm_cmd_inspect,
     &fm_cmd_topology,
     &fm_cmd_plot,
     NULL,
