@@ -3,6 +3,9 @@
 # and prints the effective configuration, which itself dry-runs to the identical configuration.
 set -uo pipefail
 : "${FMTRAIN_EXE:?}" "${FMTRAIN_SOURCE_DIR:?}"
+# In the sanitizer build: full stack unwinding on malloc, so that the LeakSanitizer suppressions for
+# MPI's own allocations (tests/lsan.supp) match; the fast unwinder stops inside the MPI libraries.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail=0
