@@ -714,6 +714,23 @@ fm_status fm_config_parse(fm_config *cfg, const char *source, const char *text, 
             continue;
         }
         if (section_bad) continue; /* already reported the section */
+        /* `train.lr = ...`: the --set spelling used inside a file */
+        const char *kdot = strchr(key, '.');
+        if (kdot) {
+            char sec[FM_CONFIG_NAME_MAX];
+            size_t sl = (size_t)(kdot - key);
+            int dk = -1;
+            if (sl < sizeof sec) {
+                memcpy(sec, key, sl);
+                sec[sl] = '\0';
+                dk = find_key(sec, kdot + 1);
+            }
+            if (dk >= 0) {
+                err_at(&el, lineno, "key `%s` is written as section.key; in a file write `%s = ...` "
+                                    "under [%s]", key, schema[dk].key, schema[dk].section);
+                continue;
+            }
+        }
         if (section < 0) {
             int k = -1;
             for (int i = 0; i < NKEYS && k < 0; i++)

@@ -3,7 +3,8 @@
  * Each input is parsed as a parameter file on top of the defaults. Whatever the parser accepts must
  * also pass through the effective-configuration writer and parse back to the identical struct, and
  * fm_config_validate / --set on the input's first line must not crash. Built by
- * tests/config/CMakeLists.txt with clang -fsanitize=fuzzer,address,undefined when clang is found. */
+ * tests/config/CMakeLists.txt with clang -fsanitize=fuzzer,address,undefined when clang is found.
+ */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!st) {
             fm_config_defaults(b);
             fm_status pst = fm_config_parse(b, "fuzz-effective.ini", text, strlen(text));
-            /* Accepted input must round-trip exactly; anything else is a bug worth a crash report. */
+            /* Accepted input must round-trip exactly; anything else is a bug worth a crash report.
+             */
             if (pst || memcmp(a, b, sizeof *a) != 0) abort();
             free(text);
         }

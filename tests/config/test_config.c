@@ -1,6 +1,6 @@
 /* test_config.c — unit tests of the parameter-file layer (src/config.c): valid files, every error
- * class with its exact file:line message, suggestions, --set, defaults, cross-key rules and the exact
- * round trip of the effective configuration. */
+ * class with its exact file:line message, suggestions, --set, defaults, cross-key rules and the
+ * exact round trip of the effective configuration. */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
@@ -31,7 +31,8 @@ static fm_status parse(fm_config *cfg, const char *text)
     return fm_config_parse(cfg, "t.ini", text, strlen(text));
 }
 
-/* Parses `text` (on top of defaults), expects a config error whose message is exactly `expected`. */
+/* Parses `text` (on top of defaults), expects a config error whose message is exactly `expected`.
+ */
 static void expect_error(const char *text, const char *expected)
 {
     fm_config cfg;
@@ -61,7 +62,8 @@ static void valid_config(fm_config *cfg)
     if (st) fail_msg("%s", fm_status_message(st));
 }
 
-/* ---- schema and defaults ---------------------------------------------------------------------- */
+/* ---- schema and defaults ----------------------------------------------------------------------
+ */
 
 static void test_schema_self_check(void **state)
 {
@@ -107,8 +109,8 @@ static void test_missing_required(void **state)
     fm_status st = fm_config_validate(&cfg);
     assert_non_null(st);
     const char *m = fm_status_message(st);
-    const char *keys[] = {"model.n_layer", "model.n_head", "model.d_model", "model.seq_len",
-                          "data.train", "train.steps"};
+    const char *keys[] = {"model.n_layer", "model.n_head", "model.d_model",
+                          "model.seq_len", "data.train",   "train.steps"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         char want[64];
         snprintf(want, sizeof want, "missing required key `%s`", keys[i]);
@@ -233,7 +235,8 @@ static void test_load_missing_file(void **state)
     fm_status_free(&st);
 }
 
-/* ---- errors: one per class, exact text ------------------------------------------------------------ */
+/* ---- errors: one per class, exact text
+ * ------------------------------------------------------------ */
 
 static void test_unknown_key_suggestion(void **state)
 {
@@ -241,7 +244,8 @@ static void test_unknown_key_suggestion(void **state)
     expect_error("[train]\nlr = 1e-3\nwarmup_step = 10\n",
                  "t.ini:3: unknown key `train.warmup_step` (did you mean `train.warmup_steps`?)");
     /* a key of another section is suggested there */
-    expect_error("[model]\nlr = 1e-3\n", "t.ini:2: unknown key `model.lr` (did you mean `train.lr`?)");
+    expect_error("[model]\nlr = 1e-3\n",
+                 "t.ini:2: unknown key `model.lr` (did you mean `train.lr`?)");
     /* nothing close: no suggestion */
     expect_error("[train]\nzzzzzzzz = 1\n", "t.ini:2: unknown key `train.zzzzzzzz`");
     expect_error("[model]\nnlayers = 3\n",
@@ -254,16 +258,18 @@ static void test_unknown_section_suggestion(void **state)
     expect_error("[trian]\nlr = 1\nsteps = 3\n",
                  "t.ini:1: unknown section `[trian]` (did you mean `[train]`?); sections are [run] "
                  "[model] [data] [train] [checkpoint] [runtime]");
-    expect_error("# x\n[optimizer]\nlr = 1\n",
-                 "t.ini:2: unknown section `[optimizer]`; sections are [run] [model] [data] [train] "
-                 "[checkpoint] [runtime]");
+    expect_error(
+        "# x\n[optimizer]\nlr = 1\n",
+        "t.ini:2: unknown section `[optimizer]`; sections are [run] [model] [data] [train] "
+        "[checkpoint] [runtime]");
 }
 
 static void test_wrong_types(void **state)
 {
     (void)state;
-    expect_error("[model]\nn_layer = abc\n",
-                 "t.ini:2: model.n_layer = `abc`: not an integer; expected an integer in [1, 1024]");
+    expect_error(
+        "[model]\nn_layer = abc\n",
+        "t.ini:2: model.n_layer = `abc`: not an integer; expected an integer in [1, 1024]");
     expect_error("[train]\nsteps = 1e5\n",
                  "t.ini:2: train.steps = `1e5`: not an integer; expected an integer in [1, "
                  "1000000000000000] (write integers without a decimal point or exponent)");
@@ -279,11 +285,13 @@ static void test_wrong_types(void **state)
     expect_error("[run]\nname = my run\n",
                  "t.ini:2: run.name = `my run`: character ' ' is not allowed; expected a name of "
                  "letters, digits, '.', '_' and '-' (at most 127 bytes)");
-    expect_error("[data]\ntrain =\n",
-                 "t.ini:2: data.train = ``: empty; expected a path (at most 4095 bytes), not empty");
-    expect_error("[checkpoint]\nmpiio_hints = striping_factor\n",
-                 "t.ini:2: checkpoint.mpiio_hints = `striping_factor`: hint `striping_factor` is not "
-                 "key=value; expected MPI-IO hints as key=value,key=value (at most 1023 bytes)");
+    expect_error(
+        "[data]\ntrain =\n",
+        "t.ini:2: data.train = ``: empty; expected a path (at most 4095 bytes), not empty");
+    expect_error(
+        "[checkpoint]\nmpiio_hints = striping_factor\n",
+        "t.ini:2: checkpoint.mpiio_hints = `striping_factor`: hint `striping_factor` is not "
+        "key=value; expected MPI-IO hints as key=value,key=value (at most 1023 bytes)");
 }
 
 static void test_enum_values(void **state)
@@ -304,21 +312,24 @@ static void test_out_of_range(void **state)
     (void)state;
     expect_error("[model]\nn_layer = 0\n",
                  "t.ini:2: model.n_layer = `0`: out of range; expected an integer in [1, 1024]");
-    expect_error("[model]\nn_layer = 99999999999999999999\n",
-                 "t.ini:2: model.n_layer = `99999999999999999999`: out of range; expected an integer "
-                 "in [1, 1024]");
+    expect_error(
+        "[model]\nn_layer = 99999999999999999999\n",
+        "t.ini:2: model.n_layer = `99999999999999999999`: out of range; expected an integer "
+        "in [1, 1024]");
     expect_error("[train]\nbeta1 = 1\n",
                  "t.ini:2: train.beta1 = `1`: out of range; expected a real number in [0, 1)");
     expect_error("[train]\nlr = 0\n",
                  "t.ini:2: train.lr = `0`: out of range; expected a real number in (0, 10]");
-    expect_error("[train]\ndecay_fraction = 0\n",
-                 "t.ini:2: train.decay_fraction = `0`: out of range; expected a real number in (0, 1]");
+    expect_error(
+        "[train]\ndecay_fraction = 0\n",
+        "t.ini:2: train.decay_fraction = `0`: out of range; expected a real number in (0, 1]");
     expect_error("[checkpoint]\nkeep_last = 0\n",
                  "t.ini:2: checkpoint.keep_last = `0`: out of range; expected an integer in [1, "
                  "1000000]");
-    expect_error("[checkpoint]\nalign_bytes = 1000\n",
-                 "t.ini:2: checkpoint.align_bytes = `1000`: not a power of two; expected a power of "
-                 "two in [1, 1073741824]");
+    expect_error(
+        "[checkpoint]\nalign_bytes = 1000\n",
+        "t.ini:2: checkpoint.align_bytes = `1000`: not a power of two; expected a power of "
+        "two in [1, 1073741824]");
 }
 
 static void test_duplicate_key(void **state)
@@ -337,29 +348,43 @@ static void test_malformed_lines(void **state)
     expect_error("lr = 1e-3\n", "t.ini:1: key `lr` is outside any section; put it under [train]");
     expect_error("foo = 1\n",
                  "t.ini:1: key `foo` is outside any section; expected a `[section]` header first");
+    expect_error(
+        "train.lr = 1\n",
+        "t.ini:1: key `train.lr` is written as section.key; in a file write `lr = ...` under "
+        "[train]");
+    expect_error(
+        "[model]\ntrain.lr = 1\n",
+        "t.ini:2: key `train.lr` is written as section.key; in a file write `lr = ...` under "
+        "[train]");
     expect_error("[model]\nn_layer\n", "t.ini:2: `n_layer` has no value; expected `key = value`");
-    expect_error("[model]\nthis is not ini\n",
-                 "t.ini:2: malformed line `this is not ini`; expected `[section]`, `key = value` or a "
-                 "comment starting with # or ;");
+    expect_error(
+        "[model]\nthis is not ini\n",
+        "t.ini:2: malformed line `this is not ini`; expected `[section]`, `key = value` or a "
+        "comment starting with # or ;");
     expect_error("[model\nn_layer = 2\n",
                  "t.ini:1: malformed section header `[model`; expected `[section]`");
     expect_error("[model] n_layer = 2\n",
                  "t.ini:1: unexpected text `n_layer = 2` after section header `[model]`");
-    expect_error("[model]\n = 3\n",
-                 "t.ini:2: malformed key ``; expected `key = value` with a key of letters, digits and "
-                 "`_`");
+    expect_error(
+        "[model]\n = 3\n",
+        "t.ini:2: malformed key ``; expected `key = value` with a key of letters, digits and "
+        "`_`");
     expect_error("[data]\ntrain = \"unterminated\n",
                  "t.ini:2: data.train: unterminated quoted value (missing closing \")");
-    expect_error("[data]\ntrain = \"a\" b\n", "t.ini:2: data.train: unexpected text after the closing quote");
-    expect_error("[run]\nname = a\x01" "b\n",
-                 "t.ini:2: run.name = `a\x01" "b`: contains a control character; expected a name of "
+    expect_error("[data]\ntrain = \"a\" b\n",
+                 "t.ini:2: data.train: unexpected text after the closing quote");
+    expect_error("[run]\nname = a\x01"
+                 "b\n",
+                 "t.ini:2: run.name = `a\x01"
+                 "b`: contains a control character; expected a name of "
                  "letters, digits, '.', '_' and '-' (at most 127 bytes)");
     fm_config cfg;
     fm_config_defaults(&cfg);
     const char nul[] = "[model]\nn_layer = 2\0\n";
     fm_status st = fm_config_parse(&cfg, "t.ini", nul, sizeof nul - 1);
     assert_non_null(st);
-    assert_string_equal(fm_status_message(st), "t.ini:2: unexpected NUL byte (is this a text file?)");
+    assert_string_equal(fm_status_message(st),
+                        "t.ini:2: unexpected NUL byte (is this a text file?)");
     fm_status_free(&st);
 }
 
@@ -370,10 +395,11 @@ static void test_several_errors_listed(void **state)
                  "t.ini:2: model.n_layer = `x`: not an integer; expected an integer in [1, 1024]\n"
                  "t.ini:5: unknown key `train.warmup_step` (did you mean `train.warmup_steps`?)");
     /* keys under an unknown section are not reported one by one */
-    expect_error("[trainn]\nlr = 1\nsteps = 2\n[model]\nd_model = -3\n",
-                 "t.ini:1: unknown section `[trainn]` (did you mean `[train]`?); sections are [run] "
-                 "[model] [data] [train] [checkpoint] [runtime]\n"
-                 "t.ini:5: model.d_model = `-3`: out of range; expected an integer in [1, 1048576]");
+    expect_error(
+        "[trainn]\nlr = 1\nsteps = 2\n[model]\nd_model = -3\n",
+        "t.ini:1: unknown section `[trainn]` (did you mean `[train]`?); sections are [run] "
+        "[model] [data] [train] [checkpoint] [runtime]\n"
+        "t.ini:5: model.d_model = `-3`: out of range; expected an integer in [1, 1048576]");
     /* many errors: the first 20 and a count */
     char big[4096] = "[train]\n";
     for (int i = 0; i < 25; i++) strcat(big, "bogus = 1\n");
@@ -427,13 +453,15 @@ static void test_set(void **state)
     expect_set_error("model.n_head=0",
                      "--set model.n_head=0: out of range; expected an integer in [1, 1024]");
     expect_set_error("lr=1", "--set lr=1: expected section.key=value (e.g. --set train.lr=3e-4)");
-    expect_set_error("train.lr", "--set train.lr: expected section.key=value (e.g. --set train.lr=3e-4)");
+    expect_set_error("train.lr",
+                     "--set train.lr: expected section.key=value (e.g. --set train.lr=3e-4)");
     expect_set_error("trian.lr=1",
                      "--set trian.lr: unknown section `[trian]` (did you mean `train.lr`?)");
     expect_set_error("optimizer.betas=1", "--set optimizer.betas: unknown section `[optimizer]`");
-    expect_set_error("train.schedule=cosin",
-                     "--set train.schedule=cosin: expected one of cosine, linear, constant, wsd (did "
-                     "you mean `cosine`?)");
+    expect_set_error(
+        "train.schedule=cosin",
+        "--set train.schedule=cosin: expected one of cosine, linear, constant, wsd (did "
+        "you mean `cosine`?)");
 }
 
 /* ---- cross-key rules ------------------------------------------------------------------------- */
@@ -495,7 +523,8 @@ static void test_cross_key_rules(void **state)
     assert_null(fm_config_validate(&cfg));
 }
 
-/* ---- the effective configuration round-trips exactly -------------------------------------------- */
+/* ---- the effective configuration round-trips exactly --------------------------------------------
+ */
 
 static void roundtrip(const fm_config *a)
 {
@@ -664,7 +693,8 @@ static void test_too_long_values(void **state)
     fm_status st = parse(&cfg, text);
     assert_non_null(st);
     assert_non_null(strstr(fm_status_message(st), "t.ini:2: data.train = `aaaa"));
-    assert_non_null(strstr(fm_status_message(st), "`: too long (4096 bytes); expected a path (at most 4095 bytes)"));
+    assert_non_null(strstr(fm_status_message(st),
+                           "`: too long (4096 bytes); expected a path (at most 4095 bytes)"));
     fm_status_free(&st);
     free(text);
 }
