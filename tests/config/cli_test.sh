@@ -81,9 +81,9 @@ codes_doc=$(grep -oE '^\| *[0-9]+ *\|' "$FMTRAIN_SOURCE_DIR/docs/cli.md" | tr -d
 codes_src=$(grep -oE 'FM_EXIT_[A-Z]+ = [0-9]+' "$FMTRAIN_SOURCE_DIR/src/status.h" | grep -oE '[0-9]+$' | sort -n | tr '\n' ' ')
 [ "$codes_help" = "$codes_src" ] || fail "exit codes in fmtrain help ($codes_help) differ from src/status.h ($codes_src)"
 # Every command in the table is documented in docs/cli.md.
-for c in $(sed -n '/^Commands:/,/^$/p' "$tmp/help.txt" | awk 'NR>1 && NF {print $1}'); do
+while read -r c; do
   grep -q "fmtrain $c" "$FMTRAIN_SOURCE_DIR/docs/cli.md" || fail "command '$c' is not described in docs/cli.md"
-done
+done < <(sed -n '/^Commands:/,/^$/p' "$tmp/help.txt" | awk 'NR>1 && NF {print $1}')
 
 # ---- unknown commands and options ----
 run 2 trian

@@ -10,7 +10,7 @@ work="$FMTRAIN_BINARY_DIR/tests/config/fuzz_work"
 rm -rf "$work"
 mkdir -p "$work/corpus" "$work/artifacts"
 cp "$FMTRAIN_SOURCE_DIR"/inputs/*.ini "$FMTRAIN_SOURCE_DIR"/tests/config/fuzz_seeds/* "$work/corpus/"
-n=$(ls "$work/corpus" | wc -l)
+n=$(find "$work/corpus" -type f | wc -l)
 echo "fuzzing for ${secs}s with $n seed inputs"
 # One worker: CI has 2 cores and other tests run beside this one.
 status=0
@@ -18,7 +18,8 @@ status=0
   -dict="$FMTRAIN_SOURCE_DIR/tests/config/fuzz_config.dict" \
   -artifact_prefix="$work/artifacts/" "$work/corpus" >"$work/log" 2>&1 || status=$?
 tail -n 5 "$work/log"
-if [ "$status" -ne 0 ] || ls "$work/artifacts" | grep -q .; then
+found=$(find "$work/artifacts" -type f | wc -l)
+if [ "$status" -ne 0 ] || [ "$found" -ne 0 ]; then
   echo "FAIL: the fuzzer found a problem (exit $status); log: $work/log; inputs:" >&2
   ls -l "$work/artifacts" >&2
   grep -E "ERROR|SUMMARY|runtime error" "$work/log" | head -n 20 >&2 || true
