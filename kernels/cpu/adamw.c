@@ -37,10 +37,13 @@ void fm_cpu_adamw_update(const fm_cpu_ctx *cx, float *params, float *grads, floa
 static double sumsq_block(const float *x, size_t n)
 {
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) acc[l] += (double)x[i + l] * (double)x[i + l];
-    for (int l = 0; i < n; i++, l++) acc[l] += (double)x[i] * (double)x[i];
+    const size_t n8 = n / 8;
+    for (size_t j = 0; j < n8; j++) {
+        const float *p = x + 8 * j;
+#pragma omp simd
+        for (int l = 0; l < 8; l++) acc[l] += (double)p[l] * (double)p[l];
+    }
+    for (size_t i = 8 * n8, l = 0; i < n; i++, l++) acc[l] += (double)x[i] * (double)x[i];
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 

@@ -16,10 +16,9 @@ static inline float fm_cpu_expf(float x)
 {
     float xc = x < -87.0f ? -87.0f : x;
     xc = xc > 88.0f ? 88.0f : xc;
-    float kf = xc * 1.44269504088896341f;
-    kf = kf >= 0.0f ? kf + 0.5f : kf - 0.5f;
-    int32_t k = (int32_t)kf;
-    kf = (float)k;
+    /* k = round(xc / ln2); xc/ln2 >= -126 after the clamp, so truncating xc/ln2 + 128.5 is floor */
+    const int32_t k = (int32_t)(xc * 1.44269504088896341f + 128.5f) - 128;
+    const float kf = (float)k;
     float r = xc - kf * 0.693359375f;
     r = r - kf * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -29,12 +28,10 @@ static inline float fm_cpu_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     float y = p * r * r + r + 1.0f;
-    union {
-        int32_t i;
-        float f;
-    } s;
-    s.i = (k + 127) * (1 << 23);
-    y = y * s.f;
+    const int32_t bits = (k + 127) * (1 << 23);
+    float two_k;
+    memcpy(&two_k, &bits, sizeof two_k); /* 2^k; memcpy, not a union, so that the loop vectorises */
+    y = y * two_k;
     return x < -87.3f ? 0.0f : y;
 }
 
