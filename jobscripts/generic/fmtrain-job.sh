@@ -8,7 +8,11 @@
 #   FM_SETS          bash array of extra `fmtrain train` arguments, e.g. (--set train.steps=2000)
 #   FM_RUN_DIR       the run directory; default: found as fmtrain finds it (`--set run.dir=` in
 #                    FM_SETS, `[run] dir` in FM_PARAMS, else runs/<run.name>); relative to the submit dir
-#   FM_CPU_BIND      srun --cpu-bind value (default "cores": each rank gets its --cpus-per-task cores)
+#   FM_CPU_BIND      srun --cpu-bind value: "cores" (default; CPU nodes: Slurm binds each rank to its
+#                    --cpus-per-task cores) or "none" (GPU nodes: fmtrain binds each rank to the cores
+#                    nearest its GPU itself, [runtime] bind = auto; see docs/placement.md)
+#   FM_OMP_RUNTIME_BIND  1: let the OpenMP runtime pin the threads (OMP_PLACES=cores,
+#                    OMP_PROC_BIND=close); default: fmtrain pins one thread per core itself
 #   FM_MAX_REQUEUES  stop requeuing after this many restarts of the same job (default 50)
 #   FM_MAX_FAILURES  requeue after a runtime failure (exit 1) at most this many times (default 1)
 #   FMTRAIN_EXE      the fmtrain executable (default: `fmtrain` on PATH, e.g. from `module load fmtrain`)
@@ -18,8 +22,13 @@
 #     the final checkpoint) there is nothing to do: exit 0. If the stop file exists (<run dir>/STOP, or
 #     FM_STOP_FILE) the user asked the run to stop: exit 0 without starting.
 #  2. Exports what srun and OpenMP need: SRUN_CPUS_PER_TASK (srun does not inherit --cpus-per-task
-#     from the batch allocation since Slurm 22.05), OMP_NUM_THREADS = cores per rank,
-#     OMP_PLACES=cores, OMP_PROC_BIND=close (threads stay inside the rank's cores, one per core).
+#     from the batch allocation since Slurm 22.05) and OMP_NUM_THREADS = cores per rank. Thread
+#     pinning: fmtrain pins one OpenMP thread per core of the rank's share itself (hwloc) unless
+#     OMP_PLACES or OMP_PROC_BIND ask the OpenMP runtime to do it, so the scripts set
+#     OMP_PROC_BIND=false and unset OMP_PLACES (overriding a site default such as OMP_PROC_BIND=spread,
+#     which would pin threads relative to the whole node on GPU nodes). FM_OMP_RUNTIME_BIND=1 sets
+#     OMP_PLACES=cores OMP_PROC_BIND=close instead (correct with --cpu-bind=cores: the runtime then
+#     places the threads one per core inside the rank's cores; fmtrain notes it in its placement table).
 #  3. Starts `srun --cpu-bind=cores fmtrain train FM_PARAMS ...` in the background and waits for it.
 #     `[checkpoint] resume = auto` in the parameter file makes every start continue from the newest
 #     complete checkpoint in the run directory.
@@ -173,9 +182,13 @@ fm_job_main() {
   fi
 
   export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}
-  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$SRUN_CPUS_PER_TASK}
-  export OMP_PLACES=${OMP_PLACES:-cores}
-  export OMP_PROC_BIND=${OMP_PROC_BIND:-close}
+  export OMP_NUM_THREADS=$SRUN_CPUS_PER_TASK
+  if [ "${FM_OMP_RUNTIME_BIND:-0}" = 1 ]; then
+    export OMP_PLACES=cores OMP_PROC_BIND=close
+  else
+    unset OMP_PLACES
+    export OMP_PROC_BIND=false
+  fi
 
   trap 'fm_job_forward USR1' USR1
   trap 'fm_job_forward USR2' USR2
