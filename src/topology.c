@@ -285,6 +285,29 @@ typedef struct plan_work {
     int n;
 } plan_work;
 
+/* The GPUs the caller listed (opt->gpus), with their locality parsed. */
+static fm_status given_gpus(hwloc_topology_t topo, const fm_topology_gpu *list, int n, plan_work *w)
+{
+    int cap = (int)(sizeof w->gpus / sizeof w->gpus[0]);
+    if (n < 0 || n > cap)
+        return FM_ERR(FM_ERR_INTERNAL, "placement: %d GPUs given (0 to %d supported)", n, cap);
+    for (int g = 0; g < n; g++) {
+        gpu_info *d = &w->gpus[g];
+        d->index = list[g].index;
+        fm_util_strlcpy(d->name, list[g].name, sizeof d->name);
+        d->near = hwloc_bitmap_alloc();
+        FM_CHECK_ALLOC(d->near, sizeof(void *));
+        w->ngpus = g + 1; /* so that work_free releases it */
+        if (!list[g].near[0]) {
+            hwloc_bitmap_copy(d->near, hwloc_topology_get_topology_cpuset(topo));
+        } else if (hwloc_bitmap_list_sscanf(d->near, list[g].near) != 0) {
+            return FM_ERR(FM_ERR_INTERNAL, "placement: GPU %d's locality '%s' is not a PU list",
+                          list[g].index, list[g].near);
+        }
+    }
+    return NULL;
+}
+
 static void work_free(plan_work *w)
 {
     for (int i = 0; i < w->n; i++) {
@@ -485,7 +508,8 @@ static fm_status fill_numa(hwloc_topology_t topo, hwloc_const_bitmap_t set, char
 }
 
 static fm_status plan_node(hwloc_topology_t topo, const hwloc_const_bitmap_t *bindings, int n,
-                           const fm_topology_options *opt, fm_topology_plan *plans, plan_work *w)
+                           const fm_topology_options *opt, const fm_topology_gpu *gpus, int ngpus,
+                           fm_topology_plan *plans, plan_work *w)
 {
     hwloc_const_bitmap_t all = hwloc_topology_get_topology_cpuset(topo);
     hwloc_bitmap_t machine = hwloc_bitmap_dup(hwloc_topology_get_allowed_cpuset(topo));
@@ -538,7 +562,11 @@ static fm_status plan_node(hwloc_topology_t topo, const hwloc_const_bitmap_t *bi
                 break;
             }
 
-    if (opt->use_gpus) w->ngpus = find_gpus(topo, w->gpus, (int)(sizeof w->gpus / sizeof w->gpus[0]));
+    if (opt->use_gpus && gpus && ngpus > 0) {
+        FM_TRY(given_gpus(topo, gpus, ngpus, w));
+    } else if (opt->use_gpus) {
+        w->ngpus = find_gpus(topo, w->gpus, (int)(sizeof w->gpus / sizeof w->gpus[0]));
+    }
 
     int *members = malloc(sizeof *members * (size_t)n);
     FM_CHECK_ALLOC(members, sizeof *members * (size_t)n);
@@ -596,6 +624,14 @@ fm_status fm_topology_plan_node(hwloc_topology_t topo, const hwloc_const_bitmap_
                                 int local_size, const fm_topology_options *opt,
                                 fm_topology_plan *plans)
 {
+    FM_TRY(fm_topology_plan_node_gpus(topo, bindings, local_size, opt, NULL, 0, plans));
+    return NULL;
+}
+
+fm_status fm_topology_plan_node_gpus(hwloc_topology_t topo, const hwloc_const_bitmap_t *bindings,
+                                     int local_size, const fm_topology_options *opt,
+                                     const fm_topology_gpu *gpus, int ngpus, fm_topology_plan *plans)
+{
     if (!topo || !bindings || !opt || !plans || local_size < 1)
         return FM_ERR(FM_ERR_INTERNAL, "fm_topology_plan_node: invalid arguments (%d ranks)", local_size);
     if (opt->bind < FM_BIND_AUTO || opt->bind > FM_BIND_NONE)
@@ -605,7 +641,7 @@ fm_status fm_topology_plan_node(hwloc_topology_t topo, const hwloc_const_bitmap_
                       opt->threads);
     plan_work w;
     FM_TRY(work_alloc(&w, local_size));
-    fm_status st = plan_node(topo, bindings, local_size, opt, plans, &w);
+    fm_status st = plan_node(topo, bindings, local_size, opt, gpus, ngpus, plans, &w);
     work_free(&w);
     FM_TRY(st);
     return NULL;
@@ -758,8 +794,15 @@ int fm_topology_env_threads(void)
     return (int)v;
 }
 
-fm_status fm_topology_place(const fm_comm *c, const fm_topology_options *opt_in,
+fm_status fm_topology_place(const fm_comm *c, const fm_topology_options *opt,
                             fm_topology_plan *mine)
+{
+    FM_TRY(fm_topology_place_gpus(c, opt, NULL, 0, mine));
+    return NULL;
+}
+
+fm_status fm_topology_place_gpus(const fm_comm *c, const fm_topology_options *opt_in,
+                                 const fm_topology_gpu *gpus, int ngpus, fm_topology_plan *mine)
 {
     fm_topology_options opt = *opt_in;
     if (opt.threads == 0) opt.threads = fm_topology_env_threads();
@@ -815,7 +858,8 @@ fm_status fm_topology_place(const fm_comm *c, const fm_topology_options *opt_in,
     }
     if (st) goto done;
     FM_TRY_GOTO(st, done,
-                fm_topology_plan_node(topo, (const hwloc_const_bitmap_t *)binds, n, &opt, plans));
+                fm_topology_plan_node_gpus(topo, (const hwloc_const_bitmap_t *)binds, n, &opt, gpus,
+                                           ngpus, plans));
     *mine = plans[c->local_rank];
     mine->rank = c->rank;
     fm_util_strlcpy(mine->host, c->host, sizeof mine->host);

@@ -11,8 +11,9 @@
  * share it out among themselves:
  *   auto   spread the ranks evenly over packages, then NUMA domains, then cores; each rank is bound to
  *          the cores of its share and runs one OpenMP thread per core, each pinned to its core.
- *          With GPUs in use (opt.use_gpus), rank i of the node takes GPU i (round robin) and its
- *          share is cut from the cores near that GPU.
+ *          With GPUs in use (opt.use_gpus), the node's ranks are spread over the GPUs near their
+ *          binding (rank i of n takes GPU floor(i*G/n)) and each share is cut from the cores near
+ *          its GPU.
  *   core   the same shares as auto (without GPU steering); threads pinned one per core.
  *   numa   the same shares; the rank is bound to the whole NUMA domain(s) its share lies in; its
  *          threads float inside them.
@@ -39,6 +40,18 @@
 #define FM_TOPOLOGY_LIST_MAX 512 /* a cpuset as a list string, "0-3,8" */
 #define FM_TOPOLOGY_NAME_MAX 96
 #define FM_TOPOLOGY_WARN_MAX 256
+
+/* A GPU as the backend sees it (fm_topology_plan_node_gpus, fm_topology_place_gpus). Without such a
+ * list the planner uses the CUDA OS devices ("cudaN") that hwloc reports in the topology (the XML
+ * fixtures, or an hwloc built with its CUDA plugin). A CUDA backend passes the devices it sees, with
+ * their locality from hwloc's CUDA runtime helper, so that CUDA_VISIBLE_DEVICES and the runtime's
+ * device order are respected. At most 64. */
+typedef struct fm_topology_gpu {
+    int index;                         /* device ordinal (CUDA device number) */
+    char name[FM_TOPOLOGY_NAME_MAX];   /* shown in the table, e.g. "cuda0 (NVIDIA H100)" */
+    char near[FM_TOPOLOGY_LIST_MAX];   /* PUs close to the GPU as a list ("" = the whole node), e.g.
+                                          from hwloc_cudart_get_device_cpuset() */
+} fm_topology_gpu;
 
 /* What the user asked for. */
 typedef struct fm_topology_options {
@@ -89,6 +102,11 @@ fm_status fm_topology_plan_node(hwloc_topology_t topo, const hwloc_const_bitmap_
                                 int local_size, const fm_topology_options *opt,
                                 fm_topology_plan *plans);
 
+/* The same with an explicit GPU list (gpus NULL or ngpus 0 with use_gpus: hwloc's CUDA OS devices). */
+fm_status fm_topology_plan_node_gpus(hwloc_topology_t topo, const hwloc_const_bitmap_t *bindings,
+                                     int local_size, const fm_topology_options *opt,
+                                     const fm_topology_gpu *gpus, int ngpus, fm_topology_plan *plans);
+
 /* Applies a plan to the calling process of this machine: binds the process to plan->cpuset (unless
  * bind is none), sets the OpenMP thread count to plan->threads (omp_set_num_threads) and, when
  * pin_threads, binds OpenMP thread t of a parallel region of plan->threads threads to core t of the
@@ -103,6 +121,10 @@ fm_status fm_topology_apply(hwloc_topology_t topo, const fm_topology_plan *plan)
  * c->node. Warnings are in mine->warning (print them with fm_topology_report). */
 fm_status fm_topology_place(const fm_comm *c, const fm_topology_options *opt,
                             fm_topology_plan *mine);
+
+/* The same with an explicit GPU list (see fm_topology_gpu). */
+fm_status fm_topology_place_gpus(const fm_comm *c, const fm_topology_options *opt,
+                                 const fm_topology_gpu *gpus, int ngpus, fm_topology_plan *mine);
 
 /* Gathers every rank's plan to rank 0, which prints the table (and the warnings) to `out`.
  * Collective over c->world; `out` is only used on rank 0. */

@@ -374,6 +374,39 @@ static void test_grace_hopper(void **state)
     hwloc_topology_destroy(t);
 }
 
+/* GPUs given by the backend (as the CUDA backend will, from hwloc's CUDA runtime helper). */
+static void test_given_gpus(void **state)
+{
+    (void)state;
+    hwloc_topology_t t = load("two-socket.xml");
+    fm_topology_plan p[MAXR];
+    hwloc_bitmap_t all = hwloc_bitmap_dup(hwloc_topology_get_allowed_cpuset(t));
+    hwloc_const_bitmap_t binds[2] = {all, all};
+    /* device 0 sits next to package 1, device 1 next to package 0: rank 0 follows device 0 */
+    fm_topology_gpu g[2] = {{0, "cuda0 (test)", "64-127,192-255"}, {1, "cuda1 (test)", "0-63,128-191"}};
+    fm_topology_options opt = {FM_BIND_AUTO, 0, 1};
+    ASSERT_OK(fm_topology_plan_node_gpus(t, binds, 2, &opt, g, 2, p));
+    assert_int_equal(p[0].gpu, 0);
+    assert_string_equal(p[0].gpu_name, "cuda0 (test)");
+    assert_string_equal(p[0].cpuset, "64-127,192-255");
+    assert_int_equal(p[1].gpu, 1);
+    assert_string_equal(p[1].cpuset, "0-63,128-191");
+    /* one GPU without locality, one near package 1: the plain split, then the nearest free GPU */
+    fm_topology_gpu h[2] = {{0, "cuda0", "64-127,192-255"}, {1, "cuda1", ""}};
+    ASSERT_OK(fm_topology_plan_node_gpus(t, binds, 2, &opt, h, 2, p));
+    assert_string_equal(p[0].cpuset, "0-63,128-191");
+    assert_int_equal(p[0].gpu, 1);
+    assert_int_equal(p[1].gpu, 0);
+    /* a locality that is not a list */
+    fm_topology_gpu bad[1] = {{0, "cuda0", "zero"}};
+    fm_status st = fm_topology_plan_node_gpus(t, binds, 2, &opt, bad, 1, p);
+    assert_non_null(st);
+    assert_non_null(strstr(fm_status_message(st), "'zero'"));
+    fm_status_free(&st);
+    hwloc_bitmap_free(all);
+    hwloc_topology_destroy(t);
+}
+
 static void test_errors_and_table(void **state)
 {
     (void)state;
@@ -431,7 +464,8 @@ int main(void)
         cmocka_unit_test(test_two_socket_auto), cmocka_unit_test(test_two_socket_uneven),
         cmocka_unit_test(test_oversubscribed),  cmocka_unit_test(test_launcher_binding),
         cmocka_unit_test(test_modes),           cmocka_unit_test(test_four_gpu),
-        cmocka_unit_test(test_grace_hopper),    cmocka_unit_test(test_errors_and_table),
+        cmocka_unit_test(test_grace_hopper),    cmocka_unit_test(test_given_gpus),
+        cmocka_unit_test(test_errors_and_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
