@@ -35,6 +35,21 @@ static void print_general_help(FILE *out)
             exit_code_text);
 }
 
+/* The command whose name is closest to `name` (edit distance below 3), or NULL. */
+static const char *closest_command(const char *name)
+{
+    const char *best = NULL;
+    int bestd = 3;
+    for (int i = 0; fm_commands[i]; i++) {
+        int d = fm_util_edit_distance(name, fm_commands[i]->name, 3);
+        if (d < bestd) {
+            bestd = d;
+            best = fm_commands[i]->name;
+        }
+    }
+    return best;
+}
+
 static int cmd_help(int argc, char **argv)
 {
     if (argc < 3) {
@@ -43,8 +58,14 @@ static int cmd_help(int argc, char **argv)
     }
     const fm_command *c = fm_command_find(argv[2]);
     if (!c) {
-        fprintf(stderr, "fmtrain: usage error: no command '%s'; commands are listed by 'fmtrain help'\n",
-                argv[2]);
+        const char *best = closest_command(argv[2]);
+        if (best)
+            fprintf(stderr, "fmtrain: usage error: no command '%s' (did you mean '%s'?)\n", argv[2],
+                    best);
+        else
+            fprintf(stderr,
+                    "fmtrain: usage error: no command '%s'; commands are listed by 'fmtrain help'\n",
+                    argv[2]);
         return FM_EXIT_USAGE;
     }
     fputs(c->help, stdout);
@@ -77,15 +98,7 @@ int main(int argc, char **argv)
 
     const fm_command *cmd = fm_command_find(name);
     if (!cmd) {
-        const char *best = NULL;
-        int bestd = 3;
-        for (int i = 0; fm_commands[i]; i++) {
-            int d = fm_util_edit_distance(name, fm_commands[i]->name, 3);
-            if (d < bestd) {
-                bestd = d;
-                best = fm_commands[i]->name;
-            }
-        }
+        const char *best = closest_command(name);
         if (best)
             fprintf(stderr, "fmtrain: usage error: unknown command '%s' (did you mean '%s'?)\n", name,
                     best);

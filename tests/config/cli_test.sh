@@ -68,7 +68,9 @@ has out "Exit codes:"
 run 0 train --help
 has out "Usage: fmtrain train PARAMS.ini"
 run 2 help nosuchcommand
-has err "no command 'nosuchcommand'"
+has err "no command 'nosuchcommand'; commands are listed by 'fmtrain help'"
+run 2 help trian
+has err "no command 'trian' (did you mean 'train'?)"
 run 2
 has err "Usage: fmtrain COMMAND"
 
@@ -92,16 +94,20 @@ run 2 zzzzzzzz
 has err "unknown command 'zzzzzzzz'"
 
 # ---- train: parameter-file errors (exit 2, file:line, suggestion) ----
-cat >"$tmp/good.ini" <<'INI'
+# A small dataset, since the dry run checks the data too.
+for i in $(seq 1 200); do echo "A small test text, line $i, for the command-line tests."; done >"$tmp/text.txt"
+run 0 prepare --input "$tmp/text.txt" --output "$tmp/data.h5" --vocab-size 300 --quiet
+cat >"$tmp/good.ini" <<INI
 [model]
 n_layer = 2
 n_head = 2
 d_model = 32
 seq_len = 16
 [data]
-train = data/none.h5
+train = $tmp/data.h5
 [train]
 steps = 10
+micro_batch = 2
 INI
 cat >"$tmp/bad.ini" <<'INI'
 [train]
@@ -144,7 +150,10 @@ has out "# dry run: configuration is valid"
 # the printed configuration loads again to the same configuration
 cp "$tmp/out" "$tmp/effective.ini"
 run 0 train "$tmp/effective.ini" --dry-run
-diff <(tail -n +2 "$tmp/effective.ini") <(tail -n +2 "$tmp/out") >&2 || fail "effective configuration changed when loaded again"
+diff <(grep -v '^#' "$tmp/effective.ini") <(grep -v '^#' "$tmp/out") >&2 || fail "effective configuration changed when loaded again"
+# a dataset that does not exist is an input error (exit 3) that names it
+run 3 train "$tmp/good.ini" --dry-run --set "data.train=$tmp/missing.h5"
+has err "$tmp/missing.h5"
 
 # ---- under MPI: a configuration error is reported once, every rank exits 2 ----
 if command -v mpiexec >/dev/null 2>&1; then
