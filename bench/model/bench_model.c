@@ -1,0 +1,312 @@
+/* bench_model.c — `fmtrain-bench`: training-step throughput of the GPT-2 model on the CPU backend,
+ * against the machine's single-precision GEMM peak measured in the same run.
+ *
+ * Usage: fmtrain-bench --layers L --heads NH --dim C --vocab V --seq T --batch B --threads P
+ *                      [--steps S] [--warmup W] [--peak-size n]
+ *
+ * A step is what the trainer does per micro-batch without communication: forward with targets,
+ * backward, global gradient norm + clipping factor, AdamW update (which zeroes the gradients). After
+ * W warm-up steps, S steps are timed one by one and the median is reported (with the per-phase
+ * medians). Model FLOPs per token are 6*N + 6*L*T*C (N = parameters including both embeddings, real
+ * vocabulary V; the 6*L*T*C term is attention's QK^T and AV, forward + backward).
+ *
+ * The peak is an n x n x n sgemm (default n = 2048) at the same thread count, measured two ways and
+ * the larger taken: through the backend's matmul_forward (the tiling the model uses: one
+ * single-threaded sgemm per OpenMP thread) and as one cblas_sgemm call with the BLAS library's own
+ * threads set to P (restored to 1 afterwards). Best of 5 after a warm-up.
+ *
+ * Ends with exactly one line:
+ *   tokens_per_s=<x> model_gflops=<y> gemm_peak_gflops=<z> fraction_of_peak=<f>
+ * This is a benchmark, not a test: it checks nothing but that the loss is finite.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+
+#include "cli.h"
+#include "kernels.h"
+#include "model.h"
+#include "optimizer.h"
+#include "util.h"
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void print_machine(FILE *out)
+{
+    char model[256] = "unknown CPU";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        char line[512];
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "model name", 10) == 0) {
+                char *c = strchr(line, ':');
+                if (c) {
+                    fm_util_strlcpy(model, fm_util_trim(c + 1), sizeof model);
+                    break;
+                }
+            }
+        fclose(f);
+    }
+    struct utsname u;
+    if (uname(&u) == 0)
+        fprintf(out, "machine: %s, %s %s %s\n", model, u.sysname, u.release, u.machine);
+    else
+        fprintf(out, "machine: %s\n", model);
+}
+
+static void print_load(FILE *out, const char *when)
+{
+    char buf[128] = "?";
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (!fgets(buf, sizeof buf, f)) strcpy(buf, "?");
+        fclose(f);
+    }
+    buf[strcspn(buf, "\n")] = '\0';
+    fprintf(out, "load average (%s): %s\n", when, buf);
+}
+
+/* Fills n floats with small deterministic values. */
+static void fill(float *x, size_t n, unsigned seed)
+{
+    unsigned s = seed;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 1664525u + 1013904223u;
+        x[i] = (float)((int)(s >> 9) % 2001 - 1000) * 1e-3f;
+    }
+}
+
+/* Best GFLOP/s of an n^3 sgemm: through the backend (tiled over its threads) and through BLAS threads. */
+static fm_status gemm_peak(fm_backend *be, int n, int threads, double *backend_gflops,
+                           double *blas_gflops)
+{
+    const size_t nn = (size_t)n * (size_t)n;
+    float *host = malloc(nn * sizeof(float));
+    FM_CHECK_ALLOC(host, nn * sizeof(float));
+    float *a = NULL, *b = NULL, *c = NULL;
+    fm_status st = NULL;
+    FM_TRY_GOTO(st, done, be->ops->alloc(be, (void **)&a, nn * sizeof(float)));
+    FM_TRY_GOTO(st, done, be->ops->alloc(be, (void **)&b, nn * sizeof(float)));
+    FM_TRY_GOTO(st, done, be->ops->alloc(be, (void **)&c, nn * sizeof(float)));
+    fill(host, nn, 1);
+    FM_TRY_GOTO(st, done, be->ops->upload(be, a, host, nn * sizeof(float)));
+    fill(host, nn, 2);
+    FM_TRY_GOTO(st, done, be->ops->upload(be, b, host, nn * sizeof(float)));
+    const double flops = 2.0 * (double)n * (double)n * (double)n;
+
+    double best = 0.0;
+    for (int r = 0; r < 6; r++) { /* first one is the warm-up */
+        double t0 = fm_util_now();
+        be->ops->matmul_forward(be, c, a, b, NULL, n, n, n);
+        FM_TRY_GOTO(st, done, be->ops->sync(be));
+        double g = flops / (fm_util_now() - t0) / 1e9;
+        if (r > 0 && g > best) best = g;
+    }
+    *backend_gflops = best;
+
+    *blas_gflops = 0.0;
+    if (strcmp(be->ops->name, "cpu") == 0) { /* host pointers: plain CBLAS on the same buffers */
+#ifdef FM_HAVE_OPENBLAS
+        openblas_set_num_threads(threads);
+#else
+        (void)threads;
+#endif
+        best = 0.0;
+        for (int r = 0; r < 6; r++) {
+            double t0 = fm_util_now();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
+                        n);
+            double g = flops / (fm_util_now() - t0) / 1e9;
+            if (r > 0 && g > best) best = g;
+        }
+#ifdef FM_HAVE_OPENBLAS
+        openblas_set_num_threads(1); /* the backend's setting: one pool, BLAS single-threaded */
+#endif
+        *blas_gflops = best;
+    }
+done:
+    if (a) be->ops->free(be, a);
+    if (b) be->ops->free(be, b);
+    if (c) be->ops->free(be, c);
+    free(host);
+    return st;
+}
+
+typedef struct bench_args {
+    long long layers, heads, dim, vocab, seq, batch, threads, steps, warmup, peak;
+} bench_args;
+
+static fm_status parse(int argc, char **argv, bench_args *a)
+{
+    const char *s[10] = {0};
+    const fm_cli_opt opts[] = {
+        {"layers", FM_CLI_STRING, &s[0]}, {"heads", FM_CLI_STRING, &s[1]},
+        {"dim", FM_CLI_STRING, &s[2]},    {"vocab", FM_CLI_STRING, &s[3]},
+        {"seq", FM_CLI_STRING, &s[4]},    {"batch", FM_CLI_STRING, &s[5]},
+        {"threads", FM_CLI_STRING, &s[6]}, {"steps", FM_CLI_STRING, &s[7]},
+        {"warmup", FM_CLI_STRING, &s[8]}, {"peak-size", FM_CLI_STRING, &s[9]},
+    };
+    const char *names[10] = {"layers", "heads", "dim", "vocab", "seq", "batch", "threads", "steps",
+                             "warmup", "peak-size"};
+    const char *defaults[10] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, "5", "2", "2048"};
+    const long long mins[10] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 64};
+    const long long maxs[10] = {1024, 1024, 65536, 1 << 30, 1 << 20, 1 << 20, 4096, 1000, 100, 16384};
+    long long *dst[10] = {&a->layers, &a->heads, &a->dim, &a->vocab, &a->seq, &a->batch, &a->threads,
+                          &a->steps, &a->warmup, &a->peak};
+    fm_cli_list pos = {0};
+    FM_TRY(fm_cli_parse("fmtrain-bench", argc, argv, opts, 10, &pos));
+    int npos = pos.n;
+    fm_cli_list_free(&pos);
+    if (npos)
+        return FM_ERR(FM_ERR_USAGE, "fmtrain-bench: unexpected argument; usage: fmtrain-bench --layers L "
+                      "--heads NH --dim C --vocab V --seq T --batch B --threads P [--steps S] "
+                      "[--warmup W] [--peak-size n]");
+    for (int i = 0; i < 10; i++) {
+        const char *text = s[i] ? s[i] : defaults[i];
+        if (!text)
+            return FM_ERR(FM_ERR_USAGE, "fmtrain-bench: --%s is required; usage: fmtrain-bench --layers L "
+                          "--heads NH --dim C --vocab V --seq T --batch B --threads P [--steps S]",
+                          names[i]);
+        FM_TRY(fm_cli_int(names[i], text, mins[i], maxs[i], dst[i]));
+    }
+    return NULL;
+}
+
+static fm_status bench(const bench_args *ar)
+{
+    fm_status st = NULL;
+    fm_backend *be = NULL;
+    fm_model *m = NULL;
+    fm_optimizer *opt = NULL;
+    int32_t *tok = NULL, *tgt = NULL;
+    double *t_step = NULL, *t_fwd = NULL, *t_bwd = NULL, *t_opt = NULL;
+    const fm_model_shape shape = {(int)ar->layers, (int)ar->heads, (int)ar->dim, (int)ar->seq,
+                                  (int)ar->vocab};
+    const int B = (int)ar->batch, T = (int)ar->seq, P = (int)ar->threads;
+
+    FM_TRY(fm_model_shape_check(&shape));
+    FM_TRY_GOTO(st, done, fm_backend_create("cpu", P, -1, &be));
+    FM_TRY_GOTO(st, done, fm_model_create(&shape, be, B, &m));
+    FM_TRY_GOTO(st, done, fm_model_init_weights(m, 1));
+    FM_TRY_GOTO(st, done, fm_optimizer_create(m, &opt));
+
+    fm_model_memory_info mem;
+    fm_model_memory(m, &mem);
+    const double L = (double)shape.n_layer, C = (double)shape.d_model;
+    const double N = (double)mem.n_params;
+    const double flops_per_token = 6.0 * N + 6.0 * L * T * C;
+
+    printf("fmtrain-bench: GPT-2 training step (forward + backward + grad norm + AdamW), fp32, CPU backend\n");
+    print_machine(stdout);
+    printf("BLAS: %s\n", fm_backend_blas_info());
+    printf("shape: layers=%d heads=%d dim=%d vocab=%d (padded %d) seq=%d batch=%d threads=%d\n",
+           shape.n_layer, shape.n_head, shape.d_model, shape.vocab_size, fm_model_get_padded_vocab(m),
+           T, B, P);
+    fm_model_memory_print(&mem, stdout);
+    printf("model FLOPs per token = 6*N + 6*L*T*C with N = %.0f parameters including the token and "
+           "position embeddings (real vocabulary) = %.4g\n", N, flops_per_token);
+    print_load(stdout, "start");
+    fflush(stdout);
+
+    tok = malloc((size_t)B * T * sizeof *tok);
+    tgt = malloc((size_t)B * T * sizeof *tgt);
+    const int S = (int)ar->steps;
+    t_step = calloc((size_t)S, sizeof(double));
+    t_fwd = calloc((size_t)S, sizeof(double));
+    t_bwd = calloc((size_t)S, sizeof(double));
+    t_opt = calloc((size_t)S, sizeof(double));
+    if (!tok || !tgt || !t_step || !t_fwd || !t_bwd || !t_opt) {
+        st = FM_ERR(FM_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    unsigned s = 12345;
+    for (int i = 0; i < B * T; i++) {
+        s = s * 1664525u + 1013904223u;
+        tok[i] = (int32_t)((s >> 8) % (unsigned)shape.vocab_size);
+        tgt[i] = (int32_t)((tok[i] * 7 + 1) % shape.vocab_size);
+    }
+    const fm_adamw_params hp = {3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f};
+    for (int i = -(int)ar->warmup; i < S; i++) {
+        float loss;
+        double t0 = fm_util_now();
+        FM_TRY_GOTO(st, done, fm_model_forward(m, tok, tgt, B, T, &loss));
+        double t1 = fm_util_now();
+        FM_TRY_GOTO(st, done, fm_model_backward(m, 1.0f, NULL, NULL));
+        double t2 = fm_util_now();
+        double norm;
+        FM_TRY_GOTO(st, done, fm_optimizer_grad_norm(opt, &norm));
+        FM_TRY_GOTO(st, done, fm_optimizer_step(opt, &hp, fm_optimizer_clip_scale(norm, 1.0)));
+        double t3 = fm_util_now();
+        if (!isfinite(loss)) {
+            st = FM_ERR(FM_ERR_NUMERIC, "fmtrain-bench: non-finite loss at step %d", i);
+            goto done;
+        }
+        printf("%s %d: %.3f s (forward %.3f, backward %.3f, norm+AdamW %.3f) loss %.4f\n",
+               i < 0 ? "warm-up" : "step", i < 0 ? i + (int)ar->warmup : i, t3 - t0, t1 - t0,
+               t2 - t1, t3 - t2, (double)loss);
+        fflush(stdout);
+        if (i >= 0) {
+            t_step[i] = t3 - t0;
+            t_fwd[i] = t1 - t0;
+            t_bwd[i] = t2 - t1;
+            t_opt[i] = t3 - t2;
+        }
+    }
+    const double step_s = median(t_step, S);
+    printf("median of %d steps: %.4f s/step (forward %.4f, backward %.4f, norm+AdamW %.4f)\n", S, step_s,
+           median(t_fwd, S), median(t_bwd, S), median(t_opt, S));
+
+    /* the model's buffers go before the peak measurement, so both see the same free memory */
+    fm_optimizer_free(&opt);
+    fm_model_free(&m);
+    double peak_be = 0.0, peak_blas = 0.0;
+    FM_TRY_GOTO(st, done, gemm_peak(be, (int)ar->peak, P, &peak_be, &peak_blas));
+    const double peak = peak_be > peak_blas ? peak_be : peak_blas;
+    printf("sgemm peak, n=%lld, %d threads: backend tiling %.1f GFLOP/s, BLAS threads %.1f GFLOP/s "
+           "(best of 5)\n", ar->peak, P, peak_be, peak_blas);
+    print_load(stdout, "end");
+    const double tps = (double)B * T / step_s;
+    const double gflops = tps * flops_per_token / 1e9;
+    printf("tokens_per_s=%.1f model_gflops=%.2f gemm_peak_gflops=%.2f fraction_of_peak=%.3f\n", tps,
+           gflops, peak, gflops / peak);
+done:
+    free(tok);
+    free(tgt);
+    free(t_step);
+    free(t_fwd);
+    free(t_bwd);
+    free(t_opt);
+    fm_optimizer_free(&opt);
+    fm_model_free(&m);
+    fm_backend_free(&be);
+    return st;
+}
+
+int main(int argc, char **argv)
+{
+    bench_args a;
+    fm_status st = parse(argc, argv, &a);
+    if (!st) st = bench(&a);
+    if (st) {
+        fm_status_print(st, stderr, 0);
+        int code = fm_status_exit_code(st);
+        fm_status_free(&st);
+        return code;
+    }
+    return 0;
+}
