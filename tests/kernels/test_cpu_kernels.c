@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "cpu/cpu_internal.h"
 #include "cpu/cpu_kernels.h"
 
 /* ---- helpers ------------------------------------------------------------------------------- */
@@ -136,6 +137,26 @@ static fm_cpu_ctx *ctx_new(int threads)
 
 #define GRAD_TOL 2e-4 /* fp32 kernel vs double finite differences */
 #define FWD_TOL 2e-6  /* fp32 kernel vs double reference, relative in max norm */
+
+/* ---- the inlined exp used by softmax, attention and GELU ---------------------------------------- */
+
+static void test_expf(void **state)
+{
+    (void)state;
+    double worst = 0.0;
+    for (double x = -87.0; x <= 88.0; x += 3e-4) {
+        float xf = (float)x;
+        double e = exp((double)xf);
+        double rel = fabs((double)fm_cpu_expf(xf) - e) / e;
+        if (rel > worst) worst = rel;
+    }
+    print_message("fm_cpu_expf: max relative error %.3g over [-87, 88]\n", worst);
+    assert_true(worst <= 2.0 * 1.1920929e-7); /* 2 ulp */
+    assert_true(fm_cpu_expf(0.0f) == 1.0f);
+    assert_true(fm_cpu_expf(-INFINITY) == 0.0f);
+    assert_true(fm_cpu_expf(-100.0f) == 0.0f);
+    assert_true(isfinite(fm_cpu_expf(1000.0f)));
+}
 
 /* ---- encoder ----------------------------------------------------------------------------------- */
 
@@ -733,6 +754,7 @@ static void test_determinism(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_expf),
         cmocka_unit_test(test_encoder),         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_residual),        cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_gelu),            cmocka_unit_test(test_attention_small),

@@ -1,0 +1,282 @@
+/* kernel_profile.c — where a training step's time goes, kernel by kernel.
+ *
+ * Builds a GPT-2-shaped model on the CPU backend, puts an instrumented operation table between the
+ * model and the backend (every op is timed, then forwarded), runs warm-up steps and timed steps
+ * (forward + backward + grad norm + AdamW) and prints seconds per step by op, with the FLOPs of the
+ * matmul and attention ops, and the GEMM peak measured through the backend's matmul_forward
+ * (square n=2048, same threads). Usage:
+ *   fmtrain-kernel-profile [--layers 12] [--heads 12] [--dim 768] [--vocab 50257] [--seq 64]
+ *                          [--batch 4] [--threads 2] [--steps 5] [--warmup 2] [--clock wall|cpu]
+ * Kernel experiments belong here, not in kernels/cpu. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels.h"
+#include "model.h"
+#include "optimizer.h"
+
+enum {
+    P_ENC_F, P_ENC_B, P_LN_F, P_LN_B, P_RES_F, P_RES_B, P_MM_F, P_MM_B, P_LMH_F, P_LMH_B, P_GELU_F,
+    P_GELU_B, P_ATT_F, P_ATT_B, P_XENT_F, P_XENT_B, P_ADAM, P_SUMSQ, P_SCALE, P_ZERO, P_OTHER, P_N
+};
+static const char *const pname[P_N] = {
+    "encoder_forward", "encoder_backward", "layernorm_forward", "layernorm_backward",
+    "residual_forward", "residual_backward", "matmul_forward", "matmul_backward",
+    "lm_head_forward", "lm_head_backward", "gelu_forward", "gelu_backward",
+    "attention_forward", "attention_backward", "softmax_xent_forward", "softmax_xent_backward",
+    "adamw_update", "sum_squares", "scale", "zero", "alloc/copy/sync"};
+
+typedef struct prof {
+    fm_backend *inner;
+    int Vp;
+    double t[P_N], flops[P_N];
+    long calls[P_N];
+} prof;
+
+/* --clock cpu: process CPU time instead of wall time (with --threads 1 on a busy machine this is the
+ * time the work itself took; with more threads it adds the threads' times, spin-waits included) */
+static clockid_t g_clock = CLOCK_MONOTONIC; /* set once by main before any timing */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(g_clock, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+#define PR(be) ((prof *)(be)->impl)
+#define IN(be) (PR(be)->inner)
+#define TIMED(k, fl, call)                                                                         \
+    do {                                                                                           \
+        double t0_ = now();                                                                        \
+        call;                                                                                      \
+        PR(be)->t[k] += now() - t0_;                                                               \
+        PR(be)->flops[k] += (fl);                                                                  \
+        PR(be)->calls[k]++;                                                                        \
+    } while (0)
+
+static fm_status w_alloc(fm_backend *be, void **p, size_t n) { return IN(be)->ops->alloc(IN(be), p, n); }
+static void w_free(fm_backend *be, void *p) { IN(be)->ops->free(IN(be), p); }
+static fm_status w_upload(fm_backend *be, void *d, const void *s, size_t n)
+{
+    fm_status st;
+    TIMED(P_OTHER, 0, st = IN(be)->ops->upload(IN(be), d, s, n));
+    return st;
+}
+static fm_status w_download(fm_backend *be, void *d, const void *s, size_t n)
+{
+    fm_status st;
+    TIMED(P_OTHER, 0, st = IN(be)->ops->download(IN(be), d, s, n));
+    return st;
+}
+static void w_zero(fm_backend *be, void *p, size_t n) { TIMED(P_ZERO, 0, IN(be)->ops->zero(IN(be), p, n)); }
+static fm_status w_sync(fm_backend *be) { return IN(be)->ops->sync(IN(be)); }
+static void w_enc_f(fm_backend *be, float *o, const int32_t *tk, const float *wte, const float *wpe,
+                    int B, int T, int C)
+{
+    TIMED(P_ENC_F, 0, IN(be)->ops->encoder_forward(IN(be), o, tk, wte, wpe, B, T, C));
+}
+static void w_enc_b(fm_backend *be, float *dwte, float *dwpe, const float *d, const int32_t *tk,
+                    int B, int T, int C)
+{
+    TIMED(P_ENC_B, 0, IN(be)->ops->encoder_backward(IN(be), dwte, dwpe, d, tk, B, T, C));
+}
+static void w_ln_f(fm_backend *be, float *o, float *m, float *r, const float *x, const float *w,
+                   const float *b, int N, int C)
+{
+    TIMED(P_LN_F, 0, IN(be)->ops->layernorm_forward(IN(be), o, m, r, x, w, b, N, C));
+}
+static void w_ln_b(fm_backend *be, float *dx, float *dw, float *db, const float *d, const float *x,
+                   const float *w, const float *m, const float *r, int N, int C)
+{
+    TIMED(P_LN_B, 0, IN(be)->ops->layernorm_backward(IN(be), dx, dw, db, d, x, w, m, r, N, C));
+}
+static void w_res_f(fm_backend *be, float *o, const float *a, const float *b, size_t n)
+{
+    TIMED(P_RES_F, 0, IN(be)->ops->residual_forward(IN(be), o, a, b, n));
+}
+static void w_res_b(fm_backend *be, float *da, float *db, const float *d, size_t n)
+{
+    TIMED(P_RES_B, 0, IN(be)->ops->residual_backward(IN(be), da, db, d, n));
+}
+static void w_mm_f(fm_backend *be, float *o, const float *x, const float *w, const float *b, int N,
+                   int C, int OC)
+{
+    int k = OC == PR(be)->Vp ? P_LMH_F : P_MM_F;
+    TIMED(k, 2.0 * N * C * OC, IN(be)->ops->matmul_forward(IN(be), o, x, w, b, N, C, OC));
+}
+static void w_mm_b(fm_backend *be, float *dx, float *dw, float *db, const float *d, const float *x,
+                   const float *w, int N, int C, int OC)
+{
+    int k = OC == PR(be)->Vp ? P_LMH_B : P_MM_B;
+    TIMED(k, (dx ? 4.0 : 2.0) * N * C * OC,
+          IN(be)->ops->matmul_backward(IN(be), dx, dw, db, d, x, w, N, C, OC));
+}
+static void w_gelu_f(fm_backend *be, float *o, const float *x, size_t n)
+{
+    TIMED(P_GELU_F, 0, IN(be)->ops->gelu_forward(IN(be), o, x, n));
+}
+static void w_gelu_b(fm_backend *be, float *dx, const float *x, const float *d, size_t n)
+{
+    TIMED(P_GELU_B, 0, IN(be)->ops->gelu_backward(IN(be), dx, x, d, n));
+}
+static void w_att_f(fm_backend *be, float *o, float *l, const float *qkv, int B, int T, int C, int NH)
+{
+    TIMED(P_ATT_F, 2.0 * B * T * T * C, IN(be)->ops->attention_forward(IN(be), o, l, qkv, B, T, C, NH));
+}
+static void w_att_b(fm_backend *be, float *dqkv, const float *d, const float *qkv, const float *o,
+                    const float *l, int B, int T, int C, int NH)
+{
+    TIMED(P_ATT_B, 4.0 * B * T * T * C,
+          IN(be)->ops->attention_backward(IN(be), dqkv, d, qkv, o, l, B, T, C, NH));
+}
+static void w_xent_f(fm_backend *be, float *ls, float *lse, const float *lg, const int32_t *tg, int N,
+                     int V, int Vp)
+{
+    TIMED(P_XENT_F, 0, IN(be)->ops->softmax_xent_forward(IN(be), ls, lse, lg, tg, N, V, Vp));
+}
+static void w_xent_b(fm_backend *be, float *lg, const float *lse, const int32_t *tg, float dl, int N,
+                     int V, int Vp)
+{
+    TIMED(P_XENT_B, 0, IN(be)->ops->softmax_xent_backward(IN(be), lg, lse, tg, dl, N, V, Vp));
+}
+static void w_adam(fm_backend *be, float *p, float *g, float *m, float *v, size_t n, float lr,
+                   float b1, float b2, float eps, float wd, float gs, int64_t t)
+{
+    TIMED(P_ADAM, 0, IN(be)->ops->adamw_update(IN(be), p, g, m, v, n, lr, b1, b2, eps, wd, gs, t));
+}
+static void w_sumsq(fm_backend *be, double *o, const float *g, size_t n)
+{
+    TIMED(P_SUMSQ, 0, IN(be)->ops->sum_squares(IN(be), o, g, n));
+}
+static void w_scale(fm_backend *be, float *x, float s, size_t n)
+{
+    TIMED(P_SCALE, 0, IN(be)->ops->scale(IN(be), x, s, n));
+}
+
+static const fm_kernel_ops prof_ops = {
+    .name = "cpu", .act_bytes = 4, .alloc = w_alloc, .free = w_free, .upload = w_upload,
+    .download = w_download, .zero = w_zero, .sync = w_sync, .encoder_forward = w_enc_f,
+    .encoder_backward = w_enc_b, .layernorm_forward = w_ln_f, .layernorm_backward = w_ln_b,
+    .residual_forward = w_res_f, .residual_backward = w_res_b, .matmul_forward = w_mm_f,
+    .matmul_backward = w_mm_b, .gelu_forward = w_gelu_f, .gelu_backward = w_gelu_b,
+    .attention_forward = w_att_f, .attention_backward = w_att_b, .softmax_xent_forward = w_xent_f,
+    .softmax_xent_backward = w_xent_b, .adamw_update = w_adam, .sum_squares = w_sumsq,
+    .scale = w_scale};
+
+static int die(fm_status st)
+{
+    fm_status_print(st, stderr, 1);
+    fm_status_free(&st);
+    return 1;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv)
+{
+    int L = 12, NH = 12, C = 768, V = 50257, T = 64, B = 4, threads = 2, steps = 5, warmup = 2;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        int v = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--clock")) g_clock = strcmp(argv[i + 1], "cpu") ? CLOCK_MONOTONIC :
+                                                   CLOCK_PROCESS_CPUTIME_ID;
+        else if (!strcmp(argv[i], "--layers")) L = v;
+        else if (!strcmp(argv[i], "--heads")) NH = v;
+        else if (!strcmp(argv[i], "--dim")) C = v;
+        else if (!strcmp(argv[i], "--vocab")) V = v;
+        else if (!strcmp(argv[i], "--seq")) T = v;
+        else if (!strcmp(argv[i], "--batch")) B = v;
+        else if (!strcmp(argv[i], "--threads")) threads = v;
+        else if (!strcmp(argv[i], "--steps")) steps = v;
+        else if (!strcmp(argv[i], "--warmup")) warmup = v;
+        else {
+            fprintf(stderr, "fmtrain-kernel-profile: unknown option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    fm_backend *cpu = NULL;
+    fm_status st = fm_backend_create("cpu", threads, -1, &cpu);
+    if (st) return die(st);
+    prof pr;
+    memset(&pr, 0, sizeof pr);
+    pr.inner = cpu;
+    pr.Vp = fm_model_padded_vocab(V);
+    fm_backend wrap = {&prof_ops, cpu->threads, -1, &pr};
+    fm_backend *be = &wrap;
+
+    /* GEMM peak through the backend (square n, same threads and tiling as the model) */
+    const int n = 2048;
+    float *a = NULL, *b = NULL, *c = NULL;
+    if ((st = cpu->ops->alloc(cpu, (void **)&a, (size_t)n * n * 4)) ||
+        (st = cpu->ops->alloc(cpu, (void **)&b, (size_t)n * n * 4)) ||
+        (st = cpu->ops->alloc(cpu, (void **)&c, (size_t)n * n * 4)))
+        return die(st);
+    for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = (float)(i % 13) * 0.01f;
+    double best = 1e30;
+    for (int r = 0; r < 4; r++) {
+        double t0 = now();
+        cpu->ops->matmul_forward(cpu, c, a, b, NULL, n, n, n);
+        double dt = now() - t0;
+        if (r > 0 && dt < best) best = dt;
+    }
+    const double peak = 2.0 * n * (double)n * n / best;
+    cpu->ops->free(cpu, a), cpu->ops->free(cpu, b), cpu->ops->free(cpu, c);
+
+    fm_model_shape shape = {L, NH, C, T, V};
+    fm_model *model = NULL;
+    fm_optimizer *opt = NULL;
+    if ((st = fm_model_create(&shape, be, B, &model))) return die(st);
+    if ((st = fm_model_init_weights(model, 1234))) return die(st);
+    if ((st = fm_optimizer_create(model, &opt))) return die(st);
+    int32_t *tok = malloc((size_t)B * T * 4 * 2);
+    if (!tok) return 1;
+    for (int i = 0; i < 2 * B * T; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)V);
+    fm_adamw_params hp = {3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f};
+    double *dts = calloc((size_t)steps, sizeof *dts);
+    for (int s = 0; s < warmup + steps; s++) {
+        if (s == warmup) memset(pr.t, 0, sizeof pr.t), memset(pr.calls, 0, sizeof pr.calls),
+                         memset(pr.flops, 0, sizeof pr.flops);
+        double t0 = now(), norm = 0.0;
+        float loss = 0.0f;
+        if ((st = fm_model_forward(model, tok, tok + B * T, B, T, &loss))) return die(st);
+        if ((st = fm_model_backward(model, 1.0f, NULL, NULL))) return die(st);
+        if ((st = fm_optimizer_grad_norm(opt, &norm))) return die(st);
+        if ((st = fm_optimizer_step(opt, &hp, fm_optimizer_clip_scale(norm, 1.0)))) return die(st);
+        double dt = now() - t0;
+        if (s >= warmup) dts[s - warmup] = dt;
+        fprintf(stderr, "step %d: %.3f s loss %.4f\n", s, dt, loss);
+    }
+    qsort(dts, (size_t)steps, sizeof *dts, cmp_double);
+    const double med = dts[steps / 2];
+    const double np = (double)fm_model_num_params(model);
+    const double fl_tok = 6.0 * np + 6.0 * L * (double)T * C;
+    printf("shape: L=%d NH=%d C=%d V=%d (Vp=%d) T=%d B=%d threads=%d params=%.0f\n", L, NH, C, V,
+           pr.Vp, T, B, cpu->threads, np);
+    printf("%-24s %10s %7s %8s %10s\n", "op", "ms/step", "share", "calls", "GFLOP/s");
+    double sum = 0.0;
+    for (int k = 0; k < P_N; k++) sum += pr.t[k];
+    for (int k = 0; k < P_N; k++) {
+        if (!pr.calls[k]) continue;
+        double ms = 1e3 * pr.t[k] / steps;
+        printf("%-24s %10.2f %6.1f%% %8ld", pname[k], ms, 100.0 * pr.t[k] / (med * steps),
+               pr.calls[k] / steps);
+        if (pr.flops[k] > 0) printf(" %10.1f", pr.flops[k] / pr.t[k] * 1e-9);
+        printf("\n");
+    }
+    printf("%-24s %10.2f %6.1f%%\n", "kernels total", 1e3 * sum / steps, 100.0 * sum / (med * steps));
+    printf("%-24s %10.2f\n", "step (median)", 1e3 * med);
+    printf("tokens_per_s=%.1f model_gflops=%.1f gemm_peak_gflops=%.1f fraction_of_peak=%.3f\n",
+           B * T / med, fl_tok * B * T / med * 1e-9, peak * 1e-9, fl_tok * B * T / med / peak);
+    free(tok), free(dts);
+    fm_optimizer_free(&opt);
+    fm_model_free(&model);
+    fm_backend_free(&cpu);
+    return 0;
+}
