@@ -58,13 +58,15 @@ fm_job_say() {
 }
 
 # Prints the value of key $2 of section [run] in the INI file $1 (comments after '#' or ';'
-# removed); prints nothing when absent.
+# removed, double quotes around the value removed); prints nothing when absent.
 fm_job_ini_run_key() {
   awk -v key="$2" '
     { sub(/[ \t]+[#;].*$/, ""); sub(/^[ \t]*[#;].*$/, "") }
     /^[ \t]*\[/ { sec = $0; gsub(/[][ \t]/, "", sec); next }
     sec == "run" && $0 ~ ("^[ \t]*" key "[ \t]*=") {
-      v = $0; sub(/^[^=]*=[ \t]*/, "", v); sub(/[ \t]+$/, "", v); val = v
+      v = $0; sub(/^[^=]*=[ \t]*/, "", v); sub(/[ \t]+$/, "", v)
+      if (v ~ /^".*"$/) v = substr(v, 2, length(v) - 2)
+      val = v
     }
     END { if (val != "") print val }' "$1"
 }
@@ -97,7 +99,8 @@ fm_job_find_run_dir() {
       base=${FM_PARAMS##*/}
       name=${base%.*}
     fi
-    d="runs/$name"
+    # as fmtrain does: characters outside [A-Za-z0-9._-] become '_'
+    d="runs/$(printf '%s' "$name" | tr -c 'A-Za-z0-9._-' '_')"
   fi
   case "$d" in
     /*) FM_RUN_DIR=$d ;;

@@ -63,7 +63,7 @@ ok "one-node cluster up: $(sinfo -h -o '%P %D %C %T' | head -n 1)"
 # ---- data and parameter file --------------------------------------------------------------------
 [ -x "$MAKE_DATASET" ] || fail "missing $MAKE_DATASET (built with the tests)"
 "$MAKE_DATASET" "$work/data.h5" repeat 64 4096 64 5 >/dev/null || fail "making the dataset"
-steps=${FM_SLURM_TEST_STEPS:-300}
+steps=${FM_SLURM_TEST_STEPS:-60}
 write_params() { # PATH RUN_DIR
   cat >"$1" <<INI
 [run]
@@ -180,7 +180,12 @@ grep -q "requeuing job $job" "$out" || fail "the script did not requeue the job"
 grep -q "exit=75 requeue" "$work/run1/jobs.log" || fail "jobs.log has no 'exit=75 requeue' line"
 grep -q "exit=0 complete" "$work/run1/jobs.log" || fail "jobs.log has no 'exit=0 complete' line"
 [ -e "$work/run1/COMPLETE" ] || fail "no COMPLETE marker in run1"
-ok "job $job: SIGUSR1 forwarded, exit 75, requeued $restarts time(s), resumed, COMPLETE"
+# The requeued segment must continue from the checkpoint, not train again from step 1.
+first=$(awk '/fmtrain-job: job [0-9]+ \(restart 1\)/ { seg = 1 } seg && /^step [0-9]+\// {
+  split($2, a, "/"); print a[1]; exit }' "$out")
+[ -n "$first" ] || fail "no training step logged after the requeue"
+[ "$first" -gt 1 ] || fail "the requeued job started again at step $first instead of resuming"
+ok "job $job: SIGUSR1 forwarded, exit 75, requeued $restarts time(s), resumed at step $first, COMPLETE"
 sed 's/^/    /' "$work/run1/jobs.log"
 ckpt1=$(final_checkpoint "$work/run1") || fail "run1 has no checkpoints/latest"
 same_params "$ref_ckpt" "$ckpt1" || fail "the requeued run's final parameters differ from the reference"
@@ -212,7 +217,10 @@ grep -q "job=${cj[1]} restart=0 exit=0 complete" "$work/run2/jobs.log" || fail "
 sed 's/^/    /' "$work/run2/jobs.log"
 same_params "$ref_ckpt" "$(final_checkpoint "$work/run2")" ||
   fail "the chained run's final parameters differ from the reference"
-ok "chain of 2: stopped with USR1 (exit 75), continued by the next job, same final parameters"
+first=$(awk '/^step [0-9]+\// { split($2, a, "/"); print a[1]; exit }' "$work/chain-${cj[1]}.out")
+[ -n "$first" ] || fail "the second chain job logged no training step"
+[ "$first" -gt 1 ] || fail "the second chain job started again at step $first instead of resuming"
+ok "chain of 2: stopped with USR1 (exit 75), continued by the next job from step $first, same final parameters"
 
 # ---- 3. chain stop conditions: stop file; a configuration error ------------------------------------
 write_params "$work/p3.ini" "$work/run3"
