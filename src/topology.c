@@ -865,7 +865,17 @@ fm_status fm_topology_place_gpus(const fm_comm *c, const fm_topology_options *op
     fm_util_strlcpy(mine->host, c->host, sizeof mine->host);
     if (mine->pin_threads && omp_env_binds()) {
         mine->pin_threads = 0;
-        add_warning(mine, "OMP_PLACES/OMP_PROC_BIND set: the OpenMP runtime places the threads");
+        /* The OpenMP runtime computed its places from the binding at start; ranks that started with
+         * the same binding therefore place their threads on the same cores. */
+        int same = 0;
+        for (int i = 0; i < n; i++) same += hwloc_bitmap_isequal(binds[i], binds[c->local_rank]);
+        if (same > 1)
+            add_warning(mine, "OMP_PLACES/OMP_PROC_BIND set while %d ranks started with the same binding: "
+                              "their OpenMP threads may share cores; unset both (fmtrain then pins the "
+                              "threads) or have the launcher bind each rank to its own cores",
+                        same);
+        else
+            add_warning(mine, "OMP_PLACES/OMP_PROC_BIND set: the OpenMP runtime places the threads");
     }
     fm_status ast = fm_topology_apply(topo, mine);
     if (ast) {

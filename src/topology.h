@@ -39,7 +39,7 @@
 #define FM_TOPOLOGY_HOST_MAX 64
 #define FM_TOPOLOGY_LIST_MAX 512 /* a cpuset as a list string, "0-3,8" */
 #define FM_TOPOLOGY_NAME_MAX 96
-#define FM_TOPOLOGY_WARN_MAX 256
+#define FM_TOPOLOGY_WARN_MAX 512
 
 /* A GPU as the backend sees it (fm_topology_plan_node_gpus, fm_topology_place_gpus). Without such a
  * list the planner uses the CUDA OS devices ("cudaN") that hwloc reports in the topology (the XML
