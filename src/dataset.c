@@ -64,8 +64,8 @@ fm_status fm_dataset_h5_attr_str(hid_t obj, const char *name, char *buf, size_t 
         H5Tclose(mt);
     } else {
         size_t n = H5Tget_size(ft);
-        char *tmp = calloc(n + 1, 1);
-        if (!tmp) st = FM_ERR(FM_ERR_NOMEM, "out of memory");
+        char *tmp = n <= 65536 ? calloc(n + 1, 1) : NULL;
+        if (!tmp) st = FM_ERR(FM_ERR_INPUT, "string attribute '%s' of %s is longer than 64 KiB", name, where);
         else {
             hid_t mt = H5Tcopy(H5T_C_S1);
             H5Tset_size(mt, n + 1);
@@ -107,10 +107,12 @@ static fm_status attr_write_i32(hid_t obj, const char *name, int32_t v, const ch
 
 static fm_status attr_write_str(hid_t obj, const char *name, const char *v, const char *path)
 {
+    /* fixed-length, NUL-terminated UTF-8: the reader can bound the size before HDF5 allocates */
     hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_size(t, strlen(v) + 1);
+    H5Tset_strpad(t, H5T_STR_NULLTERM);
     H5Tset_cset(t, H5T_CSET_UTF8);
-    fm_status st = attr_write(obj, name, t, t, &v, path);
+    fm_status st = attr_write(obj, name, t, t, v, path);
     H5Tclose(t);
     return st;
 }
@@ -140,7 +142,7 @@ fm_status fm_dataset_h5_open(const char *path, hid_t fapl, hid_t *file)
 
 fm_status fm_dataset_file_format(const char *path, char *buf, size_t bufsize)
 {
-    hid_t f;
+    hid_t f = -1;
     FM_TRY(fm_dataset_h5_open(path, H5P_DEFAULT, &f));
     fm_status st = NULL;
     if (H5Aexists(f, "format") <= 0)
@@ -237,7 +239,7 @@ fm_status fm_dataset_h5_read_info(hid_t f, const char *path, fm_dataset_info *in
 
 fm_status fm_dataset_probe(const char *path, fm_dataset_info *info)
 {
-    hid_t f;
+    hid_t f = -1;
     FM_TRY(fm_dataset_h5_open(path, H5P_DEFAULT, &f));
     fm_status st = fm_dataset_h5_read_info(f, path, info);
     H5Fclose(f);
@@ -300,7 +302,12 @@ fm_status fm_dataset_writer_open(const char *path, uint64_t vocab_size, uint64_t
         st = FM_ERR(FM_ERR_NOMEM, "out of memory for the dataset writer's buffers");
         goto fail;
     }
-    w->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    /* The 1.8+ file format checksums every piece of metadata (superblock, object headers, chunk
+     * indexes), so a damaged file is reported by HDF5 as a checksum error instead of being parsed. */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
+    w->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     if (w->file < 0) {
         st = FM_ERR(FM_ERR_IO, "cannot create %s (is its directory writable?)", path);
         goto fail;

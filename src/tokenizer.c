@@ -262,6 +262,13 @@ static fm_status tokenizer_from_merges(uint32_t vocab, uint32_t n_merges, uint32
             uint32_t a = merges[2 * (id - 256)], b = merges[2 * (id - 256) + 1];
             l = (t->off[a + 1] - t->off[a]) + (t->off[b + 1] - t->off[b]);
         } else l = strlen(FM_TOKENIZER_EOT_TEXT);
+        if (l > FM_TOKENIZER_MAX_WORD) {
+            /* merges never cross words, so no trained token is longer than a word */
+            st = FM_ERR(FM_ERR_INPUT, "tokenizer token %u would be %" PRIu64 " bytes long, more than a word "
+                                      "(%d bytes): the merges are damaged",
+                        id, l, FM_TOKENIZER_MAX_WORD);
+            goto fail;
+        }
         total += l;
         t->off[id + 1] = total;
     }
@@ -858,9 +865,10 @@ static fm_status h5_attr_write(hid_t obj, const char *name, hid_t mtype, hid_t f
 static fm_status h5_attr_write_str(hid_t obj, const char *name, const char *val, const char *where)
 {
     hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_size(t, strlen(val) + 1);
+    H5Tset_strpad(t, H5T_STR_NULLTERM);
     H5Tset_cset(t, H5T_CSET_UTF8);
-    fm_status st = h5_attr_write(obj, name, t, t, &val, where);
+    fm_status st = h5_attr_write(obj, name, t, t, val, where);
     H5Tclose(t);
     return st;
 }
@@ -906,8 +914,8 @@ static fm_status h5_attr_read_str(hid_t obj, const char *name, char *buf, size_t
         H5Tclose(mt);
     } else {
         size_t n = H5Tget_size(ft);
-        char *tmp = calloc(n + 1, 1);
-        if (!tmp) st = FM_ERR(FM_ERR_NOMEM, "out of memory");
+        char *tmp = n <= 65536 ? calloc(n + 1, 1) : NULL;
+        if (!tmp) st = FM_ERR(FM_ERR_INPUT, "string attribute '%s' of %s is longer than 64 KiB", name, where);
         else {
             hid_t mt = H5Tcopy(H5T_C_S1);
             H5Tset_size(mt, n + 1);
@@ -1018,7 +1026,7 @@ int fm_tokenizer_exists(hid_t loc, const char *name)
 
 /* Reads a whole dataset of `expect_rank` dims into a malloc'ed buffer of native mtype. */
 static fm_status h5_read_array(hid_t g, const char *name, hid_t mtype, int expect_rank, hsize_t *dims,
-                               void **data, const char *where)
+                               uint64_t max_elems, void **data, const char *where)
 {
     *data = NULL;
     if (H5Lexists(g, name, H5P_DEFAULT) <= 0)
@@ -1035,7 +1043,19 @@ static fm_status h5_read_array(hid_t g, const char *name, hid_t mtype, int expec
     }
     H5Sget_simple_extent_dims(sp, dims, NULL);
     size_t n = 1;
-    for (int i = 0; i < expect_rank; i++) n *= (size_t)dims[i];
+    for (int i = 0; i < expect_rank; i++) {
+        if (dims[i] > max_elems) {
+            st = FM_ERR(FM_ERR_INPUT, "dataset '%s' of %s is larger than its attributes allow (damaged)",
+                        name, where);
+            goto done;
+        }
+        n *= (size_t)dims[i];
+    }
+    if (n > max_elems) {
+        st = FM_ERR(FM_ERR_INPUT, "dataset '%s' of %s is larger than its attributes allow (damaged)", name,
+                    where);
+        goto done;
+    }
     size_t bytes = n * H5Tget_size(mtype);
     *data = malloc(bytes ? bytes : 1);
     if (!*data) {
@@ -1092,7 +1112,8 @@ fm_status fm_tokenizer_load(hid_t loc, const char *name, fm_tokenizer **out)
                     where, vocab, nm, eot);
         goto done;
     }
-    FM_TRY_GOTO(st, done, h5_read_array(g, "merges", H5T_NATIVE_UINT32, 2, dm, (void **)&merges, where));
+    FM_TRY_GOTO(st, done, h5_read_array(g, "merges", H5T_NATIVE_UINT32, 2, dm, 2 * nm + 2, (void **)&merges,
+                                        where));
     if (dm[0] != nm || dm[1] != 2) {
         st = FM_ERR(FM_ERR_INPUT, "the %s's merges have shape (%llu, %llu), expected (%" PRIu64 ", 2)",
                     where, (unsigned long long)dm[0], (unsigned long long)dm[1], nm);
@@ -1104,11 +1125,13 @@ fm_status fm_tokenizer_load(hid_t loc, const char *name, fm_tokenizer **out)
                         where, k, merges[2 * k] >= 256 + k ? merges[2 * k] : merges[2 * k + 1]);
             goto done;
         }
-    FM_TRY_GOTO(st, done, h5_read_array(g, "token_offsets", H5T_NATIVE_UINT64, 1, doff, (void **)&off,
-                                        where));
-    FM_TRY_GOTO(st, done, h5_read_array(g, "token_bytes", H5T_NATIVE_UINT8, 1, db, (void **)&bytes, where));
-    FM_TRY_GOTO(st, done, tokenizer_from_merges((uint32_t)vocab, (uint32_t)nm, merges, &t));
+    uint32_t *owned = merges; /* tokenizer_from_merges takes ownership, also on failure */
     merges = NULL;
+    FM_TRY_GOTO(st, done, tokenizer_from_merges((uint32_t)vocab, (uint32_t)nm, owned, &t));
+    FM_TRY_GOTO(st, done, h5_read_array(g, "token_offsets", H5T_NATIVE_UINT64, 1, doff, vocab + 1,
+                                        (void **)&off, where));
+    FM_TRY_GOTO(st, done, h5_read_array(g, "token_bytes", H5T_NATIVE_UINT8, 1, db, t->off[vocab],
+                                        (void **)&bytes, where));
     if (doff[0] != vocab + 1 || db[0] != t->off[vocab] || memcmp(off, t->off, (vocab + 1) * sizeof *off) ||
         memcmp(bytes, t->bytes, db[0])) {
         st = FM_ERR(FM_ERR_INPUT,

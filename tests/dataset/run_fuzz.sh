@@ -13,6 +13,8 @@ for f in "$@"; do [ -f "$f" ] && cp "$f" "$work/corpus/"; done
 printf 'Hello world, it'"'"'s 2024!\n\n  tabs\tand  spaces' > "$work/corpus/text1"
 head -c 3000 "$FMTRAIN_SOURCE_DIR/docs/dataset-format.md" > "$work/corpus/text2" 2>/dev/null || true
 echo "fuzzing $name for ${secs}s with $(ls "$work/corpus" | wc -l) seed inputs"
+supp="$FMTRAIN_SOURCE_DIR/tests/dataset/fuzz_$name.lsan"
+if [ -f "$supp" ]; then export LSAN_OPTIONS="suppressions=$supp:print_suppressions=0"; fi
 status=0
 # One worker: CI has 2 cores and other tests run beside this one.
 "$exe" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
