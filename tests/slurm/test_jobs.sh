@@ -181,7 +181,7 @@ grep -q "exit=75 requeue" "$work/run1/jobs.log" || fail "jobs.log has no 'exit=7
 grep -q "exit=0 complete" "$work/run1/jobs.log" || fail "jobs.log has no 'exit=0 complete' line"
 [ -e "$work/run1/COMPLETE" ] || fail "no COMPLETE marker in run1"
 # The requeued segment must continue from the checkpoint, not train again from step 1.
-first=$(awk '/fmtrain-job: job [0-9]+ \(restart 1\)/ { seg = 1 } seg && /^step [0-9]+\// {
+first=$(awk '/fmtrain-job: job [0-9]+ \(restart 1\)/ { seg = 1 } seg && /^step +[0-9]+\// {
   split($2, a, "/"); print a[1]; exit }' "$out")
 [ -n "$first" ] || fail "no training step logged after the requeue"
 [ "$first" -gt 1 ] || fail "the requeued job started again at step $first instead of resuming"
@@ -217,7 +217,7 @@ grep -q "job=${cj[1]} restart=0 exit=0 complete" "$work/run2/jobs.log" || fail "
 sed 's/^/    /' "$work/run2/jobs.log"
 same_params "$ref_ckpt" "$(final_checkpoint "$work/run2")" ||
   fail "the chained run's final parameters differ from the reference"
-first=$(awk '/^step [0-9]+\// { split($2, a, "/"); print a[1]; exit }' "$work/chain-${cj[1]}.out")
+first=$(awk '/^step +[0-9]+\// { split($2, a, "/"); print a[1]; exit }' "$work/chain-${cj[1]}.out")
 [ -n "$first" ] || fail "the second chain job logged no training step"
 [ "$first" -gt 1 ] || fail "the second chain job started again at step $first instead of resuming"
 ok "chain of 2: stopped with USR1 (exit 75), continued by the next job from step $first, same final parameters"
