@@ -2,7 +2,9 @@
  * against the machine's single-precision GEMM peak measured in the same run.
  *
  * Usage: fmtrain-bench --layers L --heads NH --dim C --vocab V --seq T --batch B --threads P
- *                      [--steps S] [--warmup W] [--peak-size n]
+ *                      [--max-seq M] [--steps S] [--warmup W] [--peak-size n]
+ *
+ * --max-seq is the model's seq_len (rows of wpe, default T): GPT-2 124M has 1024, and its N counts them.
  *
  * A step is what the trainer does per micro-batch without communication: forward with targets,
  * backward, global gradient norm + clipping factor, AdamW update (which zeroes the gradients). After
@@ -148,18 +150,19 @@ done:
 }
 
 typedef struct bench_args {
-    long long layers, heads, dim, vocab, seq, batch, threads, steps, warmup, peak;
+    long long layers, heads, dim, vocab, seq, batch, threads, steps, warmup, peak, max_seq;
 } bench_args;
 
 static fm_status parse(int argc, char **argv, bench_args *a)
 {
-    const char *s[10] = {0};
+    const char *s[11] = {0};
     const fm_cli_opt opts[] = {
         {"layers", FM_CLI_STRING, &s[0]}, {"heads", FM_CLI_STRING, &s[1]},
         {"dim", FM_CLI_STRING, &s[2]},    {"vocab", FM_CLI_STRING, &s[3]},
         {"seq", FM_CLI_STRING, &s[4]},    {"batch", FM_CLI_STRING, &s[5]},
         {"threads", FM_CLI_STRING, &s[6]}, {"steps", FM_CLI_STRING, &s[7]},
         {"warmup", FM_CLI_STRING, &s[8]}, {"peak-size", FM_CLI_STRING, &s[9]},
+        {"max-seq", FM_CLI_STRING, &s[10]},
     };
     const char *names[10] = {"layers", "heads", "dim", "vocab", "seq", "batch", "threads", "steps",
                              "warmup", "peak-size"};
@@ -169,21 +172,23 @@ static fm_status parse(int argc, char **argv, bench_args *a)
     long long *dst[10] = {&a->layers, &a->heads, &a->dim, &a->vocab, &a->seq, &a->batch, &a->threads,
                           &a->steps, &a->warmup, &a->peak};
     fm_cli_list pos = {0};
-    FM_TRY(fm_cli_parse("fmtrain-bench", argc, argv, opts, 10, &pos));
+    FM_TRY(fm_cli_parse("fmtrain-bench", argc, argv, opts, 11, &pos));
     int npos = pos.n;
     fm_cli_list_free(&pos);
     if (npos)
         return FM_ERR(FM_ERR_USAGE, "fmtrain-bench: unexpected argument; usage: fmtrain-bench --layers L "
-                      "--heads NH --dim C --vocab V --seq T --batch B --threads P [--steps S] "
+                      "--heads NH --dim C --vocab V --seq T --batch B --threads P [--max-seq M] [--steps S] "
                       "[--warmup W] [--peak-size n]");
     for (int i = 0; i < 10; i++) {
         const char *text = s[i] ? s[i] : defaults[i];
         if (!text)
             return FM_ERR(FM_ERR_USAGE, "fmtrain-bench: --%s is required; usage: fmtrain-bench --layers L "
-                          "--heads NH --dim C --vocab V --seq T --batch B --threads P [--steps S]",
+                          "--heads NH --dim C --vocab V --seq T --batch B --threads P [--max-seq M] [--steps S]",
                           names[i]);
         FM_TRY(fm_cli_int(names[i], text, mins[i], maxs[i], dst[i]));
     }
+    a->max_seq = a->seq;
+    if (s[10]) FM_TRY(fm_cli_int("max-seq", s[10], a->seq, 1 << 20, &a->max_seq));
     return NULL;
 }
 
@@ -195,7 +200,7 @@ static fm_status bench(const bench_args *ar)
     fm_optimizer *opt = NULL;
     int32_t *tok = NULL, *tgt = NULL;
     double *t_step = NULL, *t_fwd = NULL, *t_bwd = NULL, *t_opt = NULL;
-    const fm_model_shape shape = {(int)ar->layers, (int)ar->heads, (int)ar->dim, (int)ar->seq,
+    const fm_model_shape shape = {(int)ar->layers, (int)ar->heads, (int)ar->dim, (int)ar->max_seq,
                                   (int)ar->vocab};
     const int B = (int)ar->batch, T = (int)ar->seq, P = (int)ar->threads;
 
@@ -214,9 +219,9 @@ static fm_status bench(const bench_args *ar)
     printf("fmtrain-bench: GPT-2 training step (forward + backward + grad norm + AdamW), fp32, CPU backend\n");
     print_machine(stdout);
     printf("BLAS: %s\n", fm_backend_blas_info());
-    printf("shape: layers=%d heads=%d dim=%d vocab=%d (padded %d) seq=%d batch=%d threads=%d\n",
+    printf("shape: layers=%d heads=%d dim=%d vocab=%d (padded %d) seq=%d (max %d) batch=%d threads=%d\n",
            shape.n_layer, shape.n_head, shape.d_model, shape.vocab_size, fm_model_get_padded_vocab(m),
-           T, B, P);
+           T, shape.max_seq_len, B, P);
     fm_model_memory_print(&mem, stdout);
     printf("model FLOPs per token = 6*N + 6*L*T*C with N = %.0f parameters including the token and "
            "position embeddings (real vocabulary) = %.4g\n", N, flops_per_token);
