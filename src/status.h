@@ -32,7 +32,7 @@ typedef enum fm_code {
     FM_ERR_STOPPED   /* stopped on request (signal, wall time); resumable -> exit 75 */
 } fm_code;
 
-/* Process exit codes, documented in `fmtrain help` and docs/exit-codes.md. */
+/* Process exit codes, documented in `fmtrain help` and docs/cli.md. */
 enum {
     FM_EXIT_OK = 0,       /* finished what was asked */
     FM_EXIT_FAILURE = 1,  /* runtime failure (I/O, MPI, device, memory, bug): a restart may help */
