@@ -12,7 +12,9 @@
 #                    --cpus-per-task cores) or "none" (GPU nodes: fmtrain binds each rank to the cores
 #                    nearest its GPU itself, [runtime] bind = auto; see docs/placement.md)
 #   FM_OMP_RUNTIME_BIND  1: let the OpenMP runtime pin the threads (OMP_PLACES=cores,
-#                    OMP_PROC_BIND=close); default: fmtrain pins one thread per core itself
+#                    OMP_PROC_BIND=close); default: fmtrain pins one thread per core itself.
+#                    Only with FM_CPU_BIND=cores: with "none" every rank's threads would land on
+#                    the same cores (the runtime computes its places from the starting binding)
 #   FM_MAX_REQUEUES  stop requeuing after this many restarts of the same job (default 50)
 #   FM_MAX_FAILURES  requeue after a runtime failure (exit 1) at most this many times (default 1)
 #   FMTRAIN_EXE      the fmtrain executable (default: `fmtrain` on PATH, e.g. from `module load fmtrain`)
