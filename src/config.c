@@ -21,36 +21,37 @@
 
 #include "util.h"
 
-/* ---- the schema ------------------------------------------------------------------------------- */
+/* ---- the schema -------------------------------------------------------------------------------
+ */
 
 typedef enum {
-    T_INT,    /* int field, decimal integer */
-    T_INT64,  /* int64_t field, decimal integer */
-    T_REAL,   /* double field, finite real number */
-    T_NAME,   /* char[] field: a name made of [A-Za-z0-9._-] (used in paths) */
-    T_PATH,   /* char[] field: a file system path (any printable text) */
-    T_HINTS,  /* char[] field: "key=value,key=value" (MPI-IO hints) */
-    T_ENUM,   /* enum field (int-sized), one of `values` */
-    T_SEED,   /* uint64_t field, decimal 0 .. 2^64-1 */
-    T_RESUME  /* checkpoint_resume + checkpoint_resume_path: auto | never | a path */
+    T_INT,   /* int field, decimal integer */
+    T_INT64, /* int64_t field, decimal integer */
+    T_REAL,  /* double field, finite real number */
+    T_NAME,  /* char[] field: a name made of [A-Za-z0-9._-] (used in paths) */
+    T_PATH,  /* char[] field: a file system path (any printable text) */
+    T_HINTS, /* char[] field: "key=value,key=value" (MPI-IO hints) */
+    T_ENUM,  /* enum field (int-sized), one of `values` */
+    T_SEED,  /* uint64_t field, decimal 0 .. 2^64-1 */
+    T_RESUME /* checkpoint_resume + checkpoint_resume_path: auto | never | a path */
 } kind;
 
 enum {
-    LO_OPEN = 1u,     /* real: the lower bound is excluded */
-    HI_OPEN = 2u,     /* real: the upper bound is excluded */
-    POW2 = 4u,        /* integer: must be a power of two */
-    EMPTY_OK = 8u     /* text: the empty string is allowed */
+    LO_OPEN = 1u, /* real: the lower bound is excluded */
+    HI_OPEN = 2u, /* real: the upper bound is excluded */
+    POW2 = 4u,    /* integer: must be a power of two */
+    EMPTY_OK = 8u /* text: the empty string is allowed */
 };
 
 typedef struct entry {
     const char *section;
     const char *key;
     kind type;
-    size_t offset; /* of the field in fm_config */
-    size_t size;   /* of the field (text: buffer size including the NUL) */
-    const char *def; /* the default, written as in a file; NULL: required key */
-    int64_t imin, imax;        /* T_INT, T_INT64 */
-    double rmin, rmax;         /* T_REAL */
+    size_t offset;      /* of the field in fm_config */
+    size_t size;        /* of the field (text: buffer size including the NUL) */
+    const char *def;    /* the default, written as in a file; NULL: required key */
+    int64_t imin, imax; /* T_INT, T_INT64 */
+    double rmin, rmax;  /* T_REAL */
     unsigned flags;
     const char *const *values; /* T_ENUM: names in the enum's order, NULL-terminated */
     const char *help;
@@ -58,19 +59,29 @@ typedef struct entry {
 
 /* Offset of a field, with a compile-time check that the field has type T (a mismatch between the
  * table and the struct is a build error, not a memory corruption). */
-#define FLD(f, T) (offsetof(fm_config, f) + 0 * sizeof(char[_Generic(((fm_config *)0)->f, T: 1)]))
+#define FLD(f, T) (offsetof(fm_config, f) + 0 * sizeof(char[_Generic(((fm_config *)0)->f, T : 1)]))
 #define SZ(f) sizeof(((fm_config *)0)->f)
 
-#define E_INT(sec, k, f, def, lo, hi, fl, help) \
-    {sec, k, T_INT, FLD(f, int), SZ(f), def, lo, hi, 0, 0, fl, NULL, help}
-#define E_INT64(sec, k, f, def, lo, hi, fl, help) \
-    {sec, k, T_INT64, FLD(f, int64_t), SZ(f), def, lo, hi, 0, 0, fl, NULL, help}
-#define E_REAL(sec, k, f, def, lo, hi, fl, help) \
-    {sec, k, T_REAL, FLD(f, double), SZ(f), def, 0, 0, lo, hi, fl, NULL, help}
-#define E_TEXT(sec, k, t, f, def, fl, help) \
-    {sec, k, t, FLD(f, char *), SZ(f), def, 0, 0, 0, 0, fl, NULL, help}
-#define E_ENUM(sec, k, f, T, def, vals, help) \
-    {sec, k, T_ENUM, FLD(f, T), SZ(f), def, 0, 0, 0, 0, 0, vals, help}
+#define E_INT(sec, k, f, def, lo, hi, fl, help)                                                    \
+    {                                                                                              \
+        sec, k, T_INT, FLD(f, int), SZ(f), def, lo, hi, 0, 0, fl, NULL, help                       \
+    }
+#define E_INT64(sec, k, f, def, lo, hi, fl, help)                                                  \
+    {                                                                                              \
+        sec, k, T_INT64, FLD(f, int64_t), SZ(f), def, lo, hi, 0, 0, fl, NULL, help                 \
+    }
+#define E_REAL(sec, k, f, def, lo, hi, fl, help)                                                   \
+    {                                                                                              \
+        sec, k, T_REAL, FLD(f, double), SZ(f), def, 0, 0, lo, hi, fl, NULL, help                   \
+    }
+#define E_TEXT(sec, k, t, f, def, fl, help)                                                        \
+    {                                                                                              \
+        sec, k, t, FLD(f, char *), SZ(f), def, 0, 0, 0, 0, fl, NULL, help                          \
+    }
+#define E_ENUM(sec, k, f, T, def, vals, help)                                                      \
+    {                                                                                              \
+        sec, k, T_ENUM, FLD(f, T), SZ(f), def, 0, 0, 0, 0, 0, vals, help                           \
+    }
 
 _Static_assert(sizeof(fm_schedule) == sizeof(int) && sizeof(fm_device) == sizeof(int) &&
                    sizeof(fm_bind) == sizeof(int) && sizeof(fm_on_nan) == sizeof(int) &&
@@ -88,8 +99,8 @@ static const char *const bind_values[] = {"auto", "socket", "numa", "core", "non
 static const entry schema[] = {
     /* [run] */
     E_TEXT("run", "name", T_NAME, run_name, "", EMPTY_OK,
-           "name of the run (letters, digits, `.`, `_`, `-`); empty: the parameter file's name without "
-           "directory and `.ini`"),
+           "name of the run (letters, digits, `.`, `_`, `-`); empty: the parameter file's name "
+           "without directory and `.ini`"),
     E_TEXT("run", "dir", T_PATH, run_dir, "", EMPTY_OK,
            "run directory for checkpoints, logs and the effective configuration; empty: "
            "`runs/<run.name>`"),
@@ -125,7 +136,8 @@ static const entry schema[] = {
           "micro-batches accumulated per optimizer step (global batch = micro_batch × grad_accum × "
           "data-parallel ranks)"),
     E_INT64("train", "steps", train_steps, NULL, 1, BIG, 0, "number of optimizer steps of the run"),
-    E_REAL("train", "lr", train_lr, "6e-4", 0, 10, LO_OPEN, "peak learning rate (reached after warmup)"),
+    E_REAL("train", "lr", train_lr, "6e-4", 0, 10, LO_OPEN,
+           "peak learning rate (reached after warmup)"),
     E_REAL("train", "min_lr", train_min_lr, "6e-5", 0, 10, 0,
            "final learning rate of the decay (cosine, linear, wsd); at most train.lr"),
     E_INT64("train", "warmup_steps", train_warmup_steps, "0", 0, BIG, 0,
@@ -155,13 +167,14 @@ static const entry schema[] = {
            "write a checkpoint when this many minutes passed since the last one; 0: not by time"),
     E_INT("checkpoint", "keep_last", checkpoint_keep_last, "2", 1, 1000000, 0,
           "number of newest complete checkpoints kept in the run directory"),
-    {"checkpoint", "resume", T_RESUME, FLD(checkpoint_resume, fm_resume), SZ(checkpoint_resume), "auto",
-     0, 0, 0, 0, 0, NULL,
-     "auto: continue from the newest complete checkpoint in the run directory, if any; never: start "
-     "fresh; otherwise the path of a checkpoint to start from"},
-    E_INT64("checkpoint", "align_bytes", checkpoint_align_bytes, "1048576", 1, INT64_C(1) << 30, POW2,
-            "alignment of large datasets in checkpoint files (a power of two; match the file system's "
-            "stripe size)"),
+    {"checkpoint", "resume", T_RESUME, FLD(checkpoint_resume, fm_resume), SZ(checkpoint_resume),
+     "auto", 0, 0, 0, 0, 0, NULL,
+     "auto: continue from the newest complete checkpoint in the run directory, if any; never: "
+     "start fresh; otherwise the path of a checkpoint to start from"},
+    E_INT64("checkpoint", "align_bytes", checkpoint_align_bytes, "1048576", 1, INT64_C(1) << 30,
+            POW2,
+            "alignment of large datasets in checkpoint files (a power of two; match the file "
+            "system's stripe size)"),
     E_TEXT("checkpoint", "mpiio_hints", T_HINTS, checkpoint_mpiio_hints, "", EMPTY_OK,
            "MPI-IO hints for checkpoint files, `key=value,key=value` (e.g. `striping_factor=8`); "
            "empty: none"),
@@ -176,8 +189,9 @@ static const entry schema[] = {
            "node's topology; none: do not pin"),
     E_INT64("runtime", "log_every", runtime_log_every, "10", 1, BIG, 0,
             "print a progress line every this many steps (rank 0)"),
-    E_REAL("runtime", "peak_tflops", runtime_peak_tflops, "0", 0, 1e6, 0,
-           "peak TFLOP/s per rank used for the model FLOPs utilisation figure; 0: measure at start"),
+    E_REAL(
+        "runtime", "peak_tflops", runtime_peak_tflops, "0", 0, 1e6, 0,
+        "peak TFLOP/s per rank used for the model FLOPs utilisation figure; 0: measure at start"),
 };
 
 #define NKEYS ((int)(sizeof schema / sizeof schema[0]))
@@ -185,13 +199,17 @@ static const entry schema[] = {
 static const char *const sections[] = {"run", "model", "data", "train", "checkpoint", "runtime"};
 #define NSECTIONS ((int)(sizeof sections / sizeof sections[0]))
 
-static void *field(fm_config *cfg, const entry *e) { return (char *)cfg + e->offset; }
+static void *field(fm_config *cfg, const entry *e)
+{
+    return (char *)cfg + e->offset;
+}
 static const void *cfield(const fm_config *cfg, const entry *e)
 {
     return (const char *)cfg + e->offset;
 }
 
-/* ---- small text helpers ------------------------------------------------------------------------ */
+/* ---- small text helpers ------------------------------------------------------------------------
+ */
 
 /* A growable string; on allocation failure it stops growing and remembers that it failed. */
 typedef struct sbuf {
@@ -229,7 +247,8 @@ static void sb_vadd(sbuf *b, const char *fmt, va_list ap)
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-static void sb_add(sbuf *b, const char *fmt, ...)
+static void
+sb_add(sbuf *b, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -275,7 +294,8 @@ static void describe_expected(const entry *e, char *buf, size_t n)
         return;
     }
     case T_NAME:
-        snprintf(buf, n, "a name of letters, digits, '.', '_' and '-' (at most %zu bytes)", e->size - 1);
+        snprintf(buf, n, "a name of letters, digits, '.', '_' and '-' (at most %zu bytes)",
+                 e->size - 1);
         return;
     case T_PATH:
         snprintf(buf, n, "a path (at most %zu bytes)%s", e->size - 1,
@@ -284,14 +304,21 @@ static void describe_expected(const entry *e, char *buf, size_t n)
     case T_HINTS:
         snprintf(buf, n, "MPI-IO hints as key=value,key=value (at most %zu bytes)", e->size - 1);
         return;
-    case T_SEED: snprintf(buf, n, "an integer in [0, 18446744073709551615]"); return;
-    case T_RESUME: snprintf(buf, n, "auto, never or the path of a checkpoint"); return;
+    case T_SEED:
+        snprintf(buf, n, "an integer in [0, 18446744073709551615]");
+        return;
+    case T_RESUME:
+        snprintf(buf, n, "auto, never or the path of a checkpoint");
+        return;
     }
 }
 
 /* ---- parsing one value ---------------------------------------------------------------------- */
 
-static int is_name_char(int c) { return isalnum(c) || c == '.' || c == '_' || c == '-'; }
+static int is_name_char(int c)
+{
+    return isalnum(c) || c == '.' || c == '_' || c == '-';
+}
 
 /* Parses `text` (already trimmed, unquoted) for entry `e` into `cfg`. On failure writes the reason
  * ("expected ...") into why and returns non-zero. */
@@ -473,7 +500,8 @@ static int parse_value(fm_config *cfg, const entry *e, const char *text, char *w
     return 1;
 }
 
-/* ---- looking up keys ----------------------------------------------------------------------------- */
+/* ---- looking up keys
+ * ----------------------------------------------------------------------------- */
 
 static int find_section(const char *name)
 {
@@ -540,7 +568,8 @@ static void suggest_section(const char *section, char *buf, size_t n)
         snprintf(buf, n, " (did you mean `[%s]`?)", sections[best]);
 }
 
-/* ---- the INI parser ------------------------------------------------------------------------------- */
+/* ---- the INI parser
+ * ------------------------------------------------------------------------------- */
 
 #define MAX_REPORTED 20 /* errors listed per file; the rest are counted */
 
@@ -553,7 +582,8 @@ typedef struct errlist {
 #if defined(__GNUC__)
 __attribute__((format(printf, 3, 4)))
 #endif
-static void err_at(errlist *el, int line, const char *fmt, ...)
+static void
+err_at(errlist *el, int line, const char *fmt, ...)
 {
     el->n++;
     if (el->n > MAX_REPORTED) return;
@@ -567,8 +597,8 @@ static void err_at(errlist *el, int line, const char *fmt, ...)
 
 /* Splits a value off its trailing comment and quotes. `v` points at the text after '=' (modified in
  * place). Returns the value or NULL with *why set. A value in double quotes may contain anything
- * printable; inside quotes \" and \\ stand for " and \. Unquoted, `#` or `;` after whitespace starts
- * a comment. When `comments` is zero (--set), the whole text is the value. */
+ * printable; inside quotes \" and \\ stand for " and \. Unquoted, `#` or `;` after whitespace
+ * starts a comment. When `comments` is zero (--set), the whole text is the value. */
 static char *split_value(char *v, int comments, const char **why)
 {
     while (*v == ' ' || *v == '\t') v++;
@@ -639,8 +669,8 @@ fm_status fm_config_parse(fm_config *cfg, const char *source, const char *text, 
     int first_line[NKEYS]; /* line where each key was set in this file; 0 = not yet */
     memset(first_line, 0, sizeof first_line);
     errlist el = {{NULL, 0, 0, 0}, 0, source};
-    int section = -1;       /* index in sections[]; -1 = none yet */
-    int section_bad = 0;    /* the current section header was wrong: skip its keys silently */
+    int section = -1;    /* index in sections[]; -1 = none yet */
+    int section_bad = 0; /* the current section header was wrong: skip its keys silently */
     int lineno = 0;
     char sugg[300], why[512];
 
@@ -677,7 +707,8 @@ fm_status fm_config_parse(fm_config *cfg, const char *source, const char *text, 
             *close = '\0';
             char *name = fm_util_trim(s + 1);
             if (why_tail) {
-                err_at(&el, lineno, "unexpected text `%s` after section header `[%s]`", why_tail, name);
+                err_at(&el, lineno, "unexpected text `%s` after section header `[%s]`", why_tail,
+                       name);
                 section = -1;
                 section_bad = 1;
                 continue;
@@ -702,15 +733,19 @@ fm_status fm_config_parse(fm_config *cfg, const char *source, const char *text, 
             if (is_key_text(t))
                 err_at(&el, lineno, "`%s` has no value; expected `key = value`", t);
             else
-                err_at(&el, lineno, "malformed line `%s`; expected `[section]`, `key = value` or a "
-                                    "comment starting with # or ;", t);
+                err_at(&el, lineno,
+                       "malformed line `%s`; expected `[section]`, `key = value` or a comment "
+                       "starting with # or ;",
+                       t);
             continue;
         }
         *eq = '\0';
         char *key = fm_util_trim(s);
         if (!is_key_text(key)) {
-            err_at(&el, lineno, "malformed key `%s`; expected `key = value` with a key of letters, "
-                                "digits and `_`", key);
+            err_at(&el, lineno,
+                   "malformed key `%s`; expected `key = value` with a key of letters, digits and "
+                   "`_`",
+                   key);
             continue;
         }
         if (section_bad) continue; /* already reported the section */
@@ -726,8 +761,9 @@ fm_status fm_config_parse(fm_config *cfg, const char *source, const char *text, 
                 dk = find_key(sec, kdot + 1);
             }
             if (dk >= 0) {
-                err_at(&el, lineno, "key `%s` is written as section.key; in a file write `%s = ...` "
-                                    "under [%s]", key, schema[dk].key, schema[dk].section);
+                err_at(&el, lineno,
+                       "key `%s` is written as section.key; in a file write `%s = ...` under [%s]",
+                       key, schema[dk].key, schema[dk].section);
                 continue;
             }
         }
@@ -739,8 +775,9 @@ fm_status fm_config_parse(fm_config *cfg, const char *source, const char *text, 
                 err_at(&el, lineno, "key `%s` is outside any section; put it under [%s]", key,
                        schema[k].section);
             else
-                err_at(&el, lineno, "key `%s` is outside any section; expected a `[section]` header "
-                                    "first", key);
+                err_at(&el, lineno,
+                       "key `%s` is outside any section; expected a `[section]` header first",
+                       key);
             continue;
         }
         int k = find_key(sections[section], key);
@@ -772,7 +809,8 @@ fm_status fm_config_parse(fm_config *cfg, const char *source, const char *text, 
         if (cfg->run_name[0] == '\0') name_from_path(source, cfg->run_name, sizeof cfg->run_name);
         return NULL;
     }
-    if (el.n > MAX_REPORTED) sb_add(&el.msg, "\n%s: %d more errors not shown", source, el.n - MAX_REPORTED);
+    if (el.n > MAX_REPORTED)
+        sb_add(&el.msg, "\n%s: %d more errors not shown", source, el.n - MAX_REPORTED);
     fm_status st = el.msg.failed ? FM_ERR(FM_ERR_CONFIG, "%s: invalid parameter file", source)
                                  : FM_ERR(FM_ERR_CONFIG, "%s", el.msg.s);
     free(el.msg.s);
@@ -785,7 +823,8 @@ fm_status fm_config_load(fm_config *cfg, const char *path)
     size_t len = 0;
     fm_status st = fm_util_read_file(path, &text, &len);
     if (st) {
-        if (fm_status_code(st) == FM_ERR_NOMEM) return fm_status_trace(st, __FILE__, __LINE__, __func__);
+        if (fm_status_code(st) == FM_ERR_NOMEM)
+            return fm_status_trace(st, __FILE__, __LINE__, __func__);
         fm_status cst = FM_ERR(FM_ERR_CONFIG, "parameter file: %s", fm_status_message(st));
         fm_status_free(&st);
         return cst;
@@ -801,7 +840,8 @@ fm_status fm_config_set(fm_config *cfg, const char *assignment)
     const char *eq = strchr(assignment, '=');
     const char *dot = strchr(assignment, '.');
     if (!eq || !dot || dot > eq)
-        return FM_ERR(FM_ERR_CONFIG, "--set %s: expected section.key=value (e.g. --set train.lr=3e-4)",
+        return FM_ERR(FM_ERR_CONFIG,
+                      "--set %s: expected section.key=value (e.g. --set train.lr=3e-4)",
                       assignment);
     char section[FM_CONFIG_NAME_MAX], key[FM_CONFIG_NAME_MAX];
     size_t slen = (size_t)(dot - assignment), klen = (size_t)(eq - dot - 1);
@@ -823,8 +863,8 @@ fm_status fm_config_set(fm_config *cfg, const char *assignment)
     int k = find_key(section, key);
     if (k < 0) {
         suggest_key(section, key, sugg, sizeof sugg);
-        return FM_ERR(FM_ERR_CONFIG, "--set %s.%s: unknown key `%s.%s`%s", section, key, section, key,
-                      sugg);
+        return FM_ERR(FM_ERR_CONFIG, "--set %s.%s: unknown key `%s.%s`%s", section, key, section,
+                      key, sugg);
     }
     size_t vlen = strlen(eq + 1);
     char *value = malloc(vlen + 1);
@@ -868,24 +908,62 @@ fm_status fm_config_check_schema(void)
             st = FM_ERR(FM_ERR_INTERNAL, "schema: %s.%s has no help text", e->section, e->key);
     }
     free(cfg);
-    return st;
+    if (st) return st;
+
+    /* Every field of fm_config belongs to an entry: sorted by offset, the entries leave no gap
+     * larger than alignment padding (a field added to the struct without a schema entry would). */
+    size_t lo[NKEYS], hi[NKEYS];
+    for (int i = 0; i < NKEYS; i++) {
+        lo[i] = schema[i].offset;
+        hi[i] = schema[i].offset + schema[i].size;
+        if (schema[i].type == T_RESUME) /* also holds checkpoint_resume_path */
+            hi[i] = offsetof(fm_config, checkpoint_resume_path) + SZ(checkpoint_resume_path);
+        for (int j = i; j > 0 && lo[j - 1] > lo[j]; j--) { /* insertion sort by offset */
+            size_t t = lo[j];
+            lo[j] = lo[j - 1];
+            lo[j - 1] = t;
+            t = hi[j];
+            hi[j] = hi[j - 1];
+            hi[j - 1] = t;
+        }
+    }
+    size_t end = 0;
+    for (int i = 0; i < NKEYS; i++) {
+        if (lo[i] < end)
+            return FM_ERR(FM_ERR_INTERNAL, "schema: two entries share bytes %zu..%zu of fm_config",
+                          lo[i], end);
+        if (lo[i] - end >= sizeof(int64_t))
+            return FM_ERR(FM_ERR_INTERNAL, "schema: bytes %zu..%zu of fm_config belong to no key",
+                          end, lo[i]);
+        end = hi[i];
+    }
+    if (sizeof(fm_config) - end >= sizeof(int64_t))
+        return FM_ERR(FM_ERR_INTERNAL,
+                      "schema: the fields after byte %zu of fm_config belong to no key", end);
+    return NULL;
 }
 
-/* ---- validation -------------------------------------------------------------------------------- */
+/* ---- validation --------------------------------------------------------------------------------
+ */
 
-/* Non-zero when the required key `e` holds its "never set" value. Required keys have ranges or rules
- * that exclude zero / the empty string, so zero means missing. */
+/* Non-zero when the required key `e` holds its "never set" value. Required keys have ranges or
+ * rules that exclude zero / the empty string, so zero means missing. */
 static int is_unset(const fm_config *cfg, const entry *e)
 {
     const void *p = cfield(cfg, e);
     switch (e->type) {
-    case T_INT: return *(const int *)p == 0;
-    case T_INT64: return *(const int64_t *)p == 0;
-    case T_REAL: return *(const double *)p == 0.0;
+    case T_INT:
+        return *(const int *)p == 0;
+    case T_INT64:
+        return *(const int64_t *)p == 0;
+    case T_REAL:
+        return *(const double *)p == 0.0;
     case T_NAME:
     case T_PATH:
-    case T_HINTS: return ((const char *)p)[0] == '\0';
-    default: return 0;
+    case T_HINTS:
+        return ((const char *)p)[0] == '\0';
+    default:
+        return 0;
     }
 }
 
@@ -895,9 +973,15 @@ static void check_value(const fm_config *cfg, const entry *e, sbuf *msg, int *n)
     char text[FM_CONFIG_PATH_MAX + 64], why[512];
     const void *p = cfield(cfg, e);
     switch (e->type) {
-    case T_INT: snprintf(text, sizeof text, "%d", *(const int *)p); break;
-    case T_INT64: snprintf(text, sizeof text, "%" PRId64, *(const int64_t *)p); break;
-    case T_REAL: format_real(*(const double *)p, text, sizeof text); break;
+    case T_INT:
+        snprintf(text, sizeof text, "%d", *(const int *)p);
+        break;
+    case T_INT64:
+        snprintf(text, sizeof text, "%" PRId64, *(const int64_t *)p);
+        break;
+    case T_REAL:
+        format_real(*(const double *)p, text, sizeof text);
+        break;
     case T_ENUM: {
         int v = *(const int *)p, nv = 0;
         while (e->values[nv]) nv++;
@@ -926,7 +1010,8 @@ static void check_value(const fm_config *cfg, const entry *e, sbuf *msg, int *n)
             goto bad;
         }
         return;
-    case T_SEED: return;
+    case T_SEED:
+        return;
     }
     {
         fm_config *scratch = malloc(sizeof *scratch);
@@ -944,7 +1029,8 @@ bad:
 #if defined(__GNUC__)
 __attribute__((format(printf, 3, 4)))
 #endif
-static void rule(sbuf *msg, int *n, const char *fmt, ...)
+static void
+rule(sbuf *msg, int *n, const char *fmt, ...)
 {
     (*n)++;
     if (*n > 1) sb_add(msg, "\n");
@@ -963,8 +1049,9 @@ fm_status fm_config_validate(const fm_config *cfg)
         if (!e->def && is_unset(cfg, e)) {
             char expected[256];
             describe_expected(e, expected, sizeof expected);
-            rule(&msg, &n, "missing required key `%s.%s` (%s; %s): add `%s = ...` under [%s] or pass "
-                           "--set %s.%s=...",
+            rule(&msg, &n,
+                 "missing required key `%s.%s` (%s; %s): add `%s = ...` under [%s] or pass --set "
+                 "%s.%s=...",
                  e->section, e->key, e->help, expected, e->key, e->section, e->section, e->key);
             continue;
         }
@@ -973,38 +1060,45 @@ fm_status fm_config_validate(const fm_config *cfg)
     if (n == 0) {
         /* cross-key rules, checked once every single value is known to be valid */
         if (cfg->model_d_model % cfg->model_n_head != 0)
-            rule(&msg, &n, "model.d_model = %d is not a multiple of model.n_head = %d; expected "
-                           "d_model = n_head x head size", cfg->model_d_model, cfg->model_n_head);
+            rule(&msg, &n,
+                 "model.d_model = %d is not a multiple of model.n_head = %d; expected d_model = "
+                 "n_head x head size",
+                 cfg->model_d_model, cfg->model_n_head);
         if (cfg->train_min_lr > cfg->train_lr) {
             char a[40], b[40];
             format_real(cfg->train_min_lr, a, sizeof a);
             format_real(cfg->train_lr, b, sizeof b);
-            rule(&msg, &n, "train.min_lr = %s is larger than train.lr = %s; expected min_lr <= lr", a, b);
+            rule(&msg, &n, "train.min_lr = %s is larger than train.lr = %s; expected min_lr <= lr",
+                 a, b);
         }
         if (cfg->train_warmup_steps > cfg->train_steps)
-            rule(&msg, &n, "train.warmup_steps = %" PRId64 " is larger than train.steps = %" PRId64
-                           "; expected warmup_steps <= steps",
+            rule(&msg, &n,
+                 "train.warmup_steps = %" PRId64 " is larger than train.steps = %" PRId64
+                 "; expected warmup_steps <= steps",
                  cfg->train_warmup_steps, cfg->train_steps);
         else if (cfg->train_schedule == FM_SCHED_WSD) {
             int64_t decay = (int64_t)llround(cfg->train_decay_fraction * (double)cfg->train_steps);
             if (cfg->train_warmup_steps + decay > cfg->train_steps) {
                 char a[40];
                 format_real(cfg->train_decay_fraction, a, sizeof a);
-                rule(&msg, &n, "train.warmup_steps = %" PRId64 " plus the wsd decay of %" PRId64
-                               " steps (train.decay_fraction = %s of train.steps = %" PRId64
-                               ") exceeds the run; expected warmup_steps + decay <= steps",
+                rule(&msg, &n,
+                     "train.warmup_steps = %" PRId64 " plus the wsd decay of %" PRId64
+                     " steps (train.decay_fraction = %s of train.steps = %" PRId64
+                     ") exceeds the run; expected warmup_steps + decay <= steps",
                      cfg->train_warmup_steps, decay, a, cfg->train_steps);
             }
         }
         if (cfg->train_eval_every > 0 && cfg->train_eval_batches < 1)
-            rule(&msg, &n, "train.eval_batches = %" PRId64 " but train.eval_every = %" PRId64
-                           "; expected eval_batches >= 1 when evaluating (or eval_every = 0)",
+            rule(&msg, &n,
+                 "train.eval_batches = %" PRId64 " but train.eval_every = %" PRId64
+                 "; expected eval_batches >= 1 when evaluating (or eval_every = 0)",
                  cfg->train_eval_batches, cfg->train_eval_every);
         if (cfg->model_vocab_size == 1)
             rule(&msg, &n, "model.vocab_size = 1; expected 0 (from the dataset) or at least 2");
         if (cfg->run_name[0] == '\0' && cfg->run_dir[0] == '\0')
-            rule(&msg, &n, "run.name and run.dir are both empty; expected a run name (it defaults to "
-                           "the parameter file's name) or an explicit run.dir");
+            rule(&msg, &n,
+                 "run.name and run.dir are both empty; expected a run name (it defaults to the "
+                 "parameter file's name) or an explicit run.dir");
     }
     if (n == 0) {
         free(msg.s);
@@ -1028,7 +1122,8 @@ const char *fm_config_val_path(const fm_config *cfg)
     return cfg->data_val[0] ? cfg->data_val : cfg->data_train;
 }
 
-/* ---- writing ------------------------------------------------------------------------------------- */
+/* ---- writing
+ * ------------------------------------------------------------------------------------- */
 
 /* Does a text value need quotes to read back unchanged? */
 static int needs_quotes(const char *s)
@@ -1063,9 +1158,15 @@ static void value_text(const fm_config *cfg, const entry *e, sbuf *b)
     const void *p = cfield(cfg, e);
     char num[64];
     switch (e->type) {
-    case T_INT: sb_add(b, "%d", *(const int *)p); return;
-    case T_INT64: sb_add(b, "%" PRId64, *(const int64_t *)p); return;
-    case T_SEED: sb_add(b, "%" PRIu64, *(const uint64_t *)p); return;
+    case T_INT:
+        sb_add(b, "%d", *(const int *)p);
+        return;
+    case T_INT64:
+        sb_add(b, "%" PRId64, *(const int64_t *)p);
+        return;
+    case T_SEED:
+        sb_add(b, "%" PRIu64, *(const uint64_t *)p);
+        return;
     case T_REAL:
         format_real(*(const double *)p, num, sizeof num);
         sb_add(b, "%s", num);
@@ -1078,7 +1179,9 @@ static void value_text(const fm_config *cfg, const entry *e, sbuf *b)
     }
     case T_NAME:
     case T_PATH:
-    case T_HINTS: write_text(b, (const char *)p); return;
+    case T_HINTS:
+        write_text(b, (const char *)p);
+        return;
     case T_RESUME:
         if (cfg->checkpoint_resume == FM_RESUME_AUTO)
             sb_add(b, "auto");
@@ -1155,8 +1258,8 @@ static void doc_allowed(const entry *e, char *buf, size_t n)
     switch (e->type) {
     case T_INT:
     case T_INT64:
-        snprintf(buf, n, "%s%" PRId64 " … %" PRId64, (e->flags & POW2) ? "power of two, " : "", e->imin,
-                 e->imax);
+        snprintf(buf, n, "%s%" PRId64 " … %" PRId64, (e->flags & POW2) ? "power of two, " : "",
+                 e->imin, e->imax);
         return;
     case T_REAL:
         format_real(e->rmin, lo, sizeof lo);
@@ -1171,59 +1274,80 @@ static void doc_allowed(const entry *e, char *buf, size_t n)
             off += (size_t)snprintf(buf + off, n - off, "%s`%s`", i ? ", " : "", e->values[i]);
         return;
     }
-    case T_NAME: snprintf(buf, n, "`A-Z a-z 0-9 . _ -`, ≤ %zu bytes", e->size - 1); return;
-    case T_PATH: snprintf(buf, n, "path, ≤ %zu bytes", e->size - 1); return;
-    case T_HINTS: snprintf(buf, n, "`key=value,...`, ≤ %zu bytes", e->size - 1); return;
-    case T_SEED: snprintf(buf, n, "0 … 2^64−1"); return;
-    case T_RESUME: snprintf(buf, n, "`auto`, `never`, path"); return;
+    case T_NAME:
+        snprintf(buf, n, "`A-Z a-z 0-9 . _ -`, ≤ %zu bytes", e->size - 1);
+        return;
+    case T_PATH:
+        snprintf(buf, n, "path, ≤ %zu bytes", e->size - 1);
+        return;
+    case T_HINTS:
+        snprintf(buf, n, "`key=value,...`, ≤ %zu bytes", e->size - 1);
+        return;
+    case T_SEED:
+        snprintf(buf, n, "0 … 2^64−1");
+        return;
+    case T_RESUME:
+        snprintf(buf, n, "`auto`, `never`, path");
+        return;
     }
 }
 
 static const char *doc_type(const entry *e)
 {
     switch (e->type) {
-    case T_INT: return "int";
-    case T_INT64: return "int64";
-    case T_REAL: return "real";
-    case T_NAME: return "name";
-    case T_PATH: return "path";
-    case T_HINTS: return "hints";
-    case T_ENUM: return "enum";
-    case T_SEED: return "uint64";
-    case T_RESUME: return "resume";
+    case T_INT:
+        return "int";
+    case T_INT64:
+        return "int64";
+    case T_REAL:
+        return "real";
+    case T_NAME:
+        return "name";
+    case T_PATH:
+        return "path";
+    case T_HINTS:
+        return "hints";
+    case T_ENUM:
+        return "enum";
+    case T_SEED:
+        return "uint64";
+    case T_RESUME:
+        return "resume";
     }
     return "?";
 }
 
 void fm_config_write_docs(FILE *out)
 {
-    fputs("<!-- Generated by fm_paramdoc from the schema table in src/config.c; do not edit.\n"
-          "     Regenerate: build/<preset>/tests/config/fm_paramdoc > docs/parameters.md -->\n"
-          "# Parameter files\n"
-          "\n"
-          "`fmtrain train PARAMS.ini` reads a parameter file in INI syntax:\n"
-          "\n"
-          "```ini\n"
-          "# a comment; `; comments` work too\n"
-          "[train]\n"
-          "lr = 6e-4          # an inline comment starts with # or ; after whitespace\n"
-          "[data]\n"
-          "train = \"data/my file.h5\"   # quotes keep spaces, `#` and `;` (write \\\" and \\\\ inside)\n"
-          "```\n"
-          "\n"
-          "Every key belongs to one section; sections may appear in any order (and more than once), but a "
-          "key may be set only once per file. Unknown sections or keys, values of the wrong type or "
-          "outside the allowed range, duplicate keys and missing required keys are errors that name "
-          "the file and line (and the closest known key for a misspelt one); fmtrain never falls back "
-          "to a default silently.\n"
-          "\n"
-          "`--set section.key=value` on the command line overrides one value after the file is read "
-          "(repeatable; the last one wins) and is checked the same way. `fmtrain train PARAMS.ini "
-          "--dry-run` validates everything and prints the effective configuration: every key with its "
-          "value, marking the ones that differ from the default. The same text is written into the run "
-          "directory, and it reads back as exactly the same configuration.\n"
-          "\n",
-          out);
+    fputs(
+        "<!-- Generated by fm_paramdoc from the schema table in src/config.c; do not edit.\n"
+        "     Regenerate: build/<preset>/tests/config/fm_paramdoc > docs/parameters.md -->\n"
+        "# Parameter files\n"
+        "\n"
+        "`fmtrain train PARAMS.ini` reads a parameter file in INI syntax:\n"
+        "\n"
+        "```ini\n"
+        "# a comment; `; comments` work too\n"
+        "[train]\n"
+        "lr = 6e-4          # an inline comment starts with # or ; after whitespace\n"
+        "[data]\n"
+        "train = \"data/my file.h5\"   # quotes keep spaces, `#` and `;` "
+        "(write \\\" and \\\\ inside)\n"
+        "```\n"
+        "\n"
+        "Every key belongs to one section; sections may appear in any order (and more than once), "
+        "but a key may be set only once per file. Unknown sections or keys, values of the wrong "
+        "type or outside the allowed range, duplicate keys and missing required keys are errors "
+        "that name the file and line (and the closest known key for a misspelt one); fmtrain never "
+        "falls back to a default silently.\n"
+        "\n"
+        "`--set section.key=value` on the command line overrides one value after the file is read "
+        "(repeatable; the last one wins) and is checked the same way. `fmtrain train PARAMS.ini "
+        "--dry-run` validates everything and prints the effective configuration: every key with "
+        "its value, marking the ones that differ from the default. The same text is written into "
+        "the run directory, and it reads back as exactly the same configuration.\n"
+        "\n",
+        out);
     fputs("Required keys (no default): ", out);
     int first = 1;
     for (int i = 0; i < NKEYS; i++) {
@@ -1231,14 +1355,15 @@ void fm_config_write_docs(FILE *out)
         fprintf(out, "%s`%s.%s`", first ? "" : ", ", schema[i].section, schema[i].key);
         first = 0;
     }
-    fputs(".\n\n"
-          "Types: `int` and `int64` are decimal integers (no exponent); `real` is a decimal or exponent "
-          "number (`6e-4`); `uint64` is 0 … 18446744073709551615; `enum` is one of the listed words; "
-          "`name` is a file-name-safe word; `path` is any text (relative paths are relative to the "
-          "working directory of the launch); `hints` is a comma-separated list of `key=value`; "
-          "`resume` is `auto`, `never` or a checkpoint path (write `./auto` for a file named `auto`). "
-          "Ranges: `[a, b]` includes both ends, `(a, b]` excludes `a`.\n",
-          out);
+    fputs(
+        ".\n\n"
+        "Types: `int` and `int64` are decimal integers (no exponent); `real` is a decimal or "
+        "exponent number (`6e-4`); `uint64` is 0 … 18446744073709551615; `enum` is one of the "
+        "listed words; `name` is a file-name-safe word; `path` is any text (relative paths are "
+        "relative to the working directory of the launch); `hints` is a comma-separated list of "
+        "`key=value`; `resume` is `auto`, `never` or a checkpoint path (write `./auto` for a file "
+        "named `auto`). Ranges: `[a, b]` includes both ends, `(a, b]` excludes `a`.\n",
+        out);
     char allowed[256];
     const char *prev = NULL;
     for (int i = 0; i < NKEYS; i++) {
@@ -1257,23 +1382,24 @@ void fm_config_write_docs(FILE *out)
             snprintf(def, sizeof def, "(empty)");
         else
             snprintf(def, sizeof def, "`%s`", e->def);
-        fprintf(out, "| `%s.%s` | %s | %s | %s | %s |\n", e->section, e->key, doc_type(e), def, allowed,
-                e->help);
+        fprintf(out, "| `%s.%s` | %s | %s | %s | %s |\n", e->section, e->key, doc_type(e), def,
+                allowed, e->help);
     }
-    fputs("\n## Rules across keys\n\n"
-          "Checked after the file and every `--set` are applied:\n\n"
-          "- `model.d_model` is a multiple of `model.n_head`.\n"
-          "- `train.min_lr` ≤ `train.lr`.\n"
-          "- `train.warmup_steps` ≤ `train.steps`; with `schedule = wsd`, warmup plus the decay "
-          "(`round(decay_fraction × steps)` steps) fit in `train.steps`.\n"
-          "- `train.eval_batches` ≥ 1 when `train.eval_every` > 0.\n"
-          "- `model.vocab_size` is 0 (take it from the dataset) or at least 2.\n"
-          "\n"
-          "## Derived values\n\n"
-          "- Run directory: `run.dir`, or `runs/<run.name>` (relative to the working directory) when "
-          "`run.dir` is empty (`fm_config_run_dir`).\n"
-          "- Run name: `run.name`, or the parameter file's name without directory and extension "
-          "(`inputs/tiny-cpu.ini` → `tiny-cpu`) when it is empty.\n"
-          "- Validation data: `data.val`, or `data.train` when empty (`fm_config_val_path`).\n",
-          out);
+    fputs(
+        "\n## Rules across keys\n\n"
+        "Checked after the file and every `--set` are applied:\n\n"
+        "- `model.d_model` is a multiple of `model.n_head`.\n"
+        "- `train.min_lr` ≤ `train.lr`.\n"
+        "- `train.warmup_steps` ≤ `train.steps`; with `schedule = wsd`, warmup plus the decay "
+        "(`round(decay_fraction × steps)` steps) fit in `train.steps`.\n"
+        "- `train.eval_batches` ≥ 1 when `train.eval_every` > 0.\n"
+        "- `model.vocab_size` is 0 (take it from the dataset) or at least 2.\n"
+        "\n"
+        "## Derived values\n\n"
+        "- Run directory: `run.dir`, or `runs/<run.name>` (relative to the working directory) when "
+        "`run.dir` is empty (`fm_config_run_dir`).\n"
+        "- Run name: `run.name`, or the parameter file's name without directory and extension "
+        "(`inputs/tiny-cpu.ini` → `tiny-cpu`) when it is empty.\n"
+        "- Validation data: `data.val`, or `data.train` when empty (`fm_config_val_path`).\n",
+        out);
 }
