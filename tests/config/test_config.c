@@ -252,6 +252,52 @@ static void test_unknown_key_suggestion(void **state)
                  "t.ini:2: unknown key `model.nlayers` (did you mean `model.n_layer`?)");
 }
 
+/* Every key of the schema (read from the effective configuration, which lists them all): a typo
+ * (a letter added or, for a plural, removed) suggests that key, in the file and with --set. */
+static void test_every_key_suggested(void **state)
+{
+    (void)state;
+    fm_config cfg;
+    valid_config(&cfg);
+    char *text = NULL;
+    assert_null(fm_config_to_string(&cfg, &text));
+    char section[64] = "";
+    int nkeys = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        if (line[0] == '[') {
+            snprintf(section, sizeof section, "%.*s", (int)(strchr(line, ']') - line - 1), line + 1);
+            continue;
+        }
+        if (line[0] == '#') line += 2; /* a required key that is not set */
+        char *eq = strstr(line, " =");
+        if (!eq) continue;
+        char key[64], typo[72];
+        snprintf(key, sizeof key, "%.*s", (int)(eq - line), line);
+        size_t n = strlen(key);
+        if (key[n - 1] == 's')
+            snprintf(typo, sizeof typo, "%.*s", (int)(n - 1), key);
+        else
+            snprintf(typo, sizeof typo, "%sx", key);
+        char ini[256], want[256], set[256];
+        snprintf(ini, sizeof ini, "[%s]\n%s = 1\n", section, typo);
+        snprintf(want, sizeof want, "t.ini:2: unknown key `%s.%s` (did you mean `%s.%s`?)", section,
+                 typo, section, key);
+        expect_error(ini, want);
+        snprintf(set, sizeof set, "%s.%s=1", section, typo);
+        fm_config c2;
+        valid_config(&c2);
+        fm_status st = fm_config_set(&c2, set);
+        assert_non_null(st);
+        snprintf(want, sizeof want, "(did you mean `%s.%s`?)", section, key);
+        if (!strstr(fm_status_message(st), want))
+            fail_msg("--set %s: `%s` lacks `%s`", set, fm_status_message(st), want);
+        fm_status_free(&st);
+        nkeys++;
+    }
+    assert_true(nkeys >= 39); /* the keys defined by the foundation issue, and any added later */
+    free(text);
+}
+
 static void test_unknown_section_suggestion(void **state)
 {
     (void)state;
@@ -710,6 +756,7 @@ int main(void)
         cmocka_unit_test(test_inputs_load),
         cmocka_unit_test(test_load_missing_file),
         cmocka_unit_test(test_unknown_key_suggestion),
+        cmocka_unit_test(test_every_key_suggested),
         cmocka_unit_test(test_unknown_section_suggestion),
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_enum_values),
