@@ -96,6 +96,11 @@ static const char *const bind_values[] = {"auto", "socket", "numa", "core", "non
 
 #define BIG INT64_C(1000000000000000) /* 1e15: "practically unbounded" for step counts */
 
+/* To add a key: add the field `<section>_<key>` to fm_config (config.h), add its entry below (the
+ * FLD macro checks the field's type at compile time; fm_config_check_schema checks defaults and that
+ * no struct field is left without a key), and regenerate the docs:
+ *   build/<preset>/tests/config/fm_paramdoc > docs/parameters.md
+ * A new section also goes into sections[] below. */
 static const entry schema[] = {
     /* [run] */
     E_TEXT("run", "name", T_NAME, run_name, "", EMPTY_OK,
