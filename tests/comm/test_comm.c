@@ -124,6 +124,31 @@ static void test_gather(void **state)
     ASSERT_OK(fm_comm_barrier(c));
 }
 
+/* A failing MPI call on the context's communicator returns (MPI_ERRORS_RETURN) and becomes an
+ * FM_ERR_MPI status with MPI_Error_string's text. */
+static fm_status bad_bcast(const fm_comm *c)
+{
+    int x = 0;
+    FM_MPI_TRY(MPI_Bcast(&x, -1, MPI_INT, 0, c->world)); /* negative count: MPI_ERR_COUNT */
+    return NULL;
+}
+
+static void test_mpi_error(void **state)
+{
+    const fm_comm *c = *state;
+    fm_status st = bad_bcast(c);
+    assert_non_null(st);
+    assert_int_equal(fm_status_code(st), FM_ERR_MPI);
+    assert_non_null(strstr(fm_status_message(st), "MPI_Bcast(&x, -1, MPI_INT, 0, c->world) failed: "));
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0, cls = 0;
+    MPI_Error_class(MPI_ERR_COUNT, &cls);
+    MPI_Error_string(cls, text, &len);
+    assert_non_null(strstr(fm_status_message(st), text));
+    fm_status_free(&st);
+    assert_null(fm_comm_mpi_status(MPI_SUCCESS, "MPI_Barrier", __FILE__, __LINE__, __func__));
+}
+
 /* ---- checksum ------------------------------------------------------------------------------------- */
 
 static void test_hash(void **state)
@@ -430,6 +455,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_any),
         cmocka_unit_test(test_doubles),
         cmocka_unit_test(test_gather),
+        cmocka_unit_test(test_mpi_error),
         cmocka_unit_test(test_hash),
         cmocka_unit_test(test_identical_ok),
         cmocka_unit_test(test_identical_mismatch),
