@@ -19,9 +19,9 @@
  *          threads float inside them.
  *   socket the same shares; the rank is bound to the whole package(s) its share lies in.
  *   none   no binding is changed; threads = the cores of the share (so ranks do not oversubscribe).
- * More ranks than cores: cores are shared round robin and the plan carries a warning (never an
- * error). A thread count (`threads`, [runtime] threads or OMP_NUM_THREADS) overrides the cores of
- * the share; more threads than cores gives a warning.
+ * More ranks than cores: cores are shared in blocks (rank j of k on core floor(j*cores/k)) and the
+ * plan carries a warning (never an error). A thread count (`threads`, [runtime] threads or
+ * OMP_NUM_THREADS) overrides the cores of the share; more threads than cores gives a warning.
  *
  * Ownership: hwloc topologies passed in stay owned by the caller; plans are plain values (fixed-size
  * strings) so that they can be gathered over MPI as bytes.
