@@ -1,9 +1,11 @@
 /* cmd_train.c — `fmtrain train PARAMS.ini [--set section.key=value]... [--dry-run]`. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 #include "config.h"
+#include "trainer.h"
 
 static const char train_help[] =
     "Usage: fmtrain train PARAMS.ini [--set section.key=value]... [--dry-run]\n"
@@ -13,8 +15,31 @@ static const char train_help[] =
     "\n"
     "Options:\n"
     "  --set section.key=value  override one parameter (repeatable; validated like the file)\n"
-    "  --dry-run                validate everything, print the effective configuration, and exit\n"
-    "  --help                   show this help\n";
+    "  --dry-run                validate everything (configuration, dataset, placement), print the\n"
+    "                           effective configuration, the placement table, the parameter count,\n"
+    "                           the memory estimate and the global batch, and exit without training\n"
+    "  --help                   show this help\n"
+    "\n"
+    "Environment: FMTRAIN_PROGRESS=inplace|lines chooses the progress display (default: a line\n"
+    "updated in place on a terminal, plain lines under mpirun/srun and in logs); FMTRAIN_END_TIME\n"
+    "(seconds since the epoch) sets the wall-time limit when Slurm's is not available.\n";
+
+/* Whether rank 0's progress line may be rewritten in place. Under mpirun/srun the rank's stdout is
+ * often a pseudo-terminal of the launcher even when the launcher's own output goes to a batch log,
+ * so launched ranks print plain lines unless FMTRAIN_PROGRESS=inplace asks otherwise
+ * (FMTRAIN_PROGRESS=lines forces plain lines everywhere). */
+static int progress_in_place(const fm_cmd_env *env)
+{
+    const char *mode = getenv("FMTRAIN_PROGRESS");
+    if (mode && strcmp(mode, "inplace") == 0) return 1;
+    if (mode && strcmp(mode, "lines") == 0) return 0;
+    if (!env->stdout_is_tty) return 0;
+    const char *launcher_vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_STEP_ID",
+                                   "MPI_LOCALNRANKS"};
+    for (size_t i = 0; i < sizeof launcher_vars / sizeof *launcher_vars; i++)
+        if (getenv(launcher_vars[i])) return 0;
+    return 1;
+}
 
 /* Loads the parameter file and applies the overrides, then validates. */
 static fm_status load_config(const char *path, const fm_cli_list *sets, fm_config *cfg)
@@ -36,6 +61,7 @@ static fm_status train_run(int argc, char **argv, const fm_cmd_env *env)
     };
     fm_status st = NULL;
     fm_config *cfg = NULL;
+    fm_trainer *trainer = NULL;
     FM_TRY_GOTO(st, done, fm_cli_parse("train", argc, argv, opts, 2, &pos));
     if (pos.n != 1) {
         st = FM_ERR(FM_ERR_USAGE, "fmtrain train: expected one parameter file, got %d argument%s; "
@@ -49,20 +75,25 @@ static fm_status train_run(int argc, char **argv, const fm_cmd_env *env)
         goto done;
     }
     FM_TRY_GOTO(st, done, load_config(pos.items[0], &sets, cfg));
-    if (dry_run) {
-        if (env->world_rank == 0) {
-            printf("# effective configuration of %s\n", pos.items[0]);
-            fm_config_write(cfg, stdout);
-            printf("# dry run: configuration is valid\n");
-        }
-        goto done;
+    if (dry_run && env->world_rank == 0) {
+        printf("# effective configuration of %s\n", pos.items[0]);
+        fm_config_write(cfg, stdout);
+        fflush(stdout);
     }
-    st = FM_ERR(FM_ERR_USAGE, "fmtrain train: the training loop is not part of this build yet; "
-                              "use --dry-run to validate %s", pos.items[0]);
+    fm_trainer_options topts = {pos.items[0], stdout, progress_in_place(env), dry_run};
+    FM_TRY_GOTO(st, done, fm_trainer_create(cfg, &topts, &trainer));
+    if (dry_run) {
+        if (env->world_rank == 0) printf("# dry run: configuration is valid\n");
+    } else {
+        st = fm_trainer_run(trainer, NULL);
+    }
 done:
     /* Every rank parses the same file and overrides, so configuration errors are collective. */
     if (st && (fm_status_code(st) == FM_ERR_CONFIG || fm_status_code(st) == FM_ERR_USAGE))
         fm_status_collective(st);
+    /* A rank-local error on several ranks ends in MPI_Abort (main): do not enter the collective
+     * clean-up, which would wait for ranks that never arrive. */
+    if (!st || fm_status_is_collective(st) || env->world_size == 1) fm_trainer_free(&trainer);
     free(cfg);
     fm_cli_list_free(&sets);
     fm_cli_list_free(&pos);

@@ -2,7 +2,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "metrics.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -228,34 +227,34 @@ double fm_metrics_flops_per_token(int64_t n_params, int n_layer, int d_model, in
     return 6.0 * (double)n_params + 6.0 * (double)n_layer * (double)d_model * (double)seq_len;
 }
 
-fm_status fm_metrics_measure_peak_flops(double *flops)
+fm_status fm_metrics_measure_peak_flops(fm_backend *be, double *flops)
 {
     const int n = 1024;
-    size_t elems = (size_t)n * (size_t)n;
-    float *a = malloc(elems * sizeof *a), *b = malloc(elems * sizeof *b), *c = malloc(elems * sizeof *c);
-    if (!a || !b || !c) {
-        free(a);
-        free(b);
-        free(c);
-        return FM_ERR(FM_ERR_NOMEM, "out of memory allocating %zu bytes for the peak-FLOP/s probe",
-                      3 * elems * sizeof(float));
-    }
-    for (size_t i = 0; i < elems; i++) {
-        a[i] = (float)((i * 7) % 13) * 0.01f;
-        b[i] = (float)((i * 5) % 11) * 0.01f;
-    }
+    size_t elems = (size_t)n * (size_t)n, bytes = elems * sizeof(float);
+    float *host = malloc(bytes);
+    FM_CHECK_ALLOC(host, bytes);
+    void *a = NULL, *b = NULL, *c = NULL;
+    fm_status st = NULL;
+    FM_TRY_GOTO(st, done, be->ops->alloc(be, &a, bytes));
+    FM_TRY_GOTO(st, done, be->ops->alloc(be, &b, bytes));
+    FM_TRY_GOTO(st, done, be->ops->alloc(be, &c, bytes));
+    for (size_t i = 0; i < elems; i++) host[i] = (float)((i * 7) % 13) * 0.01f;
+    FM_TRY_GOTO(st, done, be->ops->upload(be, a, host, bytes));
+    FM_TRY_GOTO(st, done, be->ops->upload(be, b, host, bytes));
     double best = 1e30;
     for (int rep = 0; rep < 4; rep++) {
+        FM_TRY_GOTO(st, done, be->ops->sync(be));
         double t0 = fm_util_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        be->ops->matmul_forward(be, c, a, b, NULL, n, n, n);
+        FM_TRY_GOTO(st, done, be->ops->sync(be));
         double dt = fm_util_now() - t0;
-        if (rep > 0 && dt < best) best = dt; /* rep 0 warms up caches and BLAS threads */
+        if (rep > 0 && dt < best) best = dt; /* rep 0 warms up caches and threads */
     }
-    volatile float sink = c[elems / 2];
-    (void)sink;
-    free(a);
-    free(b);
-    free(c);
     *flops = 2.0 * (double)n * (double)n * (double)n / (best > 1e-9 ? best : 1e-9);
-    return NULL;
+done:
+    if (c) be->ops->free(be, c);
+    if (b) be->ops->free(be, b);
+    if (a) be->ops->free(be, a);
+    free(host);
+    return st;
 }

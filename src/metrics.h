@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "kernels.h"
 #include "status.h"
 
 typedef struct fm_metrics fm_metrics;
@@ -84,9 +85,10 @@ const char *fm_metrics_format_duration(double seconds, char *buf, size_t bufsize
  * score and value matmuls, 12*L*C*T halved because the mask is causal). */
 double fm_metrics_flops_per_token(int64_t n_params, int n_layer, int d_model, int seq_len);
 
-/* Measures this process's achievable fp32 matmul rate (FLOP/s) with a short cblas_sgemm
- * (n = 1024, best of 3 after a warm-up, about 0.1-0.5 s) using the BLAS threads currently set.
- * It is the reference for MFU on the CPU backend unless [runtime] peak_tflops is given. */
-fm_status fm_metrics_measure_peak_flops(double *flops);
+/* Measures this rank's achievable fp32 matmul rate (FLOP/s) through the backend's own matmul
+ * (be->ops->matmul_forward, n = 1024: the same BLAS, threads and tiling as training), best of 3
+ * after a warm-up, about 0.1-0.5 s. It is the reference for MFU unless [runtime] peak_tflops is
+ * given. Errors: backend allocation. */
+fm_status fm_metrics_measure_peak_flops(fm_backend *be, double *flops);
 
 #endif /* FM_METRICS_H */

@@ -29,7 +29,10 @@ set +e
 out=$("$FMTRAIN_EXE" plot "$dir/nothing" 2>&1)
 rc=$?
 set -e
-[ "$rc" -ne 0 ] && grep -q "$dir/nothing" <<<"$out" || { echo "bad error for a missing run: $rc $out"; exit 1; }
+if [ "$rc" -eq 0 ] || ! grep -q "$dir/nothing" <<<"$out"; then
+  echo "bad error for a missing run: $rc $out"
+  exit 1
+fi
 
 if ! command -v gnuplot >/dev/null; then
   echo "gnuplot not installed: the drawing part is skipped"
