@@ -97,8 +97,8 @@ static const char *const bind_values[] = {"auto", "socket", "numa", "core", "non
 #define BIG INT64_C(1000000000000000) /* 1e15: "practically unbounded" for step counts */
 
 /* To add a key: add the field `<section>_<key>` to fm_config (config.h), add its entry below (the
- * FLD macro checks the field's type at compile time; fm_config_check_schema checks defaults and that
- * no struct field is left without a key), and regenerate the docs:
+ * FLD macro checks the field's type at compile time; fm_config_check_schema checks the defaults
+ * and that no struct field is left without a key), and regenerate the docs:
  *   build/<preset>/tests/config/fm_paramdoc > docs/parameters.md
  * A new section also goes into sections[] below. */
 static const entry schema[] = {
@@ -642,6 +642,17 @@ static char *split_value(char *v, int comments, const char **why)
     return fm_util_trim(v);
 }
 
+/* Shortens a user's text quoted in a message to at most 80 bytes ("..." at the end), in place, at a
+ * UTF-8 character boundary. Returns s. */
+static char *clip(char *s)
+{
+    if (strlen(s) <= 80) return s;
+    size_t cut = 77;
+    while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80) cut--;
+    memcpy(s + cut, "...", 4);
+    return s;
+}
+
 static int is_key_text(const char *s)
 {
     if (!*s) return 0;
@@ -700,20 +711,20 @@ fm_status fm_config_parse(fm_config *cfg, const char *source, const char *text, 
         if (*s == '[') {
             char *close = strchr(s, ']');
             if (!close) {
-                err_at(&el, lineno, "malformed section header `%s`; expected `[section]`", s);
+                err_at(&el, lineno, "malformed section header `%s`; expected `[section]`", clip(s));
                 section = -1;
                 section_bad = 1;
                 continue;
             }
-            const char *why_tail = NULL;
+            char *why_tail = NULL;
             char *rest = close + 1;
             while (*rest == ' ' || *rest == '\t') rest++;
             if (*rest != '\0' && *rest != '#' && *rest != ';') why_tail = rest;
             *close = '\0';
             char *name = fm_util_trim(s + 1);
             if (why_tail) {
-                err_at(&el, lineno, "unexpected text `%s` after section header `[%s]`", why_tail,
-                       name);
+                err_at(&el, lineno, "unexpected text `%s` after section header `[%s]`",
+                       clip(why_tail), clip(name));
                 section = -1;
                 section_bad = 1;
                 continue;
@@ -727,7 +738,8 @@ fm_status fm_config_parse(fm_config *cfg, const char *source, const char *text, 
                 for (int i = 0; i < NSECTIONS; i++)
                     off += (size_t)snprintf(known + off, sizeof known - off, "%s[%s]", i ? " " : "",
                                             sections[i]);
-                err_at(&el, lineno, "unknown section `[%s]`%s; sections are %s", name, sugg, known);
+                err_at(&el, lineno, "unknown section `[%s]`%s; sections are %s", clip(name), sugg,
+                       known);
             }
             continue;
         }
@@ -736,12 +748,12 @@ fm_status fm_config_parse(fm_config *cfg, const char *source, const char *text, 
         if (!eq) {
             char *t = fm_util_trim(s);
             if (is_key_text(t))
-                err_at(&el, lineno, "`%s` has no value; expected `key = value`", t);
+                err_at(&el, lineno, "`%s` has no value; expected `key = value`", clip(t));
             else
                 err_at(&el, lineno,
                        "malformed line `%s`; expected `[section]`, `key = value` or a comment "
                        "starting with # or ;",
-                       t);
+                       clip(t));
             continue;
         }
         *eq = '\0';
@@ -750,7 +762,7 @@ fm_status fm_config_parse(fm_config *cfg, const char *source, const char *text, 
             err_at(&el, lineno,
                    "malformed key `%s`; expected `key = value` with a key of letters, digits and "
                    "`_`",
-                   key);
+                   clip(key));
             continue;
         }
         if (section_bad) continue; /* already reported the section */
@@ -778,17 +790,17 @@ fm_status fm_config_parse(fm_config *cfg, const char *source, const char *text, 
                 if (strcmp(schema[i].key, key) == 0) k = i;
             if (k >= 0)
                 err_at(&el, lineno, "key `%s` is outside any section; put it under [%s]", key,
-                       schema[k].section);
+                       schema[k].section); /* a known key: short */
             else
                 err_at(&el, lineno,
                        "key `%s` is outside any section; expected a `[section]` header first",
-                       key);
+                       clip(key));
             continue;
         }
         int k = find_key(sections[section], key);
         if (k < 0) {
             suggest_key(sections[section], key, sugg, sizeof sugg);
-            err_at(&el, lineno, "unknown key `%s.%s`%s", sections[section], key, sugg);
+            err_at(&el, lineno, "unknown key `%s.%s`%s", sections[section], clip(key), sugg);
             continue;
         }
         const entry *e = &schema[k];
@@ -805,7 +817,7 @@ fm_status fm_config_parse(fm_config *cfg, const char *source, const char *text, 
             continue;
         }
         if (parse_value(cfg, e, value, why, sizeof why))
-            err_at(&el, lineno, "%s.%s = `%s`: %s", e->section, e->key, value, why);
+            err_at(&el, lineno, "%s.%s = `%s`: %s", e->section, e->key, clip(value), why);
     }
     free(buf);
 
@@ -881,7 +893,7 @@ fm_status fm_config_set(fm_config *cfg, const char *assignment)
     if (!v)
         st = FM_ERR(FM_ERR_CONFIG, "--set %s.%s: %s", section, key, serr);
     else if (parse_value(cfg, &schema[k], v, why, sizeof why))
-        st = FM_ERR(FM_ERR_CONFIG, "--set %s.%s=%s: %s", section, key, v, why);
+        st = FM_ERR(FM_ERR_CONFIG, "--set %s.%s=%s: %s", section, key, clip(v), why);
     free(value);
     return st;
 }

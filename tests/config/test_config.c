@@ -265,7 +265,8 @@ static void test_every_key_suggested(void **state)
     int nkeys = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         if (line[0] == '[') {
-            snprintf(section, sizeof section, "%.*s", (int)(strchr(line, ']') - line - 1), line + 1);
+            int len = (int)(strchr(line, ']') - line - 1);
+            snprintf(section, sizeof section, "%.*s", len, line + 1);
             continue;
         }
         if (line[0] == '#') line += 2; /* a required key that is not set */
@@ -738,7 +739,11 @@ static void test_too_long_values(void **state)
     fm_config cfg;
     fm_status st = parse(&cfg, text);
     assert_non_null(st);
-    assert_non_null(strstr(fm_status_message(st), "t.ini:2: data.train = `aaaa"));
+    /* the value is quoted shortened to 80 bytes */
+    char want[128];
+    snprintf(want, sizeof want, "t.ini:2: data.train = `%.77s...`: too long (4096 bytes)",
+             text + off);
+    assert_non_null(strstr(fm_status_message(st), want));
     assert_non_null(strstr(fm_status_message(st),
                            "`: too long (4096 bytes); expected a path (at most 4095 bytes)"));
     fm_status_free(&st);
