@@ -7,6 +7,7 @@ PY=/usr/bin/python3
 work=$(mktemp -d /tmp/fm_h5py_snippet.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 doc="$FMTRAIN_SOURCE_DIR/docs/dataset-format.md"
+# shellcheck disable=SC2016 # the backticks are Markdown, not shell
 sed -n '/<!-- h5py-snippet-begin -->/,/<!-- h5py-snippet-end -->/p' "$doc" | sed -n '/^```python$/,/^```$/p' |
   sed '1d;$d' >"$work/snippet.py"
 lines=$(wc -l <"$work/snippet.py")
@@ -14,7 +15,7 @@ echo "snippet ($lines lines):"
 cat "$work/snippet.py"
 [ "$lines" -eq 5 ] || { echo "FAIL: the documented snippet has $lines lines, not 5" >&2; exit 1; }
 # a corpus: the docs themselves, several times (enough pairs for 400 ids)
-for i in 1 2 3; do cat "$FMTRAIN_SOURCE_DIR"/docs/dataset-format.md; done >"$work/text.txt"
+for _ in 1 2 3; do cat "$FMTRAIN_SOURCE_DIR"/docs/dataset-format.md; done >"$work/text.txt"
 "$FMTRAIN_EXE" prepare --input "$work/text.txt" --output "$work/DATA.h5" --vocab-size 400 --val-fraction 0 --quiet
 (cd "$work" && "$PY" snippet.py) >"$work/out.txt"
 "$PY" - "$work/out.txt" "$work/text.txt" <<'PYEOF'

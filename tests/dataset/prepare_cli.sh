@@ -11,6 +11,7 @@ trap 'rm -rf "$work"' EXIT
 fails=0
 ok() { echo "ok   $*"; }
 bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+verdict() { if [ "$1" -eq 0 ]; then ok "$2"; else bad "$3"; fi; }
 
 # expect CODE NEEDLE -- command...: exit code and a message fragment on stderr
 expect() {
@@ -42,13 +43,15 @@ expect 0 "wrote" -- "$FMTRAIN_EXE" prepare --input "$kjv" --output "$work/kjv.h5
 secs=$(echo "$(date +%s.%N) - $start" | bc)
 echo "     prepare of $(stat -c %s "$kjv") bytes with a 4096-token vocabulary took $secs s"
 if [ "$(echo "$secs < 60" | bc)" = 1 ]; then ok "under a minute"; else bad "took $secs s"; fi
-grep -q "encoding:" "$work/err" && ok "progress lines (not a terminal)" || bad "no progress lines"
+grep -q "encoding:" "$work/err"
+verdict $? "progress lines (not a terminal)" "no progress lines"
 expect 0 "" -- "$FMTRAIN_EXE" inspect "$work/kjv.h5"
 for want in "vocab_size      4096 (uint16 tokens)" "byte-bpe" "verified" "decoded"; do
-  grep -qF "$want" "$work/out" && ok "inspect shows '$want'" || bad "inspect lacks '$want'"
+  grep -qF "$want" "$work/out"
+  verdict $? "inspect shows '$want'" "inspect lacks '$want'"
 done
 # decoding both splits with the stored tokenizer gives back the text, minus the end-of-text marks
-$PY - "$work/kjv.h5" "$kjv" <<'EOF' && ok "stored tokenizer decodes the corpus" || bad "decode mismatch"
+$PY - "$work/kjv.h5" "$kjv" <<'EOF'
 import sys, h5py
 f = h5py.File(sys.argv[1], "r")
 off = f["tokenizer/token_offsets"][:]; raw = f["tokenizer/token_bytes"][:].tobytes()
@@ -63,22 +66,25 @@ for piece in dec(f["val/tokens"][:]).split(b"<|endoftext|>"):
 frac = len(f["val/tokens"]) / (len(f["train/tokens"]) + len(f["val/tokens"]))
 assert 0.015 < frac < 0.025, frac
 EOF
+verdict $? "stored tokenizer decodes the corpus" "decode mismatch"
 # determinism: the same command gives the same tokens
 "$FMTRAIN_EXE" prepare --input "$kjv" --output "$work/kjv2.h5" --vocab-size 4096 --val-fraction 0.02 --quiet
-$PY - "$work/kjv.h5" "$work/kjv2.h5" <<'EOF' && ok "prepare is deterministic" || bad "prepare differs between runs"
+$PY - "$work/kjv.h5" "$work/kjv2.h5" <<'EOF'
 import sys, h5py, numpy as np
 a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
 for k in ["train/tokens", "val/tokens", "tokenizer/merges", "tokenizer/token_bytes"]:
     assert np.array_equal(a[k][:], b[k][:]), k
 EOF
+verdict $? "prepare is deterministic" "prepare differs between runs"
 # another seed chooses other val segments
 "$FMTRAIN_EXE" prepare --input "$kjv" --output "$work/kjv3.h5" --tokenizer-from "$work/kjv.h5" --val-fraction 0.02 --seed 7 --quiet
-$PY - "$work/kjv.h5" "$work/kjv3.h5" <<'EOF' && ok "--seed moves the val segments; --tokenizer-from keeps the tokenizer" || bad "--seed/--tokenizer-from"
+$PY - "$work/kjv.h5" "$work/kjv3.h5" <<'EOF'
 import sys, h5py, numpy as np
 a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
 assert np.array_equal(a["tokenizer/merges"][:], b["tokenizer/merges"][:])
 assert not np.array_equal(a["val/tokens"][:200], b["val/tokens"][:200])
 EOF
+verdict $? "--seed moves the val segments; --tokenizer-from keeps the tokenizer" "--seed/--tokenizer-from"
 
 # ---- text-mode errors -----------------------------------------------------------------------------
 printf 'the cat sat on the mat. the dog sat on the log.\n' >"$work/small.txt"
@@ -99,17 +105,19 @@ expect 2 "--vocab-size" -- "$FMTRAIN_EXE" prepare --input "$work/small.txt" --ou
 expect 2 "not both" -- "$FMTRAIN_EXE" prepare --input "$work/small.txt" --tokens "$work/small.txt" --output "$work/x.h5" --vocab-size 300
 expect 2 "val-fraction" -- "$FMTRAIN_EXE" prepare --input "$work/small.txt" --output "$work/x.h5" --vocab-size 270 --val-fraction 0.9
 expect 3 "kjv.h5.notthere" -- "$FMTRAIN_EXE" prepare --input "$work/small.txt" --output "$work/x.h5" --tokenizer-from "$work/kjv.h5.notthere"
-[ ! -e "$work/x.h5" ] && ok "no output after failures" || bad "an output was left after a failure"
-ls "$work" | grep -q '\.tmp\.' && bad "temporary files left: $(ls "$work" | grep '\.tmp\.')" || ok "no temporary files left"
+[ ! -e "$work/x.h5" ]
+verdict $? "no output after failures" "an output was left after a failure"
+if compgen -G "$work/*.tmp.*" >/dev/null; then bad "temporary files left: $(echo "$work"/*.tmp.*)"; else ok "no temporary files left"; fi
 
 # a killed run leaves no file under the final name
-for i in $(seq 12); do cat "$kjv"; done >"$work/big.txt"
+for _ in $(seq 12); do cat "$kjv"; done >"$work/big.txt"
 "$FMTRAIN_EXE" prepare --input "$work/big.txt" --output "$work/killed.h5" --vocab-size 4096 --quiet &
 pid=$!
 sleep 0.3
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
-[ ! -e "$work/killed.h5" ] && ok "killed run: no file under the final name" || bad "killed run left $work/killed.h5"
+[ ! -e "$work/killed.h5" ]
+verdict $? "killed run: no file under the final name" "killed run left $work/killed.h5"
 rm -f "$work"/killed.h5.tmp.* "$work/big.txt"
 
 # ---- tokens mode ----------------------------------------------------------------------------------
@@ -131,21 +139,23 @@ bad.tofile(f"{d}/bad16.bin")
 np.save(f"{d}/expect.npy", toks)
 EOF
 expect 0 "wrote" -- "$FMTRAIN_EXE" prepare --tokens "$work/shard_000.bin" --vocab-size 50257 --eot 50256 --output "$work/tok.h5" --val-fraction 0
-$PY - "$work/tok.h5" "$work/expect.npy" <<'EOF' && ok "llm.c shard imported exactly" || bad "llm.c shard import differs"
+$PY - "$work/tok.h5" "$work/expect.npy" <<'EOF'
 import sys, h5py, numpy as np
 f = h5py.File(sys.argv[1], "r")
 assert np.array_equal(f["train/tokens"][:], np.load(sys.argv[2])) and len(f["val/tokens"]) == 0
 assert f["train/tokens"].dtype == np.uint16
 EOF
+verdict $? "llm.c shard imported exactly" "llm.c shard import differs"
 expect 0 "none stored" -- "$FMTRAIN_EXE" inspect "$work/tok.h5"
 expect 0 "wrote" -- "$FMTRAIN_EXE" prepare --tokens "$work/raw16.bin" "$work/shard_000.bin" --vocab-size 50257 --eot 50256 --output "$work/raw.h5" --val-fraction 0.1
-$PY - "$work/raw.h5" <<'EOF' && ok "raw uint16 + shard: split 10 %, eot between pieces" || bad "raw uint16 split"
+$PY - "$work/raw.h5" <<'EOF'
 import sys, h5py
 f = h5py.File(sys.argv[1], "r")
 n, v = len(f["train/tokens"]), len(f["val/tokens"])
 assert 0.08 < v / (n + v) < 0.12, v / (n + v)
 assert 60000 <= n + v <= 60000 + 200
 EOF
+verdict $? "raw uint16 + shard: split 10 %, eot between pieces" "raw uint16 split"
 expect 0 "uint32" -- "$FMTRAIN_EXE" prepare --tokens "$work/raw32.bin" --dtype uint32 --vocab-size 100000 --eot 0 --output "$work/raw32.h5"
 expect 0 "uint32" -- "$FMTRAIN_EXE" prepare --tokens "$work/shard_32.bin" --vocab-size 100000 --eot 0 --output "$work/s32.h5"
 expect 3 "token offset 1234" -- "$FMTRAIN_EXE" prepare --tokens "$work/bad16.bin" --vocab-size 50257 --eot 50256 --output "$work/x.h5"
@@ -166,7 +176,8 @@ expect 0 "" -- "$FMTRAIN_EXE" prepare --tokens "$work/own.bin" --vocab-size 4096
 expect 0 "In the beginning" -- "$FMTRAIN_EXE" inspect "$work/own.h5"
 expect 2 "differs" -- "$FMTRAIN_EXE" prepare --tokens "$work/own.bin" --vocab-size 5000 --eot 4095 --tokenizer-from "$work/kjv2.h5" --output "$work/x.h5"
 
-[ ! -e "$work/x.h5" ] && ok "no output after the import failures" || bad "an output was left after an import failure"
+[ ! -e "$work/x.h5" ]
+verdict $? "no output after the import failures" "an output was left after an import failure"
 
 # ---- inspect on foreign and damaged files ----------------------------------------------------------
 $PY - "$work" <<'EOF'
@@ -187,7 +198,8 @@ expect 3 "No such file" -- "$FMTRAIN_EXE" inspect "$work/nothere.h5"
 expect 3 "" -- "$FMTRAIN_EXE" inspect "$work/trunc.h5"
 expect 3 "not below vocab_size" -- "$FMTRAIN_EXE" inspect "$work/badtok.h5"
 "$FMTRAIN_EXE" inspect "$work/ckpt.h5" >/dev/null 2>&1; rc=$?
-[ "$rc" -ne 0 ] && ok "inspect on a (bare) checkpoint-format file exits $rc" || bad "inspect accepted a bare checkpoint file"
+[ "$rc" -ne 0 ]
+verdict $? "inspect on a (bare) checkpoint-format file exits $rc" "inspect accepted a bare checkpoint file"
 expect 2 "expected one file" -- "$FMTRAIN_EXE" inspect
 
 if [ "$fails" -ne 0 ]; then echo "$fails check(s) failed"; exit 1; fi

@@ -12,7 +12,7 @@ mkdir -p "$work/corpus" "$work/artifacts"
 for f in "$@"; do [ -f "$f" ] && cp "$f" "$work/corpus/"; done
 printf 'Hello world, it'"'"'s 2024!\n\n  tabs\tand  spaces' > "$work/corpus/text1"
 head -c 3000 "$FMTRAIN_SOURCE_DIR/docs/dataset-format.md" > "$work/corpus/text2" 2>/dev/null || true
-echo "fuzzing $name for ${secs}s with $(ls "$work/corpus" | wc -l) seed inputs"
+echo "fuzzing $name for ${secs}s with $(find "$work/corpus" -type f | wc -l) seed inputs"
 supp="$FMTRAIN_SOURCE_DIR/tests/dataset/fuzz_$name.lsan"
 if [ -f "$supp" ]; then export LSAN_OPTIONS="suppressions=$supp:print_suppressions=0"; fi
 status=0
@@ -20,7 +20,7 @@ status=0
 "$exe" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
   -artifact_prefix="$work/artifacts/" "$work/corpus" >"$work/log" 2>&1 || status=$?
 tail -n 5 "$work/log"
-if [ "$status" -ne 0 ] || ls "$work/artifacts" | grep -q .; then
+if [ "$status" -ne 0 ] || compgen -G "$work/artifacts/*" >/dev/null; then
   echo "FAIL: the fuzzer found a problem (exit $status); log: $work/log; inputs:" >&2
   ls -l "$work/artifacts" >&2
   grep -E "ERROR|SUMMARY|runtime error|fuzz_" "$work/log" | head -n 20 >&2 || true
