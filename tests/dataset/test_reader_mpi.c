@@ -1,7 +1,8 @@
 /* test_reader_mpi.c — the reader on 2 ranks (mpiexec -n 2): both ranks open the file with parallel
  * HDF5 and read their slices; the global sequence of windows equals the 1-rank sequence, slices are
  * disjoint and together cover each epoch exactly once; validation batches agree; state restore on 2
- * ranks continues a 1-rank run; open errors are reported on every rank. */
+ * ranks continues a 1-rank run; open errors are reported on every rank; the tokenizer can be saved
+ * collectively into an MPI-IO file. */
 #define _POSIX_C_SOURCE 200809L
 #include <mpi.h>
 #include <setjmp.h>
@@ -175,6 +176,40 @@ static void test_errors_on_every_rank(void **state)
     assert_null(r);
 }
 
+/* fm_tokenizer_save into a file opened with the MPI-IO driver is collective; the result loads back
+ * identically (the checkpoint module stores the tokenizer this way). */
+static void test_tokenizer_save_parallel(void **state)
+{
+    (void)state;
+    const char *text = "parallel files need collective metadata; every rank writes the same tokenizer";
+    fm_tokenizer *tok = NULL, *back = NULL;
+    FIX_OK(fm_tokenizer_train((const uint8_t *)text, strlen(text), 300, &tok));
+    char p[300];
+    snprintf(p, sizeof p, "%s.tok.h5", path);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
+    hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    assert_true(f >= 0);
+    FIX_OK(fm_tokenizer_save(tok, f, "tokenizer"));
+    assert_true(H5Fclose(f) >= 0);
+    MPI_Barrier(MPI_COMM_WORLD);
+    f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT); /* each rank, serially */
+    assert_true(f >= 0);
+    FIX_OK(fm_tokenizer_load(f, "tokenizer", &back));
+    H5Fclose(f);
+    for (uint32_t id = 0; id < 300; id++) {
+        size_t la, lb;
+        const uint8_t *a = fm_tokenizer_token(tok, id, &la), *b = fm_tokenizer_token(back, id, &lb);
+        assert_int_equal(la, lb);
+        assert_memory_equal(a, b, la);
+    }
+    fm_tokenizer_free(&tok);
+    fm_tokenizer_free(&back);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (rank == 0) unlink(p);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -195,6 +230,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_restore_on_other_rank_count),
         cmocka_unit_test(test_validation_same_for_rank_counts),
         cmocka_unit_test(test_errors_on_every_rank),
+        cmocka_unit_test(test_tokenizer_save_parallel),
     };
     int rc = size == 2 ? cmocka_run_group_tests(tests, NULL, NULL) : 1;
     MPI_Barrier(MPI_COMM_WORLD);
