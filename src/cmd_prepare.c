@@ -101,7 +101,7 @@ static void progress_show(progress *p, int final)
             p->done / p->scale, p->total / p->scale, p->unit, rate / p->scale, p->unit,
             final ? "  done in " : "", "", eta);
     if (final) fprintf(stderr, "%.1f s", el);
-    fprintf(stderr, p->tty && !final ? "\033[K" : "\n");
+    fprintf(stderr, p->tty ? (final ? "\033[K\n" : "\033[K") : "\n");
     fflush(stderr);
 }
 
