@@ -231,7 +231,10 @@ fm_status fm_reader_next(fm_reader *r, int32_t *tokens)
     if (r->ra) {
         fm_status st = finish_job(r);
         r->wait_s += fm_util_now() - t0;
-        if (st) return fm_status_trace(st, __FILE__, __LINE__, __func__);
+        if (st) {
+            start_job(r); /* the state did not advance: a retry reads the same step again */
+            return fm_status_trace(st, __FILE__, __LINE__, __func__);
+        }
         if (n) memcpy(tokens, r->buf, n * sizeof *tokens);
     } else {
         FM_TRY(read_step(r, &r->state, tokens, 0));
