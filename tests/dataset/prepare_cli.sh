@@ -110,7 +110,7 @@ verdict $? "no output after failures" "an output was left after a failure"
 if compgen -G "$work/*.tmp.*" >/dev/null; then bad "temporary files left: $(echo "$work"/*.tmp.*)"; else ok "no temporary files left"; fi
 
 # a killed run leaves no file under the final name
-for _ in $(seq 12); do cat "$kjv"; done >"$work/big.txt"
+for _ in $(seq 24); do cat "$kjv"; done >"$work/big.txt"
 "$FMTRAIN_EXE" prepare --input "$work/big.txt" --output "$work/killed.h5" --vocab-size 4096 --quiet &
 pid=$!
 sleep 0.3
