@@ -84,6 +84,9 @@ if(NOT FMTRAIN_CUDA STREQUAL "OFF" AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/kernel
     if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
       set(CMAKE_CUDA_ARCHITECTURES "80;90")
     endif()
+    # one CUDA runtime per process: the shared libcudart, also for executables written in C that
+    # link the backend (fm_cuda links CUDA::cudart)
+    set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)
     enable_language(CUDA)
     find_package(CUDAToolkit REQUIRED)
     set(FM_HAVE_CUDA 1)

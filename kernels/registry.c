@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "build_info.h"
+#include "cuda/cuda_backend.h"
 #include "kernels.h"
 
 /* Each backend provides a constructor that fills `be` (ops, impl) or returns an error. */
@@ -13,7 +14,17 @@ const char *fm_cpu_blas_info(void);
 #if FM_HAVE_CUDA
 fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device);
 void fm_cuda_backend_fini(fm_backend *be);
+int fm_cuda_device_count(void);
 #endif
+
+int fm_backend_cuda_device_count(void)
+{
+#if FM_HAVE_CUDA
+    return fm_cuda_device_count();
+#else
+    return 0;
+#endif
+}
 
 int fm_backend_available(const char *name)
 {

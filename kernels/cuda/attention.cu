@@ -1,0 +1,274 @@
+/* attention.cu — causal multi-head self-attention, forward and backward (CUDA, fp32), flash-style:
+ * nothing quadratic in T is stored; backward recomputes the probabilities from qkv and lse.
+ *
+ * One warp per row. Forward: warp (b, h, i) walks the keys j <= i in chunks of 32 (one key per lane:
+ * lane computes the scaled score q_i . k_j), keeps an online softmax (running max m, running sum l)
+ * and accumulates o_i = sum_j p_j v_j with the lanes split over the head dimension (each lane holds
+ * hs/32 <= FM_CUDA_ATT_MAXD/32 outputs in registers), p_j broadcast by shuffles in key order.
+ *
+ * Backward, three kernels, with D_i = dO_i . O_i and dS_ij = P_ij (dO_i . v_j - D_i) scale:
+ *   1. D:  warp per query row; D_i is stored temporarily in the first element of the row's dq slot
+ *          of dqkv (dqkv is overwritten anyway; no workspace needed).
+ *   2. dK, dV: warp per key row j, lanes over query rows i >= j in chunks of 32:
+ *          dv_j = sum_i P_ij dO_i,  dk_j = sum_i dS_ij q_i.
+ *   3. dQ: warp per query row i (reads its own D_i first, then overwrites the slot):
+ *          dq_i = sum_{j<=i} dS_ij k_j.
+ * Every sum has a fixed order (chunks in order, keys/queries in order within a chunk): deterministic,
+ * no atomics. Cost: each (i, j) pair reads a q/k/v row of hs floats from L1/L2; simple rather than
+ * fast (docs/performance.md, "CUDA backend"). */
+#include "cuda_internal.cuh"
+
+#define ATT_WARPS 4 /* warps per block */
+#define ATT_PER (FM_CUDA_ATT_MAXD / 32)
+
+/* Row indices of global warp gw over (b, h, i): i fastest, so the warps of a block share (b, h). */
+__device__ __forceinline__ void att_row(long gw, int T, int NH, int *b, int *h, int *i)
+{
+    *i = (int)(gw % T);
+    const long bh = gw / T;
+    *b = (int)(bh / NH);
+    *h = (int)(bh % NH);
+}
+
+__global__ void att_fwd_k(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
+                          float scale)
+{
+    extern __shared__ float sh[]; /* ATT_WARPS * hs: the warp's query row */
+    const int wib = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long gw = (long)blockIdx.x * ATT_WARPS + wib;
+    if (gw >= (long)B * NH * T) return;
+    const int hs = C / NH, C3 = 3 * C;
+    int b, h, i;
+    att_row(gw, T, NH, &b, &h, &i);
+    const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+    const float *kb = base + C, *vb = base + 2 * C;
+    float *qs = sh + wib * hs;
+    for (int d = lane; d < hs; d += 32) qs[d] = base[(size_t)i * C3 + d];
+    __syncwarp();
+
+    float m = -INFINITY, l = 0.0f;
+    float acc[ATT_PER];
+#pragma unroll
+    for (int k = 0; k < ATT_PER; k++) acc[k] = 0.0f;
+    for (int j0 = 0; j0 <= i; j0 += 32) {
+        const int j = j0 + lane;
+        float s = -INFINITY;
+        if (j <= i) {
+            const float *kr = kb + (size_t)j * C3;
+            float dot = 0.0f;
+            for (int e = 0; e < hs; e++) dot += qs[e] * kr[e];
+            s = dot * scale;
+        }
+        const float mnew = fmaxf(m, fm_warp_max(s)); /* finite: key j0 <= i is valid */
+        const float p = j <= i ? expf(s - mnew) : 0.0f;
+        const float psum = fm_warp_sum(p);
+        const float corr = expf(m - mnew); /* 0 on the first chunk (m = -inf) */
+        l = l * corr + psum;
+        m = mnew;
+#pragma unroll
+        for (int k = 0; k < ATT_PER; k++) acc[k] *= corr;
+        const int cnt = i - j0 + 1 < 32 ? i - j0 + 1 : 32; /* warp-uniform */
+        for (int jj = 0; jj < cnt; jj++) {
+            const float pj = __shfl_sync(0xffffffffu, p, jj);
+            const float *vr = vb + (size_t)(j0 + jj) * C3;
+#pragma unroll
+            for (int k = 0; k < ATT_PER; k++) {
+                const int d = lane + 32 * k;
+                if (d < hs) acc[k] += pj * vr[d];
+            }
+        }
+    }
+    float *orow = out + ((size_t)b * T + i) * (size_t)C + (size_t)h * hs;
+    const float inv = 1.0f / l;
+#pragma unroll
+    for (int k = 0; k < ATT_PER; k++) {
+        const int d = lane + 32 * k;
+        if (d < hs) orow[d] = acc[k] * inv;
+    }
+    if (lane == 0) lse[((size_t)b * NH + h) * T + i] = m + logf(l);
+}
+
+/* 1. D_i = dO_i . O_i into dqkv[b, i, h*hs] (the first element of the row's dq slot) */
+__global__ void att_bwd_d_k(float *dqkv, const float *dout, const float *out, int B, int T, int C,
+                            int NH)
+{
+    const int wib = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long gw = (long)blockIdx.x * ATT_WARPS + wib;
+    if (gw >= (long)B * NH * T) return;
+    const int hs = C / NH;
+    int b, h, i;
+    att_row(gw, T, NH, &b, &h, &i);
+    const size_t o = ((size_t)b * T + i) * (size_t)C + (size_t)h * hs;
+    float s = 0.0f;
+    for (int d = lane; d < hs; d += 32) s += dout[o + d] * out[o + d];
+    s = fm_warp_sum(s);
+    if (lane == 0) dqkv[((size_t)b * T + i) * (size_t)(3 * C) + (size_t)h * hs] = s;
+}
+
+/* 2. dk_j, dv_j for key row j (warp (b, h, j)), lanes over query rows i >= j */
+__global__ void att_bwd_kv_k(float *dqkv, const float *dout, const float *qkv, const float *lse,
+                             int B, int T, int C, int NH, float scale)
+{
+    extern __shared__ float sh[]; /* ATT_WARPS * 2 * hs: k_j and v_j */
+    const int wib = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long gw = (long)blockIdx.x * ATT_WARPS + wib;
+    if (gw >= (long)B * NH * T) return;
+    const int hs = C / NH, C3 = 3 * C;
+    int b, h, j;
+    att_row(gw, T, NH, &b, &h, &j);
+    const float *qb = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+    const float *dob = dout + (size_t)b * T * C + (size_t)h * hs;
+    float *dqb = dqkv + (size_t)b * T * C3 + (size_t)h * hs;
+    const float *lse_bh = lse + ((size_t)b * NH + h) * T;
+    float *ks = sh + wib * 2 * hs, *vs = ks + hs;
+    for (int d = lane; d < hs; d += 32) {
+        ks[d] = qb[(size_t)j * C3 + C + d];
+        vs[d] = qb[(size_t)j * C3 + 2 * C + d];
+    }
+    __syncwarp();
+    float adk[ATT_PER], adv[ATT_PER];
+#pragma unroll
+    for (int k = 0; k < ATT_PER; k++) adk[k] = adv[k] = 0.0f;
+    for (int i0 = j; i0 < T; i0 += 32) {
+        const int i = i0 + lane;
+        float p = 0.0f, ds = 0.0f;
+        if (i < T) {
+            const float *qr = qb + (size_t)i * C3;
+            const float *dor = dob + (size_t)i * C;
+            float s = 0.0f, dp = 0.0f;
+            for (int e = 0; e < hs; e++) {
+                s += qr[e] * ks[e];
+                dp += dor[e] * vs[e];
+            }
+            p = expf(s * scale - lse_bh[i]);
+            const float Di = dqb[(size_t)i * C3]; /* written by att_bwd_d_k */
+            ds = p * (dp - Di) * scale;
+        }
+        const int cnt = T - i0 < 32 ? T - i0 : 32; /* warp-uniform */
+        for (int ii = 0; ii < cnt; ii++) {
+            const float pi = __shfl_sync(0xffffffffu, p, ii);
+            const float dsi = __shfl_sync(0xffffffffu, ds, ii);
+            const float *qr = qb + (size_t)(i0 + ii) * C3;
+            const float *dor = dob + (size_t)(i0 + ii) * C;
+#pragma unroll
+            for (int k = 0; k < ATT_PER; k++) {
+                const int d = lane + 32 * k;
+                if (d < hs) {
+                    adv[k] += pi * dor[d];
+                    adk[k] += dsi * qr[d];
+                }
+            }
+        }
+    }
+    float *dk = dqb + (size_t)j * C3 + C, *dv = dk + C;
+#pragma unroll
+    for (int k = 0; k < ATT_PER; k++) {
+        const int d = lane + 32 * k;
+        if (d < hs) {
+            dk[d] = adk[k];
+            dv[d] = adv[k];
+        }
+    }
+}
+
+/* 3. dq_i for query row i (warp (b, h, i)), lanes over keys j <= i */
+__global__ void att_bwd_q_k(float *dqkv, const float *dout, const float *qkv, const float *lse,
+                            int B, int T, int C, int NH, float scale)
+{
+    extern __shared__ float sh[]; /* ATT_WARPS * 2 * hs: q_i and dO_i */
+    const int wib = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long gw = (long)blockIdx.x * ATT_WARPS + wib;
+    if (gw >= (long)B * NH * T) return;
+    const int hs = C / NH, C3 = 3 * C;
+    int b, h, i;
+    att_row(gw, T, NH, &b, &h, &i);
+    const float *qb = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+    const float *kb = qb + C, *vb = qb + 2 * C;
+    float *dq = dqkv + ((size_t)b * T + i) * C3 + (size_t)h * hs;
+    const float Di = dq[0]; /* written by att_bwd_d_k; overwritten below by this warp only */
+    const float li = lse[((size_t)b * NH + h) * T + i];
+    float *qs = sh + wib * 2 * hs, *dos = qs + hs;
+    for (int d = lane; d < hs; d += 32) {
+        qs[d] = qb[(size_t)i * C3 + d];
+        dos[d] = dout[((size_t)b * T + i) * (size_t)C + (size_t)h * hs + d];
+    }
+    __syncwarp();
+    float acc[ATT_PER];
+#pragma unroll
+    for (int k = 0; k < ATT_PER; k++) acc[k] = 0.0f;
+    for (int j0 = 0; j0 <= i; j0 += 32) {
+        const int j = j0 + lane;
+        float ds = 0.0f;
+        if (j <= i) {
+            const float *kr = kb + (size_t)j * C3, *vr = vb + (size_t)j * C3;
+            float s = 0.0f, dp = 0.0f;
+            for (int e = 0; e < hs; e++) {
+                s += qs[e] * kr[e];
+                dp += dos[e] * vr[e];
+            }
+            const float p = expf(s * scale - li);
+            ds = p * (dp - Di) * scale;
+        }
+        const int cnt = i - j0 + 1 < 32 ? i - j0 + 1 : 32;
+        for (int jj = 0; jj < cnt; jj++) {
+            const float dsj = __shfl_sync(0xffffffffu, ds, jj);
+            const float *kr = kb + (size_t)(j0 + jj) * C3;
+#pragma unroll
+            for (int k = 0; k < ATT_PER; k++) {
+                const int d = lane + 32 * k;
+                if (d < hs) acc[k] += dsj * kr[d];
+            }
+        }
+    }
+    __syncwarp(); /* every lane has read Di before any lane overwrites dq[0] */
+#pragma unroll
+    for (int k = 0; k < ATT_PER; k++) {
+        const int d = lane + 32 * k;
+        if (d < hs) dq[d] = acc[k];
+    }
+}
+
+static int att_check(fm_cuda_ctx *cx, int C, int NH, const char *what)
+{
+    if (NH <= 0 || C % NH != 0 || C / NH > FM_CUDA_ATT_MAXD) {
+        char detail[128];
+        snprintf(detail, sizeof detail, "head size C/NH = %d/%d is not supported (at most %d)", C, NH,
+                 FM_CUDA_ATT_MAXD);
+        fm_cuda_fail(cx, what, detail);
+        return 0;
+    }
+    return 1;
+}
+
+void fm_cuda_attention_forward(fm_cuda_ctx *cx, float *out, float *lse, const float *qkv, int B,
+                               int T, int C, int NH)
+{
+    if (B <= 0 || T <= 0) return;
+    if (!att_check(cx, C, NH, "attention_forward")) return;
+    const int hs = C / NH;
+    const float scale = 1.0f / sqrtf((float)hs);
+    const long rows = (long)B * NH * T;
+    const unsigned blocks = (unsigned)((rows + ATT_WARPS - 1) / ATT_WARPS);
+    att_fwd_k<<<blocks, 32 * ATT_WARPS, ATT_WARPS * hs * sizeof(float), cx->stream>>>(
+        out, lse, qkv, B, T, C, NH, scale);
+    fm_cuda_check_launch(cx, "attention_forward");
+}
+
+void fm_cuda_attention_backward(fm_cuda_ctx *cx, float *dqkv, const float *dout, const float *qkv,
+                                const float *out, const float *lse, int B, int T, int C, int NH)
+{
+    if (B <= 0 || T <= 0) return;
+    if (!att_check(cx, C, NH, "attention_backward")) return;
+    const int hs = C / NH;
+    const float scale = 1.0f / sqrtf((float)hs);
+    const long rows = (long)B * NH * T;
+    const unsigned blocks = (unsigned)((rows + ATT_WARPS - 1) / ATT_WARPS);
+    att_bwd_d_k<<<blocks, 32 * ATT_WARPS, 0, cx->stream>>>(dqkv, dout, out, B, T, C, NH);
+    fm_cuda_check_launch(cx, "attention_backward (D)");
+    att_bwd_kv_k<<<blocks, 32 * ATT_WARPS, 2 * ATT_WARPS * hs * sizeof(float), cx->stream>>>(
+        dqkv, dout, qkv, lse, B, T, C, NH, scale);
+    fm_cuda_check_launch(cx, "attention_backward (dK, dV)");
+    att_bwd_q_k<<<blocks, 32 * ATT_WARPS, 2 * ATT_WARPS * hs * sizeof(float), cx->stream>>>(
+        dqkv, dout, qkv, lse, B, T, C, NH, scale);
+    fm_cuda_check_launch(cx, "attention_backward (dQ)");
+}

@@ -1,0 +1,351 @@
+/* cuda_backend.cu — the CUDA backend: context (device, stream, cuBLAS/cuBLASLt handles, workspace),
+ * memory (alloc/free/upload/download/zero/sync), error recording, and the fm_kernel_ops table that
+ * forwards to the typed kernels of kernels/cuda/<op>.cu. It computes nothing itself.
+ *
+ * Streams: everything (kernels, cuBLAS, copies, memsets) runs in order on ONE non-blocking stream per
+ * backend, so no event is needed between kernels. upload/download/sync synchronise that stream.
+ * Errors: a failing launch or library call inside a kernel op is recorded (first one wins) and
+ * returned as FM_ERR_DEVICE by the next sync, upload or download (kernels.h: "errors of asynchronous
+ * devices surface at the next sync()"). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.cuh"
+
+extern "C" {
+fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device);
+void fm_cuda_backend_fini(fm_backend *be);
+int fm_cuda_device_count(void);
+}
+
+/* ---- error recording ------------------------------------------------------------------------- */
+
+void fm_cuda_fail(fm_cuda_ctx *cx, const char *what, const char *detail)
+{
+    if (cx->failed) return;
+    cx->failed = 1;
+    snprintf(cx->err, sizeof cx->err, "%s: %s", what, detail);
+}
+
+void fm_cuda_check(fm_cuda_ctx *cx, cudaError_t e, const char *what)
+{
+    if (e == cudaSuccess) return;
+    char d[256];
+    snprintf(d, sizeof d, "%s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+    fm_cuda_fail(cx, what, d);
+}
+
+void fm_cuda_check_launch(fm_cuda_ctx *cx, const char *what)
+{
+    fm_cuda_check(cx, cudaGetLastError(), what);
+}
+
+void fm_cuda_check_blas(fm_cuda_ctx *cx, cublasStatus_t s, const char *what)
+{
+    if (s == CUBLAS_STATUS_SUCCESS) return;
+    char d[256];
+    snprintf(d, sizeof d, "%s (%s)", cublasGetStatusString(s), cublasGetStatusName(s));
+    fm_cuda_fail(cx, what, d);
+}
+
+/* The recorded error as a status (NULL when none). The error stays recorded: after a device fault
+ * the context is unusable and every later call reports it again. */
+static fm_status cuda_status(const fm_cuda_ctx *cx)
+{
+    if (!cx->failed) return NULL;
+    return FM_ERR(FM_ERR_DEVICE, "CUDA backend (device %d): %s", cx->device, cx->err);
+}
+
+/* ---- context --------------------------------------------------------------------------------- */
+
+int fm_cuda_device_count(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError(); /* clear the (non-sticky) error */
+        return 0;
+    }
+    return n;
+}
+
+static void ctx_destroy(fm_cuda_ctx *cx)
+{
+    if (!cx) return;
+    if (cx->stream) (void)cudaStreamSynchronize(cx->stream);
+    if (cx->lt) (void)cublasLtDestroy(cx->lt);
+    if (cx->blas) (void)cublasDestroy(cx->blas);
+    if (cx->workspace) (void)cudaFree(cx->workspace);
+    if (cx->sumsq_part) (void)cudaFree(cx->sumsq_part);
+    if (cx->sumsq_host) (void)cudaFreeHost(cx->sumsq_host);
+    if (cx->stream) (void)cudaStreamDestroy(cx->stream);
+    free(cx);
+}
+
+#define INIT_CUDA(call)                                                                           \
+    do {                                                                                          \
+        cudaError_t e_ = (call);                                                                  \
+        if (e_ != cudaSuccess) {                                                                  \
+            st = FM_ERR(FM_ERR_DEVICE, "CUDA backend: %s failed on device %d: %s", #call, device,  \
+                        cudaGetErrorString(e_));                                                  \
+            goto fail;                                                                            \
+        }                                                                                         \
+    } while (0)
+#define INIT_BLAS(call)                                                                           \
+    do {                                                                                          \
+        cublasStatus_t s_ = (call);                                                               \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                        \
+            st = FM_ERR(FM_ERR_DEVICE, "CUDA backend: %s failed on device %d: %s", #call, device,  \
+                        cublasGetStatusString(s_));                                               \
+            goto fail;                                                                            \
+        }                                                                                         \
+    } while (0)
+
+static const fm_kernel_ops *cuda_ops_table(void);
+
+fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device)
+{
+    fm_status st = NULL;
+    fm_cuda_ctx *cx = NULL;
+    int n = fm_cuda_device_count();
+    if (device < 0) device = 0;
+    if (n <= 0)
+        return FM_ERR(FM_ERR_DEVICE, "CUDA backend: no CUDA device is visible to this process "
+                                     "(cudaGetDeviceCount found none; check the driver, the job's GPU "
+                                     "allocation and CUDA_VISIBLE_DEVICES)");
+    if (device >= n)
+        return FM_ERR(FM_ERR_DEVICE, "CUDA backend: device %d requested, but only %d device(s) are "
+                                     "visible (ordinals 0..%d; CUDA_VISIBLE_DEVICES renumbers them)",
+                      device, n, n - 1);
+    cx = (fm_cuda_ctx *)calloc(1, sizeof *cx);
+    if (!cx) return FM_ERR(FM_ERR_NOMEM, "CUDA backend: out of memory (%zu bytes)", sizeof *cx);
+    cx->device = device;
+    INIT_CUDA(cudaSetDevice(device));
+    INIT_CUDA(cudaDeviceGetAttribute(&cx->sm_count, cudaDevAttrMultiProcessorCount, device));
+    INIT_CUDA(cudaStreamCreateWithFlags(&cx->stream, cudaStreamNonBlocking));
+    cx->workspace_bytes = FM_CUDA_WORKSPACE_BYTES;
+    INIT_CUDA(cudaMalloc(&cx->workspace, cx->workspace_bytes));
+    INIT_CUDA(cudaMalloc((void **)&cx->sumsq_part, (FM_CUDA_SUMSQ_BLOCKS + 1) * sizeof(double)));
+    INIT_CUDA(cudaMallocHost((void **)&cx->sumsq_host, sizeof(double)));
+    INIT_BLAS(cublasCreate(&cx->blas));
+    INIT_BLAS(cublasSetStream(cx->blas, cx->stream));
+    INIT_BLAS(cublasSetWorkspace(cx->blas, cx->workspace, cx->workspace_bytes));
+    INIT_BLAS(cublasSetMathMode(cx->blas, CUBLAS_DEFAULT_MATH)); /* fp32, no TF32 */
+    INIT_BLAS(cublasLtCreate(&cx->lt));
+    be->ops = cuda_ops_table();
+    be->threads = threads > 0 ? threads : 1;
+    be->device = device;
+    be->impl = cx;
+    return NULL;
+fail:
+    ctx_destroy(cx);
+    return st;
+}
+
+void fm_cuda_backend_fini(fm_backend *be)
+{
+    if (!be) return;
+    ctx_destroy((fm_cuda_ctx *)be->impl);
+    be->impl = NULL;
+}
+
+/* ---- memory ---------------------------------------------------------------------------------- */
+
+static fm_status cuda_alloc(fm_backend *be, void **ptr, size_t bytes)
+{
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
+    *ptr = NULL;
+    size_t rounded = (bytes + 255u) / 256u * 256u;
+    if (rounded == 0) rounded = 256;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, rounded);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        size_t free_b = 0, total_b = 0;
+        (void)cudaMemGetInfo(&free_b, &total_b);
+        return FM_ERR(FM_ERR_NOMEM, "CUDA backend: allocating %zu bytes on device %d failed: %s "
+                                    "(%zu of %zu bytes free)", bytes, cx->device,
+                      cudaGetErrorString(e), free_b, total_b);
+    }
+    e = cudaMemsetAsync(p, 0, rounded, cx->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(cx->stream);
+    if (e != cudaSuccess) {
+        (void)cudaFree(p);
+        return FM_ERR(FM_ERR_DEVICE, "CUDA backend: zeroing %zu new bytes on device %d failed: %s",
+                      bytes, cx->device, cudaGetErrorString(e));
+    }
+    *ptr = p;
+    return NULL;
+}
+
+static void cuda_free(fm_backend *be, void *ptr)
+{
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
+    if (!ptr) return;
+    (void)cudaStreamSynchronize(cx->stream); /* no kernel may still use it */
+    fm_cuda_check(cx, cudaFree(ptr), "free");
+}
+
+static fm_status cuda_copy(fm_backend *be, void *dst, const void *src, size_t bytes,
+                           cudaMemcpyKind kind, const char *what)
+{
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
+    FM_TRY(cuda_status(cx));
+    if (bytes == 0) return NULL;
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, cx->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(cx->stream);
+    if (e != cudaSuccess) {
+        fm_cuda_check(cx, e, what);
+        return FM_ERR(FM_ERR_DEVICE, "CUDA backend: %s of %zu bytes on device %d failed: %s", what,
+                      bytes, cx->device, cx->err);
+    }
+    return NULL;
+}
+
+static fm_status cuda_upload(fm_backend *be, void *dst, const void *src, size_t bytes)
+{
+    return cuda_copy(be, dst, src, bytes, cudaMemcpyHostToDevice, "upload");
+}
+
+static fm_status cuda_download(fm_backend *be, void *dst, const void *src, size_t bytes)
+{
+    return cuda_copy(be, dst, src, bytes, cudaMemcpyDeviceToHost, "download");
+}
+
+static void cuda_zero(fm_backend *be, void *ptr, size_t bytes)
+{
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
+    if (bytes == 0) return;
+    fm_cuda_check(cx, cudaMemsetAsync(ptr, 0, bytes, cx->stream), "zero");
+}
+
+static fm_status cuda_sync(fm_backend *be)
+{
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
+    fm_cuda_check(cx, cudaStreamSynchronize(cx->stream), "sync");
+    fm_cuda_check(cx, cudaGetLastError(), "sync");
+    return cuda_status(cx);
+}
+
+/* ---- operation table ------------------------------------------------------------------------- */
+
+#define CX(be) FM_CUDA_CX(be)
+
+static void op_encoder_forward(fm_backend *be, float *out, const int32_t *tokens, const float *wte,
+                               const float *wpe, int B, int T, int C)
+{
+    fm_cuda_encoder_forward(CX(be), out, tokens, wte, wpe, B, T, C);
+}
+static void op_encoder_backward(fm_backend *be, float *dwte, float *dwpe, const float *dout,
+                                const int32_t *tokens, int B, int T, int C)
+{
+    fm_cuda_encoder_backward(CX(be), dwte, dwpe, dout, tokens, B, T, C);
+}
+static void op_layernorm_forward(fm_backend *be, float *out, float *mean, float *rstd,
+                                 const float *inp, const float *weight, const float *bias, int N,
+                                 int C)
+{
+    fm_cuda_layernorm_forward(CX(be), out, mean, rstd, inp, weight, bias, N, C);
+}
+static void op_layernorm_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
+                                  const float *dout, const float *inp, const float *weight,
+                                  const float *mean, const float *rstd, int N, int C)
+{
+    fm_cuda_layernorm_backward(CX(be), dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+}
+static void op_residual_forward(fm_backend *be, float *out, const float *a, const float *b,
+                                size_t n)
+{
+    fm_cuda_residual_forward(CX(be), out, a, b, n);
+}
+static void op_residual_backward(fm_backend *be, float *da, float *db, const float *dout, size_t n)
+{
+    fm_cuda_residual_backward(CX(be), da, db, dout, n);
+}
+static void op_matmul_forward(fm_backend *be, float *out, const float *inp, const float *weight,
+                              const float *bias, int N, int C, int OC)
+{
+    fm_cuda_matmul_forward(CX(be), out, inp, weight, bias, N, C, OC);
+}
+static void op_matmul_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
+                               const float *dout, const float *inp, const float *weight, int N,
+                               int C, int OC)
+{
+    fm_cuda_matmul_backward(CX(be), dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+}
+static void op_gelu_forward(fm_backend *be, float *out, const float *inp, size_t n)
+{
+    fm_cuda_gelu_forward(CX(be), out, inp, n);
+}
+static void op_gelu_backward(fm_backend *be, float *dinp, const float *inp, const float *dout,
+                             size_t n)
+{
+    fm_cuda_gelu_backward(CX(be), dinp, inp, dout, n);
+}
+static void op_attention_forward(fm_backend *be, float *out, float *lse, const float *qkv, int B,
+                                 int T, int C, int NH)
+{
+    fm_cuda_attention_forward(CX(be), out, lse, qkv, B, T, C, NH);
+}
+static void op_attention_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
+                                  const float *out, const float *lse, int B, int T, int C, int NH)
+{
+    fm_cuda_attention_backward(CX(be), dqkv, dout, qkv, out, lse, B, T, C, NH);
+}
+static void op_softmax_xent_forward(fm_backend *be, float *losses, float *lse, const float *logits,
+                                    const int32_t *targets, int N, int V, int Vp)
+{
+    fm_cuda_softmax_xent_forward(CX(be), losses, lse, logits, targets, N, V, Vp);
+}
+static void op_softmax_xent_backward(fm_backend *be, float *logits, const float *lse,
+                                     const int32_t *targets, float dloss, int N, int V, int Vp)
+{
+    fm_cuda_softmax_xent_backward(CX(be), logits, lse, targets, dloss, N, V, Vp);
+}
+static void op_adamw_update(fm_backend *be, float *params, float *grads, float *m, float *v,
+                            size_t n, float lr, float beta1, float beta2, float eps,
+                            float weight_decay, float grad_scale, int64_t t)
+{
+    fm_cuda_adamw_update(CX(be), params, grads, m, v, n, lr, beta1, beta2, eps, weight_decay,
+                         grad_scale, t);
+}
+static void op_sum_squares(fm_backend *be, double *out, const float *grads, size_t n)
+{
+    fm_cuda_sum_squares(CX(be), out, grads, n);
+}
+static void op_scale(fm_backend *be, float *x, float s, size_t n)
+{
+    fm_cuda_scale(CX(be), x, s, n);
+}
+
+static const fm_kernel_ops *cuda_ops_table(void)
+{
+    static const fm_kernel_ops ops = {
+        "cuda",                   /* name */
+        4,                        /* act_bytes: fp32 activations */
+        cuda_alloc,               /* alloc */
+        cuda_free,                /* free */
+        cuda_upload,              /* upload */
+        cuda_download,            /* download */
+        cuda_zero,                /* zero */
+        cuda_sync,                /* sync */
+        op_encoder_forward,       /* encoder_forward */
+        op_encoder_backward,      /* encoder_backward */
+        op_layernorm_forward,     /* layernorm_forward */
+        op_layernorm_backward,    /* layernorm_backward */
+        op_residual_forward,      /* residual_forward */
+        op_residual_backward,     /* residual_backward */
+        op_matmul_forward,        /* matmul_forward */
+        op_matmul_backward,       /* matmul_backward */
+        op_gelu_forward,          /* gelu_forward */
+        op_gelu_backward,         /* gelu_backward */
+        op_attention_forward,     /* attention_forward */
+        op_attention_backward,    /* attention_backward */
+        op_softmax_xent_forward,  /* softmax_xent_forward */
+        op_softmax_xent_backward, /* softmax_xent_backward */
+        op_adamw_update,          /* adamw_update */
+        op_sum_squares,           /* sum_squares */
+        op_scale,                 /* scale */
+    };
+    return &ops;
+}
