@@ -95,9 +95,12 @@ static fm_status plot_run(int argc, char **argv, const fm_cmd_env *env)
                                   "directory?): ", dir);
         goto done;
     }
+    /* One NUL-terminated string per line, so that searches stay inside their record. */
+    char *end = text + len;
+    for (char *p = text; p < end; p++)
+        if (*p == '\n') *p = '\0';
     int n_train = 0, n_eval = 0;
-    for (char *line = text; line && *line;) {
-        char *nl = strchr(line, '\n');
+    for (char *line = text; line < end; line += strlen(line) + 1) {
         double x, y;
         if (strstr(line, "\"type\":\"train\"") && json_number(line, "tokens", &x) &&
             json_number(line, "loss", &y))
@@ -105,7 +108,6 @@ static fm_status plot_run(int argc, char **argv, const fm_cmd_env *env)
         if (strstr(line, "\"type\":\"eval\"") && json_number(line, "tokens", &x) &&
             json_number(line, "val_loss", &y))
             n_eval++;
-        line = nl ? nl + 1 : NULL;
     }
     if (n_train + n_eval == 0) {
         st = FM_ERR(FM_ERR_INPUT, "%s has no train or eval records with a finite loss: nothing to plot",
@@ -137,17 +139,15 @@ static fm_status plot_run(int argc, char **argv, const fm_cmd_env *env)
     gp_quoted(gp, png);
     fputs("\nset title ", gp);
     gp_quoted(gp, dir);
-    fputs("\nset xlabel 'tokens'\nset ylabel 'loss (nats per token)'\nset grid\nset key top right\n"
-          "set format x '%.2s%c'\n", gp);
+    fputs(" noenhanced\nset xlabel 'tokens'\nset ylabel 'loss (nats per token)'\nset grid\nset key top right\n"
+          "set format x '%.1s%c'\n", gp);
     for (int pass = 0; pass < 2; pass++) {
         fputs(pass == 0 ? "$train << EOD\n" : "$val << EOD\n", gp);
-        for (char *line = text; line && *line;) {
-            char *nl = strchr(line, '\n');
+        for (char *line = text; line < end; line += strlen(line) + 1) {
             double x, y;
             if (strstr(line, pass == 0 ? "\"type\":\"train\"" : "\"type\":\"eval\"") &&
                 json_number(line, "tokens", &x) && json_number(line, pass == 0 ? "loss" : "val_loss", &y))
                 fprintf(gp, "%.17g %.9g\n", x, y);
-            line = nl ? nl + 1 : NULL;
         }
         fputs("EOD\n", gp);
     }

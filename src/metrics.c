@@ -242,7 +242,7 @@ fm_status fm_metrics_measure_peak_flops(fm_backend *be, double *flops)
     FM_TRY_GOTO(st, done, be->ops->upload(be, a, host, bytes));
     FM_TRY_GOTO(st, done, be->ops->upload(be, b, host, bytes));
     double best = 1e30;
-    for (int rep = 0; rep < 4; rep++) {
+    for (int rep = 0; rep < 7; rep++) { /* best of 6: a shared machine's noise only slows */
         FM_TRY_GOTO(st, done, be->ops->sync(be));
         double t0 = fm_util_now();
         be->ops->matmul_forward(be, c, a, b, NULL, n, n, n);

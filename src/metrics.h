@@ -86,8 +86,8 @@ const char *fm_metrics_format_duration(double seconds, char *buf, size_t bufsize
 double fm_metrics_flops_per_token(int64_t n_params, int n_layer, int d_model, int seq_len);
 
 /* Measures this rank's achievable fp32 matmul rate (FLOP/s) through the backend's own matmul
- * (be->ops->matmul_forward, n = 1024: the same BLAS, threads and tiling as training), best of 3
- * after a warm-up, about 0.1-0.5 s. It is the reference for MFU unless [runtime] peak_tflops is
+ * (be->ops->matmul_forward, n = 1024: the same BLAS, threads and tiling as training), best of 6
+ * after a warm-up, about 0.1-1 s. It is the reference for MFU unless [runtime] peak_tflops is
  * given. Errors: backend allocation. */
 fm_status fm_metrics_measure_peak_flops(fm_backend *be, double *flops);
 

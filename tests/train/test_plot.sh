@@ -38,7 +38,9 @@ if ! command -v gnuplot >/dev/null; then
   echo "gnuplot not installed: the drawing part is skipped"
   exit 77
 fi
-"$FMTRAIN_EXE" plot "$run"
+out=$("$FMTRAIN_EXE" plot "$run")
+echo "$out"
+grep -q "(20 train and 4 val points)" <<<"$out" || { echo "wrong point counts"; exit 1; }
 [ -s "$run/loss.png" ] || { echo "no loss.png"; exit 1; }
 # a PNG starts with \x89PNG
 [ "$(head -c 4 "$run/loss.png" | od -An -tx1 | tr -d ' \n')" = "89504e47" ] || { echo "loss.png is not a PNG"; exit 1; }
