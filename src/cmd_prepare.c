@@ -571,8 +571,8 @@ static fm_status parse_options(prep *p)
         return FM_ERR(FM_ERR_IO, "the output directory %s does not exist", dir);
     if (access(dir, W_OK) != 0)
         return FM_ERR(FM_ERR_IO, "the output directory %s is not writable: %s", dir, strerror(errno));
-    for (int i = 0; i < p->nfiles; i++)
-        if (stat(p->output, &sb) == 0) {
+    if (stat(p->output, &sb) == 0)
+        for (int i = 0; i < p->nfiles; i++) {
             struct stat si;
             if (stat(p->files[i], &si) == 0 && si.st_ino == sb.st_ino && si.st_dev == sb.st_dev)
                 return FM_ERR(FM_ERR_USAGE, "--output %s is also an input", p->output);
