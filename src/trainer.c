@@ -38,6 +38,8 @@ struct fm_trainer {
     double flops_per_token;
     fm_trainer_state state;
     int signals_installed;
+    int64_t fault_step; /* FMTRAIN_TEST_NAN_STEP: poison this step (tests of on_nan); 0 = never */
+    int fault_grad;     /* 1: poison a gradient after the all-reduce; 0: poison rank 0's loss */
 };
 
 /* ---- small helpers ------------------------------------------------------------------------------ */
@@ -235,6 +237,25 @@ static fm_status open_run_files(fm_trainer *t)
     return NULL;
 }
 
+/* FMTRAIN_TEST_NAN_STEP = "N:loss" or "N:grad": a fault injected at step N (1-based) so that the
+ * tests can exercise [train] on_nan: "loss" makes rank 0's loss NaN (the averaged loss becomes NaN
+ * on every rank), "grad" sets one gradient to NaN on every rank after the all-reduce (the norm
+ * becomes NaN). Unset in normal use. */
+static fm_status parse_fault(fm_trainer *t)
+{
+    const char *v = getenv("FMTRAIN_TEST_NAN_STEP");
+    if (!v || !*v) return NULL;
+    long long n = 0;
+    char kind[8] = "";
+    if (sscanf(v, "%lld:%7s", &n, kind) != 2 || n < 1 ||
+        (strcmp(kind, "loss") != 0 && strcmp(kind, "grad") != 0))
+        return fm_status_collective(FM_ERR(FM_ERR_USAGE, "FMTRAIN_TEST_NAN_STEP = '%s': expected "
+                                                         "STEP:loss or STEP:grad (a test hook)", v));
+    t->fault_step = n;
+    t->fault_grad = strcmp(kind, "grad") == 0;
+    return NULL;
+}
+
 fm_status fm_trainer_create(const fm_config *cfg, const fm_trainer_options *opts, fm_trainer **out)
 {
     *out = NULL;
@@ -307,6 +328,7 @@ fm_status fm_trainer_create(const fm_config *cfg, const fm_trainer_options *opts
     }
     t->state.seed = cfg->run_seed;
     fm_reader_get_state(t->reader, &t->state.reader);
+    FM_TRY_GOTO(st, fail, parse_fault(t));
     FM_TRY_GOTO(st, fail, measure_peak(t));
     *out = t;
     return NULL;
@@ -408,6 +430,13 @@ static fm_status train_step(fm_trainer *t, step_result *r)
     }
     FM_TRY(fm_comm_allreduce_wait_all(t->ar));
     double loss = loss_sum / t->ga;
+    if (t->fault_step == t->state.step + 1) {
+        if (!t->fault_grad && t->comm->rank == 0) loss = NAN;
+        if (t->fault_grad) {
+            const float nan = NAN;
+            FM_TRY(t->be->ops->upload(t->be, fm_model_grads(t->model), &nan, sizeof nan));
+        }
+    }
     FM_TRY(fm_comm_sum_doubles(t->comm, &loss, 1));
     r->loss = loss / t->comm->size;
     FM_TRY(fm_optimizer_grad_norm(t->opt, &r->grad_norm));

@@ -22,6 +22,10 @@
  * save hook is NOT called (no poisoned checkpoint). Statuses that every rank reaches identically are
  * collective (fm_status_collective).
  *
+ * Test hook: the environment variable FMTRAIN_TEST_NAN_STEP = "N:loss" or "N:grad" injects a NaN
+ * into step N's loss (rank 0 only; the averaged loss is NaN everywhere) or into one gradient after the
+ * all-reduce, so the tests can exercise [train] on_nan. Not for normal use.
+ *
  * ---- Checkpoint integration (the ckpt module) ----------------------------------------------------
  * The whole resumable state is: the model parameters (fm_model_get/set_params), the optimizer
  * moments and step (fm_optimizer_get/set_state, _get/set_step), and fm_trainer_state below (which

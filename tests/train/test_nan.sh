@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# test_nan.sh — [train] on_nan: a NaN gradient (injected after the all-reduce with the test hook
+# FMTRAIN_TEST_NAN_STEP) stops a 2-rank run with exit 4 and a clear message, before the update and
+# before any checkpoint of the poisoned state; with on_nan = skip a NaN loss skips that update and
+# the run finishes.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+"$MAKE_DATASET" "$dir/r.h5" random 32 512 16 5
+write_ini "$dir/p.ini" "$dir/r.h5" "$dir/run"
+
+set +e
+FMTRAIN_TEST_NAN_STEP=5:grad mpirun_n 2 train "$dir/p.ini" --set train.steps=10 \
+  --set train.warmup_steps=0 --set runtime.log_every=1 --set run.dir="$dir/stop" >"$dir/stop.txt" 2>&1
+rc=$?
+set -e
+cat "$dir/stop.txt"
+[ "$rc" -eq 4 ] || { echo "expected exit 4 for a NaN gradient with on_nan = stop, got $rc"; exit 1; }
+grep -q "step 5: the gradient norm is NaN" "$dir/stop.txt"
+grep -q "without writing" "$dir/stop.txt"
+[ ! -e "$dir/stop/COMPLETE" ]
+# steps 1-4 were logged, step 5 was not applied
+"$PY" - "$dir/stop/metrics.jsonl" <<'PYEOF'
+import json, sys
+steps = [r["step"] for r in map(json.loads, open(sys.argv[1])) if r["type"] == "train"]
+assert steps == [1, 2, 3, 4], steps
+PYEOF
+if [ -d "$dir/stop/checkpoints" ]; then
+  if compgen -G "$dir/stop/checkpoints/step-*0005.h5" >/dev/null; then
+    echo "a checkpoint of the poisoned step 5 was written"; exit 1
+  fi
+fi
+
+FMTRAIN_TEST_NAN_STEP=3:loss mpirun_n 2 train "$dir/p.ini" --set train.steps=6 \
+  --set train.warmup_steps=0 --set train.on_nan=skip --set runtime.log_every=1 \
+  --set run.dir="$dir/skip" >"$dir/skip.txt" 2>&1 || { cat "$dir/skip.txt"; exit 1; }
+grep -q "SKIPPED" "$dir/skip.txt"
+grep -q "finished 6 steps" "$dir/skip.txt"
+jsonl_check "$dir/skip"
+"$PY" - "$dir/skip/metrics.jsonl" <<'PYEOF'
+import json, sys
+recs = {r["step"]: r for r in map(json.loads, open(sys.argv[1])) if r["type"] == "train"}
+assert recs[3]["skipped"] == 1 and recs[3]["loss"] is None, recs[3]
+assert all(recs[s]["skipped"] == 0 for s in (1, 2, 4, 5, 6))
+PYEOF
+echo "nan ok"
