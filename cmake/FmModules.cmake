@@ -12,7 +12,9 @@ find_package(Threads REQUIRED) # dataset reader's read-ahead thread
 fm_module(tokenizer SOURCES src/tokenizer.c DEPS fm_status fm_hdf5)
 fm_module(dataset SOURCES src/dataset.c src/reader.c DEPS fm_tokenizer fm_status fm_hdf5 Threads::Threads)
 find_package(ZLIB REQUIRED) # checkpoint CRC-32 (crc32, crc32_combine)
-fm_module(checkpoint SOURCES src/checkpoint_file.c src/checkpoint_dir.c src/checkpoint_crc.c
-          DEPS fm_status fm_hdf5 ZLIB::ZLIB MPI::MPI_C OpenMP::OpenMP_C)
+fm_module(checkpoint SOURCES src/checkpoint.c src/checkpoint_file.c src/checkpoint_dir.c
+                             src/checkpoint_crc.c
+          DEPS fm_trainer fm_model fm_optimizer fm_tokenizer fm_config fm_metrics fm_status fm_hdf5
+               ZLIB::ZLIB MPI::MPI_C OpenMP::OpenMP_C)
 fm_module(comm SOURCES src/comm.c DEPS fm_status MPI::MPI_C)
 fm_module(topology SOURCES src/topology.c DEPS fm_comm fm_status PkgConfig::HWLOC OpenMP::OpenMP_C)

@@ -195,38 +195,7 @@ fm_status fm_checkpoint_parse_hints(const char *hints, MPI_Info *info)
     return st;
 }
 
-/* ---- CRC-32 ------------------------------------------------------------------------------- */
-
-#define FM_CRC_CHUNK ((size_t)4 << 20)
-
-uint32_t fm_checkpoint_crc32(const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    size_t nchunks = (n + FM_CRC_CHUNK - 1) / FM_CRC_CHUNK;
-    if (nchunks <= 1) return (uint32_t)crc32(0L, b, (uInt)n);
-    uLong *parts = malloc(nchunks * sizeof *parts);
-    if (!parts) { /* fall back to one thread */
-        uLong c = crc32(0L, Z_NULL, 0);
-        for (size_t i = 0; i < nchunks; i++) {
-            size_t len = i + 1 < nchunks ? FM_CRC_CHUNK : n - i * FM_CRC_CHUNK;
-            c = crc32(c, b + i * FM_CRC_CHUNK, (uInt)len);
-        }
-        return (uint32_t)c;
-    }
-    long long nc = (long long)nchunks;
-#pragma omp parallel for schedule(static)
-    for (long long i = 0; i < nc; i++) {
-        size_t len = (size_t)i + 1 < nchunks ? FM_CRC_CHUNK : n - (size_t)i * FM_CRC_CHUNK;
-        parts[i] = crc32(0L, b + (size_t)i * FM_CRC_CHUNK, (uInt)len);
-    }
-    uLong c = parts[0];
-    for (size_t i = 1; i < nchunks; i++) {
-        size_t len = i + 1 < nchunks ? FM_CRC_CHUNK : n - i * FM_CRC_CHUNK;
-        c = crc32_combine(c, parts[i], (z_off_t)len);
-    }
-    free(parts);
-    return (uint32_t)c;
-}
+/* ---- CRC-32 (fm_checkpoint_crc32 is in checkpoint_crc.c) ---------------------------------- */
 
 /* Combines per-rank (crc, bytes) parts in rank order into the CRC of the whole. */
 static uint32_t crc_combine_parts(const uint64_t *crc, const uint64_t *len, int nparts, size_t stride)
@@ -477,8 +446,8 @@ static fm_status make_fapl(const fm_checkpoint_file *f, const fm_checkpoint_io_o
     if (H5Pset_libver_bounds(*fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) < 0)
         return H5ERR(FM_ERR_INTERNAL, "H5Pset_libver_bounds failed");
     if (opts && opts->align_bytes > 1) {
-        hsize_t thr = FM_CHECKPOINT_ALIGN_THRESHOLD;
-        if ((hsize_t)opts->align_bytes < thr) thr = (hsize_t)opts->align_bytes;
+        /* Objects of at least one alignment unit start on a boundary; smaller ones are packed. */
+        hsize_t thr = (hsize_t)opts->align_bytes;
         if (H5Pset_alignment(*fapl, thr, (hsize_t)opts->align_bytes) < 0)
             return H5ERR(FM_ERR_CONFIG, "[checkpoint] align_bytes = %lld rejected by HDF5",
                          (long long)opts->align_bytes);

@@ -46,13 +46,12 @@
 
 #define FM_CHECKPOINT_MAX_DIMS 4
 #define FM_CHECKPOINT_NAME_MAX 96
-/* Datasets of at least this many bytes (or align_bytes when smaller) start on an align_bytes
- * boundary; smaller ones (biases, LayerNorm) are packed. */
-#define FM_CHECKPOINT_ALIGN_THRESHOLD (64 * 1024)
 
 /* How files are written: from [checkpoint] align_bytes and mpiio_hints. */
 typedef struct fm_checkpoint_io_opts {
-    int64_t align_bytes;     /* H5Pset_alignment for large datasets; <= 1 disables alignment */
+    int64_t align_bytes;     /* H5Pset_alignment(align_bytes, align_bytes): datasets of at least
+                                align_bytes start on a multiple of it, smaller ones are packed;
+                                <= 1 disables alignment */
     const char *mpiio_hints; /* "key=value,key=value" passed to MPI-IO as an MPI_Info; NULL or "" */
 } fm_checkpoint_io_opts;
 
@@ -222,8 +221,10 @@ fm_status fm_checkpoint_load_newest(MPI_Comm comm, const char *dir, fm_checkpoin
 fm_status fm_checkpoint_file_part(const fm_checkpoint_group *groups, int ngroups, int nranks,
                                   int rank, int group, int tensor, size_t *lo, size_t *hi);
 
-/* CRC-32 (zlib) of n bytes, computed with the calling process's OpenMP threads in 4 MiB chunks
- * combined in order: equals crc32(0, p, n). */
+/* CRC-32 (zlib's) of n bytes, computed with the calling process's OpenMP threads in 4 MiB chunks
+ * combined in order, with carry-less multiplication where the CPU has it: equals crc32(0, p, n). */
 uint32_t fm_checkpoint_crc32(const void *p, size_t n);
+/* The same on the calling thread only; use_simd = 0 forces zlib's table code (for tests). */
+uint32_t fm_checkpoint_crc32_serial(const void *p, size_t n, int use_simd);
 
 #endif /* FM_CHECKPOINT_FILE_H */

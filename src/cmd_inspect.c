@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint.h"
 #include "cli.h"
 #include "dataset.h"
 #include "tokenizer.h"
@@ -182,11 +183,8 @@ static fm_status inspect_run(int argc, char **argv, const fm_cmd_env *env)
         st = inspect_dataset(path, ntok);
     } else if (strcmp(fmt, "fmtrain-checkpoint") == 0) {
         /* ==== CHECKPOINT INSPECTION (owned by the checkpoint helper) =====================================
-         * Replace this branch with a call into src/checkpoint.h, e.g.
-         *     st = fm_checkpoint_inspect(path, stdout);
-         * and add its module to the executable. Until then checkpoints are reported, not inspected. */
-        st = FM_ERR(FM_ERR_USAGE, "%s is an fmtrain checkpoint; this build of 'fmtrain inspect' reads datasets only",
-                    path);
+         * Summary, stored configuration, and the CRC-32 of every dataset (src/checkpoint.h). */
+        st = fm_checkpoint_inspect(path, stdout);
         /* ==== END CHECKPOINT INSPECTION ================================================================= */
     } else {
         st = FM_ERR(FM_ERR_INPUT, "%s is an HDF5 file of format '%s', which fmtrain does not know", path, fmt);

@@ -3,12 +3,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint.h"
 #include "cli.h"
 #include "config.h"
 #include "trainer.h"
 
 static const char train_help[] =
-    "Usage: fmtrain train PARAMS.ini [--set section.key=value]... [--dry-run]\n"
+    "Usage: fmtrain train PARAMS.ini [--set section.key=value]... [--dry-run] [--overwrite]\n"
     "\n"
     "Trains the model described by the parameter file PARAMS.ini (see docs/parameters.md and the\n"
     "examples in inputs/). Launch it with srun or mpirun: every rank runs the same command.\n"
@@ -18,6 +19,8 @@ static const char train_help[] =
     "  --dry-run                validate everything (configuration, dataset, placement), print the\n"
     "                           effective configuration, the placement table, the parameter count,\n"
     "                           the memory estimate and the global batch, and exit without training\n"
+    "  --overwrite              with [checkpoint] resume = never, delete the checkpoints already in\n"
+    "                           the run directory and start afresh (refused without it)\n"
     "  --help                   show this help\n"
     "\n"
     "Environment: FMTRAIN_PROGRESS=inplace|lines chooses the progress display (default: a line\n"
@@ -54,15 +57,17 @@ static fm_status load_config(const char *path, const fm_cli_list *sets, fm_confi
 static fm_status train_run(int argc, char **argv, const fm_cmd_env *env)
 {
     fm_cli_list sets = {0}, pos = {0};
-    int dry_run = 0;
+    int dry_run = 0, overwrite = 0;
     const fm_cli_opt opts[] = {
         {"set", FM_CLI_LIST, &sets},
         {"dry-run", FM_CLI_FLAG, &dry_run},
+        {"overwrite", FM_CLI_FLAG, &overwrite},
     };
     fm_status st = NULL;
     fm_config *cfg = NULL;
     fm_trainer *trainer = NULL;
-    FM_TRY_GOTO(st, done, fm_cli_parse("train", argc, argv, opts, 2, &pos));
+    fm_checkpoint_ctx *ckpt = NULL;
+    FM_TRY_GOTO(st, done, fm_cli_parse("train", argc, argv, opts, 3, &pos));
     if (pos.n != 1) {
         st = FM_ERR(FM_ERR_USAGE, "fmtrain train: expected one parameter file, got %d argument%s; "
                                   "usage: fmtrain train PARAMS.ini [--set section.key=value]... [--dry-run]",
@@ -80,12 +85,18 @@ static fm_status train_run(int argc, char **argv, const fm_cmd_env *env)
         fm_config_write(cfg, stdout);
         fflush(stdout);
     }
+    /* Checkpoints: what to resume from, decided before the trainer exists because a changed rank
+     * count adjusts [train] grad_accum (src/checkpoint.h). Not in a dry run (it may delete files). */
+    if (!dry_run)
+        FM_TRY_GOTO(st, done, fm_checkpoint_prepare(cfg, MPI_COMM_WORLD, overwrite,
+                                                    env->world_rank == 0 ? stdout : NULL, &ckpt));
     fm_trainer_options topts = {pos.items[0], stdout, progress_in_place(env), dry_run};
     FM_TRY_GOTO(st, done, fm_trainer_create(cfg, &topts, &trainer));
     if (dry_run) {
         if (env->world_rank == 0) printf("# dry run: configuration is valid\n");
     } else {
-        st = fm_trainer_run(trainer, NULL);
+        fm_trainer_hooks hooks = fm_checkpoint_hooks(ckpt);
+        st = fm_trainer_run(trainer, &hooks);
     }
 done:
     /* Every rank parses the same file and overrides, so configuration errors are collective. */
@@ -94,6 +105,7 @@ done:
     /* A rank-local error on several ranks ends in MPI_Abort (main): do not enter the collective
      * clean-up, which would wait for ranks that never arrive. */
     if (!st || fm_status_is_collective(st) || env->world_size == 1) fm_trainer_free(&trainer);
+    fm_checkpoint_ctx_free(&ckpt);
     free(cfg);
     fm_cli_list_free(&sets);
     fm_cli_list_free(&pos);

@@ -447,7 +447,7 @@ static void test_hints_and_alignment(void **state)
     assert_non_null(strstr(fm_status_message(st), "mpiio_hints"));
     assert_non_null(strstr(fm_status_message(st), "oops"));
     fm_status_free(&st);
-    /* A write with hints and 64 KiB alignment: large datasets start on a 64 KiB boundary. */
+    /* A write with hints and 64 KiB alignment: datasets of at least 64 KiB start on a boundary. */
     fm_checkpoint_io_opts opts = {65536, "romio_cb_write=enable,cb_buffer_size=1048576"};
     write_ckpt(MPI_COMM_WORLD, 50, 5, 0, &opts);
     fm_status err = NULL;
@@ -567,6 +567,34 @@ static void test_small_items(void **state)
     assert_null(f);
 }
 
+/* Every CRC path (SIMD, zlib table, threaded chunks) equals zlib's crc32 for many lengths and
+ * alignments. */
+static void test_crc_paths(void **state)
+{
+    (void)state;
+    size_t cap = ((size_t)9 << 20) + 300;
+    unsigned char *b = malloc(cap);
+    assert_non_null(b);
+    for (size_t i = 0; i < cap; i++) b[i] = (unsigned char)(ckpt_mix(i * 31 + 7) >> 13);
+    uint64_t rng = 99;
+    for (int trial = 0; trial < 400; trial++) {
+        size_t off = (size_t)(ckpt_mix(rng++) % 64);
+        size_t len = trial < 200 ? (size_t)trial : (size_t)(ckpt_mix(rng++) % 100000);
+        uint32_t want = (uint32_t)crc32(0L, b + off, (uInt)len);
+        assert_int_equal(fm_checkpoint_crc32_serial(b + off, len, 1), want);
+        assert_int_equal(fm_checkpoint_crc32_serial(b + off, len, 0), want);
+        assert_int_equal(fm_checkpoint_crc32(b + off, len), want);
+    }
+    size_t len = cap - 37; /* several 4 MiB chunks plus a ragged end */
+    uint32_t want = (uint32_t)crc32(0L, b + 37, (uInt)len);
+    assert_int_equal(fm_checkpoint_crc32(b + 37, len), want);
+    assert_int_equal(fm_checkpoint_crc32_serial(b + 37, len, 1), want);
+    /* A flipped bit anywhere changes the CRC. */
+    b[12345] ^= 4;
+    assert_true(fm_checkpoint_crc32(b + 37, len) != want);
+    free(b);
+}
+
 /* The partition covers every element exactly once, on row boundaries, for random tables. */
 static void test_partition(void **state)
 {
@@ -618,6 +646,7 @@ int main(int argc, char **argv)
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_partition),
+        cmocka_unit_test(test_crc_paths),
         cmocka_unit_test_setup_teardown(test_roundtrip, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_crc_attribute, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_cross_rank_counts, setup_dir, teardown_dir),
