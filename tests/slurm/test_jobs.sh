@@ -197,7 +197,7 @@ chain_out=$(cd "$work" && FM_PARAMS="$work/p2.ini" "$src/jobscripts/chain.sh" -n
   "$src/jobscripts/generic/cpu.sbatch" -p debug --account=fmtest -N 1 --ntasks-per-node=2 \
   --cpus-per-task=1 --time=5 --signal=B:USR1@10 --output="$work/chain-%j.out" 2>&1) ||
   { echo "$chain_out"; fail "chain.sh"; }
-printf '    %s\n' "$chain_out"
+while IFS= read -r line; do echo "    $line"; done <<<"$chain_out"
 mapfile -t cj < <(echo "$chain_out" | sed -n 's/^chain.sh: job [0-9]* of 2: \([0-9]*\).*/\1/p')
 [ ${#cj[@]} -eq 2 ] || fail "chain.sh did not report two job ids"
 [ "$(job_field "${cj[1]}" Dependency)" = "afterany:${cj[0]}(unfulfilled)" ] ||
