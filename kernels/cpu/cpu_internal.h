@@ -9,13 +9,13 @@
 
 /* exp(x) in fp32 without a function call, so loops around it vectorise (Cephes expf: range reduction
  * x = k ln2 + r, |r| <= ln2/2, degree-6 polynomial, scale by 2^k through the exponent bits). Relative
- * error <= 2 ulp over [-87, 88]; returns exactly 0 below -87.3 (including -inf) and saturates at
- * exp(88) above 88. NaN inputs give unspecified finite values: callers never pass NaN deliberately and
- * a NaN loss is caught from the loss itself. */
+ * error <= 2 ulp over [-87, 88]; returns exactly 0 below -87.3 (including -inf), saturates at
+ * exp(88) above 88, and returns NaN for NaN (so a diverged model shows up in the loss). The clamps map
+ * NaN to a finite value first, so the integer arithmetic never sees it. */
 static inline float fm_cpu_expf(float x)
 {
-    float xc = x < -87.0f ? -87.0f : x;
-    xc = xc > 88.0f ? 88.0f : xc;
+    float xc = x > -87.0f ? x : -87.0f; /* NaN -> -87 */
+    xc = xc < 88.0f ? xc : 88.0f;
     /* k = round(xc / ln2); xc/ln2 >= -126 after the clamp, so truncating xc/ln2 + 128.5 is floor */
     const int32_t k = (int32_t)(xc * 1.44269504088896341f + 128.5f) - 128;
     const float kf = (float)k;
@@ -32,6 +32,7 @@ static inline float fm_cpu_expf(float x)
     float two_k;
     memcpy(&two_k, &bits, sizeof two_k); /* 2^k; memcpy, not a union, so that the loop vectorises */
     y = y * two_k;
+    y = x == x ? y : x; /* NaN stays NaN */
     return x < -87.3f ? 0.0f : y;
 }
 

@@ -156,6 +156,16 @@ static void test_expf(void **state)
     assert_true(fm_cpu_expf(-INFINITY) == 0.0f);
     assert_true(fm_cpu_expf(-100.0f) == 0.0f);
     assert_true(isfinite(fm_cpu_expf(1000.0f)));
+    assert_true(isnan(fm_cpu_expf(NAN)));
+    /* the vectorised loop of a kernel propagates NaN too */
+    float x[40], y[40];
+    for (int i = 0; i < 40; i++) x[i] = (float)i * 0.1f;
+    x[17] = NAN;
+    fm_cpu_ctx *cx = ctx_new(1);
+    fm_cpu_gelu_forward(cx, y, x, 40);
+    fm_cpu_ctx_free(&cx);
+    assert_true(isnan(y[17]));
+    assert_true(isfinite(y[16]) && isfinite(y[18]));
 }
 
 /* ---- encoder ----------------------------------------------------------------------------------- */
