@@ -3,7 +3,11 @@
  *
  * Usage: fmtrain-bench --layers L --heads NH --dim C --vocab V --seq T --batch B --threads P
  *                      [--max-seq M] [--steps S] [--warmup W] [--peak-size n]
- *                      [--clock wall|cpu]
+ *                      [--clock wall|cpu] [--device cpu|cuda] [--gpu N] [--peak-tflops X]
+ *
+ * --device picks the backend (fm_backend_create; default cpu) and --gpu its device ordinal. With
+ * --peak-tflops X the line before the last one also states the model FLOP utilisation against that
+ * stated peak: "mfu=<model_gflops / (1000 X)> stated_peak_tflops=X".
  *
  * --clock wall (default) times with the monotonic wall clock. --clock cpu times with the process's CPU
  * time divided by P (for a machine shared with other jobs, where wall time measures the neighbours; CPU
@@ -166,13 +170,15 @@ done:
 }
 
 typedef struct bench_args {
-    long long layers, heads, dim, vocab, seq, batch, threads, steps, warmup, peak, max_seq;
+    long long layers, heads, dim, vocab, seq, batch, threads, steps, warmup, peak, max_seq, gpu;
     int cpu_clock;
+    const char *device;
+    double peak_tflops; /* 0 = not given */
 } bench_args;
 
 static fm_status parse(int argc, char **argv, bench_args *a)
 {
-    const char *s[12] = {0};
+    const char *s[15] = {0};
     const fm_cli_opt opts[] = {
         {"layers", FM_CLI_STRING, &s[0]}, {"heads", FM_CLI_STRING, &s[1]},
         {"dim", FM_CLI_STRING, &s[2]},    {"vocab", FM_CLI_STRING, &s[3]},
@@ -180,6 +186,8 @@ static fm_status parse(int argc, char **argv, bench_args *a)
         {"threads", FM_CLI_STRING, &s[6]}, {"steps", FM_CLI_STRING, &s[7]},
         {"warmup", FM_CLI_STRING, &s[8]}, {"peak-size", FM_CLI_STRING, &s[9]},
         {"max-seq", FM_CLI_STRING, &s[10]}, {"clock", FM_CLI_STRING, &s[11]},
+        {"device", FM_CLI_STRING, &s[12]}, {"gpu", FM_CLI_STRING, &s[13]},
+        {"peak-tflops", FM_CLI_STRING, &s[14]},
     };
     const char *names[10] = {"layers", "heads", "dim", "vocab", "seq", "batch", "threads", "steps",
                              "warmup", "peak-size"};
@@ -189,7 +197,7 @@ static fm_status parse(int argc, char **argv, bench_args *a)
     long long *dst[10] = {&a->layers, &a->heads, &a->dim, &a->vocab, &a->seq, &a->batch, &a->threads,
                           &a->steps, &a->warmup, &a->peak};
     fm_cli_list pos = {0};
-    FM_TRY(fm_cli_parse("fmtrain-bench", argc, argv, opts, 12, &pos));
+    FM_TRY(fm_cli_parse("fmtrain-bench", argc, argv, opts, 15, &pos));
     int npos = pos.n;
     fm_cli_list_free(&pos);
     if (npos)
@@ -211,6 +219,13 @@ static fm_status parse(int argc, char **argv, bench_args *a)
         a->cpu_clock = 1;
     else if (s[11] && strcmp(s[11], "wall") != 0)
         return FM_ERR(FM_ERR_USAGE, "fmtrain-bench: --clock must be 'wall' or 'cpu', got '%s'", s[11]);
+    a->device = s[12] ? s[12] : "cpu";
+    if (strcmp(a->device, "cpu") != 0 && strcmp(a->device, "cuda") != 0)
+        return FM_ERR(FM_ERR_USAGE, "fmtrain-bench: --device must be 'cpu' or 'cuda', got '%s'", a->device);
+    a->gpu = 0;
+    if (s[13]) FM_TRY(fm_cli_int("gpu", s[13], 0, 1023, &a->gpu));
+    a->peak_tflops = 0.0;
+    if (s[14]) FM_TRY(fm_cli_double("peak-tflops", s[14], 1e-3, 1e6, &a->peak_tflops));
     return NULL;
 }
 
@@ -227,7 +242,7 @@ static fm_status bench(const bench_args *ar)
     const int B = (int)ar->batch, T = (int)ar->seq, P = (int)ar->threads;
 
     FM_TRY(fm_model_shape_check(&shape));
-    FM_TRY_GOTO(st, done, fm_backend_create("cpu", P, -1, &be));
+    FM_TRY_GOTO(st, done, fm_backend_create(ar->device, P, strcmp(ar->device, "cpu") ? (int)ar->gpu : -1, &be));
     FM_TRY_GOTO(st, done, fm_model_create(&shape, be, B, &m));
     FM_TRY_GOTO(st, done, fm_model_init_weights(m, 1));
     FM_TRY_GOTO(st, done, fm_optimizer_create(m, &opt));
@@ -238,8 +253,10 @@ static fm_status bench(const bench_args *ar)
     const double N = (double)mem.n_params;
     const double flops_per_token = 6.0 * N + 6.0 * L * T * C;
 
-    printf("fmtrain-bench: GPT-2 training step (forward + backward + grad norm + AdamW), fp32, CPU backend, "
-           "%s clock\n", ar->cpu_clock ? "CPU-time-per-thread" : "wall");
+    printf("fmtrain-bench: GPT-2 training step (forward + backward + grad norm + AdamW), fp32, %s backend, "
+           "%s clock\n", strcmp(be->ops->name, "cpu") == 0 ? "CPU" : "CUDA",
+           ar->cpu_clock ? "CPU-time-per-thread" : "wall");
+    if (be->device >= 0) printf("device: %s, ordinal %d\n", be->ops->name, be->device);
     print_machine(stdout);
     printf("BLAS: %s\n", fm_backend_blas_info());
     printf("shape: layers=%d heads=%d dim=%d vocab=%d (padded %d) seq=%d (max %d) batch=%d threads=%d\n",
@@ -320,6 +337,8 @@ static fm_status bench(const bench_args *ar)
     print_load(stdout, "end");
     const double tps = (double)B * T / step_s;
     const double gflops = tps * flops_per_token / 1e9;
+    if (ar->peak_tflops > 0)
+        printf("mfu=%.4f stated_peak_tflops=%g\n", gflops / (1000.0 * ar->peak_tflops), ar->peak_tflops);
     printf("tokens_per_s=%.1f model_gflops=%.2f gemm_peak_gflops=%.2f fraction_of_peak=%.3f\n", tps,
            gflops, peak, gflops / peak);
 done:
