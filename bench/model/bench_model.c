@@ -269,7 +269,7 @@ static fm_status bench(const bench_args *ar)
     fflush(stdout);
     double pk_be[2] = {0, 0}, pk_blas[2] = {0, 0};
     FM_TRY_GOTO(st, done, gemm_peak(be, (int)ar->peak, P, ar->cpu_clock, &pk_be[0], &pk_blas[0]));
-    printf("sgemm peak before the steps, n=%lld, %d threads: backend tiling %.1f GFLOP/s, BLAS threads "
+    printf("sgemm peak before the steps, n=%lld, %d thread(s): backend tiling %.1f GFLOP/s, BLAS threads "
            "%.1f GFLOP/s (best of 5)\n", ar->peak, P, pk_be[0], pk_blas[0]);
     fflush(stdout);
 
@@ -327,7 +327,7 @@ static fm_status bench(const bench_args *ar)
     fm_optimizer_free(&opt);
     fm_model_free(&m);
     FM_TRY_GOTO(st, done, gemm_peak(be, (int)ar->peak, P, ar->cpu_clock, &pk_be[1], &pk_blas[1]));
-    printf("sgemm peak after the steps, n=%lld, %d threads: backend tiling %.1f GFLOP/s, BLAS threads "
+    printf("sgemm peak after the steps, n=%lld, %d thread(s): backend tiling %.1f GFLOP/s, BLAS threads "
            "%.1f GFLOP/s (best of 5)\n", ar->peak, P, pk_be[1], pk_blas[1]);
     double peak = 0.0;
     for (int i = 0; i < 2; i++) {
