@@ -267,10 +267,10 @@ void fm_dataset_writer_free(fm_dataset_writer **wp)
     if (!wp || !*wp) return;
     fm_dataset_writer *w = *wp;
     for (int s = 0; s < 2; s++) {
-        if (w->ds[s] > 0) H5Dclose(w->ds[s]);
+        if (w->ds[s] >= 0) H5Dclose(w->ds[s]);
         free(w->buf[s]);
     }
-    if (w->file > 0) H5Fclose(w->file);
+    if (w->file >= 0) H5Fclose(w->file);
     free(w->path);
     free(w);
     *wp = NULL;
@@ -320,7 +320,6 @@ fm_status fm_dataset_writer_open(const char *path, uint64_t vocab_size, uint64_t
     FM_TRY_GOTO(st, fail, attr_write_str(w->file, "tokenizer_kind", tok ? FM_TOKENIZER_KIND : "none", path));
     FM_TRY_GOTO(st, fail, attr_write_str(w->file, "source", source ? source : "", path));
     FM_TRY_GOTO(st, fail, attr_write_str(w->file, "created_by", "fmtrain " FM_VERSION, path));
-    hid_t ftype = w->width == 2 ? H5T_STD_U16LE : H5T_STD_U32LE;
     for (int s = 0; s < 2; s++) {
         hid_t g = H5Gcreate2(w->file, s == 0 ? "/train" : "/val", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         if (g < 0) {
@@ -328,17 +327,6 @@ fm_status fm_dataset_writer_open(const char *path, uint64_t vocab_size, uint64_t
             goto fail;
         }
         H5Gclose(g);
-        hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = FM_DATASET_CHUNK;
-        hid_t sp = H5Screate_simple(1, &zero, &unlimited);
-        hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-        H5Pset_chunk(dcpl, 1, &chunk);
-        w->ds[s] = H5Dcreate2(w->file, split_name[s], ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-        H5Pclose(dcpl);
-        H5Sclose(sp);
-        if (w->ds[s] < 0) {
-            st = FM_ERR(FM_ERR_IO, "cannot create %s in %s", split_name[s], path);
-            goto fail;
-        }
     }
     if (tok) FM_TRY_GOTO(st, fail, fm_tokenizer_save(tok, w->file, "tokenizer"));
     *out = w;
@@ -348,8 +336,27 @@ fail:
     return fm_status_prefix(st, "while creating %s: ", path);
 }
 
-static fm_status writer_flush(fm_dataset_writer *w, int s)
+/* Creates split s's token dataset at its first flush: chunks of FM_DATASET_CHUNK tokens, or, when the
+ * whole split is smaller (its first flush is the final one), one chunk of exactly its size, so small
+ * datasets stay small on disk. */
+static fm_status writer_create(fm_dataset_writer *w, int s, int final)
 {
+    hid_t ftype = w->width == 2 ? H5T_STD_U16LE : H5T_STD_U32LE;
+    hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = FM_DATASET_CHUNK;
+    if (final && w->nbuf[s] < FM_DATASET_CHUNK) chunk = w->nbuf[s] ? w->nbuf[s] : 1;
+    hid_t sp = H5Screate_simple(1, &zero, &unlimited);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 1, &chunk);
+    w->ds[s] = H5Dcreate2(w->file, split_name[s], ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    if (w->ds[s] < 0) return FM_ERR(FM_ERR_IO, "cannot create %s in %s", split_name[s], w->path);
+    return NULL;
+}
+
+static fm_status writer_flush(fm_dataset_writer *w, int s, int final)
+{
+    if (w->ds[s] < 0) FM_TRY(writer_create(w, s, final));
     if (w->nbuf[s] == 0) return NULL;
     hsize_t start = w->count[s], n = w->nbuf[s], newsize = start + n;
     if (H5Dset_extent(w->ds[s], &newsize) < 0)
@@ -385,7 +392,7 @@ fm_status fm_dataset_writer_append(fm_dataset_writer *w, fm_dataset_split split,
         } else memcpy((uint32_t *)w->buf[s] + w->nbuf[s], ids + i, k * sizeof *ids);
         w->nbuf[s] += k;
         i += k;
-        if (w->nbuf[s] == FM_DATASET_CHUNK) FM_TRY(writer_flush(w, s));
+        if (w->nbuf[s] == FM_DATASET_CHUNK) FM_TRY(writer_flush(w, s, 0));
     }
     return NULL;
 }
@@ -400,8 +407,8 @@ fm_status fm_dataset_writer_close(fm_dataset_writer **wp)
 {
     fm_dataset_writer *w = *wp;
     fm_status st = NULL;
-    FM_TRY_GOTO(st, done, writer_flush(w, 0));
-    FM_TRY_GOTO(st, done, writer_flush(w, 1));
+    FM_TRY_GOTO(st, done, writer_flush(w, 0, 1));
+    FM_TRY_GOTO(st, done, writer_flush(w, 1, 1));
     FM_TRY_GOTO(st, done, attr_write_u64(w->file, "train_tokens", w->count[0], w->path));
     FM_TRY_GOTO(st, done, attr_write_u64(w->file, "val_tokens", w->count[1], w->path));
     for (int s = 0; s < 2; s++) {

@@ -7,7 +7,8 @@
  *   tokenizer_kind (string: "byte-bpe" when /tokenizer is stored, "none" otherwise),
  *   source (string: what the tokens were made from), created_by (string: fmtrain version).
  * /train/tokens, /val/tokens: 1-D, H5T_STD_U16LE when vocab_size <= 65536 else H5T_STD_U32LE,
- *   chunked (FM_DATASET_CHUNK tokens), no filters. Documents are separated by eot_id.
+ *   chunked (FM_DATASET_CHUNK tokens, or one chunk of the split's size when it is smaller), no
+ *   filters. Documents are separated by eot_id.
  * /tokenizer: optional, see tokenizer.h.
  * Every fmtrain HDF5 file (datasets, checkpoints) carries the root string attribute "format";
  * fm_dataset_file_format reads it so `inspect` can dispatch.
@@ -54,7 +55,7 @@
 
 #define FM_DATASET_FORMAT "fmtrain-dataset"
 #define FM_DATASET_VERSION 1
-#define FM_DATASET_CHUNK 1048576 /* tokens per chunk of /train/tokens and /val/tokens */
+#define FM_DATASET_CHUNK 1048576 /* tokens per chunk of /train/tokens and /val/tokens (at most) */
 #define FM_DATASET_MAX_VOCAB 4294967295ull /* 2^32 - 1 */
 
 typedef enum { FM_SPLIT_TRAIN = 0, FM_SPLIT_VAL = 1 } fm_dataset_split;
