@@ -101,8 +101,8 @@ static void compare(const char *what, dbuf *b, size_t n, double rtol, double ato
         const double err = fabs(g - c);
         const double lim = atol + rtol * fabs(c);
         if (!(err <= lim)) bad++; /* NaN fails */
-        const double ratio = err / lim;
-        if (!(ratio <= worst)) {
+        const double ratio = lim > 0.0 ? err / lim : (err > 0.0 ? INFINITY : 0.0);
+        if (!(ratio <= worst) || (i == 0 && ratio == 0.0)) {
             worst = ratio;
             wi = i;
         }
