@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs a libFuzzer harness for a bounded time with a seed corpus. Fails when libFuzzer reports a
+# Runs a libFuzzer harness for a bounded time with a seed corpus and a fixed random seed
+# (FM_FUZZ_SEED, default 1) so that a CI run explores the same inputs every time. Fails when libFuzzer reports a
 # crash, a leak, a sanitizer error or a timeout (libFuzzer exits non-zero and writes the input).
 # Usage: run_fuzz.sh FUZZ_EXE SECONDS NAME [SEED_FILE...]
+# LeakSanitizer suppressions for third-party leaks: tests/<area>/fuzz_NAME.lsan when present.
 set -euo pipefail
 exe=$1 secs=$2 name=$3
 shift 3
@@ -13,11 +15,12 @@ for f in "$@"; do [ -f "$f" ] && cp "$f" "$work/corpus/"; done
 printf 'Hello world, it'"'"'s 2024!\n\n  tabs\tand  spaces' > "$work/corpus/text1"
 head -c 3000 "$FMTRAIN_SOURCE_DIR/docs/dataset-format.md" > "$work/corpus/text2" 2>/dev/null || true
 echo "fuzzing $name for ${secs}s with $(find "$work/corpus" -type f | wc -l) seed inputs"
-supp="$FMTRAIN_SOURCE_DIR/tests/dataset/fuzz_$name.lsan"
-if [ -f "$supp" ]; then export LSAN_OPTIONS="suppressions=$supp:print_suppressions=0"; fi
+for supp in "$FMTRAIN_SOURCE_DIR"/tests/*/"fuzz_$name.lsan"; do
+  if [ -f "$supp" ]; then export LSAN_OPTIONS="suppressions=$supp:print_suppressions=0"; fi
+done
 status=0
 # One worker: CI has 2 cores and other tests run beside this one.
-"$exe" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
+"$exe" -seed="${FM_FUZZ_SEED:-1}" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
   -artifact_prefix="$work/artifacts/" "$work/corpus" >"$work/log" 2>&1 || status=$?
 tail -n 5 "$work/log"
 if [ "$status" -ne 0 ] || compgen -G "$work/artifacts/*" >/dev/null; then
