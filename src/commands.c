@@ -8,6 +8,7 @@ extern const fm_command fm_cmd_prepare;
 extern const fm_command fm_cmd_inspect;
 extern const fm_command fm_cmd_topology;
 extern const fm_command fm_cmd_plot;
+extern const fm_command fm_cmd_sample;
 
 const fm_command *const fm_commands[] = {
     &fm_cmd_train,
@@ -15,6 +16,7 @@ const fm_command *const fm_commands[] = {
     &fm_cmd_inspect,
     &fm_cmd_topology,
     &fm_cmd_plot,
+    &fm_cmd_sample,
     NULL,
 };
 

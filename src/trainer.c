@@ -672,9 +672,11 @@ fm_status fm_trainer_run(fm_trainer *t, const fm_trainer_hooks *hooks)
     FM_TRY(save(t, hooks, FM_TRAINER_SAVE_FINAL, &last_save));
     FM_TRY(write_complete_marker(t));
     char d[32];
-    say(t, "finished %lld steps (%lld tokens) in %s%s", (long long)t->state.step,
-        (long long)t->state.tokens_seen,
+    double seg = fm_util_now() - seg_start;
+    say(t, "finished %lld steps (%lld tokens) in %s; waiting for data took %.2f%% of this segment%s",
+        (long long)t->state.step, (long long)t->state.tokens_seen,
         fm_metrics_format_duration(t->state.train_seconds, d, sizeof d),
+        seg > 0 ? 100.0 * fm_reader_wait_seconds(t->reader) / seg : 0.0,
         t->state.skipped_steps ? " (some updates skipped for non-finite values)" : "");
     return NULL;
 }
