@@ -12,7 +12,8 @@ write_ini "$dir/p.ini" "$dir/r.h5" "$dir/run"
 
 set +e
 FMTRAIN_TEST_NAN_STEP=5:grad mpirun_n 2 train "$dir/p.ini" --set train.steps=10 \
-  --set train.warmup_steps=0 --set runtime.log_every=1 --set run.dir="$dir/stop" >"$dir/stop.txt" 2>&1
+  --set train.warmup_steps=0 --set runtime.log_every=1 --set checkpoint.every_steps=1 \
+  --set checkpoint.keep_last=10 --set run.dir="$dir/stop" >"$dir/stop.txt" 2>&1
 rc=$?
 set -e
 cat "$dir/stop.txt"
@@ -26,10 +27,10 @@ import json, sys
 steps = [r["step"] for r in map(json.loads, open(sys.argv[1])) if r["type"] == "train"]
 assert steps == [1, 2, 3, 4], steps
 PYEOF
-if [ -d "$dir/stop/checkpoints" ]; then
-  if compgen -G "$dir/stop/checkpoints/step-*0005.h5" >/dev/null; then
-    echo "a checkpoint of the poisoned step 5 was written"; exit 1
-  fi
+# checkpoints every step: steps 1-4 are there, the poisoned step 5 is not
+[ -e "$dir/stop/checkpoints/step-00000004.h5" ] || { ls "$dir/stop/checkpoints"; exit 1; }
+if compgen -G "$dir/stop/checkpoints/step-*5.h5" >/dev/null; then
+  echo "a checkpoint of the poisoned step 5 was written"; exit 1
 fi
 
 FMTRAIN_TEST_NAN_STEP=3:loss mpirun_n 2 train "$dir/p.ini" --set train.steps=6 \

@@ -58,6 +58,15 @@ rc=$?
 set -e
 [ "$rc" -eq 75 ] || { cat "$dir/out1.txt"; echo "expected exit 75 after SIGTERM, got $rc"; exit 1; }
 grep -q "SIGTERM received" "$dir/out1.txt"
+# the stop wrote a checkpoint; running again (resume = auto) continues from its step to the end
+stopped=$(sed -n 's/.*stopping at step \([0-9]*\)\/.*/\1/p' "$dir/out1.txt" | head -1)
+[ -n "$stopped" ] || { cat "$dir/out1.txt"; echo "no 'stopping at step' line"; exit 1; }
+"$FMTRAIN_EXE" train "$dir/p.ini" --set train.steps=$((stopped + 3)) --set runtime.log_every=1 \
+  --set run.dir="$dir/run1" --set checkpoint.resume=auto >"$dir/resume1.txt" 2>&1 ||
+  { cat "$dir/resume1.txt"; echo "resuming after the stop failed"; exit 1; }
+grep -q "resumed at step $stopped" "$dir/resume1.txt" || { cat "$dir/resume1.txt"; exit 1; }
+grep -q "finished $((stopped + 3)) steps" "$dir/resume1.txt"
+[ -e "$dir/run1/COMPLETE" ]
 
 # 3. wall time: the job "ends" in 90 s and the margin is 2 minutes: stop after the first step
 set +e
