@@ -24,7 +24,8 @@
 #     the final checkpoint) there is nothing to do: exit 0. If the stop file exists (<run dir>/STOP, or
 #     FM_STOP_FILE) the user asked the run to stop: exit 0 without starting.
 #  2. Exports what srun and OpenMP need: SRUN_CPUS_PER_TASK (srun does not inherit --cpus-per-task
-#     from the batch allocation since Slurm 22.05) and OMP_NUM_THREADS = cores per rank. Thread
+#     from the batch allocation since Slurm 22.05), OMP_NUM_THREADS = cores per rank and
+#     OPENBLAS_NUM_THREADS=1 (BLAS runs inside fmtrain's own OpenMP threads). Thread
 #     pinning: fmtrain pins one OpenMP thread per core of the rank's share itself (hwloc) unless
 #     OMP_PLACES or OMP_PROC_BIND ask the OpenMP runtime to do it, so the scripts set
 #     OMP_PROC_BIND=false and unset OMP_PLACES (overriding a site default such as OMP_PROC_BIND=spread,
@@ -188,6 +189,9 @@ fm_job_main() {
 
   export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}
   export OMP_NUM_THREADS=$SRUN_CPUS_PER_TASK
+  # fmtrain's CPU backend runs BLAS single-threaded inside its own OpenMP pool; this keeps a
+  # pthreads OpenBLAS from starting idle workers for every core at load time (docs/performance.md).
+  export OPENBLAS_NUM_THREADS=1
   if [ "${FM_OMP_RUNTIME_BIND:-0}" = 1 ]; then
     export OMP_PLACES=cores OMP_PROC_BIND=close
   else
