@@ -170,14 +170,13 @@ static void test_expf(void **state)
 
 /* ---- encoder ----------------------------------------------------------------------------------- */
 
-static void test_encoder(void **state)
+static void encoder_case(int B, int T, int C, int Vp, int maxT, int threads)
 {
-    (void)state;
-    rng r = {1};
-    const int B = 3, T = 5, C = 37, Vp = 11, maxT = 9;
-    int32_t tokens[15];
+    rng r = {(uint64_t)(B * T * C)};
+    int32_t *tokens = malloc((size_t)B * T * sizeof *tokens);
+    assert_non_null(tokens);
     for (int i = 0; i < B * T; i++) tokens[i] = (int32_t)(i * 7 % 4); /* repeated tokens */
-    tokens[3] = 10;
+    tokens[3] = Vp - 1;
     float *wte = randf(&r, (size_t)Vp * C, -1, 1), *wpe = randf(&r, (size_t)maxT * C, -1, 1);
     float *out = randf(&r, (size_t)B * T * C, -1, 1), *dout = randf(&r, (size_t)B * T * C, -1, 1);
     float *dwte = randf(&r, (size_t)Vp * C, -1, 1), *dwpe = randf(&r, (size_t)maxT * C, -1, 1);
@@ -191,7 +190,7 @@ static void test_encoder(void **state)
                 ewte[(size_t)tokens[b * T + t] * C + c] += dout[o];
                 ewpe[(size_t)t * C + c] += dout[o];
             }
-    fm_cpu_ctx *cx = ctx_new(2);
+    fm_cpu_ctx *cx = ctx_new(threads);
     fm_cpu_encoder_forward(cx, out, tokens, wte, wpe, B, T, C);
     CHECK_REL("encoder forward", out, eout, (size_t)B * T * C, FWD_TOL);
     fm_cpu_encoder_backward(cx, dwte, dwpe, dout, tokens, B, T, C);
@@ -200,7 +199,14 @@ static void test_encoder(void **state)
     fm_cpu_ctx_free(&cx);
     assert_null(cx);
     free(wte), free(wpe), free(out), free(dout), free(dwte), free(dwpe);
-    free(ewte), free(ewpe), free(eout);
+    free(ewte), free(ewpe), free(eout), free(tokens);
+}
+
+static void test_encoder(void **state)
+{
+    (void)state;
+    encoder_case(3, 5, 37, 11, 9, 2);
+    encoder_case(4, 33, 301, 50, 40, 2); /* above the serial threshold: channel slices per thread */
 }
 
 /* ---- layernorm -------------------------------------------------------------------------------- */
@@ -238,22 +244,20 @@ static double ln_loss(void *p)
     return L;
 }
 
-static void test_layernorm(void **state)
+static void layernorm_case(int N, int C, size_t stride, int threads)
 {
-    (void)state;
-    rng r = {2};
-    const int N = 13, C = 67;
+    rng r = {(uint64_t)(N * 1000 + C)};
     const size_t nc = (size_t)N * C;
     float *x = randf(&r, nc, -2, 3), *w = randf(&r, C, 0.5, 1.5), *b = randf(&r, C, -0.5, 0.5);
     float *dout = randf(&r, nc, -1, 1), *out = randf(&r, nc, -1, 1);
-    float mean[13], rstd[13];
+    float *mean = randf(&r, N, 0, 1), *rstd = randf(&r, N, 0, 1);
     float *dinp0 = randf(&r, nc, -1, 1), *dw0 = randf(&r, C, -1, 1), *db0 = randf(&r, C, -1, 1);
     float *dinp = copyf(dinp0, nc), *dw = copyf(dw0, C), *db = copyf(db0, C);
     ln_case k = {N, C, to_double(x, nc), to_double(w, C), to_double(b, C), to_double(dout, nc)};
 
-    double *eout = zerod(nc), emean[13], erstd[13];
+    double *eout = zerod(nc), *emean = zerod(N), *erstd = zerod(N);
     ln_ref(&k, eout, emean, erstd);
-    fm_cpu_ctx *cx = ctx_new(2);
+    fm_cpu_ctx *cx = ctx_new(threads);
     fm_cpu_layernorm_forward(cx, out, mean, rstd, x, w, b, N, C);
     CHECK_REL("layernorm out", out, eout, nc, FWD_TOL);
     CHECK_REL("layernorm mean", mean, emean, N, FWD_TOL);
@@ -264,7 +268,7 @@ static void test_layernorm(void **state)
     for (size_t i = 0; i < nc; i++) dinp[i] -= dinp0[i];
     for (int c = 0; c < C; c++) dw[c] -= dw0[c], db[c] -= db0[c];
     double *g = zerod(nc);
-    fd_grad(k.x, nc, 1, ln_loss, &k, g);
+    fd_grad(k.x, nc, stride, ln_loss, &k, g);
     CHECK_FD("layernorm dinp", dinp, g, nc, GRAD_TOL);
     fd_grad(k.w, C, 1, ln_loss, &k, g);
     CHECK_FD("layernorm dweight", dw, g, C, GRAD_TOL);
@@ -272,8 +276,16 @@ static void test_layernorm(void **state)
     CHECK_FD("layernorm dbias", db, g, C, GRAD_TOL);
     fm_cpu_ctx_free(&cx);
     free(x), free(w), free(b), free(dout), free(out), free(dinp0), free(dw0), free(db0);
-    free(dinp), free(dw), free(db), free(eout), free(g);
-    free(k.x), free(k.w), free(k.b), free(k.dout);
+    free(dinp), free(dw), free(db), free(eout), free(g), free(mean), free(rstd), free(emean);
+    free(erstd), free(k.x), free(k.w), free(k.b), free(k.dout);
+}
+
+static void test_layernorm(void **state)
+{
+    (void)state;
+    layernorm_case(13, 67, 1, 2);
+    layernorm_case(1, 1, 1, 1);       /* C = 1: output is the bias, gradient to inp is 0 */
+    layernorm_case(61, 771, 97, 2);   /* above the serial threshold: threaded paths */
 }
 
 /* ---- residual --------------------------------------------------------------------------------- */
@@ -676,7 +688,8 @@ typedef struct det_out {
 static void det_run(int threads, det_out *d)
 {
     rng r = {77};
-    const int B = 2, T = 70, C = 96, NH = 4, V = 300, Vp = 384, N = B * T;
+    /* N*C above the serial threshold, so LayerNorm and the encoder run threaded too */
+    const int B = 2, T = 70, C = 256, NH = 4, V = 300, Vp = 384, N = B * T;
     const size_t nc = (size_t)N * C;
     int32_t tok[140];
     for (int i = 0; i < N; i++) tok[i] = (int32_t)(rng_uniform(&r) * V);
@@ -724,7 +737,7 @@ static void det_free(det_out *d)
 /* with_matmul = 0 leaves out the matmul outputs */
 static void det_compare(const det_out *a, const det_out *b, int with_matmul)
 {
-    const size_t N = 140, C = 96, Vp = 384;
+    const size_t N = 140, C = 256, Vp = 384;
     assert_memory_equal(a->enc, b->enc, N * C * 4);
     assert_memory_equal(a->dwte, b->dwte, Vp * C * 4);
     assert_memory_equal(a->ln, b->ln, N * C * 4);
@@ -754,7 +767,7 @@ static void test_determinism(void **state)
      * thread counts only where the BLAS computes an element independently of the tile shape
      * (docs/performance.md): here it must agree to rounding. */
     det_compare(&a, &c, 0);
-    const size_t nm = (size_t)140 * 3 * 96;
+    const size_t nm = (size_t)140 * 3 * 256;
     double *ref = to_double(a.mm, nm);
     CHECK_REL("matmul 1 vs 2 threads", c.mm, ref, nm, 1e-6);
     free(ref);
