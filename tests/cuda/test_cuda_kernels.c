@@ -14,6 +14,7 @@
  *   softmax_xent fwd: losses, lse; bwd: dlogits     rtol 1e-5, atol 1e-5; rtol 1e-4, atol 1e-8
  *   adamw: params, m, v; grads                      rtol 1e-5, atol 1e-7; exactly 0
  *   sum_squares (double)                            rtol 1e-12
+ * matmul and attention are also run twice on the GPU and must be bit-identical (sum_squares too).
  * Without a GPU the test exits 77, which CTest reports as skipped. */
 #include "cuda_test_util.h"
 
@@ -114,6 +115,22 @@ static void compare(const char *what, dbuf *b, size_t n, double rtol, double ato
     free(h[0]);
     free(h[1]);
     if (bad) fail_msg("%s: %d of %zu elements outside rtol %g atol %g", what, bad, n, rtol, atol);
+}
+
+/* Bit-wise equality of two CUDA buffers of n floats (the repeat check of an op). */
+static void same_bits(const char *what, const void *a, const void *b, size_t n)
+{
+    fm_backend *be = g_be[1];
+    float *ha = malloc((n ? n : 1) * sizeof(float)), *hb = malloc((n ? n : 1) * sizeof(float));
+    assert_non_null(ha);
+    assert_non_null(hb);
+    cuda_test_ok(be->ops->download(be, ha, a, n * sizeof(float)));
+    cuda_test_ok(be->ops->download(be, hb, b, n * sizeof(float)));
+    const int same = memcmp(ha, hb, n * sizeof(float)) == 0;
+    printf("  %-34s repeat on the GPU: %s\n", what, same ? "bit-identical" : "DIFFERENT");
+    free(ha);
+    free(hb);
+    if (!same) fail_msg("%s: two GPU runs on the same inputs differ", what);
 }
 
 /* ---- tests ------------------------------------------------------------------------------------ */
@@ -269,6 +286,25 @@ static void matmul_case(int N, int C, int OC, int with_bias, int bias_off, int w
     if (with_dinp) compare("matmul_backward dinp", &dinp, (size_t)N * C, 1e-4, 1e-4);
     compare("matmul_backward dweight (+=)", &dwt, (size_t)OC * C, 1e-4, 1e-4);
     compare("matmul_backward dbias (+=, or untouched)", &dbs, (size_t)OC + 1, 1e-4, 1e-4);
+    { /* the same products again on the GPU: bit-identical */
+        fm_backend *be = g_be[1];
+        void *o2 = NULL, *w2 = NULL, *i2 = NULL;
+        cuda_test_ok(be->ops->alloc(be, &o2, (size_t)N * OC * 4));
+        cuda_test_ok(be->ops->alloc(be, &i2, (size_t)N * C * 4));
+        cuda_test_ok(be->ops->alloc(be, &w2, (size_t)OC * C * 4));
+        cuda_test_ok(be->ops->upload(be, w2, wacc, (size_t)OC * C * 4));
+        be->ops->matmul_forward(be, o2, F(&dx, 1), F(&dw, 1), with_bias ? F(&db, 1) + bias_off : NULL,
+                                N, C, OC);
+        be->ops->matmul_backward(be, with_dinp ? i2 : NULL, w2, NULL, F(&ddout, 1), F(&dx, 1),
+                                 F(&dw, 1), N, C, OC);
+        cuda_test_ok(be->ops->sync(be));
+        same_bits("matmul_forward out", out.d[1], o2, (size_t)N * OC);
+        if (with_dinp) same_bits("matmul_backward dinp", dinp.d[1], i2, (size_t)N * C);
+        same_bits("matmul_backward dweight", dwt.d[1], w2, (size_t)OC * C);
+        be->ops->free(be, o2);
+        be->ops->free(be, i2);
+        be->ops->free(be, w2);
+    }
     dbuf *all[] = {&dx, &dw, &db, &ddout, &out, &dinp, &dwt, &dbs};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) dbuf_free(all[i]);
     free(x), free(w), free(bias), free(dout), free(wacc), free(bacc);
@@ -330,6 +366,24 @@ static void attention_case(int B, int T, int C, int NH, uint64_t seed)
                                          F(&lse, k), B, T, C, NH);
     sync_both();
     compare("attention_backward dqkv", &dqkv, n3, 1e-4, 1e-4);
+    { /* forward and backward again on the GPU (inputs unchanged): bit-identical */
+        fm_backend *be = g_be[1];
+        void *o2 = NULL, *l2 = NULL, *d2 = NULL;
+        cuda_test_ok(be->ops->alloc(be, &o2, n1 * 4));
+        cuda_test_ok(be->ops->alloc(be, &l2, nl * 4));
+        cuda_test_ok(be->ops->alloc(be, &d2, n3 * 4));
+        be->ops->attention_forward(be, o2, l2, F(&dq, 1), B, T, C, NH);
+        be->ops->attention_backward(be, d2, F(&dd, 1), F(&dq, 1), F(&out, 1), F(&lse, 1), B, T, C, NH);
+        cuda_test_ok(be->ops->sync(be));
+        same_bits("attention_backward dqkv", dqkv.d[1], d2, n3);
+        be->ops->attention_forward(be, F(&out, 1), F(&lse, 1), F(&dq, 1), B, T, C, NH);
+        cuda_test_ok(be->ops->sync(be));
+        same_bits("attention_forward out", out.d[1], o2, n1);
+        same_bits("attention_forward lse", lse.d[1], l2, nl);
+        be->ops->free(be, o2);
+        be->ops->free(be, l2);
+        be->ops->free(be, d2);
+    }
     dbuf_free(&dq), dbuf_free(&dd), dbuf_free(&out), dbuf_free(&lse), dbuf_free(&dqkv);
     free(qkv), free(dout), free(h);
 }
