@@ -3,7 +3,7 @@
 # EXISTING build directory (it builds nothing). Prints everything; exits non-zero when a test fails.
 #
 # Usage: tests/cuda/run-on-gpu.sh [BUILD_DIR]        (default: build/release, then build-cuda)
-#   FM_BENCH_BATCHES="16 8 4"   micro-batches to try, largest first (the first that fits is reported)
+#   FM_BENCH_BATCHES="64 32 16" micro-batches to try, largest first (the first that fits is reported)
 #   FM_BENCH_STEPS=10           timed steps
 #   FM_BENCH_PEAK_TFLOPS=989    stated peak for MFU (H100 SXM dense bf16; the backend is fp32 for now)
 #   FM_SKIP_BENCH=1             tests only
@@ -72,7 +72,7 @@ if [[ ${FM_SKIP_BENCH:-0} != 1 ]]; then
     echo "fmtrain-bench not built ($bench)"; status=1
   else
     ok=0
-    for B in ${FM_BENCH_BATCHES:-16 8 4 2 1}; do
+    for B in ${FM_BENCH_BATCHES:-64 32 16 8 4 2 1}; do
       echo "--- batch $B"
       if "$bench" --device cuda --layers 12 --heads 12 --dim 768 --vocab 50257 --seq 1024 \
            --max-seq 1024 --batch "$B" --threads 4 --steps "${FM_BENCH_STEPS:-10}" --warmup 2 \
