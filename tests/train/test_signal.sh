@@ -46,8 +46,8 @@ grep -q "resumable\|resume" "$dir/out2.txt"
 jsonl_check "$dir/run2"
 
 # 2. one rank, SIGTERM
-"$FMTRAIN_EXE" train "$dir/p.ini" --set train.steps=100000 --set runtime.log_every=1 \
-  --set run.dir="$dir/run1" >"$dir/out1.txt" 2>&1 &
+"$FMTRAIN_EXE" train "$dir/p.ini" --set train.steps=100000 --set train.warmup_steps=0 \
+  --set runtime.log_every=1 --set run.dir="$dir/run1" >"$dir/out1.txt" 2>&1 &
 p=$!
 pids+=("$p")
 wait_steps "$dir/run1" 2
@@ -61,7 +61,8 @@ grep -q "SIGTERM received" "$dir/out1.txt"
 # the stop wrote a checkpoint; running again (resume = auto) continues from its step to the end
 stopped=$(sed -n 's/.*stopping at step \([0-9]*\)\/.*/\1/p' "$dir/out1.txt" | head -1)
 [ -n "$stopped" ] || { cat "$dir/out1.txt"; echo "no 'stopping at step' line"; exit 1; }
-"$FMTRAIN_EXE" train "$dir/p.ini" --set train.steps=$((stopped + 3)) --set runtime.log_every=1 \
+"$FMTRAIN_EXE" train "$dir/p.ini" --set train.steps=$((stopped + 3)) --set train.warmup_steps=0 \
+  --set runtime.log_every=1 \
   --set run.dir="$dir/run1" --set checkpoint.resume=auto >"$dir/resume1.txt" 2>&1 ||
   { cat "$dir/resume1.txt"; echo "resuming after the stop failed"; exit 1; }
 grep -q "resumed at step $stopped" "$dir/resume1.txt" || { cat "$dir/resume1.txt"; exit 1; }
