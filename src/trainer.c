@@ -209,9 +209,10 @@ static fm_status measure_peak(fm_trainer *t)
     FM_TRY(fm_comm_sum_doubles(t->comm, &sum, 1));
     t->peak_flops = peak > 0.0 ? sum : 0.0;
     if (t->peak_flops > 0)
-        say(t, "MFU reference: %.3g TFLOP/s over %d ranks (%.3g per rank, %s); model %.4g GFLOP per "
-               "token",
-            t->peak_flops / 1e12, t->comm->size, sum / t->comm->size / 1e12, how,
+        say(t, "MFU reference: %.3g TFLOP/s over %d rank%s (%.3g per rank, %s); model %.4g GFLOP "
+               "per token",
+            t->peak_flops / 1e12, t->comm->size, t->comm->size == 1 ? "" : "s",
+            sum / t->comm->size / 1e12, how,
             t->flops_per_token / 1e9);
     else
         say(t, "MFU reference: %s", how);
