@@ -2,14 +2,15 @@
  *
  *   train_make_dataset PATH TASK SEQ_LEN TRAIN_DOCS VAL_DOCS SEED
  *
- * TASK "repeat": a stream in which every token repeats the token 2 places before it, except that
- * at each multiple of SEQ_LEN a new random pair of tokens from an alphabet of 8 starts (at offsets 1
- * and 2; offset 0 still continues the previous pair). A training window (SEQ_LEN+1 tokens at a
- * multiple of SEQ_LEN) thus has exactly two unpredictable targets: the best possible mean loss is
- * 2 ln(8)/SEQ_LEN (0.13 at SEQ_LEN 32). Predicting the rest needs attention to the token two places
- * back: a model that cannot attend (broken attention or its gradient) stays near ln(8) = 2.08, and
- * a broken embedding/MLP gradient leaves it near ln(256) = 5.5. The rule is the same everywhere,
- * so the validation loss falls with the training loss (nothing to memorise).
+ * TASK "repeat": a stream in which every token repeats the token 3 places before it, except that
+ * at each multiple of SEQ_LEN two new random tokens from an alphabet of 8 enter (at offsets 1 and 2;
+ * offset 0 still continues the previous cycle). A training window (SEQ_LEN+1 tokens at a multiple of
+ * SEQ_LEN) thus has exactly two unpredictable targets: the best possible mean loss is
+ * 2 ln(8)/SEQ_LEN (0.13 at SEQ_LEN 32). Predicting the rest needs attention to the token three
+ * places back: tests/train/test_learns.c trains the same rule in-process and shows that with the
+ * attention or embedding backward broken the loss stays above 1.1 (the unordered set of earlier
+ * tokens leaves two candidates). The rule is the same everywhere, so the validation loss falls with
+ * the training loss (nothing to memorise).
  * TASK "stride": arithmetic progressions modulo 256 whose stride (1, 3, 5 or 7) changes every
  * SEQ_LEN tokens. Learnable to near zero on the training split, but a small model memorises it
  * rather than learning modular arithmetic (validation loss stays high); kept for loop tests.
@@ -36,7 +37,7 @@ static fm_status write_split(fm_dataset_writer *w, fm_dataset_split split, const
     uint32_t *buf = malloc((size_t)T * sizeof *buf);
     FM_CHECK_ALLOC(buf, (size_t)T * sizeof *buf);
     uint32_t cur = (uint32_t)(next(rng) % 256), stride = 1;
-    uint32_t pair[1] = {(uint32_t)(next(rng) % 8)};
+    uint32_t carry[1] = {(uint32_t)(next(rng) % 8)};
     const uint32_t strides[4] = {1, 3, 5, 7};
     for (long d = 0; d < docs; d++) {
         if (strcmp(task, "stride") == 0) {
@@ -44,11 +45,11 @@ static fm_status write_split(fm_dataset_writer *w, fm_dataset_split split, const
             stride = strides[next(rng) % 4];
             for (int i = 1; i < T; i++) buf[i] = cur = (cur + stride) % 256;
         } else if (strcmp(task, "repeat") == 0) {
-            /* pair[0]: the token that continues the previous pair at offset 0 */
-            buf[0] = pair[0];
+            /* carry[0]: the token that continues the previous cycle at offset 0 */
+            buf[0] = carry[0];
             for (int i = 1; i < T; i++)
-                buf[i] = i <= 2 ? (uint32_t)(next(rng) % 8) : buf[i - 2];
-            pair[0] = buf[T - 2]; /* the token 2 places before the next segment's first */
+                buf[i] = i <= 2 ? (uint32_t)(next(rng) % 8) : buf[i - 3];
+            carry[0] = buf[T - 3]; /* the token 3 places before the next segment's first */
         } else {
             for (int i = 0; i < T; i++) buf[i] = (uint32_t)(next(rng) % 256);
         }
@@ -59,7 +60,7 @@ static fm_status write_split(fm_dataset_writer *w, fm_dataset_split split, const
         }
     }
     /* one more token so that (tokens - 1) / T == docs windows */
-    buf[0] = strcmp(task, "repeat") == 0 ? pair[0] : (cur + stride) % 256;
+    buf[0] = strcmp(task, "repeat") == 0 ? carry[0] : (cur + stride) % 256;
     fm_status st = fm_dataset_writer_append(w, split, buf, 1);
     free(buf);
     return st;
@@ -73,8 +74,8 @@ int main(int argc, char **argv)
         return 2;
     }
     int T = atoi(argv[3]);
-    if (T < 3) {
-        fprintf(stderr, "SEQ_LEN must be at least 3\n");
+    if (T < 4) {
+        fprintf(stderr, "SEQ_LEN must be at least 4\n");
         return 2;
     }
     long ntrain = atol(argv[4]), nval = atol(argv[5]);
