@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cuda/cuda_backend.h"
 #include "schedule.h"
 #include "signals.h"
 #include "util.h"
@@ -72,7 +73,8 @@ static const char *device_name(const fm_config *cfg)
     switch (cfg->runtime_device) {
     case FM_DEVICE_CPU: return "cpu";
     case FM_DEVICE_CUDA: return "cuda";
-    case FM_DEVICE_AUTO: return fm_backend_available("cuda") ? "cuda" : "cpu";
+    case FM_DEVICE_AUTO: /* CUDA only when compiled in AND a device is visible to this process */
+        return fm_backend_available("cuda") && fm_backend_cuda_device_count() > 0 ? "cuda" : "cpu";
     }
     return "cpu";
 }
