@@ -39,6 +39,8 @@ struct fm_trainer {
     double flops_per_token;
     fm_trainer_state state;
     int signals_installed;
+    float *host_grads;  /* device backends on several ranks: gradients staged through the host for
+                           MPI (no CUDA-aware MPI assumed); NULL on the CPU backend */
     int64_t fault_step; /* FMTRAIN_TEST_NAN_STEP: poison this step (tests of on_nan); 0 = never */
     int fault_grad;     /* 1: poison a gradient after the all-reduce; 0: poison rank 0's loss */
 };
@@ -314,7 +316,19 @@ fm_status fm_trainer_create(const fm_config *cfg, const fm_trainer_options *opts
     FM_TRY_GOTO(st, fail, fm_model_create(&t->shape, t->be, t->B, &t->model));
     FM_TRY_GOTO(st, fail, fm_model_init_weights(t->model, cfg->run_seed));
     FM_TRY_GOTO(st, fail, fm_optimizer_create(t->model, &t->opt));
-    FM_TRY_GOTO(st, fail, fm_comm_allreduce_init(&t->ar, t->comm, fm_model_grads(t->model),
+    float *ar_buf = fm_model_grads(t->model);
+    if (strcmp(t->be->ops->name, "cpu") != 0 && t->comm->size > 1) {
+        /* Device memory is not handed to MPI (a CUDA-aware MPI is not assumed): the gradients are
+         * downloaded after the backward pass, all-reduced on the host and uploaded again. */
+        size_t gb = fm_model_num_params(t->model) * sizeof(float);
+        t->host_grads = malloc(gb);
+        if (!t->host_grads) {
+            st = FM_ERR(FM_ERR_NOMEM, "out of memory allocating %zu bytes of host gradients", gb);
+            goto fail;
+        }
+        ar_buf = t->host_grads;
+    }
+    FM_TRY_GOTO(st, fail, fm_comm_allreduce_init(&t->ar, t->comm, ar_buf,
                                                   fm_model_num_params(t->model), 0, 0));
     fm_reader_options ro = {t->comm->world, t->T, t->rank_windows * t->comm->size,
                             t->rank_windows * t->comm->rank, t->rank_windows, cfg->run_seed,
@@ -354,6 +368,7 @@ void fm_trainer_free(fm_trainer **pt)
     fm_model_free(&t->model);
     fm_backend_free(&t->be);
     fm_comm_free(&t->comm);
+    free(t->host_grads);
     free(t->windows);
     free(t->inp);
     free(t->tgt);
@@ -427,11 +442,15 @@ static fm_status train_step(fm_trainer *t, step_result *r)
         float loss = 0.0f;
         FM_TRY(fm_model_forward(t->model, t->inp, t->tgt, t->B, t->T, &loss));
         loss_sum += loss;
-        int last = a == t->ga - 1;
-        FM_TRY(fm_model_backward(t->model, 1.0f / (float)t->ga, last ? grad_ready : NULL,
-                                 last ? t->ar : NULL));
+        int overlap = a == t->ga - 1 && !t->host_grads;
+        FM_TRY(fm_model_backward(t->model, 1.0f / (float)t->ga, overlap ? grad_ready : NULL,
+                                 overlap ? t->ar : NULL));
     }
+    size_t gbytes = fm_model_num_params(t->model) * sizeof(float);
+    if (t->host_grads) FM_TRY(fm_model_get_grads(t->model, t->host_grads));
     FM_TRY(fm_comm_allreduce_wait_all(t->ar));
+    if (t->host_grads)
+        FM_TRY(t->be->ops->upload(t->be, fm_model_grads(t->model), t->host_grads, gbytes));
     double loss = loss_sum / t->ga;
     if (t->fault_step == t->state.step + 1) {
         if (!t->fault_grad && t->comm->rank == 0) loss = NAN;
