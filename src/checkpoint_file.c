@@ -1,7 +1,7 @@
 /* checkpoint_file.c — the checkpoint file layer: parallel HDF5 tensors with CRC-32, atomic
  * publication (see checkpoint_file.h). Directory housekeeping (latest, pruning) is in
  * checkpoint_dir.c. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* fallocate(2): reserving the space of a checkpoint before writing it */
 #include "checkpoint_file.h"
 
 #include <errno.h>
@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -36,6 +37,7 @@ struct fm_checkpoint_file {
     char tmp_path[FM_CKPT_PATH_MAX + 8];
     double t_start;
     uint64_t tensor_bytes;
+    int64_t align;     /* align_bytes of the writer */
 };
 
 /* ---- HDF5 error capture --------------------------------------------------------------------- */
@@ -520,6 +522,7 @@ fm_status fm_checkpoint_file_create(MPI_Comm comm, const char *path, const char 
     fm_checkpoint_file *f = NULL;
     FM_TRY(new_file(comm, path, &f));
     f->writing = 1;
+    f->align = opts ? opts->align_bytes : 0;
     h5_quiet q;
     quiet_begin(&q);
     fm_status st = NULL;
@@ -606,6 +609,48 @@ static fm_status set_crc_attr(hid_t d, uint32_t crc, const char *dset)
 
 /* ---- writing ----------------------------------------------------------------------------- */
 
+/* "12.5 GiB free in DIR" for error messages. */
+static const char *free_space_note(const char *path, char *buf, size_t size)
+{
+    char dir[FM_CKPT_PATH_MAX], free_s[32];
+    struct statvfs sv;
+    if (dir_of(path, dir, sizeof dir) != NULL || statvfs(dir, &sv) != 0) return "free space unknown";
+    fm_util_format_bytes((double)sv.f_bavail * (double)sv.f_frsize, free_s, sizeof free_s);
+    snprintf(buf, size, "%s free in %s", free_s, dir);
+    return buf;
+}
+
+/* Allocates the blocks the tensors of `groups` will occupy in the temporary file (fallocate): their
+ * bytes, one alignment unit of padding per aligned tensor, and room for metadata. HDF5's close sets
+ * the file size back to the end of its data, which frees what was not used. File systems without
+ * fallocate skip this (the writes then report a full disk). */
+static fm_status reserve_space(const fm_checkpoint_file *f, const fm_checkpoint_group *groups,
+                               int ngroups)
+{
+    uint64_t bytes = (uint64_t)1 << 20;
+    for (int g = 0; g < ngroups; g++)
+        for (int i = 0; i < groups[g].ntensors; i++) {
+            uint64_t b = (uint64_t)tensor_numel(&groups[g].tensors[i]) * sizeof(float);
+            bytes += b + 1024 + (f->align > 1 && b >= (uint64_t)f->align ? (uint64_t)f->align : 0);
+        }
+    int fd = open(f->tmp_path, O_WRONLY);
+    if (fd < 0) return FM_ERR(FM_ERR_IO, "cannot open %s: %s", f->tmp_path, strerror(errno));
+    /* The file grows to the reserved size; HDF5 sets it back to the end of its data at close. */
+    int rc = fallocate(fd, 0, 0, (off_t)bytes);
+    int err = errno;
+    close(fd);
+    if (rc == 0 || err == EOPNOTSUPP || err == ENOSYS || err == EINVAL) return NULL;
+    char dir[FM_CKPT_PATH_MAX], free_s[32] = "?", need_s[32];
+    struct statvfs sv;
+    if (dir_of(f->path, dir, sizeof dir) == NULL && statvfs(dir, &sv) == 0)
+        fm_util_format_bytes((double)sv.f_bavail * (double)sv.f_frsize, free_s, sizeof free_s);
+    fm_util_format_bytes((double)bytes, need_s, sizeof need_s);
+    return FM_ERR(FM_ERR_IO,
+                  "no room for checkpoint %s: reserving %s failed: %s (%s free in %s); free space "
+                  "or lower [checkpoint] keep_last",
+                  f->path, need_s, strerror(err), free_s, dir);
+}
+
 fm_status fm_checkpoint_file_write_groups(fm_checkpoint_file *f, const fm_checkpoint_group *groups,
                                           int ngroups)
 {
@@ -618,6 +663,12 @@ fm_status fm_checkpoint_file_write_groups(fm_checkpoint_file *f, const fm_checkp
     if (st) return st;
     h5_quiet q;
     quiet_begin(&q);
+
+    /* 0. Reserve the file's space up front (rank 0), so that a full disk or an exhausted quota is a
+     * clear error before any tensor is written rather than a failed write in the middle of HDF5. */
+    if (f->rank == 0) st = reserve_space(f, groups, ngroups);
+    st = agree(f, st);
+    if (st) goto done;
 
     /* 1. CRC-32 of this rank's part of every tensor, then everyone's parts, combined in rank order. */
     size_t per = (size_t)nj * 2;
@@ -659,8 +710,11 @@ fm_status fm_checkpoint_file_write_groups(fm_checkpoint_file *f, const fm_checkp
                 round_rows(jb, r, &r0, &r1);
                 hid_t fs = -1, ms = -1;
                 lst = select_rows(t, jb->row, r0, r1, &fs, &ms);
-                if (!lst && H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, f->dxpl, base + r0 * jb->row) < 0)
-                    lst = H5ERR(FM_ERR_IO, "cannot write %s of %s", dpath, f->tmp_path);
+                if (!lst && H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, f->dxpl, base + r0 * jb->row) < 0) {
+                    char note[FM_CKPT_PATH_MAX + 64];
+                    lst = H5ERR(FM_ERR_IO, "cannot write %s of %s (%s)", dpath, f->tmp_path,
+                                free_space_note(f->path, note, sizeof note));
+                }
                 close_id(&fs, H5Sclose);
                 close_id(&ms, H5Sclose);
                 lst = agree(f, lst);
@@ -873,6 +927,15 @@ void fm_checkpoint_file_abort(fm_checkpoint_file **fp)
     if (!f) return;
     h5_quiet q;
     quiet_begin(&q);
+    /* The collective close below still writes metadata. After a failed write (a full disk, a quota)
+     * that could fail again on some ranks only and leave HDF5's ranks in different states, so first
+     * the temporary file's data blocks are released (truncated to nothing): the close then has room
+     * for its few metadata bytes, and the file is deleted right after anyway. */
+    if (f->fid >= 0 && f->writing) {
+        if (f->rank == 0 && truncate(f->tmp_path, 0) != 0) { /* nothing more to do about it */
+        }
+        if (f->parallel) MPI_Barrier(f->comm);
+    }
     if (f->fid >= 0) H5Fclose(f->fid);
     H5Eclear2(H5E_DEFAULT);
     f->fid = -1;
