@@ -14,9 +14,9 @@
 #     the second; with a configuration error (exit 2) the first job cancels the second.
 #
 # Slurm checks time limits (and sends --signal warnings) only every 30 s, so the time-limit signal of
-# part 1 arrives at one of those ticks. A probe job finds when the ticks happen, and the training job
-# is submitted so that the next tick falls in the middle of its training; the run itself lasts a few
-# seconds. Skips (77) when Slurm or munge cannot run here (tests/slurm/cluster.sh). Needs
+# part 1 arrives at one of those checks. The test reads when they happen from slurmctld's log (debug2)
+# and submits the training job so that the next check falls about a third into its training; the
+# run itself lasts seconds. Takes about two minutes, most of it waiting for Slurm. Skips (77) when Slurm or munge cannot run here (tests/slurm/cluster.sh). Needs
 # /usr/bin/python3 with h5py to compare checkpoints.
 set -uo pipefail
 : "${FMTRAIN_EXE:?}" "${FMTRAIN_SOURCE_DIR:?}" "${FMTRAIN_BINARY_DIR:?}"
@@ -63,7 +63,7 @@ ok "one-node cluster up: $(sinfo -h -o '%P %D %C %T' | head -n 1)"
 # ---- data and parameter file --------------------------------------------------------------------
 [ -x "$MAKE_DATASET" ] || fail "missing $MAKE_DATASET (built with the tests)"
 "$MAKE_DATASET" "$work/data.h5" repeat 64 4096 64 5 >/dev/null || fail "making the dataset"
-steps=${FM_SLURM_TEST_STEPS:-60}
+steps=${FM_SLURM_TEST_STEPS:-120}
 write_params() { # PATH RUN_DIR
   cat >"$1" <<INI
 [run]
@@ -138,38 +138,74 @@ wait_job() {
 }
 job_field() { scontrol -o show job "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 
-# ---- reference: an uninterrupted run, and a probe for Slurm's 30 s time-limit ticks ---------------
+# ---- reference: an uninterrupted run, launched like the jobs' step (srun, 2 ranks x 1 core) -------
+# Its timing (start-up until the first step, then the training) decides when part 1 is submitted.
+export OMP_NUM_THREADS=1 OMP_PROC_BIND=false OPENBLAS_NUM_THREADS=1 # as generic/fmtrain-job.sh
 write_params "$work/ref.ini" "$work/run-ref"
-probe=$(sbatch --parsable -p debug -n 1 -c 1 --time=1 --signal=B:USR1@58 --output=/dev/null \
-  --wrap "trap 'date +%s.%N > $work/probe.t; exit 0' USR1; while :; do sleep 0.2; done") ||
-  fail "sbatch of the probe job"
 t0=$(date +%s.%N)
-(cd "$work" && mpiexec -n 2 "$FMTRAIN_EXE" train "$work/ref.ini" >"$work/ref.out" 2>&1)
+(cd "$work" && srun -p debug -N 1 -n 2 -c 1 --cpu-bind=cores "$FMTRAIN_EXE" train "$work/ref.ini" \
+  >"$work/ref.out" 2>&1) &
+ref_pid=$!
+t_first=""
+while kill -0 "$ref_pid" 2>/dev/null; do
+  if [ -z "$t_first" ] && [ -f "$work/run-ref/metrics.jsonl" ] &&
+     grep -q '"type":"train"' "$work/run-ref/metrics.jsonl"; then
+    t_first=$(date +%s.%N)
+  fi
+  sleep 0.05
+done
+wait "$ref_pid"
 rc=$?
 t1=$(date +%s.%N)
+unset OMP_NUM_THREADS OMP_PROC_BIND OPENBLAS_NUM_THREADS
 [ "$rc" -eq 0 ] || { cat "$work/ref.out"; fail "the uninterrupted reference run exited $rc"; }
 [ -e "$work/run-ref/COMPLETE" ] || fail "the reference run wrote no COMPLETE"
 ref_ckpt=$(final_checkpoint "$work/run-ref") || fail "the reference run has no checkpoints/latest"
-t_ref=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
-ok "reference run: $steps steps in ${t_ref} s (mpiexec -n 2)"
-wait_job "$probe" 60 || fail "the probe job got no USR1 within 60 s"
-[ -s "$work/probe.t" ] || fail "the probe job ended without recording its USR1"
-tick=$(cat "$work/probe.t")
+[ -n "$t_first" ] || t_first=$t0
+t_start=$(awk -v a="$t0" -v b="$t_first" 'BEGIN { printf "%.2f", b - a }')
+t_train=$(awk -v a="$t_first" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+ok "reference run (srun -n 2): start-up ${t_start} s, $steps steps in ${t_train} s"
 
 # ---- 1. time limit -> USR1 -> checkpoint -> exit 75 -> requeue -> resume -> finish ----------------
-write_params "$work/p1.ini" "$work/run1"
-now=$(date +%s.%N)
-# submit `lead` seconds before the first tick that is still far enough away
-lead=$(awk -v t="$t_ref" 'BEGIN { l = 1.5 + 0.5 * t; if (l < 3) l = 3; printf "%.2f", l }')
-delay=$(awk -v tick="$tick" -v now="$now" -v lead="$lead" \
-  'BEGIN { n = tick; while (n - lead - now < 0.5) n += 30; printf "%.2f", n - lead - now }')
-sleep "$delay"
-job=$(cd "$work" && FM_PARAMS="$work/p1.ini" sbatch --parsable -p debug --account=fmtest -N 1 \
-  --ntasks-per-node=2 --cpus-per-task=1 --time=1 --signal=B:USR1@58 \
-  --output="$work/requeue-%j.out" "$src/jobscripts/generic/cpu.sbatch") || fail "sbatch cpu.sbatch"
-ok "submitted job $job $(printf '%.1f' "$lead") s before Slurm's next time-limit check"
-wait_job "$job" 240 || fail "job $job still in the queue after 240 s"
-out="$work/requeue-$job.out"
+# slurmctld checks time limits (and sends --signal warnings) every 30 s and logs each check at
+# debug2: submit so that the next check comes about a third into the job's training. One retry with
+# the timing of the first attempt when the job was faster than the reference and missed the check.
+scontrol setdebug debug2 || fail "scontrol setdebug debug2"
+last_tick() { # epoch seconds of the newest time-limit check in the controller's log
+  local ts
+  ts=$(grep "Testing job time limits" "$work/cluster/log/slurmctld.log" | tail -n 1 | sed 's/^\[\([^]]*\)\].*/\1/')
+  [ -n "$ts" ] && date -d "$ts" +%s.%N
+}
+for ((i = 0; i < 350; i++)); do last_tick >/dev/null && break; sleep 0.1; done
+[ "$i" -lt 350 ] || fail "no time-limit check in slurmctld.log within 35 s"
+frac=0.35
+for attempt in 1 2; do
+  run1="$work/run1-$attempt"
+  write_params "$work/p1-$attempt.ini" "$run1"
+  lead=$(awk -v s="$t_start" -v t="$t_train" -v f="$frac" \
+    'BEGIN { l = 0.4 + s + f * t; if (l < 2.5) l = 2.5; printf "%.2f", l }')
+  tick=$(last_tick)
+  now=$(date +%s.%N)
+  delay=$(awk -v tick="$tick" -v now="$now" -v lead="$lead" \
+    'BEGIN { n = tick; while (n - lead - now < 0.3) n += 30; printf "%.2f", n - lead - now }')
+  sleep "$delay"
+  job=$(cd "$work" && FM_PARAMS="$work/p1-$attempt.ini" sbatch --parsable -p debug --account=fmtest \
+    -N 1 --ntasks-per-node=2 --cpus-per-task=1 --time=1 --signal=B:USR1@58 \
+    --output="$work/requeue-%j.out" "$src/jobscripts/generic/cpu.sbatch") || fail "sbatch cpu.sbatch"
+  ok "attempt $attempt: job $job submitted ${lead} s before Slurm's next time-limit check"
+  wait_job "$job" 240 || fail "job $job still in the queue after 240 s"
+  out="$work/requeue-$job.out"
+  if [ "$attempt" = 1 ] && ! grep -q "received SIGUSR1" "$out" &&
+     grep -q "exit=0 complete" "$run1/jobs.log" 2>/dev/null; then
+    # finished before the check: measure this job's own training time and aim earlier
+    t_job=$(awk '/^step +[0-9]+\//{n++} END{print n}' "$out")
+    echo "note: job $job finished all $t_job logged steps before the time-limit check; retrying"
+    t_train=$(awk -v t="$t_train" 'BEGIN { printf "%.2f", t / 2 }')
+    frac=0.25
+    continue
+  fi
+  break
+done
 state=$(job_field "$job" JobState)
 restarts=$(job_field "$job" Restarts)
 [ "$state" = COMPLETED ] || fail "job $job ended in state $state"
@@ -177,17 +213,17 @@ grep -q "received SIGUSR1: forwarding it to the job step" "$out" || fail "the ba
 grep -q "fmtrain exited with code 75" "$out" || fail "fmtrain did not exit 75 after the signal"
 grep -q "requeuing job $job" "$out" || fail "the script did not requeue the job"
 [ "${restarts:-0}" -ge 1 ] || fail "Slurm reports Restarts=$restarts"
-grep -q "exit=75 requeue" "$work/run1/jobs.log" || fail "jobs.log has no 'exit=75 requeue' line"
-grep -q "exit=0 complete" "$work/run1/jobs.log" || fail "jobs.log has no 'exit=0 complete' line"
-[ -e "$work/run1/COMPLETE" ] || fail "no COMPLETE marker in run1"
+grep -q "exit=75 requeue" "$run1/jobs.log" || fail "jobs.log has no 'exit=75 requeue' line"
+grep -q "exit=0 complete" "$run1/jobs.log" || fail "jobs.log has no 'exit=0 complete' line"
+[ -e "$run1/COMPLETE" ] || fail "no COMPLETE marker in $run1"
 # The requeued segment must continue from the checkpoint, not train again from step 1.
 first=$(awk '/fmtrain-job: job [0-9]+ \(restart 1\)/ { seg = 1 } seg && /^step +[0-9]+\// {
   split($2, a, "/"); print a[1]; exit }' "$out")
 [ -n "$first" ] || fail "no training step logged after the requeue"
 [ "$first" -gt 1 ] || fail "the requeued job started again at step $first instead of resuming"
 ok "job $job: SIGUSR1 forwarded, exit 75, requeued $restarts time(s), resumed at step $first, COMPLETE"
-sed 's/^/    /' "$work/run1/jobs.log"
-ckpt1=$(final_checkpoint "$work/run1") || fail "run1 has no checkpoints/latest"
+sed 's/^/    /' "$run1/jobs.log"
+ckpt1=$(final_checkpoint "$run1") || fail "$run1 has no checkpoints/latest"
 same_params "$ref_ckpt" "$ckpt1" || fail "the requeued run's final parameters differ from the reference"
 ok "requeued run: final parameters equal the uninterrupted run's"
 
