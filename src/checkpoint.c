@@ -610,15 +610,9 @@ fm_status fm_checkpoint_save(fm_checkpoint_ctx *c, fm_trainer *t, fm_trainer_sav
     fm_trainer_get_state(t, &ts);
     char path[CK_PATH_MAX];
     FM_TRY(fm_checkpoint_dir_file_path(c->run_dir, ts.step, path, sizeof path));
-    int exists = 0;
-    if (c->rank == 0) exists = access(path, F_OK) == 0;
-    MPI_Bcast(&exists, 1, MPI_INT, 0, c->comm);
+    /* An existing file of the same step (a damaged one that resume skipped, or a checkpoint of an
+     * abandoned continuation) is replaced atomically by the rename at commit. */
     const char *base = strrchr(path, '/') + 1;
-    if (exists) {
-        say(c, t, "checkpoint %s already exists: kept", base);
-        if (stats) memset(stats, 0, sizeof *stats);
-        return NULL;
-    }
     fm_checkpoint_file *f = NULL;
     FM_TRY(fm_checkpoint_file_create(c->comm, path, FM_CHECKPOINT_FORMAT, FM_CHECKPOINT_VERSION,
                                      &c->io, &f));

@@ -69,7 +69,7 @@ const char *fm_checkpoint_planned_path(const fm_checkpoint_ctx *ctx);
 void fm_checkpoint_ctx_free(fm_checkpoint_ctx **ctx);
 
 /* Writes the trainer's current state as <run dir>/checkpoints/step-<step>.h5 (atomically; keep_last
- * applied). A checkpoint of the same step that already exists is kept and not rewritten. Rank 0 logs
+ * applied). A file of the same step that already exists is replaced (atomically). Rank 0 logs
  * "checkpoint <file>: <size> in <s> s (<GB/s>)" through the trainer's metrics. stats may be NULL.
  * Collective. */
 fm_status fm_checkpoint_save(fm_checkpoint_ctx *ctx, fm_trainer *t, fm_trainer_save_reason reason,
