@@ -74,36 +74,38 @@ fm_job_ini_run_key() {
     END { if (val != "") print val }' "$1"
 }
 
-# Prints the value of the last `--set run.$1=...` in FM_SETS (nothing when there is none).
+# Prints the value of the last `--set run.$1=...` in FM_SETS; returns 1 when there is none (an
+# empty value, `--set run.dir=`, is a value: it clears the file's setting).
 fm_job_set_value() {
-  local a prev="" v=""
+  local a prev="" v="" found=1
   for a in "${FM_SETS[@]}"; do
     case "$prev|$a" in
-      "--set|run.$1="*) v=${a#run."$1"=} ;;
-      *"|--set=run.$1="*) v=${a#--set=run."$1"=} ;;
+      "--set|run.$1="*) v=${a#run."$1"=}; found=0 ;;
+      *"|--set=run.$1="*) v=${a#--set=run."$1"=}; found=0 ;;
     esac
     prev=$a
   done
   printf '%s' "$v"
+  return $found
 }
 
 # Sets FM_RUN_DIR (absolute) the way fmtrain does: FM_RUN_DIR if set, else run.dir (from --set, then
 # the parameter file), else runs/<run.name>, where run.name defaults to the parameter file's name
-# without its extension. Relative paths are relative to the submit directory (the job's working
-# directory, where fmtrain runs).
+# without its extension (characters outside [A-Za-z0-9._-] replaced by '_'). Relative paths are
+# relative to the submit directory (the job's working directory, where fmtrain runs).
+# tests/shell/test_run_dir.sh checks this against `fmtrain train --dry-run`.
 fm_job_find_run_dir() {
   local d="${FM_RUN_DIR:-}" name base
-  [ -n "$d" ] || d=$(fm_job_set_value dir)
-  [ -n "$d" ] || d=$(fm_job_ini_run_key "$FM_PARAMS" dir)
   if [ -z "$d" ]; then
-    name=$(fm_job_set_value name)
-    [ -n "$name" ] || name=$(fm_job_ini_run_key "$FM_PARAMS" name)
+    d=$(fm_job_set_value dir) || d=$(fm_job_ini_run_key "$FM_PARAMS" dir)
+  fi
+  if [ -z "$d" ]; then
+    name=$(fm_job_set_value name) || name=$(fm_job_ini_run_key "$FM_PARAMS" name)
     if [ -z "$name" ]; then
       base=${FM_PARAMS##*/}
-      name=${base%.*}
+      name=$(printf '%s' "${base%.*}" | tr -c 'A-Za-z0-9._-' '_')
     fi
-    # as fmtrain does: characters outside [A-Za-z0-9._-] become '_'
-    d="runs/$(printf '%s' "$name" | tr -c 'A-Za-z0-9._-' '_')"
+    d="runs/$name"
   fi
   case "$d" in
     /*) FM_RUN_DIR=$d ;;
