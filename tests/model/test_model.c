@@ -361,6 +361,47 @@ static void test_padded_rows_stay_zero(void **state)
     run_free(&r);
 }
 
+/* With zero gradients, one AdamW step only decays: tensors with decay = 1 shrink by (1 - lr*wd), the
+ * others (LayerNorm gains 1, biases 0) do not move. */
+static void test_weight_decay_mask(void **state)
+{
+    (void)state;
+    fm_backend *be = NULL;
+    fm_model *m = NULL;
+    fm_optimizer *opt = NULL;
+    CHECK_OK(fm_backend_create("cpu", 2, -1, &be));
+    CHECK_OK(fm_model_create(&TINY, be, 1, &m));
+    CHECK_OK(fm_model_init_weights(m, 21));
+    CHECK_OK(fm_optimizer_create(m, &opt));
+    size_t n = fm_model_num_params(m);
+    float *before = malloc(n * sizeof(float)), *after = malloc(n * sizeof(float));
+    assert_non_null(before);
+    assert_non_null(after);
+    CHECK_OK(fm_model_get_params(m, before));
+    const fm_adamw_params hp = {0.1f, 0.9f, 0.95f, 1e-8f, 0.5f};
+    CHECK_OK(fm_optimizer_step(opt, &hp, 1.0f));
+    CHECK_OK(fm_model_get_params(m, after));
+    for (int i = 0; i < fm_model_num_tensors(m); i++) {
+        const fm_model_tensor_info *t = fm_model_tensor(m, i);
+        for (size_t j = t->offset; j < t->offset + t->numel; j++) {
+            if (t->decay) {
+                if (fabs(after[j] - 0.95 * before[j]) > 1e-6 * fabs(before[j]) + 1e-12)
+                    fail_msg("%s[%zu]: %g -> %g, expected x0.95", t->name, j - t->offset,
+                             (double)before[j], (double)after[j]);
+            } else if (after[j] != before[j]) {
+                fail_msg("%s[%zu] moved (%g -> %g) although it has no weight decay", t->name,
+                         j - t->offset, (double)before[j], (double)after[j]);
+            }
+        }
+    }
+    assert_int_equal(fm_optimizer_get_step(opt), 1);
+    free(before);
+    free(after);
+    fm_optimizer_free(&opt);
+    fm_model_free(&m);
+    fm_backend_free(&be);
+}
+
 /* ---- backward ------------------------------------------------------------------------------- */
 
 typedef struct cb_log {
@@ -574,6 +615,7 @@ int main(void)
         cmocka_unit_test(test_init),
         cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_padded_rows_stay_zero),
+        cmocka_unit_test(test_weight_decay_mask),
         cmocka_unit_test(test_backward_callback),
         cmocka_unit_test(test_grad_accumulation),
         cmocka_unit_test(test_logits_and_loss),
