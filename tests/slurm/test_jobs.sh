@@ -12,6 +12,8 @@
 #     second (afterany) resumes and finishes: same final parameters again.
 #  3. Chain stop conditions: with the stop file present the first job does not train and cancels
 #     the second; with a configuration error (exit 2) the first job cancels the second.
+#  4. A site script (sites/lumi-c.sbatch, sizes overridden) loads the installed fmtrain modulefile
+#     with Lmod inside the job and trains to COMPLETE with the same final parameters.
 #
 # Slurm checks time limits (and sends --signal warnings) only every 30 s, so the time-limit signal of
 # part 1 arrives at one of those checks. The test reads when they happen from slurmctld's log (debug2)
@@ -283,5 +285,31 @@ wait_job "${bj[1]}" 60 || fail "bad-parameter chain: job ${bj[1]} did not end"
 grep -q "a restart cannot fix this" "$work/bad-${bj[0]}.out" || fail "no 'cannot fix' message"
 [ "$(job_field "${bj[1]}" JobState)" = CANCELLED ] || fail "job ${bj[1]} after exit 2: $(job_field "${bj[1]}" JobState)"
 ok "configuration error: exit 2, not retried, rest of the chain cancelled"
+
+# ---- 4. a site script: installed fmtrain loaded with Lmod inside the job -------------------------
+# sites/lumi-c.sbatch (a CPU site) with its partition and sizes overridden on the command line: it
+# loads the installed modulefile (module use $FMTRAIN_PREFIX/share/modulefiles; module load fmtrain)
+# and sources the job logic through $FMTRAIN_JOBSCRIPTS, as on the real system.
+LMOD_INIT=${LMOD_INIT:-/usr/share/lmod/lmod/init/bash}
+if [ -r "$LMOD_INIT" ]; then
+  cmake --install "$FMTRAIN_BINARY_DIR" --prefix "$work/prefix" >"$work/install.log" 2>&1 ||
+    { cat "$work/install.log"; fail "cmake --install"; }
+  unset MODULEPATH LOADEDMODULES _LMFILES_
+  # shellcheck source=/dev/null
+  . "$LMOD_INIT" # the batch shell inherits the exported `module` function through sbatch's --export=ALL
+  write_params "$work/p5.ini" "$work/run5"
+  job=$(cd "$work" && env -u FMTRAIN_EXE FM_PARAMS="$work/p5.ini" FMTRAIN_PREFIX="$work/prefix" \
+    sbatch --parsable -p debug -N 1 --ntasks-per-node=2 --cpus-per-task=1 --time=5 \
+    --signal=B:USR1@10 --output="$work/site-%j.out" "$src/jobscripts/sites/lumi-c.sbatch") ||
+    fail "sbatch sites/lumi-c.sbatch"
+  wait_job "$job" 120 || fail "site job $job did not end"
+  grep -q "srun --cpu-bind=cores $work/prefix/bin/fmtrain train" "$work/site-$job.out" ||
+    fail "the site script did not run the installed fmtrain from the module"
+  [ -e "$work/run5/COMPLETE" ] || fail "the site script's run did not complete"
+  same_params "$ref_ckpt" "$(final_checkpoint "$work/run5")" || fail "the site script's run differs from the reference"
+  ok "sites/lumi-c.sbatch: module load fmtrain inside the job, installed fmtrain ran to COMPLETE"
+else
+  echo "note: Lmod not installed ($LMOD_INIT); the site-script check is skipped"
+fi
 
 echo "all Slurm job-script checks passed"
