@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # quickstart.sh — fmtrain end to end on one machine (a fresh Debian box with 2 cores is enough):
-#   1. installs the missing Debian packages (modules/setup-debian.sh; asks for sudo when needed),
+#   1. installs the missing Debian packages (modules/setup-debian.sh --build, bible-kjv and
+#      gnuplot-nox; sudo when needed),
 #   2. builds the release preset (build/release/fmtrain),
 #   3. turns the King James Bible (package bible-kjv) into a token dataset with `fmtrain prepare`
 #      (byte-level BPE, 1024 tokens) at data/kjv.h5,
@@ -21,8 +22,18 @@ run=runs/quickstart
 say() { printf '\n=== %s\n' "$*"; }
 
 if [ "${FM_QS_SKIP_SETUP:-0}" != 1 ]; then
-  say "1/5 packages (modules/setup-debian.sh)"
-  modules/setup-debian.sh
+  say "1/5 packages (modules/setup-debian.sh --build, plus the corpus and gnuplot)"
+  modules/setup-debian.sh --build
+  extra=()
+  for p in bible-kjv gnuplot-nox; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || extra+=("$p")
+  done
+  if [ ${#extra[@]} -gt 0 ]; then
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo
+    $sudo_cmd apt-get install -y -q --no-install-recommends "${extra[@]}" ||
+      { $sudo_cmd apt-get update -q && $sudo_cmd apt-get install -y -q --no-install-recommends "${extra[@]}"; }
+  fi
 fi
 
 if [ -n "${FM_QS_EXE:-}" ]; then
@@ -50,16 +61,12 @@ if [ ! -s data/kjv.h5 ]; then
 else
   echo "data/kjv.h5 exists: reusing it (delete it to rebuild)"
 fi
-read -r vocab unigram < <(/usr/bin/python3 - data/kjv.h5 <<'PY'
-import sys, h5py, numpy as np
-with h5py.File(sys.argv[1], "r") as f:
-    t = f["train/tokens"][:]
-    v = int(f.attrs["vocab_size"])
-c = np.bincount(t, minlength=v).astype(np.float64)
-p = c[c > 0] / c.sum()
-print(v, float(-(p * np.log(p)).sum()))
-PY
-)
+# the unigram entropy of the training tokens (nats): h5dump lists them, awk counts
+read -r vocab unigram < <(
+  v=$(h5dump -a /vocab_size data/kjv.h5 | awk '/\(0\)/ { print $2 }')
+  h5dump -d /train/tokens -y -w 1 data/kjv.h5 |
+    awk -v v="$v" '{ gsub(/[ ,]/, "") } /^[0-9]+$/ { c[$0]++; n++ }
+      END { for (k in c) { p = c[k] / n; h -= p * log(p) }; printf "%d %.6f\n", v, h }')
 
 say "4/5 training: mpiexec -n $ranks fmtrain train inputs/tiny-cpu.ini ($steps steps)"
 rm -rf "$run"
@@ -76,23 +83,22 @@ if "$exe" help sample >/dev/null 2>&1; then
     --top-k 40 --seed 1
   echo
 fi
-/usr/bin/python3 - "$run/metrics.jsonl" "$vocab" "$unigram" <<'PY'
-import json, math, sys
-recs = [json.loads(l) for l in open(sys.argv[1])]
-vocab, unigram = int(sys.argv[2]), float(sys.argv[3])
-train = [r for r in recs if r["type"] == "train"]
-evals = [r for r in recs if r["type"] == "eval"]
-last = sum(r["loss"] for r in train[-3:]) / len(train[-3:])
-print(f"ln(vocab = {vocab})              = {math.log(vocab):.3f} nats  (a model that knows nothing)")
-print(f"unigram entropy of the corpus  = {unigram:.3f} nats  (best model that ignores context)")
-print(f"first training loss            = {train[0]['loss']:.3f}")
-print(f"final training loss            = {last:.3f}  (mean of the last 3 logged steps)")
-if evals:
-    print(f"final validation loss          = {evals[-1]['val_loss']:.3f}")
-gap = unigram - last
-verdict = "well below" if gap > 0.5 else ("below" if gap > 0 else "NOT below")
-print(f"the loss is {verdict} the unigram entropy by {gap:.2f} nats: the model uses context")
-PY
+# the loss figures from metrics.jsonl (JSON Lines; fields as docs/training.md lists them)
+awk -v vocab="$vocab" -v unigram="$unigram" '
+  function num(key,   m) { if (match($0, "\"" key "\":[-0-9.eE+]+")) return substr($0, RSTART + length(key) + 3, RLENGTH - length(key) - 3); return "" }
+  /"type":"train"/ { l = num("loss"); if (l != "") { if (first == "") first = l; last3[n3++ % 3] = l } }
+  /"type":"eval"/  { v = num("val_loss"); if (v != "") val = v }
+  END {
+    k = n3 < 3 ? n3 : 3; s = 0; for (i = 0; i < k; i++) s += last3[i]; last = s / k
+    printf "ln(vocab = %d)              = %.3f nats  (a model that knows nothing)\n", vocab, log(vocab)
+    printf "unigram entropy of the corpus  = %.3f nats  (best model that ignores context)\n", unigram
+    printf "first training loss            = %.3f\n", first
+    printf "final training loss            = %.3f  (mean of the last 3 logged steps)\n", last
+    if (val != "") printf "final validation loss          = %.3f\n", val
+    gap = unigram - last
+    verdict = gap > 0.5 ? "well below" : (gap > 0 ? "below" : "NOT below")
+    printf "the loss is %s the unigram entropy by %.2f nats: the model uses context\n", verdict, gap
+  }' "$run/metrics.jsonl"
 if command -v gnuplot >/dev/null; then
   "$exe" plot "$run"
 fi
