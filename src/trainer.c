@@ -334,6 +334,15 @@ fm_status fm_trainer_create(const fm_config *cfg, const fm_trainer_options *opts
                             t->rank_windows * t->comm->rank, t->rank_windows, cfg->run_seed,
                             0, fm_config_val_path(cfg), 1};
     FM_TRY_GOTO(st, fail, fm_reader_open(cfg->data_train, &ro, &t->reader));
+    if (cfg->train_eval_every > 0 && fm_reader_val_windows(t->reader) < 1) {
+        /* Found now rather than at the first evaluation, hours into the run. Same on every rank. */
+        st = fm_status_collective(FM_ERR(
+            FM_ERR_INPUT, "%s: the validation split has fewer than seq_len+1 = %d tokens, so there is "
+                          "nothing to evaluate; give [data] val a dataset with a validation split, "
+                          "or set [train] eval_every = 0",
+            fm_config_val_path(cfg), t->T + 1));
+        goto fail;
+    }
     size_t wbytes = (size_t)t->rank_windows * (size_t)(t->T + 1) * sizeof(int32_t);
     size_t bt = (size_t)t->B * (size_t)t->T * sizeof(int32_t);
     t->windows = malloc(wbytes);

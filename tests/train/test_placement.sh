@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test_placement.sh — more ranks than cores: placement warns and training still runs; the dry run
-# prints the placement table, the parameter count, the memory estimate and the global batch.
+# prints the placement table, the parameter count, the memory estimate and the global batch; a run
+# that would evaluate without validation data fails at start.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 dir=$(mktemp -d)
@@ -23,4 +24,15 @@ mpirun_n "$n" train "$dir/p.ini" --set train.steps=3 --set train.warmup_steps=0 
 cat "$dir/out.txt"
 grep -qi "warning" "$dir/out.txt" || { echo "expected a placement warning for $n ranks on $cores cores"; exit 1; }
 grep -q "finished 3 steps" "$dir/out.txt"
+
+# start-up checks: evaluation without a validation split fails at once (exit 3), not hours later
+"$MAKE_DATASET" "$dir/noval.h5" random 32 64 0 1
+set +e
+out=$(mpirun_n 2 train "$dir/p.ini" --set data.train="$dir/noval.h5" --set train.eval_every=10 \
+  --set run.dir="$dir/noval" 2>&1)
+rc=$?
+set -e
+if [ "$rc" -ne 3 ] || ! grep -q "validation split has fewer than" <<<"$out"; then
+  echo "expected exit 3 for eval_every without validation data, got $rc: $out"; exit 1
+fi
 echo "placement ok"
