@@ -16,7 +16,8 @@
 #   ProctrackType=proctrack/linuxproc, TaskPlugin=task/none, JobAcctGatherType=jobacct_gather/none,
 #   SlurmUser=root, one node named after `hostname` with CPUs=2 (SlurmdParameters=config_overrides lets
 #   the node register whatever it has), partition "debug"; sched_interval=1 and cred_expire=10 so that
-#   a requeued job starts again after ~10 s instead of the default 120 s.
+#   a requeued job starts again after ~10 s instead of the default 120 s; TmpFS and mpi.conf's
+#   PMIxCliTmpDirBase inside DIR, so that two clusters (two builds' tests) never share PMIx files.
 
 FM_CLUSTER_DIR=""
 FM_CLUSTER_PIDS=()
@@ -59,7 +60,7 @@ fm_cluster_start() {
     return 77
   fi
   export PATH="$PATH:/usr/sbin"
-  mkdir -p "$d/munge" "$d/state" "$d/spool" "$d/log" "$d/run"
+  mkdir -p "$d/munge" "$d/state" "$d/spool" "$d/log" "$d/run" "$d/tmp"
   chmod 0700 "$d" "$d/munge"
 
   # munge: private key, socket and pid file
@@ -92,6 +93,7 @@ CredType=cred/munge
 AuthInfo=socket=$sock,cred_expire=10
 StateSaveLocation=$d/state
 SlurmdSpoolDir=$d/spool
+TmpFS=$d/tmp
 SlurmctldPidFile=$d/run/slurmctld.pid
 SlurmdPidFile=$d/run/slurmd.pid
 SlurmctldLogFile=$d/log/slurmctld.log
@@ -119,6 +121,9 @@ NodeName=$node NodeAddr=127.0.0.1 CPUs=2 RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
   : >"$d/plugstack.conf"
+  # PMIx client directories (spmix_appdir_<uid>_<job>.<step>) go under TmpFS, /tmp by default, where
+  # the job ids of two private clusters running at once would collide.
+  printf 'PMIxCliTmpDirBase=%s\n' "$d/tmp" >"$d/mpi.conf"
   export SLURM_CONF="$d/slurm.conf"
 
   slurmctld -c -f "$SLURM_CONF" >"$d/log/slurmctld.out" 2>&1 || {
