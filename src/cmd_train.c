@@ -6,6 +6,7 @@
 #include "checkpoint.h"
 #include "cli.h"
 #include "config.h"
+#include "signals.h"
 #include "trainer.h"
 
 static const char train_help[] =
@@ -66,8 +67,14 @@ static fm_status train_run(int argc, char **argv, const fm_cmd_env *env)
     fm_status st = NULL;
     fm_config *cfg = NULL;
     fm_trainer *trainer = NULL;
+    int signals_installed = 0;
     fm_checkpoint_ctx *ckpt = NULL;
     FM_TRY_GOTO(st, done, fm_cli_parse("train", argc, argv, opts, 3, &pos));
+    /* First thing: SIGUSR1/SIGTERM become stop requests (a flag), also during start-up. */
+    if (!dry_run) {
+        FM_TRY_GOTO(st, done, fm_signals_install());
+        signals_installed = 1;
+    }
     if (pos.n != 1) {
         st = FM_ERR(FM_ERR_USAGE, "fmtrain train: expected one parameter file, got %d argument%s; "
                                   "usage: fmtrain train PARAMS.ini [--set section.key=value]... [--dry-run]",
@@ -106,6 +113,7 @@ done:
      * clean-up, which would wait for ranks that never arrive. */
     if (!st || fm_status_is_collective(st) || env->world_size == 1) fm_trainer_free(&trainer);
     fm_checkpoint_ctx_free(&ckpt);
+    if (signals_installed) fm_signals_restore();
     free(cfg);
     fm_cli_list_free(&sets);
     fm_cli_list_free(&pos);

@@ -38,7 +38,6 @@ struct fm_trainer {
     double peak_flops;     /* sum over ranks; 0 = unknown */
     double flops_per_token;
     fm_trainer_state state;
-    int signals_installed;
     float *host_grads;  /* device backends on several ranks: gradients staged through the host for
                            MPI (no CUDA-aware MPI assumed); NULL on the CPU backend */
     int64_t fault_step; /* FMTRAIN_TEST_NAN_STEP: poison this step (tests of on_nan); 0 = never */
@@ -369,7 +368,6 @@ void fm_trainer_free(fm_trainer **pt)
 {
     if (!pt || !*pt) return;
     fm_trainer *t = *pt;
-    if (t->signals_installed) fm_signals_restore();
     fm_metrics_close(&t->metrics);
     fm_reader_free(&t->reader);
     fm_comm_allreduce_free(&t->ar);
@@ -608,8 +606,17 @@ fm_status fm_trainer_run(fm_trainer *t, const fm_trainer_hooks *hooks)
         return NULL;
     }
 
-    FM_TRY(fm_signals_install());
-    t->signals_installed = 1;
+    /* A stop requested during start-up (the caller installs the handlers first thing): the state is
+     * the one just loaded or initialised, so there is nothing new to save. Agreed by all ranks. */
+    double early = fm_signals_pending() ? 1.0 : 0.0;
+    FM_TRY(fm_comm_max_doubles(t->comm, &early, 1));
+    if (early > 0.0) {
+        say(t, "stop requested during start-up: exiting before step %lld", (long long)t->state.step + 1);
+        return fm_status_collective(FM_ERR(FM_ERR_STOPPED, "stopped during start-up, before step %lld "
+                                                           "(signal received); run the same command "
+                                                           "again to continue",
+                                           (long long)t->state.step + 1));
+    }
     double end_time = 0.0;
     char src[160] = "";
     if (t->comm->rank == 0) FM_TRY(fm_signals_job_end_time(&end_time, src, sizeof src));

@@ -16,6 +16,10 @@
  * Collectives: fm_trainer_create, fm_trainer_run and fm_trainer_free are collective over
  * MPI_COMM_WORLD; every rank calls them with the same configuration.
  *
+ * Signals: the caller installs the stop-signal handlers (fm_signals_install) as early as possible,
+ * so that a SIGUSR1/SIGTERM during start-up is a request, not a kill; fm_trainer_run polls
+ * fm_signals_pending() after the resume hook (stop at once, exit 75) and at every step boundary.
+ *
  * Results of fm_trainer_run: NULL when all train.steps are done; FM_ERR_STOPPED (exit 75, resumable)
  * when a signal or the wall-time limit stopped the run at a step boundary (after the save hook ran);
  * FM_ERR_NUMERIC (exit 4) for a NaN/Inf loss or gradient norm with on_nan = stop — in that case the

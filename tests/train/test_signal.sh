@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_signal.sh — stopping cleanly: SIGUSR1 to ONE rank of two during training stops both at the same
-# step boundary with exit 75 ("stopped, resumable"); SIGTERM does the same for a single rank; the
-# wall-time limit (FMTRAIN_END_TIME within [run] stop_margin_minutes) stops with 75 as well.
+# step boundary with exit 75 ("stopped, resumable"); SIGTERM does the same for a single rank, and the
+# rerun resumes to COMPLETE; the wall-time limit (FMTRAIN_END_TIME within [run] stop_margin_minutes)
+# stops with 75 as well; a SIGUSR1 during start-up is a stop request too (75), not a kill.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 dir=$(mktemp -d)
@@ -78,4 +79,21 @@ set -e
 cat "$dir/outw.txt"
 [ "$rc" -eq 75 ] || { echo "expected exit 75 before the wall-time limit, got $rc"; exit 1; }
 grep -q "wall-time limit" "$dir/outw.txt"
+
+# 4. a stop requested during start-up (handlers are installed first thing): exit 75 before step 1
+"$FMTRAIN_EXE" train "$dir/p.ini" --set run.dir="$dir/runs" >"$dir/outs.txt" 2>&1 &
+p=$!
+pids+=("$p")
+for _ in $(seq 1 500); do # until the process catches SIGUSR1 (bit 10 of SigCgt)
+  mask=$(awk '/^SigCgt/ { print $2 }' "/proc/$p/status" 2>/dev/null || true)
+  if [ -n "$mask" ] && [ $((0x$mask & 0x200)) -ne 0 ]; then break; fi
+  sleep 0.01
+done
+kill -USR1 "$p"
+set +e
+wait "$p"
+rc=$?
+set -e
+[ "$rc" -eq 75 ] || { cat "$dir/outs.txt"; echo "expected exit 75 for a stop during start-up, got $rc"; exit 1; }
+grep -q "stop requested during start-up\|SIGUSR1 received" "$dir/outs.txt"
 echo "signal ok"
