@@ -465,12 +465,23 @@ static fm_status make_fapl(const fm_checkpoint_file *f, const fm_checkpoint_io_o
     return NULL;
 }
 
-static fm_status make_dxpl(fm_checkpoint_file *f)
+/* Collective transfers (every rank takes part in each H5Dwrite/H5Dread). Underneath, each rank's
+ * part of a tensor is one large contiguous range, which MPI-IO writes best directly
+ * (H5FD_MPIO_INDIVIDUAL_IO: collective call, independent I/O); two-phase collective buffering
+ * (aggregators gathering the data of several ranks) is used instead when the hints ask for it
+ * (romio_cb_write / romio_cb_read / cb_nodes), e.g. for many ranks per node on Lustre. */
+static fm_status make_dxpl(fm_checkpoint_file *f, const char *hints)
 {
     f->dxpl = H5Pcreate(H5P_DATASET_XFER);
     if (f->dxpl < 0) return H5ERR(FM_ERR_INTERNAL, "H5Pcreate(transfer) failed");
-    if (f->parallel && H5Pset_dxpl_mpio(f->dxpl, H5FD_MPIO_COLLECTIVE) < 0)
+    if (!f->parallel) return NULL;
+    if (H5Pset_dxpl_mpio(f->dxpl, H5FD_MPIO_COLLECTIVE) < 0)
         return H5ERR(FM_ERR_INTERNAL, "H5Pset_dxpl_mpio(collective) failed");
+    int two_phase = hints && (strstr(hints, "romio_cb_write") || strstr(hints, "romio_cb_read") ||
+                              strstr(hints, "cb_nodes"));
+    if (H5Pset_dxpl_mpio_collective_opt(f->dxpl, two_phase ? H5FD_MPIO_COLLECTIVE_IO
+                                                           : H5FD_MPIO_INDIVIDUAL_IO) < 0)
+        return H5ERR(FM_ERR_INTERNAL, "H5Pset_dxpl_mpio_collective_opt failed");
     return NULL;
 }
 
@@ -537,7 +548,7 @@ fm_status fm_checkpoint_file_create(MPI_Comm comm, const char *path, const char 
     }
     st = agree(f, st);
     if (!st) st = make_fapl(f, opts, &fapl);
-    if (!st) st = make_dxpl(f);
+    if (!st) st = make_dxpl(f, opts ? opts->mpiio_hints : NULL);
     st = agree(f, st);
     if (!st) {
         f->fid = H5Fcreate(f->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
@@ -970,7 +981,7 @@ fm_status fm_checkpoint_file_open(MPI_Comm comm, const char *path, const char *f
         fm_checkpoint_io_opts ro = {0, opts ? opts->mpiio_hints : NULL};
         st = make_fapl(f, &ro, &fapl);
     }
-    if (!st) st = make_dxpl(f);
+    if (!st) st = make_dxpl(f, opts ? opts->mpiio_hints : NULL);
     st = agree(f, st);
     if (!st) {
         f->fid = H5Fopen(path, H5F_ACC_RDONLY, fapl);

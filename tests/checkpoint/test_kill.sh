@@ -41,9 +41,12 @@ for trial in $(seq 1 "$trials"); do
   last=$(grep -c "wrote step" "$dir/w.txt" || true)
   mpiexec -n 2 "$DRIVER" check "$run" 2 >"$dir/c.txt" 2>&1 || { cat "$dir/c.txt"; exit 1; }
   loaded=$(sed -n 's/^loaded step \([0-9]*\) .*/\1/p' "$dir/c.txt")
-  newest=$(ls "$run/checkpoints" | sed -n 's/^step-0*\([0-9][0-9]*\)\.h5$/\1/p' | sort -n | tail -1)
+  newest=$(find "$run/checkpoints" -name 'step-*.h5' -printf '%f\n' \
+    | sed -n 's/^step-0*\([0-9][0-9]*\)\.h5$/\1/p' | sort -n | tail -1)
   echo "trial $trial: killed after $last completed write(s) (temporary file present: $tmp_before); resumed from step $loaded"
-  [ -n "$loaded" ] && [ "$loaded" = "$newest" ] || { cat "$dir/c.txt"; echo "expected the newest complete step $newest"; exit 1; }
+  if [ -z "$loaded" ] || [ "$loaded" != "$newest" ]; then
+    cat "$dir/c.txt"; echo "expected the newest complete step $newest"; exit 1
+  fi
   if [ "$(find "$run/checkpoints" -name '*.tmp' | wc -l)" -ne 0 ]; then
     echo "temporary files were not removed"; exit 1
   fi

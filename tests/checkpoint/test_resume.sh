@@ -95,7 +95,7 @@ rc=$?
 set -e
 if [ "$rc" -eq 75 ]; then
   grep -q "checkpoint step-000000[0-9][0-9].h5" "$dir/c1.txt"
-  stopped=$(ls "$dir/c/checkpoints" | grep -c '^step-.*\.h5$')
+  stopped=$(find "$dir/c/checkpoints" -name 'step-*.h5' | wc -l)
   mpirun_n 2 train "$dir/p.ini" "${long[@]}" >"$dir/c2.txt"
   grep -q "resuming from" "$dir/c2.txt"
   echo "  stopped with exit 75 ($stopped checkpoint), resumed:"
@@ -134,19 +134,21 @@ mpirun_n 1 train "$dir/p.ini" "${common[@]}" --set run.dir="$dir/e" --set model.
   --set checkpoint.resume="$dir/a1/checkpoints/step-00000030.h5" >"$dir/e.txt" 2>&1
 rc=$?
 set -e
-[ "$rc" -eq 2 ] && grep -q "\[model\] d_model = 32, but checkpoint" "$dir/e.txt" \
-  || { cat "$dir/e.txt"; echo "expected exit 2 naming [model] d_model"; exit 1; }
+if ! { [ "$rc" -eq 2 ] && grep -q "\[model\] d_model = 32, but checkpoint" "$dir/e.txt"; }; then
+  cat "$dir/e.txt"; echo "expected exit 2 naming [model] d_model"; exit 1;
+fi
 set +e
 mpirun_n 1 train "$dir/p.ini" "${common[@]}" --set run.dir="$dir/a1" --set checkpoint.resume=never \
   >"$dir/f.txt" 2>&1
 rc=$?
 set -e
-[ "$rc" -eq 2 ] && grep -q "already holds checkpoints" "$dir/f.txt" \
-  || { cat "$dir/f.txt"; echo "expected resume = never to refuse"; exit 1; }
+if ! { [ "$rc" -eq 2 ] && grep -q "already holds checkpoints" "$dir/f.txt"; }; then
+  cat "$dir/f.txt"; echo "expected resume = never to refuse"; exit 1;
+fi
 mpirun_n 1 train "$dir/p.ini" "${common[@]}" --set run.dir="$dir/a1" --set checkpoint.resume=never \
   --set train.steps=12 --overwrite >"$dir/g.txt" 2>&1
 grep -q "deleted 2 checkpoints" "$dir/g.txt"
-[ "$(ls "$dir/a1/checkpoints" | grep -c '^step-')" -eq 1 ]
+[ "$(find "$dir/a1/checkpoints" -name 'step-*.h5' | wc -l)" -eq 1 ]
 
 echo "== inspect"
 "$FMTRAIN_EXE" inspect "$dir/a2/checkpoints/step-00000060.h5" >"$dir/i.txt"
@@ -159,8 +161,9 @@ set +e
 "$FMTRAIN_EXE" inspect "$dir/bad.h5" >"$dir/j.txt" 2>&1
 rc=$?
 set -e
-[ "$rc" -eq 3 ] && grep -q "FAILED  /params/h.1.mlp.c_fc.weight" "$dir/j.txt" \
-  || { cat "$dir/j.txt"; echo "expected inspect to fail (3) on the bit flip"; exit 1; }
+if ! { [ "$rc" -eq 3 ] && grep -q "FAILED  /params/h.1.mlp.c_fc.weight" "$dir/j.txt"; }; then
+  cat "$dir/j.txt"; echo "expected inspect to fail (3) on the bit flip"; exit 1;
+fi
 cp "$dir/a2/checkpoints/step-00000060.h5" "$dir/t.h5"
 truncate -s 100000 "$dir/t.h5"
 set +e
