@@ -170,8 +170,9 @@ ok "reference run (srun -n 2): start-up ${t_start} s, $steps steps in ${t_train}
 
 # ---- 1. time limit -> USR1 -> checkpoint -> exit 75 -> requeue -> resume -> finish ----------------
 # slurmctld checks time limits (and sends --signal warnings) every 30 s and logs each check at
-# debug2: submit so that the next check comes about a third into the job's training. One retry with
-# the timing of the first attempt when the job was faster than the reference and missed the check.
+# debug2: submit so that the next check comes about a third into the job's training. Up to two
+# retries, aimed earlier when a job finished before the check (it ran faster than the reference) or
+# later when the signal came while fmtrain was still starting.
 scontrol setdebug debug2 || fail "scontrol setdebug debug2"
 last_tick() { # epoch seconds of the newest time-limit check in the controller's log
   local ts
@@ -181,7 +182,7 @@ last_tick() { # epoch seconds of the newest time-limit check in the controller's
 for ((i = 0; i < 350; i++)); do last_tick >/dev/null && break; sleep 0.1; done
 [ "$i" -lt 350 ] || fail "no time-limit check in slurmctld.log within 35 s"
 frac=0.35
-for attempt in 1 2; do
+for attempt in 1 2 3; do
   run1="$work/run1-$attempt"
   write_params "$work/p1-$attempt.ini" "$run1"
   lead=$(awk -v s="$t_start" -v t="$t_train" -v f="$frac" \
@@ -197,13 +198,18 @@ for attempt in 1 2; do
   ok "attempt $attempt: job $job submitted ${lead} s before Slurm's next time-limit check"
   wait_job "$job" 240 || fail "job $job still in the queue after 240 s"
   out="$work/requeue-$job.out"
-  if [ "$attempt" = 1 ] && ! grep -q "received SIGUSR1" "$out" &&
-     grep -q "exit=0 complete" "$run1/jobs.log" 2>/dev/null; then
-    # finished before the check: measure this job's own training time and aim earlier
-    t_job=$(awk '/^step +[0-9]+\//{n++} END{print n}' "$out")
-    echo "note: job $job finished all $t_job logged steps before the time-limit check; retrying"
-    t_train=$(awk -v t="$t_train" 'BEGIN { printf "%.2f", t / 2 }')
-    frac=0.25
+  if [ "$attempt" -lt 3 ] && ! grep -q "fmtrain exited with code 75" "$out"; then
+    if grep -q "received SIGUSR1" "$out"; then
+      # the signal came while fmtrain was still starting (slower than the reference): aim later
+      echo "note: job $job got SIGUSR1 before training began; retrying with a later submission"
+      t_start=$(awk -v s="$t_start" 'BEGIN { printf "%.2f", s + 1.5 }')
+      frac=0.3
+    else
+      # the job trained faster than the reference and finished before the check: aim earlier
+      echo "note: job $job finished before the time-limit check; retrying with an earlier submission"
+      t_train=$(awk -v t="$t_train" 'BEGIN { printf "%.2f", t / 2 }')
+      frac=0.25
+    fi
     continue
   fi
   break
