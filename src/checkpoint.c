@@ -453,6 +453,12 @@ fm_status fm_checkpoint_prepare(fm_config *cfg, MPI_Comm comm, int overwrite, FI
                 fprintf(c->log, "warning: skipping checkpoint %s: %s\n", p, fm_status_message(lst));
             fm_status_free(&lst);
         }
+        if (!st && n > 0 && !c->plan_path[0])
+            st = fm_status_collective(FM_ERR(
+                FM_ERR_INPUT,
+                "every checkpoint in %s is damaged or unreadable (%d found); resume from a PATH, or "
+                "start afresh with [checkpoint] resume = never and --overwrite",
+                c->dir, n));
     } else if (!st && c->mode == FM_RESUME_PATH) {
         st = plan_from(c, cfg->checkpoint_resume_path, cfg);
         if (st)

@@ -1652,8 +1652,9 @@ fm_status fm_checkpoint_load_newest(MPI_Comm comm, const char *dir, fm_checkpoin
     }
     if (!st && *step < 0 && damaged > 0)
         st = fm_status_collective(FM_ERR(FM_ERR_INPUT,
-                                         "every checkpoint in %s is damaged (%d tried); set "
-                                         "[checkpoint] resume = never to start afresh, or a PATH",
+                                         "every checkpoint in %s is damaged (%d tried); resume "
+                                         "from a PATH, or start afresh with [checkpoint] resume = "
+                                         "never and --overwrite",
                                          dir, damaged));
     free(v);
     return st;

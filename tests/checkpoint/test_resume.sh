@@ -9,7 +9,7 @@
 #     adjusted, global batch kept): losses agree with the straight run to 1e-5 relative;
 #  4. a damaged newest checkpoint: resume = auto warns and falls back to the previous one;
 #  5. refusals: a changed [model] d_model (exit 2 naming it), resume = never in a run directory
-#     with checkpoints (exit 2) and --overwrite (starts afresh);
+#     with checkpoints (exit 2) and --overwrite (starts afresh), every checkpoint damaged (exit 3);
 #  6. `fmtrain inspect`: exit 0 on a good file, 3 on a bit flip or a truncated file.
 set -euo pipefail
 : "${FMTRAIN_EXE:?}" "${FMTRAIN_BINARY_DIR:?}"
@@ -149,6 +149,17 @@ mpirun_n 1 train "$dir/p.ini" "${common[@]}" --set run.dir="$dir/a1" --set check
   --set train.steps=12 --overwrite >"$dir/g.txt" 2>&1
 grep -q "deleted 2 checkpoints" "$dir/g.txt"
 [ "$(find "$dir/a1/checkpoints" -name 'step-*.h5' | wc -l)" -eq 1 ]
+
+mkdir -p "$dir/h/checkpoints"
+cp "$dir/a2/checkpoints/step-00000060.h5" "$dir/h/checkpoints/"
+truncate -s 50000 "$dir/h/checkpoints/step-00000060.h5"
+set +e
+mpirun_n 2 train "$dir/p.ini" "${common[@]}" --set run.dir="$dir/h" >"$dir/h.txt" 2>&1
+rc=$?
+set -e
+if ! { [ "$rc" -eq 3 ] && grep -q "every checkpoint in .* is damaged" "$dir/h.txt"; }; then
+  cat "$dir/h.txt"; echo "expected exit 3 when every checkpoint is damaged"; exit 1;
+fi
 
 echo "== inspect"
 "$FMTRAIN_EXE" inspect "$dir/a2/checkpoints/step-00000060.h5" >"$dir/i.txt"
