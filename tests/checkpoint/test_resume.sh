@@ -74,6 +74,8 @@ for n in 1 2; do
   mpirun_n "$n" train "$dir/p.ini" "${common[@]}" --set run.dir="$dir/b$n" \
     --set checkpoint.resume="$dir/a$n/checkpoints/step-00000030.h5" >"$dir/b$n.txt"
   grep -q "resuming from .*step-00000030.h5 (step 30, written by $n rank" "$dir/b$n.txt"
+  # safe changes are allowed and logged, one line per key
+  grep -q "configuration changed since .*step-00000030.h5: run.dir = $dir/b$n (was $dir/a$n)" "$dir/b$n.txt"
   compare "$dir/a$n" "$dir/b$n" 31 0 1
 done
 
