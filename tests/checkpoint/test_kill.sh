@@ -28,8 +28,13 @@ mid_write=0
 for trial in $(seq 1 "$trials"); do
   mpiexec -n 2 "$DRIVER" write "$run" "$next" 100000 2 >"$dir/w.txt" 2>&1 &
   mpi=$!
-  # a random moment between 0.3 and 1.5 s after the start
-  sleep "$(awk -v s="$RANDOM" 'BEGIN { srand(s); printf "%.2f", 0.3 + 1.2 * rand() }')"
+  # Wait until the writer is in its write loop (a temporary file has appeared; start-up takes
+  # longer under sanitizers and on a loaded machine), then a random moment of up to 0.6 s more.
+  for _ in $(seq 1 600); do
+    [ -z "$(find "$run/checkpoints" -name '*.tmp' -print -quit)" ] || break
+    sleep 0.1
+  done
+  sleep "$(awk -v s="$RANDOM" 'BEGIN { srand(s); printf "%.2f", 0.6 * rand() }')"
   ranks=$(pgrep -P "$mpi" -f ckpt_driver || true)
   tmp_before=$(find "$run/checkpoints" -name '*.tmp' | wc -l)
   # shellcheck disable=SC2086
