@@ -3,7 +3,8 @@
 # (FM_FUZZ_SEED, default 1) so that a CI run explores the same inputs every time. Fails when libFuzzer reports a
 # crash, a leak, a sanitizer error or a timeout (libFuzzer exits non-zero and writes the input).
 # Usage: run_fuzz.sh FUZZ_EXE SECONDS NAME [SEED_FILE...]
-# LeakSanitizer suppressions for third-party leaks: tests/<area>/fuzz_NAME.lsan when present.
+# LeakSanitizer suppressions for third-party leaks: tests/<area>/fuzz_NAME.lsan when present;
+# a libFuzzer dictionary: tests/<area>/fuzz_NAME.dict when present.
 set -euo pipefail
 exe=$1 secs=$2 name=$3
 shift 3
@@ -18,9 +19,13 @@ echo "fuzzing $name for ${secs}s with $(find "$work/corpus" -type f | wc -l) see
 for supp in "$FMTRAIN_SOURCE_DIR"/tests/*/"fuzz_$name.lsan"; do
   if [ -f "$supp" ]; then export LSAN_OPTIONS="suppressions=$supp:print_suppressions=0"; fi
 done
+dict=()
+for d in "$FMTRAIN_SOURCE_DIR"/tests/*/"fuzz_$name.dict"; do
+  if [ -f "$d" ]; then dict=(-dict="$d"); fi
+done
 status=0
 # One worker: CI has 2 cores and other tests run beside this one.
-"$exe" -seed="${FM_FUZZ_SEED:-1}" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
+"$exe" -seed="${FM_FUZZ_SEED:-1}" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=16384 "${dict[@]}" \
   -artifact_prefix="$work/artifacts/" "$work/corpus" >"$work/log" 2>&1 || status=$?
 tail -n 5 "$work/log"
 if [ "$status" -ne 0 ] || compgen -G "$work/artifacts/*" >/dev/null; then
