@@ -9,7 +9,8 @@ fm_module(trainer SOURCES src/trainer.c
 fm_module(model SOURCES src/model.c DEPS fm_kernels fm_status OpenMP::OpenMP_C m)
 fm_module(optimizer SOURCES src/optimizer.c DEPS fm_model fm_kernels fm_status m)
 find_package(Threads REQUIRED) # dataset reader's read-ahead thread
-fm_module(tokenizer SOURCES src/tokenizer.c DEPS fm_status fm_hdf5)
+fm_module(h5util SOURCES src/h5util.c DEPS fm_status fm_hdf5)
+fm_module(tokenizer SOURCES src/tokenizer.c DEPS fm_h5util fm_status fm_hdf5)
 fm_module(dataset SOURCES src/dataset.c src/reader.c DEPS fm_tokenizer fm_status fm_hdf5 Threads::Threads)
 find_package(ZLIB REQUIRED) # checkpoint CRC-32 (crc32, crc32_combine)
 fm_module(checkpoint SOURCES src/checkpoint.c src/checkpoint_file.c src/checkpoint_dir.c

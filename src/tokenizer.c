@@ -2,6 +2,7 @@
  * The rules (vocabulary layout, pre-split, tie-breaking, HDF5 layout) are stated in tokenizer.h.
  * Not here: reading input files or dataset files (cmd_prepare.c, dataset.c). */
 #include "tokenizer.h"
+#include "h5util.h"
 
 #include <inttypes.h>
 #include <mpi.h>
@@ -850,89 +851,6 @@ done:
 
 /* ---- HDF5 storage ------------------------------------------------------------------------------- */
 
-static fm_status h5_attr_write(hid_t obj, const char *name, hid_t mtype, hid_t ftype, const void *val,
-                               const char *where)
-{
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t at = sp < 0 ? -1 : H5Acreate2(obj, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t e = at < 0 ? -1 : H5Awrite(at, mtype, val);
-    if (at >= 0) H5Aclose(at);
-    if (sp >= 0) H5Sclose(sp);
-    if (e < 0) return FM_ERR(FM_ERR_IO, "cannot write attribute '%s' of %s", name, where);
-    return NULL;
-}
-
-static fm_status h5_attr_write_str(hid_t obj, const char *name, const char *val, const char *where)
-{
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, strlen(val) + 1);
-    H5Tset_strpad(t, H5T_STR_NULLTERM);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    fm_status st = h5_attr_write(obj, name, t, t, val, where);
-    H5Tclose(t);
-    return st;
-}
-
-static fm_status h5_attr_read_u64(hid_t obj, const char *name, uint64_t *v, const char *where)
-{
-    if (H5Aexists(obj, name) <= 0)
-        return FM_ERR(FM_ERR_INPUT, "%s has no attribute '%s'", where, name);
-    hid_t at = H5Aopen(obj, name, H5P_DEFAULT);
-    hid_t sp = at < 0 ? -1 : H5Aget_space(at);
-    hid_t ft = at < 0 ? -1 : H5Aget_type(at);
-    herr_t e = -1;
-    if (sp >= 0 && ft >= 0 && H5Sget_simple_extent_npoints(sp) == 1 && H5Tget_class(ft) == H5T_INTEGER)
-        e = H5Aread(at, H5T_NATIVE_UINT64, v);
-    if (ft >= 0) H5Tclose(ft);
-    if (sp >= 0) H5Sclose(sp);
-    if (at >= 0) H5Aclose(at);
-    if (e < 0) return FM_ERR(FM_ERR_INPUT, "attribute '%s' of %s is not a single integer", name, where);
-    return NULL;
-}
-
-static fm_status h5_attr_read_str(hid_t obj, const char *name, char *buf, size_t size, const char *where)
-{
-    if (H5Aexists(obj, name) <= 0)
-        return FM_ERR(FM_ERR_INPUT, "%s has no attribute '%s'", where, name);
-    hid_t at = H5Aopen(obj, name, H5P_DEFAULT);
-    hid_t ft = at < 0 ? -1 : H5Aget_type(at);
-    hid_t sp = at < 0 ? -1 : H5Aget_space(at);
-    fm_status st = NULL;
-    if (ft < 0 || sp < 0 || H5Tget_class(ft) != H5T_STRING || H5Sget_simple_extent_npoints(sp) != 1) {
-        st = FM_ERR(FM_ERR_INPUT, "attribute '%s' of %s is not a string", name, where);
-    } else if (H5Tis_variable_str(ft) > 0) {
-        hid_t mt = H5Tcopy(H5T_C_S1);
-        H5Tset_size(mt, H5T_VARIABLE);
-        H5Tset_cset(mt, H5Tget_cset(ft));
-        char *s = NULL;
-        if (H5Aread(at, mt, &s) < 0 || !s)
-            st = FM_ERR(FM_ERR_INPUT, "cannot read string attribute '%s' of %s", name, where);
-        else {
-            snprintf(buf, size, "%s", s);
-            H5free_memory(s);
-        }
-        H5Tclose(mt);
-    } else {
-        size_t n = H5Tget_size(ft);
-        char *tmp = n <= 65536 ? calloc(n + 1, 1) : NULL;
-        if (!tmp) st = FM_ERR(FM_ERR_INPUT, "string attribute '%s' of %s is longer than 64 KiB", name, where);
-        else {
-            hid_t mt = H5Tcopy(H5T_C_S1);
-            H5Tset_size(mt, n + 1);
-            H5Tset_cset(mt, H5Tget_cset(ft));
-            if (H5Aread(at, mt, tmp) < 0)
-                st = FM_ERR(FM_ERR_INPUT, "cannot read string attribute '%s' of %s", name, where);
-            else snprintf(buf, size, "%s", tmp);
-            H5Tclose(mt);
-            free(tmp);
-        }
-    }
-    if (sp >= 0) H5Sclose(sp);
-    if (ft >= 0) H5Tclose(ft);
-    if (at >= 0) H5Aclose(at);
-    return st;
-}
-
 /* Is the file of `loc` opened with the MPI-IO driver? Then *rank is this process's rank in its
  * communicator, else 0. */
 static int h5_parallel_rank(hid_t loc, int *rank)
@@ -996,11 +914,11 @@ fm_status fm_tokenizer_save(const fm_tokenizer *tok, hid_t loc, const char *name
     fm_status st = NULL;
     uint64_t vocab = tok->vocab, eot = tok->vocab - 1, nm = tok->n_merges;
     int32_t version = FM_TOKENIZER_VERSION;
-    FM_TRY_GOTO(st, done, h5_attr_write_str(g, "kind", FM_TOKENIZER_KIND, where));
-    FM_TRY_GOTO(st, done, h5_attr_write(g, "version", H5T_NATIVE_INT32, H5T_STD_I32LE, &version, where));
-    FM_TRY_GOTO(st, done, h5_attr_write(g, "vocab_size", H5T_NATIVE_UINT64, H5T_STD_U64LE, &vocab, where));
-    FM_TRY_GOTO(st, done, h5_attr_write(g, "eot_id", H5T_NATIVE_UINT64, H5T_STD_U64LE, &eot, where));
-    FM_TRY_GOTO(st, done, h5_attr_write(g, "n_merges", H5T_NATIVE_UINT64, H5T_STD_U64LE, &nm, where));
+    FM_TRY_GOTO(st, done, fm_h5_attr_write_str(g, "kind", FM_TOKENIZER_KIND, where));
+    FM_TRY_GOTO(st, done, fm_h5_attr_write(g, "version", H5T_NATIVE_INT32, H5T_STD_I32LE, &version, where));
+    FM_TRY_GOTO(st, done, fm_h5_attr_write(g, "vocab_size", H5T_NATIVE_UINT64, H5T_STD_U64LE, &vocab, where));
+    FM_TRY_GOTO(st, done, fm_h5_attr_write(g, "eot_id", H5T_NATIVE_UINT64, H5T_STD_U64LE, &eot, where));
+    FM_TRY_GOTO(st, done, fm_h5_attr_write(g, "n_merges", H5T_NATIVE_UINT64, H5T_STD_U64LE, &nm, where));
     hsize_t dm[2] = {tok->n_merges, 2};
     FM_TRY_GOTO(st, done, h5_write_array(g, "merges", H5T_STD_U32LE, H5T_NATIVE_UINT32, 2, dm,
                                          tok->merges, par, myrank, where));
@@ -1089,21 +1007,21 @@ fm_status fm_tokenizer_load(hid_t loc, const char *name, fm_tokenizer **out)
     uint8_t *bytes = NULL;
     fm_tokenizer *t = NULL;
     hsize_t dm[2] = {0, 0}, doff[1] = {0}, db[1] = {0};
-    FM_TRY_GOTO(st, done, h5_attr_read_str(g, "kind", kind, sizeof kind, where));
+    FM_TRY_GOTO(st, done, fm_h5_attr_read_str(g, "kind", kind, sizeof kind, where));
     if (strcmp(kind, FM_TOKENIZER_KIND) != 0) {
         st = FM_ERR(FM_ERR_INPUT, "the %s is of kind '%s'; this fmtrain reads '%s' tokenizers", where,
                     kind, FM_TOKENIZER_KIND);
         goto done;
     }
-    FM_TRY_GOTO(st, done, h5_attr_read_u64(g, "version", &version, where));
+    FM_TRY_GOTO(st, done, fm_h5_attr_read_u64(g, "version", &version, where));
     if (version != FM_TOKENIZER_VERSION) {
         st = FM_ERR(FM_ERR_INPUT, "the %s has version %" PRIu64 "; this fmtrain reads version %d", where,
                     version, FM_TOKENIZER_VERSION);
         goto done;
     }
-    FM_TRY_GOTO(st, done, h5_attr_read_u64(g, "vocab_size", &vocab, where));
-    FM_TRY_GOTO(st, done, h5_attr_read_u64(g, "eot_id", &eot, where));
-    FM_TRY_GOTO(st, done, h5_attr_read_u64(g, "n_merges", &nm, where));
+    FM_TRY_GOTO(st, done, fm_h5_attr_read_u64(g, "vocab_size", &vocab, where));
+    FM_TRY_GOTO(st, done, fm_h5_attr_read_u64(g, "eot_id", &eot, where));
+    FM_TRY_GOTO(st, done, fm_h5_attr_read_u64(g, "n_merges", &nm, where));
     if (vocab < FM_TOKENIZER_MIN_VOCAB || vocab > FM_TOKENIZER_MAX_VOCAB ||
         nm != vocab - FM_TOKENIZER_MIN_VOCAB || eot != vocab - 1) {
         st = FM_ERR(FM_ERR_INPUT,
