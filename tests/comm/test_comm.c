@@ -11,19 +11,11 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+#include "fm_test.h"
 #include <mpi.h>
 
 #include "comm.h"
-
-#define ASSERT_OK(expr)                                                          \
-    do {                                                                         \
-        fm_status st_ = (expr);                                                  \
-        if (st_) {                                                               \
-            fm_status_print(st_, stderr, 1);                                     \
-            fm_status_free(&st_);                                                \
-            fail_msg("%s failed", #expr);                                        \
-        }                                                                        \
-    } while (0)
 
 static int setup(void **state)
 {
@@ -75,20 +67,20 @@ static void test_bcast(void **state)
     const fm_comm *c = *state;
     unsigned char buf[1001];
     for (size_t i = 0; i < sizeof buf; i++) buf[i] = c->rank == 0 ? (unsigned char)(i * 7 + 3) : 0;
-    ASSERT_OK(fm_comm_bcast(c, buf, sizeof buf));
+    FM_ASSERT_OK(fm_comm_bcast(c, buf, sizeof buf));
     for (size_t i = 0; i < sizeof buf; i++) assert_int_equal(buf[i], (unsigned char)(i * 7 + 3));
-    ASSERT_OK(fm_comm_bcast(c, buf, 0));
+    FM_ASSERT_OK(fm_comm_bcast(c, buf, 0));
 }
 
 static void test_any(void **state)
 {
     const fm_comm *c = *state;
     int any = -1;
-    ASSERT_OK(fm_comm_any(c, 0, &any));
+    FM_ASSERT_OK(fm_comm_any(c, 0, &any));
     assert_int_equal(any, 0);
-    ASSERT_OK(fm_comm_any(c, c->rank == c->size - 1 ? 5 : 0, &any)); /* only the last rank */
+    FM_ASSERT_OK(fm_comm_any(c, c->rank == c->size - 1 ? 5 : 0, &any)); /* only the last rank */
     assert_int_equal(any, 1);
-    ASSERT_OK(fm_comm_any(c, 1, &any));
+    FM_ASSERT_OK(fm_comm_any(c, 1, &any));
     assert_int_equal(any, 1);
 }
 
@@ -96,15 +88,15 @@ static void test_doubles(void **state)
 {
     const fm_comm *c = *state;
     double v[3] = {c->rank + 1.0, -(c->rank + 1.0), 0.5};
-    ASSERT_OK(fm_comm_sum_doubles(c, v, 3));
+    FM_ASSERT_OK(fm_comm_sum_doubles(c, v, 3));
     assert_true(v[0] == c->size * (c->size + 1) / 2.0);
     assert_true(v[1] == -c->size * (c->size + 1) / 2.0);
     assert_true(v[2] == 0.5 * c->size);
     double m[2] = {c->rank + 1.0, 10.0 - c->rank};
-    ASSERT_OK(fm_comm_max_doubles(c, m, 2));
+    FM_ASSERT_OK(fm_comm_max_doubles(c, m, 2));
     assert_true(m[0] == c->size && m[1] == 10.0);
     double n[2] = {c->rank + 1.0, 10.0 - c->rank};
-    ASSERT_OK(fm_comm_min_doubles(c, n, 2));
+    FM_ASSERT_OK(fm_comm_min_doubles(c, n, 2));
     assert_true(n[0] == 1.0 && n[1] == 10.0 - (c->size - 1));
 }
 
@@ -113,15 +105,15 @@ static void test_gather(void **state)
     const fm_comm *c = *state;
     int mine = c->rank * 7 + 1;
     int *all = c->rank == 0 ? calloc((size_t)c->size, sizeof *all) : NULL;
-    ASSERT_OK(fm_comm_gather(c, &mine, sizeof mine, all));
+    FM_ASSERT_OK(fm_comm_gather(c, &mine, sizeof mine, all));
     if (c->rank == 0)
         for (int r = 0; r < c->size; r++) assert_int_equal(all[r], r * 7 + 1);
     free(all);
     int *node = calloc((size_t)c->local_size, sizeof *node);
-    ASSERT_OK(fm_comm_node_allgather(c, &mine, sizeof mine, node));
+    FM_ASSERT_OK(fm_comm_node_allgather(c, &mine, sizeof mine, node));
     for (int r = 0; r < c->local_size; r++) assert_int_equal(node[r], r * 7 + 1);
     free(node);
-    ASSERT_OK(fm_comm_barrier(c));
+    FM_ASSERT_OK(fm_comm_barrier(c));
 }
 
 /* A failing MPI call on the context's communicator returns (MPI_ERRORS_RETURN) and becomes an
@@ -182,7 +174,7 @@ static void test_identical_ok(void **state)
     const fm_comm *c = *state;
     float p[1000];
     for (int i = 0; i < 1000; i++) p[i] = (float)i * 0.25f;
-    ASSERT_OK(fm_comm_check_identical(c, p, sizeof p, "parameters"));
+    FM_ASSERT_OK(fm_comm_check_identical(c, p, sizeof p, "parameters"));
 }
 
 static void test_identical_mismatch(void **state)
@@ -250,11 +242,11 @@ static void test_allreduce_backward(void **state)
     assert_non_null(g);
     fm_comm_allreduce *ar = NULL;
     /* 256-float buckets at most, ranges under 100 floats are merged */
-    ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, count, 256 * sizeof(float), 100 * sizeof(float)));
+    FM_ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, count, 256 * sizeof(float), 100 * sizeof(float)));
     for (int step = 0; step < 3; step++) {
         fill(c, g, count);
         for (int l = nl - 1; l >= 0; l--) fm_comm_allreduce_ready(ar, off[l], sizes[l]);
-        ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+        FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar));
         check_avg(c, g, count);
         fm_comm_allreduce_stats s = fm_comm_allreduce_last_stats(ar);
         assert_int_equal(s.bytes, count * sizeof(float));
@@ -276,19 +268,19 @@ static void test_allreduce_split_merge(void **state)
     float g[1000];
     fm_comm_allreduce *ar = NULL;
 
-    ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, 1000, 256 * sizeof(float), 1));
+    FM_ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, 1000, 256 * sizeof(float), 1));
     fill(c, g, 1000);
     fm_comm_allreduce_ready(ar, 0, 1000);
-    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar));
     check_avg(c, g, 1000);
     assert_int_equal(fm_comm_allreduce_last_stats(ar).buckets, 4); /* 250 floats each */
     fm_comm_allreduce_free(&ar);
 
     /* 10 ranges of 10 floats, backward order, merged up to 50 floats: 2 buckets (+ the gap rest) */
-    ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, 100, 1 << 20, 50 * sizeof(float)));
+    FM_ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, 100, 1 << 20, 50 * sizeof(float)));
     fill(c, g, 100);
     for (int l = 9; l >= 0; l--) fm_comm_allreduce_ready(ar, (size_t)l * 10, 10);
-    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar));
     check_avg(c, g, 100);
     assert_int_equal(fm_comm_allreduce_last_stats(ar).buckets, 2);
     assert_int_equal(fm_comm_allreduce_last_stats(ar).early_buckets, 2);
@@ -296,26 +288,26 @@ static void test_allreduce_split_merge(void **state)
     /* Ascending order merges the same way. */
     fill(c, g, 100);
     for (int l = 0; l < 10; l++) fm_comm_allreduce_ready(ar, (size_t)l * 10, 10);
-    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar));
     check_avg(c, g, 100);
     assert_int_equal(fm_comm_allreduce_last_stats(ar).buckets, 2);
     fm_comm_allreduce_free(&ar);
 
     /* No merging (min 1 byte): one bucket per range. */
-    ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, 100, 1 << 20, 1));
+    FM_ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, 100, 1 << 20, 1));
     fill(c, g, 100);
     for (int l = 9; l >= 0; l--) fm_comm_allreduce_ready(ar, (size_t)l * 10, 10);
-    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar));
     check_avg(c, g, 100);
     assert_int_equal(fm_comm_allreduce_last_stats(ar).buckets, 10);
     fm_comm_allreduce_free(&ar);
 
     /* Ranges that are not neighbours are never merged: 0-10 then 50-60 gives two buckets. */
-    ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, 100, 1 << 20, 1 << 20));
+    FM_ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, 100, 1 << 20, 1 << 20));
     fill(c, g, 100);
     fm_comm_allreduce_ready(ar, 0, 10);
     fm_comm_allreduce_ready(ar, 50, 10);
-    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar));
     check_avg(c, g, 100);
     fm_comm_allreduce_stats s = fm_comm_allreduce_last_stats(ar);
     assert_int_equal(s.early_buckets, 1); /* 0-10 was flushed early by the non-adjacent 50-60 */
@@ -342,22 +334,22 @@ static void test_allreduce_shuffled_and_gaps(void **state)
         order[j] = t;
     }
     fm_comm_allreduce *ar = NULL;
-    ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, count, 64 * sizeof(float), 80 * sizeof(float)));
+    FM_ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, count, 64 * sizeof(float), 80 * sizeof(float)));
     fill(c, g, count);
     for (int i = 0; i < N; i++) fm_comm_allreduce_ready(ar, (size_t)order[i] * L, L);
-    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar));
     check_avg(c, g, count);
 
     fill(c, g, count);
     for (int i = 0; i < N; i += 3) fm_comm_allreduce_ready(ar, (size_t)order[i] * L, L);
-    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar));
     check_avg(c, g, count);
     fm_comm_allreduce_stats s = fm_comm_allreduce_last_stats(ar);
     assert_true(s.buckets > s.early_buckets);
 
     /* Nothing reported at all: wait_all reduces the whole buffer in max-size pieces. */
     fill(c, g, count);
-    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar));
     check_avg(c, g, count);
     s = fm_comm_allreduce_last_stats(ar);
     assert_int_equal(s.early_buckets, 0);
@@ -371,7 +363,7 @@ static void test_allreduce_errors(void **state)
     const fm_comm *c = *state;
     float g[200];
     fm_comm_allreduce *ar = NULL;
-    ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, 200, 1 << 20, 1));
+    FM_ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, 200, 1 << 20, 1));
 
     fill(c, g, 200);
     fm_comm_allreduce_ready(ar, 0, 50);
@@ -393,7 +385,7 @@ static void test_allreduce_errors(void **state)
     fill(c, g, 200);
     fm_comm_allreduce_ready(ar, 100, 100);
     fm_comm_allreduce_ready(ar, 0, 0); /* empty ranges are ignored */
-    ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+    FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar));
     check_avg(c, g, 200);
     fm_comm_allreduce_free(&ar);
     fm_comm_allreduce_free(&ar); /* safe on NULL */
@@ -415,7 +407,7 @@ static void test_allreduce_deterministic(void **state)
         ref[i] = (float)((double)(s >> 11) / 9007199254740992.0 - 0.5) * 1e-3f;
     }
     fm_comm_allreduce *ar = NULL;
-    ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, N, 4096 * sizeof(float), 1000 * sizeof(float)));
+    FM_ASSERT_OK(fm_comm_allreduce_init(&ar, c, g, N, 4096 * sizeof(float), 1000 * sizeof(float)));
     for (int run = 0; run < 2; run++) {
         memcpy(g, ref, sizeof *g * N);
         for (int off = N; off > 0;) {
@@ -423,13 +415,13 @@ static void test_allreduce_deterministic(void **state)
             off -= len;
             fm_comm_allreduce_ready(ar, (size_t)off, (size_t)len);
         }
-        ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+        FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar));
         if (run == 0)
             memcpy(first, g, sizeof *g * N);
         else
             assert_memory_equal(first, g, sizeof *g * N);
     }
-    ASSERT_OK(fm_comm_check_identical(c, g, sizeof *g * N, "averaged gradients"));
+    FM_ASSERT_OK(fm_comm_check_identical(c, g, sizeof *g * N, "averaged gradients"));
     if (c->size <= 2) {
         MPI_Allreduce(MPI_IN_PLACE, ref, N, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
         float scale = (float)(1.0 / c->size);

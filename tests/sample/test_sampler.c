@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+
+#include "fm_test.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,16 +13,6 @@
 #include "kernels.h"
 #include "model.h"
 #include "sampler.h"
-
-#define CHECK(expr)                                   \
-    do {                                              \
-        fm_status st_ = (expr);                       \
-        if (st_) {                                    \
-            fm_status_print(st_, stderr, 1);          \
-            fm_status_free(&st_);                     \
-            fail_msg("%s failed", #expr);             \
-        }                                             \
-    } while (0)
 
 typedef struct fixture {
     fm_backend *be;
@@ -33,10 +25,10 @@ static const fm_model_shape shape = {2, 2, 32, 16, 50}; /* L, NH, C, maxT, V (Vp
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    CHECK(fm_backend_create("cpu", 1, -1, &f->be));
-    CHECK(fm_model_create(&shape, f->be, 1, &f->model));
-    CHECK(fm_model_init_weights(f->model, 7));
-    CHECK(fm_sampler_create(f->model, &f->s));
+    FM_ASSERT_OK(fm_backend_create("cpu", 1, -1, &f->be));
+    FM_ASSERT_OK(fm_model_create(&shape, f->be, 1, &f->model));
+    FM_ASSERT_OK(fm_model_init_weights(f->model, 7));
+    FM_ASSERT_OK(fm_sampler_create(f->model, &f->s));
     *state = f;
     return 0;
 }
@@ -56,14 +48,14 @@ static void test_logits_match_forward(void **state)
     fixture *f = *state;
     int32_t tokens[16];
     for (int t = 0; t < 16; t++) tokens[t] = (int32_t)((t * 37 + 11) % shape.vocab_size);
-    CHECK(fm_model_forward(f->model, tokens, NULL, 1, 16, NULL));
+    FM_ASSERT_OK(fm_model_forward(f->model, tokens, NULL, 1, 16, NULL));
     int Vp = fm_model_get_padded_vocab(f->model);
     float *full = malloc((size_t)Vp * sizeof *full), *inc = malloc((size_t)shape.vocab_size * sizeof *inc);
     fm_sampler_reset(f->s);
     double maxdiff = 0.0, maxabs = 0.0;
     for (int t = 0; t < 16; t++) {
-        CHECK(fm_model_logits(f->model, 0, t, full));
-        CHECK(fm_sampler_feed(f->s, tokens[t], inc));
+        FM_ASSERT_OK(fm_model_logits(f->model, 0, t, full));
+        FM_ASSERT_OK(fm_sampler_feed(f->s, tokens[t], inc));
         assert_int_equal(fm_sampler_position(f->s), t + 1);
         for (int v = 0; v < shape.vocab_size; v++) {
             double d = fabs((double)full[v] - inc[v]);
@@ -95,13 +87,13 @@ static void test_greedy_matches_recompute(void **state)
     int np = 3, ngen = 10;
     int32_t gen[10];
     fm_sampler_options o = {ngen, 0.0, 0, 1};
-    CHECK(fm_sampler_generate(f->s, seq, np, &o, NULL, NULL, gen));
+    FM_ASSERT_OK(fm_sampler_generate(f->s, seq, np, &o, NULL, NULL, gen));
     int Vp = fm_model_get_padded_vocab(f->model);
     float *full = malloc((size_t)Vp * sizeof *full);
     for (int n = 0; n < ngen; n++) {
         int T = np + n;
-        CHECK(fm_model_forward(f->model, seq, NULL, 1, T, NULL));
-        CHECK(fm_model_logits(f->model, 0, T - 1, full));
+        FM_ASSERT_OK(fm_model_forward(f->model, seq, NULL, 1, T, NULL));
+        FM_ASSERT_OK(fm_model_logits(f->model, 0, T - 1, full));
         int best = 0;
         for (int v = 1; v < shape.vocab_size; v++)
             if (full[v] > full[best]) best = v;
@@ -112,7 +104,7 @@ static void test_greedy_matches_recompute(void **state)
     /* top_k = 1 at any temperature is greedy */
     int32_t gen2[10];
     fm_sampler_options o2 = {ngen, 1.5, 1, 99};
-    CHECK(fm_sampler_generate(f->s, seq, np, &o2, NULL, NULL, gen2));
+    FM_ASSERT_OK(fm_sampler_generate(f->s, seq, np, &o2, NULL, NULL, gen2));
     assert_memory_equal(gen, gen2, sizeof gen);
 }
 
@@ -132,12 +124,12 @@ static void test_sampling_and_window(void **state)
     int32_t a[40], b[40], c[40];
     int calls = 0;
     fm_sampler_options o = {40, 1.0, 20, 123};
-    CHECK(fm_sampler_generate(f->s, prompt, 20, &o, count_tokens, &calls, a));
+    FM_ASSERT_OK(fm_sampler_generate(f->s, prompt, 20, &o, count_tokens, &calls, a));
     assert_int_equal(calls, 40);
-    CHECK(fm_sampler_generate(f->s, prompt, 20, &o, NULL, NULL, b));
+    FM_ASSERT_OK(fm_sampler_generate(f->s, prompt, 20, &o, NULL, NULL, b));
     assert_memory_equal(a, b, sizeof a);
     o.seed = 124;
-    CHECK(fm_sampler_generate(f->s, prompt, 20, &o, NULL, NULL, c));
+    FM_ASSERT_OK(fm_sampler_generate(f->s, prompt, 20, &o, NULL, NULL, c));
     assert_memory_not_equal(a, c, sizeof a);
     for (int i = 0; i < 40; i++) assert_true(a[i] >= 0 && a[i] < shape.vocab_size);
     /* errors */

@@ -13,20 +13,12 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+#include "fm_test.h"
 #include <mpi.h>
 #include <omp.h>
 
 #include "topology.h"
-
-#define ASSERT_OK(expr)                                                          \
-    do {                                                                         \
-        fm_status st_ = (expr);                                                  \
-        if (st_) {                                                               \
-            fm_status_print(st_, stderr, 1);                                     \
-            fm_status_free(&st_);                                                \
-            fail_msg("%s failed", #expr);                                        \
-        }                                                                        \
-    } while (0)
 
 typedef struct fixture {
     fm_comm *comm;
@@ -78,13 +70,13 @@ static void test_place_auto(void **state)
     fixture *f = *state;
     const fm_comm *c = f->comm;
     hwloc_bitmap_t before = hwloc_bitmap_alloc();
-    ASSERT_OK(fm_topology_current_binding(f->topo, before));
+    FM_ASSERT_OK(fm_topology_current_binding(f->topo, before));
 
     /* The cores the node's ranks may use together: the union of their starting bindings. */
     char mine[FM_TOPOLOGY_LIST_MAX], *lists = calloc((size_t)c->local_size, FM_TOPOLOGY_LIST_MAX);
     assert_non_null(lists);
     hwloc_bitmap_list_snprintf(mine, sizeof mine, before);
-    ASSERT_OK(fm_comm_node_allgather(c, mine, sizeof mine, lists));
+    FM_ASSERT_OK(fm_comm_node_allgather(c, mine, sizeof mine, lists));
     hwloc_bitmap_t node_set = hwloc_bitmap_alloc();
     for (int i = 0; i < c->local_size; i++) {
         hwloc_bitmap_t b = parse(lists + (size_t)i * FM_TOPOLOGY_LIST_MAX);
@@ -96,7 +88,7 @@ static void test_place_auto(void **state)
 
     fm_topology_options opt = {FM_BIND_AUTO, 0, 0};
     fm_topology_plan plan;
-    ASSERT_OK(fm_topology_place(c, &opt, &plan));
+    FM_ASSERT_OK(fm_topology_place(c, &opt, &plan));
     assert_int_equal(plan.rank, c->rank);
     assert_int_equal(plan.local_rank, c->local_rank);
     assert_string_equal(plan.host, c->host);
@@ -140,7 +132,7 @@ static void test_place_auto(void **state)
     /* Across ranks: disjoint shares when the node has enough cores, otherwise a warning on each. */
     fm_topology_plan *all = calloc((size_t)c->size, sizeof *all);
     assert_non_null(all);
-    ASSERT_OK(fm_comm_node_allgather(c, &plan, sizeof plan, all));
+    FM_ASSERT_OK(fm_comm_node_allgather(c, &plan, sizeof plan, all));
     if (c->local_size <= node_cores) {
         assert_int_equal(plan.shared, 0);
         assert_null(strstr(plan.warning, "share"));
@@ -163,7 +155,7 @@ static void test_place_auto(void **state)
 
     /* Placing again starts from the binding just applied and keeps it. */
     fm_topology_plan again;
-    ASSERT_OK(fm_topology_place(c, &opt, &again));
+    FM_ASSERT_OK(fm_topology_place(c, &opt, &again));
     assert_string_equal(again.cpuset, plan.cpuset);
     assert_int_equal(again.threads, plan.threads);
 
@@ -180,14 +172,14 @@ static void test_threads_override_and_report(void **state)
     const fm_comm *c = f->comm;
     fm_topology_options opt = {FM_BIND_AUTO, 1, 0};
     fm_topology_plan plan;
-    ASSERT_OK(fm_topology_place(c, &opt, &plan));
+    FM_ASSERT_OK(fm_topology_place(c, &opt, &plan));
     assert_int_equal(plan.threads, 1);
     assert_int_equal(omp_get_max_threads(), 1);
 
     char *text = NULL;
     size_t len = 0;
     FILE *out = c->rank == 0 ? open_memstream(&text, &len) : NULL;
-    ASSERT_OK(fm_topology_report(c, &plan, out));
+    FM_ASSERT_OK(fm_topology_report(c, &plan, out));
     if (c->rank == 0) {
         fclose(out);
         char want[64];

@@ -13,21 +13,13 @@
 
 #include <cmocka.h>
 
+#include "fm_test.h"
+
 #include "topology.h"
 
 #ifndef FM_TOPOLOGY_FIXTURES
 #error "FM_TOPOLOGY_FIXTURES must name the fixture folder"
 #endif
-
-#define ASSERT_OK(expr)                                                          \
-    do {                                                                         \
-        fm_status st_ = (expr);                                                  \
-        if (st_) {                                                               \
-            fm_status_print(st_, stderr, 1);                                     \
-            fm_status_free(&st_);                                                \
-            fail_msg("%s failed", #expr);                                        \
-        }                                                                        \
-    } while (0)
 
 enum { MAXR = 300 };
 
@@ -36,7 +28,7 @@ static hwloc_topology_t load(const char *name)
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", FM_TOPOLOGY_FIXTURES, name);
     hwloc_topology_t t = NULL;
-    ASSERT_OK(fm_topology_load(&t, path));
+    FM_ASSERT_OK(fm_topology_load(&t, path));
     return t;
 }
 
@@ -98,7 +90,7 @@ static void test_two_socket_auto(void **state)
     hwloc_topology_t t = load("two-socket.xml");
     fm_topology_plan p[MAXR];
 
-    ASSERT_OK(plan(t, "", 1, FM_BIND_AUTO, 0, 0, p));
+    FM_ASSERT_OK(plan(t, "", 1, FM_BIND_AUTO, 0, 0, p));
     assert_string_equal(p[0].cpuset, "0-255");
     assert_string_equal(p[0].numa, "0-7");
     assert_int_equal(p[0].cores, 128);
@@ -110,7 +102,7 @@ static void test_two_socket_auto(void **state)
     assert_string_equal(p[0].warning, "");
 
     /* 2 ranks: one package each, with the hyperthread siblings of their cores */
-    ASSERT_OK(plan(t, "", 2, FM_BIND_AUTO, 0, 0, p));
+    FM_ASSERT_OK(plan(t, "", 2, FM_BIND_AUTO, 0, 0, p));
     assert_string_equal(p[0].cpuset, "0-63,128-191");
     assert_string_equal(p[1].cpuset, "64-127,192-255");
     assert_string_equal(p[0].numa, "0-3");
@@ -121,7 +113,7 @@ static void test_two_socket_auto(void **state)
     static const int counts[] = {4, 8, 16, 32, 128};
     for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
         int n = counts[k];
-        ASSERT_OK(plan(t, "", n, FM_BIND_AUTO, 0, 0, p));
+        FM_ASSERT_OK(plan(t, "", n, FM_BIND_AUTO, 0, 0, p));
         check_partition(p, n, "0-255", "0-255");
         for (int i = 0; i < n; i++) {
             assert_int_equal(p[i].cores, 128 / n);
@@ -135,7 +127,7 @@ static void test_two_socket_auto(void **state)
             }
         }
     }
-    ASSERT_OK(plan(t, "", 8, FM_BIND_AUTO, 0, 0, p));
+    FM_ASSERT_OK(plan(t, "", 8, FM_BIND_AUTO, 0, 0, p));
     assert_string_equal(p[5].cpuset, "80-95,208-223");
     hwloc_topology_destroy(t);
 }
@@ -145,7 +137,7 @@ static void test_two_socket_uneven(void **state)
     (void)state;
     hwloc_topology_t t = load("two-socket.xml");
     fm_topology_plan p[MAXR];
-    ASSERT_OK(plan(t, "", 3, FM_BIND_AUTO, 0, 0, p));
+    FM_ASSERT_OK(plan(t, "", 3, FM_BIND_AUTO, 0, 0, p));
     check_partition(p, 3, "0-255", "0-255");
     /* no rank straddles the two packages */
     hwloc_bitmap_t p0 = set_of("0-63,128-191"), p1 = set_of("64-127,192-255");
@@ -166,7 +158,7 @@ static void test_oversubscribed(void **state)
     (void)state;
     hwloc_topology_t t = load("two-socket.xml");
     fm_topology_plan p[MAXR];
-    ASSERT_OK(plan(t, "", 256, FM_BIND_AUTO, 0, 0, p));
+    FM_ASSERT_OK(plan(t, "", 256, FM_BIND_AUTO, 0, 0, p));
     int per_core[128] = {0};
     for (int i = 0; i < 256; i++) {
         assert_int_equal(p[i].cores, 1);
@@ -180,7 +172,7 @@ static void test_oversubscribed(void **state)
     for (int c = 0; c < 128; c++) assert_int_equal(per_core[c], 2);
 
     /* inside a launcher binding of 2 cores, 3 ranks */
-    ASSERT_OK(plan(t, "0-1", 3, FM_BIND_AUTO, 0, 0, p));
+    FM_ASSERT_OK(plan(t, "0-1", 3, FM_BIND_AUTO, 0, 0, p));
     for (int i = 0; i < 3; i++) {
         assert_non_null(strstr(p[i].warning, "3 ranks share 2 cores"));
         assert_int_equal(p[i].launcher_bound, 1);
@@ -202,7 +194,7 @@ static void test_launcher_binding(void **state)
     static const fm_bind modes[] = {FM_BIND_AUTO, FM_BIND_CORE, FM_BIND_NUMA, FM_BIND_SOCKET,
                                     FM_BIND_NONE};
     for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
-        ASSERT_OK(plan(t, pkg1, 4, modes[m], 0, 0, p));
+        FM_ASSERT_OK(plan(t, pkg1, 4, modes[m], 0, 0, p));
         check_partition(p, 4, pkg1, pkg1);
         for (int i = 0; i < 4; i++) {
             assert_int_equal(p[i].launcher_bound, 1);
@@ -211,7 +203,7 @@ static void test_launcher_binding(void **state)
         }
     }
     /* Half a core (one hyperthread of each core): the other siblings are never added. */
-    ASSERT_OK(plan(t, "0-127", 2, FM_BIND_AUTO, 0, 0, p));
+    FM_ASSERT_OK(plan(t, "0-127", 2, FM_BIND_AUTO, 0, 0, p));
     check_partition(p, 2, "0-127", "0-127");
     assert_string_equal(p[0].cpuset, "0-63");
     assert_int_equal(p[0].threads, 64);
@@ -226,7 +218,7 @@ static void test_launcher_binding(void **state)
         cb[i] = b[i];
     }
     fm_topology_options opt = {FM_BIND_AUTO, 0, 0};
-    ASSERT_OK(fm_topology_plan_node(t, cb, 4, &opt, p));
+    FM_ASSERT_OK(fm_topology_plan_node(t, cb, 4, &opt, p));
     for (int i = 0; i < 4; i++) {
         char want[32];
         snprintf(want, sizeof want, "%d,%d", 10 + i, 138 + i);
@@ -237,7 +229,7 @@ static void test_launcher_binding(void **state)
     }
     /* Overlapping but different launcher bindings: kept, with a warning. */
     hwloc_bitmap_set(b[1], 10);
-    ASSERT_OK(fm_topology_plan_node(t, cb, 4, &opt, p));
+    FM_ASSERT_OK(fm_topology_plan_node(t, cb, 4, &opt, p));
     assert_non_null(strstr(p[1].warning, "overlap"));
     for (int i = 0; i < 4; i++) hwloc_bitmap_free(b[i]);
     hwloc_topology_destroy(t);
@@ -250,7 +242,7 @@ static void test_modes(void **state)
     fm_topology_plan p[MAXR];
 
     /* numa: 16 ranks, two per NUMA domain, each bound to the whole domain, threads floating */
-    ASSERT_OK(plan(t, "", 16, FM_BIND_NUMA, 0, 0, p));
+    FM_ASSERT_OK(plan(t, "", 16, FM_BIND_NUMA, 0, 0, p));
     check_partition(p, 16, "0-255", "0-255");
     assert_string_equal(p[0].cpuset, "0-15,128-143");
     assert_string_equal(p[1].cpuset, "0-15,128-143");
@@ -261,7 +253,7 @@ static void test_modes(void **state)
     }
 
     /* socket: 4 ranks, each bound to its package, 32 threads */
-    ASSERT_OK(plan(t, "", 4, FM_BIND_SOCKET, 0, 0, p));
+    FM_ASSERT_OK(plan(t, "", 4, FM_BIND_SOCKET, 0, 0, p));
     assert_string_equal(p[0].cpuset, "0-63,128-191");
     assert_string_equal(p[1].cpuset, "0-63,128-191");
     assert_string_equal(p[3].cpuset, "64-127,192-255");
@@ -270,15 +262,15 @@ static void test_modes(void **state)
 
     /* core: the same shares as auto, pinned */
     fm_topology_plan q[MAXR];
-    ASSERT_OK(plan(t, "", 4, FM_BIND_CORE, 0, 0, p));
-    ASSERT_OK(plan(t, "", 4, FM_BIND_AUTO, 0, 0, q));
+    FM_ASSERT_OK(plan(t, "", 4, FM_BIND_CORE, 0, 0, p));
+    FM_ASSERT_OK(plan(t, "", 4, FM_BIND_AUTO, 0, 0, q));
     for (int i = 0; i < 4; i++) {
         assert_string_equal(p[i].cpuset, q[i].cpuset);
         assert_int_equal(p[i].pin_threads, 1);
     }
 
     /* none: the binding is left alone; threads still from the share */
-    ASSERT_OK(plan(t, "", 4, FM_BIND_NONE, 0, 0, p));
+    FM_ASSERT_OK(plan(t, "", 4, FM_BIND_NONE, 0, 0, p));
     for (int i = 0; i < 4; i++) {
         assert_string_equal(p[i].cpuset, "0-255");
         assert_int_equal(p[i].threads, 32);
@@ -286,10 +278,10 @@ static void test_modes(void **state)
     }
 
     /* threads override; more threads than cores warns */
-    ASSERT_OK(plan(t, "", 2, FM_BIND_AUTO, 4, 0, p));
+    FM_ASSERT_OK(plan(t, "", 2, FM_BIND_AUTO, 4, 0, p));
     assert_int_equal(p[0].threads, 4);
     assert_string_equal(p[0].warning, "");
-    ASSERT_OK(plan(t, "", 2, FM_BIND_AUTO, 100, 0, p));
+    FM_ASSERT_OK(plan(t, "", 2, FM_BIND_AUTO, 100, 0, p));
     assert_int_equal(p[1].threads, 100);
     assert_non_null(strstr(p[1].warning, "100 threads on 64 cores"));
     hwloc_topology_destroy(t);
@@ -302,7 +294,7 @@ static void test_four_gpu(void **state)
     fm_topology_plan p[MAXR];
 
     /* 4 ranks: rank i takes GPU i and the cores of GPU i's NUMA domain */
-    ASSERT_OK(plan(t, "", 4, FM_BIND_AUTO, 0, 1, p));
+    FM_ASSERT_OK(plan(t, "", 4, FM_BIND_AUTO, 0, 1, p));
     check_partition(p, 4, "0-95", "0-95");
     for (int i = 0; i < 4; i++) {
         char numa[8], name[16];
@@ -316,13 +308,13 @@ static void test_four_gpu(void **state)
         assert_string_equal(p[i].warning, "");
     }
     /* 2 ranks: spread over the packages (GPUs 0 and 2), each with its GPU's NUMA domain */
-    ASSERT_OK(plan(t, "", 2, FM_BIND_AUTO, 0, 1, p));
+    FM_ASSERT_OK(plan(t, "", 2, FM_BIND_AUTO, 0, 1, p));
     assert_int_equal(p[0].gpu, 0);
     assert_int_equal(p[1].gpu, 2);
     assert_string_equal(p[0].cpuset, "0-11,48-59");
     assert_string_equal(p[1].cpuset, "24-35,72-83");
     /* 8 ranks: two per GPU, splitting its NUMA domain, with a sharing warning */
-    ASSERT_OK(plan(t, "", 8, FM_BIND_AUTO, 0, 1, p));
+    FM_ASSERT_OK(plan(t, "", 8, FM_BIND_AUTO, 0, 1, p));
     check_partition(p, 8, "0-95", "0-95");
     for (int i = 0; i < 8; i++) {
         assert_int_equal(p[i].gpu, i / 2);
@@ -330,14 +322,14 @@ static void test_four_gpu(void **state)
         assert_non_null(strstr(p[i].warning, "2 ranks share GPU"));
     }
     /* Other modes pick the nearest unused GPU for the share. */
-    ASSERT_OK(plan(t, "", 4, FM_BIND_SOCKET, 0, 1, p));
+    FM_ASSERT_OK(plan(t, "", 4, FM_BIND_SOCKET, 0, 1, p));
     for (int i = 0; i < 4; i++) assert_int_equal(p[i].gpu, i);
     /* Launcher bound everything to package 1: the GPUs near it come first. */
-    ASSERT_OK(plan(t, "24-47,72-95", 2, FM_BIND_AUTO, 0, 1, p));
+    FM_ASSERT_OK(plan(t, "24-47,72-95", 2, FM_BIND_AUTO, 0, 1, p));
     assert_int_equal(p[0].gpu, 2);
     assert_int_equal(p[1].gpu, 3);
     /* Without a GPU backend the plan says so. */
-    ASSERT_OK(plan(t, "", 4, FM_BIND_AUTO, 0, 0, p));
+    FM_ASSERT_OK(plan(t, "", 4, FM_BIND_AUTO, 0, 0, p));
     for (int i = 0; i < 4; i++) {
         assert_int_equal(p[i].gpu, -1);
         assert_string_equal(p[i].gpu_name, "no GPU");
@@ -353,19 +345,19 @@ static void test_grace_hopper(void **state)
     (void)state;
     hwloc_topology_t t = load("grace-hopper.xml");
     fm_topology_plan p[MAXR];
-    ASSERT_OK(plan(t, "", 1, FM_BIND_AUTO, 0, 1, p));
+    FM_ASSERT_OK(plan(t, "", 1, FM_BIND_AUTO, 0, 1, p));
     assert_string_equal(p[0].cpuset, "0-71");
     assert_string_equal(p[0].numa, "0"); /* the GPU's HBM node (GPUMemory) is not a CPU domain */
     assert_int_equal(p[0].threads, 72);
     assert_int_equal(p[0].gpu, 0);
     assert_non_null(strstr(p[0].gpu_name, "GH200"));
-    ASSERT_OK(plan(t, "", 4, FM_BIND_NUMA, 0, 1, p));
+    FM_ASSERT_OK(plan(t, "", 4, FM_BIND_NUMA, 0, 1, p));
     for (int i = 0; i < 4; i++) {
         assert_string_equal(p[i].cpuset, "0-71");
         assert_int_equal(p[i].threads, 18);
         assert_non_null(strstr(p[i].warning, "4 ranks share GPU 0"));
     }
-    ASSERT_OK(plan(t, "", 4, FM_BIND_AUTO, 0, 1, p));
+    FM_ASSERT_OK(plan(t, "", 4, FM_BIND_AUTO, 0, 1, p));
     check_partition(p, 4, "0-71", "0-71");
     assert_string_equal(p[1].cpuset, "18-35");
     char desc[512];
@@ -385,7 +377,7 @@ static void test_given_gpus(void **state)
     /* device 0 sits next to package 1, device 1 next to package 0: rank 0 follows device 0 */
     fm_topology_gpu g[2] = {{0, "cuda0 (test)", "64-127,192-255"}, {1, "cuda1 (test)", "0-63,128-191"}};
     fm_topology_options opt = {FM_BIND_AUTO, 0, 1};
-    ASSERT_OK(fm_topology_plan_node_gpus(t, binds, 2, &opt, g, 2, p));
+    FM_ASSERT_OK(fm_topology_plan_node_gpus(t, binds, 2, &opt, g, 2, p));
     assert_int_equal(p[0].gpu, 0);
     assert_string_equal(p[0].gpu_name, "cuda0 (test)");
     assert_string_equal(p[0].cpuset, "64-127,192-255");
@@ -393,7 +385,7 @@ static void test_given_gpus(void **state)
     assert_string_equal(p[1].cpuset, "0-63,128-191");
     /* one GPU without locality, one near package 1: the plain split, then the nearest free GPU */
     fm_topology_gpu h[2] = {{0, "cuda0", "64-127,192-255"}, {1, "cuda1", ""}};
-    ASSERT_OK(fm_topology_plan_node_gpus(t, binds, 2, &opt, h, 2, p));
+    FM_ASSERT_OK(fm_topology_plan_node_gpus(t, binds, 2, &opt, h, 2, p));
     assert_string_equal(p[0].cpuset, "0-63,128-191");
     assert_int_equal(p[0].gpu, 1);
     assert_int_equal(p[1].gpu, 0);
@@ -430,7 +422,7 @@ static void test_errors_and_table(void **state)
     fm_status_free(&st);
 
     fm_bind b;
-    ASSERT_OK(fm_topology_bind_parse("numa", &b));
+    FM_ASSERT_OK(fm_topology_bind_parse("numa", &b));
     assert_int_equal(b, FM_BIND_NUMA);
     st = fm_topology_bind_parse("sockets", &b);
     assert_non_null(st);
@@ -438,7 +430,7 @@ static void test_errors_and_table(void **state)
     fm_status_free(&st);
 
     /* the table: one line per rank, cpusets as lists, warnings once with their ranks */
-    ASSERT_OK(plan(t, "0-1", 3, FM_BIND_AUTO, 0, 0, p));
+    FM_ASSERT_OK(plan(t, "0-1", 3, FM_BIND_AUTO, 0, 0, p));
     for (int i = 0; i < 3; i++) {
         p[i].rank = 10 + i;
         strcpy(p[i].host, "nodeA");

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+
+#include "fm_test.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,16 +24,6 @@
 #include "kernels.h"
 #include "model.h"
 #include "optimizer.h"
-
-#define CHECK(expr)                                   \
-    do {                                              \
-        fm_status st_ = (expr);                       \
-        if (st_) {                                    \
-            fm_status_print(st_, stderr, 1);          \
-            fm_status_free(&st_);                     \
-            fail_msg("%s failed", #expr);             \
-        }                                             \
-    } while (0)
 
 enum { B = 8, T = 32, STEPS = 200 };
 static const fm_model_shape shape = {2, 2, 64, T, 16}; /* L, NH, C, maxT, V */
@@ -64,7 +56,7 @@ static uint64_t next(uint64_t *s)
 static double train(int breakage)
 {
     fm_backend *be = NULL;
-    CHECK(fm_backend_create("cpu", 1, -1, &be));
+    FM_ASSERT_OK(fm_backend_create("cpu", 1, -1, &be));
     real_ops = be->ops;
     fm_kernel_ops ops = *be->ops;
     if (breakage == 1) ops.attention_backward = broken_attention_backward;
@@ -72,9 +64,9 @@ static double train(int breakage)
     be->ops = &ops;
     fm_model *m = NULL;
     fm_optimizer *opt = NULL;
-    CHECK(fm_model_create(&shape, be, B, &m));
-    CHECK(fm_model_init_weights(m, 11));
-    CHECK(fm_optimizer_create(m, &opt));
+    FM_ASSERT_OK(fm_model_create(&shape, be, B, &m));
+    FM_ASSERT_OK(fm_model_init_weights(m, 11));
+    FM_ASSERT_OK(fm_optimizer_create(m, &opt));
     int32_t inp[B * T], tgt[B * T], seq[T + 1];
     uint64_t rng = 5;
     double tail = 0.0;
@@ -85,13 +77,13 @@ static double train(int breakage)
             memcpy(tgt + b * T, seq + 1, T * sizeof(int32_t));
         }
         float loss = 0.0f;
-        CHECK(fm_model_forward(m, inp, tgt, B, T, &loss));
-        CHECK(fm_model_backward(m, 1.0f, NULL, NULL));
+        FM_ASSERT_OK(fm_model_forward(m, inp, tgt, B, T, &loss));
+        FM_ASSERT_OK(fm_model_backward(m, 1.0f, NULL, NULL));
         double norm = 0.0;
-        CHECK(fm_optimizer_grad_norm(opt, &norm));
+        FM_ASSERT_OK(fm_optimizer_grad_norm(opt, &norm));
         float lr = step < 10 ? 3e-3f * (float)(step + 1) / 10.0f : 3e-3f;
         fm_adamw_params hp = {lr, 0.9f, 0.95f, 1e-8f, 0.0f};
-        CHECK(fm_optimizer_step(opt, &hp, fm_optimizer_clip_scale(norm, 1.0)));
+        FM_ASSERT_OK(fm_optimizer_step(opt, &hp, fm_optimizer_clip_scale(norm, 1.0)));
         if (step >= STEPS - 20) tail += loss / 20.0;
     }
     fm_optimizer_free(&opt);
