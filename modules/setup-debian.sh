@@ -17,7 +17,7 @@ build_pkgs=(build-essential cmake pkg-config
 test_pkgs=(libcmocka-dev                        # unit tests
            python3-torch python3-h5py python3-numpy  # PyTorch reference comparison
            bible-kjv                            # the King James corpus for examples and tests
-           clang                                # libFuzzer harnesses
+           clang libclang-rt-dev                # libFuzzer harnesses (the fuzzer runtime is only a Recommends of clang)
            shellcheck gnuplot-nox
            slurmctld slurmd slurm-client munge  # tests/slurm: a one-node Slurm cluster on localhost
            lmod)                                # tests/lmod: the installed modulefiles, loaded for real
@@ -47,4 +47,6 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# With recommends: that is how this list was tested (e.g. Open MPI recommends the ssh client its
+# launcher looks for, clang recommends its sanitizer and fuzzer runtimes).
+$SUDO apt-get install -y -q "${missing[@]}"
