@@ -17,37 +17,13 @@
 #include <cmocka.h>
 
 #include "dataset/ds_fixture.h"
+#include "dataset/ds_unit.h"
 #include "tokenizer.h"
 #include "util.h"
 
 static char dir[256];
 
 static void path_in(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", dir, name); }
-
-static fm_reader_options opts(int T, int64_t G, int64_t first, int64_t count, uint64_t seed, int ra)
-{
-    fm_reader_options o;
-    memset(&o, 0, sizeof o);
-    o.comm = MPI_COMM_SELF;
-    o.seq_len = T;
-    o.global_windows = G;
-    o.first = first;
-    o.count = count;
-    o.seed = seed;
-    o.read_ahead = ra;
-    return o;
-}
-
-static void expect_error(fm_status st, fm_code code, const char *needle)
-{
-    assert_non_null(st);
-    if (fm_status_code(st) != code || (needle && !strstr(fm_status_message(st), needle)))
-        fprintf(stderr, "unexpected error (wanted code %d containing '%s'): %s\n", (int)code,
-                needle ? needle : "", fm_status_message(st));
-    assert_int_equal(fm_status_code(st), code);
-    if (needle) assert_non_null(strstr(fm_status_message(st), needle));
-    fm_status_free(&st);
-}
 
 static void test_write_probe(void **state)
 {
@@ -89,11 +65,11 @@ static void test_write_probe(void **state)
     path_in(p, sizeof p, "bad.h5");
     FIX_OK(fm_dataset_writer_open(p, 500, 499, NULL, "x", &w));
     uint32_t ids[3] = {1, 2, 500};
-    expect_error(fm_dataset_writer_append(w, FM_SPLIT_TRAIN, ids, 3), FM_ERR_INPUT, "offset 2");
+    fixture_expect_error(fm_dataset_writer_append(w, FM_SPLIT_TRAIN, ids, 3), FM_ERR_INPUT, "offset 2");
     fm_dataset_writer_free(&w);
-    expect_error(fm_dataset_writer_open(p, 255, 0, NULL, "x", &w), FM_ERR_USAGE, "out of range");
-    expect_error(fm_dataset_writer_open(p, 300, 300, NULL, "x", &w), FM_ERR_USAGE, "end-of-text");
-    expect_error(fm_dataset_writer_open("/nonexistent-dir/x.h5", 300, 1, NULL, "x", &w), FM_ERR_IO,
+    fixture_expect_error(fm_dataset_writer_open(p, 255, 0, NULL, "x", &w), FM_ERR_USAGE, "out of range");
+    fixture_expect_error(fm_dataset_writer_open(p, 300, 300, NULL, "x", &w), FM_ERR_USAGE, "end-of-text");
+    fixture_expect_error(fm_dataset_writer_open("/nonexistent-dir/x.h5", 300, 1, NULL, "x", &w), FM_ERR_IO,
                  "/nonexistent-dir/x.h5");
 }
 
@@ -142,7 +118,7 @@ static void test_epoch_is_permutation(void **state)
     const uint64_t N = 240; /* windows; divisible by G */
     FIX_OK(fixture_write(p, 1u << 20, N * T + 1, 200, NULL));
     for (int ra = 0; ra <= 1; ra++) {
-        fm_reader_options o = opts(T, 12, 0, 12, 7, ra);
+        fm_reader_options o = fixture_opts(T, 12, 0, 12, 7, ra);
         fm_reader *r = NULL;
         FIX_OK(fm_reader_open(p, &o, &r));
         assert_int_equal(fm_reader_train_windows(r), N);
@@ -180,7 +156,7 @@ static void test_epoch_boundary(void **state)
     path_in(p, sizeof p, "boundary.h5");
     const int T = 8;
     FIX_OK(fixture_write(p, 1u << 20, 50 * T + 5, 0, NULL)); /* N = 50 windows */
-    fm_reader_options o = opts(T, 16, 0, 16, 3, 1);
+    fm_reader_options o = fixture_opts(T, 16, 0, 16, 3, 1);
     fm_reader *r = NULL;
     FIX_OK(fm_reader_open(p, &o, &r));
     int32_t tok[16 * 9];
@@ -192,7 +168,7 @@ static void test_epoch_boundary(void **state)
     FIX_OK(fm_reader_next(r, tok));
     assert_int_equal(window_of(tok, T), fm_reader_permute(3, 1, 0, 50));
     /* no validation windows in this file */
-    expect_error(fm_reader_read_val(r, 0, tok), FM_ERR_INPUT, "no validation window");
+    fixture_expect_error(fm_reader_read_val(r, 0, tok), FM_ERR_INPUT, "no validation window");
     fm_reader_free(&r);
 }
 
@@ -205,7 +181,7 @@ static void test_readahead_matches_sync_and_restore(void **state)
     /* 3.5 chunks of tokens, so windows cross chunk boundaries */
     uint64_t ntok = (uint64_t)FM_DATASET_CHUNK * 7 / 2;
     FIX_OK(fixture_write(p, 1u << 24, ntok, 1000, NULL));
-    fm_reader_options oa = opts(T, 64, 16, 20, 11, 1), ob = opts(T, 64, 16, 20, 11, 0);
+    fm_reader_options oa = fixture_opts(T, 64, 16, 20, 11, 1), ob = fixture_opts(T, 64, 16, 20, 11, 0);
     fm_reader *a = NULL, *b = NULL;
     FIX_OK(fm_reader_open(p, &oa, &a));
     FIX_OK(fm_reader_open(p, &ob, &b));
@@ -223,7 +199,7 @@ static void test_readahead_matches_sync_and_restore(void **state)
     int32_t *rec = malloc(10 * n * sizeof *rec);
     for (int s = 0; s < 10; s++) FIX_OK(fm_reader_next(a, rec + (size_t)s * n));
     fm_reader *c = NULL;
-    fm_reader_options oc = opts(T, 64, 16, 20, 999 /* overwritten by the state */, 1);
+    fm_reader_options oc = fixture_opts(T, 64, 16, 20, 999 /* overwritten by the state */, 1);
     FIX_OK(fm_reader_open(p, &oc, &c));
     FIX_OK(fm_reader_next(c, ta)); /* consume something first: set_state must drop read-ahead */
     FIX_OK(fm_reader_set_state(c, &saved));
@@ -251,7 +227,7 @@ static void test_validation(void **state)
     const int T = 10;
     const uint64_t vocab = 1u << 20;
     FIX_OK(fixture_write(p, vocab, 1000, 10 * 37 + 1, NULL)); /* Nv = 37 */
-    fm_reader_options o = opts(T, 8, 2, 4, 5, 1);
+    fm_reader_options o = fixture_opts(T, 8, 2, 4, 5, 1);
     fm_reader *r = NULL;
     FIX_OK(fm_reader_open(p, &o, &r));
     assert_int_equal(fm_reader_val_windows(r), 37);
@@ -277,7 +253,7 @@ static void test_validation(void **state)
     fm_reader_free(&r2);
     /* a validation file with another vocabulary */
     FIX_OK(fixture_write(pv, 1000, 20, 100, NULL));
-    expect_error(fm_reader_open(p, &o, &r2), FM_ERR_INPUT, "vocab_size");
+    fixture_expect_error(fm_reader_open(p, &o, &r2), FM_ERR_INPUT, "vocab_size");
     fm_reader_free(&r);
 }
 
@@ -315,65 +291,65 @@ static void test_open_errors(void **state)
     (void)state;
     char p[300], q[300];
     fm_reader *r = NULL;
-    fm_reader_options o = opts(16, 4, 0, 4, 1, 1);
+    fm_reader_options o = fixture_opts(16, 4, 0, 4, 1, 1);
     fm_dataset_info info;
     /* missing */
     path_in(p, sizeof p, "missing.h5");
-    expect_error(fm_reader_open(p, &o, &r), FM_ERR_INPUT, "missing.h5");
-    expect_error(fm_dataset_probe(p, &info), FM_ERR_INPUT, "No such file");
+    fixture_expect_error(fm_reader_open(p, &o, &r), FM_ERR_INPUT, "missing.h5");
+    fixture_expect_error(fm_dataset_probe(p, &info), FM_ERR_INPUT, "No such file");
     /* not HDF5 */
     path_in(p, sizeof p, "text.h5");
     FILE *fp = fopen(p, "w");
     fputs("just some text, not HDF5\n", fp);
     fclose(fp);
-    expect_error(fm_reader_open(p, &o, &r), FM_ERR_INPUT, "not an HDF5 file");
+    fixture_expect_error(fm_reader_open(p, &o, &r), FM_ERR_INPUT, "not an HDF5 file");
     /* HDF5 but not fmtrain */
     path_in(p, sizeof p, "foreign.h5");
     hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     H5Fclose(f);
-    expect_error(fm_reader_open(p, &o, &r), FM_ERR_INPUT, "not an fmtrain");
-    expect_error(fm_dataset_file_format(p, q, sizeof q), FM_ERR_INPUT, "not an fmtrain file");
+    fixture_expect_error(fm_reader_open(p, &o, &r), FM_ERR_INPUT, "not an fmtrain");
+    fixture_expect_error(fm_dataset_file_format(p, q, sizeof q), FM_ERR_INPUT, "not an fmtrain file");
     /* another fmtrain format */
     path_in(p, sizeof p, "other.h5");
     FIX_OK(fixture_write(p, 1000, 1000, 100, NULL));
     set_attr_str(p, "format", "fmtrain-checkpoint");
-    expect_error(fm_reader_open(p, &o, &r), FM_ERR_INPUT, "'fmtrain-checkpoint' file");
+    fixture_expect_error(fm_reader_open(p, &o, &r), FM_ERR_INPUT, "'fmtrain-checkpoint' file");
     /* another version */
     FIX_OK(fixture_write(p, 1000, 1000, 100, NULL));
     set_attr_int(p, "format_version", 2);
-    expect_error(fm_reader_open(p, &o, &r), FM_ERR_INPUT, "version 2");
+    fixture_expect_error(fm_reader_open(p, &o, &r), FM_ERR_INPUT, "version 2");
     /* incomplete (prepare interrupted before the counts were written) */
     FIX_OK(fixture_write(p, 1000, 1000, 100, NULL));
     f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
     H5Adelete(f, "train_tokens");
     H5Fclose(f);
-    expect_error(fm_dataset_probe(p, &info), FM_ERR_INPUT, "incomplete");
+    fixture_expect_error(fm_dataset_probe(p, &info), FM_ERR_INPUT, "incomplete");
     /* counts that disagree with the data */
     FIX_OK(fixture_write(p, 1000, 1000, 100, NULL));
     set_attr_int(p, "train_tokens", 5000);
-    expect_error(fm_dataset_probe(p, &info), FM_ERR_INPUT, "holds 1000 tokens");
+    fixture_expect_error(fm_dataset_probe(p, &info), FM_ERR_INPUT, "holds 1000 tokens");
     /* vocab mismatch with the model */
     FIX_OK(fixture_write(p, 1000, 1000, 100, NULL));
     o.vocab_size = 2000;
-    expect_error(fm_reader_open(p, &o, &r), FM_ERR_INPUT, "model's vocab_size is 2000");
+    fixture_expect_error(fm_reader_open(p, &o, &r), FM_ERR_INPUT, "model's vocab_size is 2000");
     o.vocab_size = 1000;
     FIX_OK(fm_reader_open(p, &o, &r));
     fm_reader_free(&r);
     /* fewer windows than one global batch: 999/16 = 62 windows */
     o.global_windows = 63;
     o.count = 63;
-    expect_error(fm_reader_open(p, &o, &r), FM_ERR_INPUT, "fewer than one global batch");
+    fixture_expect_error(fm_reader_open(p, &o, &r), FM_ERR_INPUT, "fewer than one global batch");
     /* bad options */
     o.first = 60;
     o.count = 10;
-    expect_error(fm_reader_open(p, &o, &r), FM_ERR_USAGE, "bad reader options");
+    fixture_expect_error(fm_reader_open(p, &o, &r), FM_ERR_USAGE, "bad reader options");
     assert_null(r);
 }
 
 /* One measurement: `steps` steps of 10 ms "compute" after the first; returns wait / wall time. */
 static double wait_fraction(const char *p, int T, int64_t G, int steps)
 {
-    fm_reader_options o = opts(T, G, 0, G, 1, 1);
+    fm_reader_options o = fixture_opts(T, G, 0, G, 1, 1);
     fm_reader *r = NULL;
     FIX_OK(fm_reader_open(p, &o, &r));
     assert_true(fm_reader_read_ahead_active(r));

@@ -19,36 +19,13 @@
 #include <cmocka.h>
 
 #include "dataset/ds_fixture.h"
+#include "dataset/ds_unit.h"
 #include "tokenizer.h"
 #include "util.h"
 
 static char dir[256];
 
 static void path_in(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", dir, name); }
-
-static fm_reader_options opts(int T, int64_t G, int64_t first, int64_t count, uint64_t seed, int ra)
-{
-    fm_reader_options o;
-    memset(&o, 0, sizeof o);
-    o.comm = MPI_COMM_SELF;
-    o.seq_len = T;
-    o.global_windows = G;
-    o.first = first;
-    o.count = count;
-    o.seed = seed;
-    o.read_ahead = ra;
-    return o;
-}
-
-static void expect_error(fm_status st, fm_code code, const char *needle)
-{
-    assert_non_null(st);
-    if (fm_status_code(st) != code || (needle && !strstr(fm_status_message(st), needle)))
-        fprintf(stderr, "unexpected error: %s\n", fm_status_message(st));
-    assert_int_equal(fm_status_code(st), code);
-    if (needle) assert_non_null(strstr(fm_status_message(st), needle));
-    fm_status_free(&st);
-}
 
 static void copy_truncated(const char *src, const char *dst, long len)
 {
@@ -76,7 +53,7 @@ static void test_truncated_and_corrupted(void **state)
     size_t n = 0;
     FIX_OK(fm_util_read_file(p, &data, &n));
     fm_dataset_info info;
-    fm_reader_options o = opts(16, 4, 0, 4, 1, 1);
+    fm_reader_options o = fixture_opts(16, 4, 0, 4, 1, 1);
     fm_reader *r = NULL;
     /* truncation anywhere: an error, never a crash or a silent success */
     for (int k = 0; k < 12; k++) {
@@ -111,8 +88,8 @@ static void test_truncated_and_corrupted(void **state)
         o.read_ahead = ra;
         FIX_OK(fm_reader_open(q, &o, &r));
         int32_t t[4 * 17];
-        expect_error(fm_reader_next(r, t), FM_ERR_INPUT, "damaged");
-        expect_error(fm_reader_next(r, t), FM_ERR_INPUT, "damaged"); /* a retry fails the same way */
+        fixture_expect_error(fm_reader_next(r, t), FM_ERR_INPUT, "damaged");
+        fixture_expect_error(fm_reader_next(r, t), FM_ERR_INPUT, "damaged"); /* a retry fails the same way */
         fm_reader_free(&r);
     }
     free(data);
