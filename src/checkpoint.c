@@ -342,16 +342,29 @@ static fm_status load_dataset_tokenizer(const char *path, fm_tokenizer **tok)
     return st; /* an unreadable dataset is reported by the trainer's own checks */
 }
 
+/* Opens a checkpoint file of this format and refuses one written in a newer format version than this
+ * fmtrain reads. Every rank of `comm` reads the same version, so that refusal is collective. */
+static fm_status open_checkpoint(MPI_Comm comm, const char *path, const fm_checkpoint_io_opts *io,
+                                 int *version, fm_checkpoint_file **out)
+{
+    int v = 0;
+    FM_TRY(fm_checkpoint_file_open(comm, path, FM_CHECKPOINT_FORMAT, &v, io, out));
+    if (v > FM_CHECKPOINT_VERSION) {
+        fm_checkpoint_file_close(out);
+        return fm_status_collective(FM_ERR(FM_ERR_INPUT,
+                                           "%s has checkpoint format version %d; this fmtrain reads up to %d",
+                                           path, v, FM_CHECKPOINT_VERSION));
+    }
+    if (version) *version = v;
+    return NULL;
+}
+
 /* Opens `path` and checks its configuration (with grad_accum adjustment). */
 static fm_status plan_from(fm_checkpoint_ctx *c, const char *path, fm_config *cfg)
 {
     fm_checkpoint_file *f = NULL;
-    int version = 0;
-    FM_TRY(fm_checkpoint_file_open(c->comm, path, FM_CHECKPOINT_FORMAT, &version, &c->io, &f));
+    FM_TRY(open_checkpoint(c->comm, path, &c->io, NULL, &f));
     fm_status st = NULL;
-    if (version > FM_CHECKPOINT_VERSION)
-        st = FM_ERR(FM_ERR_INPUT, "%s has checkpoint format version %d; this fmtrain reads up to %d",
-                    path, version, FM_CHECKPOINT_VERSION);
     fm_config *saved = malloc(sizeof *saved);
     if (!st && !saved) st = FM_ERR(FM_ERR_NOMEM, "out of memory");
     int saved_ranks = 0;
@@ -671,12 +684,8 @@ fm_status fm_checkpoint_load(fm_checkpoint_ctx *c, fm_trainer *t, const char *pa
 {
     double t0 = fm_util_now();
     fm_checkpoint_file *f = NULL;
-    int version = 0;
-    FM_TRY(fm_checkpoint_file_open(c->comm, path, FM_CHECKPOINT_FORMAT, &version, &c->io, &f));
+    FM_TRY(open_checkpoint(c->comm, path, &c->io, NULL, &f));
     fm_status st = NULL;
-    if (version > FM_CHECKPOINT_VERSION)
-        st = FM_ERR(FM_ERR_INPUT, "%s has checkpoint format version %d; this fmtrain reads up to %d",
-                    path, version, FM_CHECKPOINT_VERSION);
     fm_model *model = fm_trainer_model(t);
     fm_optimizer *opt = fm_trainer_optimizer(t);
     fm_config *saved = malloc(sizeof *saved), *cur = malloc(sizeof *cur);
@@ -825,7 +834,7 @@ fm_status fm_checkpoint_inspect(const char *path, FILE *out)
 {
     fm_checkpoint_file *f = NULL;
     int version = 0;
-    FM_TRY(fm_checkpoint_file_open(MPI_COMM_NULL, path, FM_CHECKPOINT_FORMAT, &version, NULL, &f));
+    FM_TRY(open_checkpoint(MPI_COMM_NULL, path, NULL, &version, &f));
     fprintf(out, "file            %s\n", path);
     fprintf(out, "format          %s version %d\n", FM_CHECKPOINT_FORMAT, version);
     print_str_attr(out, f, "written by", "/", "fmtrain_version");
@@ -899,7 +908,7 @@ static fm_status load_model_file(const char *path, fm_backend *be, int max_batch
                                  fm_tokenizer **tok)
 {
     fm_checkpoint_file *f = NULL;
-    FM_TRY(fm_checkpoint_file_open(MPI_COMM_NULL, path, FM_CHECKPOINT_FORMAT, NULL, NULL, &f));
+    FM_TRY(open_checkpoint(MPI_COMM_NULL, path, NULL, NULL, &f));
     fm_model_shape s;
     int64_t v[5] = {0, 0, 0, 0, 0};
     const char *names[5] = {"n_layer", "n_head", "d_model", "max_seq_len", "vocab_size"};
