@@ -1,6 +1,6 @@
 /* kernels.h — the compute-kernel interface shared by every backend (kernels/cpu, kernels/cuda).
  *
- * A backend is an operation table (fm_kernel_ops) plus a context. The model code (src/model.c) calls
+ * A backend is an operation table (fm_kernel_ops) plus a context. The model code (src/model/model.c) calls
  * only through this table and never dereferences tensor memory itself: buffers are obtained from
  * the backend's `alloc` and may live on a device. Host data enters and leaves through `upload` and
  * `download`.
@@ -29,7 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../src/status.h"
+#include "core/status.h"
 
 typedef struct fm_backend fm_backend;
 

@@ -4,7 +4,7 @@
 
 #include <stdio.h>
 
-#include "status.h"
+#include "core/status.h"
 
 /* Evaluates a call returning fm_status; on error prints the message and traceback and fails the test. */
 #define FM_ASSERT_OK(expr)                                                       \

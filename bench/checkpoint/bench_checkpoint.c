@@ -30,9 +30,9 @@
 #include <unistd.h>
 
 #include "checkpoint/ckpt_test_util.h"
-#include "checkpoint_dir.h"
-#include "checkpoint_file.h"
-#include "util.h"
+#include "ckpt/checkpoint_dir.h"
+#include "ckpt/checkpoint_file.h"
+#include "core/util.h"
 
 #define FORMAT "fmtrain-checkpoint-bench"
 #define CHUNK ((size_t)8 << 20)

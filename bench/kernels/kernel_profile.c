@@ -15,8 +15,8 @@
 #include <time.h>
 
 #include "kernels.h"
-#include "model.h"
-#include "optimizer.h"
+#include "model/model.h"
+#include "train/optimizer.h"
 
 enum {
     P_ENC_F, P_ENC_B, P_LN_F, P_LN_B, P_RES_F, P_RES_B, P_MM_F, P_MM_B, P_LMH_F, P_LMH_B, P_GELU_F,

@@ -43,11 +43,11 @@
 #include <sys/utsname.h>
 #include <time.h>
 
-#include "cli.h"
+#include "cli/cli.h"
 #include "kernels.h"
-#include "model.h"
-#include "optimizer.h"
-#include "util.h"
+#include "model/model.h"
+#include "train/optimizer.h"
+#include "core/util.h"
 
 /* Seconds: wall clock, or process CPU time per thread (--clock cpu). */
 static double bench_clock(int cpu, int threads)

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer.h"
-#include "util.h"
+#include "data/tokenizer.h"
+#include "core/util.h"
 
 static int fail(fm_status st)
 {

@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../../src/status.h"
+#include "core/status.h"
 
 /* Attention works on blocks of FM_CPU_ATT_BQ query rows x FM_CPU_ATT_BK key columns. */
 #define FM_CPU_ATT_BQ 64

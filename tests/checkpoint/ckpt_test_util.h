@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint_file.h"
+#include "ckpt/checkpoint_file.h"
 
 /* A synthetic set of three groups (params, adam_m, adam_v) sharing one tensor table. */
 typedef struct ckpt_synth {

@@ -21,8 +21,8 @@
 #include <cmocka.h>
 
 #include "checkpoint/ckpt_test_util.h"
-#include "checkpoint_dir.h"
-#include "checkpoint_file.h"
+#include "ckpt/checkpoint_dir.h"
+#include "ckpt/checkpoint_file.h"
 
 #define FORMAT "fmtrain-test-checkpoint"
 

@@ -1,4 +1,4 @@
-/* test_comm.c — MPI tests of src/comm.c: the process context, the small collectives, the parameter
+/* test_comm.c — MPI tests of src/dist/comm.c: the process context, the small collectives, the parameter
  * checksum compare and the bucketed non-blocking gradient all-reduce (values, averaging, backward
  * and shuffled order, splitting and merging, ranges left to wait_all, errors, determinism).
  * Runs under mpiexec with 2 ranks (and 1 rank: the single-process path makes no MPI calls). */
@@ -15,7 +15,7 @@
 #include "fm_test.h"
 #include <mpi.h>
 
-#include "comm.h"
+#include "dist/comm.h"
 
 static int setup(void **state)
 {

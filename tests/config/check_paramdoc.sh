@@ -11,7 +11,7 @@ if ! [ -s "$tmp" ]; then
   exit 1
 fi
 if ! cmp -s "$tmp" "$doc"; then
-  echo "FAIL: $doc is out of date with the schema table in src/config.c. Differences:" >&2
+  echo "FAIL: $doc is out of date with the schema table in src/config/config.c. Differences:" >&2
   diff -u "$doc" "$tmp" | head -n 60 >&2 || true
   echo "Regenerate it with:  $gen > $doc" >&2
   exit 1

@@ -79,9 +79,9 @@ codes_help=$(sed -n '/^Exit codes:/,/^$/p' "$tmp/help.txt" | grep -oE '^  [0-9]+
 codes_doc=$(grep -oE '^\| *[0-9]+ *\|' "$FMTRAIN_SOURCE_DIR/docs/cli.md" | tr -d '| ' | sort -n | tr '\n' ' ')
 [ -n "$codes_help" ] || fail "no exit codes found in fmtrain help"
 [ "$codes_help" = "$codes_doc" ] || fail "exit codes in fmtrain help ($codes_help) differ from docs/cli.md ($codes_doc)"
-# ... and they are the FM_EXIT_* values of src/status.h.
-codes_src=$(grep -oE 'FM_EXIT_[A-Z]+ = [0-9]+' "$FMTRAIN_SOURCE_DIR/src/status.h" | grep -oE '[0-9]+$' | sort -n | tr '\n' ' ')
-[ "$codes_help" = "$codes_src" ] || fail "exit codes in fmtrain help ($codes_help) differ from src/status.h ($codes_src)"
+# ... and they are the FM_EXIT_* values of src/core/status.h.
+codes_src=$(grep -oE 'FM_EXIT_[A-Z]+ = [0-9]+' "$FMTRAIN_SOURCE_DIR/src/core/status.h" | grep -oE '[0-9]+$' | sort -n | tr '\n' ' ')
+[ "$codes_help" = "$codes_src" ] || fail "exit codes in fmtrain help ($codes_help) differ from src/core/status.h ($codes_src)"
 # Every command in the table is documented in docs/cli.md.
 while read -r c; do
   grep -q "fmtrain $c" "$FMTRAIN_SOURCE_DIR/docs/cli.md" || fail "command '$c' is not described in docs/cli.md"

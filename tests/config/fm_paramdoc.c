@@ -1,9 +1,9 @@
-/* fm_paramdoc — prints docs/parameters.md, generated from the schema table in src/config.c.
+/* fm_paramdoc — prints docs/parameters.md, generated from the schema table in src/config/config.c.
  *   fm_paramdoc > docs/parameters.md
  * The test `config_paramdoc_current` fails when the committed file differs from this output. */
 #include <stdio.h>
 
-#include "config.h"
+#include "config/config.h"
 
 int main(void)
 {

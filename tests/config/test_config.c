@@ -1,4 +1,4 @@
-/* test_config.c — unit tests of the parameter-file layer (src/config.c): valid files, every error
+/* test_config.c — unit tests of the parameter-file layer (src/config/config.c): valid files, every error
  * class with its exact file:line message, suggestions, --set, defaults, cross-key rules and the
  * exact round trip of the effective configuration. */
 #define _POSIX_C_SOURCE 200809L
@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "config.h"
+#include "config/config.h"
 
 /* A required-keys-complete body that validates. */
 static const char minimal[] = "[model]\n"

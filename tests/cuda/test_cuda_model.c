@@ -11,8 +11,8 @@
  *     parameters and optimizer moments.
  * Without a GPU the test exits 77, which CTest reports as skipped. */
 #include "cuda_test_util.h"
-#include "model.h"
-#include "optimizer.h"
+#include "model/model.h"
+#include "train/optimizer.h"
 
 static const fm_model_shape SHAPE = {2, 2, 64, 32, 100}; /* L, NH, C, maxT, V (Vp = 128) */
 

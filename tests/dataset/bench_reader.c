@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "dataset/ds_fixture.h"
-#include "util.h"
+#include "core/util.h"
 
 static int fail(fm_status st)
 {

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "dataset.h"
+#include "data/dataset.h"
 
 /* Train token k = k % vocab, val token k = (vocab - 1 - k % vocab). */
 static inline fm_status fixture_write(const char *path, uint64_t vocab, uint64_t ntrain, uint64_t nval,

@@ -18,8 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "dataset.h"
-#include "tokenizer.h"
+#include "data/dataset.h"
+#include "data/tokenizer.h"
 
 typedef struct src {
     const uint8_t *p;

@@ -33,7 +33,7 @@ if [ -z "$kjv" ] || [ ! -r "$kjv" ]; then
   if command -v bible >/dev/null; then bible -f Gen1:1-Rev22:21 >"$work/kjv.txt"; kjv=$work/kjv.txt
   else
     echo "no King James text (bible-kjv); using the docs as corpus"
-    cat "$FMTRAIN_SOURCE_DIR"/docs/*.md "$FMTRAIN_SOURCE_DIR"/src/*.c >"$work/kjv.txt"; kjv=$work/kjv.txt
+    cat "$FMTRAIN_SOURCE_DIR"/docs/*.md "$FMTRAIN_SOURCE_DIR"/src/*/*.c >"$work/kjv.txt"; kjv=$work/kjv.txt
   fi
 fi
 

@@ -18,8 +18,8 @@
 
 #include "dataset/ds_fixture.h"
 #include "dataset/ds_unit.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "data/tokenizer.h"
+#include "core/util.h"
 
 static char dir[256];
 

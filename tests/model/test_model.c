@@ -17,8 +17,8 @@
 #include "fm_test.h"
 
 #include "kernels.h"
-#include "model.h"
-#include "optimizer.h"
+#include "model/model.h"
+#include "train/optimizer.h"
 
 static const fm_model_shape TINY = {2, 2, 64, 32, 100}; /* L, NH, C, maxT, V (Vp = 128) */
 

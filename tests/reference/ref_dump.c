@@ -22,8 +22,8 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "model.h"
-#include "optimizer.h"
+#include "model/model.h"
+#include "train/optimizer.h"
 
 typedef struct ref_config {
     const char *name;

@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "model.h"
-#include "sampler.h"
+#include "model/model.h"
+#include "model/sampler.h"
 
 typedef struct fixture {
     fm_backend *be;

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """gen_errors.py — the list of every error message fmtrain can print, generated from the sources.
 
-Scans src/*.c and kernels/**/*.c for FM_ERR(<code>, "<format>", ...) calls and main.c's direct
+Scans src/**/*.c and kernels/**/*.c for FM_ERR(<code>, "<format>", ...) calls and main.c's direct
 "fmtrain: ..." prints, and writes them as Markdown tables (one per source file: the message with
 printf conversions shown as <...>, the class printed before it, the exit code, and the function)
 between the markers
@@ -20,7 +20,7 @@ import sys
 BEGIN = "<!-- BEGIN GENERATED ERROR LIST (tests/shell/gen_errors.py) -->"
 END = "<!-- END GENERATED ERROR LIST -->"
 
-# fm_code -> (class printed by fm_status_print, exit code); mirrors src/status.c
+# fm_code -> (class printed by fm_status_print, exit code); mirrors src/core/status.c
 CLASSES = {
     "FM_ERR_USAGE": ("usage error", 2),
     "FM_ERR_CONFIG": ("configuration error", 2),
@@ -153,7 +153,7 @@ def scan(src):
                 cls, rc = CLASSES[code]
             msg = readable(fmt) if fmt is not None else "<message composed at run time>"
             found.append((msg, cls, rc, function_at(lines, lineno)))
-        if rel == os.path.join("src", "main.c"):
+        if rel == os.path.join("src", "cli", "main.c"):
             for m in re.finditer(r'fprintf\s*\(\s*stderr\s*,\s*((?:"(?:[^"\\]|\\.)*"\s*)+)', text):
                 fmt = literal_text(m.group(1))
                 if fmt and fmt.startswith("fmtrain: "):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_run_dir.sh — the batch scripts find the run directory exactly where fmtrain puts it.
 # jobscripts/generic/fmtrain-job.sh reads [run] dir / name from the parameter file and FM_SETS with
-# awk (to look for COMPLETE and STOP before starting fmtrain); fmtrain's own rule is in src/config.c.
+# awk (to look for COMPLETE and STOP before starting fmtrain); fmtrain's own rule is in src/config/config.c.
 # For several parameter files (quoted values, comments, no name, odd file names, --set overrides)
 # this compares fm_job_find_run_dir with the effective name/dir that `fmtrain train --dry-run` prints.
 set -uo pipefail

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer.h"
+#include "data/tokenizer.h"
 
 static fm_tokenizer *base;
 

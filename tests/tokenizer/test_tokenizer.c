@@ -14,8 +14,8 @@
 
 #include <cmocka.h>
 
-#include "tokenizer.h"
-#include "util.h"
+#include "data/tokenizer.h"
+#include "core/util.h"
 
 static char *kjv;
 static size_t kjv_len;

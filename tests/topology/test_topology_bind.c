@@ -18,7 +18,7 @@
 #include <mpi.h>
 #include <omp.h>
 
-#include "topology.h"
+#include "dist/topology.h"
 
 typedef struct fixture {
     fm_comm *comm;

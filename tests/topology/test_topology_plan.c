@@ -15,7 +15,7 @@
 
 #include "fm_test.h"
 
-#include "topology.h"
+#include "dist/topology.h"
 
 #ifndef FM_TOPOLOGY_FIXTURES
 #error "FM_TOPOLOGY_FIXTURES must name the fixture folder"

@@ -22,8 +22,8 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "model.h"
-#include "optimizer.h"
+#include "model/model.h"
+#include "train/optimizer.h"
 
 enum { B = 8, T = 32, STEPS = 200 };
 static const fm_model_shape shape = {2, 2, 64, T, 16}; /* L, NH, C, maxT, V */

@@ -13,9 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "metrics.h"
-#include "signals.h"
-#include "util.h"
+#include "train/metrics.h"
+#include "train/signals.h"
+#include "core/util.h"
 
 static char *slurp(const char *path)
 {

@@ -6,7 +6,7 @@
 #include <math.h>
 #include <cmocka.h>
 
-#include "schedule.h"
+#include "train/schedule.h"
 
 static fm_schedule_spec spec(fm_schedule kind)
 {

@@ -1,0 +1,996 @@
+/* checkpoint.c — fmtrain checkpoints: content, save/resume hooks, configuration checks, inspect,
+ * loading a model (see checkpoint.h; the file layout is docs/checkpoint-format.md). */
+#define _POSIX_C_SOURCE 200809L
+#include "ckpt/checkpoint.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "build_info.h"
+#include "ckpt/checkpoint_dir.h"
+#include "train/optimizer.h"
+#include "core/util.h"
+
+#define CK_PATH_MAX 4096
+
+struct fm_checkpoint_ctx {
+    MPI_Comm comm;
+    int rank, size;
+    FILE *log;                   /* rank 0's console (NULL elsewhere) */
+    fm_resume mode;
+    char run_dir[CK_PATH_MAX];
+    char dir[CK_PATH_MAX];       /* <run dir>/checkpoints */
+    char plan_path[CK_PATH_MAX]; /* the checkpoint prepare chose, "" for a fresh start */
+    int64_t plan_step;
+    fm_checkpoint_io_opts io;
+    char hints[FM_CONFIG_HINTS_MAX];
+    int keep_last;
+    fm_tokenizer *tok; /* the training dataset's tokenizer, or NULL */
+    fm_trainer *trainer;
+};
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+
+static fm_status agree_ctx(const fm_checkpoint_ctx *c, fm_status st)
+{
+    /* Same rule as the file layer: the lowest failing rank's message everywhere, collective. */
+    int mine = st ? c->rank : c->size, first = c->size;
+    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, c->comm);
+    if (first == c->size) return NULL;
+    int hdr[2] = {0, 0};
+    if (c->rank == first) {
+        hdr[0] = (int)fm_status_code(st);
+        hdr[1] = (int)strlen(fm_status_message(st)) + 1;
+    }
+    MPI_Bcast(hdr, 2, MPI_INT, first, c->comm);
+    char *buf = calloc((size_t)hdr[1], 1);
+    if (!buf) MPI_Abort(c->comm, FM_EXIT_FAILURE);
+    if (c->rank == first) memcpy(buf, fm_status_message(st), (size_t)hdr[1]);
+    MPI_Bcast(buf, hdr[1], MPI_CHAR, first, c->comm);
+    if (c->rank != first) {
+        fm_status_free(&st);
+        st = FM_ERR((fm_code)hdr[0], "%s", buf);
+    }
+    free(buf);
+    return fm_status_collective(st);
+}
+
+/* Host views of the model's parameters and the optimizer's moments: the backend's buffers on the
+ * CPU backend, host copies otherwise. */
+typedef struct host_state {
+    float *p, *m, *v;
+    int owned;
+    size_t n;
+} host_state;
+
+static fm_status host_state_get(fm_model *model, fm_optimizer *opt, int fill, host_state *h)
+{
+    memset(h, 0, sizeof *h);
+    h->n = fm_model_num_params(model);
+    fm_backend *be = fm_model_get_backend(model);
+    if (be->device < 0 && strcmp(be->ops->name, "cpu") == 0) {
+        h->p = fm_model_params(model);
+        h->m = fm_optimizer_m(opt);
+        h->v = fm_optimizer_v(opt);
+        return NULL;
+    }
+    h->owned = 1;
+    h->p = malloc(h->n * sizeof(float));
+    h->m = malloc(h->n * sizeof(float));
+    h->v = malloc(h->n * sizeof(float));
+    if (!h->p || !h->m || !h->v) {
+        free(h->p);
+        free(h->m);
+        free(h->v);
+        memset(h, 0, sizeof *h);
+        return FM_ERR(FM_ERR_NOMEM, "out of memory for host copies of the model state (%zu bytes)",
+                      3 * h->n * sizeof(float));
+    }
+    if (fill) {
+        FM_TRY(fm_model_get_params(model, h->p));
+        FM_TRY(fm_optimizer_get_state(opt, h->m, h->v));
+    }
+    return NULL;
+}
+
+static void host_state_free(host_state *h)
+{
+    if (h->owned) {
+        free(h->p);
+        free(h->m);
+        free(h->v);
+    }
+    memset(h, 0, sizeof *h);
+}
+
+/* The model's tensor table in the file layer's terms. */
+static fm_status model_table(const fm_model *model, fm_checkpoint_tensor **out, int *n)
+{
+    int nt = fm_model_num_tensors(model);
+    fm_checkpoint_tensor *t = calloc((size_t)nt, sizeof *t);
+    FM_CHECK_ALLOC(t, (size_t)nt * sizeof *t);
+    for (int i = 0; i < nt; i++) {
+        const fm_model_tensor_info *ti = fm_model_tensor(model, i);
+        fm_util_strlcpy(t[i].name, ti->name, sizeof t[i].name);
+        t[i].ndim = ti->ndim;
+        t[i].shape[0] = ti->shape[0];
+        t[i].shape[1] = ti->ndim > 1 ? ti->shape[1] : 0;
+        t[i].offset = ti->offset;
+    }
+    *out = t;
+    *n = nt;
+    return NULL;
+}
+
+static void make_groups(fm_checkpoint_group g[3], const fm_checkpoint_tensor *table, int nt,
+                        const host_state *h)
+{
+    g[0] = (fm_checkpoint_group){"params", table, nt, h->p, h->n};
+    g[1] = (fm_checkpoint_group){"adam_m", table, nt, h->m, h->n};
+    g[2] = (fm_checkpoint_group){"adam_v", table, nt, h->v, h->n};
+}
+
+/* Prints on rank 0: into the trainer's metrics (console + train.log) when there is a trainer,
+ * else on ctx->log. */
+static void say(fm_checkpoint_ctx *c, fm_trainer *t, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static void say(fm_checkpoint_ctx *c, fm_trainer *t, const char *fmt, ...)
+{
+    if (c->rank != 0) return;
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fm_metrics *m = t ? fm_trainer_metrics(t) : NULL;
+    if (m)
+        fm_metrics_printf(m, "%s", msg);
+    else if (c->log) {
+        fprintf(c->log, "%s\n", msg);
+        fflush(c->log);
+    }
+}
+
+/* ---- the configuration check --------------------------------------------------------------- */
+
+/* One "section.key = value" line of an effective-configuration text, or NULL at the end. */
+static const char *next_kv(const char *p, char *key, size_t ksize, char *val, size_t vsize,
+                           char *section, size_t ssize)
+{
+    while (p && *p) {
+        const char *eol = strchr(p, '\n');
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+        char line[1200];
+        if (len >= sizeof line) len = sizeof line - 1;
+        memcpy(line, p, len);
+        line[len] = '\0';
+        p = eol ? eol + 1 : p + strlen(p);
+        fm_util_trim(line);
+        if (!line[0] || line[0] == '#' || line[0] == ';') continue;
+        if (line[0] == '[') {
+            char *e = strchr(line, ']');
+            if (e) *e = '\0';
+            fm_util_strlcpy(section, line + 1, ssize);
+            continue;
+        }
+        char *eq = strchr(line, '=');
+        if (!eq) continue;
+        *eq = '\0';
+        char *v = eq + 1;
+        /* drop a trailing comment ("  # default ...") */
+        for (char *q = v; *q; q++)
+            if ((*q == '#' || *q == ';') && q > v && (q[-1] == ' ' || q[-1] == '\t')) {
+                *q = '\0';
+                break;
+            }
+        snprintf(key, ksize, "%s.%s", section, fm_util_trim(line));
+        fm_util_strlcpy(val, fm_util_trim(v), vsize);
+        return p;
+    }
+    return NULL;
+}
+
+/* Value of `key` in an effective-configuration text ("" when absent). */
+static void lookup_kv(const char *text, const char *key, char *val, size_t vsize)
+{
+    char k[256], v[1024], sec[128] = "";
+    val[0] = '\0';
+    for (const char *p = text; (p = next_kv(p, k, sizeof k, v, sizeof v, sec, sizeof sec));)
+        if (strcmp(k, key) == 0) {
+            fm_util_strlcpy(val, v, vsize);
+            return;
+        }
+}
+
+/* Compares the checkpoint's configuration `saved` (written by `saved_ranks` ranks) with `cur` for
+ * `ranks` ranks. Shape and seed changes are errors; a changed rank count adjusts grad_accum when
+ * `adjust` (else it must already match); other differences are logged. */
+static fm_status check_config(fm_checkpoint_ctx *c, fm_trainer *t, const char *path,
+                              const fm_config *saved, int saved_ranks, fm_config *cur, int ranks,
+                              int adjust)
+{
+    struct {
+        const char *key;
+        long long was, now;
+    } shape[] = {
+        {"[model] arch", (long long)saved->model_arch, (long long)cur->model_arch},
+        {"[model] n_layer", saved->model_n_layer, cur->model_n_layer},
+        {"[model] n_head", saved->model_n_head, cur->model_n_head},
+        {"[model] d_model", saved->model_d_model, cur->model_d_model},
+        {"[model] seq_len", saved->model_seq_len, cur->model_seq_len},
+        {"[model] vocab_size", (long long)saved->model_vocab_size, (long long)cur->model_vocab_size},
+    };
+    for (size_t i = 0; i < sizeof shape / sizeof *shape; i++)
+        if (shape[i].was != shape[i].now)
+            return FM_ERR(FM_ERR_CONFIG,
+                          "%s = %lld, but checkpoint %s was trained with %s = %lld: the model's tensor "
+                          "shapes would not match; set it back to %lld, or start a new run "
+                          "([checkpoint] resume = never, or another [run] dir)",
+                          shape[i].key, shape[i].now, path, shape[i].key, shape[i].was, shape[i].was);
+    if (saved->run_seed != cur->run_seed)
+        return FM_ERR(FM_ERR_CONFIG,
+                      "[run] seed = %llu, but checkpoint %s was trained with seed %llu, which fixes "
+                      "the data order: set [run] seed = %llu to resume",
+                      (unsigned long long)cur->run_seed, path, (unsigned long long)saved->run_seed,
+                      (unsigned long long)saved->run_seed);
+    /* The global batch in sequences must not change. */
+    long long g_was = (long long)saved->train_micro_batch * saved->train_grad_accum * saved_ranks;
+    long long g_now = (long long)cur->train_micro_batch * cur->train_grad_accum * ranks;
+    if (g_was != g_now) {
+        long long per = (long long)cur->train_micro_batch * ranks;
+        if (adjust && cur->train_micro_batch == saved->train_micro_batch &&
+            cur->train_grad_accum == saved->train_grad_accum && g_was % per == 0) {
+            int ga = (int)(g_was / per);
+            say(c, t,
+                "checkpoint written by %d rank%s, resuming on %d: [train] grad_accum %d -> %d keeps "
+                "the global batch of %lld sequences (micro_batch %d x grad_accum %d x %d ranks)",
+                saved_ranks, saved_ranks == 1 ? "" : "s", ranks, cur->train_grad_accum, ga, g_was,
+                cur->train_micro_batch, ga, ranks);
+            cur->train_grad_accum = ga;
+        } else if (g_was % ranks != 0) {
+            return FM_ERR(FM_ERR_CONFIG,
+                          "checkpoint %s was trained with a global batch of %lld sequences "
+                          "([train] micro_batch %d x grad_accum %d x %d ranks), which %d ranks cannot "
+                          "divide: resume on a rank count that divides %lld",
+                          path, g_was, saved->train_micro_batch, saved->train_grad_accum, saved_ranks,
+                          ranks, g_was);
+        } else {
+            long long need = g_was / ranks;
+            char hint[160];
+            if (need % cur->train_micro_batch == 0)
+                snprintf(hint, sizeof hint, "set [train] grad_accum = %lld (with micro_batch %d)",
+                         need / cur->train_micro_batch, cur->train_micro_batch);
+            else
+                snprintf(hint, sizeof hint,
+                         "set [train] micro_batch and grad_accum so that micro_batch x grad_accum = "
+                         "%lld",
+                         need);
+            return FM_ERR(FM_ERR_CONFIG,
+                          "checkpoint %s was trained with a global batch of %lld sequences "
+                          "([train] micro_batch %d x grad_accum %d x %d ranks); now it would be %lld "
+                          "(%d x %d x %d ranks): %s to keep it",
+                          path, g_was, saved->train_micro_batch, saved->train_grad_accum, saved_ranks,
+                          g_now, cur->train_micro_batch, cur->train_grad_accum, ranks, hint);
+        }
+    }
+    /* Everything else may change; say what did. */
+    char *a = NULL, *b = NULL;
+    FM_TRY(fm_config_to_string(saved, &a));
+    fm_status st = fm_config_to_string(cur, &b);
+    if (st) {
+        free(a);
+        return st;
+    }
+    char k[256], v[1024], w[1024], sec[128] = "";
+    for (const char *p = b; (p = next_kv(p, k, sizeof k, v, sizeof v, sec, sizeof sec));) {
+        lookup_kv(a, k, w, sizeof w);
+        if (strcmp(v, w) == 0) continue;
+        say(c, t, "configuration changed since %s: %s = %s (was %s)", path, k, v, w[0] ? w : "unset");
+    }
+    free(a);
+    free(b);
+    return NULL;
+}
+
+/* Reads the stored configuration and writer rank count of an open checkpoint. */
+static fm_status read_saved_config(fm_checkpoint_file *f, const char *path, fm_config *saved,
+                                   int *saved_ranks)
+{
+    char *text = NULL;
+    FM_TRY(fm_checkpoint_file_read_text(f, "/config", &text));
+    fm_config_defaults(saved);
+    fm_status st = fm_config_parse(saved, path, text, strlen(text));
+    free(text);
+    if (st)
+        return fm_status_collective(fm_status_prefix(
+            FM_ERR(FM_ERR_INPUT, "%s", fm_status_message(st)), "the configuration stored in %s", path));
+    int64_t r = 0;
+    FM_TRY(fm_checkpoint_file_get_attr_i64(f, "/", "writer_ranks", &r));
+    if (r < 1 || r > INT32_MAX)
+        return FM_ERR(FM_ERR_INPUT, "%s: writer_ranks = %lld is not a rank count", path, (long long)r);
+    *saved_ranks = (int)r;
+    return NULL;
+}
+
+/* ---- prepare ------------------------------------------------------------------------------- */
+
+static fm_status load_dataset_tokenizer(const char *path, fm_tokenizer **tok)
+{
+    *tok = NULL;
+    H5E_auto2_t func;
+    void *data;
+    H5Eget_auto2(H5E_DEFAULT, &func, &data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    fm_status st = NULL;
+    if (f >= 0) {
+        if (fm_tokenizer_exists(f, "tokenizer")) st = fm_tokenizer_load(f, "tokenizer", tok);
+        H5Fclose(f);
+    }
+    H5Eclear2(H5E_DEFAULT);
+    H5Eset_auto2(H5E_DEFAULT, func, data);
+    return st; /* an unreadable dataset is reported by the trainer's own checks */
+}
+
+/* Opens a checkpoint file of this format and refuses one written in a newer format version than this
+ * fmtrain reads. Every rank of `comm` reads the same version, so that refusal is collective. */
+static fm_status open_checkpoint(MPI_Comm comm, const char *path, const fm_checkpoint_io_opts *io,
+                                 int *version, fm_checkpoint_file **out)
+{
+    int v = 0;
+    FM_TRY(fm_checkpoint_file_open(comm, path, FM_CHECKPOINT_FORMAT, &v, io, out));
+    if (v > FM_CHECKPOINT_VERSION) {
+        fm_checkpoint_file_close(out);
+        return fm_status_collective(FM_ERR(FM_ERR_INPUT,
+                                           "%s has checkpoint format version %d; this fmtrain reads up to %d",
+                                           path, v, FM_CHECKPOINT_VERSION));
+    }
+    if (version) *version = v;
+    return NULL;
+}
+
+/* Opens `path` and checks its configuration (with grad_accum adjustment). */
+static fm_status plan_from(fm_checkpoint_ctx *c, const char *path, fm_config *cfg)
+{
+    fm_checkpoint_file *f = NULL;
+    FM_TRY(open_checkpoint(c->comm, path, &c->io, NULL, &f));
+    fm_status st = NULL;
+    fm_config *saved = malloc(sizeof *saved);
+    if (!st && !saved) st = FM_ERR(FM_ERR_NOMEM, "out of memory");
+    int saved_ranks = 0;
+    if (!st) st = read_saved_config(f, path, saved, &saved_ranks);
+    if (!st) st = check_config(c, NULL, path, saved, saved_ranks, cfg, c->size, 1);
+    free(saved);
+    fm_checkpoint_file_close(&f);
+    return agree_ctx(c, st);
+}
+
+fm_status fm_checkpoint_prepare(fm_config *cfg, MPI_Comm comm, int overwrite, FILE *log,
+                                fm_checkpoint_ctx **out)
+{
+    *out = NULL;
+    fm_checkpoint_ctx *c = calloc(1, sizeof *c);
+    FM_CHECK_ALLOC(c, sizeof *c);
+    if (MPI_Comm_dup(comm, &c->comm) != MPI_SUCCESS) {
+        free(c);
+        return FM_ERR(FM_ERR_MPI, "MPI_Comm_dup failed");
+    }
+    MPI_Comm_rank(c->comm, &c->rank);
+    MPI_Comm_size(c->comm, &c->size);
+    c->log = c->rank == 0 ? log : NULL;
+    c->mode = cfg->checkpoint_resume;
+    c->plan_step = -1;
+    c->keep_last = cfg->checkpoint_keep_last;
+    fm_util_strlcpy(c->hints, cfg->checkpoint_mpiio_hints, sizeof c->hints);
+    c->io.align_bytes = cfg->checkpoint_align_bytes;
+    c->io.mpiio_hints = c->hints;
+    char buf[CK_PATH_MAX];
+    fm_util_strlcpy(c->run_dir, fm_config_run_dir(cfg, buf, sizeof buf), sizeof c->run_dir);
+    fm_status st = fm_checkpoint_dir_of_run(c->run_dir, c->dir, sizeof c->dir);
+    if (!st) st = load_dataset_tokenizer(cfg->data_train, &c->tok);
+    st = agree_ctx(c, st);
+
+    /* Rank 0 looks at the directory: stale temporaries go, complete checkpoints are listed. */
+    fm_checkpoint_entry *v = NULL;
+    int n = 0;
+    if (!st && c->rank == 0) {
+        int removed = 0;
+        st = fm_checkpoint_dir_remove_stale(c->dir, &removed);
+        if (!st && removed > 0 && c->log)
+            fprintf(c->log, "removed %d incomplete checkpoint file%s in %s (a writer was interrupted)\n",
+                    removed, removed == 1 ? "" : "s", c->dir);
+        if (!st) st = fm_checkpoint_dir_list(c->dir, &v, &n);
+    }
+    st = agree_ctx(c, st);
+    if (!st) {
+        MPI_Bcast(&n, 1, MPI_INT, 0, c->comm);
+        if (c->rank != 0 && n > 0) {
+            v = calloc((size_t)n, sizeof *v);
+            if (!v) MPI_Abort(c->comm, FM_EXIT_FAILURE);
+        }
+        if (n > 0) MPI_Bcast(v, (int)((size_t)n * sizeof *v), MPI_BYTE, 0, c->comm);
+    }
+    if (!st && c->mode == FM_RESUME_NEVER && n > 0) {
+        if (!overwrite) {
+            st = fm_status_collective(FM_ERR(
+                FM_ERR_CONFIG,
+                "run directory %s already holds checkpoints (newest: %s); [checkpoint] resume = never "
+                "will not overwrite them: use resume = auto to continue that run, another [run] dir "
+                "(or name), or 'fmtrain train --overwrite' to delete them and start afresh",
+                c->run_dir, v[0].name));
+        } else {
+            if (c->rank == 0) {
+                for (int i = 0; i < n && !st; i++) {
+                    char p[CK_PATH_MAX + 80];
+                    snprintf(p, sizeof p, "%s/%s", c->dir, v[i].name);
+                    if (unlink(p) != 0 && errno != ENOENT)
+                        st = FM_ERR(FM_ERR_IO, "cannot delete %s: %s", p, strerror(errno));
+                }
+                char p[CK_PATH_MAX + 16];
+                snprintf(p, sizeof p, "%s/%s", c->dir, FM_CHECKPOINT_LATEST);
+                if (!st && unlink(p) != 0 && errno != ENOENT)
+                    st = FM_ERR(FM_ERR_IO, "cannot delete %s: %s", p, strerror(errno));
+                if (!st && c->log)
+                    fprintf(c->log, "--overwrite: deleted %d checkpoint%s of %s\n", n, n == 1 ? "" : "s",
+                            c->run_dir);
+            }
+            st = agree_ctx(c, st);
+        }
+    } else if (!st && c->mode == FM_RESUME_AUTO) {
+        /* The newest checkpoint that opens decides the configuration check; its checksums are
+         * verified when the trainer's resume hook loads it (falling back if they fail). */
+        for (int i = 0; i < n && !st; i++) {
+            char p[CK_PATH_MAX + 80];
+            snprintf(p, sizeof p, "%s/%s", c->dir, v[i].name);
+            fm_status lst = plan_from(c, p, cfg);
+            if (!lst) {
+                fm_util_strlcpy(c->plan_path, p, sizeof c->plan_path);
+                c->plan_step = v[i].step;
+                break;
+            }
+            if (fm_status_code(lst) != FM_ERR_INPUT) {
+                st = lst;
+                break;
+            }
+            if (c->log)
+                fprintf(c->log, "warning: skipping checkpoint %s: %s\n", p, fm_status_message(lst));
+            fm_status_free(&lst);
+        }
+        if (!st && n > 0 && !c->plan_path[0])
+            st = fm_status_collective(FM_ERR(
+                FM_ERR_INPUT,
+                "every checkpoint in %s is damaged or unreadable (%d found); resume from a PATH, or "
+                "start afresh with [checkpoint] resume = never and --overwrite",
+                c->dir, n));
+    } else if (!st && c->mode == FM_RESUME_PATH) {
+        st = plan_from(c, cfg->checkpoint_resume_path, cfg);
+        if (st)
+            fm_status_prefix(st, "[checkpoint] resume = %s", cfg->checkpoint_resume_path);
+        else {
+            fm_util_strlcpy(c->plan_path, cfg->checkpoint_resume_path, sizeof c->plan_path);
+            int64_t s = -1;
+            const char *base = strrchr(c->plan_path, '/');
+            c->plan_step = fm_checkpoint_dir_parse_name(base ? base + 1 : c->plan_path, &s) ? s : 0;
+        }
+    }
+    free(v);
+    if (st) {
+        fm_checkpoint_ctx_free(&c);
+        return st;
+    }
+    *out = c;
+    return NULL;
+}
+
+const char *fm_checkpoint_planned_path(const fm_checkpoint_ctx *c) { return c ? c->plan_path : ""; }
+
+void fm_checkpoint_ctx_free(fm_checkpoint_ctx **cp)
+{
+    fm_checkpoint_ctx *c = *cp;
+    if (!c) return;
+    fm_tokenizer_free(&c->tok);
+    if (c->comm != MPI_COMM_NULL) MPI_Comm_free(&c->comm);
+    free(c);
+    *cp = NULL;
+}
+
+/* ---- save ------------------------------------------------------------------------------------ */
+
+static const char *reason_name(fm_trainer_save_reason r)
+{
+    switch (r) {
+    case FM_TRAINER_SAVE_PERIODIC: return "periodic";
+    case FM_TRAINER_SAVE_STOP: return "stop";
+    case FM_TRAINER_SAVE_FINAL: return "final";
+    }
+    return "unknown";
+}
+
+static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoint_file *f,
+                               fm_trainer_save_reason reason)
+{
+    const fm_config *cfg = fm_trainer_config(t);
+    fm_model *model = fm_trainer_model(t);
+    fm_optimizer *opt = fm_trainer_optimizer(t);
+    const fm_model_shape *shape = fm_model_get_shape(model);
+    fm_trainer_state ts;
+    fm_trainer_get_state(t, &ts);
+
+    /* Root metadata. Host and time are rank 0's. */
+    char host[256] = "";
+    if (c->rank == 0 && gethostname(host, sizeof host - 1) != 0) fm_util_strlcpy(host, "?", sizeof host);
+    double wall = fm_util_wall_time();
+    MPI_Bcast(host, sizeof host, MPI_CHAR, 0, c->comm);
+    MPI_Bcast(&wall, 1, MPI_DOUBLE, 0, c->comm);
+    time_t secs = (time_t)wall;
+    struct tm tmv;
+    char iso[64];
+    gmtime_r(&secs, &tmv);
+    strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+    FM_TRY(fm_checkpoint_file_attr_str(f, "/", "fmtrain_version", FM_VERSION));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/", "writer_ranks", c->size));
+    FM_TRY(fm_checkpoint_file_attr_f64(f, "/", "wall_time", wall));
+    FM_TRY(fm_checkpoint_file_attr_str(f, "/", "wall_time_utc", iso));
+    FM_TRY(fm_checkpoint_file_attr_str(f, "/", "hostname", host));
+    FM_TRY(fm_checkpoint_file_attr_str(f, "/", "reason", reason_name(reason)));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/", "step", ts.step));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/", "tokens_seen", ts.tokens_seen));
+
+    /* The model's shape. */
+    fm_model_memory_info mem;
+    fm_model_memory(model, &mem);
+    FM_TRY(fm_checkpoint_file_attr_str(f, "/model", "arch", "gpt2"));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_layer", shape->n_layer));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_head", shape->n_head));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "d_model", shape->d_model));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "max_seq_len", shape->max_seq_len));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "vocab_size", shape->vocab_size));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "padded_vocab", fm_model_get_padded_vocab(model)));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_params", (int64_t)mem.n_params));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_params_stored", (int64_t)mem.n_params_padded));
+
+    /* Parameters and moments, each rank writing its share. */
+    fm_checkpoint_tensor *table = NULL;
+    int nt = 0;
+    host_state h;
+    FM_TRY(model_table(model, &table, &nt));
+    fm_status st = host_state_get(model, opt, 1, &h);
+    st = agree_ctx(c, st);
+    if (!st) {
+        fm_checkpoint_group g[3];
+        make_groups(g, table, nt, &h);
+        st = fm_checkpoint_file_write_groups(f, g, 3);
+    }
+    host_state_free(&h);
+    /* Hugging Face names and layouts, on the parameter datasets. */
+    for (int i = 0; i < nt && !st; i++) {
+        const fm_model_tensor_info *ti = fm_model_tensor(model, i);
+        char d[FM_CHECKPOINT_NAME_MAX + 16];
+        snprintf(d, sizeof d, "/params/%s", ti->name);
+        st = fm_checkpoint_file_attr_str(f, d, "hf_name", ti->hf_name);
+        if (!st) st = fm_checkpoint_file_attr_i64(f, d, "hf_transposed", ti->hf_transposed);
+    }
+    free(table);
+    if (st) return st;
+
+    /* Optimizer. */
+    FM_TRY(fm_checkpoint_file_attr_str(f, "/optimizer", "algorithm", "adamw"));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/optimizer", "step", fm_optimizer_get_step(opt)));
+    FM_TRY(fm_checkpoint_file_attr_f64(f, "/optimizer", "beta1", cfg->train_beta1));
+    FM_TRY(fm_checkpoint_file_attr_f64(f, "/optimizer", "beta2", cfg->train_beta2));
+    FM_TRY(fm_checkpoint_file_attr_f64(f, "/optimizer", "eps", cfg->train_eps));
+    FM_TRY(fm_checkpoint_file_attr_f64(f, "/optimizer", "weight_decay", cfg->train_weight_decay));
+
+    /* Trainer state: counters, schedule position, the random state (seed and data-order position). */
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/trainer", "step", ts.step));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/trainer", "schedule_position", ts.step));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/trainer", "tokens_seen", ts.tokens_seen));
+    FM_TRY(fm_checkpoint_file_attr_f64(f, "/trainer", "train_seconds", ts.train_seconds));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/trainer", "skipped_steps", ts.skipped_steps));
+    uint64_t seed = ts.seed;
+    FM_TRY(fm_checkpoint_file_write_u64(f, "/trainer/seed", &seed, 1));
+    uint64_t rs[3] = {ts.reader.seed, ts.reader.epoch, ts.reader.position};
+    FM_TRY(fm_checkpoint_file_write_u64(f, "/trainer/reader_state", rs, 3));
+
+    /* The effective configuration, the data and the tokenizer. */
+    char *text = NULL;
+    FM_TRY(fm_config_to_string(cfg, &text));
+    st = fm_checkpoint_file_write_text(f, "/config", text);
+    free(text);
+    if (st) return st;
+    FM_TRY(fm_checkpoint_file_attr_str(f, "/data", "train", cfg->data_train));
+    FM_TRY(fm_checkpoint_file_attr_str(f, "/data", "val", fm_config_val_path(cfg)));
+    if (c->tok) {
+        st = fm_tokenizer_save(c->tok, fm_checkpoint_file_hid(f), "tokenizer");
+        st = agree_ctx(c, st);
+        if (st) return st;
+        FM_TRY(fm_checkpoint_file_attr_str(f, "/data", "tokenizer", "stored in /tokenizer"));
+    } else {
+        FM_TRY(fm_checkpoint_file_attr_str(f, "/data", "tokenizer",
+                                           "none stored: the training dataset has no tokenizer"));
+    }
+    return NULL;
+}
+
+fm_status fm_checkpoint_save(fm_checkpoint_ctx *c, fm_trainer *t, fm_trainer_save_reason reason,
+                             fm_checkpoint_write_stats *stats)
+{
+    fm_trainer_state ts;
+    fm_trainer_get_state(t, &ts);
+    char path[CK_PATH_MAX];
+    FM_TRY(fm_checkpoint_dir_file_path(c->run_dir, ts.step, path, sizeof path));
+    /* An existing file of the same step (a damaged one that resume skipped, or a checkpoint of an
+     * abandoned continuation) is replaced atomically by the rename at commit. */
+    const char *base = strrchr(path, '/') + 1;
+    fm_checkpoint_file *f = NULL;
+    FM_TRY(fm_checkpoint_file_create(c->comm, path, FM_CHECKPOINT_FORMAT, FM_CHECKPOINT_VERSION,
+                                     &c->io, &f));
+    fm_status st = write_content(c, t, f, reason);
+    if (st) {
+        fm_checkpoint_file_abort(&f);
+        return fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
+                                path);
+    }
+    fm_checkpoint_write_stats ws;
+    st = fm_checkpoint_file_commit(&f, c->keep_last, &ws);
+    if (st)
+        return fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
+                                path);
+    char sz[32], fsz[32];
+    say(c, t, "checkpoint %s: %s of tensors (file %s) in %.2f s, %.2f GB/s", base,
+        fm_util_format_bytes((double)ws.tensor_bytes, sz, sizeof sz),
+        fm_util_format_bytes((double)ws.file_bytes, fsz, sizeof fsz), ws.seconds,
+        ws.seconds > 0 ? (double)ws.tensor_bytes / ws.seconds / 1e9 : 0.0);
+    if (stats) *stats = ws;
+    return NULL;
+}
+
+/* ---- load ------------------------------------------------------------------------------------ */
+
+static fm_status check_model_attrs(fm_checkpoint_file *f, const char *path, const fm_model *model)
+{
+    const fm_model_shape *s = fm_model_get_shape(model);
+    struct {
+        const char *attr, *key;
+        long long now;
+    } k[] = {{"n_layer", "[model] n_layer", s->n_layer},
+             {"n_head", "[model] n_head", s->n_head},
+             {"d_model", "[model] d_model", s->d_model},
+             {"max_seq_len", "[model] seq_len", s->max_seq_len},
+             {"vocab_size", "[model] vocab_size (or the dataset's vocabulary)", s->vocab_size}};
+    for (size_t i = 0; i < sizeof k / sizeof *k; i++) {
+        int64_t v = 0;
+        FM_TRY(fm_checkpoint_file_get_attr_i64(f, "/model", k[i].attr, &v));
+        if (v != k[i].now)
+            return FM_ERR(FM_ERR_CONFIG,
+                          "checkpoint %s holds a model with %s = %lld, the configured model has %lld: "
+                          "%s must match to resume",
+                          path, k[i].attr, (long long)v, k[i].now, k[i].key);
+    }
+    return NULL;
+}
+
+fm_status fm_checkpoint_load(fm_checkpoint_ctx *c, fm_trainer *t, const char *path)
+{
+    double t0 = fm_util_now();
+    fm_checkpoint_file *f = NULL;
+    FM_TRY(open_checkpoint(c->comm, path, &c->io, NULL, &f));
+    fm_status st = NULL;
+    fm_model *model = fm_trainer_model(t);
+    fm_optimizer *opt = fm_trainer_optimizer(t);
+    fm_config *saved = malloc(sizeof *saved), *cur = malloc(sizeof *cur);
+    if (!st && (!saved || !cur)) st = FM_ERR(FM_ERR_NOMEM, "out of memory");
+    int saved_ranks = 0;
+    if (!st) st = read_saved_config(f, path, saved, &saved_ranks);
+    if (!st) {
+        *cur = *fm_trainer_config(t);
+        /* prepare compared the configurations (logging the changes, adjusting grad_accum) for the
+         * planned checkpoint; here they are checked again without adjusting or logging, which
+         * matters for an older checkpoint that resume = auto falls back to. */
+        fm_checkpoint_ctx quiet = *c;
+        quiet.log = NULL;
+        quiet.rank = -1; /* say() prints nothing */
+        st = check_config(&quiet, NULL, path, saved, saved_ranks, cur, c->size, 0);
+    }
+    free(saved);
+    free(cur);
+    if (!st) st = check_model_attrs(f, path, model);
+    st = agree_ctx(c, st);
+
+    fm_checkpoint_tensor *table = NULL;
+    int nt = 0;
+    host_state h;
+    memset(&h, 0, sizeof h);
+    if (!st) st = model_table(model, &table, &nt);
+    if (!st) st = host_state_get(model, opt, 0, &h);
+    st = agree_ctx(c, st);
+    if (!st) {
+        fm_checkpoint_group g[3];
+        make_groups(g, table, nt, &h);
+        st = fm_checkpoint_file_read_groups(f, g, 3, 1);
+    }
+    fm_trainer_state ts;
+    fm_trainer_get_state(t, &ts);
+    int64_t opt_step = 0;
+    if (!st) st = fm_checkpoint_file_get_attr_i64(f, "/optimizer", "step", &opt_step);
+    if (!st) st = fm_checkpoint_file_get_attr_i64(f, "/trainer", "step", &ts.step);
+    if (!st) st = fm_checkpoint_file_get_attr_i64(f, "/trainer", "tokens_seen", &ts.tokens_seen);
+    if (!st) st = fm_checkpoint_file_get_attr_f64(f, "/trainer", "train_seconds", &ts.train_seconds);
+    if (!st) st = fm_checkpoint_file_get_attr_i64(f, "/trainer", "skipped_steps", &ts.skipped_steps);
+    uint64_t seed = 0, rs[3] = {0, 0, 0};
+    if (!st) st = fm_checkpoint_file_read_u64(f, "/trainer/seed", &seed, 1);
+    if (!st) st = fm_checkpoint_file_read_u64(f, "/trainer/reader_state", rs, 3);
+    fm_checkpoint_file_close(&f);
+    if (!st && h.owned) {
+        st = fm_model_set_params(model, h.p);
+        if (!st) st = fm_optimizer_set_state(opt, h.m, h.v);
+    }
+    host_state_free(&h);
+    free(table);
+    if (!st) {
+        ts.seed = seed;
+        ts.reader.seed = rs[0];
+        ts.reader.epoch = rs[1];
+        ts.reader.position = rs[2];
+        fm_optimizer_set_step(opt, opt_step);
+        st = fm_trainer_set_state(t, &ts);
+    }
+    st = agree_ctx(c, st);
+    if (st) return st;
+    double secs = fm_util_now() - t0;
+    double bytes = 3.0 * (double)fm_model_num_params(model) * sizeof(float);
+    say(c, t, "resuming from %s (step %lld, written by %d rank%s): read and verified in %.2f s (%.2f GB/s)",
+        path, (long long)ts.step, saved_ranks, saved_ranks == 1 ? "" : "s", secs,
+        secs > 0 ? bytes / secs / 1e9 : 0.0);
+    return NULL;
+}
+
+/* ---- hooks ---------------------------------------------------------------------------------- */
+
+static fm_status load_cb(void *user, const char *path)
+{
+    fm_checkpoint_ctx *c = user;
+    return fm_checkpoint_load(c, c->trainer, path);
+}
+
+static fm_status hook_resume(void *ctx, fm_trainer *t, int *resumed)
+{
+    fm_checkpoint_ctx *c = ctx;
+    c->trainer = t;
+    *resumed = 0;
+    if (c->mode == FM_RESUME_NEVER || (c->mode == FM_RESUME_AUTO && !c->plan_path[0])) return NULL;
+    if (c->mode == FM_RESUME_PATH) {
+        FM_TRY(fm_checkpoint_load(c, t, c->plan_path));
+        *resumed = 1;
+        return NULL;
+    }
+    int64_t step = -1;
+    char path[CK_PATH_MAX];
+    FM_TRY(fm_checkpoint_load_newest(c->comm, c->dir, load_cb, c, c->log, &step, path, sizeof path));
+    *resumed = step >= 0;
+    return NULL;
+}
+
+static fm_status hook_save(void *ctx, fm_trainer *t, fm_trainer_save_reason reason)
+{
+    fm_checkpoint_ctx *c = ctx;
+    c->trainer = t;
+    return fm_checkpoint_save(c, t, reason, NULL);
+}
+
+fm_trainer_hooks fm_checkpoint_hooks(fm_checkpoint_ctx *ctx)
+{
+    fm_trainer_hooks h = {hook_resume, hook_save, ctx};
+    return h;
+}
+
+/* ---- inspect --------------------------------------------------------------------------------- */
+
+typedef struct verify_print {
+    FILE *out;
+} verify_print;
+
+static void report_failure(void *user, const char *dset, uint64_t bytes, uint32_t stored,
+                           uint32_t computed, int ok)
+{
+    verify_print *vp = user;
+    if (!ok)
+        fprintf(vp->out, "  FAILED  %s (%" PRIu64 " bytes): stored crc32 0x%08x, computed 0x%08x\n",
+                dset, bytes, stored, computed);
+}
+
+static long long attr_i64_or(fm_checkpoint_file *f, const char *obj, const char *name, long long dflt)
+{
+    int64_t v = 0;
+    fm_status st = fm_checkpoint_file_get_attr_i64(f, obj, name, &v);
+    if (st) {
+        fm_status_free(&st);
+        return dflt;
+    }
+    return (long long)v;
+}
+
+static void print_str_attr(FILE *out, fm_checkpoint_file *f, const char *label, const char *obj,
+                           const char *name)
+{
+    char *s = NULL;
+    fm_status st = fm_checkpoint_file_get_attr_str(f, obj, name, &s);
+    fprintf(out, "%-16s%s\n", label, st ? "(missing)" : s);
+    fm_status_free(&st);
+    free(s);
+}
+
+fm_status fm_checkpoint_inspect(const char *path, FILE *out)
+{
+    fm_checkpoint_file *f = NULL;
+    int version = 0;
+    FM_TRY(open_checkpoint(MPI_COMM_NULL, path, NULL, &version, &f));
+    fprintf(out, "file            %s\n", path);
+    fprintf(out, "format          %s version %d\n", FM_CHECKPOINT_FORMAT, version);
+    print_str_attr(out, f, "written by", "/", "fmtrain_version");
+    print_str_attr(out, f, "written at", "/", "wall_time_utc");
+    print_str_attr(out, f, "host (rank 0)", "/", "hostname");
+    fprintf(out, "writer ranks    %lld\n", attr_i64_or(f, "/", "writer_ranks", -1));
+    print_str_attr(out, f, "reason", "/", "reason");
+    fprintf(out, "step            %lld\n", attr_i64_or(f, "/", "step", -1));
+    fprintf(out, "tokens seen     %lld\n", attr_i64_or(f, "/", "tokens_seen", -1));
+    fprintf(out, "model           gpt2: %lld layers, %lld heads, d_model %lld, seq_len %lld, vocab %lld "
+                 "(padded %lld)\n",
+            attr_i64_or(f, "/model", "n_layer", -1), attr_i64_or(f, "/model", "n_head", -1),
+            attr_i64_or(f, "/model", "d_model", -1), attr_i64_or(f, "/model", "max_seq_len", -1),
+            attr_i64_or(f, "/model", "vocab_size", -1), attr_i64_or(f, "/model", "padded_vocab", -1));
+    fprintf(out, "parameters      %lld (%lld stored with the padded vocabulary)\n",
+            attr_i64_or(f, "/model", "n_params", -1), attr_i64_or(f, "/model", "n_params_stored", -1));
+    fprintf(out, "optimizer       AdamW, step %lld\n", attr_i64_or(f, "/optimizer", "step", -1));
+    uint64_t rs[3] = {0, 0, 0};
+    fm_status st = fm_checkpoint_file_read_u64(f, "/trainer/reader_state", rs, 3);
+    if (!st)
+        fprintf(out, "data position   epoch %" PRIu64 ", window %" PRIu64 " (data seed %" PRIu64 ")\n",
+                rs[1], rs[2], rs[0]);
+    fm_status_free(&st);
+    print_str_attr(out, f, "dataset", "/data", "train");
+    fm_status bad = NULL;
+    if (fm_checkpoint_file_exists(f, "/tokenizer")) {
+        fm_tokenizer *tok = NULL;
+        fm_status ts = fm_tokenizer_load(fm_checkpoint_file_hid_read(f), "tokenizer", &tok);
+        if (ts) {
+            fprintf(out, "tokenizer       DAMAGED: %s\n", fm_status_message(ts));
+            bad = ts;
+        } else {
+            fprintf(out, "tokenizer       byte-bpe, %u tokens (validated)\n", fm_tokenizer_vocab_size(tok));
+        }
+        fm_tokenizer_free(&tok);
+    } else {
+        fprintf(out, "tokenizer       none stored\n");
+    }
+    char *cfg = NULL;
+    st = fm_checkpoint_file_read_text(f, "/config", &cfg);
+    if (st) {
+        fprintf(out, "configuration   UNREADABLE: %s\n", fm_status_message(st));
+        fm_status_free(&st);
+    } else {
+        fprintf(out, "configuration:\n");
+        for (const char *p = cfg; *p;) {
+            const char *e = strchr(p, '\n');
+            size_t n = e ? (size_t)(e - p) : strlen(p);
+            fprintf(out, "    %.*s\n", (int)n, p);
+            p += n + (e ? 1 : 0);
+        }
+        free(cfg);
+    }
+    verify_print vp = {out};
+    int checked = 0, failed = 0;
+    st = fm_checkpoint_file_verify(f, report_failure, &vp, &checked, &failed);
+    fprintf(out, "checksums       %d dataset%s checked, %d failed\n", checked, checked == 1 ? "" : "s",
+            failed);
+    fm_checkpoint_file_close(&f);
+    if (st) {
+        fm_status_free(&bad);
+        return st;
+    }
+    if (bad) return fm_status_prefix(FM_ERR(FM_ERR_INPUT, "%s", fm_status_message(bad)), "%s", path);
+    return NULL;
+}
+
+/* ---- loading a model without MPI ------------------------------------------------------------- */
+
+static fm_status load_model_file(const char *path, fm_backend *be, int max_batch, fm_model **model,
+                                 fm_tokenizer **tok)
+{
+    fm_checkpoint_file *f = NULL;
+    FM_TRY(open_checkpoint(MPI_COMM_NULL, path, NULL, NULL, &f));
+    fm_model_shape s;
+    int64_t v[5] = {0, 0, 0, 0, 0};
+    const char *names[5] = {"n_layer", "n_head", "d_model", "max_seq_len", "vocab_size"};
+    fm_status st = NULL;
+    for (int i = 0; i < 5 && !st; i++) st = fm_checkpoint_file_get_attr_i64(f, "/model", names[i], &v[i]);
+    for (int i = 0; i < 5 && !st; i++)
+        if (v[i] < 1 || v[i] > INT32_MAX)
+            st = FM_ERR(FM_ERR_INPUT, "%s: /model %s = %lld is not a valid size", path, names[i],
+                        (long long)v[i]);
+    fm_model *m = NULL;
+    if (!st) {
+        s.n_layer = (int)v[0];
+        s.n_head = (int)v[1];
+        s.d_model = (int)v[2];
+        s.max_seq_len = (int)v[3];
+        s.vocab_size = (int)v[4];
+        st = fm_model_shape_check(&s);
+        if (st) st = fm_status_prefix(st, "%s holds an invalid model shape", path);
+    }
+    if (!st) st = fm_model_create(&s, be, max_batch, &m);
+    fm_checkpoint_tensor *table = NULL;
+    int nt = 0;
+    if (!st) st = model_table(m, &table, &nt);
+    float *host = NULL;
+    if (!st) {
+        int on_host = be->device < 0 && strcmp(be->ops->name, "cpu") == 0;
+        host = on_host ? fm_model_params(m) : malloc(fm_model_num_params(m) * sizeof(float));
+        if (!host) st = FM_ERR(FM_ERR_NOMEM, "out of memory loading %s", path);
+        if (!st) {
+            fm_checkpoint_group g = {"params", table, nt, host, fm_model_num_params(m)};
+            st = fm_checkpoint_file_read_groups(f, &g, 1, 1);
+        }
+        if (!st && !on_host) st = fm_model_set_params(m, host);
+        if (!on_host) free(host);
+    }
+    free(table);
+    if (!st && fm_checkpoint_file_exists(f, "/tokenizer"))
+        st = fm_tokenizer_load(fm_checkpoint_file_hid_read(f), "tokenizer", tok);
+    fm_checkpoint_file_close(&f);
+    if (st) {
+        fm_model_free(&m);
+        fm_tokenizer_free(tok);
+        return st;
+    }
+    *model = m;
+    return NULL;
+}
+
+fm_status fm_checkpoint_load_model(const char *path, fm_backend *be, int max_batch, fm_model **model,
+                                   fm_tokenizer **tok, char *used_path, size_t size)
+{
+    *model = NULL;
+    *tok = NULL;
+    if (used_path && size) used_path[0] = '\0';
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return FM_ERR(FM_ERR_INPUT, "cannot open checkpoint %s: %s", path, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) {
+        FM_TRY(load_model_file(path, be, max_batch, model, tok));
+        if (used_path) fm_util_strlcpy(used_path, path, size);
+        return NULL;
+    }
+    /* A directory: a run directory (its checkpoints/ folder) or the folder itself. */
+    char dir[CK_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/%s", path, FM_CHECKPOINT_SUBDIR);
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) fm_util_strlcpy(dir, path, sizeof dir);
+    fm_checkpoint_entry *v = NULL;
+    int n = 0;
+    FM_TRY(fm_checkpoint_dir_list(dir, &v, &n));
+    fm_status last = NULL;
+    for (int i = 0; i < n; i++) {
+        char p[CK_PATH_MAX + 80];
+        snprintf(p, sizeof p, "%s/%s", dir, v[i].name);
+        fm_status_free(&last);
+        last = load_model_file(p, be, max_batch, model, tok);
+        if (!last) {
+            if (used_path) fm_util_strlcpy(used_path, p, size);
+            break;
+        }
+        if (fm_status_code(last) != FM_ERR_INPUT) break;
+    }
+    free(v);
+    if (n == 0) return FM_ERR(FM_ERR_INPUT, "%s holds no checkpoint (step-*.h5)", dir);
+    return last;
+}

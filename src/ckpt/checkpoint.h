@@ -1,0 +1,97 @@
+/* checkpoint.h — fmtrain checkpoints: what a training checkpoint holds, saving it from a trainer,
+ * resuming a trainer from one (auto / never / PATH, on any rank count), inspecting and loading one.
+ *
+ * What it is: the content layer over src/ckpt/checkpoint_file.h (parallel HDF5, CRC-32 per dataset,
+ * atomic publication, `latest`, keep_last) and src/ckpt/checkpoint_dir.h (file names). One file per
+ * checkpoint, <run dir>/checkpoints/step-<8 digits>.h5; docs/checkpoint-format.md lists every
+ * dataset and attribute. Tensors are stored in their global shape under the model's stable names
+ * (/params/<name>, /adam_m/<name>, /adam_v/<name>), so a file does not depend on the rank count that
+ * wrote it.
+ * What it is not: it does not decide when to save (the trainer's cadence: [checkpoint] every_steps,
+ * every_minutes, stop signals, the end of training); it provides the trainer's hooks.
+ *
+ * Use from `fmtrain train` (collective over MPI_COMM_WORLD, every rank, same arguments):
+ *     fm_checkpoint_ctx *ck;
+ *     fm_checkpoint_prepare(cfg, MPI_COMM_WORLD, overwrite, stdout, &ck);  // may adjust cfg
+ *     fm_trainer_create(cfg, ...);  fm_trainer_hooks h = fm_checkpoint_hooks(ck);
+ *     fm_trainer_run(trainer, &h);  fm_checkpoint_ctx_free(&ck);
+ * prepare runs BEFORE the trainer exists because resuming on another rank count changes
+ * [train] grad_accum (the global batch is kept) and the trainer sizes its reader from it.
+ *
+ * Resume rules ([checkpoint] resume):
+ *   auto  (default) the newest checkpoint of the run directory whose checksums verify; a damaged one
+ *         is reported and the previous one used; none: a fresh start.
+ *   never a fresh start; refused (FM_ERR_CONFIG) when the run directory already holds checkpoints,
+ *         unless `overwrite` is set, which deletes them first.
+ *   PATH  that file (may belong to another run: the new run directory starts from it).
+ * The stored configuration is compared with the current one: a change of [model] n_layer, n_head,
+ * d_model, seq_len, vocab_size (tensor shapes) or [run] seed (data order) is FM_ERR_CONFIG naming the
+ * setting; other changes are allowed and logged (rank 0) one per line. A different rank count keeps
+ * the global batch micro_batch x grad_accum x ranks: when the configuration keeps the checkpoint's
+ * micro_batch and grad_accum, grad_accum is recomputed (logged); when that is impossible (not a
+ * whole number) the error names [train] micro_batch and grad_accum and the value to reach.
+ *
+ * Errors: as checkpoint_file.h; every status returned by the collective functions is collective.
+ */
+#ifndef FM_CHECKPOINT_H
+#define FM_CHECKPOINT_H
+
+#include <mpi.h>
+#include <stdio.h>
+
+#include "ckpt/checkpoint_file.h"
+#include "config/config.h"
+#include "kernels.h"
+#include "model/model.h"
+#include "core/status.h"
+#include "data/tokenizer.h"
+#include "train/trainer.h"
+
+#define FM_CHECKPOINT_FORMAT "fmtrain-checkpoint" /* root attribute "format" */
+#define FM_CHECKPOINT_VERSION 1                    /* root attribute "format_version" */
+
+typedef struct fm_checkpoint_ctx fm_checkpoint_ctx;
+
+/* Decides what to resume from and checks the configuration against it (see above); adjusts
+ * cfg->train_grad_accum when the rank count changed. `log` is rank 0's console (may be NULL).
+ * Collective over comm. */
+fm_status fm_checkpoint_prepare(fm_config *cfg, MPI_Comm comm, int overwrite, FILE *log,
+                                fm_checkpoint_ctx **out);
+
+/* The trainer hooks bound to ctx (ctx must outlive the trainer's run). */
+fm_trainer_hooks fm_checkpoint_hooks(fm_checkpoint_ctx *ctx);
+
+/* The checkpoint prepare chose ("" for a fresh start), and its step (-1 for a fresh start). With
+ * resume = auto the hook may still fall back to an older one if this one fails its checksums. */
+const char *fm_checkpoint_planned_path(const fm_checkpoint_ctx *ctx);
+
+/* Frees ctx; safe on NULL; sets *ctx to NULL. Not collective. */
+void fm_checkpoint_ctx_free(fm_checkpoint_ctx **ctx);
+
+/* Writes the trainer's current state as <run dir>/checkpoints/step-<step>.h5 (atomically; keep_last
+ * applied). A file of the same step that already exists is replaced (atomically). Rank 0 logs
+ * "checkpoint <file>: <size> in <s> s (<GB/s>)" through the trainer's metrics. stats may be NULL.
+ * Collective. */
+fm_status fm_checkpoint_save(fm_checkpoint_ctx *ctx, fm_trainer *t, fm_trainer_save_reason reason,
+                             fm_checkpoint_write_stats *stats);
+
+/* Loads checkpoint `path` into the trainer (parameters, AdamW moments and step, trainer state with
+ * the reader position), after checking its configuration against the current one. Collective.
+ * Damaged files: FM_ERR_INPUT. */
+fm_status fm_checkpoint_load(fm_checkpoint_ctx *ctx, fm_trainer *t, const char *path);
+
+/* `fmtrain inspect CHECKPOINT.h5`: prints step, tokens seen, the model shape and parameter count, the
+ * writer's rank count, version, time and host, the stored configuration, then verifies the CRC-32 of
+ * every dataset (one line per failure, a count at the end). Serial (no MPI needed). Returns
+ * FM_ERR_INPUT when the file is foreign, truncated, or any checksum fails. */
+fm_status fm_checkpoint_inspect(const char *path, FILE *out);
+
+/* Reads the model stored in checkpoint `path` — or, when `path` is a directory (a run directory or its
+ * checkpoints/ folder), in its newest checkpoint whose parameters verify — into a new model on
+ * backend `be` able to run up to `max_batch` sequences, and its tokenizer (*tok = NULL when the
+ * checkpoint stores none). Serial (no MPI needed); parameters CRC-checked. `used_path` (may be NULL,
+ * size bytes) receives the file read. */
+fm_status fm_checkpoint_load_model(const char *path, fm_backend *be, int max_batch, fm_model **model,
+                                   fm_tokenizer **tok, char *used_path, size_t size);
+
+#endif /* FM_CHECKPOINT_H */

@@ -1,0 +1,64 @@
+/* cli.h — the command table and a small option parser shared by every subcommand.
+ *
+ * Each subcommand lives in its own file src/cmd_<name>.c and exports one `const fm_command`;
+ * src/cli/commands.c lists them. `main` owns MPI initialisation and turns the returned status into the
+ * process exit code (or MPI_Abort for a non-collective error on several ranks).
+ */
+#ifndef FM_CLI_H
+#define FM_CLI_H
+
+#include "core/status.h"
+
+/* What `main` tells a command about the process it runs in. */
+typedef struct fm_cmd_env {
+    int mpi_initialized; /* MPI_Init_thread was called (commands with needs_mpi) */
+    int world_rank;      /* 0 when MPI is not initialised */
+    int world_size;      /* 1 when MPI is not initialised */
+    int stdout_is_tty;
+    int stderr_is_tty;
+} fm_cmd_env;
+
+typedef struct fm_command {
+    const char *name;    /* "train" */
+    const char *summary; /* one line for `fmtrain help` */
+    const char *help;    /* full text for `fmtrain help NAME` (usage line first) */
+    int needs_mpi;       /* main initialises MPI before run() */
+    fm_status (*run)(int argc, char **argv, const fm_cmd_env *env); /* argv[0] is the command name */
+} fm_command;
+
+/* The table, NULL-terminated (src/cli/commands.c). */
+extern const fm_command *const fm_commands[];
+const fm_command *fm_command_find(const char *name);
+
+/* ---- option parsing ------------------------------------------------------------------------- */
+
+typedef enum {
+    FM_CLI_FLAG,   /* --name            dest: int*, set to 1 */
+    FM_CLI_STRING, /* --name VALUE      dest: const char**, last one wins */
+    FM_CLI_LIST    /* --name VALUE ...  dest: fm_cli_list*, repeatable */
+} fm_cli_kind;
+
+typedef struct fm_cli_list {
+    const char **items; /* pointers into argv; array owned by the list (fm_cli_list_free) */
+    int n;
+} fm_cli_list;
+
+typedef struct fm_cli_opt {
+    const char *name; /* without the dashes: "vocab-size" */
+    fm_cli_kind kind;
+    void *dest;
+} fm_cli_opt;
+
+/* Parses argv[1..argc-1] of command `cmd`: options ("--name VALUE", "--name=VALUE", flags) in any
+ * order, everything else (and everything after "--") appended to `positional`. An unknown option is
+ * a usage error that names the closest known option. Free the lists with fm_cli_list_free. */
+fm_status fm_cli_parse(const char *cmd, int argc, char **argv, const fm_cli_opt *opts, int nopts,
+                       fm_cli_list *positional);
+void fm_cli_list_free(fm_cli_list *list);
+
+/* Parses a whole decimal number / a real number from an option's text; usage error naming the option. */
+fm_status fm_cli_int(const char *option, const char *text, long long min, long long max,
+                     long long *out);
+fm_status fm_cli_double(const char *option, const char *text, double min, double max, double *out);
+
+#endif /* FM_CLI_H */

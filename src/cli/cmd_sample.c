@@ -1,0 +1,158 @@
+/* cmd_sample.c — `fmtrain sample --checkpoint PATH [--prompt TEXT] [--tokens N] [--temperature T]
+ * [--top-k K] [--seed S]`: text from a trained model with the KV-cache sampler (src/model/sampler.h).
+ *
+ * Serial: no MPI. Loads the model and its tokenizer from a checkpoint (fm_checkpoint_load_model: a
+ * file, or a run directory meaning its newest good checkpoint), encodes the prompt, generates, and
+ * prints the prompt followed by the generated text as it is produced. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckpt/checkpoint.h"
+#include "cli/cli.h"
+#include "kernels.h"
+#include "model/model.h"
+#include "model/sampler.h"
+#include "data/tokenizer.h"
+
+static const char sample_help[] =
+    "Usage: fmtrain sample --checkpoint PATH [--prompt TEXT] [--tokens N] [--temperature T]\n"
+    "                      [--top-k K] [--seed S] [--threads N]\n"
+    "\n"
+    "Generates text from a trained model. PATH is a checkpoint file, or a run directory (its newest\n"
+    "checkpoint whose checksums verify). The prompt is encoded with the tokenizer stored in the\n"
+    "checkpoint; generation keeps a KV cache, so each new token costs one single-token pass. When the\n"
+    "text reaches the model's seq_len, the context slides (the last seq_len/2 tokens are kept).\n"
+    "\n"
+    "Options:\n"
+    "  --checkpoint PATH   checkpoint file or run directory (required)\n"
+    "  --prompt TEXT       text to continue (default: the end-of-text token, i.e. a fresh document)\n"
+    "  --tokens N          tokens to generate (default 200)\n"
+    "  --temperature T     0 = greedy; otherwise sample from softmax(logits/T) (default 0.8)\n"
+    "  --top-k K           sample only among the K most likely tokens; 0 = all (default 40)\n"
+    "  --seed S            random seed of the sampling (default 1); same seed, same text\n"
+    "  --threads N         CPU threads for loading (default 1)\n"
+    "  --help              show this help\n";
+
+typedef struct print_ctx {
+    const fm_tokenizer *tok;
+    FILE *out;
+} print_ctx;
+
+/* Prints one generated token's bytes as soon as it exists (text streams out as it is produced). */
+static fm_status print_token(void *ctx, int32_t token)
+{
+    print_ctx *p = ctx;
+    size_t len = 0;
+    const uint8_t *bytes = fm_tokenizer_token(p->tok, (uint32_t)token, &len);
+    if (bytes && (uint32_t)token != fm_tokenizer_eot_id(p->tok)) {
+        fwrite(bytes, 1, len, p->out);
+    } else {
+        fputs("\n" FM_TOKENIZER_EOT_TEXT "\n", p->out);
+    }
+    fflush(p->out);
+    return NULL;
+}
+
+static fm_status sample_run(int argc, char **argv, const fm_cmd_env *env)
+{
+    (void)env;
+    const char *ckpt = NULL, *prompt = NULL, *ntok_s = NULL, *temp_s = NULL, *topk_s = NULL,
+               *seed_s = NULL, *threads_s = NULL;
+    fm_cli_list pos = {0};
+    const fm_cli_opt opts[] = {
+        {"checkpoint", FM_CLI_STRING, &ckpt},     {"prompt", FM_CLI_STRING, &prompt},
+        {"tokens", FM_CLI_STRING, &ntok_s},       {"temperature", FM_CLI_STRING, &temp_s},
+        {"top-k", FM_CLI_STRING, &topk_s},        {"seed", FM_CLI_STRING, &seed_s},
+        {"threads", FM_CLI_STRING, &threads_s},
+    };
+    fm_status st = NULL;
+    fm_backend *be = NULL;
+    fm_model *model = NULL;
+    fm_tokenizer *tok = NULL;
+    fm_sampler *s = NULL;
+    fm_tokenizer_ids ids = {0};
+    int32_t *prompt_ids = NULL;
+    FM_TRY_GOTO(st, done, fm_cli_parse("sample", argc, argv, opts, 7, &pos));
+    if (pos.n != 0 || !ckpt) {
+        st = FM_ERR(FM_ERR_USAGE, "fmtrain sample: %s; usage: fmtrain sample --checkpoint PATH "
+                                  "[--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]",
+                    !ckpt ? "--checkpoint PATH is required" : "unexpected argument");
+        goto done;
+    }
+    long long ntok = 200, topk = 40, seed = 1, threads = 1;
+    double temperature = 0.8;
+    if (ntok_s) FM_TRY_GOTO(st, done, fm_cli_int("--tokens", ntok_s, 0, 100000000, &ntok));
+    if (topk_s) FM_TRY_GOTO(st, done, fm_cli_int("--top-k", topk_s, 0, 2147483647, &topk));
+    if (seed_s) FM_TRY_GOTO(st, done, fm_cli_int("--seed", seed_s, 0, 9223372036854775807LL, &seed));
+    if (threads_s) FM_TRY_GOTO(st, done, fm_cli_int("--threads", threads_s, 1, 4096, &threads));
+    if (temp_s) FM_TRY_GOTO(st, done, fm_cli_double("--temperature", temp_s, 0.0, 100.0, &temperature));
+
+    FM_TRY_GOTO(st, done, fm_backend_create("cpu", (int)threads, -1, &be));
+    char used[4096] = "";
+    FM_TRY_GOTO(st, done, fm_checkpoint_load_model(ckpt, be, 1, &model, &tok, used, sizeof used));
+    if (!tok) {
+        st = FM_ERR(FM_ERR_INPUT, "%s stores no tokenizer (its dataset was imported as token ids "
+                                  "without one), so text cannot be encoded or decoded; prepare the "
+                                  "dataset with a tokenizer (fmtrain prepare --input, or "
+                                  "--tokenizer-from) and train again", used);
+        goto done;
+    }
+    const fm_model_shape shape_copy = *fm_model_get_shape(model);
+    const fm_model_shape *shape = &shape_copy; /* the model is freed before generation */
+    if (fm_tokenizer_vocab_size(tok) > (uint32_t)shape->vocab_size) {
+        st = FM_ERR(FM_ERR_INPUT, "%s: the tokenizer has %u tokens but the model only %d", used,
+                    fm_tokenizer_vocab_size(tok), shape->vocab_size);
+        goto done;
+    }
+    int n_prompt = 0;
+    if (prompt) {
+        FM_TRY_GOTO(st, done, fm_tokenizer_encode(tok, (const uint8_t *)prompt, strlen(prompt), &ids));
+        if (ids.n == 0) {
+            st = FM_ERR(FM_ERR_USAGE, "fmtrain sample: the prompt is empty: give some text with "
+                                      "--prompt, or leave --prompt out to start a fresh document");
+            goto done;
+        }
+        n_prompt = (int)ids.n;
+    } else {
+        n_prompt = 1; /* the end-of-text token: the model starts a new document */
+    }
+    prompt_ids = malloc((size_t)n_prompt * sizeof *prompt_ids);
+    if (!prompt_ids) {
+        st = FM_ERR(FM_ERR_NOMEM, "out of memory encoding the prompt");
+        goto done;
+    }
+    if (prompt)
+        for (int i = 0; i < n_prompt; i++) prompt_ids[i] = (int32_t)ids.ids[i];
+    else
+        prompt_ids[0] = (int32_t)fm_tokenizer_eot_id(tok);
+    if (n_prompt > shape->max_seq_len)
+        fprintf(stderr, "fmtrain sample: the prompt has %d tokens, more than the model's seq_len %d: "
+                        "only its last %d tokens are used as context\n",
+                n_prompt, shape->max_seq_len, shape->max_seq_len);
+    FM_TRY_GOTO(st, done, fm_sampler_create(model, &s));
+    fm_model_free(&model); /* the sampler holds its own host copy of the weights */
+    fprintf(stderr, "fmtrain sample: %s (%d layers, d_model %d, seq_len %d, vocabulary %d); "
+                    "%lld tokens, temperature %g, top-k %lld, seed %lld\n",
+            used, shape->n_layer, shape->d_model, shape->max_seq_len, shape->vocab_size, ntok,
+            temperature, topk, seed);
+    if (prompt) fputs(prompt, stdout);
+    fflush(stdout);
+    print_ctx pc = {tok, stdout};
+    fm_sampler_options so = {(int)ntok, temperature, (int)topk, (uint64_t)seed};
+    FM_TRY_GOTO(st, done, fm_sampler_generate(s, prompt_ids, n_prompt, &so, print_token, &pc, NULL));
+    fputc('\n', stdout);
+done:
+    free(prompt_ids);
+    fm_tokenizer_ids_free(&ids);
+    fm_sampler_free(&s);
+    fm_model_free(&model);
+    fm_tokenizer_free(&tok);
+    fm_backend_free(&be);
+    fm_cli_list_free(&pos);
+    return st;
+}
+
+const fm_command fm_cmd_sample = {"sample", "generate text from a checkpoint (KV-cache sampling)",
+                                  sample_help, 0, sample_run};

@@ -1,0 +1,28 @@
+/* commands.c — the table of subcommands. Each one lives in src/cmd_<name>.c. */
+#include <string.h>
+
+#include "cli/cli.h"
+
+extern const fm_command fm_cmd_train;
+extern const fm_command fm_cmd_prepare;
+extern const fm_command fm_cmd_inspect;
+extern const fm_command fm_cmd_topology;
+extern const fm_command fm_cmd_plot;
+extern const fm_command fm_cmd_sample;
+
+const fm_command *const fm_commands[] = {
+    &fm_cmd_train,
+    &fm_cmd_prepare,
+    &fm_cmd_inspect,
+    &fm_cmd_topology,
+    &fm_cmd_plot,
+    &fm_cmd_sample,
+    NULL,
+};
+
+const fm_command *fm_command_find(const char *name)
+{
+    for (int i = 0; fm_commands[i]; i++)
+        if (strcmp(fm_commands[i]->name, name) == 0) return fm_commands[i];
+    return NULL;
+}

@@ -1,0 +1,142 @@
+/* main.c — the fmtrain executable: dispatches subcommands, owns MPI initialisation, and is the only
+ * place that turns an error status into an exit code or MPI_Abort. */
+#include <mpi.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "core/status.h"
+#include "core/util.h"
+#include "cli/version.h"
+
+static const char *exit_code_text =
+    "Exit codes:\n"
+    "  0   success (for train: training finished)\n"
+    "  1   runtime failure (I/O, MPI, device, memory); a restart may succeed\n"
+    "  2   usage or configuration error; fix the command line or parameter file\n"
+    "  3   input error: a dataset or checkpoint file is missing, foreign or damaged\n"
+    "  4   training diverged (NaN/Inf loss or gradient norm) with [train] on_nan = stop\n"
+    "  75  stopped cleanly on a signal or before the wall-time limit; resumable\n";
+
+static void print_general_help(FILE *out)
+{
+    fprintf(out,
+            "fmtrain %s — train transformer language models on supercomputers\n\n"
+            "Usage: fmtrain COMMAND [ARGS...]\n"
+            "       fmtrain help [COMMAND]\n"
+            "       fmtrain --version\n\n"
+            "Commands:\n",
+            fm_version_string());
+    for (int i = 0; fm_commands[i]; i++)
+        fprintf(out, "  %-10s %s\n", fm_commands[i]->name, fm_commands[i]->summary);
+    fprintf(out, "  %-10s %s\n", "help", "show this help, or a command's help");
+    fprintf(out, "\n%s\nDocumentation: docs/ in the source tree or share/doc/fmtrain when installed.\n",
+            exit_code_text);
+}
+
+/* The command whose name is closest to `name` (edit distance below 3), or NULL. */
+static const char *closest_command(const char *name)
+{
+    const char *best = NULL;
+    int bestd = 3;
+    for (int i = 0; fm_commands[i]; i++) {
+        int d = fm_util_edit_distance(name, fm_commands[i]->name, 3);
+        if (d < bestd) {
+            bestd = d;
+            best = fm_commands[i]->name;
+        }
+    }
+    return best;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    if (argc < 3) {
+        print_general_help(stdout);
+        return FM_EXIT_OK;
+    }
+    const fm_command *c = fm_command_find(argv[2]);
+    if (!c) {
+        const char *best = closest_command(argv[2]);
+        if (best)
+            fprintf(stderr, "fmtrain: usage error: no command '%s' (did you mean '%s'?)\n", argv[2],
+                    best);
+        else
+            fprintf(stderr,
+                    "fmtrain: usage error: no command '%s'; commands are listed by 'fmtrain help'\n",
+                    argv[2]);
+        return FM_EXIT_USAGE;
+    }
+    fputs(c->help, stdout);
+    fprintf(stdout, "\n%s", exit_code_text);
+    return FM_EXIT_OK;
+}
+
+static int wants_help(int argc, char **argv)
+{
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) return 0;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_general_help(stderr);
+        return FM_EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
+        fm_version_print(stdout);
+        return FM_EXIT_OK;
+    }
+    if (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0)
+        return cmd_help(argc, argv);
+
+    const fm_command *cmd = fm_command_find(name);
+    if (!cmd) {
+        const char *best = closest_command(name);
+        if (best)
+            fprintf(stderr, "fmtrain: usage error: unknown command '%s' (did you mean '%s'?)\n", name,
+                    best);
+        else
+            fprintf(stderr, "fmtrain: usage error: unknown command '%s'; see 'fmtrain help'\n", name);
+        return FM_EXIT_USAGE;
+    }
+    if (wants_help(argc, argv)) {
+        fputs(cmd->help, stdout);
+        return FM_EXIT_OK;
+    }
+
+    fm_cmd_env env = {0, 0, 1, isatty(STDOUT_FILENO), isatty(STDERR_FILENO)};
+    if (cmd->needs_mpi) {
+        int provided = 0;
+        if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+            fprintf(stderr, "fmtrain: MPI error: MPI_Init_thread failed\n");
+            return FM_EXIT_FAILURE;
+        }
+        env.mpi_initialized = 1;
+        MPI_Comm_rank(MPI_COMM_WORLD, &env.world_rank);
+        MPI_Comm_size(MPI_COMM_WORLD, &env.world_size);
+    }
+
+    fm_status st = cmd->run(argc - 1, argv + 1, &env);
+    int code = fm_status_exit_code(st);
+    if (st) {
+        /* A collective error is reported once (rank 0); others are reported by the rank that saw them. */
+        if (!fm_status_is_collective(st) || env.world_rank == 0)
+            fm_status_print(st, stderr, fm_status_code(st) == FM_ERR_INTERNAL);
+        if (env.mpi_initialized && env.world_size > 1 && !fm_status_is_collective(st) &&
+            fm_status_code(st) != FM_ERR_STOPPED) {
+            fflush(stderr);
+            fm_status_free(&st);
+            MPI_Abort(MPI_COMM_WORLD, code);
+        }
+        fm_status_free(&st);
+    }
+    if (env.mpi_initialized) MPI_Finalize();
+    return code;
+}

@@ -1,0 +1,132 @@
+/* trainer.h — data-parallel training of one model over MPI: the loop behind `fmtrain train`.
+ *
+ * What it is: every rank holds the full model. A step runs grad_accum micro-batches of micro_batch
+ * sequences of seq_len tokens on each rank (global batch = micro_batch x grad_accum x ranks x seq_len
+ * tokens); during the backward pass of the last micro-batch the model reports each finished layer's
+ * gradient range and the comm engine starts its all-reduce at once (overlap); then the step waits for
+ * all buckets (gradients averaged over ranks), computes the global gradient norm, clips, checks for
+ * NaN/Inf ([train] on_nan), applies AdamW at the schedule's learning rate, and logs (rank 0).
+ * Around the loop: placement (hwloc), the start banner (placement table, parameter count, memory,
+ * global batch, MFU reference), evaluation every eval_every steps (and at the end) on the val split
+ * with the work shared by all ranks, stop requests (SIGUSR1/SIGTERM, the Slurm wall-time limit)
+ * agreed by all ranks at a step boundary, checkpoints through hooks (below).
+ * What it is not: it does not write checkpoint files itself (src/ckpt/checkpoint.h does, through the
+ * hooks) and does not parse the command line (src/cli/cmd_train.c).
+ *
+ * Collectives: fm_trainer_create, fm_trainer_run and fm_trainer_free are collective over
+ * MPI_COMM_WORLD; every rank calls them with the same configuration.
+ *
+ * Signals: the caller installs the stop-signal handlers (fm_signals_install) as early as possible,
+ * so that a SIGUSR1/SIGTERM during start-up is a request, not a kill; fm_trainer_run polls
+ * fm_signals_pending() after the resume hook (stop at once, exit 75) and at every step boundary.
+ *
+ * Results of fm_trainer_run: NULL when all train.steps are done; FM_ERR_STOPPED (exit 75, resumable)
+ * when a signal or the wall-time limit stopped the run at a step boundary (after the save hook ran);
+ * FM_ERR_NUMERIC (exit 4) for a NaN/Inf loss or gradient norm with on_nan = stop — in that case the
+ * save hook is NOT called (no poisoned checkpoint). Statuses that every rank reaches identically are
+ * collective (fm_status_collective).
+ *
+ * Test hook: the environment variable FMTRAIN_TEST_NAN_STEP = "N:loss" or "N:grad" injects a NaN
+ * into step N's loss (rank 0 only; the averaged loss is NaN everywhere) or into one gradient after the
+ * all-reduce, so the tests can exercise [train] on_nan. Not for normal use.
+ *
+ * ---- Checkpoint integration (the ckpt module) ----------------------------------------------------
+ * The whole resumable state is: the model parameters (fm_model_get/set_params), the optimizer
+ * moments and step (fm_optimizer_get/set_state, _get/set_step), and fm_trainer_state below (which
+ * includes the data reader's position). The hooks are called on EVERY rank, at a step boundary, with
+ * gradients zero and no all-reduce in flight:
+ *   resume(ctx, t, &resumed): once, after the weights are initialised from [run] seed and before the
+ *       first step. It may load a checkpoint into the model and optimizer and call
+ *       fm_trainer_set_state (which also repositions the reader); sets *resumed = 1 when it did.
+ *       The trainer then checks the parameters are identical on all ranks.
+ *   save(ctx, t, reason): to write a checkpoint of the current state. Reasons: PERIODIC
+ *       ([checkpoint] every_steps / every_minutes, decided identically on all ranks), STOP (a signal
+ *       or the wall-time limit; the run exits 75 afterwards), FINAL (after the last step and its
+ *       evaluation). Never called after a non-finite loss/norm with on_nan = stop.
+ * Either hook may be NULL (no checkpoints: a stop is still clean and exits 75).
+ */
+#ifndef FM_TRAINER_H
+#define FM_TRAINER_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "dist/comm.h"
+#include "config/config.h"
+#include "data/dataset.h"
+#include "train/metrics.h"
+#include "model/model.h"
+#include "train/optimizer.h"
+#include "core/status.h"
+#include "dist/topology.h"
+
+/* The resumable training state besides weights and optimizer moments (what checkpoints store). */
+typedef struct fm_trainer_state {
+    int64_t step;           /* optimizer steps completed; also the schedule position of the next
+                               step (its learning rate is fm_schedule_lr(spec, step)) */
+    int64_t tokens_seen;    /* global training tokens consumed (step x global batch tokens) */
+    uint64_t seed;          /* [run] seed of the run: weight init and data order derive from it */
+    fm_reader_state reader; /* data position of the next step (seed, epoch, position) */
+    double train_seconds;   /* wall time spent training, summed over every segment of the run */
+    int64_t skipped_steps;  /* updates skipped for non-finite values (on_nan = skip) */
+} fm_trainer_state;
+
+typedef struct fm_trainer fm_trainer;
+
+typedef enum fm_trainer_save_reason {
+    FM_TRAINER_SAVE_PERIODIC, /* [checkpoint] every_steps / every_minutes */
+    FM_TRAINER_SAVE_STOP,     /* signal or wall time: the run exits 75 after this */
+    FM_TRAINER_SAVE_FINAL     /* training finished */
+} fm_trainer_save_reason;
+
+typedef struct fm_trainer_hooks {
+    fm_status (*resume)(void *ctx, fm_trainer *t, int *resumed);
+    fm_status (*save)(void *ctx, fm_trainer *t, fm_trainer_save_reason reason);
+    void *ctx;
+} fm_trainer_hooks;
+
+/* How the process presents itself (from main's fm_cmd_env). */
+typedef struct fm_trainer_options {
+    const char *config_path; /* the parameter file (for messages) */
+    FILE *out;               /* rank 0's console, usually stdout */
+    int out_is_tty;          /* progress line in place */
+    int dry_run;             /* fm_trainer_create stops after the checks and the plan: no model
+                                memory, no files; fm_trainer_run must not be called */
+} fm_trainer_options;
+
+/* Sets everything up, collectively: MPI context, placement (binds the rank, sets its threads),
+ * backend, dataset check (vocabulary, enough windows), model (initialised from [run] seed),
+ * optimizer, reader, run directory with config.ini, metrics.jsonl and train.log (rank 0), the MFU
+ * reference, and prints the start banner on rank 0. With opts->dry_run it prints the dataset
+ * summary, the placement table, the parameter count, the memory estimate and the global batch, and
+ * allocates nothing else. `cfg` is copied. Errors: configuration that cannot run (collective), a
+ * bad dataset (FM_ERR_INPUT naming it), allocation, MPI. */
+fm_status fm_trainer_create(const fm_config *cfg, const fm_trainer_options *opts, fm_trainer **out);
+
+/* Runs the loop until train.steps (see the results above). Calls hooks->resume first. */
+fm_status fm_trainer_run(fm_trainer *t, const fm_trainer_hooks *hooks);
+
+/* Collective. Sets *t to NULL; safe on NULL. */
+void fm_trainer_free(fm_trainer **t);
+
+/* ---- accessors for the hooks (owned by the trainer) ------------------------------------------- */
+const fm_config *fm_trainer_config(const fm_trainer *t);
+const fm_comm *fm_trainer_comm(const fm_trainer *t);
+fm_model *fm_trainer_model(fm_trainer *t);
+fm_optimizer *fm_trainer_optimizer(fm_trainer *t);
+fm_reader *fm_trainer_reader(fm_trainer *t);
+fm_metrics *fm_trainer_metrics(fm_trainer *t); /* NULL on ranks other than 0 */
+const char *fm_trainer_run_dir(const fm_trainer *t);
+
+/* The current state (reader position included). */
+void fm_trainer_get_state(const fm_trainer *t, fm_trainer_state *state);
+/* Restores a state: step counters and the reader position (fm_reader_set_state). The optimizer's own
+ * step counter is set separately (fm_optimizer_set_step). Error when the seed differs from
+ * [run] seed (FM_ERR_INPUT: the data order would change) or the reader refuses the position. */
+fm_status fm_trainer_set_state(fm_trainer *t, const fm_trainer_state *state);
+
+/* Mean validation loss over [train] eval_batches micro-batches per rank (all ranks share the val
+ * batches; one averaged loss, identical on every rank). Collective. */
+fm_status fm_trainer_evaluate(fm_trainer *t, double *val_loss);
+
+#endif /* FM_TRAINER_H */
