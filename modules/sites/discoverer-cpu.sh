@@ -14,11 +14,11 @@
 #   - gcc/11/11.1.0 and openmpi/4/gcc/4.1.1, gcc/10/10.2.0 and openmpi/4/gcc/4.1.5: Discoverer users'
 #     scripts on GitHub (Basilisk install script; an ehpc-reg project job script);
 #   - openmpi/4/gcc/latest, openblas/latest-gcc, cmake (unversioned): a GROMACS build tutorial for
-#     Discoverer and ReFrame configurations for discoverer:cn on GitHub;
-#   - the module system is Environment Modules (/etc/profile.d/modules.sh, MODULEPATH
-#     /opt/software/modulefiles in a ReFrame configuration).
+#     Discoverer and ReFrame configurations for discoverer:cn on GitHub.
 # Unverified: which gcc openmpi/4/gcc/latest was built with (gcc/11/11.1.0 is loaded first; the
-#   site default when that one is gone), an hwloc module name.
+#   site default when that one is gone), an hwloc module name, and which module system runs there
+#   (a ReFrame configuration sources /etc/profile.d/modules.sh, which both Lmod and Environment
+#   Modules install; fmtrain's installed modulefiles serve either).
 
 # shellcheck source=fm-site.sh
 . "$(dirname "${BASH_SOURCE[0]}")/fm-site.sh" || return 1
