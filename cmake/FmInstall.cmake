@@ -2,10 +2,16 @@
 # modulefiles (Lmod .lua and Environment Modules Tcl). Included from CMakeLists.txt.
 #
 #   <prefix>/share/man/man1/fmtrain.1
-#   <prefix>/share/modulefiles/fmtrain/<version>.lua        (Lmod:  module use <prefix>/share/modulefiles)
-#   <prefix>/share/modulefiles-tcl/fmtrain/<version>        (Tcl:   module use <prefix>/share/modulefiles-tcl)
+#   <prefix>/share/modulefiles/fmtrain/<version>.lua        (Lmod)
+#   <prefix>/share/modulefiles/fmtrain/<version>            (Environment Modules, Tcl)
 #
-# The two module trees are separate so that neither tool sees the other's file as a second version.
+# Both modulefiles sit in ONE tree, so the same `module use <prefix>/share/modulefiles` works with
+# either module system and nobody has to know which one a site runs: Lmod, given <version> and
+# <version>.lua side by side, loads the .lua file (one version in `module avail`); Environment
+# Modules (Tcl; Leonardo runs it, judging by a published `module avail` capture) loads only files that
+# start with the `#%Module` cookie, so it ignores the .lua file. tests/lmod checks both with the
+# real tools (Lmod; Environment Modules where its modulecmd.tcl is found) and reads the Tcl file
+# with tclsh.
 # The modulefiles are written at INSTALL time, so they name the prefix actually installed to
 # (`cmake --install build --prefix /somewhere` included; DESTDIR staging is honoured).
 #
@@ -47,7 +53,6 @@ endif()
 message(STATUS "fmtrain: modulefile dependencies: ${_fm_deps_text}")
 
 set(FM_MODULEDIR "${CMAKE_INSTALL_DATADIR}/modulefiles")
-set(FM_TCL_MODULEDIR "${CMAKE_INSTALL_DATADIR}/modulefiles-tcl")
 
 # The install-time script: the configure-time values are baked in, the prefix is read when it runs.
 set(_fm_script "${CMAKE_CURRENT_BINARY_DIR}/FmInstallModulefiles.cmake")
@@ -56,7 +61,6 @@ file(CONFIGURE OUTPUT "${_fm_script}" @ONLY CONTENT [=[
 set(FM_VERSION "@PROJECT_VERSION@")
 set(FM_CUDA_DESC "@FM_CUDA_DESC@")
 set(FM_MODULEDIR "@FM_MODULEDIR@")
-set(FM_TCL_MODULEDIR "@FM_TCL_MODULEDIR@")
 set(_deps "@_fm_deps@")
 # Packagers who install one build into several module trees may override the list when installing:
 #   FMTRAIN_MODULE_DEPENDS="gcc/13;openmpi/4.1" cmake --install build   ("none": no dependencies)
@@ -92,8 +96,8 @@ endforeach()
 set(_out "@CMAKE_CURRENT_BINARY_DIR@/modulefiles-staging")
 configure_file("@PROJECT_SOURCE_DIR@/modules/fmtrain.lua.in" "${_out}/lua/${FM_VERSION}.lua" @ONLY)
 configure_file("@PROJECT_SOURCE_DIR@/modules/fmtrain.tcl.in" "${_out}/tcl/${FM_VERSION}" @ONLY)
-file(INSTALL DESTINATION "${FM_DATA_PATH}/modulefiles/fmtrain" TYPE FILE FILES "${_out}/lua/${FM_VERSION}.lua")
-file(INSTALL DESTINATION "${FM_DATA_PATH}/modulefiles-tcl/fmtrain" TYPE FILE FILES "${_out}/tcl/${FM_VERSION}")
+file(INSTALL DESTINATION "${FM_DATA_PATH}/modulefiles/fmtrain" TYPE FILE
+     FILES "${_out}/lua/${FM_VERSION}.lua" "${_out}/tcl/${FM_VERSION}")
 ]=])
 install(SCRIPT "${_fm_script}")
 

@@ -11,6 +11,8 @@
 #   FM_CPU_BIND      srun --cpu-bind value: "cores" (default; CPU nodes: Slurm binds each rank to its
 #                    --cpus-per-task cores) or "none" (GPU nodes: fmtrain binds each rank to the cores
 #                    nearest its GPU itself, [runtime] bind = auto; see docs/placement.md)
+#   FM_SRUN_ARGS     bash array of extra srun arguments: the site's launcher flags, e.g.
+#                    (--mpi=pspmix) on JSC's psslurm, (--mpi=pmix_v3) on Vega; default none
 #   FM_OMP_RUNTIME_BIND  1: let the OpenMP runtime pin the threads (OMP_PLACES=cores,
 #                    OMP_PROC_BIND=close); default: fmtrain pins one thread per core itself.
 #                    Only with FM_CPU_BIND=cores: with "none" every rank's threads would land on
@@ -32,7 +34,7 @@
 #     which would pin threads relative to the whole node on GPU nodes). FM_OMP_RUNTIME_BIND=1 sets
 #     OMP_PLACES=cores OMP_PROC_BIND=close instead (correct with --cpu-bind=cores: the runtime then
 #     places the threads one per core inside the rank's cores; fmtrain notes it in its placement table).
-#  3. Starts `srun --cpu-bind=cores fmtrain train FM_PARAMS ...` in the background and waits for it.
+#  3. Starts `srun --cpu-bind=cores [FM_SRUN_ARGS] fmtrain train FM_PARAMS ...` in the background and waits for it.
 #     `[checkpoint] resume = auto` in the parameter file makes every start continue from the newest
 #     complete checkpoint in the run directory.
 #  4. Signals. The scripts ask for `#SBATCH --signal=B:USR1@<seconds>`: with the `B:` prefix Slurm
@@ -164,6 +166,7 @@ fm_job_main() {
     exit 2
   fi
   if [ -z "${FM_SETS+x}" ]; then FM_SETS=(); fi
+  if [ -z "${FM_SRUN_ARGS+x}" ]; then FM_SRUN_ARGS=(); fi
   exe=${FMTRAIN_EXE:-$(command -v fmtrain || true)}
   if [ -z "$exe" ] || [ ! -x "$exe" ]; then
     fm_job_say "error: no fmtrain executable: 'module load fmtrain' (or set FMTRAIN_EXE) in the script"
@@ -205,8 +208,8 @@ fm_job_main() {
   trap 'fm_job_forward USR2' USR2
   trap 'FM_JOB_SIGNAL=TERM; fm_job_say "received SIGTERM (job cancelled or at its time limit)"' TERM
 
-  fm_job_say "srun --cpu-bind=${FM_CPU_BIND:-cores} $exe train $FM_PARAMS ${FM_SETS[*]}"
-  srun --cpu-bind="${FM_CPU_BIND:-cores}" "$exe" train "$FM_PARAMS" "${FM_SETS[@]}" &
+  fm_job_say "srun --cpu-bind=${FM_CPU_BIND:-cores}${FM_SRUN_ARGS[*]:+ ${FM_SRUN_ARGS[*]}} $exe train $FM_PARAMS ${FM_SETS[*]}"
+  srun --cpu-bind="${FM_CPU_BIND:-cores}" "${FM_SRUN_ARGS[@]}" "$exe" train "$FM_PARAMS" "${FM_SETS[@]}" &
   FM_JOB_SRUN_PID=$!
   # `wait` returns early (status > 128) whenever a trapped signal arrives; wait again until srun ends.
   while :; do

@@ -1,27 +1,36 @@
 # shellcheck shell=bash
 # discoverer-cpu.sh — the modules that build fmtrain on Discoverer CPU partition (Sofia Tech Park, Bulgaria).
 #   2x AMD EPYC 7H12 (128 cores, 8 NUMA domains with NPS4) per node
-# Source it on a login node, then configure, build and install:
-#   source modules/sites/discoverer-cpu.sh
-#   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$HOME/fmtrain/install" $FM_SITE_CMAKE_ARGS
-#   cmake --build build -j 8 && cmake --install build
-# `cmake --install` writes an Lmod modulefile that loads these same modules again (LOADEDMODULES at
-# configure time), so batch scripts need only `module use "$HOME/fmtrain/install/share/modulefiles"`
-# and `module load fmtrain`.
+# Build on a login node:
+#   modules/sites/build.sh discoverer-cpu            (or `source` this file, then cmake: docs/onboarding.md)
+# A module that does not load is named, with the `module spider` command that finds its current name.
+# Discoverer's module names are paths by family and toolchain (gcc/11/11.1.0,
+# hdf5/1/1.14/1.14.0-gcc-openmpi); `latest` exists for some families (openmpi/4/gcc/latest,
+# openblas/latest-gcc) but not as gcc/latest, hdf5/1/latest-gcc-openmpi, hwloc/latest or cmake/latest.
 #
-# What is verified: Nothing verified here. Partition cn, the per-project QoS, NUMA layout and module names: as recalled from the site's public user documentation (2024-2025), not fetched or run in this session; unverified here.
-# Module versions change with the site's software stack: when a `module load` below fails, take the
-# nearest version `module avail <name>` (or `module spider <name>`) lists, and keep MPI, parallel HDF5
-# and the compiler from the same toolchain.
-# Discoverer names its modules by family and toolchain (openmpi/4/gcc/...): `module avail openmpi hdf5` lists them.
+# Verified 2026-11-25 against public sources (none of this was run on Discoverer):
+#   - hdf5/1/1.14/1.14.0-gcc-openmpi with partition cn and srun: a Discoverer user's job script on
+#     GitHub (AFiD-MuRPhFi run, 8 nodes x 128 tasks);
+#   - gcc/11/11.1.0 and openmpi/4/gcc/4.1.1, gcc/10/10.2.0 and openmpi/4/gcc/4.1.5: Discoverer users'
+#     scripts on GitHub (Basilisk install script; an ehpc-reg project job script);
+#   - openmpi/4/gcc/latest, openblas/latest-gcc, cmake (unversioned): a GROMACS build tutorial for
+#     Discoverer and ReFrame configurations for discoverer:cn on GitHub.
+# Unverified: which gcc openmpi/4/gcc/latest was built with (gcc/11/11.1.0 is loaded first; the
+#   site default when that one is gone), an hwloc module name, and which module system runs there
+#   (a ReFrame configuration sources /etc/profile.d/modules.sh, which both Lmod and Environment
+#   Modules install; fmtrain's installed modulefiles serve either).
 
+# shellcheck source=fm-site.sh
+. "$(dirname "${BASH_SOURCE[0]}")/fm-site.sh" || return 1
+fm_site_begin discoverer-cpu || return 1
 module purge
-module load gcc/latest
-module load openmpi/4/gcc/latest
-module load hdf5/1/latest-gcc-openmpi
-module load openblas/latest-gcc
-module load hwloc/latest
-module load cmake/latest
+fm_site_load gcc/11/11.1.0 gcc
+fm_site_load openmpi/4/gcc/latest
+fm_site_load hdf5/1/1.14/1.14.0-gcc-openmpi
+fm_site_load openblas/latest-gcc
+fm_site_try hwloc
+fm_site_load cmake
+fm_site_end || return 1
 
 # Extra CMake arguments for this system.
 FM_SITE_CMAKE_ARGS="-DFMTRAIN_CUDA=OFF"

@@ -1,30 +1,33 @@
 # shellcheck shell=bash
 # juwels-booster.sh — the modules that build fmtrain on JUWELS Booster (JSC, Germany).
 #   4x NVIDIA A100 40 GB per node, 2x AMD EPYC 7402 (48 cores)
-# Source it on a login node, then configure, build and install:
-#   source modules/sites/juwels-booster.sh
-#   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$HOME/fmtrain/install" $FM_SITE_CMAKE_ARGS
-#   cmake --build build -j 8 && cmake --install build
-# `cmake --install` writes an Lmod modulefile that loads these same modules again (LOADEDMODULES at
-# configure time), so batch scripts need only `module use "$HOME/fmtrain/install/share/modulefiles"`
-# and `module load fmtrain`.
+# Build on a JUWELS Booster login node:
+#   modules/sites/build.sh juwels-booster            (or `source` this file, then cmake: docs/onboarding.md)
+# A module that does not load is named, with the `module spider` command that finds its current name.
+# JSC's stacks are hierarchical (Stages -> compiler -> MPI): the names below are unversioned and
+# resolve inside the default Stage; pin one (module load Stages/<year>) for a reproducible build.
+# `module purge` keeps the sticky Stages module.
 #
-# What is verified: Checked with this session's search tool (apps.fz-juelich.de/jsc/hps/juwels/batchsystem.html): JUWELS runs Slurm with psslurm (ParaStation) on the compute nodes. Partition names booster/develbooster, the node layout and the Stages module names: as recalled from the site's public user documentation (2024-2025), not fetched or run in this session; unverified here.
-# Module versions change with the site's software stack: when a `module load` below fails, take the
-# nearest version `module avail <name>` (or `module spider <name>`) lists, and keep MPI, parallel HDF5
-# and the compiler from the same toolchain.
-# Use --partition=develbooster for short tests. JSC's stacks are hierarchical (Stages -> compiler -> MPI): load them in this order. --cpus-per-task below counts physical cores (SMT threads are not used).
+# Verified 2026-11-25 against public sources (none of this was run on JUWELS):
+#   - GCC, OpenMPI, CUDA, HDF5, CMake (unversioned, on JUWELS Booster): HiPACE++ documentation,
+#     "Juwels Booster @ JSC" profile;
+#   - Slurm with psslurm: apps.fz-juelich.de/jsc/hps/juwels/batchsystem.html.
+# Unverified: OpenBLAS and hwloc module names in the current Stage.
 
+# shellcheck source=fm-site.sh
+. "$(dirname "${BASH_SOURCE[0]}")/fm-site.sh" || return 1
+fm_site_begin juwels-booster || return 1
 module purge
-module load Stages/2025
-module load GCC
-module load OpenMPI
-module load HDF5
-module load CUDA
-module load OpenBLAS
-module load hwloc
-module load CMake
+fm_site_load Stages
+fm_site_load GCC
+fm_site_load OpenMPI
+fm_site_load HDF5
+fm_site_load CUDA
+fm_site_load OpenBLAS
+fm_site_try hwloc
+fm_site_load CMake
+fm_site_end || return 1
 
-# Extra CMake arguments for this system.
+# Extra CMake arguments for this system (A100: compute capability 8.0).
 FM_SITE_CMAKE_ARGS="-DFMTRAIN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=80"
 export FM_SITE_CMAKE_ARGS

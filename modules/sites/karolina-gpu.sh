@@ -1,29 +1,30 @@
 # shellcheck shell=bash
 # karolina-gpu.sh — the modules that build fmtrain on Karolina accelerated nodes (IT4I, Czech Republic).
 #   8x NVIDIA A100 40 GB per node, 2x AMD EPYC 7763 (128 cores)
-# Source it on a login node, then configure, build and install:
-#   source modules/sites/karolina-gpu.sh
-#   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$HOME/fmtrain/install" $FM_SITE_CMAKE_ARGS
-#   cmake --build build -j 8 && cmake --install build
-# `cmake --install` writes an Lmod modulefile that loads these same modules again (LOADEDMODULES at
-# configure time), so batch scripts need only `module use "$HOME/fmtrain/install/share/modulefiles"`
-# and `module load fmtrain`.
+# Build on a login node:
+#   modules/sites/build.sh karolina-gpu              (or `source` this file, then cmake: docs/onboarding.md)
+# A module that does not load is named, with the `module spider` command that finds its current name.
+# IT4I's stack is EasyBuild-built; the one pin is the toolchain generation (foss/2023a and the HDF5
+# built with it), since unversioned EasyBuild names may resolve to different toolchains.
+# Karolina's CPU nodes (qcpu, 2x AMD EPYC 7H12, 128 cores) take generic/cpu.sbatch.
 #
-# What is verified: Nothing verified here. Partition qgpu (qcpu for the CPU nodes), 8 GPUs per node, the account format (OPEN-xx-yy, DD-xx-yy) and module names: as recalled from the site's public user documentation (2024-2025), not fetched or run in this session; unverified here.
-# Module versions change with the site's software stack: when a `module load` below fails, take the
-# nearest version `module avail <name>` (or `module spider <name>`) lists, and keep MPI, parallel HDF5
-# and the compiler from the same toolchain.
-# Karolina's CPU nodes (qcpu, 2x AMD EPYC 7H12, 128 cores) take generic/cpu.sbatch with 8 ranks x 16 cores if the nodes run NPS4 (check `lscpu | grep NUMA`).
+# Verified 2026-11-25 against public sources (none of this was run on Karolina):
+#   - EasyBuild names (CUDA/12.4.0, GCC/11.3.0, CUDA/11.7, Anaconda3/2024.02-1) in Karolina users'
+#     qgpu job scripts on GitHub; the naming scheme, not the versions below.
+# Unverified: foss/2023a and HDF5/1.14.0-gompi-2023a on Karolina, the CUDA and CMake defaults,
+#   an hwloc module (EasyBuild's OpenMPI loads hwloc as a dependency).
 
+# shellcheck source=fm-site.sh
+. "$(dirname "${BASH_SOURCE[0]}")/fm-site.sh" || return 1
+fm_site_begin karolina-gpu || return 1
 module purge
-module load GCC/12.2.0
-module load OpenMPI/4.1.4-GCC-12.2.0
-module load HDF5/1.14.0-gompi-2022b
-module load CUDA/12.2.0
-module load OpenBLAS/0.3.21-GCC-12.2.0
-module load hwloc/2.8.0-GCCcore-12.2.0
-module load CMake/3.24.3-GCCcore-12.2.0
+fm_site_load foss/2023a
+fm_site_load HDF5/1.14.0-gompi-2023a
+fm_site_load CUDA
+fm_site_try hwloc
+fm_site_load CMake
+fm_site_end || return 1
 
-# Extra CMake arguments for this system.
+# Extra CMake arguments for this system (A100: compute capability 8.0).
 FM_SITE_CMAKE_ARGS="-DFMTRAIN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=80"
 export FM_SITE_CMAKE_ARGS

@@ -1,27 +1,33 @@
 # shellcheck shell=bash
 # lumi-c.sh — the modules that build fmtrain on LUMI-C (CSC, Finland).
 #   2x AMD EPYC 7763 (128 cores, 8 NUMA domains with NPS4, SMT on) per node
-# Source it on a login node, then configure, build and install:
-#   source modules/sites/lumi-c.sh
-#   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$HOME/fmtrain/install" $FM_SITE_CMAKE_ARGS
-#   cmake --build build -j 8 && cmake --install build
-# `cmake --install` writes an Lmod modulefile that loads these same modules again (LOADEDMODULES at
-# configure time), so batch scripts need only `module use "$HOME/fmtrain/install/share/modulefiles"`
-# and `module load fmtrain`.
+# Build on a login node:
+#   modules/sites/build.sh lumi-c                    (or `source` this file, then cmake: docs/onboarding.md)
+# A module that does not load is named, with the `module spider` command that finds its current name.
+# On Cray systems compile with the `cc` wrapper (it adds MPI, HDF5 and LibSci). `LUMI` loads the
+# default software stack; pin one (LUMI/25.03) for a reproducible build. LUMI-G is AMD MI250X and is
+# not supported by the CUDA backend.
 #
-# What is verified: Checked with this session's search tool (a third-party LUMI guide): the `module load LUMI/<version> partition/<C|G>` pattern. Partition standard (whole nodes; small for partial nodes), the NUMA layout and the Cray module names: as recalled from the site's public user documentation (2024-2025), not fetched or run in this session; unverified here.
-# Module versions change with the site's software stack: when a `module load` below fails, take the
-# nearest version `module avail <name>` (or `module spider <name>`) lists, and keep MPI, parallel HDF5
-# and the compiler from the same toolchain.
-# On Cray systems compile with the `cc` wrapper (it adds MPI, HDF5 and LibSci). hwloc: use the system's libhwloc (or load it from the LUMI stack, e.g. via EasyBuild) if pkg-config does not find hwloc >= 2. LUMI-G is AMD MI250X and is not supported by the CUDA backend.
+# Verified 2026-11-25 against public sources (none of this was run on LUMI):
+#   - `module load LUMI/<version> partition/C PrgEnv-gnu` then `cc` (LUMI/25.03 in a 2025 EuroHPC
+#     training course's LUMI example; LUMI/24.03 earlier) and cray-hdf5-parallel: course material
+#     and users' LUMI scripts on GitHub.
+# Unverified: cray-mpich/cray-libsci as separate loads (PrgEnv-gnu normally loads them), buildtools
+#   as the CMake provider, an hwloc module (use the system's libhwloc if pkg-config finds hwloc >= 2).
 
+# shellcheck source=fm-site.sh
+. "$(dirname "${BASH_SOURCE[0]}")/fm-site.sh" || return 1
+fm_site_begin lumi-c || return 1
 module purge
-module load LUMI/24.03 partition/C
-module load PrgEnv-gnu
-module load cray-mpich
-module load cray-hdf5-parallel
-module load cray-libsci
-module load buildtools
+fm_site_load LUMI
+fm_site_load partition/C
+fm_site_load PrgEnv-gnu
+fm_site_load cray-mpich
+fm_site_load cray-hdf5-parallel
+fm_site_load cray-libsci
+fm_site_try hwloc
+fm_site_load buildtools
+fm_site_end || return 1
 
 # Extra CMake arguments for this system.
 FM_SITE_CMAKE_ARGS="-DFMTRAIN_CUDA=OFF -DBLA_VENDOR=All -DCMAKE_C_COMPILER=cc"

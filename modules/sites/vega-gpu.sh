@@ -1,29 +1,29 @@
 # shellcheck shell=bash
 # vega-gpu.sh — the modules that build fmtrain on Vega GPU partition (IZUM, Slovenia).
 #   4x NVIDIA A100 40 GB per node, 2x AMD EPYC 7H12 (128 cores)
-# Source it on a login node, then configure, build and install:
-#   source modules/sites/vega-gpu.sh
-#   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$HOME/fmtrain/install" $FM_SITE_CMAKE_ARGS
-#   cmake --build build -j 8 && cmake --install build
-# `cmake --install` writes an Lmod modulefile that loads these same modules again (LOADEDMODULES at
-# configure time), so batch scripts need only `module use "$HOME/fmtrain/install/share/modulefiles"`
-# and `module load fmtrain`.
+# Build on a login node (Vega has GPU login nodes):
+#   modules/sites/build.sh vega-gpu                  (or `source` this file, then cmake: docs/onboarding.md)
+# A module that does not load is named, with the `module spider` command that finds its current name.
+# Vega's stack is EasyBuild-built; the one pin is the toolchain generation (foss/2023a and the HDF5
+# built with it), since unversioned EasyBuild names may resolve to different toolchains.
 #
-# What is verified: Nothing verified here. Partition gpu (cpu for the CPU partition), node layout and module names: as recalled from the site's public user documentation (2024-2025), not fetched or run in this session; unverified here.
-# Module versions change with the site's software stack: when a `module load` below fails, take the
-# nearest version `module avail <name>` (or `module spider <name>`) lists, and keep MPI, parallel HDF5
-# and the compiler from the same toolchain.
-# Vega's software stack is EasyBuild-built; `module spider HDF5` shows the parallel builds (toolchain gompi).
+# Verified 2026-11-25 against public sources (none of this was run on Vega):
+#   - GPU partition: 60 nodes, 2 CPUs x 64 cores, 240 GPUs (4 per node); GPU login nodes:
+#     doc.vega.izum.si/shares/.
+# Unverified: every module name below (EasyBuild's 2023a names), an hwloc module (EasyBuild's
+#   OpenMPI loads hwloc as a dependency).
 
+# shellcheck source=fm-site.sh
+. "$(dirname "${BASH_SOURCE[0]}")/fm-site.sh" || return 1
+fm_site_begin vega-gpu || return 1
 module purge
-module load GCC/12.3.0
-module load OpenMPI/4.1.5-GCC-12.3.0
-module load HDF5/1.14.0-gompi-2023a
-module load CUDA/12.1.1
-module load OpenBLAS/0.3.23-GCC-12.3.0
-module load hwloc/2.9.1-GCCcore-12.3.0
-module load CMake/3.26.3-GCCcore-12.3.0
+fm_site_load foss/2023a
+fm_site_load HDF5/1.14.0-gompi-2023a
+fm_site_load CUDA
+fm_site_try hwloc
+fm_site_load CMake
+fm_site_end || return 1
 
-# Extra CMake arguments for this system.
+# Extra CMake arguments for this system (A100: compute capability 8.0).
 FM_SITE_CMAKE_ARGS="-DFMTRAIN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=80"
 export FM_SITE_CMAKE_ARGS

@@ -401,7 +401,8 @@ static fm_status share_region(hwloc_topology_t topo, hwloc_const_bitmap_t region
 /* With GPUs in auto mode and one binding for all ranks: the GPUs near the binding (their locality
  * shares cores with it) are "eligible"; rank j of k uses eligible GPU floor(j*E/k), and the ranks of
  * GPUs with the same locality share those cores. Distinct localities that overlap make the split
- * ambiguous: then nothing is applied and the caller falls back to the plain split. */
+ * ambiguous, and localities that leave cores of the binding near no GPU would strand them: in both
+ * cases nothing is applied and the caller falls back to the plain split. */
 static fm_status steer_by_gpu(hwloc_topology_t topo, const int *members, int k, plan_work *w,
                               fm_topology_plan *plans, int *applied)
 {
@@ -442,6 +443,18 @@ static fm_status steer_by_gpu(hwloc_topology_t topo, const int *members, int k, 
         E++;
     }
     if (!ok || E == 0) goto done;
+    /* GPUs near only part of the binding (Leonardo Booster: all four next to cores 0-15 of 32):
+     * steering would crowd the ranks onto those cores and leave the rest idle, so keep the plain
+     * split over every core; assign_nearest_gpus then gives each rank its nearest free GPU. */
+    hwloc_bitmap_t near_all = hwloc_bitmap_alloc();
+    if (!near_all) {
+        st = FM_ERR(FM_ERR_NOMEM, "out of memory planning GPU placement");
+        goto done;
+    }
+    for (int e = 0; e < E; e++) hwloc_bitmap_or(near_all, near_all, loc[e]);
+    int stranded = count_cores(topo, near_all) < count_cores(topo, region);
+    hwloc_bitmap_free(near_all);
+    if (stranded) goto done;
     int *pick = members_c; /* reuse: eligible slot of each member, then the cluster's members */
     for (int j = 0; j < k; j++) w->gpu[members[j]] = (int)((long long)j * E / k); /* slot for now */
     for (int c = 0; c < E && !st; c++) {

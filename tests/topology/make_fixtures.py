@@ -12,6 +12,10 @@ shows up as a load failure or a wrong plan, not silently.
                    (CUDA device cuda0..cuda3) behind a PCI bridge on each NUMA domain.
   grace-hopper.xml 1 package of 72 single-threaded cores with its LPDDR NUMA node 0, the Hopper GPU's
                    HBM as CPU-less NUMA node 1 (subtype GPUMemory), and GPU cuda0.
+  leonardo-booster.xml  a Leonardo Booster node (CINECA): 1 package (Xeon 8358) of 32 single-threaded
+                   cores in 2 sub-NUMA domains of 16, and all four A100-64 GPUs (cuda0..cuda3) on
+                   NUMA domain 0, as CINECA's Booster page shows it (`nvidia-smi topo -m`: CPU
+                   affinity 0-15, NUMA affinity 0 for every GPU).
 """
 import os
 import sys
@@ -61,8 +65,9 @@ class Gen:
 
 
 def machine(name, packages, numa_per_pack, cores_per_numa, pus_per_core, gpus_on_numa=(),
-            gpu_model="", gpu_memory_numa=False):
-    """Writes one machine; returns the XML text."""
+            gpu_model="", gpu_memory_numa=False, gpu_memory_mib=81559):
+    """Writes one machine; returns the XML text. gpus_on_numa names the NUMA domain of each GPU
+    (a domain named twice holds two GPUs)."""
     gen = Gen()
     ncores = packages * numa_per_pack * cores_per_numa
     pu = lambda core, t: core + t * ncores  # Linux numbering: siblings are ncores apart
@@ -111,8 +116,8 @@ def machine(name, packages, numa_per_pack, cores_per_numa, pus_per_core, gpus_on
                     o(d + 1, '<object type="PU" os_index="%d" %s gp_index="%d"/>'
                       % (pu(c, t), gen.sets({pu(c, t)}, {node}), gen.gp_index()))
                 o(d, "</object>")
-            if node in gpus_on_numa:
-                gen.gpu(d, 0x10 + 0x20 * node, cuda, gpu_model, 81559)
+            for i in range(list(gpus_on_numa).count(node)):
+                gen.gpu(d, 0x10 + 0x20 * node + 4 * i, cuda, gpu_model, gpu_memory_mib)
                 cuda += 1
             if grouped:
                 o(3, "</object>")
@@ -136,6 +141,8 @@ def main():
                                 gpu_model="NVIDIA A100-SXM4-80GB"),
         "grace-hopper.xml": machine("grace-hopper", 1, 1, 72, 1, gpu_model="NVIDIA GH200 480GB",
                                     gpu_memory_numa=True),
+        "leonardo-booster.xml": machine("leonardo-booster", 1, 2, 16, 1, gpus_on_numa=(0, 0, 0, 0),
+                                        gpu_model="NVIDIA A100-SXM-64GB", gpu_memory_mib=65536),
     }
     for name, text in fixtures.items():
         with open(os.path.join(out, name), "w") as f:

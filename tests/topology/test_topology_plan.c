@@ -1,6 +1,6 @@
 /* test_topology_plan.c — the placement planner on saved hwloc XML topologies (the XML files in tests/topology,
- * written by make_fixtures.py): a two-socket 128-core node with 8 NUMA domains, a four-GPU node and
- * a Grace-Hopper-like node. Checks that shares are disjoint, evenly spread, inside the launcher's
+ * written by make_fixtures.py): a two-socket 128-core node with 8 NUMA domains, a four-GPU node, a
+ * Grace-Hopper-like node and a Leonardo Booster node (all GPUs on one of two NUMA domains). Checks that shares are disjoint, evenly spread, inside the launcher's
  * binding, that too few cores give a warning and not an error, and the bind modes and GPU choice. */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
@@ -366,6 +366,41 @@ static void test_grace_hopper(void **state)
     hwloc_topology_destroy(t);
 }
 
+/* Leonardo Booster (CINECA): all four GPUs sit on NUMA domain 0 (cores 0-15 of 32). Binding each
+ * rank next to its GPU would put the four ranks on 16 cores and leave the other 16 idle; the plan
+ * uses the whole node instead (8 cores each, the plain split) and gives rank i GPU i. */
+static void test_leonardo_booster(void **state)
+{
+    (void)state;
+    hwloc_topology_t t = load("leonardo-booster.xml");
+    fm_topology_plan p[MAXR];
+    FM_ASSERT_OK(plan(t, "", 4, FM_BIND_AUTO, 0, 1, p));
+    check_partition(p, 4, "0-31", "0-31");
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(p[i].cores, 8);
+        assert_int_equal(p[i].threads, 8);
+        assert_int_equal(p[i].gpu, i);
+        assert_string_equal(p[i].numa, i < 2 ? "0" : "1");
+        assert_string_equal(p[i].warning, "");
+    }
+    /* one rank: the whole node, GPU 0 */
+    FM_ASSERT_OK(plan(t, "", 1, FM_BIND_AUTO, 0, 1, p));
+    assert_string_equal(p[0].cpuset, "0-31");
+    assert_int_equal(p[0].gpu, 0);
+    /* eight ranks (two per GPU): still every core, 4 each */
+    FM_ASSERT_OK(plan(t, "", 8, FM_BIND_AUTO, 0, 1, p));
+    check_partition(p, 8, "0-31", "0-31");
+    for (int i = 0; i < 8; i++) assert_int_equal(p[i].cores, 4);
+    /* the launcher bound the ranks to the GPUs' cores: steering inside them, as before */
+    FM_ASSERT_OK(plan(t, "0-15", 4, FM_BIND_AUTO, 0, 1, p));
+    check_partition(p, 4, "0-15", "0-15");
+    for (int i = 0; i < 4; i++) assert_int_equal(p[i].gpu, i);
+    char desc[512];
+    fm_topology_describe(t, desc, sizeof desc);
+    assert_non_null(strstr(desc, "1 package, 2 NUMA nodes, 32 cores"));
+    hwloc_topology_destroy(t);
+}
+
 /* GPUs given by the backend (as the CUDA backend will, from hwloc's CUDA runtime helper). */
 static void test_given_gpus(void **state)
 {
@@ -456,7 +491,8 @@ int main(void)
         cmocka_unit_test(test_two_socket_auto), cmocka_unit_test(test_two_socket_uneven),
         cmocka_unit_test(test_oversubscribed),  cmocka_unit_test(test_launcher_binding),
         cmocka_unit_test(test_modes),           cmocka_unit_test(test_four_gpu),
-        cmocka_unit_test(test_grace_hopper),    cmocka_unit_test(test_given_gpus),
+        cmocka_unit_test(test_grace_hopper),    cmocka_unit_test(test_leonardo_booster),
+        cmocka_unit_test(test_given_gpus),
         cmocka_unit_test(test_errors_and_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
