@@ -95,6 +95,14 @@ typedef struct fm_kernel_ops {
     /* dqkv (B,T,3C) overwritten; dout (B,T,C); qkv (B,T,3C); out (B,T,C) and lse (B,NH,T) from forward */
     void (*attention_backward)(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
                                const float *out, const float *lse, int B, int T, int C, int NH);
+    /* Inference with a key/value cache: Tq new positions pos0..pos0+Tq-1 of each sequence.
+     * qkv (B,Tq,3C) the new positions' [q | k | v]; kcache, vcache (B,maxT,C) hold k and v of positions
+     * 0..pos0-1 from earlier calls. The op first copies the new k and v into rows pos0..pos0+Tq-1 of
+     * the caches, then out (B,Tq,C) = causal attention of query i (position pos0+i) over cache rows
+     * 0..pos0+i, scale 1/sqrt(hs): the same numbers attention_forward gives for those rows of a full
+     * sequence. 0 <= pos0, pos0 + Tq <= maxT. Forward only (no lse). */
+    void (*attention_decode)(fm_backend *be, float *out, float *kcache, float *vcache,
+                             const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH);
 
     /* ---- fused softmax + cross-entropy over the vocabulary ------------------------------------ */
     /* losses (N) = -log softmax(logits[n, :V])[targets[n]]; lse (N) saved for backward.

@@ -100,6 +100,12 @@ void fm_cpu_attention_forward(const fm_cpu_ctx *cx, float *out, float *lse, cons
 void fm_cpu_attention_backward(const fm_cpu_ctx *cx, float *dqkv, const float *dout,
                                const float *qkv, const float *out, const float *lse, int B, int T,
                                int C, int NH);
+/* KV-cache inference: Tq new positions pos0..pos0+Tq-1. qkv (B,Tq,3C); kcache, vcache (B,maxT,C):
+ * rows pos0..pos0+Tq-1 are first overwritten with the new k, v; out (B,Tq,C) = causal attention of
+ * each new query over cache rows 0..pos0+i (as attention_forward for those rows). Parallel over
+ * (b, h, i); one thread per query row, online softmax over BK-key blocks in key order. */
+void fm_cpu_attention_decode(const fm_cpu_ctx *cx, float *out, float *kcache, float *vcache,
+                             const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH);
 
 /* ---- softmax_xent.c ------------------------------------------------------------------------- */
 /* losses (N) = lse - logits[n,target]; lse (N) = log sum_{c<V} exp(logits[n,c]); logits (N,Vp),

@@ -292,6 +292,11 @@ static void op_attention_backward(fm_backend *be, float *dqkv, const float *dout
 {
     fm_cuda_attention_backward(CX(be), dqkv, dout, qkv, out, lse, B, T, C, NH);
 }
+static void op_attention_decode(fm_backend *be, float *out, float *kcache, float *vcache,
+                                const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH)
+{
+    fm_cuda_attention_decode(CX(be), out, kcache, vcache, qkv, B, Tq, pos0, maxT, C, NH);
+}
 static void op_softmax_xent_forward(fm_backend *be, float *losses, float *lse, const float *logits,
                                     const int32_t *targets, int N, int V, int Vp)
 {
@@ -341,6 +346,7 @@ static const fm_kernel_ops *cuda_ops_table(void)
         op_gelu_backward,         /* gelu_backward */
         op_attention_forward,     /* attention_forward */
         op_attention_backward,    /* attention_backward */
+        op_attention_decode,      /* attention_decode */
         op_softmax_xent_forward,  /* softmax_xent_forward */
         op_softmax_xent_backward, /* softmax_xent_backward */
         op_adamw_update,          /* adamw_update */

@@ -164,6 +164,8 @@ void fm_cuda_attention_forward(fm_cuda_ctx *cx, float *out, float *lse, const fl
                                int T, int C, int NH);
 void fm_cuda_attention_backward(fm_cuda_ctx *cx, float *dqkv, const float *dout, const float *qkv,
                                 const float *out, const float *lse, int B, int T, int C, int NH);
+void fm_cuda_attention_decode(fm_cuda_ctx *cx, float *out, float *kcache, float *vcache,
+                              const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH);
 void fm_cuda_softmax_xent_forward(fm_cuda_ctx *cx, float *losses, float *lse, const float *logits,
                                   const int32_t *targets, int N, int V, int Vp);
 void fm_cuda_softmax_xent_backward(fm_cuda_ctx *cx, float *logits, const float *lse,

@@ -398,6 +398,62 @@ static void test_attention(void **state)
     attention_case(1, 1, 8, 2, 150);    /* T = 1 */
 }
 
+/* attention_decode in chunks of Tq = 1, 3 and the rest from pos0 = 0 on both backends: the GPU's
+ * decoded rows against the CPU's, and against the GPU's attention_forward on the full sequence. */
+static void decode_case(int B, int T, int C, int NH, uint64_t seed)
+{
+    printf(" attention_decode B=%d T=%d C=%d NH=%d\n", B, T, C, NH);
+    const int maxT = T + 3, chunks[3] = {1, 3, T - 4};
+    const size_t n3 = (size_t)B * T * 3 * C, n1 = (size_t)B * T * C;
+    float *qkv = randf(seed, n3, -2, 2), *q = malloc(n3 * 4), *h = malloc(n1 * 4);
+    assert_non_null(q);
+    assert_non_null(h);
+    dbuf full_in = dbuf_new(qkv, n3 * 4), full = dbuf_new(NULL, n1 * 4);
+    dbuf lse = dbuf_new(NULL, (size_t)B * NH * T * 4), dec = dbuf_new(NULL, n1 * 4);
+    dbuf kc = dbuf_new(NULL, (size_t)B * maxT * C * 4), vc = dbuf_new(NULL, (size_t)B * maxT * C * 4);
+    dbuf qc = dbuf_new(NULL, n3 * 4), oc = dbuf_new(NULL, n1 * 4);
+    for (int k = 0; k < 2; k++) {
+        fm_backend *be = g_be[k];
+        be->ops->attention_forward(be, F(&full, k), F(&lse, k), F(&full_in, k), B, T, C, NH);
+        for (int c = 0, pos0 = 0; c < 3; pos0 += chunks[c], c++) {
+            const int Tq = chunks[c];
+            for (int b = 0; b < B; b++)
+                memcpy(q + (size_t)b * Tq * 3 * C, qkv + ((size_t)b * T + pos0) * 3 * C,
+                       (size_t)Tq * 3 * C * 4);
+            cuda_test_ok(be->ops->upload(be, qc.d[k], q, (size_t)B * Tq * 3 * C * 4));
+            be->ops->attention_decode(be, F(&oc, k), F(&kc, k), F(&vc, k), F(&qc, k), B, Tq, pos0,
+                                      maxT, C, NH);
+            cuda_test_ok(be->ops->download(be, q, oc.d[k], (size_t)B * Tq * C * 4));
+            for (int b = 0; b < B; b++) /* scatter the chunk's rows into the (B,T,C) result */
+                memcpy(h + ((size_t)b * T + pos0) * C, q + (size_t)b * Tq * C, (size_t)Tq * C * 4);
+        }
+        cuda_test_ok(be->ops->upload(be, dec.d[k], h, n1 * 4));
+    }
+    sync_both();
+    compare("attention_decode out", &dec, n1, 1e-4, 1e-5);
+    { /* the GPU's decoded rows against its own full-sequence forward */
+        float *g = malloc(n1 * 4);
+        assert_non_null(g);
+        cuda_test_ok(g_be[1]->ops->download(g_be[1], g, full.d[1], n1 * 4));
+        cuda_test_ok(g_be[1]->ops->download(g_be[1], h, dec.d[1], n1 * 4));
+        for (size_t i = 0; i < n1; i++)
+            if (!(fabs((double)h[i] - g[i]) <= 1e-5 + 1e-5 * fabs((double)g[i])))
+                fail_msg("attention_decode: element %zu is %.9g, attention_forward gives %.9g", i,
+                         (double)h[i], (double)g[i]);
+        free(g);
+    }
+    dbuf *all[] = {&full_in, &full, &lse, &dec, &kc, &vc, &qc, &oc};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) dbuf_free(all[i]);
+    free(qkv), free(q), free(h);
+}
+
+static void test_attention_decode(void **state)
+{
+    (void)state;
+    decode_case(2, 37, 32, 2, 190);  /* hs 16 */
+    decode_case(1, 70, 128, 2, 191); /* hs 64 (GPT-2), more than two chunks of 32 keys */
+}
+
 static void softmax_case(int N, int V, int Vp, uint64_t seed)
 {
     printf(" softmax_xent N=%d V=%d Vp=%d\n", N, V, Vp);
@@ -513,7 +569,8 @@ int main(void)
         cmocka_unit_test(test_alloc_zero), cmocka_unit_test(test_encoder),
         cmocka_unit_test(test_layernorm),  cmocka_unit_test(test_residual),
         cmocka_unit_test(test_matmul),     cmocka_unit_test(test_gelu),
-        cmocka_unit_test(test_attention),  cmocka_unit_test(test_softmax_xent),
+        cmocka_unit_test(test_attention),  cmocka_unit_test(test_attention_decode),
+        cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_adamw),      cmocka_unit_test(test_sum_squares_scale),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

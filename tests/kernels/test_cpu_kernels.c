@@ -525,6 +525,78 @@ static void test_attention_blocks(void **state)
     attention_case(2, 130, 24, 3, 53, 2, 1.0);
 }
 
+/* attention_decode: the full sequence through attention_forward, then the same sequence through the
+ * KV cache in chunks of Tq = 1, 3 and the rest from pos0 = 0: every decoded row must match the row of
+ * the full sequence (fp32, 1e-5 relative) and the double reference, the caches must hold the k and v
+ * rows exactly, and the result must be bit-identical across runs and for 1 and 2 threads. */
+static void decode_run(int threads, const float *qkv, float *out, float *kc, float *vc, int B, int T,
+                       int maxT, int C, int NH)
+{
+    const int chunks[3] = {1, 3, T - 4};
+    float *q = malloc((size_t)B * T * 3 * C * sizeof *q);
+    assert_non_null(q);
+    fm_cpu_ctx *cx = ctx_new(threads);
+    for (int k = 0, pos0 = 0; k < 3; pos0 += chunks[k], k++) {
+        const int Tq = chunks[k];
+        for (int b = 0; b < B; b++) /* rows pos0..pos0+Tq-1 of each sequence, contiguous */
+            memcpy(q + (size_t)b * Tq * 3 * C, qkv + ((size_t)b * T + pos0) * 3 * C,
+                   (size_t)Tq * 3 * C * sizeof *q);
+        float *o = malloc((size_t)B * Tq * C * sizeof *o);
+        assert_non_null(o);
+        fm_cpu_attention_decode(cx, o, kc, vc, q, B, Tq, pos0, maxT, C, NH);
+        for (int b = 0; b < B; b++)
+            memcpy(out + ((size_t)b * T + pos0) * C, o + (size_t)b * Tq * C,
+                   (size_t)Tq * C * sizeof *o);
+        free(o);
+    }
+    fm_cpu_ctx_free(&cx);
+    free(q);
+}
+
+static void decode_case(int B, int T, int C, int NH, double range)
+{
+    assert_true(T > 4);
+    rng r = {(uint64_t)(B * 7000 + T * 13 + C)};
+    const int maxT = T + 5;
+    const size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nc = (size_t)B * maxT * C;
+    float *qkv = randf(&r, nq, -range, range), *full = malloc(no * 4), *lse = malloc((size_t)B * NH * T * 4);
+    float *dec = malloc(no * 4), *dec2 = malloc(no * 4), *dec1 = malloc(no * 4);
+    float *kc = randf(&r, nc, 100, 200), *vc = randf(&r, nc, 100, 200); /* garbage beyond T */
+    float *kc2 = copyf(kc, nc), *vc2 = copyf(vc, nc);
+    assert_true(full && lse && dec && dec2 && dec1);
+    fm_cpu_ctx *cx = ctx_new(2);
+    fm_cpu_attention_forward(cx, full, lse, qkv, B, T, C, NH);
+    fm_cpu_ctx_free(&cx);
+    decode_run(2, qkv, dec, kc, vc, B, T, maxT, C, NH);
+    double *ref = to_double(full, no);
+    CHECK_REL("attention_decode vs attention_forward rows", dec, ref, no, 1e-5);
+    att_case k = {B, T, C, NH, to_double(qkv, nq), NULL};
+    double *eo = zerod(no);
+    att_ref(&k, eo, NULL);
+    CHECK_REL("attention_decode vs double reference", dec, eo, no, 1e-5);
+    for (int b = 0; b < B; b++) /* the caches: k and v of rows 0..T-1, untouched beyond */
+        for (int t = 0; t < maxT; t++)
+            for (int c = 0; c < C; c++) {
+                const size_t ci = ((size_t)b * maxT + t) * C + c, qi = ((size_t)b * T + t) * 3 * C + c;
+                assert_true(kc[ci] == (t < T ? qkv[qi + C] : kc2[ci]));
+                assert_true(vc[ci] == (t < T ? qkv[qi + 2 * C] : vc2[ci]));
+            }
+    decode_run(2, qkv, dec2, kc2, vc2, B, T, maxT, C, NH);
+    assert_memory_equal(dec2, dec, no * 4); /* same threads: same bits */
+    decode_run(1, qkv, dec1, kc2, vc2, B, T, maxT, C, NH);
+    assert_memory_equal(dec1, dec, no * 4); /* one thread per row: same bits for any thread count */
+    free(qkv), free(full), free(lse), free(dec), free(dec2), free(dec1), free(kc), free(vc);
+    free(kc2), free(vc2), free(ref), free(k.qkv), free(eo);
+}
+
+static void test_attention_decode(void **state)
+{
+    (void)state;
+    decode_case(2, 9, 12, 3, 1.0);    /* hs 4 */
+    decode_case(3, 37, 64, 2, 2.0);   /* hs 32, above the serial threshold: threaded */
+    decode_case(1, 203, 16, 2, 2.0);  /* several key blocks of 128: the online softmax rescales */
+}
+
 /* ---- softmax + cross-entropy ------------------------------------------------------------------ */
 
 typedef struct xent_case {
@@ -781,7 +853,8 @@ int main(void)
         cmocka_unit_test(test_encoder),         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_residual),        cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_gelu),            cmocka_unit_test(test_attention_small),
-        cmocka_unit_test(test_attention_blocks), cmocka_unit_test(test_softmax_xent),
+        cmocka_unit_test(test_attention_blocks), cmocka_unit_test(test_attention_decode),
+        cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_adamw),           cmocka_unit_test(test_scale),
         cmocka_unit_test(test_sum_squares),     cmocka_unit_test(test_determinism),
     };
