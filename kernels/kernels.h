@@ -64,10 +64,9 @@ typedef struct fm_kernel_ops {
                                const float *mean, const float *rstd, int N, int C);
 
     /* ---- residual ------------------------------------------------------------------------ */
-    /* out (n) = a (n) + b (n); out may alias a */
+    /* out (n) = a (n) + b (n); out may alias a. (Its backward is the identity: the model reads the
+     * residual stream's gradient directly, so there is no residual_backward op.) */
     void (*residual_forward)(fm_backend *be, float *out, const float *a, const float *b, size_t n);
-    /* da (n) accumulates dout, db (n) accumulates dout */
-    void (*residual_backward)(fm_backend *be, float *da, float *db, const float *dout, size_t n);
 
     /* ---- matmul with bias: out = inp @ weight^T + bias -------------------------------------- */
     /* out (N,OC); inp (N,C); weight (OC,C); bias (OC) or NULL */
@@ -125,8 +124,6 @@ typedef struct fm_kernel_ops {
     /* *out = sum of grads[i]^2 over n elements, accumulated in double in a fixed order that does not
      * depend on the thread count. Result delivered on the host. */
     void (*sum_squares)(fm_backend *be, double *out, const float *grads, size_t n);
-    /* x (n) *= s  (used to average gradients across ranks or micro-batches) */
-    void (*scale)(fm_backend *be, float *x, float s, size_t n);
 } fm_kernel_ops;
 
 struct fm_backend {

@@ -1,5 +1,5 @@
-/* adamw.c — the optimizer step fused with zeroing the gradient, the gradient's sum of squares, and
- * scaling (CPU). The AdamW pass is the largest non-GEMM memory stream of a training step: per
+/* adamw.c — the optimizer step fused with zeroing the gradient, and the gradient's sum of squares
+ * (CPU). The AdamW pass is the largest non-GEMM memory stream of a training step: per
  * parameter it reads p, g, m, v and writes p, g (= 0), m, v: 32 bytes. */
 #include <math.h>
 #include <omp.h>
@@ -68,12 +68,4 @@ void fm_cpu_sum_squares(const fm_cpu_ctx *cx, double *out, const float *grads, s
         for (size_t bl = g0; bl < g1; bl++) total += part[bl - g0];
     }
     *out = total;
-}
-
-/* x (n) *= s */
-void fm_cpu_scale(const fm_cpu_ctx *cx, float *x, float s, size_t n)
-{
-    int nt = fm_cpu_team(cx->threads, n, FM_CPU_ELEMWISE_SERIAL);
-#pragma omp parallel for simd num_threads(nt) schedule(static)
-    for (size_t i = 0; i < n; i++) x[i] *= s;
 }

@@ -192,10 +192,6 @@ static void op_residual_forward(fm_backend *be, float *out, const float *a, cons
 {
     fm_cpu_residual_forward(CX(be), out, a, b, n);
 }
-static void op_residual_backward(fm_backend *be, float *da, float *db, const float *dout, size_t n)
-{
-    fm_cpu_residual_backward(CX(be), da, db, dout, n);
-}
 static void op_matmul_forward(fm_backend *be, float *out, const float *inp, const float *weight,
                               const float *bias, int N, int C, int OC)
 {
@@ -252,10 +248,6 @@ static void op_sum_squares(fm_backend *be, double *out, const float *grads, size
 {
     fm_cpu_sum_squares(CX(be), out, grads, n);
 }
-static void op_scale(fm_backend *be, float *x, float s, size_t n)
-{
-    fm_cpu_scale(CX(be), x, s, n);
-}
 
 static const fm_kernel_ops cpu_ops = {
     .name = "cpu",
@@ -271,7 +263,6 @@ static const fm_kernel_ops cpu_ops = {
     .layernorm_forward = op_layernorm_forward,
     .layernorm_backward = op_layernorm_backward,
     .residual_forward = op_residual_forward,
-    .residual_backward = op_residual_backward,
     .matmul_forward = op_matmul_forward,
     .matmul_backward = op_matmul_backward,
     .gelu_forward = op_gelu_forward,
@@ -283,7 +274,6 @@ static const fm_kernel_ops cpu_ops = {
     .softmax_xent_backward = op_softmax_xent_backward,
     .adamw_update = op_adamw_update,
     .sum_squares = op_sum_squares,
-    .scale = op_scale,
 };
 
 fm_status fm_cpu_backend_init(fm_backend *be, int threads)

@@ -68,9 +68,6 @@ void fm_cpu_layernorm_backward(const fm_cpu_ctx *cx, float *dinp, float *dweight
 /* out (n) = a (n) + b (n); out may alias a or b */
 void fm_cpu_residual_forward(const fm_cpu_ctx *cx, float *out, const float *a, const float *b,
                              size_t n);
-/* da (n) += dout (n); db (n) += dout (n) */
-void fm_cpu_residual_backward(const fm_cpu_ctx *cx, float *da, float *db, const float *dout,
-                              size_t n);
 
 /* ---- matmul.c ------------------------------------------------------------------------------- */
 /* out (N,OC) = inp (N,C) @ weight (OC,C)^T + bias (OC) (bias may be NULL) */
@@ -127,7 +124,5 @@ void fm_cpu_adamw_update(const fm_cpu_ctx *cx, float *params, float *grads, floa
  * lanes, blocks added in index order; identical for every thread count. */
 #define FM_CPU_SUMSQ_BLOCK 16384
 void fm_cpu_sum_squares(const fm_cpu_ctx *cx, double *out, const float *grads, size_t n);
-/* x (n) *= s */
-void fm_cpu_scale(const fm_cpu_ctx *cx, float *x, float s, size_t n);
 
 #endif /* FM_CPU_KERNELS_H */

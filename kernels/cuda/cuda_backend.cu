@@ -258,10 +258,6 @@ static void op_residual_forward(fm_backend *be, float *out, const float *a, cons
 {
     fm_cuda_residual_forward(CX(be), out, a, b, n);
 }
-static void op_residual_backward(fm_backend *be, float *da, float *db, const float *dout, size_t n)
-{
-    fm_cuda_residual_backward(CX(be), da, db, dout, n);
-}
 static void op_matmul_forward(fm_backend *be, float *out, const float *inp, const float *weight,
                               const float *bias, int N, int C, int OC)
 {
@@ -318,10 +314,6 @@ static void op_sum_squares(fm_backend *be, double *out, const float *grads, size
 {
     fm_cuda_sum_squares(CX(be), out, grads, n);
 }
-static void op_scale(fm_backend *be, float *x, float s, size_t n)
-{
-    fm_cuda_scale(CX(be), x, s, n);
-}
 
 static const fm_kernel_ops *cuda_ops_table(void)
 {
@@ -339,7 +331,6 @@ static const fm_kernel_ops *cuda_ops_table(void)
         op_layernorm_forward,     /* layernorm_forward */
         op_layernorm_backward,    /* layernorm_backward */
         op_residual_forward,      /* residual_forward */
-        op_residual_backward,     /* residual_backward */
         op_matmul_forward,        /* matmul_forward */
         op_matmul_backward,       /* matmul_backward */
         op_gelu_forward,          /* gelu_forward */
@@ -351,7 +342,6 @@ static const fm_kernel_ops *cuda_ops_table(void)
         op_softmax_xent_backward, /* softmax_xent_backward */
         op_adamw_update,          /* adamw_update */
         op_sum_squares,           /* sum_squares */
-        op_scale,                 /* scale */
     };
     return &ops;
 }

@@ -151,7 +151,6 @@ void fm_cuda_layernorm_backward(fm_cuda_ctx *cx, float *dinp, float *dweight, fl
                                 const float *mean, const float *rstd, int N, int C);
 void fm_cuda_residual_forward(fm_cuda_ctx *cx, float *out, const float *a, const float *b,
                               size_t n);
-void fm_cuda_residual_backward(fm_cuda_ctx *cx, float *da, float *db, const float *dout, size_t n);
 void fm_cuda_matmul_forward(fm_cuda_ctx *cx, float *out, const float *inp, const float *weight,
                             const float *bias, int N, int C, int OC);
 void fm_cuda_matmul_backward(fm_cuda_ctx *cx, float *dinp, float *dweight, float *dbias,
@@ -174,6 +173,5 @@ void fm_cuda_adamw_update(fm_cuda_ctx *cx, float *params, float *grads, float *m
                           size_t n, float lr, float beta1, float beta2, float eps,
                           float weight_decay, float grad_scale, int64_t t);
 void fm_cuda_sum_squares(fm_cuda_ctx *cx, double *out, const float *grads, size_t n);
-void fm_cuda_scale(fm_cuda_ctx *cx, float *x, float s, size_t n);
 
 #endif /* FM_CUDA_INTERNAL_CUH */

@@ -5,7 +5,7 @@
  * same random values (so "+=" is checked), buffers it overwrites are pre-filled with different garbage
  * on the two backends (so a missed element shows). The CUDA backend is fp32 (act_bytes 4), so the
  * tolerances are fp32 tolerances; element i passes when |gpu - cpu| <= atol + rtol * |cpu|:
- *   encoder fwd/bwd, residual fwd/bwd, scale        exact (same additions in the same order)
+ *   encoder fwd/bwd, residual fwd                  exact (same additions in the same order)
  *   layernorm fwd: out, mean, rstd                  rtol 1e-5, atol 1e-5
  *   layernorm bwd: dinp / dweight, dbias            rtol 1e-4, atol 1e-5 / rtol 1e-4, atol 1e-4
  *   matmul fwd/bwd (K <= 200)                       rtol 1e-4, atol 1e-4
@@ -242,20 +242,16 @@ static void test_residual(void **state)
 {
     (void)state;
     const size_t n = 10007;
-    float *a = randf(40, n, -1, 1), *b = randf(41, n, -1, 1), *d = randf(42, n, -1, 1);
-    dbuf da = dbuf_new(a, n * 4), db = dbuf_new(b, n * 4), dd = dbuf_new(d, n * 4);
+    float *a = randf(40, n, -1, 1), *b = randf(41, n, -1, 1);
+    dbuf da = dbuf_new(a, n * 4), db = dbuf_new(b, n * 4);
     dbuf out = dbuf_new(NULL, n * 4);
     dbuf_garbage(&out, 43);
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 2; k++)
         g_be[k]->ops->residual_forward(g_be[k], F(&out, k), F(&da, k), F(&db, k), n);
-        g_be[k]->ops->residual_backward(g_be[k], F(&da, k), F(&db, k), F(&dd, k), n);
-    }
     sync_both();
     compare("residual_forward out", &out, n, 0, 0);
-    compare("residual_backward da (+=)", &da, n, 0, 0);
-    compare("residual_backward db (+=)", &db, n, 0, 0);
-    dbuf_free(&da), dbuf_free(&db), dbuf_free(&dd), dbuf_free(&out);
-    free(a), free(b), free(d);
+    dbuf_free(&da), dbuf_free(&db), dbuf_free(&out);
+    free(a), free(b);
 }
 
 /* bias_off: the bias starts this many floats into its buffer (1 = only 4-byte aligned) */
@@ -514,7 +510,7 @@ static void test_adamw(void **state)
     free(p), free(g), free(m), free(v), free(h);
 }
 
-static void test_sum_squares_scale(void **state)
+static void test_sum_squares(void **state)
 {
     (void)state;
     const size_t sizes[] = {1, 255, 257, 1000003, 3000017};
@@ -529,9 +525,6 @@ static void test_sum_squares_scale(void **state)
         printf("  sum_squares n=%-8zu cpu %.17g gpu %.17g\n", n, r[0], r[1]);
         assert_true(fabs(r[1] - r[0]) <= 1e-12 * fabs(r[0]));
         assert_memory_equal(&again, &r[1], sizeof again); /* repeat: bit-identical */
-        for (int k = 0; k < 2; k++) g_be[k]->ops->scale(g_be[k], F(&dx, k), 0.37f, n);
-        sync_both();
-        compare("scale", &dx, n, 0, 0);
         dbuf_free(&dx);
         free(x);
     }
@@ -571,7 +564,7 @@ int main(void)
         cmocka_unit_test(test_matmul),     cmocka_unit_test(test_gelu),
         cmocka_unit_test(test_attention),  cmocka_unit_test(test_attention_decode),
         cmocka_unit_test(test_softmax_xent),
-        cmocka_unit_test(test_adamw),      cmocka_unit_test(test_sum_squares_scale),
+        cmocka_unit_test(test_adamw),      cmocka_unit_test(test_sum_squares),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
