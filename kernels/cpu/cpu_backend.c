@@ -1,6 +1,6 @@
 /* cpu_backend.c — the CPU backend: context (thread pool size, per-thread scratch), the BLAS threading
- * policy, the BLAS description string, and the fm_kernel_ops table that forwards to the typed kernels
- * of kernels/cpu/<op>.c. It computes nothing itself.
+ * policy, the BLAS description string, memory, capabilities, and the fm_kernel_ops table that forwards
+ * to the typed kernels of kernels/cpu/<op>.c. It computes nothing itself.
  *
  * Threading policy (measured and explained in docs/performance.md, "Threads and BLAS"): one OpenMP
  * pool of `threads` threads runs every kernel; matrix products are tiled over that pool and each tile is
@@ -165,6 +165,19 @@ static fm_status cpu_sync(fm_backend *be)
     return NULL;
 }
 
+static void cpu_destroy(fm_backend *be)
+{
+    fm_cpu_ctx *cx = be->impl;
+    fm_cpu_ctx_free(&cx);
+    be->impl = NULL;
+}
+
+static void cpu_describe(fm_backend *be, char *buf, size_t n)
+{
+    if (n == 0) return;
+    snprintf(buf, n, "CPU, %d OpenMP thread%s", be->threads, be->threads == 1 ? "" : "s");
+}
+
 static void op_encoder_forward(fm_backend *be, float *out, const int32_t *tokens, const float *wte,
                                const float *wpe, int B, int T, int C)
 {
@@ -252,6 +265,10 @@ static void op_sum_squares(fm_backend *be, double *out, const float *grads, size
 static const fm_kernel_ops cpu_ops = {
     .name = "cpu",
     .act_bytes = 4,
+    /* host memory, synchronous, fp32; a CPU has no datasheet peak per rank: MFU from its own matmul */
+    .caps = {.host_memory = 1, .async = 0, .precisions = FM_PRECISION_FP32, .peak_from_matmul = 1},
+    .destroy = cpu_destroy,
+    .describe = cpu_describe,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .upload = cpu_upload,
@@ -276,8 +293,9 @@ static const fm_kernel_ops cpu_ops = {
     .sum_squares = op_sum_squares,
 };
 
-fm_status fm_cpu_backend_init(fm_backend *be, int threads)
+fm_status fm_cpu_backend_init(fm_backend *be, int threads, int device)
 {
+    (void)device;
     fm_cpu_ctx *cx = NULL;
     FM_TRY(fm_cpu_ctx_create(threads, &cx));
     be->ops = &cpu_ops;
@@ -285,12 +303,4 @@ fm_status fm_cpu_backend_init(fm_backend *be, int threads)
     be->device = -1;
     be->impl = cx;
     return NULL;
-}
-
-void fm_cpu_backend_fini(fm_backend *be)
-{
-    if (!be) return;
-    fm_cpu_ctx *cx = be->impl;
-    fm_cpu_ctx_free(&cx);
-    be->impl = NULL;
 }

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "../kernels.h"
 
 /* Attention works on blocks of FM_CPU_ATT_BQ query rows x FM_CPU_ATT_BK key columns. */
 #define FM_CPU_ATT_BQ 64
@@ -43,6 +44,12 @@ typedef struct fm_cpu_ctx {
 fm_status fm_cpu_ctx_create(int threads, fm_cpu_ctx **out);
 /* Frees the context and sets *cx to NULL; safe on NULL. */
 void fm_cpu_ctx_free(fm_cpu_ctx **cx);
+
+/* ---- cpu_backend.c: the registry's entry points (kernels/registry.c) ------------------------- */
+/* Fills be: ops = the CPU table, impl = a new context of `threads` threads; `device` is ignored. */
+fm_status fm_cpu_backend_init(fm_backend *be, int threads, int device);
+/* The BLAS in use (vendor, threading model): fm_backend_blas_info(). */
+const char *fm_cpu_blas_info(void);
 
 /* ---- encoder.c ------------------------------------------------------------------------------ */
 /* out (B,T,C) = wte[tokens[b,t]] + wpe[t]; tokens (B,T) in [0,Vp); wte (Vp,C); wpe (>=T,C) */

@@ -1,6 +1,5 @@
 /* cuda_internal.cuh — state and helpers shared by the CUDA kernel files only (kernels/cuda/<op>.cu);
- * not a public header. The public entry points are fm_cuda_backend_init/fini (declared in
- * kernels/registry.c) and cuda_backend.h.
+ * not a public header. The entry points for the registry are declared in cuda_backend.h.
  *
  * Precision: this first version keeps activations in fp32 (ops->act_bytes = 4), exactly like the CPU
  * backend, so that every op can be compared with the CPU op on the same inputs. Matrix products use
@@ -24,6 +23,7 @@
 
 extern "C" {
 #include "../kernels.h"
+#include "cuda_backend.h"
 }
 
 /* sum_squares: the first pass uses at most this many blocks (partial sums in double). */
@@ -46,6 +46,7 @@ typedef struct fm_cuda_lt_entry {
 typedef struct fm_cuda_ctx {
     int device;
     int sm_count;
+    char describe[256]; /* ops->describe: "<name> (device <d>, sm_<XY>, <n> SMs)", filled at init */
     cudaStream_t stream;
     cublasHandle_t blas;
     cublasLtHandle_t lt;

@@ -14,7 +14,6 @@
 
 #include <cmocka.h>
 
-#include "cuda/cuda_backend.h"
 #include "kernels.h"
 
 /* CTest's SKIP_RETURN_CODE for the CUDA tests */
@@ -27,9 +26,10 @@ static inline int cuda_test_need_gpu(const char *test)
         printf("%s: this build has no CUDA backend: skipped\n", test);
         return FM_TEST_SKIP;
     }
-    int n = fm_backend_cuda_device_count();
+    const char *why = NULL;
+    int n = fm_backend_device_count("cuda", &why);
     if (n <= 0) {
-        printf("%s: no CUDA device visible (cudaGetDeviceCount found none): skipped\n", test);
+        printf("%s: no CUDA device visible (%s): skipped\n", test, why ? why : "no reason given");
         return FM_TEST_SKIP;
     }
     printf("%s: %d CUDA device(s) visible, using device 0\n", test, n);
