@@ -9,10 +9,11 @@
 
 /* params, grads, m, v: (n). Operation order as torch.optim.AdamW (single-tensor path): decay first,
  * m by lerp, denominator sqrt(v)/sqrt(bias_correction2) + eps. grads := 0 afterwards. */
-void fm_cpu_adamw_update(const fm_cpu_ctx *cx, float *params, float *grads, float *m, float *v,
-                         size_t n, float lr, float beta1, float beta2, float eps,
-                         float weight_decay, float grad_scale, int64_t t)
+void fm_cpu_adamw_update(fm_backend *be, float *params, float *grads, float *m, float *v, size_t n,
+                         float lr, float beta1, float beta2, float eps, float weight_decay,
+                         float grad_scale, int64_t t)
 {
+    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     const double bc1 = 1.0 - pow((double)beta1, (double)t);
     const double bc2 = 1.0 - pow((double)beta2, (double)t);
     const float step_size = (float)((double)lr / bc1);
@@ -50,8 +51,9 @@ static double sumsq_block(const float *x, size_t n)
 /* *out = sum grads[i]^2 (n): blocks of FM_CPU_SUMSQ_BLOCK in parallel (the partition into blocks does
  * not depend on the thread count), block sums added in index order (computed in groups of 2048
  * blocks, one parallel region per group: 4 regions for 124 M parameters). */
-void fm_cpu_sum_squares(const fm_cpu_ctx *cx, double *out, const float *grads, size_t n)
+void fm_cpu_sum_squares(fm_backend *be, double *out, const float *grads, size_t n)
 {
+    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     enum { GROUP = 2048 }; /* 2048 block sums (16 KiB) per parallel region */
     const size_t nblocks = (n + FM_CPU_SUMSQ_BLOCK - 1) / FM_CPU_SUMSQ_BLOCK;
     double total = 0.0;

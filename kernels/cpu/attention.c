@@ -33,9 +33,10 @@ static int att_team(const fm_cpu_ctx *cx, int B, int T, int C, int NH)
 }
 
 /* out (B,T,C), lse (B,NH,T); qkv (B,T,3C) */
-void fm_cpu_attention_forward(const fm_cpu_ctx *cx, float *out, float *lse, const float *qkv,
-                              int B, int T, int C, int NH)
+void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const float *qkv, int B,
+                              int T, int C, int NH)
 {
+    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
     const int nt = att_team(cx, B, T, C, NH);
@@ -107,10 +108,10 @@ void fm_cpu_attention_forward(const fm_cpu_ctx *cx, float *out, float *lse, cons
 }
 
 /* dqkv (B,T,3C) overwritten; dout (B,T,C), qkv (B,T,3C), out (B,T,C), lse (B,NH,T) */
-void fm_cpu_attention_backward(const fm_cpu_ctx *cx, float *dqkv, const float *dout,
-                               const float *qkv, const float *out, const float *lse, int B, int T,
-                               int C, int NH)
+void fm_cpu_attention_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
+                               const float *out, const float *lse, int B, int T, int C, int NH)
 {
+    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
     const int nt = att_team(cx, B, T, C, NH);
@@ -186,9 +187,10 @@ void fm_cpu_attention_backward(const fm_cpu_ctx *cx, float *dqkv, const float *d
  * Work item: one (b, h, i) query row, i in 0..Tq-1 at absolute position pos0+i; one thread computes
  * it entirely (online softmax over the same key blocks of BK columns as attention_forward, keys in
  * index order), so the result does not depend on the thread count. Scratch: BK floats per thread. */
-void fm_cpu_attention_decode(const fm_cpu_ctx *cx, float *out, float *kcache, float *vcache,
+void fm_cpu_attention_decode(fm_backend *be, float *out, float *kcache, float *vcache,
                              const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH)
 {
+    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     if (B <= 0 || Tq <= 0) return;
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);

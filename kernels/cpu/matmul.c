@@ -38,9 +38,10 @@ static int gemm_team(const fm_cpu_ctx *cx, int M, int N, int K)
 }
 
 /* out (N,OC) = inp (N,C) @ weight (OC,C)^T + bias (OC) */
-void fm_cpu_matmul_forward(const fm_cpu_ctx *cx, float *out, const float *inp, const float *weight,
+void fm_cpu_matmul_forward(fm_backend *be, float *out, const float *inp, const float *weight,
                            const float *bias, int N, int C, int OC)
 {
+    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     int nt = gemm_team(cx, N, OC, C);
 #pragma omp parallel num_threads(nt)
     {
@@ -63,10 +64,11 @@ void fm_cpu_matmul_forward(const fm_cpu_ctx *cx, float *out, const float *inp, c
 
 /* dinp (N,C) = dout (N,OC) @ weight (OC,C), overwritten (skipped when NULL);
  * dweight (OC,C) += dout^T @ inp (N,C); dbias (OC) += column sums of dout (skipped when NULL) */
-void fm_cpu_matmul_backward(const fm_cpu_ctx *cx, float *dinp, float *dweight, float *dbias,
+void fm_cpu_matmul_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
                             const float *dout, const float *inp, const float *weight, int N, int C,
                             int OC)
 {
+    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     int nt = gemm_team(cx, OC, C, N);
 #pragma omp parallel num_threads(nt)
     {

@@ -11,9 +11,10 @@
 #include "cpu_kernels.h"
 
 /* losses (N), lse (N); logits (N,Vp), targets (N) in [0,V) */
-void fm_cpu_softmax_xent_forward(const fm_cpu_ctx *cx, float *losses, float *lse,
-                                 const float *logits, const int32_t *targets, int N, int V, int Vp)
+void fm_cpu_softmax_xent_forward(fm_backend *be, float *losses, float *lse, const float *logits,
+                                 const int32_t *targets, int N, int V, int Vp)
 {
+    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     int nt = fm_cpu_team(cx->threads, (size_t)N * (size_t)V, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int n = 0; n < N; n++) {
@@ -31,9 +32,10 @@ void fm_cpu_softmax_xent_forward(const fm_cpu_ctx *cx, float *losses, float *lse
 }
 
 /* logits (N,Vp) := dlogits in place; lse (N), targets (N) */
-void fm_cpu_softmax_xent_backward(const fm_cpu_ctx *cx, float *logits, const float *lse,
+void fm_cpu_softmax_xent_backward(fm_backend *be, float *logits, const float *lse,
                                   const int32_t *targets, float dloss, int N, int V, int Vp)
 {
+    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     int nt = fm_cpu_team(cx->threads, (size_t)N * (size_t)Vp, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int n = 0; n < N; n++) {

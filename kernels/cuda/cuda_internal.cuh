@@ -140,39 +140,40 @@ __device__ __forceinline__ double fm_block_sum_d(double v, double *sh)
 void fm_cuda_colsum_acc(fm_cuda_ctx *cx, float *out, const float *in, int rows, int C);
 
 /* ---- typed kernels (one file per family, as kernels/cpu) --------------------------------------- */
-void fm_cuda_encoder_forward(fm_cuda_ctx *cx, float *out, const int32_t *tokens, const float *wte,
+/* Each takes the backend first and reads its context with FM_CUDA_CX(be), so the operation table of
+ * cuda_backend.c points straight at them. Shapes: kernels.h, the op of the same name. */
+void fm_cuda_encoder_forward(fm_backend *be, float *out, const int32_t *tokens, const float *wte,
                              const float *wpe, int B, int T, int C);
-void fm_cuda_encoder_backward(fm_cuda_ctx *cx, float *dwte, float *dwpe, const float *dout,
+void fm_cuda_encoder_backward(fm_backend *be, float *dwte, float *dwpe, const float *dout,
                               const int32_t *tokens, int B, int T, int C);
-void fm_cuda_layernorm_forward(fm_cuda_ctx *cx, float *out, float *mean, float *rstd,
+void fm_cuda_layernorm_forward(fm_backend *be, float *out, float *mean, float *rstd,
                                const float *inp, const float *weight, const float *bias, int N,
                                int C);
-void fm_cuda_layernorm_backward(fm_cuda_ctx *cx, float *dinp, float *dweight, float *dbias,
+void fm_cuda_layernorm_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
                                 const float *dout, const float *inp, const float *weight,
                                 const float *mean, const float *rstd, int N, int C);
-void fm_cuda_residual_forward(fm_cuda_ctx *cx, float *out, const float *a, const float *b,
-                              size_t n);
-void fm_cuda_matmul_forward(fm_cuda_ctx *cx, float *out, const float *inp, const float *weight,
+void fm_cuda_residual_forward(fm_backend *be, float *out, const float *a, const float *b, size_t n);
+void fm_cuda_matmul_forward(fm_backend *be, float *out, const float *inp, const float *weight,
                             const float *bias, int N, int C, int OC);
-void fm_cuda_matmul_backward(fm_cuda_ctx *cx, float *dinp, float *dweight, float *dbias,
+void fm_cuda_matmul_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
                              const float *dout, const float *inp, const float *weight, int N, int C,
                              int OC);
-void fm_cuda_gelu_forward(fm_cuda_ctx *cx, float *out, const float *inp, size_t n);
-void fm_cuda_gelu_backward(fm_cuda_ctx *cx, float *dinp, const float *inp, const float *dout,
+void fm_cuda_gelu_forward(fm_backend *be, float *out, const float *inp, size_t n);
+void fm_cuda_gelu_backward(fm_backend *be, float *dinp, const float *inp, const float *dout,
                            size_t n);
-void fm_cuda_attention_forward(fm_cuda_ctx *cx, float *out, float *lse, const float *qkv, int B,
+void fm_cuda_attention_forward(fm_backend *be, float *out, float *lse, const float *qkv, int B,
                                int T, int C, int NH);
-void fm_cuda_attention_backward(fm_cuda_ctx *cx, float *dqkv, const float *dout, const float *qkv,
+void fm_cuda_attention_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
                                 const float *out, const float *lse, int B, int T, int C, int NH);
-void fm_cuda_attention_decode(fm_cuda_ctx *cx, float *out, float *kcache, float *vcache,
+void fm_cuda_attention_decode(fm_backend *be, float *out, float *kcache, float *vcache,
                               const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH);
-void fm_cuda_softmax_xent_forward(fm_cuda_ctx *cx, float *losses, float *lse, const float *logits,
+void fm_cuda_softmax_xent_forward(fm_backend *be, float *losses, float *lse, const float *logits,
                                   const int32_t *targets, int N, int V, int Vp);
-void fm_cuda_softmax_xent_backward(fm_cuda_ctx *cx, float *logits, const float *lse,
+void fm_cuda_softmax_xent_backward(fm_backend *be, float *logits, const float *lse,
                                    const int32_t *targets, float dloss, int N, int V, int Vp);
-void fm_cuda_adamw_update(fm_cuda_ctx *cx, float *params, float *grads, float *m, float *v,
-                          size_t n, float lr, float beta1, float beta2, float eps,
-                          float weight_decay, float grad_scale, int64_t t);
-void fm_cuda_sum_squares(fm_cuda_ctx *cx, double *out, const float *grads, size_t n);
+void fm_cuda_adamw_update(fm_backend *be, float *params, float *grads, float *m, float *v, size_t n,
+                          float lr, float beta1, float beta2, float eps, float weight_decay,
+                          float grad_scale, int64_t t);
+void fm_cuda_sum_squares(fm_backend *be, double *out, const float *grads, size_t n);
 
 #endif /* FM_CUDA_INTERNAL_CUH */
