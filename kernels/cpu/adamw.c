@@ -13,14 +13,13 @@ void fm_cpu_adamw_update(fm_backend *be, float *params, float *grads, float *m, 
                          float lr, float beta1, float beta2, float eps, float weight_decay,
                          float grad_scale, int64_t t)
 {
-    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     const double bc1 = 1.0 - pow((double)beta1, (double)t);
     const double bc2 = 1.0 - pow((double)beta2, (double)t);
     const float step_size = (float)((double)lr / bc1);
     const float bc2_sqrt = (float)sqrt(bc2);
     const float decay = 1.0f - lr * weight_decay;
     const float omb1 = 1.0f - beta1, omb2 = 1.0f - beta2;
-    int nt = fm_cpu_team(cx->threads, n, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, n, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for simd num_threads(nt) schedule(static)
     for (size_t i = 0; i < n; i++) {
         const float g = grads[i] * grad_scale;
@@ -53,14 +52,13 @@ static double sumsq_block(const float *x, size_t n)
  * blocks, one parallel region per group: 4 regions for 124 M parameters). */
 void fm_cpu_sum_squares(fm_backend *be, double *out, const float *grads, size_t n)
 {
-    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     enum { GROUP = 2048 }; /* 2048 block sums (16 KiB) per parallel region */
     const size_t nblocks = (n + FM_CPU_SUMSQ_BLOCK - 1) / FM_CPU_SUMSQ_BLOCK;
     double total = 0.0;
     for (size_t g0 = 0; g0 < nblocks; g0 += GROUP) {
         const size_t g1 = g0 + GROUP < nblocks ? g0 + GROUP : nblocks;
         double part[GROUP];
-        int nt = fm_cpu_team(cx->threads, (g1 - g0) * FM_CPU_SUMSQ_BLOCK, FM_CPU_ELEMWISE_SERIAL);
+        int nt = fm_cpu_team(be->threads, (g1 - g0) * FM_CPU_SUMSQ_BLOCK, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (size_t bl = g0; bl < g1; bl++) {
             const size_t lo = bl * FM_CPU_SUMSQ_BLOCK;

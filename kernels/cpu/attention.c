@@ -24,11 +24,11 @@
 #define BQ FM_CPU_ATT_BQ
 #define BK FM_CPU_ATT_BK
 
-static int att_team(const fm_cpu_ctx *cx, int B, int T, int C, int NH)
+/* Threads for `work` multiply-adds split into `items` independent work items. */
+static int att_team(int threads, double work, int items)
 {
-    double work = (double)B * (double)T * (double)T * (double)C;
-    int nt = work < (double)FM_CPU_GEMM_SERIAL_MAC ? 1 : cx->threads;
-    if (nt > B * NH) nt = B * NH;
+    int nt = work < (double)FM_CPU_GEMM_SERIAL_MAC ? 1 : threads;
+    if (nt > items) nt = items;
     return nt < 1 ? 1 : nt;
 }
 
@@ -39,7 +39,7 @@ void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const floa
     const fm_cpu_ctx *cx = fm_cpu_cx(be);
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
-    const int nt = att_team(cx, B, T, C, NH);
+    const int nt = att_team(be->threads, (double)B * (double)T * (double)T * (double)C, B * NH);
 #pragma omp parallel num_threads(nt)
     {
         float *S = cx->scratch + (size_t)omp_get_thread_num() * cx->scratch_floats;
@@ -114,7 +114,7 @@ void fm_cpu_attention_backward(fm_backend *be, float *dqkv, const float *dout, c
     const fm_cpu_ctx *cx = fm_cpu_cx(be);
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
-    const int nt = att_team(cx, B, T, C, NH);
+    const int nt = att_team(be->threads, (double)B * (double)T * (double)T * (double)C, B * NH);
 #pragma omp parallel num_threads(nt)
     {
         float *P = cx->scratch + (size_t)omp_get_thread_num() * cx->scratch_floats;
@@ -195,10 +195,8 @@ void fm_cpu_attention_decode(fm_backend *be, float *out, float *kcache, float *v
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
     const int nitems = B * NH * Tq;
-    const double work = (double)B * (double)Tq * (double)(pos0 + Tq) * (double)C;
-    int nt = work < (double)FM_CPU_GEMM_SERIAL_MAC ? 1 : cx->threads;
-    if (nt > nitems) nt = nitems;
-    if (nt < 1) nt = 1;
+    const int nt =
+        att_team(be->threads, (double)B * (double)Tq * (double)(pos0 + Tq) * (double)C, nitems);
 #pragma omp parallel num_threads(nt)
     {
         float *s = cx->scratch + (size_t)omp_get_thread_num() * cx->scratch_floats; /* BK scores */

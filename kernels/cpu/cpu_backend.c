@@ -29,17 +29,12 @@ char *openblas_get_config(void);
 int openblas_get_parallel(void);
 #endif
 
-/* A context for `threads` threads (<= 0: omp_get_max_threads()); see fm_cpu_backend_init. */
+/* A context (scratch) for `threads` threads; see fm_cpu_backend_init. */
 static fm_status ctx_create(int threads, fm_cpu_ctx **out)
 {
     *out = NULL;
-    if (threads <= 0) threads = omp_get_max_threads();
-    if (threads > 4096)
-        return FM_ERR(FM_ERR_CONFIG, "CPU backend: %d threads requested, at most 4096 supported",
-                      threads);
     fm_cpu_ctx *cx = calloc(1, sizeof *cx);
     FM_CHECK_ALLOC(cx, sizeof *cx);
-    cx->threads = threads;
     /* per thread: S and dP blocks (BQ x BK) and four BQ-long row vectors, rounded to 64 bytes */
     size_t per = 2u * FM_CPU_ATT_BQ * FM_CPU_ATT_BK + 4u * FM_CPU_ATT_BQ;
     per = (per + 15u) / 16u * 16u;
@@ -52,10 +47,6 @@ static fm_status ctx_create(int threads, fm_cpu_ctx **out)
                                     "scratch for %d threads", bytes, threads);
     }
     memset(cx->scratch, 0, bytes);
-#if FM_HAVE_OPENBLAS
-    openblas_set_num_threads(1);
-#endif
-    omp_set_num_threads(threads);
     *out = cx;
     return NULL;
 }
@@ -102,9 +93,20 @@ const char *fm_cpu_blas_info(void)
 
 /* ---- operation table ------------------------------------------------------------------------- */
 
+/* memset(p, 0, bytes) by `nt` threads, in page-aligned slices */
+static void zero_parallel(void *p, size_t bytes, int nt)
+{
+    unsigned char *c = p;
+#pragma omp parallel num_threads(nt)
+    {
+        size_t lo, hi;
+        fm_cpu_split(bytes, omp_get_num_threads(), omp_get_thread_num(), 4096, &lo, &hi);
+        if (hi > lo) memset(c + lo, 0, hi - lo);
+    }
+}
+
 static fm_status cpu_alloc(fm_backend *be, void **ptr, size_t bytes)
 {
-    (void)be;
     *ptr = NULL;
     size_t rounded = (bytes + 63u) / 64u * 64u;
     if (rounded == 0) rounded = 64;
@@ -112,15 +114,7 @@ static fm_status cpu_alloc(fm_backend *be, void **ptr, size_t bytes)
     if (!p)
         return FM_ERR(FM_ERR_NOMEM, "CPU backend: out of memory allocating %zu bytes", bytes);
     /* zero in parallel so that pages are first touched by the threads that will use them */
-    const fm_cpu_ctx *cx = fm_cpu_cx(be);
-    unsigned char *c = p;
-    int nt = rounded < (1u << 22) ? 1 : cx->threads;
-#pragma omp parallel num_threads(nt)
-    {
-        size_t lo, hi;
-        fm_cpu_split(rounded, omp_get_num_threads(), omp_get_thread_num(), 4096, &lo, &hi);
-        if (hi > lo) memset(c + lo, 0, hi - lo);
-    }
+    zero_parallel(p, rounded, rounded < (1u << 22) ? 1 : be->threads);
     *ptr = p;
     return NULL;
 }
@@ -147,15 +141,7 @@ static fm_status cpu_download(fm_backend *be, void *dst, const void *src, size_t
 
 static void cpu_zero(fm_backend *be, void *ptr, size_t bytes)
 {
-    const fm_cpu_ctx *cx = fm_cpu_cx(be);
-    unsigned char *c = ptr;
-    int nt = bytes < (1u << 20) ? 1 : cx->threads;
-#pragma omp parallel num_threads(nt)
-    {
-        size_t lo, hi;
-        fm_cpu_split(bytes, omp_get_num_threads(), omp_get_thread_num(), 4096, &lo, &hi);
-        if (hi > lo) memset(c + lo, 0, hi - lo);
-    }
+    zero_parallel(ptr, bytes, bytes < (1u << 20) ? 1 : be->threads);
 }
 
 static fm_status cpu_sync(fm_backend *be)
@@ -211,10 +197,18 @@ static const fm_kernel_ops cpu_ops = {
 fm_status fm_cpu_backend_init(fm_backend *be, int threads, int device)
 {
     (void)device;
+    if (threads <= 0) threads = omp_get_max_threads();
+    if (threads > 4096)
+        return FM_ERR(FM_ERR_CONFIG, "CPU backend: %d threads requested, at most 4096 supported",
+                      threads);
     fm_cpu_ctx *cx = NULL;
     FM_TRY(ctx_create(threads, &cx));
+#if FM_HAVE_OPENBLAS
+    openblas_set_num_threads(1);
+#endif
+    omp_set_num_threads(threads);
     be->ops = &cpu_ops;
-    be->threads = cx->threads;
+    be->threads = threads;
     be->device = -1;
     be->impl = cx;
     return NULL;

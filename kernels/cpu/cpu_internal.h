@@ -10,14 +10,14 @@
 
 #include "../kernels.h"
 
-/* The CPU backend's private state (fm_backend.impl), created by fm_cpu_backend_init. */
+/* The CPU backend's private state (fm_backend.impl), created by fm_cpu_backend_init. The thread count
+ * every kernel uses is the handle's: be->threads (>= 1). */
 typedef struct fm_cpu_ctx {
-    int threads;           /* OpenMP threads every kernel uses (>= 1) */
     size_t scratch_floats; /* per-thread scratch size in floats */
-    float *scratch;        /* threads * scratch_floats floats, 64-byte aligned per thread */
+    float *scratch;        /* be->threads * scratch_floats floats, 64-byte aligned per thread */
 } fm_cpu_ctx;
 
-/* The context of a CPU backend (every kernel's first line). */
+/* The context of a CPU backend (the first line of a kernel that needs its scratch). */
 static inline const fm_cpu_ctx *fm_cpu_cx(const fm_backend *be)
 {
     return (const fm_cpu_ctx *)be->impl;

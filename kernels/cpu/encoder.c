@@ -8,9 +8,8 @@
 void fm_cpu_encoder_forward(fm_backend *be, float *out, const int32_t *tokens, const float *wte,
                             const float *wpe, int B, int T, int C)
 {
-    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     const long rows = (long)B * T;
-    int nt = fm_cpu_team(cx->threads, (size_t)rows * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, (size_t)rows * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (long r = 0; r < rows; r++) {
         const float *we = wte + (size_t)tokens[r] * (size_t)C;
@@ -28,8 +27,7 @@ void fm_cpu_encoder_forward(fm_backend *be, float *out, const int32_t *tokens, c
 void fm_cpu_encoder_backward(fm_backend *be, float *dwte, float *dwpe, const float *dout,
                              const int32_t *tokens, int B, int T, int C)
 {
-    const fm_cpu_ctx *cx = fm_cpu_cx(be);
-    int nt = fm_cpu_team(cx->threads, (size_t)B * (size_t)T * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, (size_t)B * (size_t)T * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
     if (C < 16 * nt) nt = 1;
 #pragma omp parallel num_threads(nt)
     {

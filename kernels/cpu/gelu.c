@@ -15,8 +15,7 @@
 /* out (n) = gelu(inp (n)); out may alias inp */
 void fm_cpu_gelu_forward(fm_backend *be, float *out, const float *inp, size_t n)
 {
-    const fm_cpu_ctx *cx = fm_cpu_cx(be);
-    int nt = fm_cpu_team(cx->threads, n, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, n, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for simd num_threads(nt) schedule(static)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
@@ -29,8 +28,7 @@ void fm_cpu_gelu_forward(fm_backend *be, float *out, const float *inp, size_t n)
 void fm_cpu_gelu_backward(fm_backend *be, float *dinp, const float *inp, const float *dout,
                           size_t n)
 {
-    const fm_cpu_ctx *cx = fm_cpu_cx(be);
-    int nt = fm_cpu_team(cx->threads, n, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, n, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for simd num_threads(nt) schedule(static)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];

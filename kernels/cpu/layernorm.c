@@ -15,8 +15,7 @@ void fm_cpu_layernorm_forward(fm_backend *be, float *out, float *mean, float *rs
                               const float *inp, const float *weight, const float *bias, int N,
                               int C)
 {
-    const fm_cpu_ctx *cx = fm_cpu_cx(be);
-    int nt = fm_cpu_team(cx->threads, (size_t)N * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, (size_t)N * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * (size_t)C;
@@ -46,8 +45,7 @@ void fm_cpu_layernorm_backward(fm_backend *be, float *dinp, float *dweight, floa
                                const float *dout, const float *inp, const float *weight,
                                const float *mean, const float *rstd, int N, int C)
 {
-    const fm_cpu_ctx *cx = fm_cpu_cx(be);
-    int nt = fm_cpu_team(cx->threads, (size_t)N * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, (size_t)N * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel num_threads(nt)
     {
 #pragma omp for schedule(static)
