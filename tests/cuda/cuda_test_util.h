@@ -1,5 +1,5 @@
-/* cuda_test_util.h — helpers shared by the CUDA tests: the GPU check (exit 77 = skipped), a
- * deterministic generator, and buffers that exist on both backends (index 0 = cpu, 1 = cuda). */
+/* cuda_test_util.h — helpers shared by the CUDA tests: the GPU check (exit 77 = skipped, with the
+ * registry's reason) and a status check. */
 #ifndef FM_CUDA_TEST_UTIL_H
 #define FM_CUDA_TEST_UTIL_H
 
@@ -43,16 +43,6 @@ static inline void cuda_test_ok(fm_status st)
         fm_status_free(&st);
         fail_msg("unexpected error");
     }
-}
-
-typedef struct cuda_test_rng {
-    uint64_t s;
-} cuda_test_rng;
-
-static inline double cuda_test_uniform(cuda_test_rng *r) /* [0,1) */
-{
-    r->s = r->s * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (double)(r->s >> 11) * (1.0 / 9007199254740992.0);
 }
 
 #endif /* FM_CUDA_TEST_UTIL_H */
