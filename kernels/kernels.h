@@ -1,9 +1,12 @@
 /* kernels.h — the compute-kernel interface shared by every backend (kernels/cpu, kernels/cuda).
  *
- * A backend is an operation table (fm_kernel_ops) plus a context. The model code (src/model/model.c) calls
- * only through this table and never dereferences tensor memory itself: buffers are obtained from
- * the backend's `alloc` and may live on a device. Host data enters and leaves through `upload` and
- * `download`.
+ * A backend is an operation table (fm_kernel_ops) plus a context. Common code (src/model, src/train,
+ * src/ckpt) computes only through this table and asks the table's capabilities (caps) what it needs
+ * to know about a backend; it never compares backend names. Buffers come from the backend's `alloc`
+ * and may live on a device; host data enters and leaves through `upload` and `download` (or directly,
+ * when caps.host_memory says the buffers are host memory).
+ *
+ * The table, its conventions and capabilities, and "Adding a compute backend": docs/backends.md.
  *
  * Legend used in every shape comment:
  *   B  micro-batch size          T  sequence length (<= maxT, the model's seq_len)
@@ -22,6 +25,10 @@
  *   - Every kernel is deterministic: the same inputs and thread count give bit-identical outputs
  *     (reductions in a fixed order, no atomics whose order changes results).
  *   - Kernels do not fail; errors of asynchronous devices surface at the next sync().
+ *   - The compute ops are the function pointers from `encoder_forward` to the end of the table, and
+ *     nothing else is placed there: tests/kernels/test_backend_ops.c counts them and refuses a table
+ *     with an op it has no case for, and runs every op of every compiled-in backend against a
+ *     reference.
  */
 #ifndef FM_KERNELS_H
 #define FM_KERNELS_H
@@ -33,9 +40,32 @@
 
 typedef struct fm_backend fm_backend;
 
+/* Activation precisions, as bits of fm_backend_caps.precisions. */
+enum { FM_PRECISION_FP32 = 1u << 0, FM_PRECISION_BF16 = 1u << 1 };
+
+/* What common code may ask about a backend instead of testing its name. */
+typedef struct fm_backend_caps {
+    int host_memory;      /* 1: alloc() returns ordinary host memory that the host may read and
+                             write, and hand to MPI, without upload/download */
+    int async;            /* 1: ops are queued on a device and complete only at sync(): timings and
+                             host reads need a sync first; 0: every op has finished when it returns */
+    unsigned precisions;  /* activation precisions the backend implements (FM_PRECISION_* bits) */
+    int peak_from_matmul; /* 1: the MFU reference may be measured with this backend's own fp32 matmul
+                             (a CPU has no single datasheet peak for a rank's cores); 0: it comes from
+                             [runtime] peak_tflops (a GPU's datasheet peak) */
+} fm_backend_caps;
+
 typedef struct fm_kernel_ops {
-    const char *name; /* "cpu", "cuda" */
-    int act_bytes;    /* bytes per activation element */
+    const char *name;     /* "cpu", "cuda": for messages and --version, never for decisions */
+    int act_bytes;        /* bytes per activation element */
+    fm_backend_caps caps; /* see above */
+
+    /* ---- life cycle and reports --------------------------------------------------------------- */
+    /* Releases be->impl (streams, handles, scratch) and sets it to NULL; fm_backend_free calls it. */
+    void (*destroy)(fm_backend *be);
+    /* One line naming the device for reports and the start banner, e.g. "CPU, 2 OpenMP threads" or
+     * "NVIDIA H100 80GB HBM3 (device 0, sm_90, 132 SMs)"; always NUL-terminated within n bytes. */
+    void (*describe)(fm_backend *be, char *buf, size_t n);
 
     /* ---- memory -------------------------------------------------------------------------- */
     fm_status (*alloc)(fm_backend *be, void **ptr, size_t bytes); /* zero-initialised */
@@ -64,10 +94,9 @@ typedef struct fm_kernel_ops {
                                const float *mean, const float *rstd, int N, int C);
 
     /* ---- residual ------------------------------------------------------------------------ */
-    /* out (n) = a (n) + b (n); out may alias a */
+    /* out (n) = a (n) + b (n); out may alias a. (Its backward is the identity: the model reads the
+     * residual stream's gradient directly, so there is no residual_backward op.) */
     void (*residual_forward)(fm_backend *be, float *out, const float *a, const float *b, size_t n);
-    /* da (n) accumulates dout, db (n) accumulates dout */
-    void (*residual_backward)(fm_backend *be, float *da, float *db, const float *dout, size_t n);
 
     /* ---- matmul with bias: out = inp @ weight^T + bias -------------------------------------- */
     /* out (N,OC); inp (N,C); weight (OC,C); bias (OC) or NULL */
@@ -95,6 +124,15 @@ typedef struct fm_kernel_ops {
     /* dqkv (B,T,3C) overwritten; dout (B,T,C); qkv (B,T,3C); out (B,T,C) and lse (B,NH,T) from forward */
     void (*attention_backward)(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
                                const float *out, const float *lse, int B, int T, int C, int NH);
+    /* Inference with a key/value cache: Tq new positions pos0..pos0+Tq-1 of each sequence.
+     * qkv (B,Tq,3C) the new positions' [q | k | v]; kcache, vcache (B,maxT,C) hold k and v of positions
+     * 0..pos0-1 from earlier calls. The op first copies the new k and v into rows pos0..pos0+Tq-1 of
+     * the caches, then out (B,Tq,C) = causal attention of query i (position pos0+i) over cache rows
+     * 0..pos0+i, scale 1/sqrt(hs): the same numbers attention_forward gives for those rows of a full
+     * sequence. 0 <= pos0, pos0 + Tq <= maxT; the caches do not overlap qkv or out. Forward only
+     * (no lse). */
+    void (*attention_decode)(fm_backend *be, float *out, float *kcache, float *vcache,
+                             const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH);
 
     /* ---- fused softmax + cross-entropy over the vocabulary ------------------------------------ */
     /* losses (N) = -log softmax(logits[n, :V])[targets[n]]; lse (N) saved for backward.
@@ -117,8 +155,6 @@ typedef struct fm_kernel_ops {
     /* *out = sum of grads[i]^2 over n elements, accumulated in double in a fixed order that does not
      * depend on the thread count. Result delivered on the host. */
     void (*sum_squares)(fm_backend *be, double *out, const float *grads, size_t n);
-    /* x (n) *= s  (used to average gradients across ranks or micro-batches) */
-    void (*scale)(fm_backend *be, float *x, float s, size_t n);
 } fm_kernel_ops;
 
 struct fm_backend {
@@ -130,14 +166,25 @@ struct fm_backend {
 
 /* ---- registry (kernels/registry.c): the only place that knows which backends are compiled in ---- */
 
-/* Creates the backend called `name` ("cpu" or "cuda"). `threads` > 0 is the number of CPU threads to
- * use (OpenMP and BLAS share them, see docs/performance.md); `device` is the GPU ordinal for "cuda".
- * Errors: unknown name, backend not compiled in, device initialisation failed. */
-fm_status fm_backend_create(const char *name, int threads, int device, fm_backend **out);
-void fm_backend_free(fm_backend **be);
+/* Backends compiled into this binary: names 0..fm_backend_count()-1 ("cpu" first: the reference). */
+int fm_backend_count(void);
+const char *fm_backend_name(int i); /* NULL when out of range */
 
 /* Non-zero when the named backend is compiled into this binary. */
 int fm_backend_available(const char *name);
+
+/* Devices of the named backend this process can use: 1 for "cpu"; for "cuda" the visible GPUs (0 when
+ * none, or the backend is not compiled in). *why (may be NULL) receives a static text explaining a 0
+ * (e.g. the driver's error: "CUDA driver version is insufficient for CUDA runtime version"), and NULL
+ * when the count is positive. Never fails. */
+int fm_backend_device_count(const char *name, const char **why);
+
+/* Creates the backend called `name` (one of fm_backend_name(i): "cpu", "cuda"). `threads` > 0 is the number of CPU threads to
+ * use (OpenMP and BLAS share them, see docs/performance.md); `device` is the GPU ordinal for "cuda".
+ * Errors: unknown name, backend not compiled in, device initialisation failed. */
+fm_status fm_backend_create(const char *name, int threads, int device, fm_backend **out);
+/* Calls ops->destroy, frees the handle and sets *be to NULL; safe on NULL. */
+void fm_backend_free(fm_backend **be);
 
 /* One line describing the BLAS in use (vendor, threading model), for --version and the start banner. */
 const char *fm_backend_blas_info(void);

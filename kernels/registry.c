@@ -1,60 +1,115 @@
-/* registry.c — the one place that knows which backends are compiled in (the only backend #ifdefs). */
+/* registry.c — the one place that knows which backends are compiled in: one table of {name, init,
+ * device_count}, and the only backend #if of the tree. Everything else finds a backend by its name
+ * here and then asks its operation table (ops->caps, ops->describe), never the name. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "build_info.h"
+#include "cpu/cpu_kernels.h"
 #include "cuda/cuda_backend.h"
 #include "kernels.h"
 
-/* Each backend provides a constructor that fills `be` (ops, impl) or returns an error. */
-fm_status fm_cpu_backend_init(fm_backend *be, int threads);
-void fm_cpu_backend_fini(fm_backend *be);
-const char *fm_cpu_blas_info(void);
-#if FM_HAVE_CUDA
-fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device);
-void fm_cuda_backend_fini(fm_backend *be);
-int fm_cuda_device_count(void);
-#endif
+typedef struct backend_entry {
+    const char *name;
+    /* Fills be (ops, threads, device, impl) or returns an error; NULL: known, not compiled in. */
+    fm_status (*init)(fm_backend *be, int threads, int device);
+    /* Usable devices; *why (never NULL here) receives the reason for a 0. */
+    int (*device_count)(const char **why);
+    const char *missing; /* when init is NULL: how to build a binary that has it */
+} backend_entry;
 
-int fm_backend_cuda_device_count(void)
+static int cpu_device_count(const char **why)
 {
+    *why = NULL;
+    return 1;
+}
+
+/* "cpu" first: the reference backend (fm_backend_name(0)). */
+static const backend_entry g_backends[] = {
+    {"cpu", fm_cpu_backend_init, cpu_device_count, NULL},
 #if FM_HAVE_CUDA
-    return fm_cuda_device_count();
+    {"cuda", fm_cuda_backend_init, fm_cuda_device_count, NULL},
 #else
-    return 0;
+    {"cuda", NULL, NULL, "configure with -DFMTRAIN_CUDA=ON where nvcc is available"},
 #endif
+};
+enum { N_BACKENDS = (int)(sizeof g_backends / sizeof g_backends[0]) };
+
+static const backend_entry *find(const char *name)
+{
+    for (int i = 0; name && i < N_BACKENDS; i++)
+        if (strcmp(g_backends[i].name, name) == 0) return &g_backends[i];
+    return NULL;
+}
+
+int fm_backend_count(void)
+{
+    int n = 0;
+    for (int i = 0; i < N_BACKENDS; i++) n += g_backends[i].init != NULL;
+    return n;
+}
+
+const char *fm_backend_name(int i)
+{
+    for (int k = 0, seen = 0; i >= 0 && k < N_BACKENDS; k++) {
+        if (!g_backends[k].init) continue;
+        if (seen++ == i) return g_backends[k].name;
+    }
+    return NULL;
 }
 
 int fm_backend_available(const char *name)
 {
-    if (strcmp(name, "cpu") == 0) return 1;
-#if FM_HAVE_CUDA
-    if (strcmp(name, "cuda") == 0) return 1;
-#endif
-    return 0;
+    const backend_entry *e = find(name);
+    return e && e->init;
+}
+
+int fm_backend_device_count(const char *name, const char **why)
+{
+    const char *reason = NULL;
+    const backend_entry *e = find(name);
+    int n = 0;
+    if (!e)
+        reason = "unknown compute backend";
+    else if (!e->init)
+        reason = "this fmtrain was built without this backend";
+    else
+        n = e->device_count(&reason);
+    if (why) *why = n > 0 ? NULL : reason;
+    return n;
+}
+
+/* Kept for src/train/trainer.c until it asks fm_backend_device_count("cuda", &why). */
+int fm_backend_cuda_device_count(void) { return fm_backend_device_count("cuda", NULL); }
+
+/* "cpu, cuda": the names this binary knows, for messages. */
+static void known_names(char *buf, size_t n)
+{
+    buf[0] = '\0';
+    for (int i = 0; i < N_BACKENDS; i++) {
+        size_t len = strlen(buf);
+        snprintf(buf + len, n - len, "%s%s", i ? ", " : "", g_backends[i].name);
+    }
 }
 
 fm_status fm_backend_create(const char *name, int threads, int device, fm_backend **out)
 {
     *out = NULL;
+    const backend_entry *e = find(name);
+    if (!e) {
+        char known[128];
+        known_names(known, sizeof known);
+        return FM_ERR(FM_ERR_CONFIG, "unknown compute backend '%s' (known: %s)", name ? name : "",
+                      known);
+    }
+    if (!e->init)
+        return FM_ERR(FM_ERR_CONFIG, "this fmtrain was built without the %s backend (%s)", e->name,
+                      e->missing);
     fm_backend *be = calloc(1, sizeof *be);
     FM_CHECK_ALLOC(be, sizeof *be);
     be->device = -1;
-    fm_status st = NULL;
-    if (strcmp(name, "cpu") == 0) {
-        st = fm_cpu_backend_init(be, threads);
-#if FM_HAVE_CUDA
-    } else if (strcmp(name, "cuda") == 0) {
-        st = fm_cuda_backend_init(be, threads, device);
-#endif
-    } else if (strcmp(name, "cuda") == 0) {
-        (void)device;
-        st = FM_ERR(FM_ERR_CONFIG, "this fmtrain was built without the CUDA backend "
-                                   "(configure with -DFMTRAIN_CUDA=ON where nvcc is available)");
-    } else {
-        st = FM_ERR(FM_ERR_CONFIG, "unknown compute backend '%s' (known: cpu, cuda)", name);
-    }
+    fm_status st = e->init(be, threads, device);
     if (st) {
         free(be);
         return fm_status_trace(st, __FILE__, __LINE__, __func__);
@@ -66,12 +121,7 @@ fm_status fm_backend_create(const char *name, int threads, int device, fm_backen
 void fm_backend_free(fm_backend **be)
 {
     if (!be || !*be) return;
-#if FM_HAVE_CUDA
-    if (strcmp((*be)->ops->name, "cuda") == 0)
-        fm_cuda_backend_fini(*be);
-    else
-#endif
-        fm_cpu_backend_fini(*be);
+    if ((*be)->ops && (*be)->ops->destroy) (*be)->ops->destroy(*be);
     free(*be);
     *be = NULL;
 }

@@ -19,15 +19,15 @@
 #include "train/optimizer.h"
 
 enum {
-    P_ENC_F, P_ENC_B, P_LN_F, P_LN_B, P_RES_F, P_RES_B, P_MM_F, P_MM_B, P_LMH_F, P_LMH_B, P_GELU_F,
-    P_GELU_B, P_ATT_F, P_ATT_B, P_XENT_F, P_XENT_B, P_ADAM, P_SUMSQ, P_SCALE, P_ZERO, P_OTHER, P_N
+    P_ENC_F, P_ENC_B, P_LN_F, P_LN_B, P_RES_F, P_MM_F, P_MM_B, P_LMH_F, P_LMH_B, P_GELU_F,
+    P_GELU_B, P_ATT_F, P_ATT_B, P_ATT_D, P_XENT_F, P_XENT_B, P_ADAM, P_SUMSQ, P_ZERO, P_OTHER, P_N
 };
 static const char *const pname[P_N] = {
     "encoder_forward", "encoder_backward", "layernorm_forward", "layernorm_backward",
-    "residual_forward", "residual_backward", "matmul_forward", "matmul_backward",
+    "residual_forward", "matmul_forward", "matmul_backward",
     "lm_head_forward", "lm_head_backward", "gelu_forward", "gelu_backward",
-    "attention_forward", "attention_backward", "softmax_xent_forward", "softmax_xent_backward",
-    "adamw_update", "sum_squares", "scale", "zero", "alloc/copy/sync"};
+    "attention_forward", "attention_backward", "attention_decode", "softmax_xent_forward", "softmax_xent_backward",
+    "adamw_update", "sum_squares", "zero", "alloc/copy/sync"};
 
 typedef struct prof {
     fm_backend *inner;
@@ -74,6 +74,8 @@ static fm_status w_download(fm_backend *be, void *d, const void *s, size_t n)
 }
 static void w_zero(fm_backend *be, void *p, size_t n) { TIMED(P_ZERO, 0, IN(be)->ops->zero(IN(be), p, n)); }
 static fm_status w_sync(fm_backend *be) { return IN(be)->ops->sync(IN(be)); }
+static void w_destroy(fm_backend *be) { (void)be; } /* the wrapper lives on main's stack */
+static void w_describe(fm_backend *be, char *buf, size_t n) { IN(be)->ops->describe(IN(be), buf, n); }
 static void w_enc_f(fm_backend *be, float *o, const int32_t *tk, const float *wte, const float *wpe,
                     int B, int T, int C)
 {
@@ -97,10 +99,6 @@ static void w_ln_b(fm_backend *be, float *dx, float *dw, float *db, const float 
 static void w_res_f(fm_backend *be, float *o, const float *a, const float *b, size_t n)
 {
     TIMED(P_RES_F, 0, IN(be)->ops->residual_forward(IN(be), o, a, b, n));
-}
-static void w_res_b(fm_backend *be, float *da, float *db, const float *d, size_t n)
-{
-    TIMED(P_RES_B, 0, IN(be)->ops->residual_backward(IN(be), da, db, d, n));
 }
 static void w_mm_f(fm_backend *be, float *o, const float *x, const float *w, const float *b, int N,
                    int C, int OC)
@@ -133,6 +131,12 @@ static void w_att_b(fm_backend *be, float *dqkv, const float *d, const float *qk
     TIMED(P_ATT_B, 4.0 * B * T * T * C,
           IN(be)->ops->attention_backward(IN(be), dqkv, d, qkv, o, l, B, T, C, NH));
 }
+static void w_att_d(fm_backend *be, float *o, float *kc, float *vc, const float *qkv, int B, int Tq,
+                    int pos0, int maxT, int C, int NH)
+{
+    TIMED(P_ATT_D, 2.0 * B * Tq * (pos0 + Tq) * C,
+          IN(be)->ops->attention_decode(IN(be), o, kc, vc, qkv, B, Tq, pos0, maxT, C, NH));
+}
 static void w_xent_f(fm_backend *be, float *ls, float *lse, const float *lg, const int32_t *tg, int N,
                      int V, int Vp)
 {
@@ -152,20 +156,16 @@ static void w_sumsq(fm_backend *be, double *o, const float *g, size_t n)
 {
     TIMED(P_SUMSQ, 0, IN(be)->ops->sum_squares(IN(be), o, g, n));
 }
-static void w_scale(fm_backend *be, float *x, float s, size_t n)
-{
-    TIMED(P_SCALE, 0, IN(be)->ops->scale(IN(be), x, s, n));
-}
 
-static const fm_kernel_ops prof_ops = {
-    .name = "cpu", .act_bytes = 4, .alloc = w_alloc, .free = w_free, .upload = w_upload,
-    .download = w_download, .zero = w_zero, .sync = w_sync, .encoder_forward = w_enc_f,
-    .encoder_backward = w_enc_b, .layernorm_forward = w_ln_f, .layernorm_backward = w_ln_b,
-    .residual_forward = w_res_f, .residual_backward = w_res_b, .matmul_forward = w_mm_f,
-    .matmul_backward = w_mm_b, .gelu_forward = w_gelu_f, .gelu_backward = w_gelu_b,
-    .attention_forward = w_att_f, .attention_backward = w_att_b, .softmax_xent_forward = w_xent_f,
-    .softmax_xent_backward = w_xent_b, .adamw_update = w_adam, .sum_squares = w_sumsq,
-    .scale = w_scale};
+static fm_kernel_ops prof_ops = { /* .caps: the inner backend's, set by main */
+    .name = "cpu", .act_bytes = 4, .destroy = w_destroy, .describe = w_describe,
+    .alloc = w_alloc, .free = w_free, .upload = w_upload, .download = w_download, .zero = w_zero,
+    .sync = w_sync, .encoder_forward = w_enc_f, .encoder_backward = w_enc_b,
+    .layernorm_forward = w_ln_f, .layernorm_backward = w_ln_b, .residual_forward = w_res_f,
+    .matmul_forward = w_mm_f, .matmul_backward = w_mm_b, .gelu_forward = w_gelu_f,
+    .gelu_backward = w_gelu_b, .attention_forward = w_att_f, .attention_backward = w_att_b,
+    .attention_decode = w_att_d, .softmax_xent_forward = w_xent_f, .softmax_xent_backward = w_xent_b,
+    .adamw_update = w_adam, .sum_squares = w_sumsq};
 
 static int die(fm_status st)
 {
@@ -208,6 +208,7 @@ int main(int argc, char **argv)
     memset(&pr, 0, sizeof pr);
     pr.inner = cpu;
     pr.Vp = fm_model_padded_vocab(V);
+    prof_ops.caps = cpu->ops->caps;
     fm_backend wrap = {&prof_ops, cpu->threads, -1, &pr};
     fm_backend *be = &wrap;
 

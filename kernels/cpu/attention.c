@@ -1,4 +1,5 @@
-/* attention.c — causal multi-head self-attention, forward and backward (CPU), flash-style.
+/* attention.c — causal multi-head self-attention, forward and backward (CPU), flash-style, and the
+ * KV-cache decode used for inference (attention_decode, at the end).
  *
  * Work item: one (batch b, head h) pair, owned by one thread (so dq/dk/dv of a head are written by one
  * thread in a fixed order: deterministic for any thread count). Within a head the query rows are
@@ -23,21 +24,22 @@
 #define BQ FM_CPU_ATT_BQ
 #define BK FM_CPU_ATT_BK
 
-static int att_team(const fm_cpu_ctx *cx, int B, int T, int C, int NH)
+/* Threads for `work` multiply-adds split into `items` independent work items. */
+static int att_team(int threads, double work, int items)
 {
-    double work = (double)B * (double)T * (double)T * (double)C;
-    int nt = work < (double)FM_CPU_GEMM_SERIAL_MAC ? 1 : cx->threads;
-    if (nt > B * NH) nt = B * NH;
+    int nt = work < (double)FM_CPU_GEMM_SERIAL_MAC ? 1 : threads;
+    if (nt > items) nt = items;
     return nt < 1 ? 1 : nt;
 }
 
 /* out (B,T,C), lse (B,NH,T); qkv (B,T,3C) */
-void fm_cpu_attention_forward(const fm_cpu_ctx *cx, float *out, float *lse, const float *qkv,
-                              int B, int T, int C, int NH)
+void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const float *qkv, int B,
+                              int T, int C, int NH)
 {
+    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
-    const int nt = att_team(cx, B, T, C, NH);
+    const int nt = att_team(be->threads, (double)B * (double)T * (double)T * (double)C, B * NH);
 #pragma omp parallel num_threads(nt)
     {
         float *S = cx->scratch + (size_t)omp_get_thread_num() * cx->scratch_floats;
@@ -106,13 +108,13 @@ void fm_cpu_attention_forward(const fm_cpu_ctx *cx, float *out, float *lse, cons
 }
 
 /* dqkv (B,T,3C) overwritten; dout (B,T,C), qkv (B,T,3C), out (B,T,C), lse (B,NH,T) */
-void fm_cpu_attention_backward(const fm_cpu_ctx *cx, float *dqkv, const float *dout,
-                               const float *qkv, const float *out, const float *lse, int B, int T,
-                               int C, int NH)
+void fm_cpu_attention_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
+                               const float *out, const float *lse, int B, int T, int C, int NH)
 {
+    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
-    const int nt = att_team(cx, B, T, C, NH);
+    const int nt = att_team(be->threads, (double)B * (double)T * (double)T * (double)C, B * NH);
 #pragma omp parallel num_threads(nt)
     {
         float *P = cx->scratch + (size_t)omp_get_thread_num() * cx->scratch_floats;
@@ -175,6 +177,86 @@ void fm_cpu_attention_backward(const fm_cpu_ctx *cx, float *dqkv, const float *d
                                 q + (size_t)i0 * C3, C3, 1.0f, dk + (size_t)j0 * C3, C3);
                 }
             }
+        }
+    }
+}
+
+/* Inference with a key/value cache (kernels.h, attention_decode).
+ * out (B,Tq,C); kcache, vcache (B,maxT,C): rows pos0..pos0+Tq-1 are written first (the new k, v),
+ * rows 0..pos0-1 hold earlier positions; qkv (B,Tq,3C) the new positions' [q | k | v].
+ * Work item: one (b, h, i) query row, i in 0..Tq-1 at absolute position pos0+i; one thread computes
+ * it entirely (online softmax over the same key blocks of BK columns as attention_forward, keys in
+ * index order), so the result does not depend on the thread count. Scratch: BK floats per thread. */
+void fm_cpu_attention_decode(fm_backend *be, float *out, float *kcache, float *vcache,
+                             const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH)
+{
+    const fm_cpu_ctx *cx = fm_cpu_cx(be);
+    if (B <= 0 || Tq <= 0) return;
+    const int hs = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / sqrtf((float)hs);
+    const int nitems = B * NH * Tq;
+    const int nt =
+        att_team(be->threads, (double)B * (double)Tq * (double)(pos0 + Tq) * (double)C, nitems);
+#pragma omp parallel num_threads(nt)
+    {
+        float *s = cx->scratch + (size_t)omp_get_thread_num() * cx->scratch_floats; /* BK scores */
+#pragma omp for schedule(static)
+        for (int bi = 0; bi < B * Tq; bi++) { /* the new k and v into the caches */
+            const int b = bi / Tq, i = bi % Tq;
+            const float *src = qkv + (size_t)bi * C3;
+            const size_t row = (size_t)b * maxT + (size_t)(pos0 + i);
+            float *kd = kcache + row * C, *vd = vcache + row * C;
+            for (int c = 0; c < C; c++) {
+                kd[c] = src[C + c];
+                vd[c] = src[2 * C + c];
+            }
+        } /* implicit barrier: every cache row is written before any query reads it */
+#pragma omp for schedule(static)
+        for (int it = 0; it < nitems; it++) {
+            const int i = it % Tq, bh = it / Tq, b = bh / NH, h = bh % NH;
+            const int last = pos0 + i; /* keys 0..last */
+            const float *q = qkv + ((size_t)b * Tq + i) * C3 + (size_t)h * hs;
+            const float *kb = kcache + (size_t)b * maxT * C + (size_t)h * hs;
+            const float *vb = vcache + (size_t)b * maxT * C + (size_t)h * hs;
+            float *o = out + ((size_t)b * Tq + i) * C + (size_t)h * hs;
+            for (int d = 0; d < hs; d++) o[d] = 0.0f;
+            float m = -INFINITY, l = 0.0f;
+            for (int j0 = 0; j0 <= last; j0 += BK) {
+                const int cnt = last + 1 - j0 < BK ? last + 1 - j0 : BK;
+                float mx = -INFINITY;
+                for (int c = 0; c < cnt; c++) {
+                    const float *kr = kb + (size_t)(j0 + c) * C;
+                    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+                    for (int d = 0; d < hs; d++) dot += q[d] * kr[d];
+                    s[c] = dot * scale;
+                    mx = s[c] > mx ? s[c] : mx;
+                }
+                const float mnew = mx > m ? mx : m;
+                float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+                for (int c = 0; c < cnt; c++) {
+                    const float p = fm_cpu_expf(s[c] - mnew);
+                    s[c] = p;
+                    sum += p;
+                }
+                const float corr = fm_cpu_expf(m - mnew); /* 0 on the first block */
+                l = l * corr + sum;
+                m = mnew;
+                if (corr != 1.0f) {
+#pragma omp simd
+                    for (int d = 0; d < hs; d++) o[d] *= corr;
+                }
+                for (int c = 0; c < cnt; c++) {
+                    const float p = s[c];
+                    const float *vr = vb + (size_t)(j0 + c) * C;
+#pragma omp simd
+                    for (int d = 0; d < hs; d++) o[d] += p * vr[d];
+                }
+            }
+            const float inv = 1.0f / l;
+#pragma omp simd
+            for (int d = 0; d < hs; d++) o[d] *= inv;
         }
     }
 }

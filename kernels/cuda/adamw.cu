@@ -1,5 +1,5 @@
-/* adamw.cu — the optimizer step fused with zeroing the gradient, the gradient's sum of squares, and
- * scaling (CUDA, fp32). AdamW uses the CPU kernel's operation order (torch.optim.AdamW single-tensor
+/* adamw.cu — the optimizer step fused with zeroing the gradient, and the gradient's sum of squares
+ * (CUDA, fp32). AdamW uses the CPU kernel's operation order (torch.optim.AdamW single-tensor
  * path) and the same host-side bias corrections in double.
  * sum_squares is deterministic: pass 1 has a fixed number of blocks (a function of n only), each
  * thread sums a grid-strided subset in double, each block reduces in a fixed tree; pass 2 (one block)
@@ -51,17 +51,11 @@ __global__ void sumsq_final_k(double *part, int nparts)
     if (threadIdx.x == 0) part[nparts] = v;
 }
 
-__global__ void scale_k(float *x, float s, size_t n)
+void fm_cuda_adamw_update(fm_backend *be, float *params, float *grads, float *m, float *v, size_t n,
+                          float lr, float beta1, float beta2, float eps, float weight_decay,
+                          float grad_scale, int64_t t)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        x[i] *= s;
-}
-
-void fm_cuda_adamw_update(fm_cuda_ctx *cx, float *params, float *grads, float *m, float *v,
-                          size_t n, float lr, float beta1, float beta2, float eps,
-                          float weight_decay, float grad_scale, int64_t t)
-{
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (n == 0) return;
     const double bc1 = 1.0 - pow((double)beta1, (double)t);
     const double bc2 = 1.0 - pow((double)beta2, (double)t);
@@ -74,8 +68,9 @@ void fm_cuda_adamw_update(fm_cuda_ctx *cx, float *params, float *grads, float *m
     fm_cuda_check_launch(cx, "adamw_update");
 }
 
-void fm_cuda_sum_squares(fm_cuda_ctx *cx, double *out, const float *grads, size_t n)
+void fm_cuda_sum_squares(fm_backend *be, double *out, const float *grads, size_t n)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     *out = 0.0;
     if (n == 0) return;
     size_t nb = (n + SUMSQ_THREADS - 1) / SUMSQ_THREADS;
@@ -91,11 +86,4 @@ void fm_cuda_sum_squares(fm_cuda_ctx *cx, double *out, const float *grads, size_
                   "sum_squares (copy to host)");
     fm_cuda_check(cx, cudaStreamSynchronize(cx->stream), "sum_squares (synchronise)");
     *out = cx->failed ? NAN : *cx->sumsq_host;
-}
-
-void fm_cuda_scale(fm_cuda_ctx *cx, float *x, float s, size_t n)
-{
-    if (n == 0) return;
-    scale_k<<<fm_cuda_grid(cx, n, 256), 256, 0, cx->stream>>>(x, s, n);
-    fm_cuda_check_launch(cx, "scale");
 }

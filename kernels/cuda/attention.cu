@@ -1,4 +1,4 @@
-/* attention.cu — causal multi-head self-attention, forward and backward (CUDA, fp32), flash-style:
+/* attention.cu — causal multi-head self-attention, forward, backward and KV-cache decode (CUDA, fp32), flash-style:
  * nothing quadratic in T is stored; backward recomputes the probabilities from qkv and lse.
  *
  * One warp per row. Forward: warp (b, h, i) walks the keys j <= i in chunks of 32 (one key per lane:
@@ -13,6 +13,9 @@
  *          dv_j = sum_i P_ij dO_i,  dk_j = sum_i dS_ij q_i.
  *   3. dQ: warp per query row i (reads its own D_i first, then overwrites the slot):
  *          dq_i = sum_{j<=i} dS_ij k_j.
+ * Decode (KV cache): one kernel stores the new k, v rows into the caches, then the forward's row
+ * routine (att_row_fwd) runs per new query row over the cache (row stride C instead of 3C), so a
+ * decoded row has the same numbers as that row of attention_forward on the full sequence.
  * Every sum has a fixed order (chunks in order, keys/queries in order within a chunk): deterministic,
  * no atomics. Cost: each (i, j) pair reads a q/k/v row of hs floats from L1/L2; simple rather than
  * fast (docs/performance.md, "CUDA backend"). */
@@ -30,6 +33,57 @@ __device__ __forceinline__ void att_row(long gw, int T, int NH, int *b, int *h, 
     *h = (int)(bh % NH);
 }
 
+/* One query row of causal attention, computed by one warp (this lane's share): the query in shared
+ * memory qs (hs floats), keys and values 0..last at kb, vb with a row stride of `ks` floats. Writes
+ * orow (hs floats) and, when lse_out is not NULL, *lse_out = the row's log-sum-exp (lane 0). Shared by
+ * attention_forward (keys in qkv, stride 3C) and attention_decode (keys in the cache, stride C), so a
+ * decoded row gets the same numbers as the row of the full sequence. */
+__device__ __forceinline__ void att_row_fwd(const float *qs, const float *kb, const float *vb,
+                                            size_t ks, int last, int hs, float scale, int lane,
+                                            float *orow, float *lse_out)
+{
+    float m = -INFINITY, l = 0.0f;
+    float acc[ATT_PER];
+#pragma unroll
+    for (int k = 0; k < ATT_PER; k++) acc[k] = 0.0f;
+    for (int j0 = 0; j0 <= last; j0 += 32) {
+        const int j = j0 + lane;
+        float s = -INFINITY;
+        if (j <= last) {
+            const float *kr = kb + (size_t)j * ks;
+            float dot = 0.0f;
+            for (int e = 0; e < hs; e++) dot += qs[e] * kr[e];
+            s = dot * scale;
+        }
+        const float mnew = fmaxf(m, fm_warp_max(s)); /* finite: key j0 <= last is valid */
+        const float p = j <= last ? expf(s - mnew) : 0.0f;
+        const float psum = fm_warp_sum(p);
+        const float corr = expf(m - mnew); /* 0 on the first chunk (m = -inf) */
+        l = l * corr + psum;
+        m = mnew;
+#pragma unroll
+        for (int k = 0; k < ATT_PER; k++) acc[k] *= corr;
+        const int cnt = last - j0 + 1 < 32 ? last - j0 + 1 : 32; /* warp-uniform */
+        for (int jj = 0; jj < cnt; jj++) {
+            const float pj = __shfl_sync(0xffffffffu, p, jj);
+            const float *vr = vb + (size_t)(j0 + jj) * ks;
+#pragma unroll
+            for (int k = 0; k < ATT_PER; k++) {
+                const int d = lane + 32 * k;
+                if (d < hs) acc[k] += pj * vr[d];
+            }
+        }
+    }
+    const float inv = 1.0f / l;
+#pragma unroll
+    for (int k = 0; k < ATT_PER; k++) {
+        const int d = lane + 32 * k;
+        if (d < hs) orow[d] = acc[k] * inv;
+    }
+    if (lse_out && lane == 0) *lse_out = m + logf(l);
+}
+
+/* out (B,T,C), lse (B,NH,T); qkv (B,T,3C). Warp per query row (b, h, i). */
 __global__ void att_fwd_k(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
                           float scale)
 {
@@ -41,51 +95,48 @@ __global__ void att_fwd_k(float *out, float *lse, const float *qkv, int B, int T
     int b, h, i;
     att_row(gw, T, NH, &b, &h, &i);
     const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
-    const float *kb = base + C, *vb = base + 2 * C;
     float *qs = sh + wib * hs;
     for (int d = lane; d < hs; d += 32) qs[d] = base[(size_t)i * C3 + d];
     __syncwarp();
+    att_row_fwd(qs, base + C, base + 2 * C, (size_t)C3, i, hs, scale, lane,
+                out + ((size_t)b * T + i) * (size_t)C + (size_t)h * hs,
+                lse + ((size_t)b * NH + h) * T + i);
+}
 
-    float m = -INFINITY, l = 0.0f;
-    float acc[ATT_PER];
-#pragma unroll
-    for (int k = 0; k < ATT_PER; k++) acc[k] = 0.0f;
-    for (int j0 = 0; j0 <= i; j0 += 32) {
-        const int j = j0 + lane;
-        float s = -INFINITY;
-        if (j <= i) {
-            const float *kr = kb + (size_t)j * C3;
-            float dot = 0.0f;
-            for (int e = 0; e < hs; e++) dot += qs[e] * kr[e];
-            s = dot * scale;
-        }
-        const float mnew = fmaxf(m, fm_warp_max(s)); /* finite: key j0 <= i is valid */
-        const float p = j <= i ? expf(s - mnew) : 0.0f;
-        const float psum = fm_warp_sum(p);
-        const float corr = expf(m - mnew); /* 0 on the first chunk (m = -inf) */
-        l = l * corr + psum;
-        m = mnew;
-#pragma unroll
-        for (int k = 0; k < ATT_PER; k++) acc[k] *= corr;
-        const int cnt = i - j0 + 1 < 32 ? i - j0 + 1 : 32; /* warp-uniform */
-        for (int jj = 0; jj < cnt; jj++) {
-            const float pj = __shfl_sync(0xffffffffu, p, jj);
-            const float *vr = vb + (size_t)(j0 + jj) * C3;
-#pragma unroll
-            for (int k = 0; k < ATT_PER; k++) {
-                const int d = lane + 32 * k;
-                if (d < hs) acc[k] += pj * vr[d];
-            }
-        }
+/* kcache, vcache (B,maxT,C): rows pos0..pos0+Tq-1 := the k and v of qkv (B,Tq,3C). Grid-stride. */
+__global__ void att_kv_store_k(float *kcache, float *vcache, const float *qkv, int B, int Tq,
+                               int pos0, int maxT, int C)
+{
+    const size_t n = (size_t)B * Tq * C;
+    for (size_t x = blockIdx.x * (size_t)blockDim.x + threadIdx.x; x < n;
+         x += (size_t)gridDim.x * blockDim.x) {
+        const size_t bi = x / (size_t)C, c = x % (size_t)C;
+        const size_t b = bi / (size_t)Tq, i = bi % (size_t)Tq;
+        const size_t dst = (b * (size_t)maxT + (size_t)pos0 + i) * (size_t)C + c;
+        kcache[dst] = qkv[bi * 3 * (size_t)C + (size_t)C + c];
+        vcache[dst] = qkv[bi * 3 * (size_t)C + 2 * (size_t)C + c];
     }
-    float *orow = out + ((size_t)b * T + i) * (size_t)C + (size_t)h * hs;
-    const float inv = 1.0f / l;
-#pragma unroll
-    for (int k = 0; k < ATT_PER; k++) {
-        const int d = lane + 32 * k;
-        if (d < hs) orow[d] = acc[k] * inv;
-    }
-    if (lane == 0) lse[((size_t)b * NH + h) * T + i] = m + logf(l);
+}
+
+/* out (B,Tq,C); qkv (B,Tq,3C); kcache, vcache (B,maxT,C) already holding rows 0..pos0+Tq-1.
+ * Warp per new query row (b, h, i) over cache rows 0..pos0+i. */
+__global__ void att_dec_k(float *out, const float *kcache, const float *vcache, const float *qkv,
+                          int B, int Tq, int pos0, int maxT, int C, int NH, float scale)
+{
+    extern __shared__ float sh[]; /* ATT_WARPS * hs: the warp's query row */
+    const int wib = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long gw = (long)blockIdx.x * ATT_WARPS + wib;
+    if (gw >= (long)B * NH * Tq) return;
+    const int hs = C / NH;
+    int b, h, i;
+    att_row(gw, Tq, NH, &b, &h, &i);
+    const float *q = qkv + ((size_t)b * Tq + i) * (size_t)(3 * C) + (size_t)h * hs;
+    float *qs = sh + wib * hs;
+    for (int d = lane; d < hs; d += 32) qs[d] = q[d];
+    __syncwarp();
+    const size_t cb = (size_t)b * maxT * C + (size_t)h * hs;
+    att_row_fwd(qs, kcache + cb, vcache + cb, (size_t)C, pos0 + i, hs, scale, lane,
+                out + ((size_t)b * Tq + i) * (size_t)C + (size_t)h * hs, NULL);
 }
 
 /* 1. D_i = dO_i . O_i into dqkv[b, i, h*hs] (the first element of the row's dq slot) */
@@ -240,9 +291,10 @@ static int att_check(fm_cuda_ctx *cx, int C, int NH, const char *what)
     return 1;
 }
 
-void fm_cuda_attention_forward(fm_cuda_ctx *cx, float *out, float *lse, const float *qkv, int B,
+void fm_cuda_attention_forward(fm_backend *be, float *out, float *lse, const float *qkv, int B,
                                int T, int C, int NH)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (B <= 0 || T <= 0) return;
     if (!att_check(cx, C, NH, "attention_forward")) return;
     const int hs = C / NH;
@@ -254,9 +306,10 @@ void fm_cuda_attention_forward(fm_cuda_ctx *cx, float *out, float *lse, const fl
     fm_cuda_check_launch(cx, "attention_forward");
 }
 
-void fm_cuda_attention_backward(fm_cuda_ctx *cx, float *dqkv, const float *dout, const float *qkv,
+void fm_cuda_attention_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
                                 const float *out, const float *lse, int B, int T, int C, int NH)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (B <= 0 || T <= 0) return;
     if (!att_check(cx, C, NH, "attention_backward")) return;
     const int hs = C / NH;
@@ -271,4 +324,23 @@ void fm_cuda_attention_backward(fm_cuda_ctx *cx, float *dqkv, const float *dout,
     att_bwd_q_k<<<blocks, 32 * ATT_WARPS, 2 * ATT_WARPS * hs * sizeof(float), cx->stream>>>(
         dqkv, dout, qkv, lse, B, T, C, NH, scale);
     fm_cuda_check_launch(cx, "attention_backward (dQ)");
+}
+
+void fm_cuda_attention_decode(fm_backend *be, float *out, float *kcache, float *vcache,
+                              const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH)
+{
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
+    if (B <= 0 || Tq <= 0) return;
+    if (!att_check(cx, C, NH, "attention_decode")) return;
+    const int hs = C / NH;
+    const float scale = 1.0f / sqrtf((float)hs);
+    const size_t n = (size_t)B * Tq * C;
+    att_kv_store_k<<<fm_cuda_grid(cx, n, 256), 256, 0, cx->stream>>>(kcache, vcache, qkv, B, Tq,
+                                                                      pos0, maxT, C);
+    fm_cuda_check_launch(cx, "attention_decode (cache store)");
+    const long rows = (long)B * NH * Tq;
+    const unsigned blocks = (unsigned)((rows + ATT_WARPS - 1) / ATT_WARPS);
+    att_dec_k<<<blocks, 32 * ATT_WARPS, ATT_WARPS * hs * sizeof(float), cx->stream>>>(
+        out, kcache, vcache, qkv, B, Tq, pos0, maxT, C, NH, scale);
+    fm_cuda_check_launch(cx, "attention_decode");
 }

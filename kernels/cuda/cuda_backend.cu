@@ -1,6 +1,7 @@
 /* cuda_backend.cu — the CUDA backend: context (device, stream, cuBLAS/cuBLASLt handles, workspace),
- * memory (alloc/free/upload/download/zero/sync), error recording, and the fm_kernel_ops table that
- * forwards to the typed kernels of kernels/cuda/<op>.cu. It computes nothing itself.
+ * memory (alloc/free/upload/download/zero/sync), error recording, capabilities, teardown, the device
+ * description, and the fm_kernel_ops table that points at the typed kernels of
+ * kernels/cuda/<op>.cu. It computes nothing itself.
  *
  * Streams: everything (kernels, cuBLAS, copies, memsets) runs in order on ONE non-blocking stream per
  * backend, so no event is needed between kernels. upload/download/sync synchronise that stream.
@@ -12,12 +13,6 @@
 #include <string.h>
 
 #include "cuda_internal.cuh"
-
-extern "C" {
-fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device);
-void fm_cuda_backend_fini(fm_backend *be);
-int fm_cuda_device_count(void);
-}
 
 /* ---- error recording ------------------------------------------------------------------------- */
 
@@ -59,13 +54,17 @@ static fm_status cuda_status(const fm_cuda_ctx *cx)
 
 /* ---- context --------------------------------------------------------------------------------- */
 
-int fm_cuda_device_count(void)
+int fm_cuda_device_count(const char **why)
 {
     int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
         (void)cudaGetLastError(); /* clear the (non-sticky) error */
+        *why = cudaGetErrorString(e); /* static text, e.g. "no CUDA-capable device is detected" */
         return 0;
     }
+    *why = n > 0 ? NULL : "cudaGetDeviceCount reports no device (check the job's GPU allocation "
+                          "and CUDA_VISIBLE_DEVICES)";
     return n;
 }
 
@@ -107,12 +106,13 @@ fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device)
 {
     fm_status st = NULL;
     fm_cuda_ctx *cx = NULL;
-    int n = fm_cuda_device_count();
+    const char *why = NULL;
+    int n = fm_cuda_device_count(&why);
     if (device < 0) device = 0;
     if (n <= 0)
-        return FM_ERR(FM_ERR_DEVICE, "CUDA backend: no CUDA device is visible to this process "
-                                     "(cudaGetDeviceCount found none; check the driver, the job's GPU "
-                                     "allocation and CUDA_VISIBLE_DEVICES)");
+        return FM_ERR(FM_ERR_DEVICE, "CUDA backend: no CUDA device is visible to this process (%s; "
+                                     "check the driver, the job's GPU allocation and "
+                                     "CUDA_VISIBLE_DEVICES)", why);
     if (device >= n)
         return FM_ERR(FM_ERR_DEVICE, "CUDA backend: device %d requested, but only %d device(s) are "
                                      "visible (ordinals 0..%d; CUDA_VISIBLE_DEVICES renumbers them)",
@@ -122,6 +122,12 @@ fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device)
     cx->device = device;
     INIT_CUDA(cudaSetDevice(device));
     INIT_CUDA(cudaDeviceGetAttribute(&cx->sm_count, cudaDevAttrMultiProcessorCount, device));
+    {
+        cudaDeviceProp prop;
+        INIT_CUDA(cudaGetDeviceProperties(&prop, device));
+        snprintf(cx->describe, sizeof cx->describe, "%.200s (device %d, sm_%d%d, %d SMs)", prop.name,
+                 device, prop.major, prop.minor, prop.multiProcessorCount);
+    }
     INIT_CUDA(cudaStreamCreateWithFlags(&cx->stream, cudaStreamNonBlocking));
     cx->workspace_bytes = FM_CUDA_WORKSPACE_BYTES;
     INIT_CUDA(cudaMalloc(&cx->workspace, cx->workspace_bytes));
@@ -142,11 +148,16 @@ fail:
     return st;
 }
 
-void fm_cuda_backend_fini(fm_backend *be)
+static void cuda_destroy(fm_backend *be)
 {
-    if (!be) return;
-    ctx_destroy((fm_cuda_ctx *)be->impl);
+    ctx_destroy(FM_CUDA_CX(be));
     be->impl = NULL;
+}
+
+static void cuda_describe(fm_backend *be, char *buf, size_t n)
+{
+    if (n == 0) return;
+    snprintf(buf, n, "%s", FM_CUDA_CX(be)->describe);
 }
 
 /* ---- memory ---------------------------------------------------------------------------------- */
@@ -229,123 +240,47 @@ static fm_status cuda_sync(fm_backend *be)
 
 /* ---- operation table ------------------------------------------------------------------------- */
 
-#define CX(be) FM_CUDA_CX(be)
-
-static void op_encoder_forward(fm_backend *be, float *out, const int32_t *tokens, const float *wte,
-                               const float *wpe, int B, int T, int C)
+/* The table by field name (C++17 has no designated initialisers; assignments keep the names). */
+static fm_kernel_ops cuda_ops_make(void)
 {
-    fm_cuda_encoder_forward(CX(be), out, tokens, wte, wpe, B, T, C);
-}
-static void op_encoder_backward(fm_backend *be, float *dwte, float *dwpe, const float *dout,
-                                const int32_t *tokens, int B, int T, int C)
-{
-    fm_cuda_encoder_backward(CX(be), dwte, dwpe, dout, tokens, B, T, C);
-}
-static void op_layernorm_forward(fm_backend *be, float *out, float *mean, float *rstd,
-                                 const float *inp, const float *weight, const float *bias, int N,
-                                 int C)
-{
-    fm_cuda_layernorm_forward(CX(be), out, mean, rstd, inp, weight, bias, N, C);
-}
-static void op_layernorm_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
-                                  const float *dout, const float *inp, const float *weight,
-                                  const float *mean, const float *rstd, int N, int C)
-{
-    fm_cuda_layernorm_backward(CX(be), dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
-}
-static void op_residual_forward(fm_backend *be, float *out, const float *a, const float *b,
-                                size_t n)
-{
-    fm_cuda_residual_forward(CX(be), out, a, b, n);
-}
-static void op_residual_backward(fm_backend *be, float *da, float *db, const float *dout, size_t n)
-{
-    fm_cuda_residual_backward(CX(be), da, db, dout, n);
-}
-static void op_matmul_forward(fm_backend *be, float *out, const float *inp, const float *weight,
-                              const float *bias, int N, int C, int OC)
-{
-    fm_cuda_matmul_forward(CX(be), out, inp, weight, bias, N, C, OC);
-}
-static void op_matmul_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
-                               const float *dout, const float *inp, const float *weight, int N,
-                               int C, int OC)
-{
-    fm_cuda_matmul_backward(CX(be), dinp, dweight, dbias, dout, inp, weight, N, C, OC);
-}
-static void op_gelu_forward(fm_backend *be, float *out, const float *inp, size_t n)
-{
-    fm_cuda_gelu_forward(CX(be), out, inp, n);
-}
-static void op_gelu_backward(fm_backend *be, float *dinp, const float *inp, const float *dout,
-                             size_t n)
-{
-    fm_cuda_gelu_backward(CX(be), dinp, inp, dout, n);
-}
-static void op_attention_forward(fm_backend *be, float *out, float *lse, const float *qkv, int B,
-                                 int T, int C, int NH)
-{
-    fm_cuda_attention_forward(CX(be), out, lse, qkv, B, T, C, NH);
-}
-static void op_attention_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
-                                  const float *out, const float *lse, int B, int T, int C, int NH)
-{
-    fm_cuda_attention_backward(CX(be), dqkv, dout, qkv, out, lse, B, T, C, NH);
-}
-static void op_softmax_xent_forward(fm_backend *be, float *losses, float *lse, const float *logits,
-                                    const int32_t *targets, int N, int V, int Vp)
-{
-    fm_cuda_softmax_xent_forward(CX(be), losses, lse, logits, targets, N, V, Vp);
-}
-static void op_softmax_xent_backward(fm_backend *be, float *logits, const float *lse,
-                                     const int32_t *targets, float dloss, int N, int V, int Vp)
-{
-    fm_cuda_softmax_xent_backward(CX(be), logits, lse, targets, dloss, N, V, Vp);
-}
-static void op_adamw_update(fm_backend *be, float *params, float *grads, float *m, float *v,
-                            size_t n, float lr, float beta1, float beta2, float eps,
-                            float weight_decay, float grad_scale, int64_t t)
-{
-    fm_cuda_adamw_update(CX(be), params, grads, m, v, n, lr, beta1, beta2, eps, weight_decay,
-                         grad_scale, t);
-}
-static void op_sum_squares(fm_backend *be, double *out, const float *grads, size_t n)
-{
-    fm_cuda_sum_squares(CX(be), out, grads, n);
-}
-static void op_scale(fm_backend *be, float *x, float s, size_t n)
-{
-    fm_cuda_scale(CX(be), x, s, n);
+    fm_kernel_ops o;
+    memset(&o, 0, sizeof o);
+    o.name = "cuda";
+    o.act_bytes = 4; /* fp32 activations */
+    /* device memory, asynchronous (one stream), fp32; MFU against [runtime] peak_tflops */
+    o.caps.host_memory = 0;
+    o.caps.async = 1;
+    o.caps.precisions = FM_PRECISION_FP32;
+    o.caps.peak_from_matmul = 0;
+    o.destroy = cuda_destroy;
+    o.describe = cuda_describe;
+    o.alloc = cuda_alloc;
+    o.free = cuda_free;
+    o.upload = cuda_upload;
+    o.download = cuda_download;
+    o.zero = cuda_zero;
+    o.sync = cuda_sync;
+    o.encoder_forward = fm_cuda_encoder_forward;
+    o.encoder_backward = fm_cuda_encoder_backward;
+    o.layernorm_forward = fm_cuda_layernorm_forward;
+    o.layernorm_backward = fm_cuda_layernorm_backward;
+    o.residual_forward = fm_cuda_residual_forward;
+    o.matmul_forward = fm_cuda_matmul_forward;
+    o.matmul_backward = fm_cuda_matmul_backward;
+    o.gelu_forward = fm_cuda_gelu_forward;
+    o.gelu_backward = fm_cuda_gelu_backward;
+    o.attention_forward = fm_cuda_attention_forward;
+    o.attention_backward = fm_cuda_attention_backward;
+    o.attention_decode = fm_cuda_attention_decode;
+    o.softmax_xent_forward = fm_cuda_softmax_xent_forward;
+    o.softmax_xent_backward = fm_cuda_softmax_xent_backward;
+    o.adamw_update = fm_cuda_adamw_update;
+    o.sum_squares = fm_cuda_sum_squares;
+    return o;
 }
 
 static const fm_kernel_ops *cuda_ops_table(void)
 {
-    static const fm_kernel_ops ops = {
-        "cuda",                   /* name */
-        4,                        /* act_bytes: fp32 activations */
-        cuda_alloc,               /* alloc */
-        cuda_free,                /* free */
-        cuda_upload,              /* upload */
-        cuda_download,            /* download */
-        cuda_zero,                /* zero */
-        cuda_sync,                /* sync */
-        op_encoder_forward,       /* encoder_forward */
-        op_encoder_backward,      /* encoder_backward */
-        op_layernorm_forward,     /* layernorm_forward */
-        op_layernorm_backward,    /* layernorm_backward */
-        op_residual_forward,      /* residual_forward */
-        op_residual_backward,     /* residual_backward */
-        op_matmul_forward,        /* matmul_forward */
-        op_matmul_backward,       /* matmul_backward */
-        op_gelu_forward,          /* gelu_forward */
-        op_gelu_backward,         /* gelu_backward */
-        op_attention_forward,     /* attention_forward */
-        op_attention_backward,    /* attention_backward */
-        op_softmax_xent_forward,  /* softmax_xent_forward */
-        op_softmax_xent_backward, /* softmax_xent_backward */
-        op_adamw_update,          /* adamw_update */
-        op_sum_squares,           /* sum_squares */
-        op_scale,                 /* scale */
-    };
+    static const fm_kernel_ops ops = cuda_ops_make(); /* initialised once, thread-safe (C++11) */
     return &ops;
 }

@@ -1,16 +1,26 @@
-/* cuda_backend.h — what the rest of fmtrain may ask about the CUDA backend without including any
- * CUDA header. Always compiled (kernels/registry.c): in a build without the backend the answers say
- * "no GPU".
+/* cuda_backend.h — the CUDA backend's entry points for the registry (kernels/registry.c), in C, without
+ * any CUDA header. The rest of fmtrain asks the registry (kernels.h: fm_backend_device_count("cuda",
+ * &why), fm_backend_create("cuda", threads, device, &be)), not this header.
  *
- * The backend itself is created by name through fm_backend_create("cuda", threads, device, &be)
- * (kernels.h). Its buffers are device memory: host code moves data only through ops->upload and
- * ops->download. One backend per host thread; the device is selected at creation (cudaSetDevice). */
+ * The backend's buffers are device memory (ops->caps.host_memory = 0): host code moves data only through
+ * ops->upload and ops->download. One backend per host thread; the device is selected at creation
+ * (cudaSetDevice). */
 #ifndef FM_CUDA_BACKEND_H
 #define FM_CUDA_BACKEND_H
 
-/* Number of CUDA devices this process can use (cudaGetDeviceCount, which honours
- * CUDA_VISIBLE_DEVICES); 0 when the backend is not compiled in, no driver is loaded or no GPU is
- * visible. Never fails. Used by `[runtime] device = auto` and by the CUDA tests to skip. */
+#include "../kernels.h"
+
+/* Defined in cuda_backend.cu; only compiled (and only referenced by registry.c) when FM_HAVE_CUDA. */
+/* Fills be: ops = the CUDA table, impl = stream, cuBLAS handles and workspace on `device` (< 0: 0).
+ * Errors: FM_ERR_DEVICE (no device, ordinal out of range, initialisation failed), FM_ERR_NOMEM. */
+fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device);
+/* cudaGetDeviceCount (honours CUDA_VISIBLE_DEVICES). For 0, *why receives the CUDA error text (e.g.
+ * "CUDA driver version is insufficient for CUDA runtime version") or says that no device is
+ * visible; NULL otherwise. `why` must not be NULL. */
+int fm_cuda_device_count(const char **why);
+
+/* Deprecated: fm_backend_device_count("cuda", NULL) (kernels/registry.c). Kept while
+ * src/train/trainer.c still calls it. */
 int fm_backend_cuda_device_count(void);
 
 #endif /* FM_CUDA_BACKEND_H */

@@ -1,5 +1,5 @@
-/* cuda_test_util.h — helpers shared by the CUDA tests: the GPU check (exit 77 = skipped), a
- * deterministic generator, and buffers that exist on both backends (index 0 = cpu, 1 = cuda). */
+/* cuda_test_util.h — helpers shared by the CUDA tests: the GPU check (exit 77 = skipped, with the
+ * registry's reason) and a status check. */
 #ifndef FM_CUDA_TEST_UTIL_H
 #define FM_CUDA_TEST_UTIL_H
 
@@ -14,7 +14,6 @@
 
 #include <cmocka.h>
 
-#include "cuda/cuda_backend.h"
 #include "kernels.h"
 
 /* CTest's SKIP_RETURN_CODE for the CUDA tests */
@@ -27,9 +26,10 @@ static inline int cuda_test_need_gpu(const char *test)
         printf("%s: this build has no CUDA backend: skipped\n", test);
         return FM_TEST_SKIP;
     }
-    int n = fm_backend_cuda_device_count();
+    const char *why = NULL;
+    int n = fm_backend_device_count("cuda", &why);
     if (n <= 0) {
-        printf("%s: no CUDA device visible (cudaGetDeviceCount found none): skipped\n", test);
+        printf("%s: no CUDA device visible (%s): skipped\n", test, why ? why : "no reason given");
         return FM_TEST_SKIP;
     }
     printf("%s: %d CUDA device(s) visible, using device 0\n", test, n);
@@ -43,16 +43,6 @@ static inline void cuda_test_ok(fm_status st)
         fm_status_free(&st);
         fail_msg("unexpected error");
     }
-}
-
-typedef struct cuda_test_rng {
-    uint64_t s;
-} cuda_test_rng;
-
-static inline double cuda_test_uniform(cuda_test_rng *r) /* [0,1) */
-{
-    r->s = r->s * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (double)(r->s >> 11) * (1.0 / 9007199254740992.0);
 }
 
 #endif /* FM_CUDA_TEST_UTIL_H */
