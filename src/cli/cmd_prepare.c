@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/rng.h"
 #include "data/dataset.h"
 #include "data/tokenizer.h"
 #include "core/util.h"
@@ -147,11 +148,8 @@ static void splitter_init(splitter *s, fm_dataset_writer *w, double f, uint64_t 
     memset(s, 0, sizeof *s);
     s->w = w;
     s->f = f;
-    uint64_t z = seed + 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    s->u = (double)(z >> 11) * 0x1.0p-53;
+    uint64_t state = seed;
+    s->u = fm_rng_uniform(&state); /* the first draw of the seed's stream */
     s->eot = eot;
     s->last_seg[0] = s->last_seg[1] = -1;
     s->last_doc[0] = s->last_doc[1] = -1;

@@ -11,19 +11,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/rng.h"
+#include "core/util.h"
 #include "data/dataset.h"
 #include "data/dataset_h5.h"
-#include "core/util.h"
 
 /* ---- the permutation ---------------------------------------------------------------------------- */
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 uint64_t fm_reader_permute(uint64_t seed, uint64_t epoch, uint64_t p, uint64_t n)
 {
@@ -35,7 +28,7 @@ uint64_t fm_reader_permute(uint64_t seed, uint64_t epoch, uint64_t p, uint64_t n
     uint64_t mask = (half >= 64) ? ~0ull : ((1ull << half) - 1);
     uint64_t s = seed ^ (epoch * 0xD1B54A32D192ED03ull);
     uint64_t key[4];
-    for (int i = 0; i < 4; i++) key[i] = splitmix64(&s);
+    for (int i = 0; i < 4; i++) key[i] = fm_rng_next(&s);
     uint64_t x = p;
     do {
         uint64_t l = x >> half, r = x & mask;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/rng.h"
 #include "core/util.h"
 
 /* Largest piece handed to one MPI call whose count is an int. */
@@ -242,36 +243,25 @@ fm_status fm_comm_barrier(const fm_comm *c)
 
 /* ---- checksum --------------------------------------------------------------------------------- */
 
-static inline uint64_t mix64(uint64_t x)
-{
-    /* The splitmix64 finaliser: a bijection that spreads every input bit over the output. */
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
 uint64_t fm_comm_hash64(const void *data, size_t bytes)
 {
     /* Four independent lanes over 8-byte little-endian words (memcpy: no alignment assumptions),
      * so the loop runs near memory speed; the tail and the length are folded in at the end. */
     const unsigned char *p = data;
-    const uint64_t k = 0x9e3779b97f4a7c15ULL;
+    const uint64_t k = FM_RNG_GOLDEN;
     uint64_t h[4] = {k, k ^ 1, k ^ 2, k ^ 3};
     size_t i = 0;
     for (; i + 32 <= bytes; i += 32) {
         for (int l = 0; l < 4; l++) {
             uint64_t w;
             memcpy(&w, p + i + 8 * (size_t)l, 8);
-            h[l] = (h[l] ^ mix64(w)) * k;
+            h[l] = (h[l] ^ fm_rng_mix64(w)) * k;
             h[l] = (h[l] << 31) | (h[l] >> 33);
         }
     }
     uint64_t r = (uint64_t)bytes * k;
-    for (int l = 0; l < 4; l++) r = mix64(r ^ h[l]);
-    for (; i < bytes; i++) r = mix64(r ^ ((uint64_t)p[i] + 0x100u * (uint64_t)(i & 31)));
+    for (int l = 0; l < 4; l++) r = fm_rng_mix64(r ^ h[l]);
+    for (; i < bytes; i++) r = fm_rng_mix64(r ^ ((uint64_t)p[i] + 0x100u * (uint64_t)(i & 31)));
     return r;
 }
 
