@@ -25,6 +25,7 @@
 #include "cli/cli.h"
 #include "core/rng.h"
 #include "data/dataset.h"
+#include "data/h5util.h"
 #include "data/tokenizer.h"
 #include "core/util.h"
 
@@ -279,14 +280,17 @@ static fm_status load_tokenizer_from(const char *path, fm_tokenizer **tok)
 {
     char fmt[64];
     FM_TRY(fm_dataset_file_format(path, fmt, sizeof fmt));
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return FM_ERR(FM_ERR_INPUT, "cannot open %s", path);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     fm_status st = NULL;
-    if (!fm_tokenizer_exists(f, "tokenizer"))
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0)
+        st = FM_ERR(FM_ERR_INPUT, "--tokenizer-from %s: cannot open the file with HDF5 (damaged?)", path);
+    else if (!fm_tokenizer_exists(f, "tokenizer"))
         st = FM_ERR(FM_ERR_INPUT, "--tokenizer-from %s: the file (%s) stores no tokenizer", path, fmt);
     else st = fm_status_prefix(fm_tokenizer_load(f, "tokenizer", tok), "--tokenizer-from %s: ", path);
-    H5Fclose(f);
+    if (f >= 0) H5Fclose(f);
+    fm_h5_quiet_end(&q);
     return st;
 }
 
