@@ -105,7 +105,8 @@ static fm_status inspect_dataset_file(const char *path, const fm_dataset_info *i
     printf("format          %s version %d%s%s%s\n", FM_DATASET_FORMAT, info->format_version,
            info->created_by[0] ? " (written by " : "", info->created_by, info->created_by[0] ? ")" : "");
     printf("source          %s\n", info->source);
-    printf("vocab_size      %" PRIu64 " (%s tokens)\n", info->vocab_size, info->token_bytes == 2 ? "uint16" : "uint32");
+    printf("vocab_size      %" PRIu64 " (%s tokens)\n", info->vocab_size,
+           info->token_bytes == 2 ? "uint16" : "uint32");
     printf("eot_id          %" PRIu64 "\n", info->eot_id);
     printf("train tokens    %" PRIu64 "\n", info->train_tokens);
     printf("val tokens      %" PRIu64 "\n", info->val_tokens);
@@ -120,7 +121,8 @@ static fm_status inspect_dataset_file(const char *path, const fm_dataset_info *i
         if (fm_tokenizer_vocab_size(tok) != info->vocab_size || fm_tokenizer_eot_id(tok) != info->eot_id) {
             st = FM_ERR(FM_ERR_INPUT, "%s: the stored tokenizer has %u ids (eot %u) but the dataset says vocab_size %"
                                       PRIu64 ", eot_id %" PRIu64,
-                        path, fm_tokenizer_vocab_size(tok), fm_tokenizer_eot_id(tok), info->vocab_size, info->eot_id);
+                        path, fm_tokenizer_vocab_size(tok), fm_tokenizer_eot_id(tok), info->vocab_size,
+                        info->eot_id);
             goto done;
         }
         printf("tokenizer       %s, stored in /tokenizer (%u merges)\n", info->tokenizer_kind,

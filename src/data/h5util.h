@@ -9,8 +9,9 @@
  * fm_h5_quiet_end: the current automatic-printing handler is saved and switched off, then restored.
  * Nothing switches printing off for the whole process, so a program (or test) embedding these
  * modules keeps its own choice. Brackets nest. The attribute helpers below are building blocks of
- * those entry points and run inside their caller's bracket. The setting is per thread in a thread-safe HDF5 build and process-wide otherwise;
- * fmtrain calls HDF5 from the main thread only (the reader's read-ahead thread uses pread).
+ * those entry points and run inside their caller's bracket. The setting is per thread in a
+ * thread-safe HDF5 build and process-wide otherwise; fmtrain calls HDF5 from the main thread only
+ * (the reader's read-ahead thread uses pread).
  *
  * Attribute helpers: each returns an fm_status naming the attribute and `where` (a path or object
  * description): FM_ERR_INPUT when an attribute to read is missing or of the wrong kind, FM_ERR_IO

@@ -228,7 +228,8 @@ static void test_agree(void **state)
     fm_status_free(&st);
 
     /* Every rank fails differently: all return rank 0's code and message. */
-    st = c->rank == 0 ? FM_ERR(FM_ERR_CONFIG, "rank 0: bad value") : FM_ERR(FM_ERR_INPUT, "rank %d: bad file", c->rank);
+    if (c->rank == 0) st = FM_ERR(FM_ERR_CONFIG, "rank 0: bad value");
+    else st = FM_ERR(FM_ERR_INPUT, "rank %d: bad file", c->rank);
     st = fm_comm_agree(c->world, st);
     assert_non_null(st);
     assert_int_equal(fm_status_code(st), FM_ERR_CONFIG);
