@@ -93,14 +93,19 @@ fm_status fm_comm_agree(MPI_Comm comm, fm_status st)
     int hdr[2] = {(int)fm_status_code(st), mlen < (size_t)INT_MAX ? (int)mlen : INT_MAX - 1};
     FM_MPI_TRY_GOTO(mst, mpi_failed, MPI_Bcast(hdr, 2, MPI_INT, first, comm));
     FM_TRY_GOTO(mst, mpi_failed, bcast_message(comm, rank, first, msg, hdr[1], &text));
-    if (rank == first) return fm_status_collective(st);
+    /* Collective in status.h's sense only when comm holds every rank of the job (main then exits
+     * without MPI_Abort); agreement within a node leaves the other nodes unaware. */
+    int cmp = MPI_UNEQUAL;
+    FM_MPI_TRY_GOTO(mst, mpi_failed, MPI_Comm_compare(comm, MPI_COMM_WORLD, &cmp));
+    int whole_job = cmp == MPI_IDENT || cmp == MPI_CONGRUENT;
+    if (rank == first) return whole_job ? fm_status_collective(st) : st;
 
     fm_status_free(&st);
     fm_code code = hdr[0] > FM_OK && hdr[0] <= FM_ERR_STOPPED ? (fm_code)hdr[0] : FM_ERR_INTERNAL;
     const char *m = text ? text : "an error whose message this rank could not receive (out of memory)";
     fm_status out = first == 0 ? FM_ERR(code, "%s", m) : FM_ERR(code, "%s (reported by rank %d)", m, first);
     free(text);
-    return fm_status_collective(out);
+    return whole_job ? fm_status_collective(out) : out;
 mpi_failed:
     free(text);
     if (!st) return mst;

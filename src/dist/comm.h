@@ -114,12 +114,14 @@ void fm_comm_dup_free(MPI_Comm *comm);
 /* Agrees on one error across the ranks of `comm`. Every rank passes its own status (NULL: no error
  * here) and takes ownership of the result; the argument is consumed.
  *   - no rank failed: NULL on every rank;
- *   - otherwise every rank returns the code and message of the lowest failing rank k, marked
- *     collective (fm_status_collective), so `main` prints it once (rank 0) and exits without
- *     MPI_Abort. Rank k returns its own status (traceback kept); the others a new status whose
- *     message is k's followed by " (reported by rank k)" when k > 0, so rank 0 names the rank that
- *     saw the error. A rank that cannot allocate room for the message still takes part in every
- *     collective and returns a fixed text instead of k's message.
+ *   - otherwise every rank returns the code and message of the lowest failing rank k (rank in comm),
+ *     marked collective (fm_status_collective) when comm holds every rank of the job, so `main`
+ *     prints it once (rank 0) and exits without MPI_Abort; over a smaller communicator (c->node)
+ *     the ranks of comm share the error but it stays non-collective, because the other ranks of the
+ *     job do not know about it. Rank k returns its own status (traceback kept); the others a new
+ *     status whose message is k's followed by " (reported by rank k)" when k > 0, so rank 0 names
+ *     the rank that saw the error. A rank that cannot allocate room for the message still takes
+ *     part in every collective and returns a fixed text instead of k's message.
  * With comm = MPI_COMM_NULL (serial use) `st` is returned unchanged. When an MPI call of the
  * agreement itself fails, the result is not collective: this rank's own error, or the MPI error
  * when it had none. Collective over comm, which should have MPI_ERRORS_RETURN (fm_comm_dup). */

@@ -249,6 +249,20 @@ static void test_agree(void **state)
     fm_status_free(&st);
     free(big);
 
+    /* Over a communicator smaller than the job (here: each rank alone) the error is shared by its
+     * ranks but not collective: main must still end the other ranks. */
+    MPI_Comm self = MPI_COMM_NULL;
+    FM_ASSERT_OK(fm_comm_dup(MPI_COMM_SELF, &self));
+    st = fm_comm_agree(self, FM_ERR(FM_ERR_IO, "only here"));
+    assert_non_null(st);
+    assert_true(fm_status_is_collective(st) == (c->size == 1));
+    fm_status_free(&st);
+    /* and over the node, which on the test machine is the whole job */
+    st = fm_comm_agree(c->node, c->local_rank == 0 ? FM_ERR(FM_ERR_IO, "node") : NULL);
+    assert_true(fm_status_is_collective(st));
+    fm_status_free(&st);
+    fm_comm_dup_free(&self);
+
     /* Serial use: the status comes back unchanged, not collective. */
     st = FM_ERR(FM_ERR_IO, "serial");
     mine = st;
