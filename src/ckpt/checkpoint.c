@@ -14,8 +14,10 @@
 
 #include "build_info.h"
 #include "ckpt/checkpoint_dir.h"
-#include "train/optimizer.h"
 #include "core/util.h"
+#include "data/h5util.h"
+#include "dist/comm.h"
+#include "train/optimizer.h"
 
 #define CK_PATH_MAX 4096
 
@@ -36,30 +38,6 @@ struct fm_checkpoint_ctx {
 };
 
 /* ---- small helpers ------------------------------------------------------------------------- */
-
-static fm_status agree_ctx(const fm_checkpoint_ctx *c, fm_status st)
-{
-    /* Same rule as the file layer: the lowest failing rank's message everywhere, collective. */
-    int mine = st ? c->rank : c->size, first = c->size;
-    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, c->comm);
-    if (first == c->size) return NULL;
-    int hdr[2] = {0, 0};
-    if (c->rank == first) {
-        hdr[0] = (int)fm_status_code(st);
-        hdr[1] = (int)strlen(fm_status_message(st)) + 1;
-    }
-    MPI_Bcast(hdr, 2, MPI_INT, first, c->comm);
-    char *buf = calloc((size_t)hdr[1], 1);
-    if (!buf) MPI_Abort(c->comm, FM_EXIT_FAILURE);
-    if (c->rank == first) memcpy(buf, fm_status_message(st), (size_t)hdr[1]);
-    MPI_Bcast(buf, hdr[1], MPI_CHAR, first, c->comm);
-    if (c->rank != first) {
-        fm_status_free(&st);
-        st = FM_ERR((fm_code)hdr[0], "%s", buf);
-    }
-    free(buf);
-    return fm_status_collective(st);
-}
 
 /* Host views of the model's parameters and the optimizer's moments: the backend's buffers on the
  * CPU backend, host copies otherwise. */
@@ -322,26 +300,6 @@ static fm_status read_saved_config(fm_checkpoint_file *f, const char *path, fm_c
     return NULL;
 }
 
-/* ---- prepare ------------------------------------------------------------------------------- */
-
-static fm_status load_dataset_tokenizer(const char *path, fm_tokenizer **tok)
-{
-    *tok = NULL;
-    H5E_auto2_t func;
-    void *data;
-    H5Eget_auto2(H5E_DEFAULT, &func, &data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    fm_status st = NULL;
-    if (f >= 0) {
-        if (fm_tokenizer_exists(f, "tokenizer")) st = fm_tokenizer_load(f, "tokenizer", tok);
-        H5Fclose(f);
-    }
-    H5Eclear2(H5E_DEFAULT);
-    H5Eset_auto2(H5E_DEFAULT, func, data);
-    return st; /* an unreadable dataset is reported by the trainer's own checks */
-}
-
 /* Opens a checkpoint file of this format and refuses one written in a newer format version than this
  * fmtrain reads. Every rank of `comm` reads the same version, so that refusal is collective. */
 static fm_status open_checkpoint(MPI_Comm comm, const char *path, const fm_checkpoint_io_opts *io,
@@ -359,6 +317,114 @@ static fm_status open_checkpoint(MPI_Comm comm, const char *path, const fm_check
     return NULL;
 }
 
+/* ---- prepare ------------------------------------------------------------------------------- */
+
+/* fm_checkpoint_prepare in named steps: ctx_new (settings, communicator), load_dataset_tokenizer,
+ * scan_run_dir, then by [checkpoint] resume one of start_fresh (never), plan_newest (auto) or
+ * plan_path (PATH). Each step returns a status that every rank shares. */
+
+/* The context: the settings prepare needs from cfg and a duplicate of comm that returns errors.
+ * Every rank takes part in the duplication even when its allocation failed, then all agree. */
+static fm_status ctx_new(const fm_config *cfg, MPI_Comm comm, FILE *log, fm_checkpoint_ctx **out)
+{
+    *out = NULL;
+    MPI_Comm dup = MPI_COMM_NULL;
+    fm_status st = fm_comm_dup(comm, &dup);
+    fm_checkpoint_ctx *c = calloc(1, sizeof *c);
+    if (!st && !c) st = FM_ERR(FM_ERR_NOMEM, "out of memory for the checkpoint context");
+    if (c) {
+        c->comm = dup;
+        dup = MPI_COMM_NULL; /* owned by c now */
+    }
+    if (!st) {
+        FM_MPI_KEEP(st, MPI_Comm_rank(c->comm, &c->rank));
+        FM_MPI_KEEP(st, MPI_Comm_size(c->comm, &c->size));
+    }
+    if (!st) {
+        c->log = c->rank == 0 ? log : NULL;
+        c->mode = cfg->checkpoint_resume;
+        c->plan_step = -1;
+        c->keep_last = cfg->checkpoint_keep_last;
+        fm_util_strlcpy(c->hints, cfg->checkpoint_mpiio_hints, sizeof c->hints);
+        c->io.align_bytes = cfg->checkpoint_align_bytes;
+        c->io.mpiio_hints = c->hints;
+        char buf[CK_PATH_MAX];
+        fm_util_strlcpy(c->run_dir, fm_config_run_dir(cfg, buf, sizeof buf), sizeof c->run_dir);
+        st = fm_checkpoint_dir_of_run(c->run_dir, c->dir, sizeof c->dir);
+    }
+    st = fm_comm_agree(comm, st); /* the caller's communicator: the duplicate may be missing */
+    if (st) {
+        fm_checkpoint_ctx_free(&c);
+        fm_comm_dup_free(&dup);
+        return st;
+    }
+    *out = c;
+    return NULL;
+}
+
+/* The training dataset's tokenizer, which every checkpoint stores (c->tok stays NULL when the dataset
+ * has none). An unreadable dataset is not an error here: the trainer's own checks report it. A
+ * damaged tokenizer is, on every rank. */
+static fm_status load_dataset_tokenizer(fm_checkpoint_ctx *c, const char *path)
+{
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    fm_status st = NULL;
+    if (f >= 0) {
+        if (fm_tokenizer_exists(f, "tokenizer")) st = fm_tokenizer_load(f, "tokenizer", &c->tok);
+        H5Fclose(f);
+    }
+    H5Eclear2(H5E_DEFAULT);
+    fm_h5_quiet_end(&q);
+    return fm_comm_agree(c->comm, st);
+}
+
+/* The complete checkpoints of the run directory, newest first, on every rank (rank 0 also removes
+ * the temporary files of killed writers and says so). */
+static fm_status scan_run_dir(fm_checkpoint_ctx *c, fm_checkpoint_entry **v, int *n)
+{
+    int removed = 0;
+    FM_TRY(fm_checkpoint_scan_dir(c->comm, c->dir, v, n, &removed));
+    if (removed > 0 && c->log)
+        fprintf(c->log, "removed %d incomplete checkpoint file%s in %s (a writer was interrupted)\n",
+                removed, removed == 1 ? "" : "s", c->dir);
+    return NULL;
+}
+
+/* Rank 0 deletes the run's checkpoints and `latest` (--overwrite). */
+static fm_status delete_checkpoints(const fm_checkpoint_ctx *c, const fm_checkpoint_entry *v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char p[CK_PATH_MAX + 80];
+        snprintf(p, sizeof p, "%s/%s", c->dir, v[i].name);
+        if (unlink(p) != 0 && errno != ENOENT)
+            return FM_ERR(FM_ERR_IO, "cannot delete %s: %s", p, strerror(errno));
+    }
+    char p[CK_PATH_MAX + 16];
+    snprintf(p, sizeof p, "%s/%s", c->dir, FM_CHECKPOINT_LATEST);
+    if (unlink(p) != 0 && errno != ENOENT)
+        return FM_ERR(FM_ERR_IO, "cannot delete %s: %s", p, strerror(errno));
+    if (c->log)
+        fprintf(c->log, "--overwrite: deleted %d checkpoint%s of %s\n", n, n == 1 ? "" : "s", c->run_dir);
+    return NULL;
+}
+
+/* resume = never: a fresh start, refused when the run directory holds checkpoints unless
+ * `overwrite`, which deletes them first. */
+static fm_status start_fresh(fm_checkpoint_ctx *c, const fm_checkpoint_entry *v, int n, int overwrite)
+{
+    if (n == 0) return NULL;
+    if (!overwrite)
+        return fm_status_collective(FM_ERR(
+            FM_ERR_CONFIG,
+            "run directory %s already holds checkpoints (newest: %s); [checkpoint] resume = never "
+            "will not overwrite them: use resume = auto to continue that run, another [run] dir "
+            "(or name), or 'fmtrain train --overwrite' to delete them and start afresh",
+            c->run_dir, v[0].name));
+    return fm_comm_agree(c->comm, c->rank == 0 ? delete_checkpoints(c, v, n) : NULL);
+}
+
 /* Opens `path` and checks its configuration (with grad_accum adjustment). */
 static fm_status plan_from(fm_checkpoint_ctx *c, const char *path, fm_config *cfg)
 {
@@ -372,121 +438,68 @@ static fm_status plan_from(fm_checkpoint_ctx *c, const char *path, fm_config *cf
     if (!st) st = check_config(c, NULL, path, saved, saved_ranks, cfg, c->size, 1);
     free(saved);
     fm_checkpoint_file_close(&f);
-    return agree_ctx(c, st);
+    return fm_comm_agree(c->comm, st);
+}
+
+/* resume = auto: the newest checkpoint that opens decides the configuration check (a damaged one is
+ * skipped with a warning); its checksums are verified when the trainer's resume hook loads it
+ * (falling back if they fail). No checkpoint: a fresh start. */
+static fm_status plan_newest(fm_checkpoint_ctx *c, fm_config *cfg, const fm_checkpoint_entry *v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char p[CK_PATH_MAX + 80];
+        snprintf(p, sizeof p, "%s/%s", c->dir, v[i].name);
+        fm_status st = plan_from(c, p, cfg);
+        if (!st) {
+            fm_util_strlcpy(c->plan_path, p, sizeof c->plan_path);
+            c->plan_step = v[i].step;
+            return NULL;
+        }
+        if (fm_status_code(st) != FM_ERR_INPUT) return st;
+        if (c->log) fprintf(c->log, "warning: skipping checkpoint %s: %s\n", p, fm_status_message(st));
+        fm_status_free(&st);
+    }
+    if (n == 0) return NULL;
+    return fm_status_collective(FM_ERR(FM_ERR_INPUT,
+                                       "every checkpoint in %s is damaged or unreadable (%d found); resume "
+                                       "from a PATH, or start afresh with [checkpoint] resume = never and "
+                                       "--overwrite",
+                                       c->dir, n));
+}
+
+/* resume = PATH: that file, whose step is taken from its name (0 when the name has none). */
+static fm_status plan_path(fm_checkpoint_ctx *c, fm_config *cfg)
+{
+    fm_status st = plan_from(c, cfg->checkpoint_resume_path, cfg);
+    if (st) return fm_status_prefix(st, "[checkpoint] resume = %s", cfg->checkpoint_resume_path);
+    fm_util_strlcpy(c->plan_path, cfg->checkpoint_resume_path, sizeof c->plan_path);
+    int64_t s = -1;
+    const char *base = strrchr(c->plan_path, '/');
+    c->plan_step = fm_checkpoint_dir_parse_name(base ? base + 1 : c->plan_path, &s) ? s : 0;
+    return NULL;
 }
 
 fm_status fm_checkpoint_prepare(fm_config *cfg, MPI_Comm comm, int overwrite, FILE *log,
                                 fm_checkpoint_ctx **out)
 {
     *out = NULL;
-    fm_checkpoint_ctx *c = calloc(1, sizeof *c);
-    FM_CHECK_ALLOC(c, sizeof *c);
-    if (MPI_Comm_dup(comm, &c->comm) != MPI_SUCCESS) {
-        free(c);
-        return FM_ERR(FM_ERR_MPI, "MPI_Comm_dup failed");
-    }
-    MPI_Comm_rank(c->comm, &c->rank);
-    MPI_Comm_size(c->comm, &c->size);
-    c->log = c->rank == 0 ? log : NULL;
-    c->mode = cfg->checkpoint_resume;
-    c->plan_step = -1;
-    c->keep_last = cfg->checkpoint_keep_last;
-    fm_util_strlcpy(c->hints, cfg->checkpoint_mpiio_hints, sizeof c->hints);
-    c->io.align_bytes = cfg->checkpoint_align_bytes;
-    c->io.mpiio_hints = c->hints;
-    char buf[CK_PATH_MAX];
-    fm_util_strlcpy(c->run_dir, fm_config_run_dir(cfg, buf, sizeof buf), sizeof c->run_dir);
-    fm_status st = fm_checkpoint_dir_of_run(c->run_dir, c->dir, sizeof c->dir);
-    if (!st) st = load_dataset_tokenizer(cfg->data_train, &c->tok);
-    st = agree_ctx(c, st);
-
-    /* Rank 0 looks at the directory: stale temporaries go, complete checkpoints are listed. */
+    fm_checkpoint_ctx *c = NULL;
+    FM_TRY(ctx_new(cfg, comm, log, &c));
     fm_checkpoint_entry *v = NULL;
     int n = 0;
-    if (!st && c->rank == 0) {
-        int removed = 0;
-        st = fm_checkpoint_dir_remove_stale(c->dir, &removed);
-        if (!st && removed > 0 && c->log)
-            fprintf(c->log, "removed %d incomplete checkpoint file%s in %s (a writer was interrupted)\n",
-                    removed, removed == 1 ? "" : "s", c->dir);
-        if (!st) st = fm_checkpoint_dir_list(c->dir, &v, &n);
-    }
-    st = agree_ctx(c, st);
+    fm_status st = load_dataset_tokenizer(c, cfg->data_train);
+    if (!st) st = scan_run_dir(c, &v, &n);
     if (!st) {
-        MPI_Bcast(&n, 1, MPI_INT, 0, c->comm);
-        if (c->rank != 0 && n > 0) {
-            v = calloc((size_t)n, sizeof *v);
-            if (!v) MPI_Abort(c->comm, FM_EXIT_FAILURE);
-        }
-        if (n > 0) MPI_Bcast(v, (int)((size_t)n * sizeof *v), MPI_BYTE, 0, c->comm);
-    }
-    if (!st && c->mode == FM_RESUME_NEVER && n > 0) {
-        if (!overwrite) {
-            st = fm_status_collective(FM_ERR(
-                FM_ERR_CONFIG,
-                "run directory %s already holds checkpoints (newest: %s); [checkpoint] resume = never "
-                "will not overwrite them: use resume = auto to continue that run, another [run] dir "
-                "(or name), or 'fmtrain train --overwrite' to delete them and start afresh",
-                c->run_dir, v[0].name));
-        } else {
-            if (c->rank == 0) {
-                for (int i = 0; i < n && !st; i++) {
-                    char p[CK_PATH_MAX + 80];
-                    snprintf(p, sizeof p, "%s/%s", c->dir, v[i].name);
-                    if (unlink(p) != 0 && errno != ENOENT)
-                        st = FM_ERR(FM_ERR_IO, "cannot delete %s: %s", p, strerror(errno));
-                }
-                char p[CK_PATH_MAX + 16];
-                snprintf(p, sizeof p, "%s/%s", c->dir, FM_CHECKPOINT_LATEST);
-                if (!st && unlink(p) != 0 && errno != ENOENT)
-                    st = FM_ERR(FM_ERR_IO, "cannot delete %s: %s", p, strerror(errno));
-                if (!st && c->log)
-                    fprintf(c->log, "--overwrite: deleted %d checkpoint%s of %s\n", n, n == 1 ? "" : "s",
-                            c->run_dir);
-            }
-            st = agree_ctx(c, st);
-        }
-    } else if (!st && c->mode == FM_RESUME_AUTO) {
-        /* The newest checkpoint that opens decides the configuration check; its checksums are
-         * verified when the trainer's resume hook loads it (falling back if they fail). */
-        for (int i = 0; i < n && !st; i++) {
-            char p[CK_PATH_MAX + 80];
-            snprintf(p, sizeof p, "%s/%s", c->dir, v[i].name);
-            fm_status lst = plan_from(c, p, cfg);
-            if (!lst) {
-                fm_util_strlcpy(c->plan_path, p, sizeof c->plan_path);
-                c->plan_step = v[i].step;
-                break;
-            }
-            if (fm_status_code(lst) != FM_ERR_INPUT) {
-                st = lst;
-                break;
-            }
-            if (c->log)
-                fprintf(c->log, "warning: skipping checkpoint %s: %s\n", p, fm_status_message(lst));
-            fm_status_free(&lst);
-        }
-        if (!st && n > 0 && !c->plan_path[0])
-            st = fm_status_collective(FM_ERR(
-                FM_ERR_INPUT,
-                "every checkpoint in %s is damaged or unreadable (%d found); resume from a PATH, or "
-                "start afresh with [checkpoint] resume = never and --overwrite",
-                c->dir, n));
-    } else if (!st && c->mode == FM_RESUME_PATH) {
-        st = plan_from(c, cfg->checkpoint_resume_path, cfg);
-        if (st)
-            fm_status_prefix(st, "[checkpoint] resume = %s", cfg->checkpoint_resume_path);
-        else {
-            fm_util_strlcpy(c->plan_path, cfg->checkpoint_resume_path, sizeof c->plan_path);
-            int64_t s = -1;
-            const char *base = strrchr(c->plan_path, '/');
-            c->plan_step = fm_checkpoint_dir_parse_name(base ? base + 1 : c->plan_path, &s) ? s : 0;
+        switch (c->mode) {
+        case FM_RESUME_NEVER: st = start_fresh(c, v, n, overwrite); break;
+        case FM_RESUME_AUTO: st = plan_newest(c, cfg, v, n); break;
+        case FM_RESUME_PATH: st = plan_path(c, cfg); break;
         }
     }
     free(v);
     if (st) {
         fm_checkpoint_ctx_free(&c);
-        return st;
+        return fm_status_trace(st, __FILE__, __LINE__, __func__);
     }
     *out = c;
     return NULL;
@@ -499,7 +512,7 @@ void fm_checkpoint_ctx_free(fm_checkpoint_ctx **cp)
     fm_checkpoint_ctx *c = *cp;
     if (!c) return;
     fm_tokenizer_free(&c->tok);
-    if (c->comm != MPI_COMM_NULL) MPI_Comm_free(&c->comm);
+    fm_comm_dup_free(&c->comm);
     free(c);
     *cp = NULL;
 }
@@ -530,8 +543,8 @@ static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoin
     char host[256] = "";
     if (c->rank == 0 && gethostname(host, sizeof host - 1) != 0) fm_util_strlcpy(host, "?", sizeof host);
     double wall = fm_util_wall_time();
-    MPI_Bcast(host, sizeof host, MPI_CHAR, 0, c->comm);
-    MPI_Bcast(&wall, 1, MPI_DOUBLE, 0, c->comm);
+    FM_MPI_TRY(MPI_Bcast(host, sizeof host, MPI_CHAR, 0, c->comm));
+    FM_MPI_TRY(MPI_Bcast(&wall, 1, MPI_DOUBLE, 0, c->comm));
     time_t secs = (time_t)wall;
     struct tm tmv;
     char iso[64];
@@ -565,7 +578,7 @@ static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoin
     host_state h;
     FM_TRY(model_table(model, &table, &nt));
     fm_status st = host_state_get(model, opt, 1, &h);
-    st = agree_ctx(c, st);
+    st = fm_comm_agree(c->comm, st);
     if (!st) {
         fm_checkpoint_group g[3];
         make_groups(g, table, nt, &h);
@@ -612,7 +625,7 @@ static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoin
     FM_TRY(fm_checkpoint_file_attr_str(f, "/data", "val", fm_config_val_path(cfg)));
     if (c->tok) {
         st = fm_tokenizer_save(c->tok, fm_checkpoint_file_hid(f), "tokenizer");
-        st = agree_ctx(c, st);
+        st = fm_comm_agree(c->comm, st);
         if (st) return st;
         FM_TRY(fm_checkpoint_file_attr_str(f, "/data", "tokenizer", "stored in /tokenizer"));
     } else {
@@ -705,7 +718,7 @@ fm_status fm_checkpoint_load(fm_checkpoint_ctx *c, fm_trainer *t, const char *pa
     free(saved);
     free(cur);
     if (!st) st = check_model_attrs(f, path, model);
-    st = agree_ctx(c, st);
+    st = fm_comm_agree(c->comm, st);
 
     fm_checkpoint_tensor *table = NULL;
     int nt = 0;
@@ -713,7 +726,7 @@ fm_status fm_checkpoint_load(fm_checkpoint_ctx *c, fm_trainer *t, const char *pa
     memset(&h, 0, sizeof h);
     if (!st) st = model_table(model, &table, &nt);
     if (!st) st = host_state_get(model, opt, 0, &h);
-    st = agree_ctx(c, st);
+    st = fm_comm_agree(c->comm, st);
     if (!st) {
         fm_checkpoint_group g[3];
         make_groups(g, table, nt, &h);
@@ -745,7 +758,7 @@ fm_status fm_checkpoint_load(fm_checkpoint_ctx *c, fm_trainer *t, const char *pa
         fm_optimizer_set_step(opt, opt_step);
         st = fm_trainer_set_state(t, &ts);
     }
-    st = agree_ctx(c, st);
+    st = fm_comm_agree(c->comm, st);
     if (st) return st;
     double secs = fm_util_now() - t0;
     double bytes = 3.0 * (double)fm_model_num_params(model) * sizeof(float);

@@ -24,14 +24,16 @@
  *   never a fresh start; refused (FM_ERR_CONFIG) when the run directory already holds checkpoints,
  *         unless `overwrite` is set, which deletes them first.
  *   PATH  that file (may belong to another run: the new run directory starts from it).
- * The stored configuration is compared with the current one: a change of [model] n_layer, n_head,
- * d_model, seq_len, vocab_size (tensor shapes) or [run] seed (data order) is FM_ERR_CONFIG naming the
- * setting; other changes are allowed and logged (rank 0) one per line. A different rank count keeps
- * the global batch micro_batch x grad_accum x ranks: when the configuration keeps the checkpoint's
+ * The stored configuration is compared with the current one: a change of [model] arch, n_layer,
+ * n_head, d_model, seq_len, vocab_size (tensor shapes) or [run] seed (data order) is FM_ERR_CONFIG
+ * naming the setting; other changes are allowed and logged (rank 0) one per line. A different rank
+ * count keeps the global batch micro_batch x grad_accum x ranks: when the configuration keeps the checkpoint's
  * micro_batch and grad_accum, grad_accum is recomputed (logged); when that is impossible (not a
  * whole number) the error names [train] micro_batch and grad_accum and the value to reach.
  *
- * Errors: as checkpoint_file.h; every status returned by the collective functions is collective.
+ * Errors: as checkpoint_file.h; every status returned by the collective functions is collective
+ * (agreed with fm_comm_agree over the context's own duplicate of comm, which returns MPI errors as
+ * statuses), so a failure on one rank ends the run on every rank without MPI_Abort.
  */
 #ifndef FM_CHECKPOINT_H
 #define FM_CHECKPOINT_H

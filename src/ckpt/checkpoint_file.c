@@ -18,6 +18,8 @@
 
 #include "ckpt/checkpoint_dir.h"
 #include "core/util.h"
+#include "data/h5util.h"
+#include "dist/comm.h"
 
 #define FM_CKPT_PATH_MAX 4096
 /* Largest piece one rank moves in one collective H5Dwrite/H5Dread (bytes): keeps every MPI-IO call
@@ -42,21 +44,9 @@ struct fm_checkpoint_file {
 
 /* ---- HDF5 error capture --------------------------------------------------------------------- */
 
-/* HDF5 prints its error stack by default; the checkpoint layer turns it into fm_status messages
- * instead. The automatic printing is switched off for the duration of each public call and
- * restored afterwards, so other modules keep whatever they chose. */
-typedef struct h5_quiet {
-    H5E_auto2_t func;
-    void *data;
-} h5_quiet;
-
-static void quiet_begin(h5_quiet *q)
-{
-    H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-static void quiet_end(const h5_quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->func, q->data); }
+/* HDF5's automatic error printing is switched off around each public call (fm_h5_quiet_begin/end,
+ * data/h5util.h) and the failures become fm_status messages: h5_status below keeps the innermost
+ * descriptions of HDF5's error stack in the message. */
 
 typedef struct h5_errinfo {
     char last[512];
@@ -103,41 +93,6 @@ static fm_status h5_status(fm_code code, const char *file, int line, const char 
 
 #define H5ERR(code, ...) h5_status((code), __FILE__, __LINE__, __func__, __VA_ARGS__)
 
-/* ---- agreement between ranks --------------------------------------------------------------- */
-
-/* Every rank calls this with its local status; all return the same: NULL when no rank failed, else
- * the code and message of the lowest failing rank, marked collective. */
-static fm_status agree(const fm_checkpoint_file *f, fm_status st)
-{
-    if (!f->parallel) return st;
-    int mine = st ? f->rank : INT_MAX, first = INT_MAX;
-    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, f->comm);
-    if (first == INT_MAX) return NULL;
-    int hdr[2] = {0, 0};
-    const char *msg = "";
-    if (f->rank == first) {
-        msg = fm_status_message(st);
-        hdr[0] = (int)fm_status_code(st);
-        hdr[1] = (int)strlen(msg) + 1;
-    }
-    MPI_Bcast(hdr, 2, MPI_INT, first, f->comm);
-    char *buf = malloc((size_t)hdr[1]);
-    if (f->rank == first && buf) memcpy(buf, msg, (size_t)hdr[1]);
-    /* Every rank must take part in the broadcast even if its malloc failed: use a scratch byte. */
-    char scratch = 0;
-    if (buf)
-        MPI_Bcast(buf, hdr[1], MPI_CHAR, first, f->comm);
-    else
-        for (int i = 0; i < hdr[1]; i++) MPI_Bcast(&scratch, 1, MPI_CHAR, first, f->comm);
-    if (f->rank != first) {
-        fm_status_free(&st);
-        st = FM_ERR((fm_code)hdr[0], "%s (reported by rank %d)", buf ? buf : "checkpoint I/O failed",
-                    first);
-    }
-    free(buf);
-    return fm_status_collective(st);
-}
-
 /* ---- small helpers ------------------------------------------------------------------------- */
 
 static void close_id(hid_t *id, herr_t (*fn)(hid_t))
@@ -183,17 +138,15 @@ fm_status fm_checkpoint_parse_hints(const char *hints, MPI_Info *info)
             st = FM_ERR(FM_ERR_CONFIG, "[checkpoint] mpiio_hints: key or value too long in '%s'", key);
             break;
         }
-        if (*info == MPI_INFO_NULL && MPI_Info_create(info) != MPI_SUCCESS) {
-            st = FM_ERR(FM_ERR_MPI, "MPI_Info_create failed");
-            break;
-        }
-        if (MPI_Info_set(*info, key, val) != MPI_SUCCESS) {
-            st = FM_ERR(FM_ERR_MPI, "MPI_Info_set(%s, %s) failed", key, val);
+        if (*info == MPI_INFO_NULL) FM_MPI_KEEP(st, MPI_Info_create(info));
+        if (!st) FM_MPI_KEEP(st, MPI_Info_set(*info, key, val));
+        if (st) {
+            fm_status_prefix(st, "[checkpoint] mpiio_hints: %s=%s", key, val);
             break;
         }
     }
     free(copy);
-    if (st && *info != MPI_INFO_NULL) MPI_Info_free(info);
+    if (st && *info != MPI_INFO_NULL) FM_MPI_KEEP(st, MPI_Info_free(info));
     return st;
 }
 
@@ -401,42 +354,62 @@ static fm_status select_rows(const fm_checkpoint_tensor *t, size_t row, size_t r
 
 /* ---- opening files ------------------------------------------------------------------------ */
 
-static fm_status new_file(MPI_Comm comm, const char *path, fm_checkpoint_file **out)
-{
-    *out = NULL;
-    if (!path || !path[0]) return FM_ERR(FM_ERR_INTERNAL, "checkpoint: empty path");
-    if (strlen(path) >= FM_CKPT_PATH_MAX)
-        return FM_ERR(FM_ERR_CONFIG, "checkpoint path too long: %s", path);
-    fm_checkpoint_file *f = calloc(1, sizeof *f);
-    FM_CHECK_ALLOC(f, sizeof *f);
-    f->fid = -1;
-    f->dxpl = -1;
-    f->comm = MPI_COMM_NULL;
-    f->nranks = 1;
-    fm_util_strlcpy(f->path, path, sizeof f->path);
-    snprintf(f->tmp_path, sizeof f->tmp_path, "%s.tmp", path);
-    f->t_start = fm_util_now();
-    if (comm != MPI_COMM_NULL) {
-        f->parallel = 1;
-        if (MPI_Comm_dup(comm, &f->comm) != MPI_SUCCESS) {
-            free(f);
-            return FM_ERR(FM_ERR_MPI, "MPI_Comm_dup failed");
-        }
-        MPI_Comm_rank(f->comm, &f->rank);
-        MPI_Comm_size(f->comm, &f->nranks);
-    }
-    *out = f;
-    return NULL;
-}
-
 static void free_file(fm_checkpoint_file **fp)
 {
     fm_checkpoint_file *f = *fp;
     if (!f) return;
     close_id(&f->dxpl, H5Pclose);
-    if (f->comm != MPI_COMM_NULL) MPI_Comm_free(&f->comm);
+    fm_comm_dup_free(&f->comm);
     free(f);
     *fp = NULL;
+}
+
+/* A file object for `path` with its own communicator (a duplicate of comm that returns errors;
+ * MPI_COMM_NULL: serial mode). Collective over comm: every rank takes part in the duplication even
+ * when its own checks or allocation failed, then all agree. */
+static fm_status new_file(MPI_Comm comm, const char *path, fm_checkpoint_file **out)
+{
+    *out = NULL;
+    fm_status st = NULL;
+    if (!path || !path[0]) st = FM_ERR(FM_ERR_INTERNAL, "checkpoint: empty path");
+    else if (strlen(path) >= FM_CKPT_PATH_MAX)
+        st = FM_ERR(FM_ERR_CONFIG, "checkpoint path too long (%zu bytes, at most %d): %s", strlen(path),
+                    FM_CKPT_PATH_MAX - 1, path);
+    fm_checkpoint_file *f = st ? NULL : calloc(1, sizeof *f);
+    if (!st && !f) st = FM_ERR(FM_ERR_NOMEM, "out of memory opening checkpoint %s", path);
+    MPI_Comm dup = MPI_COMM_NULL;
+    if (comm != MPI_COMM_NULL) {
+        fm_status dst = fm_comm_dup(comm, &dup);
+        if (dst) {
+            fm_status_free(&st);
+            st = dst;
+        }
+        st = fm_comm_agree(comm, st); /* the caller's communicator: the duplicate may be missing */
+    }
+    if (st) {
+        free(f);
+        fm_comm_dup_free(&dup);
+        return st;
+    }
+    f->fid = -1;
+    f->dxpl = -1;
+    f->comm = dup;
+    f->nranks = 1;
+    fm_util_strlcpy(f->path, path, sizeof f->path);
+    snprintf(f->tmp_path, sizeof f->tmp_path, "%s.tmp", path);
+    f->t_start = fm_util_now();
+    if (dup != MPI_COMM_NULL) {
+        f->parallel = 1;
+        fm_status lst = NULL;
+        FM_MPI_KEEP(lst, MPI_Comm_rank(f->comm, &f->rank));
+        FM_MPI_KEEP(lst, MPI_Comm_size(f->comm, &f->nranks));
+        if (lst) {
+            free_file(&f);
+            return lst;
+        }
+    }
+    *out = f;
+    return NULL;
 }
 
 /* File access properties: MPI-IO with hints, collective metadata, alignment, v1.8 file format
@@ -458,8 +431,13 @@ static fm_status make_fapl(const fm_checkpoint_file *f, const fm_checkpoint_io_o
     MPI_Info info = MPI_INFO_NULL;
     FM_TRY(fm_checkpoint_parse_hints(opts ? opts->mpiio_hints : NULL, &info));
     herr_t e = H5Pset_fapl_mpio(*fapl, f->comm, info == MPI_INFO_NULL ? MPI_INFO_NULL : info);
-    if (info != MPI_INFO_NULL) MPI_Info_free(&info);
-    if (e < 0) return H5ERR(FM_ERR_INTERNAL, "H5Pset_fapl_mpio failed");
+    fm_status st = NULL;
+    if (info != MPI_INFO_NULL) FM_MPI_KEEP(st, MPI_Info_free(&info)); /* HDF5 keeps its own copy */
+    if (e < 0) {
+        fm_status_free(&st);
+        return H5ERR(FM_ERR_INTERNAL, "H5Pset_fapl_mpio failed");
+    }
+    FM_TRY(st);
     if (H5Pset_all_coll_metadata_ops(*fapl, 1) < 0 || H5Pset_coll_metadata_write(*fapl, 1) < 0)
         return H5ERR(FM_ERR_INTERNAL, "cannot enable collective metadata operations");
     return NULL;
@@ -534,8 +512,8 @@ fm_status fm_checkpoint_file_create(MPI_Comm comm, const char *path, const char 
     FM_TRY(new_file(comm, path, &f));
     f->writing = 1;
     f->align = opts ? opts->align_bytes : 0;
-    h5_quiet q;
-    quiet_begin(&q);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     fm_status st = NULL;
     hid_t fapl = -1;
     /* Rank 0 prepares the directory and removes a stale temporary file of a killed writer. */
@@ -546,23 +524,23 @@ fm_status fm_checkpoint_file_create(MPI_Comm comm, const char *path, const char 
         if (!st && unlink(f->tmp_path) != 0 && errno != ENOENT)
             st = FM_ERR(FM_ERR_IO, "cannot remove stale %s: %s", f->tmp_path, strerror(errno));
     }
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     if (!st) st = make_fapl(f, opts, &fapl);
     if (!st) st = make_dxpl(f, opts ? opts->mpiio_hints : NULL);
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     if (!st) {
         f->fid = H5Fcreate(f->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
         if (f->fid < 0) st = H5ERR(FM_ERR_IO, "cannot create checkpoint file %s", f->tmp_path);
     }
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     if (!st) st = write_str_attr(f->fid, "format", format_name, f->tmp_path);
     if (!st) {
         int64_t v = format_version;
         st = write_attr(f->fid, "format_version", H5T_STD_I64LE, &v, f->tmp_path);
     }
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     close_id(&fapl, H5Pclose);
-    quiet_end(&q);
+    fm_h5_quiet_end(&q);
     if (st) {
         fm_checkpoint_file_abort(&f);
         return st;
@@ -670,15 +648,15 @@ fm_status fm_checkpoint_file_write_groups(fm_checkpoint_file *f, const fm_checkp
     int nj = 0;
     uint64_t *mine = NULL, *all = NULL;
     fm_status st = plan_jobs(groups, ngroups, f->nranks, f->rank, &jobs, &nj);
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     if (st) return st;
-    h5_quiet q;
-    quiet_begin(&q);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
 
     /* 0. Reserve the file's space up front (rank 0), so that a full disk or an exhausted quota is a
      * clear error before any tensor is written rather than a failed write in the middle of HDF5. */
     if (f->rank == 0) st = reserve_space(f, groups, ngroups);
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     if (st) goto done;
 
     /* 1. CRC-32 of this rank's part of every tensor, then everyone's parts, combined in rank order. */
@@ -686,7 +664,7 @@ fm_status fm_checkpoint_file_write_groups(fm_checkpoint_file *f, const fm_checkp
     mine = calloc(per > 0 ? per : 1, sizeof *mine);
     all = calloc((per > 0 ? per : 1) * (size_t)f->nranks, sizeof *all);
     if (!mine || !all) st = FM_ERR(FM_ERR_NOMEM, "out of memory for checkpoint checksums");
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     if (st) goto done;
     for (int j = 0; j < nj; j++) {
         const float *base = groups[jobs[j].group].data + jobs[j].t->offset;
@@ -694,14 +672,16 @@ fm_status fm_checkpoint_file_write_groups(fm_checkpoint_file *f, const fm_checkp
         mine[2 * j] = bytes ? fm_checkpoint_crc32(base + jobs[j].lo, bytes) : 0;
         mine[2 * j + 1] = bytes;
     }
-    if (per > 0) MPI_Allgather(mine, (int)per, MPI_UINT64_T, all, (int)per, MPI_UINT64_T, f->comm);
+    if (per > 0)
+        FM_MPI_TRY_GOTO(st, done, MPI_Allgather(mine, (int)per, MPI_UINT64_T, all, (int)per, MPI_UINT64_T,
+                                                f->comm));
 
     /* 2. One dataset per tensor, each rank writing its rows with collective transfers. */
     for (int g = 0, j = 0; g < ngroups && !st; g++) {
         hid_t grp = -1;
         char gpath[FM_CHECKPOINT_NAME_MAX + 2];
         snprintf(gpath, sizeof gpath, "/%s", groups[g].name);
-        st = agree(f, open_group(f, gpath, 1, &grp));
+        st = fm_comm_agree(f->comm, open_group(f, gpath, 1, &grp));
         for (int i = 0; i < groups[g].ntensors && !st; i++, j++) {
             const tensor_job *jb = &jobs[j];
             const fm_checkpoint_tensor *t = jb->t;
@@ -714,7 +694,7 @@ fm_status fm_checkpoint_file_write_groups(fm_checkpoint_file *f, const fm_checkp
             H5Sclose(space);
             uint32_t crc = crc_combine_parts(&all[2 * (size_t)j], &all[2 * (size_t)j + 1], f->nranks, per);
             if (!lst) lst = set_crc_attr(d, crc, dpath);
-            lst = agree(f, lst);
+            lst = fm_comm_agree(f->comm, lst);
             const float *base = groups[g].data + t->offset;
             for (int r = 0; r < jb->rounds && !lst; r++) {
                 size_t r0, r1;
@@ -728,7 +708,7 @@ fm_status fm_checkpoint_file_write_groups(fm_checkpoint_file *f, const fm_checkp
                 }
                 close_id(&fs, H5Sclose);
                 close_id(&ms, H5Sclose);
-                lst = agree(f, lst);
+                lst = fm_comm_agree(f->comm, lst);
             }
             if (d >= 0) H5Dclose(d);
             f->tensor_bytes += (uint64_t)jb->numel * sizeof(float);
@@ -740,15 +720,15 @@ done:
     free(mine);
     free(all);
     free(jobs);
-    quiet_end(&q);
+    fm_h5_quiet_end(&q);
     return st;
 }
 
 fm_status fm_checkpoint_file_write_text(fm_checkpoint_file *f, const char *dset, const char *text)
 {
     if (!f || !f->writing) return FM_ERR(FM_ERR_INTERNAL, "checkpoint file not open for writing");
-    h5_quiet q;
-    quiet_begin(&q);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     size_t len = strlen(text);
     size_t size = len > 0 ? len : 1;
     char zero = '\0';
@@ -758,34 +738,34 @@ fm_status fm_checkpoint_file_write_text(fm_checkpoint_file *f, const char *dset,
     H5Tset_strpad(type, H5T_STR_NULLPAD);
     fm_status st = create_dataset(f, dset, type, space, &d);
     if (!st) st = set_crc_attr(d, fm_checkpoint_crc32(bytes, size), dset);
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     /* Rank 0 writes the bytes with an independent transfer; the others have nothing to do. */
     if (!st && f->rank == 0 && H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes) < 0)
         st = H5ERR(FM_ERR_IO, "cannot write %s of %s", dset, f->tmp_path);
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     if (d >= 0) H5Dclose(d);
     H5Sclose(space);
     H5Tclose(type);
-    quiet_end(&q);
+    fm_h5_quiet_end(&q);
     return st;
 }
 
 static fm_status write_u64_2d(fm_checkpoint_file *f, const char *dset, const uint64_t *v, int ndim,
                               const hsize_t *dims, size_t n)
 {
-    h5_quiet q;
-    quiet_begin(&q);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     hid_t space = H5Screate_simple(ndim, dims, NULL), d = -1;
     fm_status st = create_dataset(f, dset, H5T_STD_U64LE, space, &d);
     if (!st) st = set_crc_attr(d, fm_checkpoint_crc32(v, n * sizeof *v), dset);
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     if (!st && f->rank == 0 && n > 0 &&
         H5Dwrite(d, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0)
         st = H5ERR(FM_ERR_IO, "cannot write %s of %s", dset, f->tmp_path);
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     if (d >= 0) H5Dclose(d);
     H5Sclose(space);
-    quiet_end(&q);
+    fm_h5_quiet_end(&q);
     return st;
 }
 
@@ -806,14 +786,17 @@ fm_status fm_checkpoint_file_write_u64_per_rank(fm_checkpoint_file *f, const cha
     size_t total = n * (size_t)f->nranks;
     uint64_t *all = malloc((total > 0 ? total : 1) * sizeof *all);
     fm_status st = all ? NULL : FM_ERR(FM_ERR_NOMEM, "out of memory gathering %s", dset);
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     if (st) {
         free(all);
         return st;
     }
-    if (n > 0) MPI_Allgather(local, (int)n, MPI_UINT64_T, all, (int)n, MPI_UINT64_T, f->comm);
+    if (n > 0)
+        FM_MPI_TRY_GOTO(st, done, MPI_Allgather(local, (int)n, MPI_UINT64_T, all, (int)n, MPI_UINT64_T,
+                                                f->comm));
     hsize_t dims[2] = {(hsize_t)f->nranks, (hsize_t)n};
     st = write_u64_2d(f, dset, all, 2, dims, total);
+done:
     free(all);
     return st;
 }
@@ -822,16 +805,16 @@ static fm_status set_attr_on(fm_checkpoint_file *f, const char *obj, const char 
                              const void *value, int is_string)
 {
     if (!f || !f->writing) return FM_ERR(FM_ERR_INTERNAL, "checkpoint file not open for writing");
-    h5_quiet q;
-    quiet_begin(&q);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     hid_t o = -1;
     fm_status st = open_group(f, obj, 1, &o);
     if (!st)
         st = is_string ? write_str_attr(o, name, (const char *)value, obj)
                        : write_attr(o, name, type, value, obj);
     if (o >= 0) H5Oclose(o);
-    st = agree(f, st);
-    quiet_end(&q);
+    st = fm_comm_agree(f->comm, st);
+    fm_h5_quiet_end(&q);
     return st;
 }
 
@@ -898,37 +881,35 @@ fm_status fm_checkpoint_file_commit(fm_checkpoint_file **fp, int keep_last,
 {
     fm_checkpoint_file *f = *fp;
     if (!f || !f->writing) return FM_ERR(FM_ERR_INTERNAL, "checkpoint file not open for writing");
-    h5_quiet q;
-    quiet_begin(&q);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     fm_status st = NULL;
     if (H5Fflush(f->fid, H5F_SCOPE_GLOBAL) < 0)
         st = H5ERR(FM_ERR_IO, "cannot flush checkpoint %s", f->tmp_path);
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     if (!st) {
         herr_t e = H5Fclose(f->fid);
         f->fid = -1;
         if (e < 0) st = H5ERR(FM_ERR_IO, "cannot close checkpoint %s", f->tmp_path);
-        st = agree(f, st);
+        st = fm_comm_agree(f->comm, st);
     }
     uint64_t file_bytes = 0;
     if (!st && f->rank == 0) st = publish(f, keep_last, &file_bytes);
-    st = agree(f, st);
-    quiet_end(&q);
+    st = fm_comm_agree(f->comm, st);
+    fm_h5_quiet_end(&q);
     if (st) {
         /* Remove the temporary file only if it was not yet renamed (a failure after the rename
          * leaves a complete checkpoint in place). */
         fm_checkpoint_file_abort(fp);
         return st;
     }
-    double secs = fm_util_now() - f->t_start;
-    MPI_Bcast(&secs, 1, MPI_DOUBLE, 0, f->comm);
-    MPI_Bcast(&file_bytes, 1, MPI_UINT64_T, 0, f->comm);
-    if (stats) {
-        stats->file_bytes = file_bytes;
-        stats->tensor_bytes = f->tensor_bytes;
-        stats->seconds = secs;
-    }
+    /* Published: rank 0's timing and size for every rank's report. */
+    fm_checkpoint_write_stats ws = {file_bytes, f->tensor_bytes, fm_util_now() - f->t_start};
+    FM_MPI_KEEP(st, MPI_Bcast(&ws.seconds, 1, MPI_DOUBLE, 0, f->comm));
+    FM_MPI_KEEP(st, MPI_Bcast(&ws.file_bytes, 1, MPI_UINT64_T, 0, f->comm));
     free_file(fp);
+    if (st) return st;
+    if (stats) *stats = ws;
     return NULL;
 }
 
@@ -936,24 +917,26 @@ void fm_checkpoint_file_abort(fm_checkpoint_file **fp)
 {
     fm_checkpoint_file *f = *fp;
     if (!f) return;
-    h5_quiet q;
-    quiet_begin(&q);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     /* The collective close below still writes metadata. After a failed write (a full disk, a quota)
      * that could fail again on some ranks only and leave HDF5's ranks in different states, so first
      * the temporary file's data blocks are released (truncated to nothing): the close then has room
      * for its few metadata bytes, and the file is deleted right after anyway. */
+    fm_status st = NULL; /* every step runs; a failure here cannot be reported (see the header) */
     if (f->fid >= 0 && f->writing) {
         if (f->rank == 0 && truncate(f->tmp_path, 0) != 0) { /* nothing more to do about it */
         }
-        if (f->parallel) MPI_Barrier(f->comm);
+        if (f->parallel) FM_MPI_KEEP(st, MPI_Barrier(f->comm));
     }
     if (f->fid >= 0) H5Fclose(f->fid);
     H5Eclear2(H5E_DEFAULT);
     f->fid = -1;
-    if (f->parallel) MPI_Barrier(f->comm);
+    if (f->parallel) FM_MPI_KEEP(st, MPI_Barrier(f->comm));
     if (f->writing && f->rank == 0) unlink(f->tmp_path);
-    if (f->parallel) MPI_Barrier(f->comm);
-    quiet_end(&q);
+    if (f->parallel) FM_MPI_KEEP(st, MPI_Barrier(f->comm));
+    fm_status_free(&st);
+    fm_h5_quiet_end(&q);
     free_file(fp);
 }
 
@@ -966,8 +949,8 @@ fm_status fm_checkpoint_file_open(MPI_Comm comm, const char *path, const char *f
     *out = NULL;
     fm_checkpoint_file *f = NULL;
     FM_TRY(new_file(comm, path, &f));
-    h5_quiet q;
-    quiet_begin(&q);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     hid_t fapl = -1;
     fm_status st = NULL;
     /* Every rank checks that the file exists so the error names it rather than HDF5's internals. */
@@ -976,19 +959,19 @@ fm_status fm_checkpoint_file_open(MPI_Comm comm, const char *path, const char *f
         st = FM_ERR(FM_ERR_INPUT, "cannot open checkpoint %s: %s", path, strerror(errno));
     else if (!S_ISREG(sb.st_mode))
         st = FM_ERR(FM_ERR_INPUT, "checkpoint %s is not a regular file", path);
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     if (!st) {
         fm_checkpoint_io_opts ro = {0, opts ? opts->mpiio_hints : NULL};
         st = make_fapl(f, &ro, &fapl);
     }
     if (!st) st = make_dxpl(f, opts ? opts->mpiio_hints : NULL);
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     if (!st) {
         f->fid = H5Fopen(path, H5F_ACC_RDONLY, fapl);
         if (f->fid < 0)
             st = H5ERR(FM_ERR_INPUT, "%s is not a readable HDF5 file (truncated or damaged?)", path);
     }
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     char *fmt = NULL;
     if (!st) {
         st = fm_checkpoint_file_get_attr_str(f, "/", "format", &fmt);
@@ -1004,9 +987,9 @@ fm_status fm_checkpoint_file_open(MPI_Comm comm, const char *path, const char *f
         if (!st && format_version) *format_version = (int)v;
     }
     free(fmt);
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     close_id(&fapl, H5Pclose);
-    quiet_end(&q);
+    fm_h5_quiet_end(&q);
     if (st) {
         fm_checkpoint_file_close(&f);
         return st;
@@ -1023,12 +1006,12 @@ void fm_checkpoint_file_close(fm_checkpoint_file **fp)
         fm_checkpoint_file_abort(fp);
         return;
     }
-    h5_quiet q;
-    quiet_begin(&q);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     if (f->fid >= 0) H5Fclose(f->fid);
     H5Eclear2(H5E_DEFAULT);
     f->fid = -1;
-    quiet_end(&q);
+    fm_h5_quiet_end(&q);
     free_file(fp);
 }
 
@@ -1036,8 +1019,8 @@ int fm_checkpoint_file_exists(fm_checkpoint_file *f, const char *obj)
 {
     if (!f || f->fid < 0) return 0;
     if (strcmp(obj, "/") == 0) return 1;
-    h5_quiet q;
-    quiet_begin(&q);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     /* Check each component so a missing parent is "no" rather than an error. */
     char buf[FM_CKPT_PATH_MAX];
     fm_util_strlcpy(buf, obj, sizeof buf);
@@ -1052,7 +1035,7 @@ int fm_checkpoint_file_exists(fm_checkpoint_file *f, const char *obj)
         }
     }
     H5Eclear2(H5E_DEFAULT);
-    quiet_end(&q);
+    fm_h5_quiet_end(&q);
     return ok;
 }
 
@@ -1102,9 +1085,11 @@ static fm_status replicate_parts(fm_checkpoint_file *f, const fm_checkpoint_grou
             }
             for (size_t p = a; p < b; p += FM_CKPT_MAX_BCAST_FLOATS) {
                 size_t cnt = b - p < FM_CKPT_MAX_BCAST_FLOATS ? b - p : FM_CKPT_MAX_BCAST_FLOATS;
-                if (MPI_Bcast(groups[g].data + p, (int)cnt, MPI_FLOAT, r, f->comm) != MPI_SUCCESS) {
+                fm_status st = NULL;
+                FM_MPI_KEEP(st, MPI_Bcast(groups[g].data + p, (int)cnt, MPI_FLOAT, r, f->comm));
+                if (st) {
                     free(jobs);
-                    return FM_ERR(FM_ERR_MPI, "MPI_Bcast of checkpoint data failed");
+                    return fm_status_prefix(st, "replicating the tensors read from %s", f->path);
                 }
             }
             j = k;
@@ -1121,16 +1106,16 @@ fm_status fm_checkpoint_file_read_groups(fm_checkpoint_file *f, const fm_checkpo
     tensor_job *jobs = NULL;
     int nj = 0;
     fm_status st = plan_jobs(groups, ngroups, f->nranks, f->rank, &jobs, &nj);
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     if (st) return st;
-    h5_quiet q;
-    quiet_begin(&q);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     size_t per = (size_t)nj * 2;
     uint64_t *mine = calloc(per > 0 ? per : 1, sizeof *mine);
     uint64_t *all = calloc((per > 0 ? per : 1) * (size_t)f->nranks, sizeof *all);
     uint32_t *stored = calloc(nj > 0 ? (size_t)nj : 1, sizeof *stored);
     if (!mine || !all || !stored) st = FM_ERR(FM_ERR_NOMEM, "out of memory for checkpoint checksums");
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     for (int j = 0; j < nj && !st; j++) {
         const tensor_job *jb = &jobs[j];
         const fm_checkpoint_tensor *t = jb->t;
@@ -1168,7 +1153,7 @@ fm_status fm_checkpoint_file_read_groups(fm_checkpoint_file *f, const fm_checkpo
             }
         }
         if (!lst) lst = read_stored_crc(d, dpath, f->path, &stored[j]);
-        lst = agree(f, lst);
+        lst = fm_comm_agree(f->comm, lst);
         float *base = groups[jb->group].data + t->offset;
         for (int r = 0; r < jb->rounds && !lst; r++) {
             size_t r0, r1;
@@ -1179,7 +1164,7 @@ fm_status fm_checkpoint_file_read_groups(fm_checkpoint_file *f, const fm_checkpo
                 lst = H5ERR(FM_ERR_INPUT, "%s: cannot read %s (truncated file?)", f->path, dpath);
             close_id(&fs, H5Sclose);
             close_id(&ms, H5Sclose);
-            lst = agree(f, lst);
+            lst = fm_comm_agree(f->comm, lst);
         }
         if (d >= 0) H5Dclose(d);
         if (!lst) {
@@ -1191,7 +1176,8 @@ fm_status fm_checkpoint_file_read_groups(fm_checkpoint_file *f, const fm_checkpo
     }
     if (!st) {
         if (f->parallel && per > 0)
-            MPI_Allgather(mine, (int)per, MPI_UINT64_T, all, (int)per, MPI_UINT64_T, f->comm);
+            FM_MPI_KEEP(st, MPI_Allgather(mine, (int)per, MPI_UINT64_T, all, (int)per, MPI_UINT64_T,
+                                          f->comm));
         else
             memcpy(all, mine, per * sizeof *all);
         for (int j = 0; j < nj && !st; j++) {
@@ -1203,12 +1189,12 @@ fm_status fm_checkpoint_file_read_groups(fm_checkpoint_file *f, const fm_checkpo
             }
         }
     }
-    if (!st && replicate && f->parallel) st = agree(f, replicate_parts(f, groups, ngroups));
+    if (!st && replicate && f->parallel) st = fm_comm_agree(f->comm, replicate_parts(f, groups, ngroups));
     free(stored);
     free(mine);
     free(all);
     free(jobs);
-    quiet_end(&q);
+    fm_h5_quiet_end(&q);
     return st;
 }
 
@@ -1258,8 +1244,8 @@ static fm_status read_small(fm_checkpoint_file *f, const char *dset, hid_t *type
 fm_status fm_checkpoint_file_read_text(fm_checkpoint_file *f, const char *dset, char **text)
 {
     *text = NULL;
-    h5_quiet q;
-    quiet_begin(&q);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     hid_t ty = -1;
     hsize_t np = 0;
     void *buf = NULL;
@@ -1271,8 +1257,8 @@ fm_status fm_checkpoint_file_read_text(fm_checkpoint_file *f, const char *dset, 
         buf = NULL;
     }
     if (ty >= 0) H5Tclose(ty);
-    st = agree(f, st);
-    quiet_end(&q);
+    st = fm_comm_agree(f->comm, st);
+    fm_h5_quiet_end(&q);
     if (st) {
         free(buf);
         return st;
@@ -1283,8 +1269,8 @@ fm_status fm_checkpoint_file_read_text(fm_checkpoint_file *f, const char *dset, 
 
 fm_status fm_checkpoint_file_read_u64(fm_checkpoint_file *f, const char *dset, uint64_t *v, size_t n)
 {
-    h5_quiet q;
-    quiet_begin(&q);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     hid_t ty = -1;
     hsize_t np = 0;
     void *buf = NULL;
@@ -1304,16 +1290,16 @@ fm_status fm_checkpoint_file_read_u64(fm_checkpoint_file *f, const char *dset, u
     }
     if (ty >= 0) H5Tclose(ty);
     free(buf);
-    st = agree(f, st);
-    quiet_end(&q);
+    st = fm_comm_agree(f->comm, st);
+    fm_h5_quiet_end(&q);
     return st;
 }
 
 fm_status fm_checkpoint_file_dataset_shape(fm_checkpoint_file *f, const char *dset, int *ndim,
                                            int64_t shape[FM_CHECKPOINT_MAX_DIMS])
 {
-    h5_quiet q;
-    quiet_begin(&q);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     fm_status st = NULL;
     *ndim = 0;
     if (!fm_checkpoint_file_exists(f, dset)) {
@@ -1332,15 +1318,15 @@ fm_status fm_checkpoint_file_dataset_shape(fm_checkpoint_file *f, const char *ds
         if (sp >= 0) H5Sclose(sp);
         if (d >= 0) H5Dclose(d);
     }
-    quiet_end(&q);
+    fm_h5_quiet_end(&q);
     return st;
 }
 
 static fm_status get_attr(fm_checkpoint_file *f, const char *obj, const char *name, H5T_class_t cls,
                           hid_t memtype, void *value)
 {
-    h5_quiet q;
-    quiet_begin(&q);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     fm_status st = NULL;
     hid_t o = -1, a = -1, ty = -1;
     if (!fm_checkpoint_file_exists(f, obj)) {
@@ -1384,7 +1370,7 @@ done:
     if (ty >= 0) H5Tclose(ty);
     if (a >= 0) H5Aclose(a);
     if (o >= 0) H5Oclose(o);
-    quiet_end(&q);
+    fm_h5_quiet_end(&q);
     return st;
 }
 
@@ -1496,7 +1482,7 @@ static fm_status dataset_crc(fm_checkpoint_file *f, const char *dset, uint32_t *
         }
         *nbytes = (uint64_t)rows * rowbytes;
     }
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     /* Rank r checks rows [rows*r/N, rows*(r+1)/N), in slabs of up to 64 MiB. */
     size_t r_lo = st ? 0 : (size_t)split_point(rows, f->nranks, f->rank);
     size_t r_hi = st ? 0 : (size_t)split_point(rows, f->nranks, f->rank + 1);
@@ -1537,19 +1523,21 @@ static fm_status dataset_crc(fm_checkpoint_file *f, const char *dset, uint32_t *
     if (ty >= 0) H5Tclose(ty);
     if (sp >= 0) H5Sclose(sp);
     H5Dclose(d);
-    st = agree(f, st);
+    st = fm_comm_agree(f->comm, st);
     if (st) return st;
-    if (f->parallel) {
-        uint64_t mine[2] = {mycrc, mylen};
-        uint64_t *all = malloc(2 * (size_t)f->nranks * sizeof *all);
-        if (!all) return FM_ERR(FM_ERR_NOMEM, "out of memory");
-        MPI_Allgather(mine, 2, MPI_UINT64_T, all, 2, MPI_UINT64_T, f->comm);
-        *computed = crc_combine_parts(all, all + 1, f->nranks, 2);
-        free(all);
-    } else {
+    if (!f->parallel) {
         *computed = (uint32_t)mycrc;
+        return NULL;
     }
-    return NULL;
+    uint64_t mine[2] = {mycrc, mylen};
+    uint64_t *all = malloc(2 * (size_t)f->nranks * sizeof *all);
+    if (!all) st = FM_ERR(FM_ERR_NOMEM, "out of memory verifying %s", dset);
+    FM_TRY_GOTO(st, out, fm_comm_agree(f->comm, st)); /* every rank can take part, or none does */
+    FM_MPI_TRY_GOTO(st, out, MPI_Allgather(mine, 2, MPI_UINT64_T, all, 2, MPI_UINT64_T, f->comm));
+    *computed = crc_combine_parts(all, all + 1, f->nranks, 2);
+out:
+    free(all);
+    return st;
 }
 
 fm_status fm_checkpoint_file_verify(fm_checkpoint_file *f, fm_checkpoint_verify_fn report,
@@ -1558,10 +1546,10 @@ fm_status fm_checkpoint_file_verify(fm_checkpoint_file *f, fm_checkpoint_verify_
     if (checked) *checked = 0;
     if (failed) *failed = 0;
     if (!f || f->writing) return FM_ERR(FM_ERR_INTERNAL, "checkpoint file not open for reading");
-    h5_quiet q;
-    quiet_begin(&q);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     name_list names = {0};
-    fm_status st = agree(f, collect_datasets(f, "/", &names, 0));
+    fm_status st = fm_comm_agree(f->comm, collect_datasets(f, "/", &names, 0));
     fm_status first_bad = NULL;
     int nchecked = 0, nfailed = 0;
     for (int i = 0; !st && i < names.n; i++) {
@@ -1578,7 +1566,7 @@ fm_status fm_checkpoint_file_verify(fm_checkpoint_file *f, fm_checkpoint_verify_
         if (report && f->rank == 0) report(user, names.names[i], bytes, stored, computed, ok);
     }
     name_list_free(&names);
-    quiet_end(&q);
+    fm_h5_quiet_end(&q);
     if (checked) *checked = nchecked;
     if (failed) *failed = nfailed;
     if (st) {
@@ -1592,39 +1580,51 @@ fm_status fm_checkpoint_file_verify(fm_checkpoint_file *f, fm_checkpoint_verify_
 
 /* ---- resume = auto ----------------------------------------------------------------------- */
 
+fm_status fm_checkpoint_scan_dir(MPI_Comm comm, const char *dir, fm_checkpoint_entry **entries, int *n,
+                                 int *removed)
+{
+    *entries = NULL;
+    *n = 0;
+    if (removed) *removed = 0;
+    int rank = 0, count = 0;
+    FM_MPI_TRY(MPI_Comm_rank(comm, &rank));
+    fm_checkpoint_entry *v = NULL;
+    fm_status st = NULL;
+    if (rank == 0) {
+        st = fm_checkpoint_dir_remove_stale(dir, removed);
+        if (!st) st = fm_checkpoint_dir_list(dir, &v, &count);
+    }
+    FM_TRY_GOTO(st, fail, fm_comm_agree(comm, st));
+    FM_MPI_TRY_GOTO(st, fail, MPI_Bcast(&count, 1, MPI_INT, 0, comm));
+    if (rank != 0 && count > 0) {
+        v = calloc((size_t)count, sizeof *v);
+        if (!v) st = FM_ERR(FM_ERR_NOMEM, "out of memory for the list of %d checkpoints in %s", count, dir);
+    }
+    /* Agreed before the broadcast: every rank can receive the list, or none waits for it. */
+    FM_TRY_GOTO(st, fail, fm_comm_agree(comm, st));
+    if (count > 0)
+        FM_MPI_TRY_GOTO(st, fail, MPI_Bcast(v, (int)((size_t)count * sizeof *v), MPI_BYTE, 0, comm));
+    *entries = v;
+    *n = count;
+    return NULL;
+fail:
+    free(v);
+    return st;
+}
+
 fm_status fm_checkpoint_load_newest(MPI_Comm comm, const char *dir, fm_checkpoint_load_fn load,
                                     void *user, FILE *warn, int64_t *step, char *path, size_t size)
 {
     *step = -1;
     if (size) path[0] = '\0';
-    fm_checkpoint_file ctx; /* only for agree() */
-    memset(&ctx, 0, sizeof ctx);
-    ctx.parallel = 1;
-    ctx.comm = comm;
-    MPI_Comm_rank(comm, &ctx.rank);
-    MPI_Comm_size(comm, &ctx.nranks);
+    int rank = 0, n = 0, removed = 0;
+    FM_MPI_TRY(MPI_Comm_rank(comm, &rank));
     fm_checkpoint_entry *v = NULL;
-    int n = 0;
+    FM_TRY(fm_checkpoint_scan_dir(comm, dir, &v, &n, &removed));
+    if (removed > 0 && warn && rank == 0)
+        fprintf(warn, "fmtrain: removed %d incomplete checkpoint file%s in %s (a writer was "
+                      "interrupted)\n", removed, removed == 1 ? "" : "s", dir);
     fm_status st = NULL;
-    if (ctx.rank == 0) {
-        int removed = 0;
-        st = fm_checkpoint_dir_remove_stale(dir, &removed);
-        if (!st && removed > 0 && warn)
-            fprintf(warn, "fmtrain: removed %d incomplete checkpoint file%s in %s (a writer was "
-                          "interrupted)\n", removed, removed == 1 ? "" : "s", dir);
-        if (!st) st = fm_checkpoint_dir_list(dir, &v, &n);
-    }
-    st = agree(&ctx, st);
-    if (st) {
-        free(v);
-        return st;
-    }
-    MPI_Bcast(&n, 1, MPI_INT, 0, comm);
-    if (ctx.rank != 0 && n > 0) {
-        v = calloc((size_t)n, sizeof *v);
-        if (!v) MPI_Abort(comm, FM_EXIT_FAILURE); /* cannot take part in the broadcast otherwise */
-    }
-    if (n > 0) MPI_Bcast(v, (int)((size_t)n * sizeof *v), MPI_BYTE, 0, comm);
     int damaged = 0;
     for (int i = 0; i < n; i++) {
         char full[FM_CKPT_PATH_MAX];
@@ -1644,7 +1644,7 @@ fm_status fm_checkpoint_load_newest(MPI_Comm comm, const char *dir, fm_checkpoin
             break;
         }
         damaged++;
-        if (warn && ctx.rank == 0)
+        if (warn && rank == 0)
             fprintf(warn, "fmtrain: warning: cannot resume from %s: %s; %s\n", full,
                     fm_status_message(lst),
                     i + 1 < n ? "falling back to the previous checkpoint" : "no older checkpoint left");

@@ -13,7 +13,9 @@
  * communicator, must be called by every rank in the same order with the same arguments (except the
  * flat buffers' contents where noted), and returns the same status on every rank: an error seen by
  * one rank (a failed write, a CRC mismatch) is agreed on and returned everywhere, with the message of
- * the lowest failing rank, marked collective (fm_status_collective).
+ * the lowest failing rank, marked collective (fm_comm_agree in src/dist/comm.h). The file keeps its
+ * own duplicate of the communicator with MPI_ERRORS_RETURN, so an MPI failure is an FM_ERR_MPI
+ * status rather than an abort; no function here ends the process.
  * Serial mode (comm == MPI_COMM_NULL, for `fmtrain inspect` and tools): only reading; no MPI call is
  * made, so it works before MPI_Init or without it. The file is read with HDF5's default driver.
  *
@@ -31,7 +33,8 @@
  *
  * Errors: FM_ERR_IO for file system failures (disk full, permission), FM_ERR_INPUT for files that are
  * missing, foreign, truncated or fail a checksum, FM_ERR_CONFIG for bad MPI-IO hints, FM_ERR_MPI,
- * FM_ERR_NOMEM. Messages name the file and the dataset.
+ * FM_ERR_NOMEM. Messages name the file and the dataset, with the innermost descriptions of HDF5's
+ * error stack; HDF5's own printing of that stack is off during each call (data/h5util.h).
  */
 #ifndef FM_CHECKPOINT_FILE_H
 #define FM_CHECKPOINT_FILE_H
@@ -42,6 +45,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "ckpt/checkpoint_dir.h"
 #include "core/status.h"
 
 #define FM_CHECKPOINT_MAX_DIMS 4
@@ -138,7 +142,8 @@ fm_status fm_checkpoint_file_commit(fm_checkpoint_file **f, int keep_last,
                                     fm_checkpoint_write_stats *stats);
 
 /* Gives up a file being written: collective close, the temporary file removed. Frees *f, sets NULL.
- * Safe on NULL. */
+ * Safe on NULL. Used on error paths, so it reports nothing: every rank makes the same calls even when
+ * one of them fails. */
 void fm_checkpoint_file_abort(fm_checkpoint_file **f);
 
 /* ---- reading (parallel or serial mode) --------------------------------------------------------- */
@@ -200,6 +205,15 @@ int fm_checkpoint_file_nranks(const fm_checkpoint_file *f); /* communicator size
 void fm_checkpoint_file_close(fm_checkpoint_file **f);
 
 /* ---- choosing the checkpoint to resume from ------------------------------------------------ */
+
+/* The complete checkpoints of `dir`, newest first, on every rank of comm: rank 0 removes the
+ * temporary files of killed writers and lists the directory (checkpoint_dir.h), then the list is
+ * broadcast. *entries is malloc'ed (the caller frees it; NULL when *n = 0); *removed (may be NULL)
+ * receives rank 0's count of temporary files removed (0 on the other ranks). A failure on any rank
+ * (the listing on rank 0, the copy of the list elsewhere) is returned on every rank, collective.
+ * Collective over comm. */
+fm_status fm_checkpoint_scan_dir(MPI_Comm comm, const char *dir, fm_checkpoint_entry **entries, int *n,
+                                 int *removed);
 
 /* Loads one checkpoint (collective); returns FM_ERR_INPUT when the file is damaged or foreign. */
 typedef fm_status (*fm_checkpoint_load_fn)(void *user, const char *path);

@@ -14,6 +14,7 @@
 #include "ckpt/checkpoint.h"
 #include "cli/cli.h"
 #include "data/dataset.h"
+#include "data/h5util.h"
 #include "data/tokenizer.h"
 
 static const char inspect_help[] =
@@ -97,39 +98,40 @@ static void print_escaped(const uint8_t *s, size_t n)
     putchar('"');
 }
 
-static fm_status inspect_dataset(const char *path, long long ntok)
+/* The summary of a probed dataset, its first tokens, and the checks the help text lists. */
+static fm_status inspect_dataset_file(const char *path, const fm_dataset_info *info, long long ntok)
 {
-    fm_dataset_info info;
-    FM_TRY(fm_dataset_probe(path, &info));
     printf("file            %s\n", path);
-    printf("format          %s version %d%s%s%s\n", FM_DATASET_FORMAT, info.format_version,
-           info.created_by[0] ? " (written by " : "", info.created_by, info.created_by[0] ? ")" : "");
-    printf("source          %s\n", info.source);
-    printf("vocab_size      %" PRIu64 " (%s tokens)\n", info.vocab_size, info.token_bytes == 2 ? "uint16" : "uint32");
-    printf("eot_id          %" PRIu64 "\n", info.eot_id);
-    printf("train tokens    %" PRIu64 "\n", info.train_tokens);
-    printf("val tokens      %" PRIu64 "\n", info.val_tokens);
+    printf("format          %s version %d%s%s%s\n", FM_DATASET_FORMAT, info->format_version,
+           info->created_by[0] ? " (written by " : "", info->created_by, info->created_by[0] ? ")" : "");
+    printf("source          %s\n", info->source);
+    printf("vocab_size      %" PRIu64 " (%s tokens)\n", info->vocab_size,
+           info->token_bytes == 2 ? "uint16" : "uint32");
+    printf("eot_id          %" PRIu64 "\n", info->eot_id);
+    printf("train tokens    %" PRIu64 "\n", info->train_tokens);
+    printf("val tokens      %" PRIu64 "\n", info->val_tokens);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return FM_ERR(FM_ERR_INPUT, "cannot open %s", path);
     fm_status st = NULL;
     fm_tokenizer *tok = NULL;
     uint32_t *ids = NULL;
-    if (info.has_tokenizer) {
+    if (info->has_tokenizer) {
         st = fm_status_prefix(fm_tokenizer_load(f, "tokenizer", &tok), "%s: ", path);
         if (st) goto done;
-        if (fm_tokenizer_vocab_size(tok) != info.vocab_size || fm_tokenizer_eot_id(tok) != info.eot_id) {
+        if (fm_tokenizer_vocab_size(tok) != info->vocab_size || fm_tokenizer_eot_id(tok) != info->eot_id) {
             st = FM_ERR(FM_ERR_INPUT, "%s: the stored tokenizer has %u ids (eot %u) but the dataset says vocab_size %"
                                       PRIu64 ", eot_id %" PRIu64,
-                        path, fm_tokenizer_vocab_size(tok), fm_tokenizer_eot_id(tok), info.vocab_size, info.eot_id);
+                        path, fm_tokenizer_vocab_size(tok), fm_tokenizer_eot_id(tok), info->vocab_size,
+                        info->eot_id);
             goto done;
         }
-        printf("tokenizer       %s, stored in /tokenizer (%u merges)\n", info.tokenizer_kind,
+        printf("tokenizer       %s, stored in /tokenizer (%u merges)\n", info->tokenizer_kind,
                fm_tokenizer_vocab_size(tok) - FM_TOKENIZER_MIN_VOCAB);
     } else {
         printf("tokenizer       none stored (imported token ids; decoding needs the tokenizer that made them, "
                "or re-import with --tokenizer-from)\n");
     }
-    size_t n = (size_t)((uint64_t)ntok < info.train_tokens ? (uint64_t)ntok : info.train_tokens);
+    size_t n = (size_t)((uint64_t)ntok < info->train_tokens ? (uint64_t)ntok : info->train_tokens);
     ids = malloc((n ? n : 1) * sizeof *ids);
     if (!ids) {
         st = FM_ERR(FM_ERR_NOMEM, "out of memory");
@@ -140,8 +142,8 @@ static fm_status inspect_dataset(const char *path, long long ntok)
     for (size_t i = 0; i < n; i++) printf(" %u", ids[i]);
     printf("\n");
     uint64_t checked = 0;
-    st = verify_split(f, "/train/tokens", info.train_tokens, info.vocab_size, path, &checked);
-    if (!st) st = verify_split(f, "/val/tokens", info.val_tokens, info.vocab_size, path, &checked);
+    st = verify_split(f, "/train/tokens", info->train_tokens, info->vocab_size, path, &checked);
+    if (!st) st = verify_split(f, "/val/tokens", info->val_tokens, info->vocab_size, path, &checked);
     if (st) goto done;
     if (tok) {
         uint8_t *text = NULL;
@@ -158,6 +160,19 @@ done:
     free(ids);
     fm_tokenizer_free(&tok);
     H5Fclose(f);
+    return st;
+}
+
+/* `inspect` of a dataset: probe it, then read it with HDF5's error printing off (errors are reported
+ * as messages). */
+static fm_status inspect_dataset(const char *path, long long ntok)
+{
+    fm_dataset_info info;
+    FM_TRY(fm_dataset_probe(path, &info));
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
+    fm_status st = inspect_dataset_file(path, &info, ntok);
+    fm_h5_quiet_end(&q);
     return st;
 }
 

@@ -23,7 +23,9 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/rng.h"
 #include "data/dataset.h"
+#include "data/h5util.h"
 #include "data/tokenizer.h"
 #include "core/util.h"
 
@@ -147,11 +149,8 @@ static void splitter_init(splitter *s, fm_dataset_writer *w, double f, uint64_t 
     memset(s, 0, sizeof *s);
     s->w = w;
     s->f = f;
-    uint64_t z = seed + 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    s->u = (double)(z >> 11) * 0x1.0p-53;
+    uint64_t state = seed;
+    s->u = fm_rng_uniform(&state); /* the first draw of the seed's stream */
     s->eot = eot;
     s->last_seg[0] = s->last_seg[1] = -1;
     s->last_doc[0] = s->last_doc[1] = -1;
@@ -281,14 +280,17 @@ static fm_status load_tokenizer_from(const char *path, fm_tokenizer **tok)
 {
     char fmt[64];
     FM_TRY(fm_dataset_file_format(path, fmt, sizeof fmt));
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return FM_ERR(FM_ERR_INPUT, "cannot open %s", path);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     fm_status st = NULL;
-    if (!fm_tokenizer_exists(f, "tokenizer"))
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0)
+        st = FM_ERR(FM_ERR_INPUT, "--tokenizer-from %s: cannot open the file with HDF5 (damaged?)", path);
+    else if (!fm_tokenizer_exists(f, "tokenizer"))
         st = FM_ERR(FM_ERR_INPUT, "--tokenizer-from %s: the file (%s) stores no tokenizer", path, fmt);
     else st = fm_status_prefix(fm_tokenizer_load(f, "tokenizer", tok), "--tokenizer-from %s: ", path);
-    H5Fclose(f);
+    if (f >= 0) H5Fclose(f);
+    fm_h5_quiet_end(&q);
     return st;
 }
 

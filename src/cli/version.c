@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "build_info.h"
+#include "dist/comm.h"
 #include "kernels.h"
 
 const char *fm_version_string(void) { return FM_VERSION; }
@@ -25,20 +26,36 @@ static const char *openmp_spec(int v)
     }
 }
 
+/* The MPI library's first version line and the MPI standard it implements (both allowed before
+ * MPI_Init, MPI-3). */
+static fm_status mpi_version(char *lib, size_t size, int *major, int *minor)
+{
+    char text[MPI_MAX_LIBRARY_VERSION_STRING];
+    int len = 0;
+    FM_MPI_TRY(MPI_Get_library_version(text, &len));
+    if (len < 0) len = 0;
+    if (len >= MPI_MAX_LIBRARY_VERSION_STRING) len = MPI_MAX_LIBRARY_VERSION_STRING - 1;
+    text[len] = '\0';
+    char *nl = strchr(text, '\n');
+    if (nl) *nl = '\0';
+    snprintf(lib, size, "%s", text);
+    FM_MPI_TRY(MPI_Get_version(major, minor));
+    return NULL;
+}
+
 void fm_version_print(FILE *out)
 {
     fprintf(out, "fmtrain %s\n", FM_VERSION);
     fprintf(out, "  build:   %s, %s\n", FM_BUILD_TYPE, FM_C_COMPILER);
 
     char mpi[MPI_MAX_LIBRARY_VERSION_STRING];
-    int len = 0;
-    MPI_Get_library_version(mpi, &len); /* allowed before MPI_Init (MPI-3) */
-    mpi[len < MPI_MAX_LIBRARY_VERSION_STRING ? len : MPI_MAX_LIBRARY_VERSION_STRING - 1] = '\0';
-    char *nl = strchr(mpi, '\n');
-    if (nl) *nl = '\0';
     int mv = 0, msub = 0;
-    MPI_Get_version(&mv, &msub);
-    fprintf(out, "  MPI:     %s (standard %d.%d)\n", mpi, mv, msub);
+    fm_status st = mpi_version(mpi, sizeof mpi, &mv, &msub);
+    if (st)
+        fprintf(out, "  MPI:     unknown (%s)\n", fm_status_message(st));
+    else
+        fprintf(out, "  MPI:     %s (standard %d.%d)\n", mpi, mv, msub);
+    fm_status_free(&st);
 
     unsigned hmaj = 0, hmin = 0, hrel = 0;
     H5get_libversion(&hmaj, &hmin, &hrel);

@@ -7,7 +7,9 @@
  *
  * Ownership: whoever receives a non-NULL status owns it and must either return it upwards (FM_TRY,
  * fm_status_trace) or release it with fm_status_free(). Only `main` turns a status into an exit
- * code or MPI_Abort; library code never calls exit().
+ * code or MPI_Abort; library code never calls exit(). Under MPI, an error seen by some ranks only is
+ * shared with the others by fm_comm_agree (src/dist/comm.h), which makes it collective; `main`
+ * aborts only for an error that stayed rank-local.
  *
  * There is no global error state: a status is an ordinary value, so threads and ranks never share one.
  */

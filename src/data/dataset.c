@@ -18,12 +18,6 @@
 
 /* ---- small HDF5 helpers shared with reader.c (dataset_h5.h) ------------------------------------- */
 
-void fm_dataset_h5_quiet(void)
-{
-    /* HDF5 prints its own error stack on every failed call; fmtrain reports errors itself. */
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
 fm_status fm_dataset_h5_attr_u64(hid_t obj, const char *name, uint64_t *v, const char *where)
 {
     if (H5Aexists(obj, name) <= 0)
@@ -54,7 +48,6 @@ static fm_status attr_write_str(hid_t obj, const char *name, const char *v, cons
 
 fm_status fm_dataset_h5_precheck(const char *path)
 {
-    fm_dataset_h5_quiet();
     struct stat sb;
     if (stat(path, &sb) != 0)
         return FM_ERR(FM_ERR_INPUT, "cannot open dataset %s: %s", path, strerror(errno));
@@ -77,14 +70,16 @@ fm_status fm_dataset_h5_open(const char *path, hid_t fapl, hid_t *file)
 
 fm_status fm_dataset_file_format(const char *path, char *buf, size_t bufsize)
 {
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     hid_t f = -1;
-    FM_TRY(fm_dataset_h5_open(path, H5P_DEFAULT, &f));
-    fm_status st = NULL;
-    if (H5Aexists(f, "format") <= 0)
+    fm_status st = fm_dataset_h5_open(path, H5P_DEFAULT, &f);
+    if (!st && H5Aexists(f, "format") <= 0)
         st = FM_ERR(FM_ERR_INPUT, "%s is an HDF5 file but not an fmtrain file (no root attribute 'format')",
                     path);
-    else st = fm_dataset_h5_attr_str(f, "format", buf, bufsize, path);
-    H5Fclose(f);
+    else if (!st) st = fm_dataset_h5_attr_str(f, "format", buf, bufsize, path);
+    if (f >= 0) H5Fclose(f);
+    fm_h5_quiet_end(&q);
     return st;
 }
 
@@ -174,10 +169,13 @@ fm_status fm_dataset_h5_read_info(hid_t f, const char *path, fm_dataset_info *in
 
 fm_status fm_dataset_probe(const char *path, fm_dataset_info *info)
 {
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     hid_t f = -1;
-    FM_TRY(fm_dataset_h5_open(path, H5P_DEFAULT, &f));
-    fm_status st = fm_dataset_h5_read_info(f, path, info);
-    H5Fclose(f);
+    fm_status st = fm_dataset_h5_open(path, H5P_DEFAULT, &f);
+    if (!st) st = fm_dataset_h5_read_info(f, path, info);
+    if (f >= 0) H5Fclose(f);
+    fm_h5_quiet_end(&q);
     return st;
 }
 
@@ -201,15 +199,21 @@ void fm_dataset_writer_free(fm_dataset_writer **wp)
 {
     if (!wp || !*wp) return;
     fm_dataset_writer *w = *wp;
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     for (int s = 0; s < 2; s++) {
         if (w->ds[s] >= 0) H5Dclose(w->ds[s]);
         free(w->buf[s]);
     }
     if (w->file >= 0) H5Fclose(w->file);
+    fm_h5_quiet_end(&q);
     free(w->path);
     free(w);
     *wp = NULL;
 }
+
+static fm_status writer_create_file(const char *path, uint64_t vocab_size, uint64_t eot_id,
+                                    const fm_tokenizer *tok, const char *source, fm_dataset_writer **out);
 
 fm_status fm_dataset_writer_open(const char *path, uint64_t vocab_size, uint64_t eot_id,
                                  const fm_tokenizer *tok, const char *source, fm_dataset_writer **out)
@@ -222,7 +226,17 @@ fm_status fm_dataset_writer_open(const char *path, uint64_t vocab_size, uint64_t
     if (tok && fm_tokenizer_vocab_size(tok) != vocab_size)
         return FM_ERR(FM_ERR_USAGE, "the tokenizer has %u ids but the dataset's vocabulary size is %" PRIu64,
                       fm_tokenizer_vocab_size(tok), vocab_size);
-    fm_dataset_h5_quiet();
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
+    fm_status st = writer_create_file(path, vocab_size, eot_id, tok, source, out);
+    fm_h5_quiet_end(&q);
+    return st;
+}
+
+/* fm_dataset_writer_open once its arguments are checked: the file, its attributes and groups. */
+static fm_status writer_create_file(const char *path, uint64_t vocab_size, uint64_t eot_id,
+                                    const fm_tokenizer *tok, const char *source, fm_dataset_writer **out)
+{
     fm_status st = NULL;
     fm_dataset_writer *w = calloc(1, sizeof *w);
     FM_CHECK_ALLOC(w, sizeof *w);
@@ -289,7 +303,7 @@ static fm_status writer_create(fm_dataset_writer *w, int s, int final)
     return NULL;
 }
 
-static fm_status writer_flush(fm_dataset_writer *w, int s, int final)
+static fm_status write_buffer(fm_dataset_writer *w, int s, int final)
 {
     if (w->ds[s] < 0) FM_TRY(writer_create(w, s, final));
     if (w->nbuf[s] == 0) return NULL;
@@ -308,6 +322,16 @@ static fm_status writer_flush(fm_dataset_writer *w, int s, int final)
     w->count[s] += n;
     w->nbuf[s] = 0;
     return NULL;
+}
+
+/* Writes split s's buffer to the file (the HDF5 calls of append and close happen here). */
+static fm_status writer_flush(fm_dataset_writer *w, int s, int final)
+{
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
+    fm_status st = write_buffer(w, s, final);
+    fm_h5_quiet_end(&q);
+    return st;
 }
 
 fm_status fm_dataset_writer_append(fm_dataset_writer *w, fm_dataset_split split, const uint32_t *ids,
@@ -342,6 +366,8 @@ fm_status fm_dataset_writer_close(fm_dataset_writer **wp)
 {
     fm_dataset_writer *w = *wp;
     fm_status st = NULL;
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     FM_TRY_GOTO(st, done, writer_flush(w, 0, 1));
     FM_TRY_GOTO(st, done, writer_flush(w, 1, 1));
     FM_TRY_GOTO(st, done, attr_write_u64(w->file, "train_tokens", w->count[0], w->path));
@@ -362,5 +388,6 @@ fm_status fm_dataset_writer_close(fm_dataset_writer **wp)
     w->file = -1;
 done:
     fm_dataset_writer_free(wp);
+    fm_h5_quiet_end(&q);
     return st;
 }

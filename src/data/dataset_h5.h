@@ -1,5 +1,5 @@
 /* dataset_h5.h — private HDF5 helpers shared by dataset.c and reader.c (not part of the public
- * contract in dataset.h). */
+ * contract in dataset.h). They run inside their caller's fm_h5_quiet bracket (data/h5util.h). */
 #ifndef FM_DATASET_H5_H
 #define FM_DATASET_H5_H
 
@@ -10,8 +10,6 @@
 #include "data/dataset.h"
 #include "core/status.h"
 
-/* Turns off HDF5's automatic error-stack printing (fmtrain reports errors itself). */
-void fm_dataset_h5_quiet(void);
 /* Checks that `path` exists, is a readable regular file and starts like HDF5 (no HDF5 open, so it is
  * safe to run on each rank before a collective open). FM_ERR_INPUT naming the path. */
 fm_status fm_dataset_h5_precheck(const char *path);

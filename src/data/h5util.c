@@ -5,6 +5,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+void fm_h5_quiet_begin(fm_h5_quiet *q)
+{
+    q->func = NULL;
+    q->data = NULL;
+    q->saved = H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data) >= 0;
+    if (q->saved) H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+void fm_h5_quiet_end(const fm_h5_quiet *q)
+{
+    if (q->saved) H5Eset_auto2(H5E_DEFAULT, q->func, q->data);
+}
+
 fm_status fm_h5_attr_write(hid_t obj, const char *name, hid_t mtype, hid_t ftype, const void *val,
                            const char *where)
 {

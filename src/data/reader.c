@@ -11,19 +11,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/rng.h"
+#include "core/util.h"
 #include "data/dataset.h"
 #include "data/dataset_h5.h"
-#include "core/util.h"
+#include "data/h5util.h"
+#include "dist/comm.h"
 
 /* ---- the permutation ---------------------------------------------------------------------------- */
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 uint64_t fm_reader_permute(uint64_t seed, uint64_t epoch, uint64_t p, uint64_t n)
 {
@@ -35,7 +30,7 @@ uint64_t fm_reader_permute(uint64_t seed, uint64_t epoch, uint64_t p, uint64_t n
     uint64_t mask = (half >= 64) ? ~0ull : ((1ull << half) - 1);
     uint64_t s = seed ^ (epoch * 0xD1B54A32D192ED03ull);
     uint64_t key[4];
-    for (int i = 0; i < 4; i++) key[i] = splitmix64(&s);
+    for (int i = 0; i < 4; i++) key[i] = fm_rng_next(&s);
     uint64_t x = p;
     do {
         uint64_t l = x >> half, r = x & mask;
@@ -237,7 +232,11 @@ fm_status fm_reader_next(fm_reader *r, int32_t *tokens)
         }
         if (n) memcpy(tokens, r->buf, n * sizeof *tokens);
     } else {
-        FM_TRY(read_step(r, &r->state, tokens, 0));
+        fm_h5_quiet q;
+        fm_h5_quiet_begin(&q);
+        fm_status st = read_step(r, &r->state, tokens, 0);
+        fm_h5_quiet_end(&q);
+        if (st) return fm_status_trace(st, __FILE__, __LINE__, __func__);
         r->wait_s += fm_util_now() - t0;
     }
     r->steps++;
@@ -247,7 +246,7 @@ fm_status fm_reader_next(fm_reader *r, int32_t *tokens)
     return NULL;
 }
 
-fm_status fm_reader_read_val(fm_reader *r, int64_t batch, int32_t *tokens)
+static fm_status read_val(fm_reader *r, int64_t batch, int32_t *tokens)
 {
     if (r->Nv == 0)
         return FM_ERR(FM_ERR_INPUT,
@@ -263,6 +262,15 @@ fm_status fm_reader_read_val(fm_reader *r, int64_t batch, int32_t *tokens)
         FM_TRY(check_ids(tokens + (size_t)j * W, W, r->info.vocab_size, r->val_path, "validation", w));
     }
     return NULL;
+}
+
+fm_status fm_reader_read_val(fm_reader *r, int64_t batch, int32_t *tokens)
+{
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
+    fm_status st = read_val(r, batch, tokens);
+    fm_h5_quiet_end(&q);
+    return st;
 }
 
 void fm_reader_get_state(const fm_reader *r, fm_reader_state *state) { *state = r->state; }
@@ -287,19 +295,6 @@ double fm_reader_wait_seconds(const fm_reader *r) { return r->wait_s; }
 int64_t fm_reader_steps_read(const fm_reader *r) { return r->steps; }
 
 /* ---- open / free ------------------------------------------------------------------------------- */
-
-/* Makes every rank agree on success: when any rank failed, every rank returns an error. When all
- * failed, the status is marked collective (reported once). */
-static fm_status agree(MPI_Comm comm, fm_status st, const char *path)
-{
-    int mine = st ? 1 : 0, nfail = 0, size = 1;
-    MPI_Comm_size(comm, &size);
-    MPI_Allreduce(&mine, &nfail, 1, MPI_INT, MPI_SUM, comm);
-    if (nfail == 0) return NULL;
-    if (!st) return FM_ERR(FM_ERR_INPUT, "opening %s failed on %d other rank(s)", path, nfail);
-    if (nfail == size) fm_status_collective(st);
-    return st;
-}
 
 /* Locates every chunk of /train/tokens for pread; returns 0 (and leaves ra off) when it cannot. */
 static int setup_pread(fm_reader *r)
@@ -353,20 +348,64 @@ static int setup_pread(fm_reader *r)
     return ok;
 }
 
+/* Opens `path` on every rank of comm with parallel HDF5. A rank that cannot see the file (node-local
+ * path, permissions) makes every rank fail with its message (fm_comm_agree). */
 static fm_status open_file(const char *path, MPI_Comm comm, hid_t *file)
 {
-    fm_status st = agree(comm, fm_dataset_h5_precheck(path), path);
-    if (st) return st;
+    FM_TRY(fm_comm_agree(comm, fm_dataset_h5_precheck(path)));
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl); /* collective */
     H5Pclose(fapl);
+    fm_status st = NULL;
     if (f < 0) st = FM_ERR(FM_ERR_INPUT, "cannot open %s with parallel HDF5 (damaged file?)", path);
-    st = agree(comm, st, path);
+    st = fm_comm_agree(comm, st);
     if (st && f >= 0) H5Fclose(f);
     if (!st) *file = f;
     return st;
 }
+
+/* A reader with its buffers and its own communicator (a duplicate of opt->comm that returns errors).
+ * Every rank takes part in the duplication even when its allocations failed, then all agree. */
+static fm_status reader_new(const char *path, const fm_reader_options *opt, fm_reader **out)
+{
+    *out = NULL;
+    MPI_Comm comm = MPI_COMM_NULL;
+    fm_status dup = fm_comm_dup(opt->comm, &comm);
+    fm_reader *r = calloc(1, sizeof *r);
+    fm_status st = NULL;
+    if (r) {
+        r->file = r->dtrain = r->vfile = r->dval = -1;
+        r->fd = -1;
+        r->comm = comm;
+        pthread_mutex_init(&r->mu, NULL);
+        pthread_cond_init(&r->cv, NULL);
+        r->T = opt->seq_len;
+        r->G = opt->global_windows;
+        r->first = opt->first;
+        r->count = opt->count;
+        r->path = strdup(path);
+        r->val_path = strdup(opt->val_path ? opt->val_path : path);
+        r->buf = malloc(((size_t)r->count * ((size_t)r->T + 1) + 1) * sizeof *r->buf);
+    }
+    if (!r || !r->path || !r->val_path || !r->buf)
+        st = FM_ERR(FM_ERR_NOMEM, "out of memory for the reader of %s (%" PRId64 " windows of %d tokens)",
+                    path, opt->count, opt->seq_len + 1);
+    if (dup) {
+        fm_status_free(&st);
+        st = dup;
+    }
+    st = fm_comm_agree(opt->comm, st); /* the caller's communicator: the duplicate may be missing */
+    if (st) {
+        if (r) fm_reader_free(&r);
+        else fm_comm_dup_free(&comm);
+        return st;
+    }
+    *out = r;
+    return NULL;
+}
+
+static fm_status reader_open(const char *path, const fm_reader_options *opt, fm_reader **out);
 
 fm_status fm_reader_open(const char *path, const fm_reader_options *opt, fm_reader **out)
 {
@@ -379,26 +418,19 @@ fm_status fm_reader_open(const char *path, const fm_reader_options *opt, fm_read
                    ", %" PRId64 ") (need seq_len >= 1, global_windows >= 1, 0 <= first <= first+count <= "
                    "global_windows)",
                    path, opt->seq_len, opt->global_windows, opt->first, opt->first + opt->count));
-    fm_dataset_h5_quiet();
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
+    fm_status st = reader_open(path, opt, out);
+    fm_h5_quiet_end(&q);
+    return st;
+}
+
+/* fm_reader_open once the options are checked: open and validate the files, locate the chunks. */
+static fm_status reader_open(const char *path, const fm_reader_options *opt, fm_reader **out)
+{
+    fm_reader *r = NULL;
+    FM_TRY(reader_new(path, opt, &r));
     fm_status st = NULL;
-    fm_reader *r = calloc(1, sizeof *r);
-    FM_CHECK_ALLOC(r, sizeof *r);
-    r->file = r->dtrain = r->vfile = r->dval = -1;
-    r->fd = -1;
-    r->comm = MPI_COMM_NULL;
-    pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
-    r->T = opt->seq_len;
-    r->G = opt->global_windows;
-    r->first = opt->first;
-    r->count = opt->count;
-    r->path = strdup(path);
-    r->val_path = strdup(opt->val_path ? opt->val_path : path);
-    r->buf = malloc(((size_t)r->count * ((size_t)r->T + 1) + 1) * sizeof *r->buf);
-    if (!r->path || !r->val_path || !r->buf || MPI_Comm_dup(opt->comm, &r->comm) != MPI_SUCCESS) {
-        fm_reader_free(&r);
-        return FM_ERR(FM_ERR_NOMEM, "out of memory opening %s", path);
-    }
     FM_TRY_GOTO(st, fail, open_file(path, r->comm, &r->file));
     st = fm_dataset_h5_read_info(r->file, path, &r->info);
     if (!st && opt->vocab_size && opt->vocab_size != r->info.vocab_size)
@@ -423,7 +455,7 @@ fm_status fm_reader_open(const char *path, const fm_reader_options *opt, fm_read
         r->dtrain = H5Dopen2(r->file, "/train/tokens", H5P_DEFAULT);
         if (r->dtrain < 0) st = FM_ERR(FM_ERR_INPUT, "cannot open /train/tokens in %s", path);
     }
-    FM_TRY_GOTO(st, fail, agree(r->comm, st, path));
+    FM_TRY_GOTO(st, fail, fm_comm_agree(r->comm, st));
     /* validation file */
     if (strcmp(r->val_path, path) == 0) {
         r->vfile = r->file;
@@ -436,11 +468,11 @@ fm_status fm_reader_open(const char *path, const fm_reader_options *opt, fm_read
             st = FM_ERR(FM_ERR_INPUT, "validation file %s has vocab_size %" PRIu64 " but %s has %" PRIu64,
                         r->val_path, vi.vocab_size, path, r->info.vocab_size);
         if (!st) r->val_tokens = vi.val_tokens;
-        FM_TRY_GOTO(st, fail, agree(r->comm, st, r->val_path));
+        FM_TRY_GOTO(st, fail, fm_comm_agree(r->comm, st));
     }
     r->dval = H5Dopen2(r->vfile, "/val/tokens", H5P_DEFAULT);
     if (r->dval < 0) st = FM_ERR(FM_ERR_INPUT, "cannot open /val/tokens in %s", r->val_path);
-    FM_TRY_GOTO(st, fail, agree(r->comm, st, r->val_path));
+    FM_TRY_GOTO(st, fail, fm_comm_agree(r->comm, st));
     r->Nv = r->val_tokens > 0 ? (r->val_tokens - 1) / (uint64_t)r->T : 0;
     r->width = r->info.token_bytes;
     r->state.seed = opt->seed;
@@ -472,11 +504,14 @@ void fm_reader_free(fm_reader **rp)
     }
     fm_status_free(&r->job_err);
     if (r->fd >= 0) close(r->fd);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
     if (r->dval >= 0) H5Dclose(r->dval);
     if (r->dtrain >= 0) H5Dclose(r->dtrain);
     if (r->vfile >= 0 && r->vfile != r->file) H5Fclose(r->vfile);
     if (r->file >= 0) H5Fclose(r->file);
-    if (r->comm != MPI_COMM_NULL) MPI_Comm_free(&r->comm);
+    fm_h5_quiet_end(&q);
+    fm_comm_dup_free(&r->comm);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     free(r->chunk_off);

@@ -3,6 +3,7 @@
  * Not here: reading input files or dataset files (cmd_prepare.c, dataset.c). */
 #include "data/tokenizer.h"
 #include "data/h5util.h"
+#include "dist/comm.h"
 
 #include <inttypes.h>
 #include <mpi.h>
@@ -851,28 +852,27 @@ done:
 
 /* ---- HDF5 storage ------------------------------------------------------------------------------- */
 
-/* Is the file of `loc` opened with the MPI-IO driver? Then *rank is this process's rank in its
- * communicator, else 0. */
-static int h5_parallel_rank(hid_t loc, int *rank)
+/* Is the file of `loc` opened with the MPI-IO driver? Then *par = 1 and *rank is this process's rank
+ * in the file's communicator; else both are 0. */
+static fm_status h5_parallel_rank(hid_t loc, int *par, int *rank)
 {
+    *par = 0;
     *rank = 0;
     hid_t f = H5Iget_file_id(loc);
-    if (f < 0) return 0;
+    if (f < 0) return NULL;
     hid_t fapl = H5Fget_access_plist(f);
-    int par = 0;
-    if (fapl >= 0 && H5Pget_driver(fapl) == H5FD_MPIO) {
-        MPI_Comm comm = MPI_COMM_NULL;
-        MPI_Info info = MPI_INFO_NULL;
-        if (H5Pget_fapl_mpio(fapl, &comm, &info) >= 0) {
-            par = 1;
-            MPI_Comm_rank(comm, rank);
-            MPI_Comm_free(&comm);
-            if (info != MPI_INFO_NULL) MPI_Info_free(&info);
-        }
+    MPI_Comm comm = MPI_COMM_NULL;
+    MPI_Info info = MPI_INFO_NULL;
+    fm_status st = NULL;
+    if (fapl >= 0 && H5Pget_driver(fapl) == H5FD_MPIO && H5Pget_fapl_mpio(fapl, &comm, &info) >= 0) {
+        *par = 1;
+        FM_MPI_KEEP(st, MPI_Comm_rank(comm, rank)); /* HDF5 hands out a copy: free it either way */
+        FM_MPI_KEEP(st, MPI_Comm_free(&comm));
+        if (info != MPI_INFO_NULL) FM_MPI_KEEP(st, MPI_Info_free(&info));
     }
     if (fapl >= 0) H5Pclose(fapl);
     H5Fclose(f);
-    return par;
+    return st;
 }
 
 /* Writes a 1-D or 2-D contiguous dataset; in a parallel file rank 0 writes, others select none. */
@@ -903,12 +903,12 @@ static fm_status h5_write_array(hid_t grp, const char *name, hid_t ftype, hid_t 
     return NULL;
 }
 
-fm_status fm_tokenizer_save(const fm_tokenizer *tok, hid_t loc, const char *name)
+static fm_status tokenizer_save(const fm_tokenizer *tok, hid_t loc, const char *name)
 {
     char where[300];
     snprintf(where, sizeof where, "tokenizer group '%s'", name);
-    int myrank = 0;
-    int par = h5_parallel_rank(loc, &myrank);
+    int par = 0, myrank = 0;
+    FM_TRY(fm_status_prefix(h5_parallel_rank(loc, &par, &myrank), "saving the %s", where));
     hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0) return FM_ERR(FM_ERR_IO, "cannot create the %s (does it exist already?)", where);
     fm_status st = NULL;
@@ -933,13 +933,31 @@ done:
     return st;
 }
 
-int fm_tokenizer_exists(hid_t loc, const char *name)
+fm_status fm_tokenizer_save(const fm_tokenizer *tok, hid_t loc, const char *name)
+{
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
+    fm_status st = tokenizer_save(tok, loc, name);
+    fm_h5_quiet_end(&q);
+    return st;
+}
+
+static int tokenizer_exists(hid_t loc, const char *name)
 {
     htri_t e = H5Lexists(loc, name, H5P_DEFAULT);
     if (e <= 0) return 0;
     H5O_info_t oi;
     if (H5Oget_info_by_name(loc, name, &oi, H5P_DEFAULT) < 0) return 0;
     return oi.type == H5O_TYPE_GROUP;
+}
+
+int fm_tokenizer_exists(hid_t loc, const char *name)
+{
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
+    int e = tokenizer_exists(loc, name);
+    fm_h5_quiet_end(&q);
+    return e;
 }
 
 /* Reads a whole dataset of `expect_rank` dims into a malloc'ed buffer of native mtype. */
@@ -992,11 +1010,11 @@ done:
     return st;
 }
 
-fm_status fm_tokenizer_load(hid_t loc, const char *name, fm_tokenizer **out)
+static fm_status tokenizer_load(hid_t loc, const char *name, fm_tokenizer **out)
 {
     char where[300];
     snprintf(where, sizeof where, "tokenizer group '%s'", name);
-    if (!fm_tokenizer_exists(loc, name)) return FM_ERR(FM_ERR_INPUT, "there is no %s", where);
+    if (!tokenizer_exists(loc, name)) return FM_ERR(FM_ERR_INPUT, "there is no %s", where);
     hid_t g = H5Gopen2(loc, name, H5P_DEFAULT);
     if (g < 0) return FM_ERR(FM_ERR_INPUT, "cannot open the %s", where);
     fm_status st = NULL;
@@ -1065,5 +1083,14 @@ done:
     free(bytes);
     fm_tokenizer_free(&t);
     H5Gclose(g);
+    return st;
+}
+
+fm_status fm_tokenizer_load(hid_t loc, const char *name, fm_tokenizer **out)
+{
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
+    fm_status st = tokenizer_load(loc, name, out);
+    fm_h5_quiet_end(&q);
     return st;
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/rng.h"
 #include "core/util.h"
 
 /* Largest piece handed to one MPI call whose count is an int. */
@@ -23,12 +24,100 @@ fm_status fm_comm_mpi_status(int rc, const char *call, const char *file, int lin
     return fm_status_new(FM_ERR_MPI, file, line, func, "%s failed: %s", call, text);
 }
 
+/* ---- communicators and error agreement -------------------------------------------------------- */
+
+fm_status fm_comm_dup(MPI_Comm comm, MPI_Comm *out)
+{
+    *out = MPI_COMM_NULL;
+    MPI_Comm d = MPI_COMM_NULL;
+    FM_MPI_TRY(MPI_Comm_dup(comm, &d));
+    fm_status st = NULL;
+    FM_MPI_TRY_GOTO(st, fail, MPI_Comm_set_errhandler(d, MPI_ERRORS_RETURN));
+    *out = d;
+    return NULL;
+fail:
+    fm_comm_dup_free(&d);
+    return st;
+}
+
+void fm_comm_dup_free(MPI_Comm *comm)
+{
+    if (!comm || *comm == MPI_COMM_NULL) return;
+    fm_status st = NULL;
+    FM_MPI_KEEP(st, MPI_Comm_free(comm));
+    fm_status_free(&st); /* release path: nothing to report to, nothing left to undo */
+    *comm = MPI_COMM_NULL;
+}
+
+/* Bytes of the failing rank's message broadcast at once: every rank receives each piece into a buffer
+ * on its stack, so a rank whose malloc fails still takes part in the same broadcasts. */
+#define FM_COMM_AGREE_PIECE 1024
+
+/* Rank `first`'s message, received piece by piece from it (every rank makes the same calls); on the
+ * other ranks *text is a malloc'ed copy, or NULL when that allocation failed. */
+static fm_status bcast_message(MPI_Comm comm, int rank, int first, const char *msg, int len, char **text)
+{
+    *text = NULL;
+    char *t = rank == first ? NULL : malloc((size_t)len + 1);
+    char piece[FM_COMM_AGREE_PIECE];
+    fm_status st = NULL;
+    for (int off = 0; off < len; off += FM_COMM_AGREE_PIECE) {
+        int n = len - off < FM_COMM_AGREE_PIECE ? len - off : FM_COMM_AGREE_PIECE;
+        if (rank == first) memcpy(piece, msg + off, (size_t)n);
+        FM_MPI_TRY_GOTO(st, fail, MPI_Bcast(piece, n, MPI_CHAR, first, comm));
+        if (t) memcpy(t + off, piece, (size_t)n);
+    }
+    if (t) t[len] = '\0';
+    *text = t;
+    return NULL;
+fail:
+    free(t);
+    return st;
+}
+
+fm_status fm_comm_agree(MPI_Comm comm, fm_status st)
+{
+    if (comm == MPI_COMM_NULL) return st;
+    fm_status mst = NULL;
+    char *text = NULL;
+    int rank = 0, size = 1;
+    FM_MPI_TRY_GOTO(mst, mpi_failed, MPI_Comm_rank(comm, &rank));
+    FM_MPI_TRY_GOTO(mst, mpi_failed, MPI_Comm_size(comm, &size));
+    int mine = st ? rank : size, first = size;
+    FM_MPI_TRY_GOTO(mst, mpi_failed, MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
+    if (first == size) return NULL; /* no rank failed, so st is NULL here too */
+
+    /* The code and length, then the text, from the lowest failing rank. */
+    const char *msg = rank == first ? fm_status_message(st) : "";
+    size_t mlen = strlen(msg);
+    int hdr[2] = {(int)fm_status_code(st), mlen < (size_t)INT_MAX ? (int)mlen : INT_MAX - 1};
+    FM_MPI_TRY_GOTO(mst, mpi_failed, MPI_Bcast(hdr, 2, MPI_INT, first, comm));
+    FM_TRY_GOTO(mst, mpi_failed, bcast_message(comm, rank, first, msg, hdr[1], &text));
+    /* Collective in status.h's sense only when comm holds every rank of the job (main then exits
+     * without MPI_Abort); agreement within a node leaves the other nodes unaware. */
+    int cmp = MPI_UNEQUAL;
+    FM_MPI_TRY_GOTO(mst, mpi_failed, MPI_Comm_compare(comm, MPI_COMM_WORLD, &cmp));
+    int whole_job = cmp == MPI_IDENT || cmp == MPI_CONGRUENT;
+    if (rank == first) return whole_job ? fm_status_collective(st) : st;
+
+    fm_status_free(&st);
+    fm_code code = hdr[0] > FM_OK && hdr[0] <= FM_ERR_STOPPED ? (fm_code)hdr[0] : FM_ERR_INTERNAL;
+    const char *m = text ? text : "an error whose message this rank could not receive (out of memory)";
+    fm_status out = first == 0 ? FM_ERR(code, "%s", m) : FM_ERR(code, "%s (reported by rank %d)", m, first);
+    free(text);
+    return whole_job ? fm_status_collective(out) : out;
+mpi_failed:
+    free(text);
+    if (!st) return mst;
+    fm_status_free(&mst);
+    return fm_status_trace(st, __FILE__, __LINE__, __func__);
+}
+
 /* ---- context ---------------------------------------------------------------------------------- */
 
 static fm_status comm_setup(fm_comm *c)
 {
-    FM_MPI_TRY(MPI_Comm_dup(MPI_COMM_WORLD, &c->world));
-    FM_MPI_TRY(MPI_Comm_set_errhandler(c->world, MPI_ERRORS_RETURN));
+    FM_TRY(fm_comm_dup(MPI_COMM_WORLD, &c->world));
     FM_MPI_TRY(MPI_Comm_rank(c->world, &c->rank));
     FM_MPI_TRY(MPI_Comm_size(c->world, &c->size));
     FM_MPI_TRY(MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &c->node));
@@ -60,8 +149,8 @@ fm_status fm_comm_init(fm_comm **out)
 {
     *out = NULL;
     int inited = 0, finalized = 0;
-    MPI_Initialized(&inited);
-    MPI_Finalized(&finalized);
+    FM_MPI_TRY(MPI_Initialized(&inited));
+    FM_MPI_TRY(MPI_Finalized(&finalized));
     if (!inited || finalized)
         return FM_ERR(FM_ERR_INTERNAL, "fm_comm_init: MPI is not initialised (or already finalised)");
     fm_comm *c = calloc(1, sizeof *c);
@@ -80,8 +169,8 @@ fm_status fm_comm_init(fm_comm **out)
 void fm_comm_free(fm_comm **c)
 {
     if (!c || !*c) return;
-    if ((*c)->node != MPI_COMM_NULL) MPI_Comm_free(&(*c)->node);
-    if ((*c)->world != MPI_COMM_NULL) MPI_Comm_free(&(*c)->world);
+    fm_comm_dup_free(&(*c)->node);
+    fm_comm_dup_free(&(*c)->world);
     free(*c);
     *c = NULL;
 }
@@ -159,36 +248,25 @@ fm_status fm_comm_barrier(const fm_comm *c)
 
 /* ---- checksum --------------------------------------------------------------------------------- */
 
-static inline uint64_t mix64(uint64_t x)
-{
-    /* The splitmix64 finaliser: a bijection that spreads every input bit over the output. */
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
 uint64_t fm_comm_hash64(const void *data, size_t bytes)
 {
     /* Four independent lanes over 8-byte little-endian words (memcpy: no alignment assumptions),
      * so the loop runs near memory speed; the tail and the length are folded in at the end. */
     const unsigned char *p = data;
-    const uint64_t k = 0x9e3779b97f4a7c15ULL;
+    const uint64_t k = FM_RNG_GOLDEN;
     uint64_t h[4] = {k, k ^ 1, k ^ 2, k ^ 3};
     size_t i = 0;
     for (; i + 32 <= bytes; i += 32) {
         for (int l = 0; l < 4; l++) {
             uint64_t w;
             memcpy(&w, p + i + 8 * (size_t)l, 8);
-            h[l] = (h[l] ^ mix64(w)) * k;
+            h[l] = (h[l] ^ fm_rng_mix64(w)) * k;
             h[l] = (h[l] << 31) | (h[l] >> 33);
         }
     }
     uint64_t r = (uint64_t)bytes * k;
-    for (int l = 0; l < 4; l++) r = mix64(r ^ h[l]);
-    for (; i < bytes; i++) r = mix64(r ^ ((uint64_t)p[i] + 0x100u * (uint64_t)(i & 31)));
+    for (int l = 0; l < 4; l++) r = fm_rng_mix64(r ^ h[l]);
+    for (; i < bytes; i++) r = fm_rng_mix64(r ^ ((uint64_t)p[i] + 0x100u * (uint64_t)(i & 31)));
     return r;
 }
 
@@ -203,12 +281,10 @@ fm_status fm_comm_check_identical(const fm_comm *c, const void *buf, size_t byte
 
     /* They differ: find out which ranks (every rank does the same, so the error is collective). */
     uint64_t *all = malloc(sizeof *all * 2 * (size_t)c->size);
-    FM_CHECK_ALLOC(all, sizeof *all * 2 * (size_t)c->size);
-    int rc = MPI_Allgather(mine, 2, MPI_UINT64_T, all, 2, MPI_UINT64_T, c->world);
-    if (rc != MPI_SUCCESS) {
-        free(all);
-        return fm_comm_mpi_status(rc, "MPI_Allgather", __FILE__, __LINE__, __func__);
-    }
+    fm_status st = all ? NULL : FM_ERR(FM_ERR_NOMEM, "out of memory comparing %s across %d ranks", what,
+                                       c->size);
+    FM_TRY_GOTO(st, done, fm_comm_agree(c->world, st)); /* every rank can take part, or none does */
+    FM_MPI_TRY_GOTO(st, done, MPI_Allgather(mine, 2, MPI_UINT64_T, all, 2, MPI_UINT64_T, c->world));
     char list[512];
     size_t used = 0;
     int ndiff = 0, shown = 0;
@@ -223,7 +299,6 @@ fm_status fm_comm_check_identical(const fm_comm *c, const void *buf, size_t byte
         }
     }
     if (ndiff > shown && used < sizeof list - 16) snprintf(list + used, sizeof list - used, ", ...");
-    fm_status st;
     if (lo[1] != hi[1])
         st = FM_ERR(FM_ERR_INTERNAL,
                     "%s differ across ranks: %d rank%s (%s) hold a different number of bytes than "
@@ -235,8 +310,10 @@ fm_status fm_comm_check_identical(const fm_comm *c, const void *buf, size_t byte
                     "rank 0's (%016llx); every rank must start from identical %s",
                     what, (unsigned long long)all[1], ndiff, ndiff == 1 ? "" : "s", list,
                     (unsigned long long)all[0], what);
+    st = fm_status_collective(st);
+done:
     free(all);
-    return fm_status_collective(st);
+    return st;
 }
 
 /* ---- bucketed all-reduce ------------------------------------------------------------------------ */
@@ -416,11 +493,14 @@ static fm_status start_gaps(fm_comm_allreduce *ar)
     return st;
 }
 
-/* Waits for every request in flight, ignoring errors (used on the error path and by free). */
+/* Waits for every request in flight (used on the error path and by free): a failure is not reported,
+ * the step has already failed or the engine is being released. */
 static void drain(fm_comm_allreduce *ar)
 {
-    if (ar->comm->size > 1 && ar->nbuckets > 0)
-        MPI_Waitall(ar->nbuckets, ar->requests, MPI_STATUSES_IGNORE);
+    if (ar->comm->size <= 1 || ar->nbuckets == 0) return;
+    fm_status st = NULL;
+    FM_MPI_KEEP(st, MPI_Waitall(ar->nbuckets, ar->requests, MPI_STATUSES_IGNORE));
+    fm_status_free(&st);
 }
 
 static void reset_step(fm_comm_allreduce *ar)
@@ -437,10 +517,8 @@ fm_status fm_comm_allreduce_wait_all(fm_comm_allreduce *ar)
     ar->err = NULL;
     if (!st) st = flush_pending(ar, 0);
     if (!st) st = start_gaps(ar);
-    if (!st && ar->comm->size > 1) {
-        int rc = MPI_Waitall(ar->nbuckets, ar->requests, MPI_STATUSES_IGNORE);
-        if (rc != MPI_SUCCESS) st = fm_comm_mpi_status(rc, "MPI_Waitall", __FILE__, __LINE__, __func__);
-    }
+    if (!st && ar->comm->size > 1)
+        FM_MPI_KEEP(st, MPI_Waitall(ar->nbuckets, ar->requests, MPI_STATUSES_IGNORE));
     if (st) {
         drain(ar);
         reset_step(ar);

@@ -9,14 +9,19 @@
  *   - the gradient all-reduce engine (fm_comm_allreduce): buckets of a flat float buffer are
  *     all-reduced with non-blocking MPI_Iallreduce as soon as the model reports them final during
  *     the backward pass, so communication overlaps compute; fm_comm_allreduce_wait_all completes
- *     them and averages (scales by 1/size).
+ *     them and averages (scales by 1/size);
+ *   - fmtrain's MPI error convention, used by every module that calls MPI: the FM_MPI_* macros that
+ *     check each return code, fm_comm_dup (communicators that return errors instead of aborting)
+ *     and fm_comm_agree (one error, the same on every rank, so a rank-local failure still ends
+ *     collectively).
  * What it is not: it does not choose cores or GPUs (topology.h) and does not initialise MPI (main.c).
  *
  * Errors: every MPI call goes through communicators that have MPI_ERRORS_RETURN set; a failure
  * becomes an FM_ERR_MPI status carrying MPI_Error_string's text and the call that failed.
  * Collective functions must be called by every rank of the communicator in the same order.
  * Results that all ranks compute identically (flag agreement, checksum mismatch) are returned as
- * collective statuses (fm_status_collective), so `main` may exit without MPI_Abort.
+ * collective statuses (fm_status_collective), so `main` may exit without MPI_Abort; an error seen by
+ * some ranks only is made collective with fm_comm_agree.
  *
  * Threads: MPI is initialised with MPI_THREAD_FUNNELED; call everything here from the main thread,
  * outside OpenMP parallel regions.
@@ -58,17 +63,69 @@ fm_status fm_comm_init(fm_comm **out);
 void fm_comm_free(fm_comm **c);
 
 /* Converts an MPI return code into a status: NULL for MPI_SUCCESS, otherwise FM_ERR_MPI with
- * "<call> failed: <MPI_Error_string text>". Use through FM_MPI_TRY. */
+ * "<call> failed: <MPI_Error_string text>". Use through the FM_MPI_* macros below. */
 fm_status fm_comm_mpi_status(int rc, const char *call, const char *file, int line, const char *func);
 
-/* Calls an MPI function (on a communicator with MPI_ERRORS_RETURN) and returns an FM_ERR_MPI status
- * with the MPI error text from the enclosing function when it fails. */
+/* The one way fmtrain checks an MPI return code, in three forms that mirror FM_TRY / FM_TRY_GOTO
+ * (status.h). The communicator must have MPI_ERRORS_RETURN (fm_comm_dup), else MPI aborts before the
+ * code is returned.
+ *   FM_MPI_TRY(call)                 returns the FM_ERR_MPI status from the enclosing function;
+ *   FM_MPI_TRY_GOTO(st, label, call) stores it in `st` (an fm_status that is NULL) and jumps to
+ *                                    `label`, for functions that must release what they hold;
+ *   FM_MPI_KEEP(st, call)            always makes the call and keeps its failure in `st` unless `st`
+ *                                    already holds an error: for sequences where every step must run
+ *                                    even after one failed (collective clean-up that every rank has
+ *                                    to reach). */
 #define FM_MPI_TRY(call)                                                                    \
     do {                                                                                    \
         int fm_mpi_rc_ = (call);                                                            \
         if (fm_mpi_rc_ != MPI_SUCCESS)                                                      \
             return fm_comm_mpi_status(fm_mpi_rc_, #call, __FILE__, __LINE__, __func__);     \
     } while (0)
+
+#define FM_MPI_TRY_GOTO(st, label, call)                                                    \
+    do {                                                                                    \
+        int fm_mpi_rc_ = (call);                                                            \
+        if (fm_mpi_rc_ != MPI_SUCCESS) {                                                    \
+            (st) = fm_comm_mpi_status(fm_mpi_rc_, #call, __FILE__, __LINE__, __func__);     \
+            goto label;                                                                     \
+        }                                                                                   \
+    } while (0)
+
+#define FM_MPI_KEEP(st, call)                                                               \
+    do {                                                                                    \
+        int fm_mpi_rc_ = (call);                                                            \
+        if (fm_mpi_rc_ != MPI_SUCCESS && !(st))                                             \
+            (st) = fm_comm_mpi_status(fm_mpi_rc_, #call, __FILE__, __LINE__, __func__);     \
+    } while (0)
+
+/* ---- communicators and error agreement (any communicator, also outside fm_comm) ------------ */
+
+/* Duplicates `comm` into *out and sets MPI_ERRORS_RETURN on the copy, so that every later MPI call
+ * on it returns its error code instead of aborting. Every module that keeps a communicator (the
+ * checkpoint layer, the data reader, fm_comm itself) holds one made here. Collective over comm
+ * (the duplication itself fails by comm's own error handler). Release with fm_comm_dup_free. */
+fm_status fm_comm_dup(MPI_Comm comm, MPI_Comm *out);
+
+/* Frees a communicator made by fm_comm_dup and sets *comm to MPI_COMM_NULL; safe on MPI_COMM_NULL.
+ * Release path: a failure of MPI_Comm_free is not reported (there is nothing left to do about it). */
+void fm_comm_dup_free(MPI_Comm *comm);
+
+/* Agrees on one error across the ranks of `comm`. Every rank passes its own status (NULL: no error
+ * here) and takes ownership of the result; the argument is consumed.
+ *   - no rank failed: NULL on every rank;
+ *   - otherwise every rank returns the code and message of the lowest failing rank k (rank in comm),
+ *     marked collective (fm_status_collective) when comm holds every rank of the job, so `main`
+ *     prints it once (rank 0) and exits without MPI_Abort; over a smaller communicator (c->node)
+ *     the ranks of comm share the error but it stays non-collective, because the other ranks of the
+ *     job do not know about it. Rank k returns its own status (traceback kept); the others a new
+ *     status whose message is k's followed by " (reported by rank k)" when k > 0, so rank 0 names
+ *     the rank that saw the error. A rank that cannot allocate room for the message still takes
+ *     part in every collective and returns a fixed text instead of k's message.
+ * With comm = MPI_COMM_NULL (serial use) `st` is returned unchanged. When an MPI call of the
+ * agreement itself fails, the result is not collective: this rank's own error, or the MPI error
+ * when it had none. Collective over comm, which should have MPI_ERRORS_RETURN (fm_comm_dup). */
+fm_status fm_comm_agree(MPI_Comm comm, fm_status st);
 
 /* ---- small collectives (all ranks of c->world) ---------------------------------------------- */
 

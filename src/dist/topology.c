@@ -827,8 +827,9 @@ fm_status fm_topology_place_gpus(const fm_comm *c, const fm_topology_options *op
     fm_topology_plan *plans = NULL;
     char my_list[FM_TOPOLOGY_LIST_MAX] = "";
 
-    /* Every rank reaches the allgather, even when its own discovery failed (it sends ""), so that
-     * no rank of the node waits forever. */
+    /* The node's ranks agree before the allgather (fm_comm_agree over c->node): when one of them
+     * cannot read its binding or allocate the table, all of them return its error and none waits
+     * in the allgather. */
     fm_status st = fm_topology_load(&topo, NULL);
     if (!st) {
         cur = hwloc_bitmap_alloc();
@@ -836,22 +837,12 @@ fm_status fm_topology_place_gpus(const fm_comm *c, const fm_topology_options *op
     }
     if (!st) st = fm_topology_current_binding(topo, cur);
     if (!st) st = list_string(my_list, sizeof my_list, cur, "current binding");
-    if (st) my_list[0] = '\0';
-    lists = calloc((size_t)n, FM_TOPOLOGY_LIST_MAX);
-    if (!lists) {
-        fm_status_free(&st);
-        st = FM_ERR(FM_ERR_NOMEM, "out of memory for %d bindings", n);
-        goto done;
+    if (!st) {
+        lists = calloc((size_t)n, FM_TOPOLOGY_LIST_MAX);
+        if (!lists) st = FM_ERR(FM_ERR_NOMEM, "out of memory for %d bindings", n);
     }
-    fm_status st2 = fm_comm_node_allgather(c, my_list, FM_TOPOLOGY_LIST_MAX, lists);
-    if (st) {
-        fm_status_free(&st2);
-        goto done;
-    }
-    if (st2) {
-        st = st2;
-        goto done;
-    }
+    FM_TRY_GOTO(st, done, fm_comm_agree(c->node, st));
+    FM_TRY_GOTO(st, done, fm_comm_node_allgather(c, my_list, FM_TOPOLOGY_LIST_MAX, lists));
     binds = calloc((size_t)n, sizeof *binds);
     plans = calloc((size_t)n, sizeof *plans);
     if (!binds || !plans) {
@@ -860,11 +851,6 @@ fm_status fm_topology_place_gpus(const fm_comm *c, const fm_topology_options *op
     }
     for (int i = 0; i < n && !st; i++) {
         const char *l = lists + (size_t)i * FM_TOPOLOGY_LIST_MAX;
-        if (!*l) {
-            st = FM_ERR(FM_ERR_INTERNAL, "placement: local rank %d of %s could not read its binding", i,
-                        c->host);
-            break;
-        }
         binds[i] = hwloc_bitmap_alloc();
         if (!binds[i] || hwloc_bitmap_list_sscanf(binds[i], l) != 0)
             st = FM_ERR(FM_ERR_INTERNAL, "placement: cannot parse local rank %d's binding '%s'", i, l);
@@ -981,11 +967,13 @@ void fm_topology_print_table(FILE *out, const fm_topology_plan *plans, int n)
 fm_status fm_topology_report(const fm_comm *c, const fm_topology_plan *mine, FILE *out)
 {
     fm_topology_plan *all = NULL;
+    fm_status st = NULL;
     if (c->rank == 0) {
         all = calloc((size_t)c->size, sizeof *all);
-        FM_CHECK_ALLOC(all, sizeof *all * (size_t)c->size);
+        if (!all) st = FM_ERR(FM_ERR_NOMEM, "out of memory for the placement table of %d ranks", c->size);
     }
-    fm_status st = fm_comm_gather(c, mine, sizeof *mine, all);
+    FM_TRY(fm_comm_agree(c->world, st)); /* rank 0 can receive the gather, or no rank sends */
+    st = fm_comm_gather(c, mine, sizeof *mine, all);
     if (!st && c->rank == 0) {
         fprintf(out, "placement: %d rank%s on %d node%s\n", c->size, c->size == 1 ? "" : "s", c->nodes,
                 c->nodes == 1 ? "" : "s");

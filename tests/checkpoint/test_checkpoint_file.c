@@ -1,7 +1,8 @@
 /* test_checkpoint_file.c — the checkpoint file layer under MPI (run with 2 ranks, and with 1):
  * round trips, files written by N ranks read by M ranks (parallel and serial mode), CRC-32 values,
  * damaged files (bit flip, truncation), the directory (latest, keep_last, stale temporaries),
- * resume = auto falling back past a damaged checkpoint, MPI-IO hints, alignment, the partition. */
+ * resume = auto falling back past a damaged checkpoint, an error on one rank only (agreed, collective),
+ * the shared directory scan, MPI-IO hints, alignment, the partition. */
 #define _XOPEN_SOURCE 700
 #include <fcntl.h>
 #include <ftw.h>
@@ -425,6 +426,63 @@ static void test_load_newest(void **state)
     fm_status_free(&st);
 }
 
+/* An error seen by one rank only ends the call on every rank, with that rank's message, as a
+ * collective status (fm_comm_agree): no rank waits and nothing aborts. */
+static void test_rank_local_failure(void **state)
+{
+    (void)state;
+    if (g_size < 2) skip();
+    write_ckpt(MPI_COMM_WORLD, 7, 77, 0, NULL);
+    char good[512], missing[600];
+    ckpt_path(good, sizeof good, 7);
+    snprintf(missing, sizeof missing, "%s/only-rank-%d-looks-here.h5", g_dir, g_size - 1);
+    fm_checkpoint_file *f = NULL;
+    /* the last rank is given a path that does not exist, as if the file system differed there */
+    fm_status st = fm_checkpoint_file_open(MPI_COMM_WORLD, g_rank == g_size - 1 ? missing : good, FORMAT,
+                                           NULL, NULL, &f);
+    assert_null(f);
+    assert_non_null(st);
+    assert_int_equal(fm_status_code(st), FM_ERR_INPUT);
+    assert_true(fm_status_is_collective(st));
+    assert_non_null(strstr(fm_status_message(st), "only-rank-"));
+    char by[64];
+    snprintf(by, sizeof by, "(reported by rank %d)", g_size - 1);
+    if (g_rank == 0) assert_non_null(strstr(fm_status_message(st), by));
+    fm_status_free(&st);
+    /* and the ranks are still in step: a collective open of the good file works */
+    expect_ok(fm_checkpoint_file_open(MPI_COMM_WORLD, good, FORMAT, NULL, NULL, &f));
+    fm_checkpoint_file_close(&f);
+}
+
+/* Rank 0 scans the run directory; every rank receives the same list. */
+static void test_scan_dir(void **state)
+{
+    (void)state;
+    char cdir[512];
+    expect_ok(fm_checkpoint_dir_of_run(g_dir, cdir, sizeof cdir));
+    fm_checkpoint_entry *v = NULL;
+    int n = -1, removed = -1;
+    expect_ok(fm_checkpoint_scan_dir(MPI_COMM_WORLD, cdir, &v, &n, &removed)); /* no directory yet */
+    assert_int_equal(n, 0);
+    assert_null(v);
+    assert_int_equal(removed, 0);
+    for (int64_t step = 10; step <= 30; step += 10) write_ckpt(MPI_COMM_WORLD, step, (uint64_t)step, 0, NULL);
+    if (g_rank == 0) {
+        char p[600];
+        snprintf(p, sizeof p, "%s/step-00000040.h5.tmp", cdir);
+        FILE *fp = fopen(p, "w");
+        assert_non_null(fp);
+        fclose(fp);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    expect_ok(fm_checkpoint_scan_dir(MPI_COMM_WORLD, cdir, &v, &n, &removed));
+    assert_int_equal(n, 3);
+    assert_int_equal(v[0].step, 30);
+    assert_string_equal(v[2].name, "step-00000010.h5");
+    assert_int_equal(removed, g_rank == 0 ? 1 : 0);
+    free(v);
+}
+
 static void test_hints_and_alignment(void **state)
 {
     (void)state;
@@ -653,6 +711,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_damage_detected, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_directory, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_load_newest, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_rank_local_failure, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_scan_dir, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_hints_and_alignment, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_small_items, setup_dir, teardown_dir),
     };

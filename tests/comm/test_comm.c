@@ -1,5 +1,6 @@
 /* test_comm.c — MPI tests of src/dist/comm.c: the process context, the small collectives, the parameter
- * checksum compare and the bucketed non-blocking gradient all-reduce (values, averaging, backward
+ * checksum compare, the MPI error convention (FM_MPI_* macros, fm_comm_dup, fm_comm_agree) and the
+ * bucketed non-blocking gradient all-reduce (values, averaging, backward
  * and shuffled order, splitting and merging, ranges left to wait_all, errors, determinism).
  * Runs under mpiexec with 2 ranks (and 1 rank: the single-process path makes no MPI calls). */
 #define _POSIX_C_SOURCE 200809L
@@ -141,6 +142,137 @@ static void test_mpi_error(void **state)
     assert_null(fm_comm_mpi_status(MPI_SUCCESS, "MPI_Barrier", __FILE__, __LINE__, __func__));
 }
 
+/* FM_MPI_TRY_GOTO stores the failure and jumps to the release code; FM_MPI_KEEP makes every call and
+ * keeps the first failure. */
+static fm_status goto_and_release(const fm_comm *c, int *released, int *after)
+{
+    fm_status st = NULL;
+    int x = 0;
+    FM_MPI_TRY_GOTO(st, done, MPI_Bcast(&x, 1, MPI_INT, 0, c->world));
+    FM_MPI_TRY_GOTO(st, done, MPI_Bcast(&x, -2, MPI_INT, 0, c->world));
+    *after = 1;
+done:
+    *released = 1;
+    return st;
+}
+
+static void test_mpi_macros(void **state)
+{
+    const fm_comm *c = *state;
+    int released = 0, after = 0;
+    fm_status st = goto_and_release(c, &released, &after);
+    assert_non_null(st);
+    assert_int_equal(fm_status_code(st), FM_ERR_MPI);
+    assert_non_null(strstr(fm_status_message(st), "MPI_Bcast(&x, -2, MPI_INT, 0, c->world) failed: "));
+    assert_int_equal(released, 1);
+    assert_int_equal(after, 0);
+    fm_status_free(&st);
+
+    int x = 0, calls = 0;
+    FM_MPI_KEEP(st, MPI_Bcast(&x, -3, MPI_INT, 0, c->world));
+    calls++;
+    FM_MPI_KEEP(st, MPI_Bcast(&x, -4, MPI_INT, 0, c->world)); /* made, but the first failure stays */
+    calls++;
+    FM_MPI_KEEP(st, MPI_Barrier(c->world));
+    calls++;
+    assert_int_equal(calls, 3);
+    assert_non_null(st);
+    assert_non_null(strstr(fm_status_message(st), "-3"));
+    assert_null(strstr(fm_status_message(st), "-4"));
+    fm_status_free(&st);
+    FM_MPI_KEEP(st, MPI_Barrier(c->world));
+    assert_null(st);
+}
+
+/* A duplicate of MPI_COMM_WORLD (whose handler is MPI_ERRORS_ARE_FATAL) returns errors. */
+static void test_comm_dup(void **state)
+{
+    (void)state;
+    MPI_Comm d = MPI_COMM_NULL;
+    FM_ASSERT_OK(fm_comm_dup(MPI_COMM_WORLD, &d));
+    assert_true(d != MPI_COMM_NULL);
+    MPI_Errhandler eh;
+    MPI_Comm_get_errhandler(d, &eh);
+    assert_true(eh == MPI_ERRORS_RETURN);
+    int x = 0;
+    assert_int_not_equal(MPI_Bcast(&x, -1, MPI_INT, 0, d), MPI_SUCCESS); /* returned, not aborted */
+    fm_comm_dup_free(&d);
+    assert_true(d == MPI_COMM_NULL);
+    fm_comm_dup_free(&d); /* safe on MPI_COMM_NULL */
+}
+
+/* fm_comm_agree: nobody fails; one rank fails; every rank fails with its own code and message. */
+static void test_agree(void **state)
+{
+    const fm_comm *c = *state;
+    assert_null(fm_comm_agree(c->world, NULL));
+
+    /* Only the last rank fails: every rank gets its code and message, collective. */
+    int last = c->size - 1;
+    fm_status st = c->rank == last ? FM_ERR(FM_ERR_IO, "disk of rank %d is full", last) : NULL;
+    fm_status mine = st;
+    st = fm_comm_agree(c->world, st);
+    assert_non_null(st);
+    assert_int_equal(fm_status_code(st), FM_ERR_IO);
+    assert_true(fm_status_is_collective(st));
+    char want[96];
+    snprintf(want, sizeof want, "disk of rank %d is full", last);
+    if (c->rank == last) {
+        assert_ptr_equal(st, mine); /* its own status, traceback kept */
+        assert_string_equal(fm_status_message(st), want);
+    } else {
+        /* rank 0 prints the error: it names the rank that saw it */
+        snprintf(want + strlen(want), sizeof want - strlen(want), " (reported by rank %d)", last);
+        assert_string_equal(fm_status_message(st), want);
+    }
+    fm_status_free(&st);
+
+    /* Every rank fails differently: all return rank 0's code and message. */
+    if (c->rank == 0) st = FM_ERR(FM_ERR_CONFIG, "rank 0: bad value");
+    else st = FM_ERR(FM_ERR_INPUT, "rank %d: bad file", c->rank);
+    st = fm_comm_agree(c->world, st);
+    assert_non_null(st);
+    assert_int_equal(fm_status_code(st), FM_ERR_CONFIG);
+    assert_string_equal(fm_status_message(st), "rank 0: bad value");
+    assert_true(fm_status_is_collective(st));
+    fm_status_free(&st);
+
+    /* A message longer than one broadcast piece arrives whole. */
+    char *big = malloc(5001);
+    assert_non_null(big);
+    for (int i = 0; i < 5000; i++) big[i] = (char)('a' + i % 26);
+    big[5000] = '\0';
+    st = c->rank == 0 ? FM_ERR(FM_ERR_INTERNAL, "%s", big) : NULL;
+    st = fm_comm_agree(c->world, st);
+    assert_non_null(st);
+    assert_string_equal(fm_status_message(st), big);
+    fm_status_free(&st);
+    free(big);
+
+    /* Over a communicator smaller than the job (here: each rank alone) the error is shared by its
+     * ranks but not collective: main must still end the other ranks. */
+    MPI_Comm self = MPI_COMM_NULL;
+    FM_ASSERT_OK(fm_comm_dup(MPI_COMM_SELF, &self));
+    st = fm_comm_agree(self, FM_ERR(FM_ERR_IO, "only here"));
+    assert_non_null(st);
+    assert_true(fm_status_is_collective(st) == (c->size == 1));
+    fm_status_free(&st);
+    /* and over the node, which on the test machine is the whole job */
+    st = fm_comm_agree(c->node, c->local_rank == 0 ? FM_ERR(FM_ERR_IO, "node") : NULL);
+    assert_true(fm_status_is_collective(st));
+    fm_status_free(&st);
+    fm_comm_dup_free(&self);
+
+    /* Serial use: the status comes back unchanged, not collective. */
+    st = FM_ERR(FM_ERR_IO, "serial");
+    mine = st;
+    st = fm_comm_agree(MPI_COMM_NULL, st);
+    assert_ptr_equal(st, mine);
+    assert_false(fm_status_is_collective(st));
+    fm_status_free(&st);
+    assert_null(fm_comm_agree(MPI_COMM_NULL, NULL));
+}
+
 /* ---- checksum ------------------------------------------------------------------------------------- */
 
 static void test_hash(void **state)
@@ -167,6 +299,13 @@ static void test_hash(void **state)
     memcpy(b + 32, t, 8);
     assert_true(fm_comm_hash64(b, 64) != hb);
     assert_true(fm_comm_hash64(NULL, 0) == fm_comm_hash64(a, 0));
+    /* The same value on every machine and in every version (computed by an independent Python
+     * implementation): a change to the lanes or to core/rng.h's finaliser fails here. */
+    unsigned char c[133];
+    for (size_t i = 0; i < sizeof c; i++) c[i] = (unsigned char)(i * 31 + 1);
+    assert_true(fm_comm_hash64(c, sizeof c) == UINT64_C(0x0227392cae202c18));
+    assert_true(fm_comm_hash64("fmtrain", 7) == UINT64_C(0x9d2ae8831b1cc412));
+    assert_true(fm_comm_hash64(NULL, 0) == UINT64_C(0x38712ec1168aaeba));
 }
 
 static void test_identical_ok(void **state)
@@ -448,6 +587,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_doubles),
         cmocka_unit_test(test_gather),
         cmocka_unit_test(test_mpi_error),
+        cmocka_unit_test(test_mpi_macros),
+        cmocka_unit_test(test_comm_dup),
+        cmocka_unit_test(test_agree),
         cmocka_unit_test(test_hash),
         cmocka_unit_test(test_identical_ok),
         cmocka_unit_test(test_identical_mismatch),

@@ -13,7 +13,7 @@ ok() { echo "ok   $*"; }
 bad() { echo "FAIL $*"; fails=$((fails + 1)); }
 verdict() { if [ "$1" -eq 0 ]; then ok "$2"; else bad "$3"; fi; }
 
-# expect CODE NEEDLE -- command...: exit code and a message fragment on stderr
+# expect CODE NEEDLE -- command...: exit code and a message fragment on stderr, and no HDF5 error stack
 expect() {
   local code=$1 needle=$2
   shift 3
@@ -24,6 +24,10 @@ expect() {
   fi
   if [ -n "$needle" ] && ! grep -qF -- "$needle" "$work/err" "$work/out"; then
     bad "message lacks '$needle': $*"; sed 's/^/     /' "$work/err" | head -5; return
+  fi
+  # fmtrain reports HDF5 failures as its own one-line messages, never as HDF5's raw error stack
+  if grep -q "HDF5-DIAG" "$work/err"; then
+    bad "HDF5's error stack printed: $*"; grep -m 3 "HDF5-DIAG" "$work/err" | sed 's/^/     /'; return
   fi
   ok "exit $code '$needle': ${*:1:4}"
 }

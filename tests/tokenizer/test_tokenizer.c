@@ -330,6 +330,67 @@ static void test_hdf5_save_load(void **state)
     unlink(path);
 }
 
+/* HDF5 prints its error stack through the automatic handler; fmtrain's entry points switch it off
+ * around their calls and restore it (data/h5util.h), so a failure inside them prints nothing and the
+ * caller's handler is still installed afterwards. */
+static int h5_prints;
+static herr_t count_prints(hid_t stack, void *data)
+{
+    (void)stack;
+    (void)data;
+    h5_prints++;
+    return 0;
+}
+
+static void test_hdf5_error_stack_quiet(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/fm_tok_quiet_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    const char *text = "an error stack is for developers; users get one line that names the file";
+    fm_tokenizer *t = NULL;
+    OK(fm_tokenizer_train((const uint8_t *)text, strlen(text), 280, &t));
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(f >= 0);
+    OK(fm_tokenizer_save(t, f, "tokenizer"));
+
+    H5E_auto2_t saved_func = NULL;
+    void *saved_data = NULL;
+    H5Eget_auto2(H5E_DEFAULT, &saved_func, &saved_data);
+    int marker = 0;
+    H5Eset_auto2(H5E_DEFAULT, count_prints, &marker);
+    /* control: the same failing call made directly reaches the handler */
+    h5_prints = 0;
+    hid_t g = H5Gcreate2(f, "tokenizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(g < 0);
+    assert_int_equal(h5_prints, 1);
+    /* inside fmtrain: an fm_status, nothing printed */
+    h5_prints = 0;
+    fm_status st = fm_tokenizer_save(t, f, "tokenizer"); /* the group exists already */
+    assert_int_equal(fm_status_code(st), FM_ERR_IO);
+    assert_non_null(strstr(fm_status_message(st), "tokenizer group 'tokenizer'"));
+    fm_status_free(&st);
+    assert_false(fm_tokenizer_exists(f, "no/such/group"));
+    fm_tokenizer *u = NULL;
+    st = fm_tokenizer_load(f, "no/such/group", &u);
+    assert_int_equal(fm_status_code(st), FM_ERR_INPUT);
+    fm_status_free(&st);
+    assert_int_equal(h5_prints, 0);
+    /* and the caller's handler is back */
+    H5E_auto2_t func = NULL;
+    void *data = NULL;
+    H5Eget_auto2(H5E_DEFAULT, &func, &data);
+    assert_true(func == count_prints);
+    assert_ptr_equal(data, &marker);
+
+    H5Eset_auto2(H5E_DEFAULT, saved_func, saved_data);
+    H5Fclose(f);
+    fm_tokenizer_free(&t);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -340,6 +401,7 @@ int main(void)
         cmocka_unit_test(test_training_deterministic),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_hdf5_save_load),
+        cmocka_unit_test(test_hdf5_error_stack_quiet),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
