@@ -1,5 +1,5 @@
-/* dataset.h — fmtrain token datasets: the HDF5 file format, a writer, a probe, and the sharded,
- * resumable, read-ahead reader used by `train`.
+/* dataset.h — fmtrain token datasets: the HDF5 file format, a writer and a probe. The sharded,
+ * resumable, read-ahead reader that `train` uses is data/reader.h.
  *
  * ---- File format (docs/dataset-format.md is the full description) ------------------------------
  * Root attributes: format = "fmtrain-dataset" (string), format_version = 1 (int32),
@@ -13,35 +13,8 @@
  * Every fmtrain HDF5 file (datasets, checkpoints) carries the root string attribute "format";
  * fm_dataset_file_format reads it so `inspect` can dispatch.
  *
- * ---- Sampling (the reader) ------------------------------------------------------------------
- * T = seq_len. A training window is T+1 consecutive tokens; window i starts at token i*T, so
- * consecutive windows share one token (the last target of one is the first input of the next).
- * N = (train_tokens - 1) / T windows (integer division; the tail is never used).
- * Epoch e is a permutation P_e of 0..N-1: P_e(p) = a keyed Feistel bijection on 2^k >= N
- * (4 rounds, keys from splitmix64(seed, e)), cycle-walked into [0, N). It needs O(1) memory and is
- * evaluated per position, identically on every rank.
- * Step: the state (seed, epoch, position) names the next window; a step takes the G = global_windows
- * windows P_e(position) .. P_e(position+G-1) in that order and this rank reads the contiguous slice
- * [first, first+count) of them; then position += G. Epoch boundary: a step never straddles two
- * epochs — when position + G > N the remaining N - position windows of the epoch are skipped and
- * the step starts epoch e+1 at position 0. So with N divisible by G every window is used exactly
- * once per epoch; otherwise N mod G windows (different ones each epoch) are skipped.
- * The sample sequence therefore depends on (seed, G, T, file) only, never on the number of ranks.
- * Validation: Nv = (val_tokens - 1) / T windows of /val/tokens at v*T, in file order; val batch b
- * is windows (b*G + j) mod Nv, j = 0..G-1, and this rank reads j in [first, first+count).
  *
- * ---- Reading and threads --------------------------------------------------------------------
- * fm_reader_open is collective over the communicator: every rank opens the file with parallel HDF5
- * (H5Pset_fapl_mpio), validates it and keeps it open. Validation windows, and training windows when
- * read_ahead is 0, are read with H5Dread and a hyperslab selection of just this rank's windows.
- * With read_ahead (the default) the training windows of step s+1 are read by a background thread
- * while step s computes (double buffering). That thread makes NO HDF5 and NO MPI calls (Debian's
- * parallel HDF5 is not thread-safe and main() initialises MPI_THREAD_FUNNELED): at open, HDF5 gives
- * the file offsets of the (unfiltered) chunks of /train/tokens, and the thread reads those bytes
- * with pread(). Other HDF5 use (checkpoints) may therefore run at any time; fm_reader_sync() exists
- * to wait until no read is in flight (e.g. before timing, or before forking) and is cheap.
- * A file whose chunks cannot be located that way (filters, big-endian storage) is read through HDF5
- * synchronously instead (fm_reader_read_ahead_active reports which).
+ * What it is not: no sampling and no parallel reading (data/reader.h).
  */
 #ifndef FM_DATASET_H
 #define FM_DATASET_H
@@ -107,71 +80,5 @@ fm_status fm_dataset_writer_close(fm_dataset_writer **w);
 /* Closes without finishing (error paths); the file is left incomplete — callers write to a
  * temporary name and remove it. Sets *w to NULL. */
 void fm_dataset_writer_free(fm_dataset_writer **w);
-
-/* ---- reader (collective open; see the sampling rules above) ---------------------------------- */
-
-/* Serialisable position of the training stream: the NEXT step reads windows
- * P_epoch(position) .. P_epoch(position + G - 1). Checkpoints store these three numbers. */
-typedef struct fm_reader_state {
-    uint64_t seed;
-    uint64_t epoch;
-    uint64_t position;
-} fm_reader_state;
-
-typedef struct fm_reader_options {
-    MPI_Comm comm;           /* ranks that open the file together (collective open/free) */
-    int seq_len;             /* T >= 1; windows are T+1 tokens */
-    int64_t global_windows;  /* G: windows per step over all ranks (global batch in sequences) */
-    int64_t first;           /* this rank's slice [first, first+count) of each step's G windows */
-    int64_t count;           /* count >= 0; first + count <= G */
-    uint64_t seed;           /* the initial state is (seed, 0, 0) */
-    uint64_t vocab_size;     /* the model's vocabulary; 0 = accept the file's. Mismatch = error */
-    const char *val_path;    /* validation windows from this file's /val/tokens; NULL = same file */
-    int read_ahead;          /* 1 (recommended): double-buffered background reads; 0: synchronous */
-} fm_reader_options;
-
-typedef struct fm_reader fm_reader;
-
-/* Opens the training file `path` (and val_path) on every rank of opt->comm. Errors (FM_ERR_INPUT
- * with the path): missing file, not an fmtrain dataset or wrong version, vocab_size different from
- * opt->vocab_size (when non-zero) or > INT32_MAX, fewer than G training windows (N < G), bad
- * options (FM_ERR_USAGE). Every rank gets the same error (collective status). When read_ahead is
- * set, the read of the first step starts here. */
-fm_status fm_reader_open(const char *path, const fm_reader_options *opt, fm_reader **out);
-
-/* Fills tokens (count, T+1) int32 with this rank's windows of the next step and advances the state
- * by one step; starts reading the step after it (read_ahead). Not collective (each rank reads on its
- * own), but all ranks must make the same sequence of next/set_state calls for the global order to
- * hold. FM_ERR_IO on a read failure (naming the path and offset). */
-fm_status fm_reader_next(fm_reader *r, int32_t *tokens);
-
-/* Fills tokens (count, T+1) with this rank's slice of validation batch `batch` (>= 0; wraps around
- * the Nv val windows). FM_ERR_INPUT when the val split has no window (Nv == 0). Not collective. */
-fm_status fm_reader_read_val(fm_reader *r, int64_t batch, int32_t *tokens);
-
-/* The state of the next step (what a checkpoint saves). */
-void fm_reader_get_state(const fm_reader *r, fm_reader_state *state);
-/* Continues from `state` (e.g. restored from a checkpoint): discards read-ahead data and restarts
- * reading there. position > N or a state that cannot hold a step is normalised by the epoch rule. */
-fm_status fm_reader_set_state(fm_reader *r, const fm_reader_state *state);
-
-/* Waits until no background read is in flight (the data of the next step is then in memory). */
-fm_status fm_reader_sync(fm_reader *r);
-
-const fm_dataset_info *fm_reader_info(const fm_reader *r);
-int64_t fm_reader_train_windows(const fm_reader *r); /* N */
-int64_t fm_reader_val_windows(const fm_reader *r);   /* Nv */
-int fm_reader_read_ahead_active(const fm_reader *r);
-/* Seconds fm_reader_next spent waiting for data (blocking reads, or waiting on the background
- * read) since open, and how many next() calls that covers. For "I/O wait < 1 % of step time". */
-double fm_reader_wait_seconds(const fm_reader *r);
-int64_t fm_reader_steps_read(const fm_reader *r);
-
-/* Collective over opt->comm (closes the parallel HDF5 file). Sets *r to NULL; safe on NULL. */
-void fm_reader_free(fm_reader **r);
-
-/* The sampling rule as a pure function (also used by tests): the window index of position p
- * (0 <= p < n_windows) of epoch `epoch` under `seed`. */
-uint64_t fm_reader_permute(uint64_t seed, uint64_t epoch, uint64_t p, uint64_t n_windows);
 
 #endif /* FM_DATASET_H */

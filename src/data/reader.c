@@ -13,7 +13,7 @@
 
 #include "core/rng.h"
 #include "core/util.h"
-#include "data/dataset.h"
+#include "data/reader.h"
 #include "data/dataset_h5.h"
 #include "data/h5util.h"
 #include "dist/comm.h"

@@ -53,7 +53,7 @@
 
 #include "dist/comm.h"
 #include "config/config.h"
-#include "data/dataset.h"
+#include "data/reader.h"
 #include "train/metrics.h"
 #include "model/model.h"
 #include "train/optimizer.h"

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "dataset/ds_fixture.h"
+#include "data/reader.h"
 #include "core/util.h"
 
 static int fail(fm_status st)

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "data/dataset.h"
+#include "data/reader.h"
 
 /* Reader options for this process alone (MPI_COMM_SELF): windows of T tokens, G per global step,
  * this reader's slice [first, first+count), data seed, read-ahead on (1) or off (0). */

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "dataset/ds_fixture.h"
+#include "data/reader.h"
 #include "dataset/ds_unit.h"
 #include "data/tokenizer.h"
 #include "core/util.h"

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "dataset/ds_fixture.h"
+#include "data/reader.h"
 
 static int rank, size;
 static char path[256];
