@@ -40,8 +40,7 @@ struct fm_trainer {
     fm_trainer_state state;
     float *host_grads; /* device backends on several ranks: gradients staged through the host for
                           MPI (no CUDA-aware MPI assumed); NULL otherwise (grads_staged_through_host) */
-    int64_t fault_step; /* FMTRAIN_TEST_NAN_STEP: poison this step (tests of on_nan); 0 = never */
-    int fault_grad;     /* 1: poison a gradient after the all-reduce; 0: poison rank 0's loss */
+    fm_trainer_test_hooks test; /* installed by test executables only; all NULL in fmtrain */
 };
 
 /* ---- small helpers ------------------------------------------------------------------------------ */
@@ -264,25 +263,6 @@ static fm_status open_run_files(fm_trainer *t)
     return NULL;
 }
 
-/* FMTRAIN_TEST_NAN_STEP = "N:loss" or "N:grad": a fault injected at step N (1-based) so that the
- * tests can exercise [train] on_nan: "loss" makes rank 0's loss NaN (the averaged loss becomes NaN
- * on every rank), "grad" sets one gradient to NaN on every rank after the all-reduce (the norm
- * becomes NaN). Unset in normal use. */
-static fm_status parse_fault(fm_trainer *t)
-{
-    const char *v = getenv("FMTRAIN_TEST_NAN_STEP");
-    if (!v || !*v) return NULL;
-    long long n = 0;
-    char kind[8] = "";
-    if (sscanf(v, "%lld:%7s", &n, kind) != 2 || n < 1 ||
-        (strcmp(kind, "loss") != 0 && strcmp(kind, "grad") != 0))
-        return fm_status_collective(FM_ERR(FM_ERR_USAGE, "FMTRAIN_TEST_NAN_STEP = '%s': expected "
-                                                         "STEP:loss or STEP:grad (a test hook)", v));
-    t->fault_step = n;
-    t->fault_grad = strcmp(kind, "grad") == 0;
-    return NULL;
-}
-
 /* Copies the configuration and derives what needs no MPI: micro-batch, sequence length, gradient
  * accumulation, windows per rank and step, the run directory. */
 static void take_config(fm_trainer *t, const fm_config *cfg, const fm_trainer_options *opts)
@@ -425,7 +405,6 @@ static fm_status allocate(fm_trainer *t)
     FM_TRY(alloc_token_buffers(t));
     t->state.seed = t->cfg.run_seed;
     fm_reader_get_state(t->reader, &t->state.reader);
-    FM_TRY(parse_fault(t));
     FM_TRY(measure_peak(t));
     return NULL;
 }
@@ -477,6 +456,14 @@ fm_optimizer *fm_trainer_optimizer(fm_trainer *t) { return t->opt; }
 fm_reader *fm_trainer_reader(fm_trainer *t) { return t->reader; }
 fm_metrics *fm_trainer_metrics(fm_trainer *t) { return t->metrics; }
 const char *fm_trainer_run_dir(const fm_trainer *t) { return t->run_dir; }
+
+void fm_trainer_set_test_hooks(fm_trainer *t, const fm_trainer_test_hooks *hooks)
+{
+    if (hooks)
+        t->test = *hooks;
+    else
+        memset(&t->test, 0, sizeof t->test);
+}
 
 void fm_trainer_get_state(const fm_trainer *t, fm_trainer_state *state)
 {
@@ -585,27 +572,17 @@ static fm_status apply_update(fm_trainer *t, const step_result *r)
     return NULL;
 }
 
-/* FMTRAIN_TEST_NAN_STEP's fault, at its step (parse_fault). */
-static fm_status inject_fault(fm_trainer *t, double *loss)
-{
-    if (t->fault_step != t->state.step + 1) return NULL;
-    if (!t->fault_grad && t->comm->rank == 0) *loss = NAN;
-    if (t->fault_grad) {
-        const float nan = NAN;
-        FM_TRY(t->be->ops->upload(t->be, fm_model_grads(t->model), &nan, sizeof nan));
-    }
-    return NULL;
-}
-
 /* One optimizer step on every rank: data, gradients averaged over ranks, the global loss and
- * gradient norm, then the update (or the on_nan rule). */
+ * gradient norm, then the update (or the on_nan rule). A test executable's hook runs between the
+ * all-reduce and the loss average (fm_trainer_test_hooks). */
 static fm_status train_step(fm_trainer *t, step_result *r)
 {
     FM_TRY(fm_reader_next(t->reader, t->windows));
     double loss = 0.0;
     FM_TRY(accumulate_grads(t, &loss));
     FM_TRY(average_grads(t));
-    FM_TRY(inject_fault(t, &loss));
+    if (t->test.after_allreduce)
+        FM_TRY(t->test.after_allreduce(t->test.ctx, t, t->state.step + 1, &loss));
     FM_TRY(fm_comm_sum_doubles(t->comm, &loss, 1));
     r->loss = loss / t->comm->size;
     FM_TRY(fm_optimizer_grad_norm(t->opt, &r->grad_norm));
