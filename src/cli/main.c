@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "core/status.h"
+#include "dist/comm.h"
 #include "core/util.h"
 #include "cli/version.h"
 
@@ -114,15 +115,18 @@ static int unknown_command(const char *name)
     return FM_EXIT_USAGE;
 }
 
-/* MPI_Init_thread, then this process's place in MPI_COMM_WORLD. */
+/* MPI_Init_thread, then this process's place in MPI_COMM_WORLD. Every return code is checked:
+ * MPI_Init_thread's by hand (before MPI is initialised MPI_Error_string, which FM_MPI_TRY uses, may
+ * not be called), the others through FM_MPI_TRY. (MPI_COMM_WORLD keeps MPI's default handler, which
+ * aborts on most errors; the checks cover the errors that return.) */
 static fm_status start_mpi(int *argc, char ***argv, fm_cmd_env *env)
 {
     int provided = 0;
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
         return FM_ERR(FM_ERR_MPI, "MPI_Init_thread failed");
     env->mpi_initialized = 1;
-    MPI_Comm_rank(MPI_COMM_WORLD, &env->world_rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &env->world_size);
+    FM_MPI_TRY(MPI_Comm_rank(MPI_COMM_WORLD, &env->world_rank));
+    FM_MPI_TRY(MPI_Comm_size(MPI_COMM_WORLD, &env->world_size));
     return NULL;
 }
 
@@ -139,12 +143,18 @@ static int finish(fm_status st, const fm_cmd_env *env)
             fm_status_code(st) != FM_ERR_STOPPED) {
             fflush(stderr);
             fm_status_free(&st);
-            MPI_Abort(MPI_COMM_WORLD, code);
+            int rc = MPI_Abort(MPI_COMM_WORLD, code);
+            /* MPI_Abort does not return when it works. */
+            fprintf(stderr, "fmtrain: MPI error: MPI_Abort returned %d; exiting with %d\n", rc, code);
             return code;
         }
         fm_status_free(&st);
     }
-    if (env->mpi_initialized) MPI_Finalize();
+    if (env->mpi_initialized && MPI_Finalize() != MPI_SUCCESS) {
+        /* After MPI_Finalize MPI_Error_string may not be called: no status text. */
+        fprintf(stderr, "fmtrain: MPI error: MPI_Finalize failed\n");
+        if (code == FM_EXIT_OK) code = FM_EXIT_FAILURE;
+    }
     return code;
 }
 
