@@ -701,13 +701,13 @@ static fm_status save(fm_trainer *t, const fm_trainer_hooks *h, fm_trainer_save_
     return NULL;
 }
 
-/* Evaluates and writes the eval record. */
+/* Evaluates and writes the eval record (elapsed_s: the run's training seconds until now). */
 static fm_status run_eval(fm_trainer *t, const segment *seg)
 {
     double vl = 0.0;
     FM_TRY(fm_trainer_evaluate(t, &vl));
     FM_TRY(fm_metrics_log_eval(t->metrics, t->state.step, t->state.tokens_seen, vl,
-                               t->state.train_seconds + (fm_util_now() - seg->start)));
+                               run_seconds(seg)));
     return NULL;
 }
 
