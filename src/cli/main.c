@@ -1,17 +1,17 @@
-/* main.c — the fmtrain program (fm_main, see cli.h): dispatches subcommands, owns MPI initialisation
- * and finalisation, and is the only place that turns an error status into an exit code or
- * MPI_Abort. The executable's entry point is src/cli/fmtrain.c; test executables call fm_main with
- * test hooks (tests/train/fmtrain_faults.c). */
+/* main.c — the fmtrain program (fm_main, see cli.h): dispatches subcommands, owns MPI
+ * initialisation and finalisation, and is the only place that turns an error status into an exit
+ * code or MPI_Abort. The executable's entry point is src/cli/fmtrain.c; test executables call
+ * fm_main with test hooks (tests/train/fmtrain_faults.c). */
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "core/status.h"
-#include "dist/comm.h"
-#include "core/util.h"
 #include "cli/version.h"
+#include "core/status.h"
+#include "core/util.h"
+#include "dist/comm.h"
 
 static const char *exit_code_text =
     "Exit codes:\n"
@@ -132,7 +132,8 @@ static fm_status start_mpi(int *argc, char ***argv, fm_cmd_env *env)
 
 /* Prints a command's error and ends the process's MPI: a collective error is reported once (rank
  * 0) and every rank finalises; a rank-local error on several ranks ends the job with MPI_Abort
- * (the other ranks may wait in a collective forever), except a clean stop. Returns the exit code. */
+ * (the other ranks may wait in a collective forever), except a clean stop. Returns the exit
+ * code. */
 static int finish(fm_status st, const fm_cmd_env *env)
 {
     int code = fm_status_exit_code(st);
@@ -145,7 +146,8 @@ static int finish(fm_status st, const fm_cmd_env *env)
             fm_status_free(&st);
             int rc = MPI_Abort(MPI_COMM_WORLD, code);
             /* MPI_Abort does not return when it works. */
-            fprintf(stderr, "fmtrain: MPI error: MPI_Abort returned %d; exiting with %d\n", rc, code);
+            fprintf(stderr, "fmtrain: MPI error: MPI_Abort returned %d; exiting with %d\n", rc,
+                    code);
             return code;
         }
         fm_status_free(&st);

@@ -488,7 +488,7 @@ static int parse_hints(fm_config *cfg, const value_in *v)
     return store_text(cfg, v);
 }
 
-/* T_RESUME: auto | never | the path of a checkpoint (checkpoint_resume + checkpoint_resume_path). */
+/* T_RESUME: auto | never | a checkpoint's path (checkpoint_resume + checkpoint_resume_path). */
 static int parse_resume(fm_config *cfg, const value_in *v)
 {
     if (check_text(v, sizeof cfg->checkpoint_resume_path)) return 1;

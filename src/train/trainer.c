@@ -39,7 +39,8 @@ struct fm_trainer {
     double flops_per_token;
     fm_trainer_state state;
     float *host_grads; /* device backends on several ranks: gradients staged through the host for
-                          MPI (no CUDA-aware MPI assumed); NULL otherwise (grads_staged_through_host) */
+                          MPI (no CUDA-aware MPI assumed); NULL otherwise
+                          (grads_staged_through_host) */
     fm_trainer_test_hooks test; /* installed by test executables only; all NULL in fmtrain */
 };
 
@@ -68,8 +69,8 @@ static void say(fm_trainer *t, const char *fmt, ...)
     }
 }
 
-/* The backend [runtime] device names ("auto": CUDA only when compiled in AND a device is visible to
- * this process). */
+/* The backend that [runtime] device names ("auto": CUDA only when compiled in AND a device is
+ * visible to this process). */
 static const char *device_name(const fm_config *cfg)
 {
     switch (cfg->runtime_device) {
@@ -95,9 +96,9 @@ static int peak_measurable(const fm_trainer *t)
 }
 
 /* Whether the gradients are staged through host memory for MPI: device memory is not handed to MPI
- * (a CUDA-aware MPI is not assumed), so on several ranks a device backend's gradients are downloaded
- * after the backward pass, all-reduced on the host and uploaded again. The overlap of the
- * all-reduce with the backward pass is then off (train_step). */
+ * (a CUDA-aware MPI is not assumed), so on several ranks a device backend's gradients are
+ * downloaded after the backward pass, all-reduced on the host and uploaded again. The overlap of
+ * the all-reduce with the backward pass is then off (accumulate_grads). */
 static int grads_staged_through_host(const fm_trainer *t)
 {
     return strcmp(t->be->ops->name, "cpu") != 0 && t->comm->size > 1;
@@ -374,11 +375,12 @@ static fm_status open_reader(fm_trainer *t)
                             0, fm_config_val_path(cfg), 1};
     FM_TRY(fm_reader_open(cfg->data_train, &ro, &t->reader));
     if (cfg->train_eval_every > 0 && fm_reader_val_windows(t->reader) < 1)
-        return fm_status_collective(FM_ERR(
-            FM_ERR_INPUT, "%s: the validation split has fewer than seq_len+1 = %d tokens, so there is "
-                          "nothing to evaluate; give [data] val a dataset with a validation split, "
-                          "or set [train] eval_every = 0",
-            fm_config_val_path(cfg), t->T + 1));
+        return fm_status_collective(
+            FM_ERR(FM_ERR_INPUT,
+                   "%s: the validation split has fewer than seq_len+1 = %d tokens, so there is "
+                   "nothing to evaluate; give [data] val a dataset with a validation split, "
+                   "or set [train] eval_every = 0",
+                   fm_config_val_path(cfg), t->T + 1));
     return NULL;
 }
 
@@ -391,7 +393,8 @@ static fm_status alloc_token_buffers(fm_trainer *t)
     t->inp = malloc(bt);
     t->tgt = malloc(bt);
     if (!t->windows || !t->inp || !t->tgt)
-        return FM_ERR(FM_ERR_NOMEM, "out of memory allocating %zu bytes of token buffers", wbytes + 2 * bt);
+        return FM_ERR(FM_ERR_NOMEM, "out of memory allocating %zu bytes of token buffers",
+                      wbytes + 2 * bt);
     return NULL;
 }
 
@@ -555,8 +558,7 @@ static fm_status handle_non_finite(fm_trainer *t, step_result *r)
             "a checkpoint of this state ([train] on_nan = stop). Lower [train] lr, raise "
             "warmup_steps or set clip_grad, and resume from the last checkpoint",
             (long long)t->state.step + 1, isfinite(r->loss) ? "gradient norm" : "loss",
-            (isnan(r->loss) || isnan(r->grad_norm)) ? "NaN" : "infinite", r->loss,
-            r->grad_norm));
+            (isnan(r->loss) || isnan(r->grad_norm)) ? "NaN" : "infinite", r->loss, r->grad_norm));
     fm_model_zero_grads(t->model);
     r->skipped = 1;
     t->state.skipped_steps++;
@@ -568,7 +570,8 @@ static fm_status apply_update(fm_trainer *t, const step_result *r)
 {
     fm_adamw_params hp = {(float)r->lr, (float)t->cfg.train_beta1, (float)t->cfg.train_beta2,
                           (float)t->cfg.train_eps, (float)t->cfg.train_weight_decay};
-    FM_TRY(fm_optimizer_step(t->opt, &hp, fm_optimizer_clip_scale(r->grad_norm, t->cfg.train_clip_grad)));
+    FM_TRY(fm_optimizer_step(t->opt, &hp,
+                             fm_optimizer_clip_scale(r->grad_norm, t->cfg.train_clip_grad)));
     return NULL;
 }
 
@@ -706,13 +709,14 @@ static fm_status run_eval(fm_trainer *t, const segment *seg)
 {
     double vl = 0.0;
     FM_TRY(fm_trainer_evaluate(t, &vl));
-    FM_TRY(fm_metrics_log_eval(t->metrics, t->state.step, t->state.tokens_seen, vl,
-                               run_seconds(seg)));
+    double elapsed = run_seconds(seg);
+    FM_TRY(fm_metrics_log_eval(t->metrics, t->state.step, t->state.tokens_seen, vl, elapsed));
     return NULL;
 }
 
 /* The start of a run: the resume hook, then the check that every rank holds the same parameters;
- * a fresh run removes an old COMPLETE marker. *done = 1 when the run already reached train.steps. */
+ * a fresh run removes an old COMPLETE marker. *done = 1 when the run already reached
+ * train.steps. */
 static fm_status begin(fm_trainer *t, const fm_trainer_hooks *hooks, int *done)
 {
     int resumed = 0;
@@ -725,8 +729,8 @@ static fm_status begin(fm_trainer *t, const fm_trainer_hooks *hooks, int *done)
     else
         FM_TRY(remove_complete_marker(t));
     if (t->state.step >= t->cfg.train_steps) {
-        say(t, "nothing to do: the run already reached step %lld of %lld",
-            (long long)t->state.step, (long long)t->cfg.train_steps);
+        say(t, "nothing to do: the run already reached step %lld of %lld", (long long)t->state.step,
+            (long long)t->cfg.train_steps);
         *done = 1;
     }
     return NULL;
@@ -740,10 +744,12 @@ static fm_status stop_if_requested_at_start(fm_trainer *t)
     double early = fm_signals_pending() ? 1.0 : 0.0;
     FM_TRY(fm_comm_max_doubles(t->comm, &early, 1));
     if (early == 0.0) return NULL;
-    say(t, "stop requested during start-up: exiting before step %lld", (long long)t->state.step + 1);
-    return fm_status_collective(FM_ERR(FM_ERR_STOPPED, "stopped during start-up, before step %lld "
-                                                       "(signal received); run the same command "
-                                                       "again to continue",
+    say(t, "stop requested during start-up: exiting before step %lld",
+        (long long)t->state.step + 1);
+    return fm_status_collective(FM_ERR(FM_ERR_STOPPED,
+                                       "stopped during start-up, before step %lld "
+                                       "(signal received); run the same command "
+                                       "again to continue",
                                        (long long)t->state.step + 1));
 }
 
@@ -866,7 +872,8 @@ static fm_status agree_at_boundary(fm_trainer *t, const segment *seg, boundary *
 {
     b->now_wall = fm_util_wall_time();
     double req = local_stop_request(seg, b->now_wall);
-    double v[3] = {req != 0.0 ? 1.0 : 0.0, checkpoint_due(t, seg) ? 1.0 : 0.0, req > 0.0 ? req : 0.0};
+    double v[3] = {req != 0.0 ? 1.0 : 0.0, checkpoint_due(t, seg) ? 1.0 : 0.0,
+                   req > 0.0 ? req : 0.0};
     FM_TRY(fm_comm_max_doubles(t->comm, v, 3));
     b->stop = v[0] > 0.0;
     b->checkpoint = v[1] > 0.0;
@@ -904,7 +911,8 @@ static fm_status finish(fm_trainer *t, const fm_trainer_hooks *hooks, segment *s
     FM_TRY(write_complete_marker(t));
     char d[32];
     double secs = fm_util_now() - seg->start;
-    say(t, "finished %lld steps (%lld tokens) in %s; waiting for data took %.2f%% of this segment%s",
+    say(t,
+        "finished %lld steps (%lld tokens) in %s; waiting for data took %.2f%% of this segment%s",
         (long long)t->state.step, (long long)t->state.tokens_seen,
         fm_metrics_format_duration(t->state.train_seconds, d, sizeof d),
         secs > 0 ? 100.0 * fm_reader_wait_seconds(t->reader) / secs : 0.0,

@@ -1,16 +1,16 @@
 /* trainer.h — data-parallel training of one model over MPI: the loop behind `fmtrain train`.
  *
  * What it is: every rank holds the full model. A step runs grad_accum micro-batches of micro_batch
- * sequences of seq_len tokens on each rank (global batch = micro_batch x grad_accum x ranks x seq_len
- * tokens); the gradients are averaged over ranks by the comm engine's bucketed all-reduce.
+ * sequences of seq_len tokens on each rank (global batch = micro_batch x grad_accum x ranks x
+ * seq_len tokens); the gradients are averaged over ranks by the comm engine's bucketed all-reduce.
  * Overlap, where it happens: on the CPU backend, during the backward pass of the LAST micro-batch
- * the model reports each finished layer's gradient range and that bucket's all-reduce starts at once
- * (the earlier micro-batches of a grad_accum > 1 step only accumulate, with nothing in flight). A
- * device backend on several ranks gets no overlap: its gradients are staged through host memory (no
- * CUDA-aware MPI is assumed), downloaded after the whole backward pass, all-reduced on the host and
- * uploaded again. (With one rank there is nothing to reduce.) Then the step waits for all buckets,
- * computes the global gradient norm, clips, checks for NaN/Inf ([train] on_nan), applies AdamW at
- * the schedule's learning rate, and logs (rank 0).
+ * the model reports each finished layer's gradient range and that bucket's all-reduce starts at
+ * once (the earlier micro-batches of a grad_accum > 1 step only accumulate, with nothing in
+ * flight). A device backend on several ranks gets no overlap: its gradients are staged through
+ * host memory (no CUDA-aware MPI is assumed), downloaded after the whole backward pass,
+ * all-reduced on the host and uploaded again. (With one rank there is nothing to reduce.) Then the
+ * step waits for all buckets, computes the global gradient norm, clips, checks for NaN/Inf
+ * ([train] on_nan), applies AdamW at the schedule's learning rate, and logs (rank 0).
  * Around the loop: placement (hwloc), the start banner (placement table, parameter count, memory,
  * global batch, MFU reference), evaluation every eval_every steps (and at the end) on the val split
  * with the work shared by all ranks, stop requests (SIGUSR1/SIGTERM, the Slurm wall-time limit)

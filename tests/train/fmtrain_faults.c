@@ -1,5 +1,5 @@
-/* fmtrain_faults.c — a test executable: the fmtrain program (fm_main, the same code as fmtrain) with
- * a fault injector installed through the trainer's test hooks, so that the tests can exercise
+/* fmtrain_faults.c — a test executable: the fmtrain program (fm_main, the same code as fmtrain)
+ * with a fault injector installed through the trainer's test hooks, so that the tests can exercise
  * [train] on_nan (tests/train/test_nan.sh). The production fmtrain carries no such code and ignores
  * the variable below.
  *
@@ -56,7 +56,8 @@ int main(int argc, char **argv)
     fault f = {0, 0};
     const char *v = getenv("FMTRAIN_TEST_NAN_STEP");
     if (v && *v && parse_fault(v, &f) != 0) {
-        fprintf(stderr, "fmtrain_faults: FMTRAIN_TEST_NAN_STEP = '%s': expected STEP:loss or STEP:grad\n",
+        fprintf(stderr,
+                "fmtrain_faults: FMTRAIN_TEST_NAN_STEP = '%s': expected STEP:loss or STEP:grad\n",
                 v);
         return 2;
     }
