@@ -146,8 +146,9 @@ static int finish(fm_status st, const fm_cmd_env *env)
             fm_status_free(&st);
             int rc = MPI_Abort(MPI_COMM_WORLD, code);
             /* MPI_Abort does not return when it works. */
-            fprintf(stderr, "fmtrain: MPI_Abort returned %d (it should not return); exiting with %d\n",
-                    rc, code);
+            fprintf(stderr,
+                    "fmtrain: MPI_Abort returned %d (it should not return); exiting with %d\n", rc,
+                    code);
             return code;
         }
         fm_status_free(&st);
