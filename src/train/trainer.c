@@ -137,20 +137,32 @@ static void say_memory(fm_trainer *t, const fm_model_memory_info *mem)
 
 /* ---- set-up -------------------------------------------------------------------------------------- */
 
-/* Checks the dataset and derives the model shape. Same result on every rank (same file), so errors
- * are collective. */
-static fm_status check_dataset(fm_trainer *t)
+/* Sequences per step over all ranks (the global batch), and windows of seq_len+1 tokens in the
+ * training split. */
+static int64_t global_windows(const fm_trainer *t)
+{
+    return t->rank_windows * t->comm->size;
+}
+static int64_t train_windows(const fm_trainer *t)
+{
+    return ((int64_t)t->data.train_tokens - 1) / t->T;
+}
+
+/* The training data's vocabulary (and the validation data's, which must match) against fmtrain's
+ * limit and [model] vocab_size; *V: the model's vocabulary. */
+static fm_status check_vocabulary(fm_trainer *t, int64_t *V)
 {
     const fm_config *cfg = &t->cfg;
     FM_TRY(fm_dataset_probe(cfg->data_train, &t->data));
     if (t->data.vocab_size > (uint64_t)INT32_MAX)
         return FM_ERR(FM_ERR_INPUT, "%s: vocabulary of %llu tokens is larger than fmtrain supports",
                       cfg->data_train, (unsigned long long)t->data.vocab_size);
-    int64_t V = cfg->model_vocab_size ? cfg->model_vocab_size : (int64_t)t->data.vocab_size;
-    if ((uint64_t)V < t->data.vocab_size)
-        return FM_ERR(FM_ERR_CONFIG, "[model] vocab_size = %lld is smaller than the vocabulary of "
-                                     "%s (%llu tokens); use 0 to take the dataset's",
-                      (long long)V, cfg->data_train, (unsigned long long)t->data.vocab_size);
+    *V = cfg->model_vocab_size ? cfg->model_vocab_size : (int64_t)t->data.vocab_size;
+    if ((uint64_t)*V < t->data.vocab_size)
+        return FM_ERR(FM_ERR_CONFIG,
+                      "[model] vocab_size = %lld is smaller than the vocabulary of "
+                      "%s (%llu tokens); use 0 to take the dataset's",
+                      (long long)*V, cfg->data_train, (unsigned long long)t->data.vocab_size);
     const char *val = fm_config_val_path(cfg);
     if (strcmp(val, cfg->data_train) != 0) {
         fm_dataset_info vi;
@@ -161,29 +173,50 @@ static fm_status check_dataset(fm_trainer *t)
                           val, (unsigned long long)vi.vocab_size, cfg->data_train,
                           (unsigned long long)t->data.vocab_size);
     }
-    t->shape.n_layer = cfg->model_n_layer;
-    t->shape.n_head = cfg->model_n_head;
-    t->shape.d_model = cfg->model_d_model;
-    t->shape.max_seq_len = cfg->model_seq_len;
+    return NULL;
+}
+
+/* The model shape: [model] and the vocabulary V. */
+static fm_status set_model_shape(fm_trainer *t, int64_t V)
+{
+    t->shape.n_layer = t->cfg.model_n_layer;
+    t->shape.n_head = t->cfg.model_n_head;
+    t->shape.d_model = t->cfg.model_d_model;
+    t->shape.max_seq_len = t->cfg.model_seq_len;
     t->shape.vocab_size = (int)V;
     FM_TRY(fm_model_shape_check(&t->shape));
-    int64_t G = t->rank_windows * t->comm->size;
-    int64_t N = ((int64_t)t->data.train_tokens - 1) / t->T;
+    return NULL;
+}
+
+/* The training split holds at least one global batch. */
+static fm_status check_enough_windows(const fm_trainer *t)
+{
+    int64_t G = global_windows(t), N = train_windows(t);
     if (t->data.train_tokens < 2 || N < G)
         return FM_ERR(FM_ERR_INPUT,
                       "%s: the training split has %llu tokens = %lld windows of seq_len+1 = %d "
                       "tokens, fewer than one global batch of %lld sequences (micro_batch %d x "
                       "grad_accum %d x %d ranks); use a larger dataset or a smaller batch",
-                      cfg->data_train, (unsigned long long)t->data.train_tokens, (long long)N,
+                      t->cfg.data_train, (unsigned long long)t->data.train_tokens, (long long)N,
                       t->T + 1, (long long)G, t->B, t->ga, t->comm->size);
+    return NULL;
+}
+
+/* Checks the dataset and derives the model shape. Same result on every rank (same file), so errors
+ * are collective (check_schedule_and_data). */
+static fm_status check_dataset(fm_trainer *t)
+{
+    int64_t V = 0;
+    FM_TRY(check_vocabulary(t, &V));
+    FM_TRY(set_model_shape(t, V));
+    FM_TRY(check_enough_windows(t));
     return NULL;
 }
 
 static void say_dataset(fm_trainer *t)
 {
     const fm_config *cfg = &t->cfg;
-    int64_t G = t->rank_windows * t->comm->size;
-    int64_t N = ((int64_t)t->data.train_tokens - 1) / t->T;
+    int64_t G = global_windows(t), N = train_windows(t);
     say(t, "data: %s: %llu train + %llu val tokens, vocabulary %llu (model %d), %s tokenizer",
         cfg->data_train, (unsigned long long)t->data.train_tokens,
         (unsigned long long)t->data.val_tokens, (unsigned long long)t->data.vocab_size,
