@@ -1,13 +1,27 @@
 /* cli.h — the command table and a small option parser shared by every subcommand.
  *
- * Each subcommand lives in its own file src/cmd_<name>.c and exports one `const fm_command`;
- * src/cli/commands.c lists them. `main` owns MPI initialisation and turns the returned status into the
- * process exit code (or MPI_Abort for a non-collective error on several ranks).
+ * Each subcommand lives in its own file src/cli/cmd_<name>.c and exports one `const fm_command`;
+ * src/cli/commands.c lists them. The program, fm_main (src/cli/main.c), owns MPI initialisation and
+ * turns the returned status into the process exit code (or MPI_Abort for a non-collective error on
+ * several ranks); the fmtrain executable's main (src/cli/fmtrain.c) only calls it.
  */
 #ifndef FM_CLI_H
 #define FM_CLI_H
 
 #include "core/status.h"
+
+struct fm_trainer_test_hooks; /* train/trainer.h */
+
+/* What a test executable installs in the program (tests/train/fmtrain_faults.c). The fmtrain
+ * executable passes none: production runs never see test hooks. */
+typedef struct fm_main_hooks {
+    const struct fm_trainer_test_hooks *trainer; /* `train` installs them on its trainer */
+} fm_main_hooks;
+
+/* The fmtrain program: `fmtrain COMMAND ARGS...`. Dispatches the command, initialises MPI for the
+ * commands that need it, prints the error of a failed command and returns the exit code (or ends
+ * the job with MPI_Abort, see main.c). hooks: NULL, or a test executable's hooks. */
+int fm_main(int argc, char **argv, const fm_main_hooks *hooks);
 
 /* What `main` tells a command about the process it runs in. */
 typedef struct fm_cmd_env {
@@ -16,6 +30,7 @@ typedef struct fm_cmd_env {
     int world_size;      /* 1 when MPI is not initialised */
     int stdout_is_tty;
     int stderr_is_tty;
+    const fm_main_hooks *hooks; /* NULL in fmtrain; a test executable's hooks */
 } fm_cmd_env;
 
 typedef struct fm_command {

@@ -102,6 +102,7 @@ static fm_status train_run(int argc, char **argv, const fm_cmd_env *env)
     if (dry_run) {
         if (env->world_rank == 0) printf("# dry run: configuration is valid\n");
     } else {
+        if (env->hooks && env->hooks->trainer) fm_trainer_set_test_hooks(trainer, env->hooks->trainer);
         fm_trainer_hooks hooks = fm_checkpoint_hooks(ckpt);
         st = fm_trainer_run(trainer, &hooks);
     }

@@ -1,14 +1,17 @@
-/* main.c — the fmtrain executable: dispatches subcommands, owns MPI initialisation, and is the only
- * place that turns an error status into an exit code or MPI_Abort. */
+/* main.c — the fmtrain program (fm_main, see cli.h): dispatches subcommands, owns MPI
+ * initialisation and finalisation, and is the only place that turns an error status into an exit
+ * code or MPI_Abort. The executable's entry point is src/cli/fmtrain.c; test executables call
+ * fm_main with test hooks (tests/train/fmtrain_faults.c). */
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/version.h"
 #include "core/status.h"
 #include "core/util.h"
-#include "cli/version.h"
+#include "dist/comm.h"
 
 static const char *exit_code_text =
     "Exit codes:\n"
@@ -82,7 +85,9 @@ static int wants_help(int argc, char **argv)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* What needs no command: no arguments, --version, help. Returns the exit code, or -1 when argv[1]
+ * names something else. */
+static int run_builtin(int argc, char **argv)
 {
     if (argc < 2) {
         print_general_help(stderr);
@@ -95,48 +100,79 @@ int main(int argc, char **argv)
     }
     if (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0)
         return cmd_help(argc, argv);
+    return -1;
+}
 
-    const fm_command *cmd = fm_command_find(name);
-    if (!cmd) {
-        const char *best = closest_command(name);
-        if (best)
-            fprintf(stderr, "fmtrain: usage error: unknown command '%s' (did you mean '%s'?)\n", name,
-                    best);
-        else
-            fprintf(stderr, "fmtrain: usage error: unknown command '%s'; see 'fmtrain help'\n", name);
-        return FM_EXIT_USAGE;
+/* An unknown command: a usage error naming the closest one. */
+static int unknown_command(const char *name)
+{
+    const char *best = closest_command(name);
+    if (best)
+        fprintf(stderr, "fmtrain: usage error: unknown command '%s' (did you mean '%s'?)\n", name,
+                best);
+    else
+        fprintf(stderr, "fmtrain: usage error: unknown command '%s'; see 'fmtrain help'\n", name);
+    return FM_EXIT_USAGE;
+}
+
+/* MPI_Init_thread, then this process's place in MPI_COMM_WORLD. Every return code is checked:
+ * MPI_Init_thread's by hand (before MPI is initialised MPI_Error_string, which FM_MPI_TRY uses, may
+ * not be called), the others through FM_MPI_TRY. (MPI_COMM_WORLD keeps MPI's default handler, which
+ * aborts on most errors; the checks cover the errors that return.) */
+static fm_status start_mpi(int *argc, char ***argv, fm_cmd_env *env)
+{
+    int provided = 0;
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        return FM_ERR(FM_ERR_MPI, "MPI_Init_thread failed");
+    env->mpi_initialized = 1;
+    FM_MPI_TRY(MPI_Comm_rank(MPI_COMM_WORLD, &env->world_rank));
+    FM_MPI_TRY(MPI_Comm_size(MPI_COMM_WORLD, &env->world_size));
+    return NULL;
+}
+
+/* Prints a command's error and ends the process's MPI: a collective error is reported once (rank
+ * 0) and every rank finalises; a rank-local error on several ranks ends the job with MPI_Abort
+ * (the other ranks may wait in a collective forever), except a clean stop. Returns the exit
+ * code. */
+static int finish(fm_status st, const fm_cmd_env *env)
+{
+    int code = fm_status_exit_code(st);
+    if (st) {
+        if (!fm_status_is_collective(st) || env->world_rank == 0)
+            fm_status_print(st, stderr, fm_status_code(st) == FM_ERR_INTERNAL);
+        if (env->mpi_initialized && env->world_size > 1 && !fm_status_is_collective(st) &&
+            fm_status_code(st) != FM_ERR_STOPPED) {
+            fflush(stderr);
+            fm_status_free(&st);
+            int rc = MPI_Abort(MPI_COMM_WORLD, code);
+            /* MPI_Abort does not return when it works. */
+            fprintf(stderr,
+                    "fmtrain: MPI_Abort returned %d (it should not return); exiting with %d\n", rc,
+                    code);
+            return code;
+        }
+        fm_status_free(&st);
     }
+    if (env->mpi_initialized && MPI_Finalize() != MPI_SUCCESS) {
+        /* After MPI_Finalize MPI_Error_string may not be called: no status text. */
+        fprintf(stderr, "fmtrain: MPI error: MPI_Finalize failed\n");
+        if (code == FM_EXIT_OK) code = FM_EXIT_FAILURE;
+    }
+    return code;
+}
+
+int fm_main(int argc, char **argv, const fm_main_hooks *hooks)
+{
+    int code = run_builtin(argc, argv);
+    if (code >= 0) return code;
+    const fm_command *cmd = fm_command_find(argv[1]);
+    if (!cmd) return unknown_command(argv[1]);
     if (wants_help(argc, argv)) {
         fputs(cmd->help, stdout);
         return FM_EXIT_OK;
     }
-
-    fm_cmd_env env = {0, 0, 1, isatty(STDOUT_FILENO), isatty(STDERR_FILENO)};
-    if (cmd->needs_mpi) {
-        int provided = 0;
-        if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
-            fprintf(stderr, "fmtrain: MPI error: MPI_Init_thread failed\n");
-            return FM_EXIT_FAILURE;
-        }
-        env.mpi_initialized = 1;
-        MPI_Comm_rank(MPI_COMM_WORLD, &env.world_rank);
-        MPI_Comm_size(MPI_COMM_WORLD, &env.world_size);
-    }
-
-    fm_status st = cmd->run(argc - 1, argv + 1, &env);
-    int code = fm_status_exit_code(st);
-    if (st) {
-        /* A collective error is reported once (rank 0); others are reported by the rank that saw them. */
-        if (!fm_status_is_collective(st) || env.world_rank == 0)
-            fm_status_print(st, stderr, fm_status_code(st) == FM_ERR_INTERNAL);
-        if (env.mpi_initialized && env.world_size > 1 && !fm_status_is_collective(st) &&
-            fm_status_code(st) != FM_ERR_STOPPED) {
-            fflush(stderr);
-            fm_status_free(&st);
-            MPI_Abort(MPI_COMM_WORLD, code);
-        }
-        fm_status_free(&st);
-    }
-    if (env.mpi_initialized) MPI_Finalize();
-    return code;
+    fm_cmd_env env = {0, 0, 1, isatty(STDOUT_FILENO), isatty(STDERR_FILENO), hooks};
+    fm_status st = cmd->needs_mpi ? start_mpi(&argc, &argv, &env) : NULL;
+    if (!st) st = cmd->run(argc - 1, argv + 1, &env);
+    return finish(st, &env);
 }

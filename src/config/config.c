@@ -325,184 +325,207 @@ static int is_name_char(int c)
     return isalnum(c) || c == '.' || c == '_' || c == '-';
 }
 
+/* One value being parsed: the entry, its text (already trimmed, unquoted), what the entry expects
+ * (describe_expected, for the messages) and where the reason of a refusal goes. */
+typedef struct value_in {
+    const entry *e;
+    const char *text;
+    const char *expected;
+    char *why;
+    size_t whyn;
+} value_in;
+
+/* Writes the reason into v->why; returns 1 (refused), so that parsers can `return refuse(...)`. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static int
+refuse(const value_in *v, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v->why, v->whyn, fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+/* T_INT, T_INT64: a whole decimal number in [imin, imax], a power of two with POW2. */
+static int parse_integer(fm_config *cfg, const value_in *v)
+{
+    const entry *e = v->e;
+    const char *text = v->text;
+    if (!*text) return refuse(v, "empty value; expected %s", v->expected);
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(text, &end, 10);
+    if (*end != '\0' || end == text || isspace((unsigned char)text[0])) {
+        const char *hint = strpbrk(text, ".eE") ? " (write integers without a decimal point or "
+                                                  "exponent)"
+                                                : "";
+        return refuse(v, "not an integer; expected %s%s", v->expected, hint);
+    }
+    if (errno == ERANGE || n < e->imin || n > e->imax)
+        return refuse(v, "out of range; expected %s", v->expected);
+    if ((e->flags & POW2) && (n & (n - 1)) != 0)
+        return refuse(v, "not a power of two; expected %s", v->expected);
+    if (e->type == T_INT)
+        *(int *)field(cfg, e) = (int)n;
+    else
+        *(int64_t *)field(cfg, e) = (int64_t)n;
+    return 0;
+}
+
+/* T_SEED: 0 .. 2^64-1 in decimal. */
+static int parse_seed(fm_config *cfg, const value_in *v)
+{
+    char *end = NULL;
+    errno = 0;
+    if (!isdigit((unsigned char)v->text[0]))
+        return refuse(v, "not a non-negative integer; expected %s", v->expected);
+    unsigned long long n = strtoull(v->text, &end, 10);
+    if (*end != '\0') return refuse(v, "not an integer; expected %s", v->expected);
+    if (errno == ERANGE) return refuse(v, "out of range; expected %s", v->expected);
+    *(uint64_t *)field(cfg, v->e) = (uint64_t)n;
+    return 0;
+}
+
+/* T_REAL: a finite number inside [rmin, rmax] (either end open with LO_OPEN / HI_OPEN). */
+static int parse_real(fm_config *cfg, const value_in *v)
+{
+    const entry *e = v->e;
+    const char *text = v->text;
+    if (!*text) return refuse(v, "empty value; expected %s", v->expected);
+    char *end = NULL;
+    errno = 0;
+    double x = strtod(text, &end);
+    if (*end != '\0' || end == text || isspace((unsigned char)text[0]))
+        return refuse(v, "not a number; expected %s", v->expected);
+    if (!isfinite(x)) return refuse(v, "not finite; expected %s", v->expected);
+    int below = (e->flags & LO_OPEN) ? !(x > e->rmin) : !(x >= e->rmin);
+    int above = (e->flags & HI_OPEN) ? !(x < e->rmax) : !(x <= e->rmax);
+    if (below || above) return refuse(v, "out of range; expected %s", v->expected);
+    *(double *)field(cfg, e) = x;
+    return 0;
+}
+
+/* T_ENUM: one of e->values (stored as its index); a near miss is suggested. */
+static int parse_enum(fm_config *cfg, const value_in *v)
+{
+    const entry *e = v->e;
+    int best = -1, bestd = 3;
+    for (int i = 0; e->values[i]; i++) {
+        if (strcmp(v->text, e->values[i]) == 0) {
+            *(int *)field(cfg, e) = i;
+            return 0;
+        }
+        int d = fm_util_edit_distance(v->text, e->values[i], 3);
+        if (d < bestd) {
+            bestd = d;
+            best = i;
+        }
+    }
+    if (best >= 0 && (size_t)bestd < strlen(v->text))
+        return refuse(v, "expected %s (did you mean `%s`?)", v->expected, e->values[best]);
+    return refuse(v, "expected %s", v->expected);
+}
+
+/* What every text value must be: shorter than `cap` bytes, no control character, not empty unless
+ * the entry allows it. */
+static int check_text(const value_in *v, size_t cap)
+{
+    size_t n = strlen(v->text);
+    if (n >= cap) return refuse(v, "too long (%zu bytes); expected %s", n, v->expected);
+    for (size_t i = 0; i < n; i++)
+        if (iscntrl((unsigned char)v->text[i]))
+            return refuse(v, "contains a control character; expected %s", v->expected);
+    if (n == 0 && !(v->e->flags & EMPTY_OK)) return refuse(v, "empty; expected %s", v->expected);
+    return 0;
+}
+
+/* Stores a text value that passed its checks into its char[] field. */
+static int store_text(fm_config *cfg, const value_in *v)
+{
+    memcpy(field(cfg, v->e), v->text, strlen(v->text) + 1);
+    return 0;
+}
+
+/* T_PATH: any printable text. */
+static int parse_path(fm_config *cfg, const value_in *v)
+{
+    if (check_text(v, v->e->size)) return 1;
+    return store_text(cfg, v);
+}
+
+/* T_NAME: letters, digits, '.', '_' and '-', and neither "." nor "..". */
+static int parse_name(fm_config *cfg, const value_in *v)
+{
+    if (check_text(v, v->e->size)) return 1;
+    for (const char *c = v->text; *c; c++)
+        if (!is_name_char((unsigned char)*c))
+            return refuse(v, "character '%c' is not allowed; expected %s", *c, v->expected);
+    if (strcmp(v->text, ".") == 0 || strcmp(v->text, "..") == 0)
+        return refuse(v, "`%s` is not a usable name; expected %s", v->text, v->expected);
+    return store_text(cfg, v);
+}
+
+/* T_HINTS: key=value pairs separated by commas; keys non-empty without spaces, values non-empty. */
+static int parse_hints(fm_config *cfg, const value_in *v)
+{
+    if (check_text(v, v->e->size)) return 1;
+    const char *p = v->text;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        int bad = !eq || eq == p || eq + 1 == p + len;
+        for (const char *q = p; !bad && q < (eq ? eq : p + len); q++)
+            if (isspace((unsigned char)*q)) bad = 1;
+        if (bad)
+            return refuse(v, "hint `%.*s` is not key=value; expected %s", (int)len, p, v->expected);
+        p = comma ? comma + 1 : p + len;
+        if (comma && !*p) return refuse(v, "trailing comma; expected %s", v->expected);
+    }
+    return store_text(cfg, v);
+}
+
+/* T_RESUME: auto | never | a checkpoint's path (checkpoint_resume + checkpoint_resume_path). */
+static int parse_resume(fm_config *cfg, const value_in *v)
+{
+    if (check_text(v, sizeof cfg->checkpoint_resume_path)) return 1;
+    if (strcmp(v->text, "auto") == 0) {
+        cfg->checkpoint_resume = FM_RESUME_AUTO;
+        cfg->checkpoint_resume_path[0] = '\0';
+    } else if (strcmp(v->text, "never") == 0) {
+        cfg->checkpoint_resume = FM_RESUME_NEVER;
+        cfg->checkpoint_resume_path[0] = '\0';
+    } else if (!*v->text) {
+        return refuse(v, "empty; expected %s", v->expected);
+    } else {
+        cfg->checkpoint_resume = FM_RESUME_PATH;
+        memcpy(cfg->checkpoint_resume_path, v->text, strlen(v->text) + 1);
+    }
+    return 0;
+}
+
+typedef int (*value_parser)(fm_config *cfg, const value_in *v);
+
+/* One parser per value type (the schema's `kind`). */
+static const value_parser parsers[] = {
+    [T_INT] = parse_integer, [T_INT64] = parse_integer, [T_REAL] = parse_real,
+    [T_NAME] = parse_name,   [T_PATH] = parse_path,     [T_HINTS] = parse_hints,
+    [T_ENUM] = parse_enum,   [T_SEED] = parse_seed,     [T_RESUME] = parse_resume,
+};
+
 /* Parses `text` (already trimmed, unquoted) for entry `e` into `cfg`. On failure writes the reason
  * ("expected ...") into why and returns non-zero. */
 static int parse_value(fm_config *cfg, const entry *e, const char *text, char *why, size_t whyn)
 {
     char expected[256];
     describe_expected(e, expected, sizeof expected);
-    void *dst = field(cfg, e);
-    switch (e->type) {
-    case T_INT:
-    case T_INT64: {
-        if (!*text) {
-            snprintf(why, whyn, "empty value; expected %s", expected);
-            return 1;
-        }
-        char *end = NULL;
-        errno = 0;
-        long long v = strtoll(text, &end, 10);
-        if (*end != '\0' || end == text || isspace((unsigned char)text[0])) {
-            const char *hint = strpbrk(text, ".eE") ? " (write integers without a decimal point or "
-                                                      "exponent)"
-                                                    : "";
-            snprintf(why, whyn, "not an integer; expected %s%s", expected, hint);
-            return 1;
-        }
-        if (errno == ERANGE || v < e->imin || v > e->imax) {
-            snprintf(why, whyn, "out of range; expected %s", expected);
-            return 1;
-        }
-        if ((e->flags & POW2) && (v & (v - 1)) != 0) {
-            snprintf(why, whyn, "not a power of two; expected %s", expected);
-            return 1;
-        }
-        if (e->type == T_INT)
-            *(int *)dst = (int)v;
-        else
-            *(int64_t *)dst = (int64_t)v;
-        return 0;
-    }
-    case T_SEED: {
-        char *end = NULL;
-        errno = 0;
-        if (!isdigit((unsigned char)text[0])) {
-            snprintf(why, whyn, "not a non-negative integer; expected %s", expected);
-            return 1;
-        }
-        unsigned long long v = strtoull(text, &end, 10);
-        if (*end != '\0') {
-            snprintf(why, whyn, "not an integer; expected %s", expected);
-            return 1;
-        }
-        if (errno == ERANGE) {
-            snprintf(why, whyn, "out of range; expected %s", expected);
-            return 1;
-        }
-        *(uint64_t *)dst = (uint64_t)v;
-        return 0;
-    }
-    case T_REAL: {
-        if (!*text) {
-            snprintf(why, whyn, "empty value; expected %s", expected);
-            return 1;
-        }
-        char *end = NULL;
-        errno = 0;
-        double v = strtod(text, &end);
-        if (*end != '\0' || end == text || isspace((unsigned char)text[0])) {
-            snprintf(why, whyn, "not a number; expected %s", expected);
-            return 1;
-        }
-        if (!isfinite(v)) {
-            snprintf(why, whyn, "not finite; expected %s", expected);
-            return 1;
-        }
-        int below = (e->flags & LO_OPEN) ? !(v > e->rmin) : !(v >= e->rmin);
-        int above = (e->flags & HI_OPEN) ? !(v < e->rmax) : !(v <= e->rmax);
-        if (below || above) {
-            snprintf(why, whyn, "out of range; expected %s", expected);
-            return 1;
-        }
-        *(double *)dst = v;
-        return 0;
-    }
-    case T_ENUM: {
-        int best = -1, bestd = 3;
-        for (int i = 0; e->values[i]; i++) {
-            if (strcmp(text, e->values[i]) == 0) {
-                *(int *)dst = i;
-                return 0;
-            }
-            int d = fm_util_edit_distance(text, e->values[i], 3);
-            if (d < bestd) {
-                bestd = d;
-                best = i;
-            }
-        }
-        if (best >= 0 && (size_t)bestd < strlen(text))
-            snprintf(why, whyn, "expected %s (did you mean `%s`?)", expected, e->values[best]);
-        else
-            snprintf(why, whyn, "expected %s", expected);
-        return 1;
-    }
-    case T_NAME:
-    case T_PATH:
-    case T_HINTS:
-    case T_RESUME: {
-        size_t n = strlen(text);
-        size_t cap = e->type == T_RESUME ? sizeof cfg->checkpoint_resume_path : e->size;
-        if (n >= cap) {
-            snprintf(why, whyn, "too long (%zu bytes); expected %s", n, expected);
-            return 1;
-        }
-        for (size_t i = 0; i < n; i++) {
-            if (iscntrl((unsigned char)text[i])) {
-                snprintf(why, whyn, "contains a control character; expected %s", expected);
-                return 1;
-            }
-        }
-        if (n == 0 && !(e->flags & EMPTY_OK)) {
-            snprintf(why, whyn, "empty; expected %s", expected);
-            return 1;
-        }
-        if (e->type == T_NAME) {
-            for (size_t i = 0; i < n; i++) {
-                if (!is_name_char((unsigned char)text[i])) {
-                    snprintf(why, whyn, "character '%c' is not allowed; expected %s", text[i],
-                             expected);
-                    return 1;
-                }
-            }
-            if (strcmp(text, ".") == 0 || strcmp(text, "..") == 0) {
-                snprintf(why, whyn, "`%s` is not a usable name; expected %s", text, expected);
-                return 1;
-            }
-        }
-        if (e->type == T_HINTS && n > 0) {
-            /* key=value pairs separated by commas; keys non-empty without spaces */
-            const char *p = text;
-            while (*p) {
-                const char *comma = strchr(p, ',');
-                size_t len = comma ? (size_t)(comma - p) : strlen(p);
-                const char *eq = memchr(p, '=', len);
-                int bad = !eq || eq == p || eq + 1 == p + len;
-                for (const char *q = p; !bad && q < (eq ? eq : p + len); q++)
-                    if (isspace((unsigned char)*q)) bad = 1;
-                if (bad) {
-                    snprintf(why, whyn, "hint `%.*s` is not key=value; expected %s", (int)len, p,
-                             expected);
-                    return 1;
-                }
-                p = comma ? comma + 1 : p + len;
-                if (comma && !*p) {
-                    snprintf(why, whyn, "trailing comma; expected %s", expected);
-                    return 1;
-                }
-            }
-        }
-        if (e->type == T_RESUME) {
-            if (strcmp(text, "auto") == 0) {
-                cfg->checkpoint_resume = FM_RESUME_AUTO;
-                cfg->checkpoint_resume_path[0] = '\0';
-            } else if (strcmp(text, "never") == 0) {
-                cfg->checkpoint_resume = FM_RESUME_NEVER;
-                cfg->checkpoint_resume_path[0] = '\0';
-            } else if (n == 0) {
-                snprintf(why, whyn, "empty; expected %s", expected);
-                return 1;
-            } else {
-                cfg->checkpoint_resume = FM_RESUME_PATH;
-                memcpy(cfg->checkpoint_resume_path, text, n + 1);
-            }
-            return 0;
-        }
-        memcpy(dst, text, n + 1);
-        return 0;
-    }
-    }
-    snprintf(why, whyn, "internal error: unknown type");
-    return 1;
+    value_in v = {e, text, expected, why, whyn};
+    if ((size_t)e->type >= sizeof parsers / sizeof parsers[0] || !parsers[e->type])
+        return refuse(&v, "internal error: unknown type");
+    return parsers[e->type](cfg, &v);
 }
 
 /* ---- looking up keys

@@ -43,9 +43,11 @@
 
 /* A GPU as the backend sees it (fm_topology_plan_node_gpus, fm_topology_place_gpus). Without such a
  * list the planner uses the CUDA OS devices ("cudaN") that hwloc reports in the topology (the XML
- * fixtures, or an hwloc built with its CUDA plugin). A CUDA backend passes the devices it sees, with
- * their locality from hwloc's CUDA runtime helper, so that CUDA_VISIBLE_DEVICES and the runtime's
- * device order are respected. At most 64. */
+ * fixtures, or an hwloc built with its CUDA plugin). No caller passes a list yet: `fmtrain train`
+ * places through fm_topology_place, so its GPUs are hwloc's; the list is exercised by
+ * tests/topology and is the way for a backend to pass the devices it sees, with their locality
+ * from hwloc's CUDA runtime helper (hwloc_cudart_get_device_cpuset), so that CUDA_VISIBLE_DEVICES
+ * and the runtime's device order are respected. At most 64. */
 typedef struct fm_topology_gpu {
     int index;                         /* device ordinal (CUDA device number) */
     char name[FM_TOPOLOGY_NAME_MAX];   /* shown in the table, e.g. "cuda0 (NVIDIA H100)" */

@@ -38,10 +38,10 @@ struct fm_trainer {
     double peak_flops;     /* sum over ranks; 0 = unknown */
     double flops_per_token;
     fm_trainer_state state;
-    float *host_grads;  /* device backends on several ranks: gradients staged through the host for
-                           MPI (no CUDA-aware MPI assumed); NULL on the CPU backend */
-    int64_t fault_step; /* FMTRAIN_TEST_NAN_STEP: poison this step (tests of on_nan); 0 = never */
-    int fault_grad;     /* 1: poison a gradient after the all-reduce; 0: poison rank 0's loss */
+    float *host_grads; /* device backends on several ranks: gradients staged through the host for
+                          MPI (no CUDA-aware MPI assumed); NULL otherwise
+                          (grads_staged_through_host) */
+    fm_trainer_test_hooks test; /* installed by test executables only; all NULL in fmtrain */
 };
 
 /* ---- small helpers ------------------------------------------------------------------------------ */
@@ -69,15 +69,39 @@ static void say(fm_trainer *t, const char *fmt, ...)
     }
 }
 
+/* The backend that [runtime] device names ("auto": CUDA only when compiled in AND a device is
+ * visible to this process). */
 static const char *device_name(const fm_config *cfg)
 {
     switch (cfg->runtime_device) {
     case FM_DEVICE_CPU: return "cpu";
     case FM_DEVICE_CUDA: return "cuda";
-    case FM_DEVICE_AUTO: /* CUDA only when compiled in AND a device is visible to this process */
+    case FM_DEVICE_AUTO:
         return fm_backend_available("cuda") && fm_backend_cuda_device_count() > 0 ? "cuda" : "cpu";
     }
     return "cpu";
+}
+
+/* Whether placement gives each rank a GPU: the run uses a GPU backend. */
+static int uses_gpus(const fm_config *cfg)
+{
+    return strcmp(device_name(cfg), "cuda") == 0;
+}
+
+/* Whether the MFU reference can be measured with the backend's own matmul at start (the CPU
+ * backend); otherwise it comes from [runtime] peak_tflops or is unknown. */
+static int peak_measurable(const fm_trainer *t)
+{
+    return strcmp(t->be->ops->name, "cpu") == 0;
+}
+
+/* Whether the gradients are staged through host memory for MPI: device memory is not handed to MPI
+ * (a CUDA-aware MPI is not assumed), so on several ranks a device backend's gradients are
+ * downloaded after the backward pass, all-reduced on the host and uploaded again. The overlap of
+ * the all-reduce with the backward pass is then off (accumulate_grads). */
+static int grads_staged_through_host(const fm_trainer *t)
+{
+    return strcmp(t->be->ops->name, "cpu") != 0 && t->comm->size > 1;
 }
 
 /* Thousands separators for parameter counts: 124439808 -> "124,439,808". */
@@ -113,20 +137,32 @@ static void say_memory(fm_trainer *t, const fm_model_memory_info *mem)
 
 /* ---- set-up -------------------------------------------------------------------------------------- */
 
-/* Checks the dataset and derives the model shape. Same result on every rank (same file), so errors
- * are collective. */
-static fm_status check_dataset(fm_trainer *t)
+/* Sequences per step over all ranks (the global batch), and windows of seq_len+1 tokens in the
+ * training split. */
+static int64_t global_windows(const fm_trainer *t)
+{
+    return t->rank_windows * t->comm->size;
+}
+static int64_t train_windows(const fm_trainer *t)
+{
+    return ((int64_t)t->data.train_tokens - 1) / t->T;
+}
+
+/* The training data's vocabulary (and the validation data's, which must match) against fmtrain's
+ * limit and [model] vocab_size; *V: the model's vocabulary. */
+static fm_status check_vocabulary(fm_trainer *t, int64_t *V)
 {
     const fm_config *cfg = &t->cfg;
     FM_TRY(fm_dataset_probe(cfg->data_train, &t->data));
     if (t->data.vocab_size > (uint64_t)INT32_MAX)
         return FM_ERR(FM_ERR_INPUT, "%s: vocabulary of %llu tokens is larger than fmtrain supports",
                       cfg->data_train, (unsigned long long)t->data.vocab_size);
-    int64_t V = cfg->model_vocab_size ? cfg->model_vocab_size : (int64_t)t->data.vocab_size;
-    if ((uint64_t)V < t->data.vocab_size)
-        return FM_ERR(FM_ERR_CONFIG, "[model] vocab_size = %lld is smaller than the vocabulary of "
-                                     "%s (%llu tokens); use 0 to take the dataset's",
-                      (long long)V, cfg->data_train, (unsigned long long)t->data.vocab_size);
+    *V = cfg->model_vocab_size ? cfg->model_vocab_size : (int64_t)t->data.vocab_size;
+    if ((uint64_t)*V < t->data.vocab_size)
+        return FM_ERR(FM_ERR_CONFIG,
+                      "[model] vocab_size = %lld is smaller than the vocabulary of "
+                      "%s (%llu tokens); use 0 to take the dataset's",
+                      (long long)*V, cfg->data_train, (unsigned long long)t->data.vocab_size);
     const char *val = fm_config_val_path(cfg);
     if (strcmp(val, cfg->data_train) != 0) {
         fm_dataset_info vi;
@@ -137,29 +173,50 @@ static fm_status check_dataset(fm_trainer *t)
                           val, (unsigned long long)vi.vocab_size, cfg->data_train,
                           (unsigned long long)t->data.vocab_size);
     }
-    t->shape.n_layer = cfg->model_n_layer;
-    t->shape.n_head = cfg->model_n_head;
-    t->shape.d_model = cfg->model_d_model;
-    t->shape.max_seq_len = cfg->model_seq_len;
+    return NULL;
+}
+
+/* The model shape: [model] and the vocabulary V. */
+static fm_status set_model_shape(fm_trainer *t, int64_t V)
+{
+    t->shape.n_layer = t->cfg.model_n_layer;
+    t->shape.n_head = t->cfg.model_n_head;
+    t->shape.d_model = t->cfg.model_d_model;
+    t->shape.max_seq_len = t->cfg.model_seq_len;
     t->shape.vocab_size = (int)V;
     FM_TRY(fm_model_shape_check(&t->shape));
-    int64_t G = t->rank_windows * t->comm->size;
-    int64_t N = ((int64_t)t->data.train_tokens - 1) / t->T;
+    return NULL;
+}
+
+/* The training split holds at least one global batch. */
+static fm_status check_enough_windows(const fm_trainer *t)
+{
+    int64_t G = global_windows(t), N = train_windows(t);
     if (t->data.train_tokens < 2 || N < G)
         return FM_ERR(FM_ERR_INPUT,
                       "%s: the training split has %llu tokens = %lld windows of seq_len+1 = %d "
                       "tokens, fewer than one global batch of %lld sequences (micro_batch %d x "
                       "grad_accum %d x %d ranks); use a larger dataset or a smaller batch",
-                      cfg->data_train, (unsigned long long)t->data.train_tokens, (long long)N,
+                      t->cfg.data_train, (unsigned long long)t->data.train_tokens, (long long)N,
                       t->T + 1, (long long)G, t->B, t->ga, t->comm->size);
+    return NULL;
+}
+
+/* Checks the dataset and derives the model shape. Same result on every rank (same file), so errors
+ * are collective (check_schedule_and_data). */
+static fm_status check_dataset(fm_trainer *t)
+{
+    int64_t V = 0;
+    FM_TRY(check_vocabulary(t, &V));
+    FM_TRY(set_model_shape(t, V));
+    FM_TRY(check_enough_windows(t));
     return NULL;
 }
 
 static void say_dataset(fm_trainer *t)
 {
     const fm_config *cfg = &t->cfg;
-    int64_t G = t->rank_windows * t->comm->size;
-    int64_t N = ((int64_t)t->data.train_tokens - 1) / t->T;
+    int64_t G = global_windows(t), N = train_windows(t);
     say(t, "data: %s: %llu train + %llu val tokens, vocabulary %llu (model %d), %s tokenizer",
         cfg->data_train, (unsigned long long)t->data.train_tokens,
         (unsigned long long)t->data.val_tokens, (unsigned long long)t->data.vocab_size,
@@ -174,8 +231,7 @@ static void say_dataset(fm_trainer *t)
 /* Placement (collective) and the table on rank 0. */
 static fm_status place(fm_trainer *t)
 {
-    fm_topology_options o = {t->cfg.runtime_bind, t->cfg.runtime_threads,
-                             strcmp(device_name(&t->cfg), "cuda") == 0};
+    fm_topology_options o = {t->cfg.runtime_bind, t->cfg.runtime_threads, uses_gpus(&t->cfg)};
     FM_TRY(fm_topology_place(t->comm, &o, &t->plan));
     /* The table goes through `say` line by line (human log; "# " in a dry run). */
     char *text = NULL;
@@ -202,7 +258,7 @@ static fm_status measure_peak(fm_trainer *t)
     if (t->cfg.runtime_peak_tflops > 0.0) {
         peak = t->cfg.runtime_peak_tflops * 1e12;
         how = "from [runtime] peak_tflops";
-    } else if (strcmp(t->be->ops->name, "cpu") == 0) {
+    } else if (peak_measurable(t)) {
         FM_TRY(fm_metrics_measure_peak_flops(t->be, &peak));
         how = "measured at start: the backend's 1024^3 fp32 matmul on this rank's threads";
     } else {
@@ -241,58 +297,44 @@ static fm_status open_run_files(fm_trainer *t)
     return NULL;
 }
 
-/* FMTRAIN_TEST_NAN_STEP = "N:loss" or "N:grad": a fault injected at step N (1-based) so that the
- * tests can exercise [train] on_nan: "loss" makes rank 0's loss NaN (the averaged loss becomes NaN
- * on every rank), "grad" sets one gradient to NaN on every rank after the all-reduce (the norm
- * becomes NaN). Unset in normal use. */
-static fm_status parse_fault(fm_trainer *t)
+/* Copies the configuration and derives what needs no MPI: micro-batch, sequence length, gradient
+ * accumulation, windows per rank and step, the run directory. */
+static void take_config(fm_trainer *t, const fm_config *cfg, const fm_trainer_options *opts)
 {
-    const char *v = getenv("FMTRAIN_TEST_NAN_STEP");
-    if (!v || !*v) return NULL;
-    long long n = 0;
-    char kind[8] = "";
-    if (sscanf(v, "%lld:%7s", &n, kind) != 2 || n < 1 ||
-        (strcmp(kind, "loss") != 0 && strcmp(kind, "grad") != 0))
-        return fm_status_collective(FM_ERR(FM_ERR_USAGE, "FMTRAIN_TEST_NAN_STEP = '%s': expected "
-                                                         "STEP:loss or STEP:grad (a test hook)", v));
-    t->fault_step = n;
-    t->fault_grad = strcmp(kind, "grad") == 0;
-    return NULL;
-}
-
-fm_status fm_trainer_create(const fm_config *cfg, const fm_trainer_options *opts, fm_trainer **out)
-{
-    *out = NULL;
-    fm_trainer *t = calloc(1, sizeof *t);
-    FM_CHECK_ALLOC(t, sizeof *t);
-    fm_status st = NULL;
     t->cfg = *cfg;
     t->opts = *opts;
     t->B = cfg->train_micro_batch;
     t->T = cfg->model_seq_len;
     t->ga = cfg->train_grad_accum;
     t->rank_windows = (int64_t)t->B * t->ga;
-    {
-        char buf[FM_CONFIG_PATH_MAX];
-        fm_util_strlcpy(t->run_dir, fm_config_run_dir(cfg, buf, sizeof buf), sizeof t->run_dir);
-    }
-    FM_TRY_GOTO(st, fail, fm_comm_init(&t->comm));
-    t->global_tokens = t->rank_windows * t->comm->size * (int64_t)t->T;
-    st = fm_schedule_from_config(&t->sched, cfg);
-    if (st) goto collective_fail;
-    st = check_dataset(t);
-    if (st) goto collective_fail;
-    if (!opts->dry_run) FM_TRY_GOTO(st, fail, open_run_files(t));
+    char buf[FM_CONFIG_PATH_MAX];
+    fm_util_strlcpy(t->run_dir, fm_config_run_dir(cfg, buf, sizeof buf), sizeof t->run_dir);
+}
 
+/* The schedule and the dataset checks. Every rank reads the same configuration and the same file,
+ * so an error here is collective. */
+static fm_status check_schedule_and_data(fm_trainer *t)
+{
+    fm_status st = fm_schedule_from_config(&t->sched, &t->cfg);
+    if (!st) st = check_dataset(t);
+    if (st) return fm_status_collective(fm_status_trace(st, __FILE__, __LINE__, __func__));
+    return NULL;
+}
+
+/* The first line of the banner. */
+static void say_start(fm_trainer *t)
+{
     say(t, "fmtrain %s: %s %s on %d rank%s (%d node%s), run directory %s", fm_version_string(),
-        opts->dry_run ? "dry run of" : "training", opts->config_path, t->comm->size,
+        t->opts.dry_run ? "dry run of" : "training", t->opts.config_path, t->comm->size,
         t->comm->size == 1 ? "" : "s", t->comm->nodes, t->comm->nodes == 1 ? "" : "s", t->run_dir);
-    FM_TRY_GOTO(st, fail, place(t));
-    FM_TRY_GOTO(st, fail, fm_backend_create(device_name(cfg), t->plan.threads, t->plan.gpu, &t->be));
-    say_dataset(t);
+}
 
+/* The model's shape, parameter count and memory per rank (estimated, nothing allocated), for the
+ * banner; also the model FLOPs per token of the MFU. */
+static fm_status describe_model(fm_trainer *t)
+{
     fm_model_memory_info mem;
-    FM_TRY_GOTO(st, fail, fm_model_memory_estimate(&t->shape, t->B, t->be->ops->act_bytes, &mem));
+    FM_TRY(fm_model_memory_estimate(&t->shape, t->B, t->be->ops->act_bytes, &mem));
     char cnt[40], bytes[32];
     say(t, "model: GPT-2, %d layers, %d heads, d_model %d, seq_len %d, vocabulary %d: %s parameters",
         t->shape.n_layer, t->shape.n_head, t->shape.d_model, t->shape.max_seq_len,
@@ -302,66 +344,124 @@ fm_status fm_trainer_create(const fm_config *cfg, const fm_trainer_options *opts
     say_memory(t, &mem);
     t->flops_per_token = fm_metrics_flops_per_token((int64_t)mem.n_params, t->shape.n_layer,
                                                     t->shape.d_model, t->T);
+    return NULL;
+}
+
+static void say_schedule(fm_trainer *t)
+{
     say(t, "schedule: %s, lr %g -> min_lr %g, warmup %lld of %lld steps%s", fm_schedule_name(t->sched.kind),
         t->sched.lr, t->sched.min_lr, (long long)t->sched.warmup_steps, (long long)t->sched.total_steps,
         t->sched.kind == FM_SCHED_WSD ? " (decay over the last train.decay_fraction)" : "");
-    if (opts->dry_run) {
-        say(t, "dry run: configuration, dataset and placement are valid; nothing was trained");
-        *out = t;
-        return NULL;
-    }
+}
 
-    /* The model, identical on every rank by construction; checked below. */
-    FM_TRY_GOTO(st, fail, fm_model_create(&t->shape, t->be, t->B, &t->model));
-    FM_TRY_GOTO(st, fail, fm_model_init_weights(t->model, cfg->run_seed));
-    FM_TRY_GOTO(st, fail, fm_optimizer_create(t->model, &t->opt));
-    float *ar_buf = fm_model_grads(t->model);
-    if (strcmp(t->be->ops->name, "cpu") != 0 && t->comm->size > 1) {
-        /* Device memory is not handed to MPI (a CUDA-aware MPI is not assumed): the gradients are
-         * downloaded after the backward pass, all-reduced on the host and uploaded again. */
-        size_t gb = fm_model_num_params(t->model) * sizeof(float);
-        t->host_grads = malloc(gb);
-        if (!t->host_grads) {
-            st = FM_ERR(FM_ERR_NOMEM, "out of memory allocating %zu bytes of host gradients", gb);
-            goto fail;
-        }
-        ar_buf = t->host_grads;
+/* What a dry run does too: MPI context, checks, run files (not in a dry run), placement, backend
+ * and the banner. */
+static fm_status prepare(fm_trainer *t)
+{
+    FM_TRY(fm_comm_init(&t->comm));
+    t->global_tokens = t->rank_windows * t->comm->size * (int64_t)t->T;
+    FM_TRY(check_schedule_and_data(t));
+    if (!t->opts.dry_run) FM_TRY(open_run_files(t));
+    say_start(t);
+    FM_TRY(place(t));
+    FM_TRY(fm_backend_create(device_name(&t->cfg), t->plan.threads, t->plan.gpu, &t->be));
+    say_dataset(t);
+    FM_TRY(describe_model(t));
+    say_schedule(t);
+    return NULL;
+}
+
+/* The model (initialised from [run] seed: identical on every rank by construction, which
+ * fm_trainer_run checks) and its optimizer. */
+static fm_status create_model(fm_trainer *t)
+{
+    FM_TRY(fm_model_create(&t->shape, t->be, t->B, &t->model));
+    FM_TRY(fm_model_init_weights(t->model, t->cfg.run_seed));
+    FM_TRY(fm_optimizer_create(t->model, &t->opt));
+    return NULL;
+}
+
+/* The gradient all-reduce, over the model's gradients or over their host copy
+ * (grads_staged_through_host). */
+static fm_status create_grad_allreduce(fm_trainer *t)
+{
+    size_t n = fm_model_num_params(t->model);
+    float *buf = fm_model_grads(t->model);
+    if (grads_staged_through_host(t)) {
+        t->host_grads = malloc(n * sizeof(float));
+        if (!t->host_grads)
+            return FM_ERR(FM_ERR_NOMEM, "out of memory allocating %zu bytes of host gradients",
+                          n * sizeof(float));
+        buf = t->host_grads;
     }
-    FM_TRY_GOTO(st, fail, fm_comm_allreduce_init(&t->ar, t->comm, ar_buf,
-                                                  fm_model_num_params(t->model), 0, 0));
+    FM_TRY(fm_comm_allreduce_init(&t->ar, t->comm, buf, n, 0, 0));
+    return NULL;
+}
+
+/* This rank's reader (its share of every global batch); a run that evaluates needs validation
+ * data, found now rather than at the first evaluation, hours into the run (same on every rank). */
+static fm_status open_reader(fm_trainer *t)
+{
+    const fm_config *cfg = &t->cfg;
     fm_reader_options ro = {t->comm->world, t->T, t->rank_windows * t->comm->size,
                             t->rank_windows * t->comm->rank, t->rank_windows, cfg->run_seed,
                             0, fm_config_val_path(cfg), 1};
-    FM_TRY_GOTO(st, fail, fm_reader_open(cfg->data_train, &ro, &t->reader));
-    if (cfg->train_eval_every > 0 && fm_reader_val_windows(t->reader) < 1) {
-        /* Found now rather than at the first evaluation, hours into the run. Same on every rank. */
-        st = fm_status_collective(FM_ERR(
-            FM_ERR_INPUT, "%s: the validation split has fewer than seq_len+1 = %d tokens, so there is "
-                          "nothing to evaluate; give [data] val a dataset with a validation split, "
-                          "or set [train] eval_every = 0",
-            fm_config_val_path(cfg), t->T + 1));
-        goto fail;
-    }
+    FM_TRY(fm_reader_open(cfg->data_train, &ro, &t->reader));
+    if (cfg->train_eval_every > 0 && fm_reader_val_windows(t->reader) < 1)
+        return fm_status_collective(
+            FM_ERR(FM_ERR_INPUT,
+                   "%s: the validation split has fewer than seq_len+1 = %d tokens, so there is "
+                   "nothing to evaluate; give [data] val a dataset with a validation split, "
+                   "or set [train] eval_every = 0",
+                   fm_config_val_path(cfg), t->T + 1));
+    return NULL;
+}
+
+/* The token buffers of a step: the rank's windows, one micro-batch's inputs and targets. */
+static fm_status alloc_token_buffers(fm_trainer *t)
+{
     size_t wbytes = (size_t)t->rank_windows * (size_t)(t->T + 1) * sizeof(int32_t);
     size_t bt = (size_t)t->B * (size_t)t->T * sizeof(int32_t);
     t->windows = malloc(wbytes);
     t->inp = malloc(bt);
     t->tgt = malloc(bt);
-    if (!t->windows || !t->inp || !t->tgt) {
-        st = FM_ERR(FM_ERR_NOMEM, "out of memory allocating %zu bytes of token buffers", wbytes + 2 * bt);
-        goto fail;
-    }
-    t->state.seed = cfg->run_seed;
+    if (!t->windows || !t->inp || !t->tgt)
+        return FM_ERR(FM_ERR_NOMEM, "out of memory allocating %zu bytes of token buffers",
+                      wbytes + 2 * bt);
+    return NULL;
+}
+
+/* What training needs besides a dry run's checks: model, optimizer, all-reduce, reader, buffers,
+ * the initial state and the MFU reference. */
+static fm_status allocate(fm_trainer *t)
+{
+    FM_TRY(create_model(t));
+    FM_TRY(create_grad_allreduce(t));
+    FM_TRY(open_reader(t));
+    FM_TRY(alloc_token_buffers(t));
+    t->state.seed = t->cfg.run_seed;
     fm_reader_get_state(t->reader, &t->state.reader);
-    FM_TRY_GOTO(st, fail, parse_fault(t));
-    FM_TRY_GOTO(st, fail, measure_peak(t));
+    FM_TRY(measure_peak(t));
+    return NULL;
+}
+
+fm_status fm_trainer_create(const fm_config *cfg, const fm_trainer_options *opts, fm_trainer **out)
+{
+    *out = NULL;
+    fm_trainer *t = calloc(1, sizeof *t);
+    FM_CHECK_ALLOC(t, sizeof *t);
+    take_config(t, cfg, opts);
+    fm_status st = prepare(t);
+    if (!st && opts->dry_run)
+        say(t, "dry run: configuration, dataset and placement are valid; nothing was trained");
+    else if (!st)
+        st = allocate(t);
+    if (st) {
+        fm_trainer_free(&t);
+        return st;
+    }
     *out = t;
     return NULL;
-collective_fail:
-    st = fm_status_collective(fm_status_trace(st, __FILE__, __LINE__, __func__));
-fail:
-    fm_trainer_free(&t);
-    return st;
 }
 
 void fm_trainer_free(fm_trainer **pt)
@@ -392,6 +492,14 @@ fm_optimizer *fm_trainer_optimizer(fm_trainer *t) { return t->opt; }
 fm_reader *fm_trainer_reader(fm_trainer *t) { return t->reader; }
 fm_metrics *fm_trainer_metrics(fm_trainer *t) { return t->metrics; }
 const char *fm_trainer_run_dir(const fm_trainer *t) { return t->run_dir; }
+
+void fm_trainer_set_test_hooks(fm_trainer *t, const fm_trainer_test_hooks *hooks)
+{
+    if (hooks)
+        t->test = *hooks;
+    else
+        memset(&t->test, 0, sizeof t->test);
+}
 
 void fm_trainer_get_state(const fm_trainer *t, fm_trainer_state *state)
 {
@@ -440,56 +548,86 @@ typedef struct step_result {
     int skipped;
 } step_result;
 
-static fm_status train_step(fm_trainer *t, step_result *r)
+/* Forward and backward of this rank's grad_accum micro-batches, the gradients accumulated (each
+ * scaled by 1/grad_accum). During the last micro-batch's backward the model hands each finished
+ * layer's gradients to the all-reduce at once (overlap), except when they are staged through the
+ * host. *loss: the mean loss over the micro-batches. */
+static fm_status accumulate_grads(fm_trainer *t, double *loss)
 {
-    FM_TRY(fm_reader_next(t->reader, t->windows));
     double loss_sum = 0.0;
     for (int a = 0; a < t->ga; a++) {
         split_micro_batch(t, a);
-        float loss = 0.0f;
-        FM_TRY(fm_model_forward(t->model, t->inp, t->tgt, t->B, t->T, &loss));
-        loss_sum += loss;
+        float l = 0.0f;
+        FM_TRY(fm_model_forward(t->model, t->inp, t->tgt, t->B, t->T, &l));
+        loss_sum += l;
         int overlap = a == t->ga - 1 && !t->host_grads;
         FM_TRY(fm_model_backward(t->model, 1.0f / (float)t->ga, overlap ? grad_ready : NULL,
                                  overlap ? t->ar : NULL));
     }
+    *loss = loss_sum / t->ga;
+    return NULL;
+}
+
+/* Completes the all-reduce: afterwards the model's gradients are the average over ranks (staged
+ * through host memory: downloaded before, uploaded after). */
+static fm_status average_grads(fm_trainer *t)
+{
     size_t gbytes = fm_model_num_params(t->model) * sizeof(float);
     if (t->host_grads) FM_TRY(fm_model_get_grads(t->model, t->host_grads));
     FM_TRY(fm_comm_allreduce_wait_all(t->ar));
     if (t->host_grads)
         FM_TRY(t->be->ops->upload(t->be, fm_model_grads(t->model), t->host_grads, gbytes));
-    double loss = loss_sum / t->ga;
-    if (t->fault_step == t->state.step + 1) {
-        if (!t->fault_grad && t->comm->rank == 0) loss = NAN;
-        if (t->fault_grad) {
-            const float nan = NAN;
-            FM_TRY(t->be->ops->upload(t->be, fm_model_grads(t->model), &nan, sizeof nan));
-        }
-    }
+    return NULL;
+}
+
+/* A non-finite loss or gradient norm: an error with on_nan = stop (collective: every rank sees the
+ * same averaged loss and gradients, so all decide alike), otherwise the update is dropped. */
+static fm_status handle_non_finite(fm_trainer *t, step_result *r)
+{
+    if (t->cfg.train_on_nan == FM_ON_NAN_STOP)
+        return fm_status_collective(FM_ERR(
+            FM_ERR_NUMERIC,
+            "step %lld: the %s is %s (loss %g, gradient norm %g); stopping without writing "
+            "a checkpoint of this state ([train] on_nan = stop). Lower [train] lr, raise "
+            "warmup_steps or set clip_grad, and resume from the last checkpoint",
+            (long long)t->state.step + 1, isfinite(r->loss) ? "gradient norm" : "loss",
+            (isnan(r->loss) || isnan(r->grad_norm)) ? "NaN" : "infinite", r->loss, r->grad_norm));
+    fm_model_zero_grads(t->model);
+    r->skipped = 1;
+    t->state.skipped_steps++;
+    return NULL;
+}
+
+/* AdamW at the step's learning rate, the gradients clipped to [train] clip_grad. */
+static fm_status apply_update(fm_trainer *t, const step_result *r)
+{
+    fm_adamw_params hp = {(float)r->lr, (float)t->cfg.train_beta1, (float)t->cfg.train_beta2,
+                          (float)t->cfg.train_eps, (float)t->cfg.train_weight_decay};
+    FM_TRY(fm_optimizer_step(t->opt, &hp,
+                             fm_optimizer_clip_scale(r->grad_norm, t->cfg.train_clip_grad)));
+    return NULL;
+}
+
+/* One optimizer step on every rank: data, gradients averaged over ranks, the global loss and
+ * gradient norm, then the update (or the on_nan rule). A test executable's hook runs between the
+ * all-reduce and the loss average (fm_trainer_test_hooks). */
+static fm_status train_step(fm_trainer *t, step_result *r)
+{
+    FM_TRY(fm_reader_next(t->reader, t->windows));
+    double loss = 0.0;
+    FM_TRY(accumulate_grads(t, &loss));
+    FM_TRY(average_grads(t));
+    if (t->test.after_allreduce)
+        FM_TRY(t->test.after_allreduce(t->test.ctx, t, t->state.step + 1, &loss));
     FM_TRY(fm_comm_sum_doubles(t->comm, &loss, 1));
     r->loss = loss / t->comm->size;
     FM_TRY(fm_optimizer_grad_norm(t->opt, &r->grad_norm));
     r->lr = fm_schedule_lr(&t->sched, t->state.step);
     r->skipped = 0;
-    if (!isfinite(r->loss) || !isfinite(r->grad_norm)) {
-        /* Every rank sees the same averaged loss and gradients, so all decide alike. */
-        if (t->cfg.train_on_nan == FM_ON_NAN_STOP)
-            return fm_status_collective(FM_ERR(
-                FM_ERR_NUMERIC,
-                "step %lld: the %s is %s (loss %g, gradient norm %g); stopping without writing "
-                "a checkpoint of this state ([train] on_nan = stop). Lower [train] lr, raise "
-                "warmup_steps or set clip_grad, and resume from the last checkpoint",
-                (long long)t->state.step + 1, isfinite(r->loss) ? "gradient norm" : "loss",
-                (isnan(r->loss) || isnan(r->grad_norm)) ? "NaN" : "infinite", r->loss,
-                r->grad_norm));
-        fm_model_zero_grads(t->model);
-        r->skipped = 1;
-        t->state.skipped_steps++;
-    } else {
-        fm_adamw_params hp = {(float)r->lr, (float)t->cfg.train_beta1, (float)t->cfg.train_beta2,
-                              (float)t->cfg.train_eps, (float)t->cfg.train_weight_decay};
-        FM_TRY(fm_optimizer_step(t->opt, &hp, fm_optimizer_clip_scale(r->grad_norm, t->cfg.train_clip_grad)));
-    }
+    if (!isfinite(r->loss) || !isfinite(r->grad_norm))
+        FM_TRY(handle_non_finite(t, r));
+    else
+        FM_TRY(apply_update(t, r));
     t->state.step++;
     t->state.tokens_seen += t->global_tokens;
     return NULL;
@@ -565,34 +703,57 @@ static fm_status remove_complete_marker(fm_trainer *t)
     return NULL;
 }
 
-static fm_status save(fm_trainer *t, const fm_trainer_hooks *h, fm_trainer_save_reason why,
-                      double *last_save)
+/* What the loop keeps between steps of this segment of the run (this process's part of it). */
+typedef struct segment {
+    double start;        /* fm_util_now() when the loop began */
+    double base_seconds; /* train_seconds of the earlier segments */
+    int64_t first_step;  /* state.step when the loop began */
+    double last_save;    /* fm_util_now() after the last checkpoint (or the start) */
+    double max_step_s;   /* the longest step: the wall-time stop keeps two of them in hand */
+    double win_train;    /* seconds in train_step since the last logged step (the log window) */
+    int64_t win_steps;   /* steps in that window */
+    double end_time;     /* the job's end, seconds since the epoch (rank 0's answer); 0: none */
+    double margin;       /* [run] stop_margin_minutes in seconds */
+} segment;
+
+/* Training seconds of the whole run so far: the earlier segments plus this one until now. */
+static double run_seconds(const segment *seg)
 {
-    *last_save = fm_util_now();
+    return seg->base_seconds + (fm_util_now() - seg->start);
+}
+
+/* Calls the save hook (when there is one) and logs how long it took. */
+static fm_status save(fm_trainer *t, const fm_trainer_hooks *h, fm_trainer_save_reason why,
+                      segment *seg)
+{
+    seg->last_save = fm_util_now();
     if (!h || !h->save) return NULL;
     double t0 = fm_util_now();
     FM_TRY(h->save(h->ctx, t, why));
     if (t->metrics)
         fm_metrics_logf(t->metrics, "checkpoint at step %lld written in %.2f s",
                         (long long)t->state.step, fm_util_now() - t0);
-    *last_save = fm_util_now();
+    seg->last_save = fm_util_now();
     return NULL;
 }
 
-static fm_status run_eval(fm_trainer *t, double seg_start)
+/* Evaluates and writes the eval record (elapsed_s: the run's training seconds until now). */
+static fm_status run_eval(fm_trainer *t, const segment *seg)
 {
     double vl = 0.0;
     FM_TRY(fm_trainer_evaluate(t, &vl));
-    FM_TRY(fm_metrics_log_eval(t->metrics, t->state.step, t->state.tokens_seen, vl,
-                               t->state.train_seconds + (fm_util_now() - seg_start)));
+    double elapsed = run_seconds(seg);
+    FM_TRY(fm_metrics_log_eval(t->metrics, t->state.step, t->state.tokens_seen, vl, elapsed));
     return NULL;
 }
 
-fm_status fm_trainer_run(fm_trainer *t, const fm_trainer_hooks *hooks)
+/* The start of a run: the resume hook, then the check that every rank holds the same parameters;
+ * a fresh run removes an old COMPLETE marker. *done = 1 when the run already reached
+ * train.steps. */
+static fm_status begin(fm_trainer *t, const fm_trainer_hooks *hooks, int *done)
 {
-    const fm_config *cfg = &t->cfg;
-    if (!t->model) return FM_ERR(FM_ERR_INTERNAL, "fm_trainer_run after a dry-run create");
     int resumed = 0;
+    *done = 0;
     if (hooks && hooks->resume) FM_TRY(hooks->resume(hooks->ctx, t, &resumed));
     FM_TRY(check_params_identical(t, resumed ? "after resuming" : "after initialisation"));
     if (resumed)
@@ -600,121 +761,218 @@ fm_status fm_trainer_run(fm_trainer *t, const fm_trainer_hooks *hooks)
             (long long)t->state.tokens_seen);
     else
         FM_TRY(remove_complete_marker(t));
-    if (t->state.step >= cfg->train_steps) {
-        say(t, "nothing to do: the run already reached step %lld of %lld",
-            (long long)t->state.step, (long long)cfg->train_steps);
-        return NULL;
+    if (t->state.step >= t->cfg.train_steps) {
+        say(t, "nothing to do: the run already reached step %lld of %lld", (long long)t->state.step,
+            (long long)t->cfg.train_steps);
+        *done = 1;
     }
+    return NULL;
+}
 
-    /* A stop requested during start-up (the caller installs the handlers first thing): the state is
-     * the one just loaded or initialised, so there is nothing new to save. Agreed by all ranks. */
+/* A stop requested during start-up (the caller installs the handlers first thing), agreed by all
+ * ranks: FM_ERR_STOPPED (collective). The state is the one just loaded or initialised, so there is
+ * nothing new to save. */
+static fm_status stop_if_requested_at_start(fm_trainer *t)
+{
     double early = fm_signals_pending() ? 1.0 : 0.0;
     FM_TRY(fm_comm_max_doubles(t->comm, &early, 1));
-    if (early > 0.0) {
-        say(t, "stop requested during start-up: exiting before step %lld", (long long)t->state.step + 1);
-        return fm_status_collective(FM_ERR(FM_ERR_STOPPED, "stopped during start-up, before step %lld "
-                                                           "(signal received); run the same command "
-                                                           "again to continue",
-                                           (long long)t->state.step + 1));
-    }
+    if (early == 0.0) return NULL;
+    say(t, "stop requested during start-up: exiting before step %lld",
+        (long long)t->state.step + 1);
+    return fm_status_collective(FM_ERR(FM_ERR_STOPPED,
+                                       "stopped during start-up, before step %lld "
+                                       "(signal received); run the same command "
+                                       "again to continue",
+                                       (long long)t->state.step + 1));
+}
+
+/* The wall-time limit: rank 0 asks for the job's end (Slurm, FMTRAIN_END_TIME), every rank uses
+ * its answer; announced when a stop margin applies. */
+static fm_status plan_wall_time(fm_trainer *t, segment *seg)
+{
     double end_time = 0.0;
     char src[160] = "";
     if (t->comm->rank == 0) FM_TRY(fm_signals_job_end_time(&end_time, src, sizeof src));
     FM_TRY(fm_comm_bcast(t->comm, &end_time, sizeof end_time));
-    double margin = cfg->run_stop_margin_minutes * 60.0;
-    if (end_time > 0 && margin > 0) {
+    seg->end_time = end_time;
+    seg->margin = t->cfg.run_stop_margin_minutes * 60.0;
+    if (seg->end_time > 0 && seg->margin > 0) {
         char d[32];
         say(t, "wall time: the job ends in %s (%s); stopping %.1f min before it",
-            fm_metrics_format_duration(end_time - fm_util_wall_time(), d, sizeof d), src,
-            cfg->run_stop_margin_minutes);
+            fm_metrics_format_duration(seg->end_time - fm_util_wall_time(), d, sizeof d), src,
+            t->cfg.run_stop_margin_minutes);
     }
+    return NULL;
+}
 
-    double seg_start = fm_util_now(), last_save = seg_start;
-    double base_seconds = t->state.train_seconds;
-    int64_t first_step = t->state.step;
-    double win_train = 0.0;
-    int64_t win_steps = 0;
-    double max_step_s = 0.0;
-    fm_status st = NULL;
-    while (t->state.step < cfg->train_steps) {
-        step_result r;
-        double s0 = fm_util_now();
-        FM_TRY(train_step(t, &r));
-        double dt = fm_util_now() - s0;
-        win_train += dt;
-        win_steps++;
-        if (dt > max_step_s) max_step_s = dt;
-        t->state.train_seconds = base_seconds + (fm_util_now() - seg_start);
-        int64_t step = t->state.step;
+/* The clocks and counters of the loop start now. */
+static void start_segment(const fm_trainer *t, segment *seg)
+{
+    seg->start = fm_util_now();
+    seg->last_save = seg->start;
+    seg->base_seconds = t->state.train_seconds;
+    seg->first_step = t->state.step;
+    seg->win_train = 0.0;
+    seg->win_steps = 0;
+    seg->max_step_s = 0.0;
+}
 
-        if (t->metrics && (step % cfg->runtime_log_every == 0 || step == cfg->train_steps ||
-                           step == first_step + 1 || r.skipped)) {
-            double tps = (double)t->global_tokens * (double)win_steps / (win_train > 0 ? win_train : 1e-9);
-            double per_step = (fm_util_now() - seg_start) / (double)(step - first_step);
-            fm_metrics_step rec = {step,
-                                   t->state.tokens_seen,
-                                   r.loss,
-                                   r.lr,
-                                   r.grad_norm,
-                                   1e3 * win_train / (double)win_steps,
-                                   tps,
-                                   t->peak_flops > 0 ? tps * t->flops_per_token / t->peak_flops : -1.0,
-                                   t->state.train_seconds,
-                                   per_step * (double)(cfg->train_steps - step),
-                                   r.skipped};
-            FM_TRY(fm_metrics_log_step(t->metrics, &rec));
-            win_train = 0.0;
-            win_steps = 0;
-        }
-        if (cfg->train_eval_every > 0 && step % cfg->train_eval_every == 0 && step < cfg->train_steps)
-            FM_TRY(run_eval(t, seg_start));
+/* One step, timed: the log window, the longest step and the run's training seconds. */
+static fm_status timed_step(fm_trainer *t, segment *seg, step_result *r)
+{
+    double s0 = fm_util_now();
+    FM_TRY(train_step(t, r));
+    double dt = fm_util_now() - s0;
+    seg->win_train += dt;
+    seg->win_steps++;
+    if (dt > seg->max_step_s) seg->max_step_s = dt;
+    t->state.train_seconds = run_seconds(seg);
+    return NULL;
+}
 
-        /* Stop and periodic-checkpoint decisions, agreed by all ranks (one small all-reduce). */
-        double now_wall = fm_util_wall_time();
-        double flags[2] = {0.0, 0.0};
-        int sig = fm_signals_pending();
-        if (sig) flags[0] = (double)sig;
-        else if (end_time > 0 && margin > 0 && now_wall + margin + 2.0 * max_step_s >= end_time)
-            flags[0] = -1.0; /* wall time */
-        if ((cfg->checkpoint_every_steps > 0 && step % cfg->checkpoint_every_steps == 0) ||
-            (cfg->checkpoint_every_minutes > 0 &&
-             fm_util_now() - last_save >= cfg->checkpoint_every_minutes * 60.0))
-            flags[1] = 1.0;
-        double agreed[2] = {flags[0] != 0.0 ? 1.0 : 0.0, flags[1]};
-        FM_TRY(fm_comm_max_doubles(t->comm, agreed, 2));
-        if (agreed[0] > 0.0 && step < cfg->train_steps) {
-            /* Which reason: the signal number when any rank got one, else wall time. */
-            double why = flags[0] > 0 ? flags[0] : 0.0;
-            FM_TRY(fm_comm_max_doubles(t->comm, &why, 1));
-            char reason[96];
-            if (why > 0)
-                snprintf(reason, sizeof reason, "%s received", fm_signals_name((int)why));
-            else
-                snprintf(reason, sizeof reason, "the job's wall-time limit is %.1f min away",
-                         (end_time - now_wall) / 60.0);
-            say(t, "stopping at step %lld/%lld: %s", (long long)step, (long long)cfg->train_steps,
-                reason);
-            FM_TRY(save(t, hooks, FM_TRAINER_SAVE_STOP, &last_save));
-            st = FM_ERR(FM_ERR_STOPPED,
-                        "stopped at step %lld of %lld (%s)%s; run the same command again to resume",
-                        (long long)step, (long long)cfg->train_steps, reason,
-                        hooks && hooks->save ? ", state saved" : " (no checkpoint writer: state not saved)");
-            return fm_status_collective(st);
-        }
-        if (agreed[1] > 0.0 && step < cfg->train_steps)
-            FM_TRY(save(t, hooks, FM_TRAINER_SAVE_PERIODIC, &last_save));
-    }
-    if (cfg->train_eval_every > 0) FM_TRY(run_eval(t, seg_start));
+/* Logged steps: every log_every steps, the last, the first of the segment and every skipped one. */
+static int step_is_logged(const fm_trainer *t, const segment *seg, const step_result *r)
+{
+    int64_t step = t->state.step;
+    return step % t->cfg.runtime_log_every == 0 || step == t->cfg.train_steps ||
+           step == seg->first_step + 1 || r->skipped;
+}
+
+/* The train record of the step just done (rank 0, logged steps only: step_is_logged); its rates
+ * are over the log window, which then starts again. */
+static fm_status log_step(fm_trainer *t, segment *seg, const step_result *r)
+{
+    if (!t->metrics || !step_is_logged(t, seg, r)) return NULL;
+    int64_t step = t->state.step;
+    double tps = (double)t->global_tokens * (double)seg->win_steps /
+                 (seg->win_train > 0 ? seg->win_train : 1e-9);
+    double per_step = (fm_util_now() - seg->start) / (double)(step - seg->first_step);
+    fm_metrics_step rec = {step,
+                           t->state.tokens_seen,
+                           r->loss,
+                           r->lr,
+                           r->grad_norm,
+                           1e3 * seg->win_train / (double)seg->win_steps,
+                           tps,
+                           t->peak_flops > 0 ? tps * t->flops_per_token / t->peak_flops : -1.0,
+                           t->state.train_seconds,
+                           per_step * (double)(t->cfg.train_steps - step),
+                           r->skipped};
+    FM_TRY(fm_metrics_log_step(t->metrics, &rec));
+    seg->win_train = 0.0;
+    seg->win_steps = 0;
+    return NULL;
+}
+
+/* An evaluation every [train] eval_every steps (the one after the last step is finish's). */
+static int eval_due(const fm_trainer *t)
+{
+    return t->cfg.train_eval_every > 0 && t->state.step % t->cfg.train_eval_every == 0;
+}
+
+/* What the ranks agreed at a step boundary (agree_at_boundary). */
+typedef struct boundary {
+    int stop;        /* stop now: a signal on some rank, or the wall-time limit is near */
+    int signal;      /* the highest signal number received on any rank; 0: the wall time */
+    int checkpoint;  /* a periodic checkpoint is due on some rank */
+    double now_wall; /* this rank's wall clock when it asked (for the wall-time message) */
+} boundary;
+
+/* This rank's stop request: the signal it received, -1 when the wall-time limit is within the
+ * margin plus two of the longest steps, else 0. */
+static double local_stop_request(const segment *seg, double now_wall)
+{
+    int sig = fm_signals_pending();
+    if (sig) return (double)sig;
+    if (seg->end_time > 0 && seg->margin > 0 &&
+        now_wall + seg->margin + 2.0 * seg->max_step_s >= seg->end_time)
+        return -1.0;
+    return 0.0;
+}
+
+/* Whether this rank finds a periodic checkpoint due ([checkpoint] every_steps / every_minutes). */
+static int checkpoint_due(const fm_trainer *t, const segment *seg)
+{
+    const fm_config *cfg = &t->cfg;
+    return (cfg->checkpoint_every_steps > 0 && t->state.step % cfg->checkpoint_every_steps == 0) ||
+           (cfg->checkpoint_every_minutes > 0 &&
+            fm_util_now() - seg->last_save >= cfg->checkpoint_every_minutes * 60.0);
+}
+
+/* The stop and periodic-checkpoint decisions, agreed by all ranks in one small all-reduce (the
+ * maximum of: stop wanted, checkpoint due, signal number), so that every rank acts alike. */
+static fm_status agree_at_boundary(fm_trainer *t, const segment *seg, boundary *b)
+{
+    b->now_wall = fm_util_wall_time();
+    double req = local_stop_request(seg, b->now_wall);
+    double v[3] = {req != 0.0 ? 1.0 : 0.0, checkpoint_due(t, seg) ? 1.0 : 0.0,
+                   req > 0.0 ? req : 0.0};
+    FM_TRY(fm_comm_max_doubles(t->comm, v, 3));
+    b->stop = v[0] > 0.0;
+    b->checkpoint = v[1] > 0.0;
+    b->signal = (int)v[2];
+    return NULL;
+}
+
+/* Stops at this step boundary: says why, saves the state (STOP) and returns FM_ERR_STOPPED
+ * (collective: exit 75, resumable). */
+static fm_status stop(fm_trainer *t, const fm_trainer_hooks *hooks, segment *seg, const boundary *b)
+{
+    char reason[96];
+    if (b->signal > 0)
+        snprintf(reason, sizeof reason, "%s received", fm_signals_name(b->signal));
+    else
+        snprintf(reason, sizeof reason, "the job's wall-time limit is %.1f min away",
+                 (seg->end_time - b->now_wall) / 60.0);
+    int64_t step = t->state.step, steps = t->cfg.train_steps;
+    say(t, "stopping at step %lld/%lld: %s", (long long)step, (long long)steps, reason);
+    FM_TRY(save(t, hooks, FM_TRAINER_SAVE_STOP, seg));
+    return fm_status_collective(FM_ERR(
+        FM_ERR_STOPPED, "stopped at step %lld of %lld (%s)%s; run the same command again to resume",
+        (long long)step, (long long)steps, reason,
+        hooks && hooks->save ? ", state saved" : " (no checkpoint writer: state not saved)"));
+}
+
+/* After the last step: the final evaluation, the identical-parameters check, the FINAL checkpoint,
+ * the COMPLETE marker and the closing line. */
+static fm_status finish(fm_trainer *t, const fm_trainer_hooks *hooks, segment *seg)
+{
+    if (t->cfg.train_eval_every > 0) FM_TRY(run_eval(t, seg));
     FM_TRY(check_params_identical(t, "at the end of training"));
-    t->state.train_seconds = base_seconds + (fm_util_now() - seg_start);
-    FM_TRY(save(t, hooks, FM_TRAINER_SAVE_FINAL, &last_save));
+    t->state.train_seconds = run_seconds(seg);
+    FM_TRY(save(t, hooks, FM_TRAINER_SAVE_FINAL, seg));
     FM_TRY(write_complete_marker(t));
     char d[32];
-    double seg = fm_util_now() - seg_start;
-    say(t, "finished %lld steps (%lld tokens) in %s; waiting for data took %.2f%% of this segment%s",
+    double secs = fm_util_now() - seg->start;
+    say(t,
+        "finished %lld steps (%lld tokens) in %s; waiting for data took %.2f%% of this segment%s",
         (long long)t->state.step, (long long)t->state.tokens_seen,
         fm_metrics_format_duration(t->state.train_seconds, d, sizeof d),
-        seg > 0 ? 100.0 * fm_reader_wait_seconds(t->reader) / seg : 0.0,
+        secs > 0 ? 100.0 * fm_reader_wait_seconds(t->reader) / secs : 0.0,
         t->state.skipped_steps ? " (some updates skipped for non-finite values)" : "");
     return NULL;
+}
+
+fm_status fm_trainer_run(fm_trainer *t, const fm_trainer_hooks *hooks)
+{
+    if (!t->model) return FM_ERR(FM_ERR_INTERNAL, "fm_trainer_run after a dry-run create");
+    int done = 0;
+    FM_TRY(begin(t, hooks, &done));
+    if (done) return NULL;
+    FM_TRY(stop_if_requested_at_start(t));
+    segment seg = {0};
+    FM_TRY(plan_wall_time(t, &seg));
+    start_segment(t, &seg);
+    while (t->state.step < t->cfg.train_steps) {
+        step_result r;
+        FM_TRY(timed_step(t, &seg, &r));
+        FM_TRY(log_step(t, &seg, &r));
+        if (t->state.step >= t->cfg.train_steps) break; /* finish evaluates and saves */
+        if (eval_due(t)) FM_TRY(run_eval(t, &seg));
+        boundary b = {0};
+        FM_TRY(agree_at_boundary(t, &seg, &b));
+        if (b.stop) return stop(t, hooks, &seg, &b);
+        if (b.checkpoint) FM_TRY(save(t, hooks, FM_TRAINER_SAVE_PERIODIC, &seg));
+    }
+    return finish(t, hooks, &seg);
 }

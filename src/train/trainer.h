@@ -1,11 +1,16 @@
 /* trainer.h — data-parallel training of one model over MPI: the loop behind `fmtrain train`.
  *
  * What it is: every rank holds the full model. A step runs grad_accum micro-batches of micro_batch
- * sequences of seq_len tokens on each rank (global batch = micro_batch x grad_accum x ranks x seq_len
- * tokens); during the backward pass of the last micro-batch the model reports each finished layer's
- * gradient range and the comm engine starts its all-reduce at once (overlap); then the step waits for
- * all buckets (gradients averaged over ranks), computes the global gradient norm, clips, checks for
- * NaN/Inf ([train] on_nan), applies AdamW at the schedule's learning rate, and logs (rank 0).
+ * sequences of seq_len tokens on each rank (global batch = micro_batch x grad_accum x ranks x
+ * seq_len tokens); the gradients are averaged over ranks by the comm engine's bucketed all-reduce.
+ * Overlap, where it happens: on the CPU backend, during the backward pass of the LAST micro-batch
+ * the model reports each finished layer's gradient range and that bucket's all-reduce starts at
+ * once (the earlier micro-batches of a grad_accum > 1 step only accumulate, with nothing in
+ * flight). A device backend on several ranks gets no overlap: its gradients are staged through
+ * host memory (no CUDA-aware MPI is assumed), downloaded after the whole backward pass,
+ * all-reduced on the host and uploaded again. (With one rank there is nothing to reduce.) Then the
+ * step waits for all buckets, computes the global gradient norm, clips, checks for NaN/Inf
+ * ([train] on_nan), applies AdamW at the schedule's learning rate, and logs (rank 0).
  * Around the loop: placement (hwloc), the start banner (placement table, parameter count, memory,
  * global batch, MFU reference), evaluation every eval_every steps (and at the end) on the val split
  * with the work shared by all ranks, stop requests (SIGUSR1/SIGTERM, the Slurm wall-time limit)
@@ -26,9 +31,9 @@
  * save hook is NOT called (no poisoned checkpoint). Statuses that every rank reaches identically are
  * collective (fm_status_collective).
  *
- * Test hook: the environment variable FMTRAIN_TEST_NAN_STEP = "N:loss" or "N:grad" injects a NaN
- * into step N's loss (rank 0 only; the averaged loss is NaN everywhere) or into one gradient after the
- * all-reduce, so the tests can exercise [train] on_nan. Not for normal use.
+ * Test hooks: fm_trainer_set_test_hooks (below) lets a test executable change a step between the
+ * all-reduce and the loss average (tests/train/fmtrain_faults.c injects NaNs there to exercise
+ * [train] on_nan). fmtrain itself installs none and reads no test variable.
  *
  * ---- Checkpoint integration (the ckpt module) ----------------------------------------------------
  * The whole resumable state is: the model parameters (fm_model_get/set_params), the optimizer
@@ -124,6 +129,23 @@ void fm_trainer_get_state(const fm_trainer *t, fm_trainer_state *state);
  * step counter is set separately (fm_optimizer_set_step). Error when the seed differs from
  * [run] seed (FM_ERR_INPUT: the data order would change) or the reader refuses the position. */
 fm_status fm_trainer_set_state(fm_trainer *t, const fm_trainer_state *state);
+
+/* ---- test hooks (test executables only) ------------------------------------------------------- */
+
+/* What a test may do inside a step. Every hook may be NULL. */
+typedef struct fm_trainer_test_hooks {
+    /* Called on every rank in every step, after the gradients are averaged over ranks (the model's
+     * gradients hold the average) and before the loss is averaged over ranks and the gradient norm
+     * taken. step: the step being computed, 1-based (the state's step + 1); *loss: this rank's mean
+     * loss over its micro-batches, which the hook may change, as it may change the gradients
+     * (fm_model_grads of fm_trainer_model). An error fails the step like any other. */
+    fm_status (*after_allreduce)(void *ctx, fm_trainer *t, int64_t step, double *loss);
+    void *ctx;
+} fm_trainer_test_hooks;
+
+/* Installs test hooks (copied; NULL removes them). For test executables: the fmtrain program never
+ * calls it. */
+void fm_trainer_set_test_hooks(fm_trainer *t, const fm_trainer_test_hooks *hooks);
 
 /* Mean validation loss over [train] eval_batches micro-batches per rank (all ranks share the val
  * batches; one averaged loss, identical on every rank). Collective. */

@@ -35,8 +35,8 @@ grep -qE '^  HDF5: +[0-9]+\.[0-9]+\.[0-9]+, parallel$' "$tmp/out" || fail "--ver
 grep -qE '^  hwloc: +[0-9]+\.[0-9]+\.[0-9]+' "$tmp/out" || fail "--version: no hwloc version"
 grep -qE '^  BLAS: +[^ ?].+' "$tmp/out" || fail "--version: no BLAS line"
 grep -qE '^  OpenMP: +[0-9]\.[0-9] \([0-9]{6}\)' "$tmp/out" || fail "--version: no OpenMP version"
-grep -qE '^  CUDA: +(on|off|ON|OFF|yes|no|disabled|enabled)' "$tmp/out" || grep -qE '^  CUDA: +.+' "$tmp/out" ||
-  fail "--version: no CUDA line"
+grep -qE '^  CUDA: +(on \(architectures [^,]+, CUDA [0-9]+\.[0-9]+[^)]*\)|off)$' "$tmp/out" ||
+  fail "--version: the CUDA line is neither 'on (architectures ..., CUDA X.Y)' nor 'off'"
 # The versions are the real ones: compare with what the system reports where it can tell.
 if command -v h5pcc >/dev/null 2>&1; then
   hv=$(h5pcc -showconfig 2>/dev/null | sed -n 's/^ *HDF5 Version: *//p' | head -n 1)
@@ -55,7 +55,7 @@ cp "$tmp/out" "$tmp/version.txt"
 # ---- help ----
 run 0 help
 has out "Usage: fmtrain COMMAND"
-has out "train"
+grep -qE '^  train +train a model' "$tmp/out" || fail "help: no line for the train command"
 has out "Exit codes:"
 cp "$tmp/out" "$tmp/help.txt"
 run 0 --help

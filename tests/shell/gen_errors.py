@@ -159,6 +159,8 @@ def scan(src):
                 if fmt and fmt.startswith("fmtrain: "):
                     body = fmt[len("fmtrain: "):]
                     cls, _, msg = body.partition(": ")
+                    if cls not in {c for c, _ in CLASSES.values()}:
+                        continue  # not an error report ("fmtrain: <class>: ..."), e.g. a note
                     rc = next((r for c, r in CLASSES.values() if c == cls), None)
                     lineno = text.count("\n", 0, m.start()) + 1
                     found.append((readable(msg), cls, rc, function_at(lines, lineno)))

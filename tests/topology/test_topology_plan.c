@@ -401,7 +401,8 @@ static void test_leonardo_booster(void **state)
     hwloc_topology_destroy(t);
 }
 
-/* GPUs given by the backend (as the CUDA backend will, from hwloc's CUDA runtime helper). */
+/* GPUs given by the caller (what a backend would pass from hwloc's CUDA runtime helper; no caller
+ * in src/ does yet, see fm_topology_gpu). */
 static void test_given_gpus(void **state)
 {
     (void)state;

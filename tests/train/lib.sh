@@ -61,6 +61,14 @@ log_every = 10
 INI
 }
 
+# placement_ranks FILE : the rank column of the placement table in a start banner (the rows under the
+# "rank  host  bind ..." header, "# "-prefixed in a dry run), space-separated: "0 1 ".
+placement_ranks() {
+  awk '/^(# )?rank +host +bind +cpuset/ { t = 1; next }
+       t && /^(# )? +[0-9]+ / { sub(/^# /, ""); printf "%s ", $1; next }
+       t { exit }' "$1"
+}
+
 # jsonl_check RUN_DIR : every line of metrics.jsonl is a JSON object with the documented fields.
 jsonl_check() {
   "$PY" - "$1/metrics.jsonl" <<'PYEOF'

@@ -4,7 +4,8 @@
 # best possible mean loss is 2 ln(8)/32 = 0.13; with the attention or embedding gradient broken the
 # same rule stays above 1.1 (shown in-process by tests/train/test_learns.c). Also checks
 # metrics.jsonl (valid JSON Lines with the documented fields), config.ini (parses back) and
-# train.log, the evaluation records and the COMPLETE marker.
+# train.log, the evaluation records (their elapsed_s on the train records' clock) and the COMPLETE
+# marker.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 dir=$(mktemp -d)
@@ -31,5 +32,9 @@ assert abs(first - math.log(256)) < 0.5, "the initial loss should be about ln(vo
 assert last < 0.2, f"did not learn the repeat task (floor 0.13): final loss {last}"
 assert [e["step"] for e in evals] == [100, 200], evals
 assert evals[-1]["val_loss"] < 0.2, evals[-1]
+# elapsed_s is one clock for both record types: the evaluation at step 100 comes after the train
+# record of step 100 and before the one of step 125 (it once counted this segment's time twice)
+at = {r["step"]: r["elapsed_s"] for r in train}
+assert at[100] <= evals[0]["elapsed_s"] <= at[125], (at[100], evals[0], at[125])
 PYEOF
 echo "converge ok"

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# test_nan.sh — [train] on_nan: a NaN gradient (injected after the all-reduce with the test hook
-# FMTRAIN_TEST_NAN_STEP) stops a 2-rank run with exit 4 and a clear message, before the update and
-# before any checkpoint of the poisoned state; with on_nan = skip a NaN loss skips that update and
-# the run finishes.
+# test_nan.sh FMTRAIN_FAULTS — [train] on_nan: a NaN gradient (injected after the all-reduce) stops a
+# 2-rank run with exit 4 and a clear message, before the update and before any checkpoint of the
+# poisoned state; with on_nan = skip a NaN loss skips that update and the run finishes.
+# The NaNs come from FMTRAIN_FAULTS (tests/train/fmtrain_faults.c: the fmtrain program with a
+# test-only fault injector, driven by FMTRAIN_TEST_NAN_STEP = "N:loss" or "N:grad"). The production
+# fmtrain does not read FMTRAIN_TEST_NAN_STEP: checked at the end.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+faults=${1:?usage: test_nan.sh FMTRAIN_FAULTS_EXE}
+fmtrain=$FMTRAIN_EXE
+FMTRAIN_EXE=$faults # mpirun_n runs the fault-injecting program
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 "$MAKE_DATASET" "$dir/r.h5" random 32 512 16 5
@@ -44,5 +49,26 @@ import json, sys
 recs = {r["step"]: r for r in map(json.loads, open(sys.argv[1])) if r["type"] == "train"}
 assert recs[3]["skipped"] == 1 and recs[3]["loss"] is None, recs[3]
 assert all(recs[s]["skipped"] == 0 for s in (1, 2, 4, 5, 6))
+PYEOF
+
+# a malformed fault is refused before anything runs
+set +e
+FMTRAIN_TEST_NAN_STEP=5:gradient "$faults" train "$dir/p.ini" --set run.dir="$dir/bad" >"$dir/bad.txt" 2>&1
+rc=$?
+set -e
+[ "$rc" -eq 2 ] || { cat "$dir/bad.txt"; echo "expected exit 2 for a malformed FMTRAIN_TEST_NAN_STEP, got $rc"; exit 1; }
+grep -q "expected STEP:loss or STEP:grad" "$dir/bad.txt"
+
+# the production executable ignores the variable: the same poisoned run trains normally (exit 0,
+# no NaN stop, every loss finite)
+FMTRAIN_TEST_NAN_STEP=5:grad "$fmtrain" train "$dir/p.ini" --set train.steps=6 \
+  --set train.warmup_steps=0 --set runtime.log_every=1 --set run.dir="$dir/prod" >"$dir/prod.txt" 2>&1 ||
+  { cat "$dir/prod.txt"; echo "fmtrain reacted to FMTRAIN_TEST_NAN_STEP (a test-only variable)"; exit 1; }
+grep -q "finished 6 steps" "$dir/prod.txt"
+"$PY" - "$dir/prod/metrics.jsonl" <<'PYEOF'
+import json, math, sys
+recs = [r for r in map(json.loads, open(sys.argv[1])) if r["type"] == "train"]
+assert [r["step"] for r in recs] == [1, 2, 3, 4, 5, 6], recs
+assert all(r["skipped"] == 0 and r["loss"] is not None and math.isfinite(r["loss"]) for r in recs), recs
 PYEOF
 echo "nan ok"
