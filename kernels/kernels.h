@@ -179,6 +179,13 @@ int fm_backend_available(const char *name);
  * when the count is positive. Never fails. */
 int fm_backend_device_count(const char *name, const char **why);
 
+/* Non-zero when the named backend computes on GPUs: placement then gives each rank one. */
+int fm_backend_uses_gpus(const char *name);
+
+/* What `[runtime] device = auto` means: the first compiled-in GPU backend with a usable device, else
+ * "cpu". Never fails. */
+const char *fm_backend_auto(void);
+
 /* Creates the backend called `name` (one of fm_backend_name(i): "cpu", "cuda"). `threads` > 0 is the number of CPU threads to
  * use (OpenMP and BLAS share them, see docs/performance.md); `device` is the GPU ordinal for "cuda".
  * Errors: unknown name, backend not compiled in, device initialisation failed. */

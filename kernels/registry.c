@@ -17,6 +17,7 @@ typedef struct backend_entry {
     /* Usable devices; *why (never NULL here) receives the reason for a 0. */
     int (*device_count)(const char **why);
     const char *missing; /* when init is NULL: how to build a binary that has it */
+    int gpu;             /* 1: runs on GPUs (placement gives each rank one; device = auto prefers it) */
 } backend_entry;
 
 static int cpu_device_count(const char **why)
@@ -27,11 +28,11 @@ static int cpu_device_count(const char **why)
 
 /* "cpu" first: the reference backend (fm_backend_name(0)). */
 static const backend_entry g_backends[] = {
-    {"cpu", fm_cpu_backend_init, cpu_device_count, NULL},
+    {"cpu", fm_cpu_backend_init, cpu_device_count, NULL, 0},
 #if FM_HAVE_CUDA
-    {"cuda", fm_cuda_backend_init, fm_cuda_device_count, NULL},
+    {"cuda", fm_cuda_backend_init, fm_cuda_device_count, NULL, 1},
 #else
-    {"cuda", NULL, NULL, "configure with -DFMTRAIN_CUDA=ON where nvcc is available"},
+    {"cuda", NULL, NULL, "configure with -DFMTRAIN_CUDA=ON where nvcc is available", 1},
 #endif
 };
 enum { N_BACKENDS = (int)(sizeof g_backends / sizeof g_backends[0]) };
@@ -80,8 +81,21 @@ int fm_backend_device_count(const char *name, const char **why)
     return n;
 }
 
-/* Kept for src/train/trainer.c until it asks fm_backend_device_count("cuda", &why). */
-int fm_backend_cuda_device_count(void) { return fm_backend_device_count("cuda", NULL); }
+int fm_backend_uses_gpus(const char *name)
+{
+    const backend_entry *e = find(name);
+    return e && e->gpu;
+}
+
+const char *fm_backend_auto(void)
+{
+    for (int i = 0; i < N_BACKENDS; i++) {
+        const char *why = NULL;
+        if (g_backends[i].init && g_backends[i].gpu && g_backends[i].device_count(&why) > 0)
+            return g_backends[i].name;
+    }
+    return "cpu";
+}
 
 /* "cpu, cuda": the names this binary knows, for messages. */
 static void known_names(char *buf, size_t n)

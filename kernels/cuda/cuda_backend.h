@@ -19,8 +19,4 @@ fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device);
  * visible; NULL otherwise. `why` must not be NULL. */
 int fm_cuda_device_count(const char **why);
 
-/* Deprecated: fm_backend_device_count("cuda", NULL) (kernels/registry.c). Kept while
- * src/train/trainer.c still calls it. */
-int fm_backend_cuda_device_count(void);
-
 #endif /* FM_CUDA_BACKEND_H */

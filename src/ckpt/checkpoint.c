@@ -52,7 +52,7 @@ static fm_status host_state_get(fm_model *model, fm_optimizer *opt, int fill, ho
     memset(h, 0, sizeof *h);
     h->n = fm_model_num_params(model);
     fm_backend *be = fm_model_get_backend(model);
-    if (be->device < 0 && strcmp(be->ops->name, "cpu") == 0) {
+    if (be->ops->caps.host_memory) {
         h->p = fm_model_params(model);
         h->m = fm_optimizer_m(opt);
         h->v = fm_optimizer_v(opt);
@@ -947,7 +947,7 @@ static fm_status load_model_file(const char *path, fm_backend *be, int max_batch
     if (!st) st = model_table(m, &table, &nt);
     float *host = NULL;
     if (!st) {
-        int on_host = be->device < 0 && strcmp(be->ops->name, "cpu") == 0;
+        int on_host = be->ops->caps.host_memory;
         host = on_host ? fm_model_params(m) : malloc(fm_model_num_params(m) * sizeof(float));
         if (!host) st = FM_ERR(FM_ERR_NOMEM, "out of memory loading %s", path);
         if (!st) {

@@ -9,7 +9,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "cuda/cuda_backend.h"
 #include "train/schedule.h"
 #include "train/signals.h"
 #include "core/util.h"
@@ -69,15 +68,14 @@ static void say(fm_trainer *t, const char *fmt, ...)
     }
 }
 
-/* The backend that [runtime] device names ("auto": CUDA only when compiled in AND a device is
- * visible to this process). */
+/* The backend that [runtime] device names ("auto": a GPU backend only when compiled in AND a device
+ * is visible to this process, fm_backend_auto). */
 static const char *device_name(const fm_config *cfg)
 {
     switch (cfg->runtime_device) {
     case FM_DEVICE_CPU: return "cpu";
     case FM_DEVICE_CUDA: return "cuda";
-    case FM_DEVICE_AUTO:
-        return fm_backend_available("cuda") && fm_backend_cuda_device_count() > 0 ? "cuda" : "cpu";
+    case FM_DEVICE_AUTO: return fm_backend_auto();
     }
     return "cpu";
 }
@@ -85,23 +83,24 @@ static const char *device_name(const fm_config *cfg)
 /* Whether placement gives each rank a GPU: the run uses a GPU backend. */
 static int uses_gpus(const fm_config *cfg)
 {
-    return strcmp(device_name(cfg), "cuda") == 0;
+    return fm_backend_uses_gpus(device_name(cfg));
 }
 
-/* Whether the MFU reference can be measured with the backend's own matmul at start (the CPU
- * backend); otherwise it comes from [runtime] peak_tflops or is unknown. */
+/* Whether the MFU reference can be measured with the backend's own matmul at start (caps: a CPU has
+ * no datasheet peak for a rank's cores); otherwise it comes from [runtime] peak_tflops or is unknown. */
 static int peak_measurable(const fm_trainer *t)
 {
-    return strcmp(t->be->ops->name, "cpu") == 0;
+    return t->be->ops->caps.peak_from_matmul;
 }
 
-/* Whether the gradients are staged through host memory for MPI: device memory is not handed to MPI
+/* Whether the gradients are staged through host memory for MPI: memory that is not host memory
+ * (caps.host_memory) is not handed to MPI
  * (a CUDA-aware MPI is not assumed), so on several ranks a device backend's gradients are
  * downloaded after the backward pass, all-reduced on the host and uploaded again. The overlap of
  * the all-reduce with the backward pass is then off (accumulate_grads). */
 static int grads_staged_through_host(const fm_trainer *t)
 {
-    return strcmp(t->be->ops->name, "cpu") != 0 && t->comm->size > 1;
+    return !t->be->ops->caps.host_memory && t->comm->size > 1;
 }
 
 /* Thousands separators for parameter counts: 124439808 -> "124,439,808". */

@@ -1,11 +1,10 @@
 /* test_cuda_registry.c — the registry's view of the CUDA backend, runs everywhere (with or without a
  * GPU): a build with the backend lists "cuda" after "cpu" and as available; the device count says WHY
- * it is 0 (the CUDA error text, passed on, not dropped) and agrees with the deprecated
- * fm_backend_cuda_device_count(); with no visible device fm_backend_create("cuda") fails with
+ * it is 0 (the CUDA error text, passed on, not dropped); "cuda" is a GPU backend and `device = auto`
+ * picks it exactly when a device is visible; with no visible device fm_backend_create("cuda") fails with
  * FM_ERR_DEVICE and a message that says so and gives the reason (never a crash); with a device it
  * succeeds with the CUDA capabilities and a description naming the device, and an out-of-range
  * ordinal fails with FM_ERR_DEVICE. */
-#include "cuda/cuda_backend.h"
 #include "cuda_test_util.h"
 
 static void test_registry(void **state)
@@ -17,7 +16,9 @@ static void test_registry(void **state)
     assert_string_equal(fm_backend_name(1), "cuda");
     const char *why = "unset";
     const int n = fm_backend_device_count("cuda", &why);
-    assert_int_equal(n, fm_backend_cuda_device_count());
+    assert_true(fm_backend_uses_gpus("cuda"));
+    assert_false(fm_backend_uses_gpus("cpu"));
+    assert_string_equal(fm_backend_auto(), n > 0 ? "cuda" : "cpu");
     assert_int_equal(n, fm_backend_device_count("cuda", NULL));
     printf("  visible CUDA devices: %d%s%s\n", n, n > 0 ? "" : ": ", n > 0 ? "" : why);
     fm_backend *be = NULL;

@@ -1095,6 +1095,9 @@ static void test_registry(void **state)
     assert_int_equal(fm_backend_device_count("tpu", &why), 0);
     assert_true(why && why[0]);
     assert_false(fm_backend_available("tpu"));
+    assert_false(fm_backend_uses_gpus("cpu"));
+    assert_false(fm_backend_uses_gpus("tpu"));
+    if (!fm_backend_available("cuda")) assert_string_equal(fm_backend_auto(), "cpu");
     fm_backend *be = NULL;
     fm_status st = fm_backend_create("tpu", 2, -1, &be);
     assert_non_null(st);
