@@ -41,6 +41,14 @@ typedef struct fm_command {
     fm_status (*run)(int argc, char **argv, const fm_cmd_env *env); /* argv[0] is the command name */
 } fm_command;
 
+/* The commands, one per src/cli/cmd_<name>.c (each file defines its one). */
+extern const fm_command fm_cmd_train;
+extern const fm_command fm_cmd_prepare;
+extern const fm_command fm_cmd_inspect;
+extern const fm_command fm_cmd_topology;
+extern const fm_command fm_cmd_plot;
+extern const fm_command fm_cmd_sample;
+
 /* The table, NULL-terminated (src/cli/commands.c). */
 extern const fm_command *const fm_commands[];
 const fm_command *fm_command_find(const char *name);

@@ -1,14 +1,7 @@
-/* commands.c — the table of subcommands. Each one lives in src/cmd_<name>.c. */
+/* commands.c — the table of subcommands. Each one lives in src/cli/cmd_<name>.c and is declared in cli.h. */
 #include <string.h>
 
 #include "cli/cli.h"
-
-extern const fm_command fm_cmd_train;
-extern const fm_command fm_cmd_prepare;
-extern const fm_command fm_cmd_inspect;
-extern const fm_command fm_cmd_topology;
-extern const fm_command fm_cmd_plot;
-extern const fm_command fm_cmd_sample;
 
 const fm_command *const fm_commands[] = {
     &fm_cmd_train,
