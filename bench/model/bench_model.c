@@ -238,7 +238,7 @@ static fm_status bench(const bench_args *ar)
     int32_t *tok = NULL, *tgt = NULL;
     double *t_step = NULL, *t_fwd = NULL, *t_bwd = NULL, *t_opt = NULL;
     const fm_model_shape shape = {(int)ar->layers, (int)ar->heads, (int)ar->dim, (int)ar->max_seq,
-                                  (int)ar->vocab};
+                                  (int)ar->vocab, "gpt2"};
     const int B = (int)ar->batch, T = (int)ar->seq, P = (int)ar->threads;
 
     FM_TRY(fm_model_shape_check(&shape));

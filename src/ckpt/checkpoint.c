@@ -909,7 +909,7 @@ static fm_status load_model_file(const char *path, fm_backend *be, int max_batch
 {
     fm_checkpoint_file *f = NULL;
     FM_TRY(open_checkpoint(MPI_COMM_NULL, path, NULL, NULL, &f));
-    fm_model_shape s;
+    fm_model_shape s = {.arch = "gpt2"}; /* the only family so far; /model arch names it */
     int64_t v[5] = {0, 0, 0, 0, 0};
     const char *names[5] = {"n_layer", "n_head", "d_model", "max_seq_len", "vocab_size"};
     fm_status st = NULL;

@@ -142,6 +142,7 @@ static fm_status check_dataset(fm_trainer *t)
     t->shape.d_model = cfg->model_d_model;
     t->shape.max_seq_len = cfg->model_seq_len;
     t->shape.vocab_size = (int)V;
+    snprintf(t->shape.arch, sizeof t->shape.arch, "%s", cfg->model_arch == FM_ARCH_GPT2 ? "gpt2" : "?");
     FM_TRY(fm_model_shape_check(&t->shape));
     int64_t G = t->rank_windows * t->comm->size;
     int64_t N = ((int64_t)t->data.train_tokens - 1) / t->T;

@@ -20,7 +20,7 @@ typedef struct fixture {
     fm_sampler *s;
 } fixture;
 
-static const fm_model_shape shape = {2, 2, 32, 16, 50}; /* L, NH, C, maxT, V (Vp = 128) */
+static const fm_model_shape shape = {2, 2, 32, 16, 50, "gpt2"}; /* L, NH, C, maxT, V (Vp = 128) */
 
 static int setup(void **state)
 {
