@@ -928,7 +928,7 @@ static fm_status load_model_file(const char *path, fm_backend *be, int max_batch
         st = fm_model_shape_check(&s);
         if (st) st = fm_status_prefix(st, "%s holds an invalid model shape", path);
     }
-    if (!st) st = fm_model_create(&s, be, max_batch, &m);
+    if (!st) st = fm_model_create_opts(&s, be, &(fm_model_options){FM_MODEL_DECODE, max_batch}, &m);
     fm_checkpoint_tensor *table = NULL;
     int nt = 0;
     if (!st) st = model_table(m, &table, &nt);
