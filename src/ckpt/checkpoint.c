@@ -549,7 +549,7 @@ static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoin
     /* The model's shape. */
     fm_model_memory_info mem;
     fm_model_memory(model, &mem);
-    FM_TRY(fm_checkpoint_file_attr_str(f, "/model", "arch", "gpt2"));
+    FM_TRY(fm_checkpoint_file_attr_str(f, "/model", "arch", fm_model_arch(model)));
     FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_layer", shape->n_layer));
     FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_head", shape->n_head));
     FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "d_model", shape->d_model));
