@@ -57,8 +57,8 @@ static int same_bits(int N, int C, int OC, int maxt)
     int same = 1;
     for (int t = 1; t <= maxt; t++) {
         int k = t == 1 ? 0 : 1;
-        fm_cpu_ctx *cx = NULL;
-        fm_status st = fm_cpu_ctx_create(t, &cx);
+        fm_backend *be = NULL;
+        fm_status st = fm_backend_create("cpu", t, -1, &be);
         if (st) {
             fm_status_print(st, stderr, 0);
             exit(1);
@@ -66,9 +66,9 @@ static int same_bits(int N, int C, int OC, int maxt)
         if (t > 2) free(o[1]), free(dx[1]), free(dw[1]), free(db[1]);
         o[k] = calloc((size_t)N * OC, 4), dx[k] = calloc((size_t)N * C, 4);
         dw[k] = calloc((size_t)OC * C, 4), db[k] = calloc((size_t)OC, 4);
-        fm_cpu_matmul_forward(cx, o[k], x, w, b, N, C, OC);
-        fm_cpu_matmul_backward(cx, dx[k], dw[k], db[k], o[k], x, w, N, C, OC);
-        fm_cpu_ctx_free(&cx);
+        fm_cpu_matmul_forward(be, o[k], x, w, b, N, C, OC);
+        fm_cpu_matmul_backward(be, dx[k], dw[k], db[k], o[k], x, w, N, C, OC);
+        fm_backend_free(&be);
         if (k == 1)
             same &= !memcmp(o[0], o[1], (size_t)N * OC * 4) && !memcmp(dx[0], dx[1], (size_t)N * C * 4) &&
                     !memcmp(dw[0], dw[1], (size_t)OC * C * 4) && !memcmp(db[0], db[1], (size_t)OC * 4);
@@ -103,8 +103,13 @@ int main(int argc, char **argv)
     if (!A || !B || !C) return 1;
     for (size_t i = 0; i < maxa; i++) A[i] = (float)(i % 7) * 0.1f;
     for (size_t i = 0; i < maxb; i++) B[i] = (float)(i % 5) * 0.1f;
-    fm_cpu_ctx *cx = NULL; /* sets the BLAS library to 1 thread, as the backend does */
-    if (fm_cpu_ctx_create(P, &cx)) return 1;
+    fm_backend *be = NULL; /* sets the BLAS library to 1 thread, as the backend does */
+    fm_status st = fm_backend_create("cpu", P, -1, &be);
+    if (st) {
+        fm_status_print(st, stderr, 0);
+        fm_status_free(&st);
+        return 1;
+    }
     printf("%-18s %6s %6s %6s %12s %12s   (GFLOP/s, %d threads, best of %d)\n", "GEMM", "M", "N", "K",
            "tiled", "blas", P, R);
     for (int i = 0; i < ns; i++) {
@@ -138,7 +143,7 @@ int main(int argc, char **argv)
         printf("%-18s %6d %6d %6d %12.1f %12.1f\n", s->name, s->M, s->N, s->K, fl / bt * 1e-9,
                bb < 1e29 ? fl / bb * 1e-9 : 0.0);
     }
-    fm_cpu_ctx_free(&cx);
+    fm_backend_free(&be);
     free(A), free(B), free(C);
 
     const int det[][3] = {{N, 768, 2304}, {N, 768, 768}, {N, 768, 3072}, {N, 3072, 768},

@@ -9,9 +9,9 @@
 
 /* params, grads, m, v: (n). Operation order as torch.optim.AdamW (single-tensor path): decay first,
  * m by lerp, denominator sqrt(v)/sqrt(bias_correction2) + eps. grads := 0 afterwards. */
-void fm_cpu_adamw_update(const fm_cpu_ctx *cx, float *params, float *grads, float *m, float *v,
-                         size_t n, float lr, float beta1, float beta2, float eps,
-                         float weight_decay, float grad_scale, int64_t t)
+void fm_cpu_adamw_update(fm_backend *be, float *params, float *grads, float *m, float *v, size_t n,
+                         float lr, float beta1, float beta2, float eps, float weight_decay,
+                         float grad_scale, int64_t t)
 {
     const double bc1 = 1.0 - pow((double)beta1, (double)t);
     const double bc2 = 1.0 - pow((double)beta2, (double)t);
@@ -19,7 +19,7 @@ void fm_cpu_adamw_update(const fm_cpu_ctx *cx, float *params, float *grads, floa
     const float bc2_sqrt = (float)sqrt(bc2);
     const float decay = 1.0f - lr * weight_decay;
     const float omb1 = 1.0f - beta1, omb2 = 1.0f - beta2;
-    int nt = fm_cpu_team(cx->threads, n, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, n, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for simd num_threads(nt) schedule(static)
     for (size_t i = 0; i < n; i++) {
         const float g = grads[i] * grad_scale;
@@ -50,7 +50,7 @@ static double sumsq_block(const float *x, size_t n)
 /* *out = sum grads[i]^2 (n): blocks of FM_CPU_SUMSQ_BLOCK in parallel (the partition into blocks does
  * not depend on the thread count), block sums added in index order (computed in groups of 2048
  * blocks, one parallel region per group: 4 regions for 124 M parameters). */
-void fm_cpu_sum_squares(const fm_cpu_ctx *cx, double *out, const float *grads, size_t n)
+void fm_cpu_sum_squares(fm_backend *be, double *out, const float *grads, size_t n)
 {
     enum { GROUP = 2048 }; /* 2048 block sums (16 KiB) per parallel region */
     const size_t nblocks = (n + FM_CPU_SUMSQ_BLOCK - 1) / FM_CPU_SUMSQ_BLOCK;
@@ -58,7 +58,7 @@ void fm_cpu_sum_squares(const fm_cpu_ctx *cx, double *out, const float *grads, s
     for (size_t g0 = 0; g0 < nblocks; g0 += GROUP) {
         const size_t g1 = g0 + GROUP < nblocks ? g0 + GROUP : nblocks;
         double part[GROUP];
-        int nt = fm_cpu_team(cx->threads, (g1 - g0) * FM_CPU_SUMSQ_BLOCK, FM_CPU_ELEMWISE_SERIAL);
+        int nt = fm_cpu_team(be->threads, (g1 - g0) * FM_CPU_SUMSQ_BLOCK, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (size_t bl = g0; bl < g1; bl++) {
             const size_t lo = bl * FM_CPU_SUMSQ_BLOCK;

@@ -24,21 +24,22 @@
 #define BQ FM_CPU_ATT_BQ
 #define BK FM_CPU_ATT_BK
 
-static int att_team(const fm_cpu_ctx *cx, int B, int T, int C, int NH)
+/* Threads for `work` multiply-adds split into `items` independent work items. */
+static int att_team(int threads, double work, int items)
 {
-    double work = (double)B * (double)T * (double)T * (double)C;
-    int nt = work < (double)FM_CPU_GEMM_SERIAL_MAC ? 1 : cx->threads;
-    if (nt > B * NH) nt = B * NH;
+    int nt = work < (double)FM_CPU_GEMM_SERIAL_MAC ? 1 : threads;
+    if (nt > items) nt = items;
     return nt < 1 ? 1 : nt;
 }
 
 /* out (B,T,C), lse (B,NH,T); qkv (B,T,3C) */
-void fm_cpu_attention_forward(const fm_cpu_ctx *cx, float *out, float *lse, const float *qkv,
-                              int B, int T, int C, int NH)
+void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const float *qkv, int B,
+                              int T, int C, int NH)
 {
+    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
-    const int nt = att_team(cx, B, T, C, NH);
+    const int nt = att_team(be->threads, (double)B * (double)T * (double)T * (double)C, B * NH);
 #pragma omp parallel num_threads(nt)
     {
         float *S = cx->scratch + (size_t)omp_get_thread_num() * cx->scratch_floats;
@@ -107,13 +108,13 @@ void fm_cpu_attention_forward(const fm_cpu_ctx *cx, float *out, float *lse, cons
 }
 
 /* dqkv (B,T,3C) overwritten; dout (B,T,C), qkv (B,T,3C), out (B,T,C), lse (B,NH,T) */
-void fm_cpu_attention_backward(const fm_cpu_ctx *cx, float *dqkv, const float *dout,
-                               const float *qkv, const float *out, const float *lse, int B, int T,
-                               int C, int NH)
+void fm_cpu_attention_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
+                               const float *out, const float *lse, int B, int T, int C, int NH)
 {
+    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
-    const int nt = att_team(cx, B, T, C, NH);
+    const int nt = att_team(be->threads, (double)B * (double)T * (double)T * (double)C, B * NH);
 #pragma omp parallel num_threads(nt)
     {
         float *P = cx->scratch + (size_t)omp_get_thread_num() * cx->scratch_floats;
@@ -186,17 +187,16 @@ void fm_cpu_attention_backward(const fm_cpu_ctx *cx, float *dqkv, const float *d
  * Work item: one (b, h, i) query row, i in 0..Tq-1 at absolute position pos0+i; one thread computes
  * it entirely (online softmax over the same key blocks of BK columns as attention_forward, keys in
  * index order), so the result does not depend on the thread count. Scratch: BK floats per thread. */
-void fm_cpu_attention_decode(const fm_cpu_ctx *cx, float *out, float *kcache, float *vcache,
+void fm_cpu_attention_decode(fm_backend *be, float *out, float *kcache, float *vcache,
                              const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH)
 {
+    const fm_cpu_ctx *cx = fm_cpu_cx(be);
     if (B <= 0 || Tq <= 0) return;
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
     const int nitems = B * NH * Tq;
-    const double work = (double)B * (double)Tq * (double)(pos0 + Tq) * (double)C;
-    int nt = work < (double)FM_CPU_GEMM_SERIAL_MAC ? 1 : cx->threads;
-    if (nt > nitems) nt = nitems;
-    if (nt < 1) nt = 1;
+    const int nt =
+        att_team(be->threads, (double)B * (double)Tq * (double)(pos0 + Tq) * (double)C, nitems);
 #pragma omp parallel num_threads(nt)
     {
         float *s = cx->scratch + (size_t)omp_get_thread_num() * cx->scratch_floats; /* BK scores */

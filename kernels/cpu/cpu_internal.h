@@ -1,11 +1,27 @@
-/* cpu_internal.h — helpers shared by the CPU kernel files only (not a public header): a vectorisable
- * expf, the split of a range over threads, and the tile split used for matrix products. */
+/* cpu_internal.h — what the CPU kernel files share (not a public header): the backend's private
+ * state, a vectorisable expf, the split of a range over threads, and the tile split used for matrix
+ * products. */
 #ifndef FM_CPU_INTERNAL_H
 #define FM_CPU_INTERNAL_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "../kernels.h"
+
+/* The CPU backend's private state (fm_backend.impl), created by fm_cpu_backend_init. The thread count
+ * every kernel uses is the handle's: be->threads (>= 1). */
+typedef struct fm_cpu_ctx {
+    size_t scratch_floats; /* per-thread scratch size in floats */
+    float *scratch;        /* be->threads * scratch_floats floats, 64-byte aligned per thread */
+} fm_cpu_ctx;
+
+/* The context of a CPU backend (the first line of a kernel that needs its scratch). */
+static inline const fm_cpu_ctx *fm_cpu_cx(const fm_backend *be)
+{
+    return (const fm_cpu_ctx *)be->impl;
+}
 
 /* exp(x) in fp32 without a function call, so loops around it vectorise (Cephes expf: range reduction
  * x = k ln2 + r, |r| <= ln2/2, degree-6 polynomial, scale by 2^k through the exponent bits). Relative

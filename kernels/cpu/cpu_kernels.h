@@ -1,14 +1,16 @@
-/* cpu_kernels.h — the CPU backend's typed kernels (kernels/cpu/<op>.c), callable directly by tests and
- * micro-benchmarks. The backend's operation table (cpu_backend.c) only forwards to these.
+/* cpu_kernels.h — the CPU backend's typed kernels (kernels/cpu/<op>.c). Each takes the backend
+ * (fm_backend *, created by fm_backend_create("cpu", threads, -1, &be)) as its first argument and reads
+ * its context from be->impl, so the operation table of cpu_backend.c points straight at them
+ * (.matmul_forward = fm_cpu_matmul_forward); tests and micro-benchmarks may call them by name.
  *
  * Legend as in kernels.h: B batch, T sequence, C channels, NH heads (hs = C/NH), V vocabulary,
  * Vp padded vocabulary, N = B*T rows, OC output channels. All tensors are fp32, row-major, contiguous
  * unless a stride is named.
  *
  * Threading (docs/performance.md, "Threads and BLAS"): every kernel runs on ONE OpenMP pool of
- * cx->threads threads. Matrix products are split into tiles by the kernels themselves and each tile is
- * computed by a single-threaded cblas_sgemm call inside the OpenMP region; fm_cpu_ctx_create sets the
- * BLAS library's own threading to 1, so BLAS threads and OpenMP threads never compete for cores.
+ * be->threads threads. Matrix products are split into tiles by the kernels themselves and each tile is
+ * computed by a single-threaded cblas_sgemm call inside the OpenMP region; creating the backend sets
+ * the BLAS library's own threading to 1, so BLAS threads and OpenMP threads never compete for cores.
  *
  * Determinism: the same inputs and thread count give bit-identical outputs (every reduction has a
  * fixed order; no atomics). Kernels whose reductions are partitioned over a thread-count independent
@@ -16,7 +18,8 @@
  * matmul statement and tests/kernels/test_cpu_kernels.c for the test of it.
  *
  * What this is not: no allocation happens inside a kernel; the only memory a kernel uses beyond its
- * arguments is the context's per-thread scratch (attention blocks, fixed size, see below).
+ * arguments is the context's per-thread scratch (attention blocks, fixed size: threads *
+ * (2*BQ*BK + 4*BQ) floats = 66 KiB per thread).
  */
 #ifndef FM_CPU_KERNELS_H
 #define FM_CPU_KERNELS_H
@@ -31,105 +34,91 @@
 #define FM_CPU_ATT_BQ 64
 #define FM_CPU_ATT_BK 128
 
-/* The CPU backend's private state (fm_backend.impl). */
-typedef struct fm_cpu_ctx {
-    int threads;           /* OpenMP threads every kernel uses (>= 1) */
-    size_t scratch_floats; /* per-thread scratch size in floats */
-    float *scratch;        /* threads * scratch_floats floats, 64-byte aligned per thread */
-} fm_cpu_ctx;
-
-/* Creates a context for `threads` threads (threads <= 0: omp_get_max_threads()). Sets the BLAS
- * library's own thread count to 1 (OpenBLAS) and the OpenMP default team size to `threads`.
- * Scratch: threads * (2*BQ*BK + 4*BQ) floats (= 66 KiB per thread). Errors: out of memory. */
-fm_status fm_cpu_ctx_create(int threads, fm_cpu_ctx **out);
-/* Frees the context and sets *cx to NULL; safe on NULL. */
-void fm_cpu_ctx_free(fm_cpu_ctx **cx);
-
 /* ---- cpu_backend.c: the registry's entry points (kernels/registry.c) ------------------------- */
-/* Fills be: ops = the CPU table, impl = a new context of `threads` threads; `device` is ignored. */
+/* Fills be: ops = the CPU table, impl = a new context of `threads` threads (<= 0:
+ * omp_get_max_threads()); sets the BLAS library's own thread count to 1 (OpenBLAS) and the OpenMP
+ * default team size to `threads`; `device` is ignored. Errors: too many threads, out of memory. */
 fm_status fm_cpu_backend_init(fm_backend *be, int threads, int device);
 /* The BLAS in use (vendor, threading model): fm_backend_blas_info(). */
 const char *fm_cpu_blas_info(void);
 
 /* ---- encoder.c ------------------------------------------------------------------------------ */
 /* out (B,T,C) = wte[tokens[b,t]] + wpe[t]; tokens (B,T) in [0,Vp); wte (Vp,C); wpe (>=T,C) */
-void fm_cpu_encoder_forward(const fm_cpu_ctx *cx, float *out, const int32_t *tokens,
-                            const float *wte, const float *wpe, int B, int T, int C);
+void fm_cpu_encoder_forward(fm_backend *be, float *out, const int32_t *tokens, const float *wte,
+                            const float *wpe, int B, int T, int C);
 /* dwte (Vp,C) += scatter of dout by token; dwpe (>=T,C) += sum over b of dout; dout (B,T,C).
  * Parallel over channel slices: each dwte/dwpe element sums in (b,t) order. */
-void fm_cpu_encoder_backward(const fm_cpu_ctx *cx, float *dwte, float *dwpe, const float *dout,
+void fm_cpu_encoder_backward(fm_backend *be, float *dwte, float *dwpe, const float *dout,
                              const int32_t *tokens, int B, int T, int C);
 
 /* ---- layernorm.c ---------------------------------------------------------------------------- */
 /* out (N,C), mean (N), rstd (N); inp (N,C), weight (C), bias (C); eps 1e-5, biased variance */
-void fm_cpu_layernorm_forward(const fm_cpu_ctx *cx, float *out, float *mean, float *rstd,
+void fm_cpu_layernorm_forward(fm_backend *be, float *out, float *mean, float *rstd,
                               const float *inp, const float *weight, const float *bias, int N,
                               int C);
 /* dinp (N,C) ACCUMULATES; dweight (C), dbias (C) accumulate; dout (N,C), inp (N,C), weight (C),
  * mean (N), rstd (N) */
-void fm_cpu_layernorm_backward(const fm_cpu_ctx *cx, float *dinp, float *dweight, float *dbias,
+void fm_cpu_layernorm_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
                                const float *dout, const float *inp, const float *weight,
                                const float *mean, const float *rstd, int N, int C);
 
 /* ---- residual.c ----------------------------------------------------------------------------- */
 /* out (n) = a (n) + b (n); out may alias a or b */
-void fm_cpu_residual_forward(const fm_cpu_ctx *cx, float *out, const float *a, const float *b,
-                             size_t n);
+void fm_cpu_residual_forward(fm_backend *be, float *out, const float *a, const float *b, size_t n);
 
 /* ---- matmul.c ------------------------------------------------------------------------------- */
 /* out (N,OC) = inp (N,C) @ weight (OC,C)^T + bias (OC) (bias may be NULL) */
-void fm_cpu_matmul_forward(const fm_cpu_ctx *cx, float *out, const float *inp, const float *weight,
+void fm_cpu_matmul_forward(fm_backend *be, float *out, const float *inp, const float *weight,
                            const float *bias, int N, int C, int OC);
 /* dinp (N,C) = dout @ weight, OVERWRITTEN (skipped when NULL); dweight (OC,C) += dout^T @ inp;
  * dbias (OC) += column sums of dout (skipped when NULL); dout (N,OC), inp (N,C), weight (OC,C) */
-void fm_cpu_matmul_backward(const fm_cpu_ctx *cx, float *dinp, float *dweight, float *dbias,
+void fm_cpu_matmul_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
                             const float *dout, const float *inp, const float *weight, int N, int C,
                             int OC);
 
 /* ---- gelu.c --------------------------------------------------------------------------------- */
 /* out (n) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), x = inp (n); out may alias inp */
-void fm_cpu_gelu_forward(const fm_cpu_ctx *cx, float *out, const float *inp, size_t n);
+void fm_cpu_gelu_forward(fm_backend *be, float *out, const float *inp, size_t n);
 /* dinp (n) = gelu'(inp) * dout; dinp may alias dout */
-void fm_cpu_gelu_backward(const fm_cpu_ctx *cx, float *dinp, const float *inp, const float *dout,
+void fm_cpu_gelu_backward(fm_backend *be, float *dinp, const float *inp, const float *dout,
                           size_t n);
 
 /* ---- attention.c ---------------------------------------------------------------------------- */
 /* Causal self-attention, scale 1/sqrt(hs). qkv (B,T,3C) = [q | k | v], head h uses columns
  * h*hs..(h+1)*hs-1 of each; out (B,T,C); lse (B,NH,T) log-sum-exp of each row of scaled scores.
  * Flash-style: blocks of BQ query rows x BK keys with an online softmax; no (T,T) tensor exists. */
-void fm_cpu_attention_forward(const fm_cpu_ctx *cx, float *out, float *lse, const float *qkv,
-                              int B, int T, int C, int NH);
+void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const float *qkv, int B,
+                              int T, int C, int NH);
 /* dqkv (B,T,3C) OVERWRITTEN; dout (B,T,C); qkv (B,T,3C); out (B,T,C), lse (B,NH,T) from forward.
  * Recomputes each score block from qkv and lse. */
-void fm_cpu_attention_backward(const fm_cpu_ctx *cx, float *dqkv, const float *dout,
-                               const float *qkv, const float *out, const float *lse, int B, int T,
-                               int C, int NH);
+void fm_cpu_attention_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
+                               const float *out, const float *lse, int B, int T, int C, int NH);
 /* KV-cache inference: Tq new positions pos0..pos0+Tq-1. qkv (B,Tq,3C); kcache, vcache (B,maxT,C):
  * rows pos0..pos0+Tq-1 are first overwritten with the new k, v; out (B,Tq,C) = causal attention of
  * each new query over cache rows 0..pos0+i (as attention_forward for those rows). Parallel over
  * (b, h, i); one thread per query row, online softmax over BK-key blocks in key order. */
-void fm_cpu_attention_decode(const fm_cpu_ctx *cx, float *out, float *kcache, float *vcache,
+void fm_cpu_attention_decode(fm_backend *be, float *out, float *kcache, float *vcache,
                              const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH);
 
 /* ---- softmax_xent.c ------------------------------------------------------------------------- */
 /* losses (N) = lse - logits[n,target]; lse (N) = log sum_{c<V} exp(logits[n,c]); logits (N,Vp),
  * columns >= V ignored; targets (N) in [0,V) */
-void fm_cpu_softmax_xent_forward(const fm_cpu_ctx *cx, float *losses, float *lse,
-                                 const float *logits, const int32_t *targets, int N, int V, int Vp);
+void fm_cpu_softmax_xent_forward(fm_backend *be, float *losses, float *lse, const float *logits,
+                                 const int32_t *targets, int N, int V, int Vp);
 /* IN PLACE: logits (N,Vp) := (exp(logits - lse) - onehot(target)) * dloss for c < V, 0 for c >= V */
-void fm_cpu_softmax_xent_backward(const fm_cpu_ctx *cx, float *logits, const float *lse,
+void fm_cpu_softmax_xent_backward(fm_backend *be, float *logits, const float *lse,
                                   const int32_t *targets, float dloss, int N, int V, int Vp);
 
 /* ---- adamw.c -------------------------------------------------------------------------------- */
 /* AdamW as torch.optim.AdamW (decoupled decay), then grads := 0. params, grads, m, v: (n).
  *   g = grads*grad_scale; m += (1-b1)(g - m); v = b2 v + (1-b2) g^2;
  *   p = p (1 - lr wd) - (lr/(1-b1^t)) * m / (sqrt(v)/sqrt(1-b2^t) + eps) */
-void fm_cpu_adamw_update(const fm_cpu_ctx *cx, float *params, float *grads, float *m, float *v,
-                         size_t n, float lr, float beta1, float beta2, float eps,
-                         float weight_decay, float grad_scale, int64_t t);
+void fm_cpu_adamw_update(fm_backend *be, float *params, float *grads, float *m, float *v, size_t n,
+                         float lr, float beta1, float beta2, float eps, float weight_decay,
+                         float grad_scale, int64_t t);
 /* *out = sum grads[i]^2 (n) in double: fixed blocks of FM_CPU_SUMSQ_BLOCK elements, each summed in 8
  * lanes, blocks added in index order; identical for every thread count. */
 #define FM_CPU_SUMSQ_BLOCK 16384
-void fm_cpu_sum_squares(const fm_cpu_ctx *cx, double *out, const float *grads, size_t n);
+void fm_cpu_sum_squares(fm_backend *be, double *out, const float *grads, size_t n);
 
 #endif /* FM_CPU_KERNELS_H */

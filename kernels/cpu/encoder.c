@@ -5,11 +5,11 @@
 #include "cpu_kernels.h"
 
 /* out (B,T,C) = wte (Vp,C)[tokens (B,T)] + wpe (>=T,C)[t]. Parallel over rows. */
-void fm_cpu_encoder_forward(const fm_cpu_ctx *cx, float *out, const int32_t *tokens,
-                            const float *wte, const float *wpe, int B, int T, int C)
+void fm_cpu_encoder_forward(fm_backend *be, float *out, const int32_t *tokens, const float *wte,
+                            const float *wpe, int B, int T, int C)
 {
     const long rows = (long)B * T;
-    int nt = fm_cpu_team(cx->threads, (size_t)rows * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, (size_t)rows * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (long r = 0; r < rows; r++) {
         const float *we = wte + (size_t)tokens[r] * (size_t)C;
@@ -24,10 +24,10 @@ void fm_cpu_encoder_forward(const fm_cpu_ctx *cx, float *out, const int32_t *tok
  * Each thread owns a slice of the C channels and visits all (b,t) in order, so every element of
  * dwte/dwpe is summed in the same order for any thread count (no atomics, no races on repeated
  * tokens). */
-void fm_cpu_encoder_backward(const fm_cpu_ctx *cx, float *dwte, float *dwpe, const float *dout,
+void fm_cpu_encoder_backward(fm_backend *be, float *dwte, float *dwpe, const float *dout,
                              const int32_t *tokens, int B, int T, int C)
 {
-    int nt = fm_cpu_team(cx->threads, (size_t)B * (size_t)T * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, (size_t)B * (size_t)T * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
     if (C < 16 * nt) nt = 1;
 #pragma omp parallel num_threads(nt)
     {

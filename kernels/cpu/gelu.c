@@ -13,9 +13,9 @@
 #define GELU_K 0.044715f
 
 /* out (n) = gelu(inp (n)); out may alias inp */
-void fm_cpu_gelu_forward(const fm_cpu_ctx *cx, float *out, const float *inp, size_t n)
+void fm_cpu_gelu_forward(fm_backend *be, float *out, const float *inp, size_t n)
 {
-    int nt = fm_cpu_team(cx->threads, n, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, n, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for simd num_threads(nt) schedule(static)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
@@ -25,10 +25,10 @@ void fm_cpu_gelu_forward(const fm_cpu_ctx *cx, float *out, const float *inp, siz
 }
 
 /* dinp (n) = gelu'(inp (n)) * dout (n); dinp may alias dout */
-void fm_cpu_gelu_backward(const fm_cpu_ctx *cx, float *dinp, const float *inp, const float *dout,
+void fm_cpu_gelu_backward(fm_backend *be, float *dinp, const float *inp, const float *dout,
                           size_t n)
 {
-    int nt = fm_cpu_team(cx->threads, n, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, n, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for simd num_threads(nt) schedule(static)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];

@@ -11,11 +11,11 @@
 #define LN_EPS 1e-5f
 
 /* out (N,C), mean (N), rstd (N); inp (N,C), weight (C), bias (C) */
-void fm_cpu_layernorm_forward(const fm_cpu_ctx *cx, float *out, float *mean, float *rstd,
+void fm_cpu_layernorm_forward(fm_backend *be, float *out, float *mean, float *rstd,
                               const float *inp, const float *weight, const float *bias, int N,
                               int C)
 {
-    int nt = fm_cpu_team(cx->threads, (size_t)N * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, (size_t)N * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * (size_t)C;
@@ -41,11 +41,11 @@ void fm_cpu_layernorm_forward(const fm_cpu_ctx *cx, float *out, float *mean, flo
 /* dinp (N,C) accumulates; dweight (C), dbias (C) accumulate; dout (N,C), inp (N,C), weight (C),
  * mean (N), rstd (N).  With xh = (x - mean) rstd and g = dout * weight:
  *   dinp += rstd * (g - mean_c(g) - xh * mean_c(g * xh)) */
-void fm_cpu_layernorm_backward(const fm_cpu_ctx *cx, float *dinp, float *dweight, float *dbias,
+void fm_cpu_layernorm_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
                                const float *dout, const float *inp, const float *weight,
                                const float *mean, const float *rstd, int N, int C)
 {
-    int nt = fm_cpu_team(cx->threads, (size_t)N * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, (size_t)N * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel num_threads(nt)
     {
 #pragma omp for schedule(static)

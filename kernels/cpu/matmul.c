@@ -31,17 +31,17 @@ static void tile_of(int M, int N, int nt, int t, int *i0, int *i1, int *j0, int 
     }
 }
 
-static int gemm_team(const fm_cpu_ctx *cx, int M, int N, int K)
+static int gemm_team(int threads, int M, int N, int K)
 {
     double mac = (double)M * (double)N * (double)K;
-    return mac < (double)FM_CPU_GEMM_SERIAL_MAC ? 1 : cx->threads;
+    return mac < (double)FM_CPU_GEMM_SERIAL_MAC ? 1 : threads;
 }
 
 /* out (N,OC) = inp (N,C) @ weight (OC,C)^T + bias (OC) */
-void fm_cpu_matmul_forward(const fm_cpu_ctx *cx, float *out, const float *inp, const float *weight,
+void fm_cpu_matmul_forward(fm_backend *be, float *out, const float *inp, const float *weight,
                            const float *bias, int N, int C, int OC)
 {
-    int nt = gemm_team(cx, N, OC, C);
+    int nt = gemm_team(be->threads, N, OC, C);
 #pragma omp parallel num_threads(nt)
     {
         int i0, i1, j0, j1;
@@ -63,11 +63,11 @@ void fm_cpu_matmul_forward(const fm_cpu_ctx *cx, float *out, const float *inp, c
 
 /* dinp (N,C) = dout (N,OC) @ weight (OC,C), overwritten (skipped when NULL);
  * dweight (OC,C) += dout^T @ inp (N,C); dbias (OC) += column sums of dout (skipped when NULL) */
-void fm_cpu_matmul_backward(const fm_cpu_ctx *cx, float *dinp, float *dweight, float *dbias,
+void fm_cpu_matmul_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
                             const float *dout, const float *inp, const float *weight, int N, int C,
                             int OC)
 {
-    int nt = gemm_team(cx, OC, C, N);
+    int nt = gemm_team(be->threads, OC, C, N);
 #pragma omp parallel num_threads(nt)
     {
         const int t = omp_get_thread_num(), T = omp_get_num_threads();

@@ -6,10 +6,9 @@
 #include "cpu_kernels.h"
 
 /* out (n) = a (n) + b (n); out may alias a or b */
-void fm_cpu_residual_forward(const fm_cpu_ctx *cx, float *out, const float *a, const float *b,
-                             size_t n)
+void fm_cpu_residual_forward(fm_backend *be, float *out, const float *a, const float *b, size_t n)
 {
-    int nt = fm_cpu_team(cx->threads, n, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, n, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for simd num_threads(nt) schedule(static)
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }

@@ -11,10 +11,10 @@
 #include "cpu_kernels.h"
 
 /* losses (N), lse (N); logits (N,Vp), targets (N) in [0,V) */
-void fm_cpu_softmax_xent_forward(const fm_cpu_ctx *cx, float *losses, float *lse,
-                                 const float *logits, const int32_t *targets, int N, int V, int Vp)
+void fm_cpu_softmax_xent_forward(fm_backend *be, float *losses, float *lse, const float *logits,
+                                 const int32_t *targets, int N, int V, int Vp)
 {
-    int nt = fm_cpu_team(cx->threads, (size_t)N * (size_t)V, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, (size_t)N * (size_t)V, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = logits + (size_t)n * (size_t)Vp;
@@ -31,10 +31,10 @@ void fm_cpu_softmax_xent_forward(const fm_cpu_ctx *cx, float *losses, float *lse
 }
 
 /* logits (N,Vp) := dlogits in place; lse (N), targets (N) */
-void fm_cpu_softmax_xent_backward(const fm_cpu_ctx *cx, float *logits, const float *lse,
+void fm_cpu_softmax_xent_backward(fm_backend *be, float *logits, const float *lse,
                                   const int32_t *targets, float dloss, int N, int V, int Vp)
 {
-    int nt = fm_cpu_team(cx->threads, (size_t)N * (size_t)Vp, FM_CPU_ELEMWISE_SERIAL);
+    int nt = fm_cpu_team(be->threads, (size_t)N * (size_t)Vp, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int n = 0; n < N; n++) {
         float *x = logits + (size_t)n * (size_t)Vp;

@@ -51,10 +51,11 @@ __global__ void sumsq_final_k(double *part, int nparts)
     if (threadIdx.x == 0) part[nparts] = v;
 }
 
-void fm_cuda_adamw_update(fm_cuda_ctx *cx, float *params, float *grads, float *m, float *v,
-                          size_t n, float lr, float beta1, float beta2, float eps,
-                          float weight_decay, float grad_scale, int64_t t)
+void fm_cuda_adamw_update(fm_backend *be, float *params, float *grads, float *m, float *v, size_t n,
+                          float lr, float beta1, float beta2, float eps, float weight_decay,
+                          float grad_scale, int64_t t)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (n == 0) return;
     const double bc1 = 1.0 - pow((double)beta1, (double)t);
     const double bc2 = 1.0 - pow((double)beta2, (double)t);
@@ -67,8 +68,9 @@ void fm_cuda_adamw_update(fm_cuda_ctx *cx, float *params, float *grads, float *m
     fm_cuda_check_launch(cx, "adamw_update");
 }
 
-void fm_cuda_sum_squares(fm_cuda_ctx *cx, double *out, const float *grads, size_t n)
+void fm_cuda_sum_squares(fm_backend *be, double *out, const float *grads, size_t n)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     *out = 0.0;
     if (n == 0) return;
     size_t nb = (n + SUMSQ_THREADS - 1) / SUMSQ_THREADS;

@@ -291,9 +291,10 @@ static int att_check(fm_cuda_ctx *cx, int C, int NH, const char *what)
     return 1;
 }
 
-void fm_cuda_attention_forward(fm_cuda_ctx *cx, float *out, float *lse, const float *qkv, int B,
+void fm_cuda_attention_forward(fm_backend *be, float *out, float *lse, const float *qkv, int B,
                                int T, int C, int NH)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (B <= 0 || T <= 0) return;
     if (!att_check(cx, C, NH, "attention_forward")) return;
     const int hs = C / NH;
@@ -305,9 +306,10 @@ void fm_cuda_attention_forward(fm_cuda_ctx *cx, float *out, float *lse, const fl
     fm_cuda_check_launch(cx, "attention_forward");
 }
 
-void fm_cuda_attention_backward(fm_cuda_ctx *cx, float *dqkv, const float *dout, const float *qkv,
+void fm_cuda_attention_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
                                 const float *out, const float *lse, int B, int T, int C, int NH)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (B <= 0 || T <= 0) return;
     if (!att_check(cx, C, NH, "attention_backward")) return;
     const int hs = C / NH;
@@ -324,9 +326,10 @@ void fm_cuda_attention_backward(fm_cuda_ctx *cx, float *dqkv, const float *dout,
     fm_cuda_check_launch(cx, "attention_backward (dQ)");
 }
 
-void fm_cuda_attention_decode(fm_cuda_ctx *cx, float *out, float *kcache, float *vcache,
+void fm_cuda_attention_decode(fm_backend *be, float *out, float *kcache, float *vcache,
                               const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (B <= 0 || Tq <= 0) return;
     if (!att_check(cx, C, NH, "attention_decode")) return;
     const int hs = C / NH;

@@ -1,6 +1,6 @@
 /* cuda_backend.cu — the CUDA backend: context (device, stream, cuBLAS/cuBLASLt handles, workspace),
  * memory (alloc/free/upload/download/zero/sync), error recording, capabilities, teardown, the device
- * description, and the fm_kernel_ops table that forwards to the typed kernels of
+ * description, and the fm_kernel_ops table that points at the typed kernels of
  * kernels/cuda/<op>.cu. It computes nothing itself.
  *
  * Streams: everything (kernels, cuBLAS, copies, memsets) runs in order on ONE non-blocking stream per
@@ -240,92 +240,6 @@ static fm_status cuda_sync(fm_backend *be)
 
 /* ---- operation table ------------------------------------------------------------------------- */
 
-#define CX(be) FM_CUDA_CX(be)
-
-static void op_encoder_forward(fm_backend *be, float *out, const int32_t *tokens, const float *wte,
-                               const float *wpe, int B, int T, int C)
-{
-    fm_cuda_encoder_forward(CX(be), out, tokens, wte, wpe, B, T, C);
-}
-static void op_encoder_backward(fm_backend *be, float *dwte, float *dwpe, const float *dout,
-                                const int32_t *tokens, int B, int T, int C)
-{
-    fm_cuda_encoder_backward(CX(be), dwte, dwpe, dout, tokens, B, T, C);
-}
-static void op_layernorm_forward(fm_backend *be, float *out, float *mean, float *rstd,
-                                 const float *inp, const float *weight, const float *bias, int N,
-                                 int C)
-{
-    fm_cuda_layernorm_forward(CX(be), out, mean, rstd, inp, weight, bias, N, C);
-}
-static void op_layernorm_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
-                                  const float *dout, const float *inp, const float *weight,
-                                  const float *mean, const float *rstd, int N, int C)
-{
-    fm_cuda_layernorm_backward(CX(be), dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
-}
-static void op_residual_forward(fm_backend *be, float *out, const float *a, const float *b,
-                                size_t n)
-{
-    fm_cuda_residual_forward(CX(be), out, a, b, n);
-}
-static void op_matmul_forward(fm_backend *be, float *out, const float *inp, const float *weight,
-                              const float *bias, int N, int C, int OC)
-{
-    fm_cuda_matmul_forward(CX(be), out, inp, weight, bias, N, C, OC);
-}
-static void op_matmul_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
-                               const float *dout, const float *inp, const float *weight, int N,
-                               int C, int OC)
-{
-    fm_cuda_matmul_backward(CX(be), dinp, dweight, dbias, dout, inp, weight, N, C, OC);
-}
-static void op_gelu_forward(fm_backend *be, float *out, const float *inp, size_t n)
-{
-    fm_cuda_gelu_forward(CX(be), out, inp, n);
-}
-static void op_gelu_backward(fm_backend *be, float *dinp, const float *inp, const float *dout,
-                             size_t n)
-{
-    fm_cuda_gelu_backward(CX(be), dinp, inp, dout, n);
-}
-static void op_attention_forward(fm_backend *be, float *out, float *lse, const float *qkv, int B,
-                                 int T, int C, int NH)
-{
-    fm_cuda_attention_forward(CX(be), out, lse, qkv, B, T, C, NH);
-}
-static void op_attention_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
-                                  const float *out, const float *lse, int B, int T, int C, int NH)
-{
-    fm_cuda_attention_backward(CX(be), dqkv, dout, qkv, out, lse, B, T, C, NH);
-}
-static void op_attention_decode(fm_backend *be, float *out, float *kcache, float *vcache,
-                                const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH)
-{
-    fm_cuda_attention_decode(CX(be), out, kcache, vcache, qkv, B, Tq, pos0, maxT, C, NH);
-}
-static void op_softmax_xent_forward(fm_backend *be, float *losses, float *lse, const float *logits,
-                                    const int32_t *targets, int N, int V, int Vp)
-{
-    fm_cuda_softmax_xent_forward(CX(be), losses, lse, logits, targets, N, V, Vp);
-}
-static void op_softmax_xent_backward(fm_backend *be, float *logits, const float *lse,
-                                     const int32_t *targets, float dloss, int N, int V, int Vp)
-{
-    fm_cuda_softmax_xent_backward(CX(be), logits, lse, targets, dloss, N, V, Vp);
-}
-static void op_adamw_update(fm_backend *be, float *params, float *grads, float *m, float *v,
-                            size_t n, float lr, float beta1, float beta2, float eps,
-                            float weight_decay, float grad_scale, int64_t t)
-{
-    fm_cuda_adamw_update(CX(be), params, grads, m, v, n, lr, beta1, beta2, eps, weight_decay,
-                         grad_scale, t);
-}
-static void op_sum_squares(fm_backend *be, double *out, const float *grads, size_t n)
-{
-    fm_cuda_sum_squares(CX(be), out, grads, n);
-}
-
 /* The table by field name (C++17 has no designated initialisers; assignments keep the names). */
 static fm_kernel_ops cuda_ops_make(void)
 {
@@ -346,22 +260,22 @@ static fm_kernel_ops cuda_ops_make(void)
     o.download = cuda_download;
     o.zero = cuda_zero;
     o.sync = cuda_sync;
-    o.encoder_forward = op_encoder_forward;
-    o.encoder_backward = op_encoder_backward;
-    o.layernorm_forward = op_layernorm_forward;
-    o.layernorm_backward = op_layernorm_backward;
-    o.residual_forward = op_residual_forward;
-    o.matmul_forward = op_matmul_forward;
-    o.matmul_backward = op_matmul_backward;
-    o.gelu_forward = op_gelu_forward;
-    o.gelu_backward = op_gelu_backward;
-    o.attention_forward = op_attention_forward;
-    o.attention_backward = op_attention_backward;
-    o.attention_decode = op_attention_decode;
-    o.softmax_xent_forward = op_softmax_xent_forward;
-    o.softmax_xent_backward = op_softmax_xent_backward;
-    o.adamw_update = op_adamw_update;
-    o.sum_squares = op_sum_squares;
+    o.encoder_forward = fm_cuda_encoder_forward;
+    o.encoder_backward = fm_cuda_encoder_backward;
+    o.layernorm_forward = fm_cuda_layernorm_forward;
+    o.layernorm_backward = fm_cuda_layernorm_backward;
+    o.residual_forward = fm_cuda_residual_forward;
+    o.matmul_forward = fm_cuda_matmul_forward;
+    o.matmul_backward = fm_cuda_matmul_backward;
+    o.gelu_forward = fm_cuda_gelu_forward;
+    o.gelu_backward = fm_cuda_gelu_backward;
+    o.attention_forward = fm_cuda_attention_forward;
+    o.attention_backward = fm_cuda_attention_backward;
+    o.attention_decode = fm_cuda_attention_decode;
+    o.softmax_xent_forward = fm_cuda_softmax_xent_forward;
+    o.softmax_xent_backward = fm_cuda_softmax_xent_backward;
+    o.adamw_update = fm_cuda_adamw_update;
+    o.sum_squares = fm_cuda_sum_squares;
     return o;
 }
 

@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 extern "C" {
 #include "../kernels.h"
 #include "cuda_backend.h"
@@ -140,39 +142,26 @@ __device__ __forceinline__ double fm_block_sum_d(double v, double *sh)
 void fm_cuda_colsum_acc(fm_cuda_ctx *cx, float *out, const float *in, int rows, int C);
 
 /* ---- typed kernels (one file per family, as kernels/cpu) --------------------------------------- */
-void fm_cuda_encoder_forward(fm_cuda_ctx *cx, float *out, const int32_t *tokens, const float *wte,
-                             const float *wpe, int B, int T, int C);
-void fm_cuda_encoder_backward(fm_cuda_ctx *cx, float *dwte, float *dwpe, const float *dout,
-                              const int32_t *tokens, int B, int T, int C);
-void fm_cuda_layernorm_forward(fm_cuda_ctx *cx, float *out, float *mean, float *rstd,
-                               const float *inp, const float *weight, const float *bias, int N,
-                               int C);
-void fm_cuda_layernorm_backward(fm_cuda_ctx *cx, float *dinp, float *dweight, float *dbias,
-                                const float *dout, const float *inp, const float *weight,
-                                const float *mean, const float *rstd, int N, int C);
-void fm_cuda_residual_forward(fm_cuda_ctx *cx, float *out, const float *a, const float *b,
-                              size_t n);
-void fm_cuda_matmul_forward(fm_cuda_ctx *cx, float *out, const float *inp, const float *weight,
-                            const float *bias, int N, int C, int OC);
-void fm_cuda_matmul_backward(fm_cuda_ctx *cx, float *dinp, float *dweight, float *dbias,
-                             const float *dout, const float *inp, const float *weight, int N, int C,
-                             int OC);
-void fm_cuda_gelu_forward(fm_cuda_ctx *cx, float *out, const float *inp, size_t n);
-void fm_cuda_gelu_backward(fm_cuda_ctx *cx, float *dinp, const float *inp, const float *dout,
-                           size_t n);
-void fm_cuda_attention_forward(fm_cuda_ctx *cx, float *out, float *lse, const float *qkv, int B,
-                               int T, int C, int NH);
-void fm_cuda_attention_backward(fm_cuda_ctx *cx, float *dqkv, const float *dout, const float *qkv,
-                                const float *out, const float *lse, int B, int T, int C, int NH);
-void fm_cuda_attention_decode(fm_cuda_ctx *cx, float *out, float *kcache, float *vcache,
-                              const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH);
-void fm_cuda_softmax_xent_forward(fm_cuda_ctx *cx, float *losses, float *lse, const float *logits,
-                                  const int32_t *targets, int N, int V, int Vp);
-void fm_cuda_softmax_xent_backward(fm_cuda_ctx *cx, float *logits, const float *lse,
-                                   const int32_t *targets, float dloss, int N, int V, int Vp);
-void fm_cuda_adamw_update(fm_cuda_ctx *cx, float *params, float *grads, float *m, float *v,
-                          size_t n, float lr, float beta1, float beta2, float eps,
-                          float weight_decay, float grad_scale, int64_t t);
-void fm_cuda_sum_squares(fm_cuda_ctx *cx, double *out, const float *grads, size_t n);
+/* fm_cuda_<op> has exactly the type of the table entry <op> (declared from it, so a definition with
+ * another signature does not link); the shapes are documented once, in kernels.h. Each takes the
+ * backend first and reads its context with FM_CUDA_CX(be); the operation table of cuda_backend.cu
+ * points straight at them. */
+#define FM_CUDA_KERNEL(op) std::remove_pointer<decltype(fm_kernel_ops::op)>::type fm_cuda_##op
+FM_CUDA_KERNEL(encoder_forward);       /* encoder.cu */
+FM_CUDA_KERNEL(encoder_backward);      /* encoder.cu */
+FM_CUDA_KERNEL(layernorm_forward);     /* layernorm.cu */
+FM_CUDA_KERNEL(layernorm_backward);    /* layernorm.cu */
+FM_CUDA_KERNEL(residual_forward);      /* residual.cu */
+FM_CUDA_KERNEL(matmul_forward);        /* matmul.cu */
+FM_CUDA_KERNEL(matmul_backward);       /* matmul.cu */
+FM_CUDA_KERNEL(gelu_forward);          /* gelu.cu */
+FM_CUDA_KERNEL(gelu_backward);         /* gelu.cu */
+FM_CUDA_KERNEL(attention_forward);     /* attention.cu */
+FM_CUDA_KERNEL(attention_backward);    /* attention.cu */
+FM_CUDA_KERNEL(attention_decode);      /* attention.cu */
+FM_CUDA_KERNEL(softmax_xent_forward);  /* softmax_xent.cu */
+FM_CUDA_KERNEL(softmax_xent_backward); /* softmax_xent.cu */
+FM_CUDA_KERNEL(adamw_update);          /* adamw.cu */
+FM_CUDA_KERNEL(sum_squares);           /* adamw.cu */
 
 #endif /* FM_CUDA_INTERNAL_CUH */

@@ -41,9 +41,10 @@ __global__ void enc_bwd_wte_k(float *dwte, const float *dout, const int32_t *tok
     }
 }
 
-void fm_cuda_encoder_forward(fm_cuda_ctx *cx, float *out, const int32_t *tokens, const float *wte,
+void fm_cuda_encoder_forward(fm_backend *be, float *out, const int32_t *tokens, const float *wte,
                              const float *wpe, int B, int T, int C)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     const size_t total = (size_t)B * (size_t)T * (size_t)C;
     if (total == 0) return;
     enc_fwd_k<<<fm_cuda_grid(cx, total, 256), 256, 0, cx->stream>>>(out, tokens, wte, wpe, T, C,
@@ -51,9 +52,10 @@ void fm_cuda_encoder_forward(fm_cuda_ctx *cx, float *out, const int32_t *tokens,
     fm_cuda_check_launch(cx, "encoder_forward");
 }
 
-void fm_cuda_encoder_backward(fm_cuda_ctx *cx, float *dwte, float *dwpe, const float *dout,
+void fm_cuda_encoder_backward(fm_backend *be, float *dwte, float *dwpe, const float *dout,
                               const int32_t *tokens, int B, int T, int C)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     const size_t TC = (size_t)T * (size_t)C;
     if (TC == 0 || B == 0) return;
     enc_bwd_wpe_k<<<fm_cuda_grid(cx, TC, 256), 256, 0, cx->stream>>>(dwpe, dout, B, T, C);

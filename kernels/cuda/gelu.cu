@@ -28,16 +28,18 @@ __global__ void gelu_bwd_k(float *dinp, const float *inp, const float *dout, siz
     }
 }
 
-void fm_cuda_gelu_forward(fm_cuda_ctx *cx, float *out, const float *inp, size_t n)
+void fm_cuda_gelu_forward(fm_backend *be, float *out, const float *inp, size_t n)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (n == 0) return;
     gelu_fwd_k<<<fm_cuda_grid(cx, n, 256), 256, 0, cx->stream>>>(out, inp, n);
     fm_cuda_check_launch(cx, "gelu_forward");
 }
 
-void fm_cuda_gelu_backward(fm_cuda_ctx *cx, float *dinp, const float *inp, const float *dout,
+void fm_cuda_gelu_backward(fm_backend *be, float *dinp, const float *inp, const float *dout,
                            size_t n)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (n == 0) return;
     gelu_bwd_k<<<fm_cuda_grid(cx, n, 256), 256, 0, cx->stream>>>(dinp, inp, dout, n);
     fm_cuda_check_launch(cx, "gelu_backward");

@@ -91,10 +91,11 @@ __global__ void ln_bwd_params_k(float *dweight, float *dbias, const float *dout,
     }
 }
 
-void fm_cuda_layernorm_forward(fm_cuda_ctx *cx, float *out, float *mean, float *rstd,
+void fm_cuda_layernorm_forward(fm_backend *be, float *out, float *mean, float *rstd,
                                const float *inp, const float *weight, const float *bias, int N,
                                int C)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (N <= 0 || C <= 0) return;
     const unsigned blocks = (unsigned)((N + LN_ROWS_PER_BLOCK - 1) / LN_ROWS_PER_BLOCK);
     ln_fwd_k<<<blocks, 32 * LN_ROWS_PER_BLOCK, 0, cx->stream>>>(out, mean, rstd, inp, weight, bias,
@@ -102,10 +103,11 @@ void fm_cuda_layernorm_forward(fm_cuda_ctx *cx, float *out, float *mean, float *
     fm_cuda_check_launch(cx, "layernorm_forward");
 }
 
-void fm_cuda_layernorm_backward(fm_cuda_ctx *cx, float *dinp, float *dweight, float *dbias,
+void fm_cuda_layernorm_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
                                 const float *dout, const float *inp, const float *weight,
                                 const float *mean, const float *rstd, int N, int C)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (N <= 0 || C <= 0) return;
     const unsigned blocks = (unsigned)((N + LN_ROWS_PER_BLOCK - 1) / LN_ROWS_PER_BLOCK);
     ln_bwd_dinp_k<<<blocks, 32 * LN_ROWS_PER_BLOCK, 0, cx->stream>>>(dinp, dout, inp, weight, mean,

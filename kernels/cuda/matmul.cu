@@ -155,9 +155,10 @@ cleanup:
     return done;
 }
 
-void fm_cuda_matmul_forward(fm_cuda_ctx *cx, float *out, const float *inp, const float *weight,
+void fm_cuda_matmul_forward(fm_backend *be, float *out, const float *inp, const float *weight,
                             const float *bias, int N, int C, int OC)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (N <= 0 || OC <= 0) return;
     if (lt_forward(cx, out, inp, weight, bias, N, C, OC)) return;
     const float alpha = 1.0f, beta = 0.0f;
@@ -172,10 +173,11 @@ void fm_cuda_matmul_forward(fm_cuda_ctx *cx, float *out, const float *inp, const
     }
 }
 
-void fm_cuda_matmul_backward(fm_cuda_ctx *cx, float *dinp, float *dweight, float *dbias,
+void fm_cuda_matmul_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
                              const float *dout, const float *inp, const float *weight, int N, int C,
                              int OC)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (N <= 0 || C <= 0 || OC <= 0) return;
     const float one = 1.0f, zero = 0.0f;
     if (dinp)

@@ -9,8 +9,9 @@ __global__ void res_fwd_k(float *out, const float *a, const float *b, size_t n)
         out[i] = a[i] + b[i];
 }
 
-void fm_cuda_residual_forward(fm_cuda_ctx *cx, float *out, const float *a, const float *b, size_t n)
+void fm_cuda_residual_forward(fm_backend *be, float *out, const float *a, const float *b, size_t n)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (n == 0) return;
     res_fwd_k<<<fm_cuda_grid(cx, n, 256), 256, 0, cx->stream>>>(out, a, b, n);
     fm_cuda_check_launch(cx, "residual_forward");

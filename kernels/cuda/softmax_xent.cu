@@ -42,17 +42,19 @@ __global__ void sx_bwd_k(float *logits, const float *lse, const int32_t *targets
     }
 }
 
-void fm_cuda_softmax_xent_forward(fm_cuda_ctx *cx, float *losses, float *lse, const float *logits,
+void fm_cuda_softmax_xent_forward(fm_backend *be, float *losses, float *lse, const float *logits,
                                   const int32_t *targets, int N, int V, int Vp)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (N <= 0) return;
     sx_fwd_k<<<(unsigned)N, SX_THREADS, 0, cx->stream>>>(losses, lse, logits, targets, V, Vp);
     fm_cuda_check_launch(cx, "softmax_xent_forward");
 }
 
-void fm_cuda_softmax_xent_backward(fm_cuda_ctx *cx, float *logits, const float *lse,
+void fm_cuda_softmax_xent_backward(fm_backend *be, float *logits, const float *lse,
                                    const int32_t *targets, float dloss, int N, int V, int Vp)
 {
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (N <= 0) return;
     sx_bwd_k<<<(unsigned)N, SX_THREADS, 0, cx->stream>>>(logits, lse, targets, dloss, V, Vp);
     fm_cuda_check_launch(cx, "softmax_xent_backward");

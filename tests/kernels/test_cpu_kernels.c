@@ -125,14 +125,15 @@ static double rel_err_sampled(const float *a, const double *ref, size_t n)
         assert_true(e_ <= (tol));                                                                  \
     } while (0)
 
-static fm_cpu_ctx *ctx_new(int threads)
+/* The CPU backend with `threads` threads: the typed kernels take it as their first argument. */
+static fm_backend *be_new(int threads)
 {
-    fm_cpu_ctx *cx = NULL;
-    fm_status st = fm_cpu_ctx_create(threads, &cx);
+    fm_backend *be = NULL;
+    fm_status st = fm_backend_create("cpu", threads, -1, &be);
     if (st) fm_status_print(st, stderr, 1);
     assert_null(st);
-    assert_int_equal(cx->threads, threads);
-    return cx;
+    assert_int_equal(be->threads, threads);
+    return be;
 }
 
 #define GRAD_TOL 2e-4 /* fp32 kernel vs double finite differences */
@@ -161,9 +162,9 @@ static void test_expf(void **state)
     float x[40], y[40];
     for (int i = 0; i < 40; i++) x[i] = (float)i * 0.1f;
     x[17] = NAN;
-    fm_cpu_ctx *cx = ctx_new(1);
-    fm_cpu_gelu_forward(cx, y, x, 40);
-    fm_cpu_ctx_free(&cx);
+    fm_backend *be = be_new(1);
+    fm_cpu_gelu_forward(be, y, x, 40);
+    fm_backend_free(&be);
     assert_true(isnan(y[17]));
     assert_true(isfinite(y[16]) && isfinite(y[18]));
 }
@@ -190,14 +191,14 @@ static void encoder_case(int B, int T, int C, int Vp, int maxT, int threads)
                 ewte[(size_t)tokens[b * T + t] * C + c] += dout[o];
                 ewpe[(size_t)t * C + c] += dout[o];
             }
-    fm_cpu_ctx *cx = ctx_new(threads);
-    fm_cpu_encoder_forward(cx, out, tokens, wte, wpe, B, T, C);
+    fm_backend *be = be_new(threads);
+    fm_cpu_encoder_forward(be, out, tokens, wte, wpe, B, T, C);
     CHECK_REL("encoder forward", out, eout, (size_t)B * T * C, FWD_TOL);
-    fm_cpu_encoder_backward(cx, dwte, dwpe, dout, tokens, B, T, C);
+    fm_cpu_encoder_backward(be, dwte, dwpe, dout, tokens, B, T, C);
     CHECK_REL("encoder dwte (accumulates)", dwte, ewte, (size_t)Vp * C, FWD_TOL);
     CHECK_REL("encoder dwpe (accumulates)", dwpe, ewpe, (size_t)maxT * C, FWD_TOL);
-    fm_cpu_ctx_free(&cx);
-    assert_null(cx);
+    fm_backend_free(&be);
+    assert_null(be);
     free(wte), free(wpe), free(out), free(dout), free(dwte), free(dwpe);
     free(ewte), free(ewpe), free(eout), free(tokens);
 }
@@ -257,13 +258,13 @@ static void layernorm_case(int N, int C, size_t stride, int threads)
 
     double *eout = zerod(nc), *emean = zerod(N), *erstd = zerod(N);
     ln_ref(&k, eout, emean, erstd);
-    fm_cpu_ctx *cx = ctx_new(threads);
-    fm_cpu_layernorm_forward(cx, out, mean, rstd, x, w, b, N, C);
+    fm_backend *be = be_new(threads);
+    fm_cpu_layernorm_forward(be, out, mean, rstd, x, w, b, N, C);
     CHECK_REL("layernorm out", out, eout, nc, FWD_TOL);
     CHECK_REL("layernorm mean", mean, emean, N, FWD_TOL);
     CHECK_REL("layernorm rstd", rstd, erstd, N, FWD_TOL);
 
-    fm_cpu_layernorm_backward(cx, dinp, dw, db, dout, x, w, mean, rstd, N, C);
+    fm_cpu_layernorm_backward(be, dinp, dw, db, dout, x, w, mean, rstd, N, C);
     /* accumulate semantics: compare the increments */
     for (size_t i = 0; i < nc; i++) dinp[i] -= dinp0[i];
     for (int c = 0; c < C; c++) dw[c] -= dw0[c], db[c] -= db0[c];
@@ -274,7 +275,7 @@ static void layernorm_case(int N, int C, size_t stride, int threads)
     CHECK_FD("layernorm dweight", dw, g, C, GRAD_TOL);
     fd_grad(k.b, C, 1, ln_loss, &k, g);
     CHECK_FD("layernorm dbias", db, g, C, GRAD_TOL);
-    fm_cpu_ctx_free(&cx);
+    fm_backend_free(&be);
     free(x), free(w), free(b), free(dout), free(out), free(dinp0), free(dw0), free(db0);
     free(dinp), free(dw), free(db), free(eout), free(g), free(mean), free(rstd), free(emean);
     free(erstd), free(k.x), free(k.w), free(k.b), free(k.dout);
@@ -298,12 +299,12 @@ static void test_residual(void **state)
     float *a = randf(&r, n, -1, 1), *b = randf(&r, n, -1, 1), *out = randf(&r, n, -1, 1);
     double *e = zerod(n);
     for (size_t i = 0; i < n; i++) e[i] = (double)(a[i] + b[i]); /* fp32 add is exact-rounded */
-    fm_cpu_ctx *cx = ctx_new(2);
-    fm_cpu_residual_forward(cx, out, a, b, n);
+    fm_backend *be = be_new(2);
+    fm_cpu_residual_forward(be, out, a, b, n);
     CHECK_REL("residual forward", out, e, n, 0.0);
-    fm_cpu_residual_forward(cx, a, a, b, n); /* out aliases a */
+    fm_cpu_residual_forward(be, a, a, b, n); /* out aliases a */
     CHECK_REL("residual forward in place", a, e, n, 0.0);
-    fm_cpu_ctx_free(&cx);
+    fm_backend_free(&be);
     free(a), free(b), free(out), free(e);
 }
 
@@ -346,10 +347,10 @@ static void matmul_case(int N, int C, int OC, int with_bias, int with_dinp, size
             for (int c = 0; c < C; c++) s += k.x[(size_t)n * C + c] * k.w[(size_t)o * C + c];
             eo[(size_t)n * OC + o] = s;
         }
-    fm_cpu_ctx *cx = ctx_new(threads);
-    fm_cpu_matmul_forward(cx, out, x, w, with_bias ? b : NULL, N, C, OC);
+    fm_backend *be = be_new(threads);
+    fm_cpu_matmul_forward(be, out, x, w, with_bias ? b : NULL, N, C, OC);
     CHECK_REL("matmul forward", out, eo, no, 1e-5);
-    fm_cpu_matmul_backward(cx, with_dinp ? dinp : NULL, dw, with_bias ? db : NULL, dout, x, w, N, C,
+    fm_cpu_matmul_backward(be, with_dinp ? dinp : NULL, dw, with_bias ? db : NULL, dout, x, w, N, C,
                            OC);
     for (size_t i = 0; i < nw; i++) dw[i] -= dw0[i];
     double *g = zerod(nx > nw ? nx : nw);
@@ -368,7 +369,7 @@ static void matmul_case(int N, int C, int OC, int with_bias, int with_dinp, size
     } else {
         for (int o = 0; o < OC; o++) assert_true(db[o] == db0[o]);
     }
-    fm_cpu_ctx_free(&cx);
+    fm_backend_free(&be);
     free(x), free(w), free(b), free(dout), free(out), free(dinp), free(dw0), free(db0), free(dw);
     free(db), free(eo), free(g), free(k.x), free(k.w), free(k.b), free(k.dout);
 }
@@ -407,23 +408,23 @@ static void test_gelu(void **state)
         e[i] = gelu_ref(xi);
         g[i] = (gelu_ref(xi + h) - gelu_ref(xi - h)) / (2.0 * h) * (double)dout[i];
     }
-    fm_cpu_ctx *cx = ctx_new(2);
-    fm_cpu_gelu_forward(cx, out, x, n);
+    fm_backend *be = be_new(2);
+    fm_cpu_gelu_forward(be, out, x, n);
     for (size_t i = 0; i < n; i++) {
         double ae = fabs((double)out[i] - e[i]);
         /* per element: 4 ulp relative or 1e-7 absolute (near the zeros of gelu) */
         assert_true(ae <= 4.0 * 1.2e-7 * fabs(e[i]) + 1e-7);
         if (ae > max_fwd_abs) max_fwd_abs = ae;
     }
-    fm_cpu_gelu_backward(cx, din, x, dout, n);
+    fm_cpu_gelu_backward(be, din, x, dout, n);
     CHECK_FD("gelu backward", din, g, n, GRAD_TOL);
     for (size_t i = 0; i < n; i++)
         assert_true(fabs((double)din[i] - g[i]) <= 1e-5 * fabs((double)dout[i]) + 1e-6);
     /* in place: dinp aliases dout */
     float *d2 = copyf(dout, n);
-    fm_cpu_gelu_backward(cx, d2, x, d2, n);
+    fm_cpu_gelu_backward(be, d2, x, d2, n);
     assert_memory_equal(d2, din, n * sizeof *din);
-    fm_cpu_ctx_free(&cx);
+    fm_backend_free(&be);
     free(x), free(out), free(dout), free(din), free(d2), free(e), free(g);
 }
 
@@ -487,15 +488,15 @@ static void attention_case(int B, int T, int C, int NH, size_t stride, int threa
     att_case k = {B, T, C, NH, to_double(qkv, nq), to_double(dout, no)};
     double *eo = zerod(no), *el = zerod(nl);
     att_ref(&k, eo, el);
-    fm_cpu_ctx *cx = ctx_new(threads);
-    fm_cpu_attention_forward(cx, out, lse, qkv, B, T, C, NH);
+    fm_backend *be = be_new(threads);
+    fm_cpu_attention_forward(be, out, lse, qkv, B, T, C, NH);
     CHECK_REL("attention out", out, eo, no, 1e-5);
     CHECK_REL("attention lse", lse, el, nl, 1e-5);
-    fm_cpu_attention_backward(cx, dqkv, dout, qkv, out, lse, B, T, C, NH);
+    fm_cpu_attention_backward(be, dqkv, dout, qkv, out, lse, B, T, C, NH);
     double *g = zerod(nq);
     fd_grad(k.qkv, nq, stride, att_loss, &k, g);
     CHECK_FD("attention dqkv", dqkv, g, nq, GRAD_TOL);
-    fm_cpu_ctx_free(&cx);
+    fm_backend_free(&be);
     free(qkv), free(dout), free(out), free(lse), free(dqkv), free(k.qkv), free(k.dout), free(eo);
     free(el), free(g);
 }
@@ -527,7 +528,7 @@ static void decode_run(int threads, const float *qkv, float *out, float *kc, flo
     const int chunks[3] = {1, 3, T - 4};
     float *q = malloc((size_t)B * T * 3 * C * sizeof *q);
     assert_non_null(q);
-    fm_cpu_ctx *cx = ctx_new(threads);
+    fm_backend *be = be_new(threads);
     for (int k = 0, pos0 = 0; k < 3; pos0 += chunks[k], k++) {
         const int Tq = chunks[k];
         for (int b = 0; b < B; b++) /* rows pos0..pos0+Tq-1 of each sequence, contiguous */
@@ -535,13 +536,13 @@ static void decode_run(int threads, const float *qkv, float *out, float *kc, flo
                    (size_t)Tq * 3 * C * sizeof *q);
         float *o = malloc((size_t)B * Tq * C * sizeof *o);
         assert_non_null(o);
-        fm_cpu_attention_decode(cx, o, kc, vc, q, B, Tq, pos0, maxT, C, NH);
+        fm_cpu_attention_decode(be, o, kc, vc, q, B, Tq, pos0, maxT, C, NH);
         for (int b = 0; b < B; b++)
             memcpy(out + ((size_t)b * T + pos0) * C, o + (size_t)b * Tq * C,
                    (size_t)Tq * C * sizeof *o);
         free(o);
     }
-    fm_cpu_ctx_free(&cx);
+    fm_backend_free(&be);
     free(q);
 }
 
@@ -556,9 +557,9 @@ static void decode_case(int B, int T, int C, int NH, double range)
     float *kc = randf(&r, nc, 100, 200), *vc = randf(&r, nc, 100, 200); /* garbage beyond T */
     float *kc2 = copyf(kc, nc), *vc2 = copyf(vc, nc);
     assert_true(full && lse && dec && dec2 && dec1);
-    fm_cpu_ctx *cx = ctx_new(2);
-    fm_cpu_attention_forward(cx, full, lse, qkv, B, T, C, NH);
-    fm_cpu_ctx_free(&cx);
+    fm_backend *be = be_new(2);
+    fm_cpu_attention_forward(be, full, lse, qkv, B, T, C, NH);
+    fm_backend_free(&be);
     decode_run(2, qkv, dec, kc, vc, B, T, maxT, C, NH);
     double *ref = to_double(full, no);
     CHECK_REL("attention_decode vs attention_forward rows", dec, ref, no, 1e-5);
@@ -634,11 +635,11 @@ static void xent_case_run(int N, int V, int Vp, int threads)
         else_[i] = m + log(z);
         el[i] = else_[i] - x[tg[i]];
     }
-    fm_cpu_ctx *cx = ctx_new(threads);
-    fm_cpu_softmax_xent_forward(cx, losses, lse, logits, tg, N, V, Vp);
+    fm_backend *be = be_new(threads);
+    fm_cpu_softmax_xent_forward(be, losses, lse, logits, tg, N, V, Vp);
     CHECK_REL("xent losses", losses, el, N, 1e-5);
     CHECK_REL("xent lse", lse, else_, N, 1e-6);
-    fm_cpu_softmax_xent_backward(cx, logits, lse, tg, (float)k.dloss, N, V, Vp);
+    fm_cpu_softmax_xent_backward(be, logits, lse, tg, (float)k.dloss, N, V, Vp);
     for (int i = 0; i < N; i++)
         for (int c = V; c < Vp; c++) assert_true(logits[(size_t)i * Vp + c] == 0.0f);
     double *g = zerod(n);
@@ -652,7 +653,7 @@ static void xent_case_run(int N, int V, int Vp, int threads)
         for (int c = 0; c < Vp; c++) s += logits[(size_t)i * Vp + c];
         assert_true(fabs(s) < 1e-6 * k.dloss * V);
     }
-    fm_cpu_ctx_free(&cx);
+    fm_backend_free(&be);
     free(logits), free(tg), free(losses), free(lse), free(k.logits), free(el), free(else_), free(g);
 }
 
@@ -676,7 +677,7 @@ static void test_adamw(void **state)
     assert_non_null(v);
     double *ep = to_double(p, n), *em = zerod(n), *ev = zerod(n);
     const float lr = 3e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, gs = 0.5f;
-    fm_cpu_ctx *cx = ctx_new(2);
+    fm_backend *be = be_new(2);
     for (int64_t t = 1; t <= 5; t++) {
         float *g = randf(&r, n, -2, 2);
         g[7] = 0.0f;
@@ -687,14 +688,14 @@ static void test_adamw(void **state)
             double mh = em[i] / (1.0 - pow(b1, (double)t)), vh = ev[i] / (1.0 - pow(b2, (double)t));
             ep[i] -= lr * (mh / (sqrt(vh) + eps) + wd * ep[i]);
         }
-        fm_cpu_adamw_update(cx, p, g, m, v, n, lr, b1, b2, eps, wd, gs, t);
+        fm_cpu_adamw_update(be, p, g, m, v, n, lr, b1, b2, eps, wd, gs, t);
         for (size_t i = 0; i < n; i++) assert_true(g[i] == 0.0f);
         free(g);
     }
     CHECK_REL("adamw params", p, ep, n, 2e-6);
     CHECK_REL("adamw m", m, em, n, 2e-6);
     CHECK_REL("adamw v", v, ev, n, 2e-6);
-    fm_cpu_ctx_free(&cx);
+    fm_backend_free(&be);
     free(p), free(m), free(v), free(ep), free(em), free(ev);
 }
 
@@ -708,22 +709,22 @@ static void test_sum_squares(void **state)
     for (size_t i = 0; i < n; i++) e += (double)x[i] * (double)x[i];
     double res[4];
     for (int t = 1; t <= 4; t++) {
-        fm_cpu_ctx *cx = ctx_new(t);
-        fm_cpu_sum_squares(cx, &res[t - 1], x, n);
-        fm_cpu_ctx_free(&cx);
+        fm_backend *be = be_new(t);
+        fm_cpu_sum_squares(be, &res[t - 1], x, n);
+        fm_backend_free(&be);
     }
     assert_true(fabs(res[0] - e) <= 1e-10 * e); /* the sequential reference itself errs ~1e-12 */
     for (int t = 1; t < 4; t++) /* bit-identical for 1, 2, 3, 4 threads */
         assert_memory_equal(&res[t], &res[0], sizeof(double));
     double small;
-    fm_cpu_ctx *cx = ctx_new(2);
-    fm_cpu_sum_squares(cx, &small, x, 5);
+    fm_backend *be = be_new(2);
+    fm_cpu_sum_squares(be, &small, x, 5);
     double es = 0.0;
     for (int i = 0; i < 5; i++) es += (double)x[i] * (double)x[i];
     assert_true(fabs(small - es) <= 1e-15 * es);
-    fm_cpu_sum_squares(cx, &small, x, 0);
+    fm_cpu_sum_squares(be, &small, x, 0);
     assert_true(small == 0.0);
-    fm_cpu_ctx_free(&cx);
+    fm_backend_free(&be);
     free(x);
 }
 
@@ -749,7 +750,7 @@ static void det_run(int threads, det_out *d)
     float *lw = randf(&r, C, 0.9, 1.1), *lb = randf(&r, C, -0.1, 0.1);
     float *dout = randf(&r, (size_t)N * 3 * C, -1, 1), *act = randf(&r, (size_t)N * 3 * C, -2, 2);
     float *logits = randf(&r, (size_t)N * Vp, -3, 3), *grads = randf(&r, (size_t)3 * C * C, -1, 1);
-    fm_cpu_ctx *cx = ctx_new(threads);
+    fm_backend *be = be_new(threads);
     d->enc = calloc(nc, 4), d->dwte = calloc((size_t)Vp * C, 4), d->ln = calloc(nc, 4);
     d->dln = calloc(nc, 4), d->mm = calloc((size_t)N * 3 * C, 4), d->dmm_in = calloc(nc, 4);
     d->dmm_w = calloc((size_t)3 * C * C, 4), d->gelu = calloc((size_t)N * 3 * C, 4);
@@ -759,21 +760,21 @@ static void det_run(int threads, det_out *d)
     float *dlw = calloc(C, 4), *dlb = calloc(C, 4), *dbias = calloc(3 * C, 4);
     float *lse = calloc((size_t)B * NH * T, 4), *losses = calloc(N, 4), *xl = calloc(N, 4);
     float *m = calloc((size_t)3 * C * C, 4), *v = calloc((size_t)3 * C * C, 4);
-    fm_cpu_encoder_forward(cx, d->enc, tok, wte, wpe, B, T, C);
-    fm_cpu_encoder_backward(cx, d->dwte, dwpe, d->enc, tok, B, T, C);
-    fm_cpu_layernorm_forward(cx, d->ln, mean, rstd, d->enc, lw, lb, N, C);
-    fm_cpu_layernorm_backward(cx, d->dln, dlw, dlb, d->ln, d->enc, lw, mean, rstd, N, C);
-    fm_cpu_matmul_forward(cx, d->mm, d->ln, w, bias, N, C, 3 * C);
-    fm_cpu_matmul_backward(cx, d->dmm_in, d->dmm_w, dbias, dout, d->ln, w, N, C, 3 * C);
-    fm_cpu_gelu_forward(cx, d->gelu, act, (size_t)N * 3 * C);
-    fm_cpu_attention_forward(cx, d->att, lse, act, B, T, C, NH);
-    fm_cpu_attention_backward(cx, d->datt, d->enc, act, d->att, lse, B, T, C, NH);
+    fm_cpu_encoder_forward(be, d->enc, tok, wte, wpe, B, T, C);
+    fm_cpu_encoder_backward(be, d->dwte, dwpe, d->enc, tok, B, T, C);
+    fm_cpu_layernorm_forward(be, d->ln, mean, rstd, d->enc, lw, lb, N, C);
+    fm_cpu_layernorm_backward(be, d->dln, dlw, dlb, d->ln, d->enc, lw, mean, rstd, N, C);
+    fm_cpu_matmul_forward(be, d->mm, d->ln, w, bias, N, C, 3 * C);
+    fm_cpu_matmul_backward(be, d->dmm_in, d->dmm_w, dbias, dout, d->ln, w, N, C, 3 * C);
+    fm_cpu_gelu_forward(be, d->gelu, act, (size_t)N * 3 * C);
+    fm_cpu_attention_forward(be, d->att, lse, act, B, T, C, NH);
+    fm_cpu_attention_backward(be, d->datt, d->enc, act, d->att, lse, B, T, C, NH);
     memcpy(d->xent, logits, (size_t)N * Vp * 4);
-    fm_cpu_softmax_xent_forward(cx, losses, xl, d->xent, tok, N, V, Vp);
-    fm_cpu_softmax_xent_backward(cx, d->xent, xl, tok, 1.0f / N, N, V, Vp);
-    fm_cpu_adamw_update(cx, d->adam, grads, m, v, (size_t)3 * C * C, 1e-3f, 0.9f, 0.95f, 1e-8f,
+    fm_cpu_softmax_xent_forward(be, losses, xl, d->xent, tok, N, V, Vp);
+    fm_cpu_softmax_xent_backward(be, d->xent, xl, tok, 1.0f / N, N, V, Vp);
+    fm_cpu_adamw_update(be, d->adam, grads, m, v, (size_t)3 * C * C, 1e-3f, 0.9f, 0.95f, 1e-8f,
                         0.1f, 1.0f, 1);
-    fm_cpu_ctx_free(&cx);
+    fm_backend_free(&be);
     free(wte), free(wpe), free(w), free(bias), free(lw), free(lb), free(dout), free(dwpe);
     free(mean), free(rstd), free(dlw), free(dlb), free(dbias), free(lse), free(losses), free(xl);
     free(m), free(v), free(act), free(logits), free(grads);

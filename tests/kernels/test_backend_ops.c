@@ -1,0 +1,1278 @@
+/* test_backend_ops.c — every compute op of kernels.h on every backend compiled in (the model is ggml's
+ * test-backend-ops), so that neither a new op nor a new backend can land without being checked.
+ *
+ * What it checks:
+ *   - The registry: fm_backend_count/fm_backend_name list the compiled-in backends, "cpu" first;
+ *     unknown and not-compiled-in names fail with a message that names them; device counts give a
+ *     reason for 0; creation and free of every backend with a device.
+ *   - Coverage: the compute ops are the function pointers from `encoder_forward` to the end of
+ *     fm_kernel_ops (kernels.h). The test counts those slots with offsetof/sizeof and requires that the
+ *     byte offsets the cases below cover are exactly those slots: a new op without a case FAILS here.
+ *   - Every backend's table: no NULL entry (life cycle, memory and compute), a name equal to the
+ *     registry's, sane caps (0/1 flags, known precision bits matching act_bytes), describe() writes a
+ *     non-empty NUL-terminated line and truncates safely; memory ops (alloc zeroed, upload/download,
+ *     zero of a sub-range, sync, free; host_memory backends: the pointer is readable directly).
+ *   - Every op on every backend with a device, on random inputs, against a double-precision reference
+ *     written plainly here; outputs an op accumulates into are pre-filled with random values (so "+="
+ *     is checked), outputs it overwrites with garbage (so a missed element shows), and every output is
+ *     compared. Each op is run twice and must give bit-identical results (determinism). Backends after
+ *     the first ("cpu", the reference backend) are also compared with the cpu backend's results.
+ * A backend with no device (e.g. "cuda" on a machine without a GPU) is reported as SKIPPED with its
+ * reason and the other backends' cases still run and must pass. FM_TEST_REQUIRE_BACKENDS="cuda" (names
+ * separated by spaces or commas) turns such a skip into a failure (tests/cuda/run-on-gpu.sh sets it).
+ *
+ * Tolerances, per element: |got - ref| <= atol + rtol * |ref| (NaN fails), with ref the double
+ * reference rounded to fp32 (or, vs cpu, the cpu backend's result); "exact" means equal. The column
+ * "vs cpu" is the CUDA-vs-CPU tolerance of the former tests/cuda/test_cuda_kernels.c, kept as it was;
+ * "vs double" is twice that, except where noted (the reference backend's own error is part of it).
+ *   op                     outputs                 vs double (rtol, atol)  vs cpu (rtol, atol)
+ *   encoder_forward        out                     exact                   exact
+ *   encoder_backward       dwte, dwpe (+=)         1e-6, 2e-6              exact
+ *   layernorm_forward      out, mean, rstd         2e-5, 2e-5              1e-5, 1e-5
+ *   layernorm_backward     dinp (+=)               2e-4, 2e-5              1e-4, 1e-5
+ *                          dweight, dbias (+=)     2e-4, 2e-4              1e-4, 1e-4
+ *   residual_forward       out (also in place)     exact                   exact
+ *   matmul_forward         out (K <= 200)          2e-4, 2e-4              1e-4, 1e-4
+ *   matmul_backward        dinp, dweight, dbias    2e-4, 2e-4              1e-4, 1e-4
+ *   gelu_forward           out                     2e-5, 2e-6              1e-5, 1e-6
+ *   gelu_backward          dinp (also in place)    2e-5, 2e-6              1e-5, 1e-6
+ *   attention_forward      out, lse                2e-4, 2e-5              1e-4, 1e-5
+ *   attention_backward     dqkv                    2e-4, 2e-4              1e-4, 1e-4
+ *   attention_decode       out                     2e-4, 2e-5              1e-4, 1e-5
+ *                          and within 1e-5 (max-norm relative) of the same backend's attention_forward
+ *                          rows on the full sequence, decoded in chunks of 1, 3 and the rest
+ *                          kcache, vcache          exact (new rows = k, v; the others untouched)
+ *   softmax_xent_forward   losses, lse             2e-5, 2e-5              1e-5, 1e-5
+ *   softmax_xent_backward  dlogits (in place)      2e-4, 2e-8              1e-4, 1e-8
+ *   adamw_update           params, m, v            2e-5, 2e-7              1e-5, 1e-7
+ *                          grads                   exactly 0               exact
+ *   sum_squares            the double result       1e-12 relative (long double reference), both
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "fm_test.h"
+#include "kernels.h"
+
+/* ---- the backends under test ------------------------------------------------------------------- */
+
+#define MAX_BE 8
+static fm_backend *g_be[MAX_BE]; /* backends with a device, in registry order ("cpu" first) */
+static int g_nbe;
+
+typedef void (*fn_ptr)(void);
+
+/* ---- random inputs --------------------------------------------------------------------------- */
+
+static double uni(uint64_t *s) /* [0,1) */
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(*s >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static float *rndf(uint64_t seed, size_t n, double lo, double hi)
+{
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    assert_non_null(x);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * uni(&seed));
+    return x;
+}
+
+static int32_t *rndi(uint64_t seed, size_t n, int hi)
+{
+    int32_t *x = malloc((n ? n : 1) * sizeof *x);
+    assert_non_null(x);
+    for (size_t i = 0; i < n; i++) x[i] = (int32_t)(uni(&seed) * hi);
+    return x;
+}
+
+static double *zd(size_t n)
+{
+    double *d = calloc(n ? n : 1, sizeof *d);
+    assert_non_null(d);
+    return d;
+}
+
+static double *dbl(const float *x, size_t n)
+{
+    double *d = zd(n);
+    for (size_t i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+
+static float *flt(const double *x, size_t n) /* the fp32 input an op receives from a double value */
+{
+    float *f = malloc((n ? n : 1) * sizeof *f);
+    assert_non_null(f);
+    for (size_t i = 0; i < n; i++) f[i] = (float)x[i];
+    return f;
+}
+
+/* ---- a case: tensors, their expected values, and the call ------------------------------------ */
+
+typedef struct tol {
+    double rtol, atol;
+} tol;
+static const tol EXACT = {0.0, 0.0};
+
+enum { F32, I32, F64 };        /* element types */
+enum { IN, INOUT, OUT, TEMP }; /* TEMP: device scratch the call may use, not compared */
+
+typedef struct tensor {
+    const char *name;
+    int type, role;
+    size_t n;    /* elements */
+    void *init;  /* IN, INOUT: initial contents (owned) */
+    double *ref; /* INOUT, OUT: expected values (owned) */
+    tol vs_ref;  /* against ref */
+    tol vs_cpu;  /* against the reference backend's result */
+    int match;   /* >= 0: also within match_tol (max-norm relative) of tensor `match` */
+    double match_tol;
+} tensor;
+
+#define MAX_TENSORS 10
+typedef struct op_case op_case;
+struct op_case {
+    char name[128];
+    int nt;
+    tensor t[MAX_TENSORS];
+    int i[8];   /* integer arguments of the call */
+    float f[8]; /* float arguments of the call */
+    void (*call)(fm_backend *be, void *const *d, const op_case *c);
+};
+
+static size_t elem_bytes(int type)
+{
+    return type == F64 ? 8 : 4;
+}
+
+static int add(op_case *c, const char *name, int type, int role, size_t n, void *init, double *ref,
+               tol vs_ref, tol vs_cpu)
+{
+    assert_true(c->nt < MAX_TENSORS);
+    tensor *t = &c->t[c->nt];
+    *t = (tensor){name, type, role, n, init, ref, vs_ref, vs_cpu, -1, 0.0};
+    return c->nt++;
+}
+static int add_in(op_case *c, const char *name, int type, size_t n, void *init)
+{
+    return add(c, name, type, IN, n, init, NULL, EXACT, EXACT);
+}
+
+/* Downloads tensor t of backend be (run r) into a new host buffer. */
+static void *fetch(fm_backend *be, void *d, const tensor *t)
+{
+    const size_t bytes = t->n * elem_bytes(t->type);
+    void *h = malloc(bytes ? bytes : 1);
+    assert_non_null(h);
+    FM_ASSERT_OK(be->ops->download(be, h, d, bytes));
+    return h;
+}
+
+static double val(const tensor *t, const void *h, size_t i)
+{
+    return t->type == F64 ? ((const double *)h)[i] : (double)((const float *)h)[i];
+}
+
+/* Element-wise comparison of got against want (want_is_ref: the double reference, compared after
+ * rounding to fp32 for fp32 tensors). Prints the worst element; returns the number outside. */
+static int compare(const char *be_name, const op_case *c, const tensor *t, const void *got,
+                   const void *want, int want_is_ref, tol tl, const char *against)
+{
+    double worst = 0.0, maxerr = 0.0;
+    size_t wi = 0;
+    int bad = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        double w = want_is_ref ? ((const double *)want)[i] : val(t, want, i);
+        if (want_is_ref && t->type == F32) w = (double)(float)w;
+        const double g = val(t, got, i), err = fabs(g - w), lim = tl.atol + tl.rtol * fabs(w);
+        if (!(err <= lim)) bad++; /* NaN fails */
+        const double ratio = lim > 0.0 ? err / lim : (err > 0.0 ? INFINITY : 0.0);
+        if (!(ratio <= worst)) worst = ratio, wi = i;
+        if (err > maxerr) maxerr = err;
+    }
+    printf("  %-5s %-10s vs %-6s max|err| %-9.3g worst/limit %-9.3g%s\n", be_name, t->name, against,
+           maxerr, worst, bad ? "  FAIL" : "");
+    if (bad)
+        print_error("%s on %s: %s: %d of %zu elements outside rtol %g atol %g against %s; worst at "
+                    "%zu: got %.9g\n",
+                    c->name, be_name, t->name, bad, t->n, tl.rtol, tl.atol, against, wi,
+                    val(t, got, wi));
+    return bad;
+}
+
+/* max |a - b| / max |b| <= mtol (a, b: fp32 tensors of the same size) */
+static int compare_match(const char *be_name, const op_case *c, const tensor *t, const float *a,
+                         const tensor *u, const float *b)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < t->n; i++) {
+        const double e = fabs((double)a[i] - (double)b[i]);
+        if (e > num || isnan(e)) num = isnan(e) ? INFINITY : e;
+        if (fabs((double)b[i]) > den) den = fabs((double)b[i]);
+    }
+    const double rel = num / (den > 0.0 ? den : 1.0);
+    const int bad = !(rel <= t->match_tol);
+    printf("  %-5s %-10s vs %-6s max-norm relative %.3g (limit %.3g)%s\n", be_name, t->name,
+           u->name, rel, t->match_tol, bad ? "  FAIL" : "");
+    if (bad)
+        print_error("%s on %s: %s differs from %s by %.3g (max-norm relative) > %.3g\n", c->name,
+                    be_name, t->name, u->name, rel, t->match_tol);
+    return bad;
+}
+
+/* Runs case c on backend be once: fresh buffers, inputs uploaded, overwritten outputs pre-filled with
+ * garbage that depends on `run`; returns the downloaded INOUT/OUT tensors (NULL for the others). */
+static void run_once(fm_backend *be, const op_case *c, int run, void **host)
+{
+    void *d[MAX_TENSORS] = {NULL};
+    for (int k = 0; k < c->nt; k++) {
+        const tensor *t = &c->t[k];
+        const size_t bytes = t->n * elem_bytes(t->type);
+        FM_ASSERT_OK(be->ops->alloc(be, &d[k], bytes));
+        if (t->role == IN || t->role == INOUT) {
+            FM_ASSERT_OK(be->ops->upload(be, d[k], t->init, bytes));
+        } else if (t->role == OUT) {
+            void *g = malloc(bytes ? bytes : 1);
+            assert_non_null(g);
+            uint64_t s = 1000003u * (uint64_t)(run + 1) + 7919u * (uint64_t)k;
+            for (size_t i = 0; i < t->n; i++) {
+                const double v = 1e3 * (uni(&s) - 0.5);
+                if (t->type == F64)
+                    ((double *)g)[i] = v;
+                else
+                    ((float *)g)[i] = (float)v;
+            }
+            FM_ASSERT_OK(be->ops->upload(be, d[k], g, bytes));
+            free(g);
+        }
+    }
+    c->call(be, d, c);
+    FM_ASSERT_OK(be->ops->sync(be));
+    for (int k = 0; k < c->nt; k++) {
+        const tensor *t = &c->t[k];
+        host[k] = t->role == INOUT || t->role == OUT ? fetch(be, d[k], t) : NULL;
+        be->ops->free(be, d[k]);
+    }
+}
+
+static void free_all(void **host, int n)
+{
+    for (int k = 0; k < n; k++) free(host[k]), host[k] = NULL;
+}
+
+/* Runs case c on every backend: reference, determinism, agreement with cpu; frees the case. */
+static void run_case(op_case *c)
+{
+    printf(" %s\n", c->name);
+    void *cpu[MAX_TENSORS] = {NULL};
+    int bad = 0;
+    for (int b = 0; b < g_nbe; b++) {
+        fm_backend *be = g_be[b];
+        const char *bn = be->ops->name;
+        void *h0[MAX_TENSORS] = {NULL}, *h1[MAX_TENSORS] = {NULL};
+        run_once(be, c, 0, h0);
+        run_once(be, c, 1, h1);
+        for (int k = 0; k < c->nt; k++) {
+            const tensor *t = &c->t[k];
+            if (!h0[k]) continue;
+            bad += compare(bn, c, t, h0[k], t->ref, 1, t->vs_ref, "double");
+            if (memcmp(h0[k], h1[k], t->n * elem_bytes(t->type)) != 0) {
+                print_error("%s on %s: %s: two runs on the same inputs differ\n", c->name, bn,
+                            t->name);
+                bad++;
+            }
+            if (t->match >= 0) bad += compare_match(bn, c, t, h0[k], &c->t[t->match], h0[t->match]);
+            if (b > 0) bad += compare(bn, c, t, h0[k], cpu[k], 0, t->vs_cpu, "cpu");
+        }
+        free_all(h1, c->nt);
+        if (b == 0)
+            memcpy(cpu, h0, sizeof cpu);
+        else
+            free_all(h0, c->nt);
+    }
+    free_all(cpu, c->nt);
+    for (int k = 0; k < c->nt; k++) free(c->t[k].init), free(c->t[k].ref);
+    if (bad) fail_msg("%s: %d check(s) failed (see above)", c->name, bad);
+}
+
+static op_case *new_case(const char *fmt, ...)
+{
+    static op_case c;
+    memset(&c, 0, sizeof c);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c.name, sizeof c.name, fmt, ap);
+    va_end(ap);
+    return &c;
+}
+
+#define F(k) ((float *)d[k])
+#define CF(k) ((const float *)d[k])
+#define CI(k) ((const int32_t *)d[k])
+
+/* ---- encoder ----------------------------------------------------------------------------------- */
+
+static void call_encoder_forward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->encoder_forward(be, F(3), CI(0), CF(1), CF(2), c->i[0], c->i[1], c->i[2]);
+}
+
+static void test_encoder_forward(void **state)
+{
+    (void)state;
+    const int B = 3, T = 17, C = 40, Vp = 128, maxT = 20;
+    op_case *c = new_case("encoder_forward B=%d T=%d C=%d", B, T, C);
+    int32_t *tok = rndi(1, (size_t)B * T, 10);
+    tok[2] = Vp - 1;
+    float *wte = rndf(2, (size_t)Vp * C, -1, 1), *wpe = rndf(3, (size_t)maxT * C, -1, 1);
+    double *ref = zd((size_t)B * T * C);
+    for (int bt = 0; bt < B * T; bt++)
+        for (int ch = 0; ch < C; ch++)
+            ref[(size_t)bt * C + ch] =
+                (double)wte[(size_t)tok[bt] * C + ch] + (double)wpe[(size_t)(bt % T) * C + ch];
+    add_in(c, "tokens", I32, (size_t)B * T, tok);
+    add_in(c, "wte", F32, (size_t)Vp * C, wte);
+    add_in(c, "wpe", F32, (size_t)maxT * C, wpe);
+    add(c, "out", F32, OUT, (size_t)B * T * C, NULL, ref, EXACT, EXACT);
+    c->i[0] = B, c->i[1] = T, c->i[2] = C;
+    c->call = call_encoder_forward;
+    run_case(c);
+}
+
+static void call_encoder_backward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->encoder_backward(be, F(0), F(1), CF(2), CI(3), c->i[0], c->i[1], c->i[2]);
+}
+
+static void test_encoder_backward(void **state)
+{
+    (void)state;
+    const int B = 3, T = 17, C = 40, Vp = 128, maxT = 20;
+    op_case *c = new_case("encoder_backward B=%d T=%d C=%d (repeated tokens)", B, T, C);
+    int32_t *tok = rndi(4, (size_t)B * T, 10);
+    float *dwte = rndf(5, (size_t)Vp * C, -1, 1), *dwpe = rndf(6, (size_t)maxT * C, -1, 1);
+    float *dout = rndf(7, (size_t)B * T * C, -1, 1);
+    double *rte = dbl(dwte, (size_t)Vp * C), *rpe = dbl(dwpe, (size_t)maxT * C);
+    for (int bt = 0; bt < B * T; bt++)
+        for (int ch = 0; ch < C; ch++) {
+            rte[(size_t)tok[bt] * C + ch] += dout[(size_t)bt * C + ch];
+            rpe[(size_t)(bt % T) * C + ch] += dout[(size_t)bt * C + ch];
+        }
+    const tol r = {1e-6, 2e-6};
+    add(c, "dwte", F32, INOUT, (size_t)Vp * C, dwte, rte, r, EXACT);
+    add(c, "dwpe", F32, INOUT, (size_t)maxT * C, dwpe, rpe, r, EXACT);
+    add_in(c, "dout", F32, (size_t)B * T * C, dout);
+    add_in(c, "tokens", I32, (size_t)B * T, tok);
+    c->i[0] = B, c->i[1] = T, c->i[2] = C;
+    c->call = call_encoder_backward;
+    run_case(c);
+}
+
+/* ---- layernorm --------------------------------------------------------------------------------- */
+
+static void ln_ref(const float *x, const float *w, const float *b, int N, int C, double *out,
+                   double *mean, double *rstd)
+{
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C;
+        double m = 0.0, v = 0.0;
+        for (int i = 0; i < C; i++) m += xr[i];
+        m /= C;
+        for (int i = 0; i < C; i++) v += (xr[i] - m) * (xr[i] - m);
+        v /= C;
+        const double rs = 1.0 / sqrt(v + 1e-5);
+        for (int i = 0; i < C; i++) out[(size_t)n * C + i] = (xr[i] - m) * rs * w[i] + b[i];
+        mean[n] = m, rstd[n] = rs;
+    }
+}
+
+static void call_layernorm_forward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->layernorm_forward(be, F(0), F(1), F(2), CF(3), CF(4), CF(5), c->i[0], c->i[1]);
+}
+
+static void test_layernorm_forward(void **state)
+{
+    (void)state;
+    const int shapes[][2] = {{37, 100}, {64, 768}, {5, 7}};
+    for (int s = 0; s < 3; s++) {
+        const int N = shapes[s][0], C = shapes[s][1];
+        const size_t NC = (size_t)N * C;
+        op_case *c = new_case("layernorm_forward N=%d C=%d", N, C);
+        float *x = rndf(10 + s, NC, -2, 3), *w = rndf(20 + s, C, 0.5, 1.5);
+        float *b = rndf(30 + s, C, -0.5, 0.5);
+        double *out = zd(NC), *mean = zd(N), *rstd = zd(N);
+        ln_ref(x, w, b, N, C, out, mean, rstd);
+        const tol r = {2e-5, 2e-5}, x1 = {1e-5, 1e-5};
+        add(c, "out", F32, OUT, NC, NULL, out, r, x1);
+        add(c, "mean", F32, OUT, N, NULL, mean, r, x1);
+        add(c, "rstd", F32, OUT, N, NULL, rstd, r, x1);
+        add_in(c, "inp", F32, NC, x);
+        add_in(c, "weight", F32, C, w);
+        add_in(c, "bias", F32, C, b);
+        c->i[0] = N, c->i[1] = C;
+        c->call = call_layernorm_forward;
+        run_case(c);
+    }
+}
+
+static void call_layernorm_backward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->layernorm_backward(be, F(0), F(1), F(2), CF(3), CF(4), CF(5), CF(6), CF(7), c->i[0],
+                                c->i[1]);
+}
+
+static void test_layernorm_backward(void **state)
+{
+    (void)state;
+    const int shapes[][2] = {{37, 100}, {64, 768}, {5, 7}};
+    for (int s = 0; s < 3; s++) {
+        const int N = shapes[s][0], C = shapes[s][1];
+        const size_t NC = (size_t)N * C;
+        op_case *c = new_case("layernorm_backward N=%d C=%d (accumulates)", N, C);
+        float *x = rndf(40 + s, NC, -2, 3), *w = rndf(50 + s, C, 0.5, 1.5);
+        float *b = rndf(60 + s, C, -0.5, 0.5), *dout = rndf(70 + s, NC, -1, 1);
+        float *dinp = rndf(80 + s, NC, -1, 1), *dw = rndf(90 + s, C, -1, 1);
+        float *db = rndf(95 + s, C, -1, 1);
+        double *o = zd(NC), *md = zd(N), *rd = zd(N);
+        ln_ref(x, w, b, N, C, o, md, rd);
+        float *mean = flt(md, N), *rstd = flt(rd, N); /* the op receives forward's fp32 results */
+        double *rdi = dbl(dinp, NC), *rdw = dbl(dw, C), *rdb = dbl(db, C);
+        for (int n = 0; n < N; n++) {
+            double sd = 0.0, sdx = 0.0;
+            for (int i = 0; i < C; i++) {
+                const size_t k = (size_t)n * C + i;
+                const double xh = ((double)x[k] - mean[n]) * rstd[n], dn = (double)dout[k] * w[i];
+                sd += dn, sdx += dn * xh;
+                rdb[i] += dout[k];
+                rdw[i] += dout[k] * xh;
+            }
+            sd /= C, sdx /= C;
+            for (int i = 0; i < C; i++) {
+                const size_t k = (size_t)n * C + i;
+                const double xh = ((double)x[k] - mean[n]) * rstd[n], dn = (double)dout[k] * w[i];
+                rdi[k] += rstd[n] * (dn - sd - xh * sdx);
+            }
+        }
+        add(c, "dinp", F32, INOUT, NC, dinp, rdi, (tol){2e-4, 2e-5}, (tol){1e-4, 1e-5});
+        add(c, "dweight", F32, INOUT, C, dw, rdw, (tol){2e-4, 2e-4}, (tol){1e-4, 1e-4});
+        add(c, "dbias", F32, INOUT, C, db, rdb, (tol){2e-4, 2e-4}, (tol){1e-4, 1e-4});
+        add_in(c, "dout", F32, NC, dout);
+        add_in(c, "inp", F32, NC, x);
+        add_in(c, "weight", F32, C, w);
+        add_in(c, "mean", F32, N, mean);
+        add_in(c, "rstd", F32, N, rstd);
+        c->i[0] = N, c->i[1] = C;
+        c->call = call_layernorm_backward;
+        run_case(c);
+        free(b), free(o), free(md), free(rd);
+    }
+}
+
+/* ---- residual ---------------------------------------------------------------------------------- */
+
+static void call_residual_forward(fm_backend *be, void *const *d, const op_case *c)
+{
+    const size_t n = (size_t)c->i[0];
+    be->ops->residual_forward(be, F(2), CF(0), CF(1), n);
+    be->ops->residual_forward(be, F(3), CF(3), CF(1), n); /* out aliases a */
+}
+
+static void test_residual_forward(void **state)
+{
+    (void)state;
+    const size_t n = 100003; /* above the CPU's serial threshold */
+    op_case *c = new_case("residual_forward n=%zu (and in place)", n);
+    float *a = rndf(100, n, -1, 1), *b = rndf(101, n, -1, 1), *a2 = rndf(100, n, -1, 1);
+    double *ref = zd(n), *ref2 = zd(n);
+    for (size_t i = 0; i < n; i++) ref[i] = ref2[i] = (double)a[i] + (double)b[i];
+    add_in(c, "a", F32, n, a);
+    add_in(c, "b", F32, n, b);
+    add(c, "out", F32, OUT, n, NULL, ref, EXACT, EXACT);
+    add(c, "a (in place)", F32, INOUT, n, a2, ref2, EXACT, EXACT);
+    c->i[0] = (int)n;
+    c->call = call_residual_forward;
+    run_case(c);
+}
+
+/* ---- matmul ------------------------------------------------------------------------------------ */
+
+/* matmul shapes: N, C, OC, bias, bias offset in floats (1: only 4-byte aligned), dinp */
+static const int mm_shapes[][6] = {{37, 40, 72, 1, 0, 1},   {64, 96, 288, 1, 0, 1},
+                                   {64, 96, 128, 0, 0, 1},  {50, 33, 130, 1, 1, 0},
+                                   {200, 200, 64, 1, 0, 1}, {1, 3, 1, 1, 0, 1}};
+#define MM_SHAPES ((int)(sizeof mm_shapes / sizeof mm_shapes[0]))
+
+static void call_matmul_forward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->matmul_forward(be, F(0), CF(1), CF(2), c->i[3] ? CF(3) + c->i[4] : NULL, c->i[0],
+                            c->i[1], c->i[2]);
+}
+
+static void test_matmul_forward(void **state)
+{
+    (void)state;
+    for (int s = 0; s < MM_SHAPES; s++) {
+        const int N = mm_shapes[s][0], C = mm_shapes[s][1], OC = mm_shapes[s][2];
+        const int with_bias = mm_shapes[s][3], off = mm_shapes[s][4];
+        op_case *c = new_case("matmul_forward N=%d C=%d OC=%d bias=%d (offset %d)", N, C, OC,
+                              with_bias, off);
+        float *x = rndf(200 + s, (size_t)N * C, -1, 1), *w = rndf(210 + s, (size_t)OC * C, -1, 1);
+        float *bias = rndf(220 + s, (size_t)OC + 1, -1, 1);
+        double *ref = zd((size_t)N * OC);
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++) {
+                double acc = with_bias ? bias[off + o] : 0.0;
+                for (int i = 0; i < C; i++)
+                    acc += (double)x[(size_t)n * C + i] * w[(size_t)o * C + i];
+                ref[(size_t)n * OC + o] = acc;
+            }
+        add(c, "out", F32, OUT, (size_t)N * OC, NULL, ref, (tol){2e-4, 2e-4}, (tol){1e-4, 1e-4});
+        add_in(c, "inp", F32, (size_t)N * C, x);
+        add_in(c, "weight", F32, (size_t)OC * C, w);
+        add_in(c, "bias", F32, (size_t)OC + 1, bias);
+        c->i[0] = N, c->i[1] = C, c->i[2] = OC, c->i[3] = with_bias, c->i[4] = off;
+        c->call = call_matmul_forward;
+        run_case(c);
+    }
+}
+
+static void call_matmul_backward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->matmul_backward(be, c->i[5] ? F(0) : NULL, F(1), c->i[3] ? F(2) + c->i[4] : NULL,
+                             CF(3), CF(4), CF(5), c->i[0], c->i[1], c->i[2]);
+}
+
+static void test_matmul_backward(void **state)
+{
+    (void)state;
+    for (int s = 0; s < MM_SHAPES; s++) {
+        const int N = mm_shapes[s][0], C = mm_shapes[s][1], OC = mm_shapes[s][2];
+        const int with_bias = mm_shapes[s][3], off = mm_shapes[s][4], with_dinp = mm_shapes[s][5];
+        op_case *c = new_case("matmul_backward N=%d C=%d OC=%d bias=%d (offset %d) dinp=%d", N, C,
+                              OC, with_bias, off, with_dinp);
+        float *x = rndf(230 + s, (size_t)N * C, -1, 1), *w = rndf(240 + s, (size_t)OC * C, -1, 1);
+        float *dout = rndf(250 + s, (size_t)N * OC, -1, 1);
+        float *dw = rndf(260 + s, (size_t)OC * C, -1, 1),
+              *db = rndf(270 + s, (size_t)OC + 1, -1, 1);
+        float *dinp = rndf(280 + s, (size_t)N * C, 100, 200); /* stays when dinp is NULL */
+        double *rdi = dbl(dinp, (size_t)N * C), *rdw = dbl(dw, (size_t)OC * C);
+        double *rdb = dbl(db, (size_t)OC + 1);
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < C; i++) {
+                double acc = 0.0;
+                for (int o = 0; o < OC; o++)
+                    acc += (double)dout[(size_t)n * OC + o] * w[(size_t)o * C + i];
+                if (with_dinp) rdi[(size_t)n * C + i] = acc;
+            }
+        for (int o = 0; o < OC; o++) {
+            for (int i = 0; i < C; i++) {
+                double acc = 0.0;
+                for (int n = 0; n < N; n++)
+                    acc += (double)dout[(size_t)n * OC + o] * x[(size_t)n * C + i];
+                rdw[(size_t)o * C + i] += acc;
+            }
+            double acc = 0.0;
+            for (int n = 0; n < N; n++) acc += dout[(size_t)n * OC + o];
+            if (with_bias) rdb[off + o] += acc;
+        }
+        const tol r = {2e-4, 2e-4}, x1 = {1e-4, 1e-4};
+        add(c, "dinp", F32, INOUT, (size_t)N * C, dinp, rdi, r, x1);
+        add(c, "dweight", F32, INOUT, (size_t)OC * C, dw, rdw, r, x1);
+        add(c, "dbias", F32, INOUT, (size_t)OC + 1, db, rdb, r, x1);
+        add_in(c, "dout", F32, (size_t)N * OC, dout);
+        add_in(c, "inp", F32, (size_t)N * C, x);
+        add_in(c, "weight", F32, (size_t)OC * C, w);
+        c->i[0] = N, c->i[1] = C, c->i[2] = OC, c->i[3] = with_bias, c->i[4] = off;
+        c->i[5] = with_dinp;
+        c->call = call_matmul_backward;
+        run_case(c);
+    }
+}
+
+/* ---- gelu -------------------------------------------------------------------------------------- */
+
+static double gelu_ref(double x, double *deriv)
+{
+    const double s = 0.79788456080286535588, k = 0.044715;
+    const double th = tanh(s * (x + k * x * x * x));
+    *deriv = 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * s * (1.0 + 3.0 * k * x * x);
+    return 0.5 * x * (1.0 + th);
+}
+
+static void call_gelu_forward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->gelu_forward(be, F(1), CF(0), (size_t)c->i[0]);
+}
+
+static void test_gelu_forward(void **state)
+{
+    (void)state;
+    const size_t n = 40001;
+    op_case *c = new_case("gelu_forward n=%zu", n);
+    float *x = rndf(300, n, -6, 6);
+    x[0] = -30.0f, x[1] = 30.0f, x[2] = 0.0f, x[3] = -1e-3f;
+    double *ref = zd(n), dd;
+    for (size_t i = 0; i < n; i++) ref[i] = gelu_ref(x[i], &dd);
+    add_in(c, "inp", F32, n, x);
+    add(c, "out", F32, OUT, n, NULL, ref, (tol){2e-5, 2e-6}, (tol){1e-5, 1e-6});
+    c->i[0] = (int)n;
+    c->call = call_gelu_forward;
+    run_case(c);
+}
+
+static void call_gelu_backward(fm_backend *be, void *const *d, const op_case *c)
+{
+    const size_t n = (size_t)c->i[0];
+    be->ops->gelu_backward(be, F(2), CF(0), CF(1), n);
+    be->ops->gelu_backward(be, F(3), CF(0), CF(3), n); /* dinp aliases dout */
+}
+
+static void test_gelu_backward(void **state)
+{
+    (void)state;
+    const size_t n = 40001;
+    op_case *c = new_case("gelu_backward n=%zu (and dinp aliasing dout)", n);
+    float *x = rndf(310, n, -6, 6), *dout = rndf(311, n, -1, 1), *dout2 = rndf(311, n, -1, 1);
+    double *ref = zd(n), *ref2 = zd(n);
+    for (size_t i = 0; i < n; i++) {
+        double der;
+        gelu_ref(x[i], &der);
+        ref[i] = ref2[i] = der * dout[i];
+    }
+    const tol r = {2e-5, 2e-6}, x1 = {1e-5, 1e-6};
+    add_in(c, "inp", F32, n, x);
+    add_in(c, "dout", F32, n, dout);
+    add(c, "dinp", F32, OUT, n, NULL, ref, r, x1);
+    add(c, "dinp=dout", F32, INOUT, n, dout2, ref2, r, x1);
+    c->i[0] = (int)n;
+    c->call = call_gelu_backward;
+    run_case(c);
+}
+
+/* ---- attention --------------------------------------------------------------------------------- */
+
+/* attention shapes: B, T, C, NH */
+static const int att_shapes[][4] = {
+    {2, 37, 32, 2},                  /* hs 16, T not a multiple of 32 */
+    {1, 70, 128, 2},                 /* hs 64 (GPT-2) */
+    {2, 64, 48, 3},  {1, 33, 40, 1}, /* hs 40: lanes with no head dimension on a GPU */
+    {1, 1, 8, 2},                    /* T = 1 */
+    {1, 203, 16, 2}, /* several key blocks of 128 on the CPU: the online softmax rescales */
+};
+#define ATT_SHAPES ((int)(sizeof att_shapes / sizeof att_shapes[0]))
+
+/* Causal attention in double: out (B,T,C) and lse (B,NH,T) (either may be NULL). */
+static void att_ref(const float *qkv, int B, int T, int C, int NH, double *out, double *lse)
+{
+    const int hs = C / NH;
+    const double scale = 1.0 / sqrt((double)hs);
+    double *s = zd((size_t)T);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < T; i++) {
+                const float *q = qkv + ((size_t)b * T + i) * 3 * C + (size_t)h * hs;
+                double m = -INFINITY, z = 0.0;
+                for (int j = 0; j <= i; j++) {
+                    const float *k = qkv + ((size_t)b * T + j) * 3 * C + C + (size_t)h * hs;
+                    double dot = 0.0;
+                    for (int e = 0; e < hs; e++) dot += (double)q[e] * k[e];
+                    s[j] = dot * scale;
+                    m = s[j] > m ? s[j] : m;
+                }
+                for (int j = 0; j <= i; j++) z += exp(s[j] - m);
+                if (out) {
+                    double *o = out + ((size_t)b * T + i) * C + (size_t)h * hs;
+                    for (int e = 0; e < hs; e++) o[e] = 0.0;
+                    for (int j = 0; j <= i; j++) {
+                        const float *v = qkv + ((size_t)b * T + j) * 3 * C + 2 * C + (size_t)h * hs;
+                        const double p = exp(s[j] - m) / z;
+                        for (int e = 0; e < hs; e++) o[e] += p * v[e];
+                    }
+                }
+                if (lse) lse[((size_t)b * NH + h) * T + i] = m + log(z);
+            }
+    free(s);
+}
+
+static void call_attention_forward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->attention_forward(be, F(0), F(1), CF(2), c->i[0], c->i[1], c->i[2], c->i[3]);
+}
+
+static void test_attention_forward(void **state)
+{
+    (void)state;
+    for (int s = 0; s < ATT_SHAPES; s++) {
+        const int B = att_shapes[s][0], T = att_shapes[s][1], C = att_shapes[s][2];
+        const int NH = att_shapes[s][3];
+        const size_t n3 = (size_t)B * T * 3 * C, n1 = (size_t)B * T * C, nl = (size_t)B * NH * T;
+        op_case *c = new_case("attention_forward B=%d T=%d C=%d NH=%d", B, T, C, NH);
+        float *qkv = rndf(400 + s, n3, -2, 2);
+        double *out = zd(n1), *lse = zd(nl);
+        att_ref(qkv, B, T, C, NH, out, lse);
+        add(c, "out", F32, OUT, n1, NULL, out, (tol){2e-4, 2e-5}, (tol){1e-4, 1e-5});
+        add(c, "lse", F32, OUT, nl, NULL, lse, (tol){2e-4, 2e-5}, (tol){1e-4, 1e-5});
+        add_in(c, "qkv", F32, n3, qkv);
+        c->i[0] = B, c->i[1] = T, c->i[2] = C, c->i[3] = NH;
+        c->call = call_attention_forward;
+        run_case(c);
+    }
+}
+
+static void call_attention_backward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->attention_backward(be, F(0), CF(1), CF(2), CF(3), CF(4), c->i[0], c->i[1], c->i[2],
+                                c->i[3]);
+}
+
+static void test_attention_backward(void **state)
+{
+    (void)state;
+    for (int s = 0; s < ATT_SHAPES; s++) {
+        const int B = att_shapes[s][0], T = att_shapes[s][1], C = att_shapes[s][2];
+        const int NH = att_shapes[s][3], hs = C / NH;
+        const size_t n3 = (size_t)B * T * 3 * C, n1 = (size_t)B * T * C, nl = (size_t)B * NH * T;
+        op_case *c = new_case("attention_backward B=%d T=%d C=%d NH=%d", B, T, C, NH);
+        float *qkv = rndf(410 + s, n3, -2, 2), *dout = rndf(420 + s, n1, -1, 1);
+        double *od = zd(n1), *ld = zd(nl);
+        att_ref(qkv, B, T, C, NH, od, ld);
+        float *out = flt(od, n1),
+              *lse = flt(ld, nl); /* forward's fp32 results, as the op gets them */
+        double *dq = zd(n3);
+        const double scale = 1.0 / sqrt((double)hs);
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                for (int i = 0; i < T; i++) {
+                    const size_t ri = (size_t)b * T + i, hh = (size_t)h * hs;
+                    const float *q = qkv + ri * 3 * C + hh, *dO = dout + ri * C + hh;
+                    double D = 0.0;
+                    for (int e = 0; e < hs; e++) D += (double)dO[e] * out[ri * C + hh + e];
+                    for (int j = 0; j <= i; j++) {
+                        const size_t rj = (size_t)b * T + j;
+                        const float *k = qkv + rj * 3 * C + C + hh, *v = k + C;
+                        double sc = 0.0, dp = 0.0;
+                        for (int e = 0; e < hs; e++)
+                            sc += (double)q[e] * k[e], dp += (double)dO[e] * v[e];
+                        const double p = exp(sc * scale - lse[((size_t)b * NH + h) * T + i]);
+                        const double ds = p * (dp - D) * scale;
+                        for (int e = 0; e < hs; e++) {
+                            dq[ri * 3 * C + hh + e] += ds * k[e];
+                            dq[rj * 3 * C + C + hh + e] += ds * q[e];
+                            dq[rj * 3 * C + 2 * C + hh + e] += p * dO[e];
+                        }
+                    }
+                }
+        add(c, "dqkv", F32, OUT, n3, NULL, dq, (tol){2e-4, 2e-4}, (tol){1e-4, 1e-4});
+        add_in(c, "dout", F32, n1, dout);
+        add_in(c, "qkv", F32, n3, qkv);
+        add_in(c, "out", F32, n1, out);
+        add_in(c, "lse", F32, nl, lse);
+        c->i[0] = B, c->i[1] = T, c->i[2] = C, c->i[3] = NH;
+        c->call = call_attention_backward;
+        run_case(c);
+        free(od), free(ld);
+    }
+}
+
+/* The full sequence through attention_forward (tensor 5 "forward"), then attention_decode in chunks
+ * of Tq = 1, 3 and the rest from pos0 = 0; the decoded rows, gathered into (B,T,C) on the host, go to
+ * tensor 0 "out". Tensors: 0 out, 1 kcache, 2 vcache, 3 qkv by chunk, 4 qkv (B,T,3C), 5 forward,
+ * 6 lse, 7 one chunk's out (scratch). */
+static void call_attention_decode(fm_backend *be, void *const *d, const op_case *c)
+{
+    const int B = c->i[0], T = c->i[1], C = c->i[2], NH = c->i[3], maxT = c->i[4];
+    be->ops->attention_forward(be, F(5), F(6), CF(4), B, T, C, NH);
+    float *all = malloc((size_t)B * T * C * sizeof *all), *chunk = malloc((size_t)B * T * C * 4);
+    assert_true(all && chunk);
+    const int len[3] = {1, 3, T - 4};
+    for (int k = 0, pos0 = 0; k < 3; pos0 += len[k], k++) {
+        const int Tq = len[k];
+        be->ops->attention_decode(be, F(7), F(1), F(2), CF(3) + (size_t)B * pos0 * 3 * C, B, Tq,
+                                  pos0, maxT, C, NH);
+        FM_ASSERT_OK(be->ops->download(be, chunk, d[7], (size_t)B * Tq * C * sizeof *chunk));
+        for (int b = 0; b < B; b++)
+            memcpy(all + ((size_t)b * T + pos0) * C, chunk + (size_t)b * Tq * C,
+                   (size_t)Tq * C * sizeof *chunk);
+    }
+    FM_ASSERT_OK(be->ops->upload(be, d[0], all, (size_t)B * T * C * sizeof *all));
+    free(all), free(chunk);
+}
+
+static void test_attention_decode(void **state)
+{
+    (void)state;
+    for (int s = 0; s < ATT_SHAPES; s++) {
+        const int B = att_shapes[s][0], T = att_shapes[s][1], C = att_shapes[s][2];
+        const int NH = att_shapes[s][3], maxT = T + 3;
+        if (T < 5) continue; /* three chunks: 1, 3, the rest */
+        const size_t n3 = (size_t)B * T * 3 * C, n1 = (size_t)B * T * C, nl = (size_t)B * NH * T;
+        const size_t nc = (size_t)B * maxT * C;
+        op_case *c = new_case("attention_decode B=%d T=%d C=%d NH=%d maxT=%d, chunks 1, 3, %d", B,
+                              T, C, NH, maxT, T - 4);
+        float *qkv = rndf(430 + s, n3, -2, 2), *bychunk = malloc(n3 * sizeof *bychunk);
+        assert_non_null(bychunk);
+        const int len[3] = {1, 3, T - 4};
+        for (int k = 0, pos0 = 0; k < 3; pos0 += len[k], k++)
+            for (int b = 0; b < B; b++)
+                memcpy(bychunk + ((size_t)B * pos0 + (size_t)b * len[k]) * 3 * C,
+                       qkv + ((size_t)b * T + pos0) * 3 * C, (size_t)len[k] * 3 * C * sizeof *qkv);
+        float *kc = rndf(440 + s, nc, 100, 200), *vc = rndf(450 + s, nc, 100, 200);
+        double *rk = dbl(kc, nc), *rv = dbl(vc, nc);
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++)
+                for (int i = 0; i < C; i++) {
+                    const size_t ci = ((size_t)b * maxT + t) * C + i,
+                                 qi = ((size_t)b * T + t) * 3 * C;
+                    rk[ci] = qkv[qi + C + i];
+                    rv[ci] = qkv[qi + 2 * C + i];
+                }
+        double *out = zd(n1), *fwd = zd(n1), *lse = zd(nl);
+        att_ref(qkv, B, T, C, NH, out, lse);
+        memcpy(fwd, out, n1 * sizeof *fwd);
+        const tol r = {2e-4, 2e-5}, x1 = {1e-4, 1e-5};
+        const int o = add(c, "out", F32, OUT, n1, NULL, out, r, x1);
+        add(c, "kcache", F32, INOUT, nc, kc, rk, EXACT, EXACT);
+        add(c, "vcache", F32, INOUT, nc, vc, rv, EXACT, EXACT);
+        add_in(c, "qkv chunks", F32, n3, bychunk);
+        add_in(c, "qkv", F32, n3, qkv);
+        const int f = add(c, "forward", F32, OUT, n1, NULL, fwd, r, x1);
+        add(c, "lse", F32, OUT, nl, NULL, lse, r, x1);
+        add(c, "chunk out", F32, TEMP, n1, NULL, NULL, EXACT, EXACT);
+        c->t[o].match = f, c->t[o].match_tol = 1e-5;
+        c->i[0] = B, c->i[1] = T, c->i[2] = C, c->i[3] = NH, c->i[4] = maxT;
+        c->call = call_attention_decode;
+        run_case(c);
+    }
+}
+
+/* ---- softmax + cross-entropy ------------------------------------------------------------------- */
+
+static const int xent_shapes[][3] = {{13, 1000, 1024}, {7, 100, 128}, {4, 50257, 50304}};
+
+static void xent_ref(const float *lg, const int32_t *tg, int N, int V, int Vp, double *loss,
+                     double *lse)
+{
+    for (int n = 0; n < N; n++) {
+        const float *x = lg + (size_t)n * Vp;
+        double m = -INFINITY, z = 0.0;
+        for (int v = 0; v < V; v++) m = x[v] > m ? x[v] : m;
+        for (int v = 0; v < V; v++) z += exp(x[v] - m);
+        lse[n] = m + log(z);
+        loss[n] = lse[n] - x[tg[n]];
+    }
+}
+
+static void call_softmax_xent_forward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->softmax_xent_forward(be, F(0), F(1), CF(2), CI(3), c->i[0], c->i[1], c->i[2]);
+}
+
+static void test_softmax_xent_forward(void **state)
+{
+    (void)state;
+    for (int s = 0; s < 3; s++) {
+        const int N = xent_shapes[s][0], V = xent_shapes[s][1], Vp = xent_shapes[s][2];
+        op_case *c = new_case("softmax_xent_forward N=%d V=%d Vp=%d", N, V, Vp);
+        float *lg = rndf(500 + s, (size_t)N * Vp, -5, 5);
+        for (int n = 0; n < N; n++) /* padding that would dominate if it were counted */
+            for (int v = V; v < Vp; v++) lg[(size_t)n * Vp + v] = 1e4f;
+        int32_t *tg = rndi(510 + s, (size_t)N, V);
+        tg[0] = V - 1;
+        double *loss = zd(N), *lse = zd(N);
+        xent_ref(lg, tg, N, V, Vp, loss, lse);
+        const tol r = {2e-5, 2e-5}, x1 = {1e-5, 1e-5};
+        add(c, "losses", F32, OUT, N, NULL, loss, r, x1);
+        add(c, "lse", F32, OUT, N, NULL, lse, r, x1);
+        add_in(c, "logits", F32, (size_t)N * Vp, lg);
+        add_in(c, "targets", I32, N, tg);
+        c->i[0] = N, c->i[1] = V, c->i[2] = Vp;
+        c->call = call_softmax_xent_forward;
+        run_case(c);
+    }
+}
+
+static void call_softmax_xent_backward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->softmax_xent_backward(be, F(0), CF(1), CI(2), c->f[0], c->i[0], c->i[1], c->i[2]);
+}
+
+static void test_softmax_xent_backward(void **state)
+{
+    (void)state;
+    for (int s = 0; s < 3; s++) {
+        const int N = xent_shapes[s][0], V = xent_shapes[s][1], Vp = xent_shapes[s][2];
+        op_case *c = new_case("softmax_xent_backward N=%d V=%d Vp=%d (in place)", N, V, Vp);
+        float *lg = rndf(520 + s, (size_t)N * Vp, -5, 5);
+        for (int n = 0; n < N; n++)
+            for (int v = V; v < Vp; v++) lg[(size_t)n * Vp + v] = 1e4f;
+        int32_t *tg = rndi(530 + s, (size_t)N, V);
+        tg[0] = V - 1;
+        double *loss = zd(N), *ld = zd(N);
+        xent_ref(lg, tg, N, V, Vp, loss, ld);
+        float *lse = flt(ld, N);
+        const float dloss = 1.0f / (float)N;
+        double *ref = zd((size_t)N * Vp);
+        for (int n = 0; n < N; n++)
+            for (int v = 0; v < V; v++)
+                ref[(size_t)n * Vp + v] =
+                    (exp((double)lg[(size_t)n * Vp + v] - lse[n]) - (v == tg[n])) * dloss;
+        add(c, "dlogits", F32, INOUT, (size_t)N * Vp, lg, ref, (tol){2e-4, 2e-8},
+            (tol){1e-4, 1e-8});
+        add_in(c, "lse", F32, N, lse);
+        add_in(c, "targets", I32, N, tg);
+        c->i[0] = N, c->i[1] = V, c->i[2] = Vp;
+        c->f[0] = dloss;
+        c->call = call_softmax_xent_backward;
+        run_case(c);
+        free(loss), free(ld);
+    }
+}
+
+/* ---- optimizer --------------------------------------------------------------------------------- */
+
+static void call_adamw_update(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->adamw_update(be, F(0), F(1), F(2), F(3), (size_t)c->i[0], c->f[0], c->f[1], c->f[2],
+                          c->f[3], c->f[4], c->f[5], (int64_t)c->i[1]);
+}
+
+static void test_adamw_update(void **state)
+{
+    (void)state;
+    const size_t n = 10007;
+    const float lr = 1e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, gs = 0.7f;
+    const int t = 3;
+    op_case *c = new_case("adamw_update n=%zu t=%d", n, t);
+    float *p = rndf(600, n, -1, 1), *g = rndf(601, n, -0.1, 0.1), *m = rndf(602, n, -0.01, 0.01);
+    float *v = rndf(603, n, 0, 1e-4);
+    g[7] = 0.0f;
+    double *rp = zd(n), *rg = zd(n), *rm = zd(n), *rv = zd(n);
+    for (size_t i = 0; i < n; i++) {
+        const double gi = (double)g[i] * gs;
+        rm[i] = b1 * (double)m[i] + (1.0 - b1) * gi;
+        rv[i] = b2 * (double)v[i] + (1.0 - b2) * gi * gi;
+        const double mh = rm[i] / (1.0 - pow(b1, t)), vh = rv[i] / (1.0 - pow(b2, t));
+        rp[i] = p[i] - lr * (mh / (sqrt(vh) + eps) + wd * (double)p[i]);
+    }
+    const tol r = {2e-5, 2e-7}, x1 = {1e-5, 1e-7};
+    add(c, "params", F32, INOUT, n, p, rp, r, x1);
+    add(c, "grads", F32, INOUT, n, g, rg, EXACT, EXACT);
+    add(c, "m", F32, INOUT, n, m, rm, r, x1);
+    add(c, "v", F32, INOUT, n, v, rv, r, x1);
+    c->i[0] = (int)n, c->i[1] = t;
+    c->f[0] = lr, c->f[1] = b1, c->f[2] = b2, c->f[3] = eps, c->f[4] = wd, c->f[5] = gs;
+    c->call = call_adamw_update;
+    run_case(c);
+}
+
+/* The result is delivered on the host; it is uploaded into tensor 1 (one double) for comparison. */
+static void call_sum_squares(fm_backend *be, void *const *d, const op_case *c)
+{
+    double r = -1.0;
+    be->ops->sum_squares(be, &r, CF(0), (size_t)c->i[0]);
+    FM_ASSERT_OK(be->ops->upload(be, d[1], &r, sizeof r));
+}
+
+static void test_sum_squares(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {1, 255, 257, 1000003, 3000017};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        const size_t n = sizes[s];
+        op_case *c = new_case("sum_squares n=%zu", n);
+        float *x = rndf(700 + s, n, -1, 1);
+        long double acc = 0.0L;
+        for (size_t i = 0; i < n; i++) acc += (long double)x[i] * (long double)x[i];
+        double *ref = zd(1);
+        ref[0] = (double)acc;
+        add_in(c, "grads", F32, n, x);
+        add(c, "sum", F64, OUT, 1, NULL, ref, (tol){1e-12, 0.0}, (tol){1e-12, 0.0});
+        c->i[0] = (int)n;
+        c->call = call_sum_squares;
+        run_case(c);
+    }
+    for (int b = 0; b < g_nbe; b++) { /* n = 0 */
+        double z = -1.0;
+        g_be[b]->ops->sum_squares(g_be[b], &z, NULL, 0);
+        assert_true(z == 0.0);
+    }
+}
+
+/* ---- the cases, one per compute op ------------------------------------------------------------- */
+
+typedef struct op_entry {
+    const char *op;
+    size_t offset; /* offsetof(fm_kernel_ops, op): the slot this case covers */
+    void (*test)(void **state);
+} op_entry;
+
+#define OP_CASE(op)                                                                                \
+    {                                                                                              \
+#op, offsetof(fm_kernel_ops, op), test_##op                                                \
+    }
+static const op_entry g_ops[] = {
+    OP_CASE(encoder_forward),      OP_CASE(encoder_backward),      OP_CASE(layernorm_forward),
+    OP_CASE(layernorm_backward),   OP_CASE(residual_forward),      OP_CASE(matmul_forward),
+    OP_CASE(matmul_backward),      OP_CASE(gelu_forward),          OP_CASE(gelu_backward),
+    OP_CASE(attention_forward),    OP_CASE(attention_backward),    OP_CASE(attention_decode),
+    OP_CASE(softmax_xent_forward), OP_CASE(softmax_xent_backward), OP_CASE(adamw_update),
+    OP_CASE(sum_squares),
+};
+#define N_OPS ((int)(sizeof g_ops / sizeof g_ops[0]))
+
+/* The compute ops are the function pointers from encoder_forward to the end of the table (kernels.h);
+ * the cases must cover exactly those slots, each once. */
+static void test_every_op_has_a_case(void **state)
+{
+    (void)state;
+    const size_t first = offsetof(fm_kernel_ops, encoder_forward), slot = sizeof(fn_ptr);
+    assert_int_equal((sizeof(fm_kernel_ops) - first) % slot, 0);
+    const int nslots = (int)((sizeof(fm_kernel_ops) - first) / slot);
+    printf("  kernels.h: %d compute ops; this test: %d cases\n", nslots, N_OPS);
+    int bad = 0;
+    for (int s = 0; s < nslots; s++) {
+        const size_t off = first + (size_t)s * slot;
+        int n = 0;
+        for (int k = 0; k < N_OPS; k++) n += g_ops[k].offset == off;
+        if (n != 1) {
+            const char *prev = "no op with a case";
+            for (int k = 0; k < N_OPS; k++)
+                if (g_ops[k].offset + slot == off) prev = g_ops[k].op;
+            print_error(
+                "compute op %d of fm_kernel_ops (byte offset %zu, after %s) has %d cases in "
+                "tests/kernels/test_backend_ops.c, not 1: give it one (OP_CASE) with a "
+                "reference\n",
+                s, off, prev, n);
+            bad++;
+        }
+    }
+    for (int k = 0; k < N_OPS; k++) {
+        const size_t off = g_ops[k].offset;
+        if (off < first || (off - first) % slot != 0) {
+            print_error("case %s covers no compute op slot (offset %zu)\n", g_ops[k].op, off);
+            bad++;
+        }
+    }
+    assert_int_equal(bad, 0);
+    assert_int_equal(N_OPS, nslots);
+}
+
+/* ---- the registry and the tables --------------------------------------------------------------- */
+
+static void test_registry(void **state)
+{
+    (void)state;
+    const int n = fm_backend_count();
+    assert_true(n >= 1);
+    assert_string_equal(fm_backend_name(0), "cpu");
+    assert_null(fm_backend_name(n));
+    assert_null(fm_backend_name(-1));
+    for (int i = 0; i < n; i++) {
+        const char *name = fm_backend_name(i), *why = "unset";
+        assert_true(fm_backend_available(name));
+        const int dev = fm_backend_device_count(name, &why);
+        printf("  backend %d: %s, %d device(s)%s%s\n", i, name, dev, dev > 0 ? "" : ": ",
+               dev > 0 ? "" : why);
+        if (dev > 0)
+            assert_null(why);
+        else
+            assert_true(why && why[0]);
+    }
+    const char *why = NULL;
+    assert_int_equal(fm_backend_device_count("cpu", &why), 1);
+    assert_null(why);
+    assert_int_equal(fm_backend_device_count("tpu", &why), 0);
+    assert_true(why && why[0]);
+    assert_false(fm_backend_available("tpu"));
+    fm_backend *be = NULL;
+    fm_status st = fm_backend_create("tpu", 2, -1, &be);
+    assert_non_null(st);
+    assert_int_equal(fm_status_code(st), FM_ERR_CONFIG);
+    assert_non_null(strstr(fm_status_message(st), "tpu"));
+    assert_non_null(strstr(fm_status_message(st), "cpu")); /* lists the known names */
+    assert_null(be);
+    fm_status_free(&st);
+    if (!fm_backend_available("cuda")) { /* known, not compiled in: says how to get it */
+        assert_int_equal(fm_backend_device_count("cuda", &why), 0);
+        assert_true(why && why[0]);
+        st = fm_backend_create("cuda", 2, 0, &be);
+        assert_non_null(st);
+        assert_int_equal(fm_status_code(st), FM_ERR_CONFIG);
+        assert_non_null(strstr(fm_status_message(st), "FMTRAIN_CUDA"));
+        assert_null(be);
+        fm_status_free(&st);
+    }
+    FM_ASSERT_OK(fm_backend_create("cpu", 3, -1, &be));
+    assert_int_equal(be->threads, 3);
+    assert_int_equal(be->device, -1);
+    assert_non_null(be->impl);
+    fm_backend_free(&be);
+    assert_null(be);
+    fm_backend_free(&be); /* safe on NULL */
+    fm_backend_free(NULL);
+}
+
+static void test_tables(void **state)
+{
+    (void)state;
+    for (int b = 0; b < g_nbe; b++) {
+        fm_backend *be = g_be[b];
+        const fm_kernel_ops *o = be->ops;
+        assert_non_null(o->name);
+        int listed = 0;
+        for (int i = 0; i < fm_backend_count(); i++)
+            listed += strcmp(fm_backend_name(i), o->name) == 0;
+        assert_int_equal(listed, 1);
+        /* every function pointer, from destroy to the last compute op, is set */
+        const size_t first = offsetof(fm_kernel_ops, destroy), slot = sizeof(fn_ptr);
+        assert_int_equal((sizeof(fm_kernel_ops) - first) % slot, 0);
+        for (size_t off = first; off < sizeof(fm_kernel_ops); off += slot) {
+            fn_ptr f;
+            memcpy(&f, (const char *)o + off, sizeof f);
+            if (!f) fail_msg("backend %s: table entry at byte offset %zu is NULL", o->name, off);
+        }
+        /* caps */
+        const fm_backend_caps *cp = &o->caps;
+        assert_true(cp->host_memory == 0 || cp->host_memory == 1);
+        assert_true(cp->async == 0 || cp->async == 1);
+        assert_true(cp->peak_from_matmul == 0 || cp->peak_from_matmul == 1);
+        assert_true(cp->precisions != 0);
+        assert_int_equal(cp->precisions & ~(unsigned)(FM_PRECISION_FP32 | FM_PRECISION_BF16), 0);
+        assert_true(o->act_bytes == 4 || o->act_bytes == 2);
+        assert_true(cp->precisions & (o->act_bytes == 4 ? FM_PRECISION_FP32 : FM_PRECISION_BF16));
+        assert_true(be->threads >= 1);
+        assert_true(be->device >= -1);
+        /* describe */
+        char d[256];
+        memset(d, 'x', sizeof d);
+        o->describe(be, d, sizeof d);
+        assert_non_null(memchr(d, '\0', sizeof d));
+        assert_true(strlen(d) > 0);
+        printf("  %-5s %s; host_memory %d, async %d, precisions 0x%x, peak_from_matmul %d\n",
+               o->name, d, cp->host_memory, cp->async, cp->precisions, cp->peak_from_matmul);
+        char small[6];
+        memset(small, 'x', sizeof small);
+        o->describe(be, small, sizeof small);
+        assert_true(strlen(small) < sizeof small);
+        memset(small, 'x', sizeof small);
+        o->describe(be, small, 1);
+        assert_int_equal(small[0], '\0');
+        assert_int_equal(small[1], 'x');
+        o->describe(be, small, 0); /* writes nothing */
+        assert_int_equal(small[1], 'x');
+    }
+}
+
+static void test_memory(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {0, 1, 100, 100003 * sizeof(float), (size_t)5 << 20};
+    for (int b = 0; b < g_nbe; b++) {
+        fm_backend *be = g_be[b];
+        for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+            const size_t n = sizes[k];
+            unsigned char *p = NULL, *h = malloc(n + 1), *back = malloc(n + 1);
+            assert_true(h && back);
+            FM_ASSERT_OK(be->ops->alloc(be, (void **)&p, n));
+            assert_non_null(p);
+            FM_ASSERT_OK(be->ops->download(be, back, p, n));
+            for (size_t i = 0; i < n; i++)
+                if (back[i]) fail_msg("%s: alloc(%zu): byte %zu not zero", be->ops->name, n, i);
+            for (size_t i = 0; i < n; i++) h[i] = (unsigned char)(i * 31 + 7);
+            FM_ASSERT_OK(be->ops->upload(be, p, h, n));
+            FM_ASSERT_OK(be->ops->download(be, back, p, n));
+            assert_memory_equal(back, h, n);
+            if (be->ops->caps.host_memory) assert_memory_equal(p, h, n); /* readable directly */
+            if (n > 2) {
+                be->ops->zero(be, p + 1, n - 2); /* a sub-range: the ends keep their values */
+                FM_ASSERT_OK(be->ops->sync(be));
+                FM_ASSERT_OK(be->ops->download(be, back, p, n));
+                assert_int_equal(back[0], h[0]);
+                assert_int_equal(back[n - 1], h[n - 1]);
+                for (size_t i = 1; i + 1 < n; i++)
+                    if (back[i])
+                        fail_msg("%s: zero(%zu): byte %zu not zero", be->ops->name, n - 2, i);
+            }
+            FM_ASSERT_OK(be->ops->sync(be));
+            be->ops->free(be, p);
+            free(h), free(back);
+        }
+        FM_ASSERT_OK(be->ops->sync(be));
+    }
+}
+
+/* ---- main -------------------------------------------------------------------------------------- */
+
+/* Names in FM_TEST_REQUIRE_BACKENDS must not be skipped. */
+static int required(const char *name)
+{
+    const char *req = getenv("FM_TEST_REQUIRE_BACKENDS");
+    if (!req) return 0;
+    const size_t len = strlen(name);
+    for (const char *p = req; (p = strstr(p, name)) != NULL; p += len) {
+        const int starts = p == req || p[-1] == ' ' || p[-1] == ',';
+        const int ends = p[len] == '\0' || p[len] == ' ' || p[len] == ',';
+        if (starts && ends) return 1;
+    }
+    return 0;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    int missing = 0;
+    for (int i = 0; i < fm_backend_count() && g_nbe < MAX_BE; i++) {
+        const char *name = fm_backend_name(i), *why = NULL;
+        if (fm_backend_device_count(name, &why) <= 0) {
+            printf("[ SKIPPED  ] backend %s: no device (%s)%s\n", name,
+                   why ? why : "no reason given",
+                   required(name) ? ": but FM_TEST_REQUIRE_BACKENDS requires it" : "");
+            missing += required(name);
+            continue;
+        }
+        fm_status st = fm_backend_create(name, 2, 0, &g_be[g_nbe]);
+        if (st) {
+            fm_status_print(st, stderr, 1);
+            fm_status_free(&st);
+            return -1;
+        }
+        char d[256];
+        g_be[g_nbe]->ops->describe(g_be[g_nbe], d, sizeof d);
+        printf("[ BACKEND  ] %s: %s\n", name, d);
+        g_nbe++;
+    }
+    if (g_nbe == 0 || strcmp(g_be[0]->ops->name, "cpu") != 0) return -1; /* cpu: the reference */
+    return missing ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int b = 0; b < g_nbe; b++) fm_backend_free(&g_be[b]);
+    g_nbe = 0;
+    return 0;
+}
+
+int main(void)
+{
+    struct CMUnitTest tests[4 + N_OPS];
+    int n = 0;
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_every_op_has_a_case);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_registry);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_tables);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_memory);
+    for (int k = 0; k < N_OPS; k++)
+        tests[n++] = (struct CMUnitTest){g_ops[k].op, g_ops[k].test, NULL, NULL, NULL};
+    return _cmocka_run_group_tests("backend_ops", tests, (size_t)n, setup, teardown);
+}
