@@ -230,7 +230,7 @@ int main(int argc, char **argv)
     const double peak = 2.0 * n * (double)n * n / best;
     cpu->ops->free(cpu, a), cpu->ops->free(cpu, b), cpu->ops->free(cpu, c);
 
-    fm_model_shape shape = {L, NH, C, T, V};
+    fm_model_shape shape = {L, NH, C, T, V, "gpt2"};
     fm_model *model = NULL;
     fm_optimizer *opt = NULL;
     if ((st = fm_model_create(&shape, be, B, &model))) return die(st);

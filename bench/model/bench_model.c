@@ -144,7 +144,7 @@ static fm_status gemm_peak(fm_backend *be, int n, int threads, int cpu_clock,
     *backend_gflops = best;
 
     *blas_gflops = 0.0;
-    if (strcmp(be->ops->name, "cpu") == 0) { /* host pointers: plain CBLAS on the same buffers */
+    if (be->ops->caps.host_memory) { /* host pointers: plain CBLAS on the same buffers */
 #ifdef FM_HAVE_OPENBLAS
         openblas_set_num_threads(threads);
 #endif
@@ -238,7 +238,7 @@ static fm_status bench(const bench_args *ar)
     int32_t *tok = NULL, *tgt = NULL;
     double *t_step = NULL, *t_fwd = NULL, *t_bwd = NULL, *t_opt = NULL;
     const fm_model_shape shape = {(int)ar->layers, (int)ar->heads, (int)ar->dim, (int)ar->max_seq,
-                                  (int)ar->vocab};
+                                  (int)ar->vocab, "gpt2"};
     const int B = (int)ar->batch, T = (int)ar->seq, P = (int)ar->threads;
 
     FM_TRY(fm_model_shape_check(&shape));
@@ -253,10 +253,11 @@ static fm_status bench(const bench_args *ar)
     const double N = (double)mem.n_params;
     const double flops_per_token = 6.0 * N + 6.0 * L * T * C;
 
-    printf("fmtrain-bench: GPT-2 training step (forward + backward + grad norm + AdamW), fp32, %s backend, "
-           "%s clock\n", strcmp(be->ops->name, "cpu") == 0 ? "CPU" : "CUDA",
-           ar->cpu_clock ? "CPU-time-per-thread" : "wall");
-    if (be->device >= 0) printf("device: %s, ordinal %d\n", be->ops->name, be->device);
+    char dev[256];
+    be->ops->describe(be, dev, sizeof dev);
+    printf("fmtrain-bench: %s training step (forward + backward + grad norm + AdamW), fp32, %s backend, "
+           "%s clock\n", fm_model_arch(m), be->ops->name, ar->cpu_clock ? "CPU-time-per-thread" : "wall");
+    printf("device: %s\n", dev);
     print_machine(stdout);
     printf("BLAS: %s\n", fm_backend_blas_info());
     printf("shape: layers=%d heads=%d dim=%d vocab=%d (padded %d) seq=%d (max %d) batch=%d threads=%d\n",

@@ -562,7 +562,7 @@ static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoin
     /* The model's shape. */
     fm_model_memory_info mem;
     fm_model_memory(model, &mem);
-    FM_TRY(fm_checkpoint_file_attr_str(f, "/model", "arch", "gpt2"));
+    FM_TRY(fm_checkpoint_file_attr_str(f, "/model", "arch", fm_model_arch(model)));
     FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_layer", shape->n_layer));
     FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_head", shape->n_head));
     FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "d_model", shape->d_model));
@@ -922,7 +922,7 @@ static fm_status load_model_file(const char *path, fm_backend *be, int max_batch
 {
     fm_checkpoint_file *f = NULL;
     FM_TRY(open_checkpoint(MPI_COMM_NULL, path, NULL, NULL, &f));
-    fm_model_shape s;
+    fm_model_shape s = {.arch = "gpt2"}; /* the only family so far; /model arch names it */
     int64_t v[5] = {0, 0, 0, 0, 0};
     const char *names[5] = {"n_layer", "n_head", "d_model", "max_seq_len", "vocab_size"};
     fm_status st = NULL;
@@ -941,7 +941,7 @@ static fm_status load_model_file(const char *path, fm_backend *be, int max_batch
         st = fm_model_shape_check(&s);
         if (st) st = fm_status_prefix(st, "%s holds an invalid model shape", path);
     }
-    if (!st) st = fm_model_create(&s, be, max_batch, &m);
+    if (!st) st = fm_model_create_opts(&s, be, &(fm_model_options){FM_MODEL_DECODE, max_batch}, &m);
     fm_checkpoint_tensor *table = NULL;
     int nt = 0;
     if (!st) st = model_table(m, &table, &nt);

@@ -1,9 +1,12 @@
 /* cmd_sample.c — `fmtrain sample --checkpoint PATH [--prompt TEXT] [--tokens N] [--temperature T]
- * [--top-k K] [--seed S]`: text from a trained model with the KV-cache sampler (src/model/sampler.h).
+ * [--top-k K] [--seed S] [--device D] [--threads N]`: text from a trained model.
  *
- * Serial: no MPI. Loads the model and its tokenizer from a checkpoint (fm_checkpoint_load_model: a
- * file, or a run directory meaning its newest good checkpoint), encodes the prompt, generates, and
- * prints the prompt followed by the generated text as it is produced. */
+ * Serial: no MPI. Creates the backend (--device), loads the model as a decode model with its K/V
+ * caches and its tokenizer from a checkpoint (fm_checkpoint_load_model: a file, or a run directory
+ * meaning its newest good checkpoint), encodes the prompt, generates with src/model/sampler.h (the
+ * model's own forward through the backend, one decode call per token), and prints the prompt
+ * followed by the generated text as it is produced. The banner on stderr names the checkpoint
+ * file used, the model and the device. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,12 +21,13 @@
 
 static const char sample_help[] =
     "Usage: fmtrain sample --checkpoint PATH [--prompt TEXT] [--tokens N] [--temperature T]\n"
-    "                      [--top-k K] [--seed S] [--threads N]\n"
+    "                      [--top-k K] [--seed S] [--device cpu|cuda|auto] [--threads N]\n"
     "\n"
     "Generates text from a trained model. PATH is a checkpoint file, or a run directory (its newest\n"
-    "checkpoint whose checksums verify). The prompt is encoded with the tokenizer stored in the\n"
-    "checkpoint; generation keeps a KV cache, so each new token costs one single-token pass. When the\n"
-    "text reaches the model's seq_len, the context slides (the last seq_len/2 tokens are kept).\n"
+    "checkpoint whose checksums verify); the file used is named on stderr. The prompt is encoded with\n"
+    "the tokenizer stored in the checkpoint; the model runs its own forward on the chosen device and\n"
+    "keeps a KV cache, so each new token costs one single-token pass. When the text reaches the\n"
+    "model's seq_len, the context slides (the last seq_len/2 tokens are kept).\n"
     "\n"
     "Options:\n"
     "  --checkpoint PATH   checkpoint file or run directory (required)\n"
@@ -31,8 +35,11 @@ static const char sample_help[] =
     "  --tokens N          tokens to generate (default 200)\n"
     "  --temperature T     0 = greedy; otherwise sample from softmax(logits/T) (default 0.8)\n"
     "  --top-k K           sample only among the K most likely tokens; 0 = all (default 40)\n"
-    "  --seed S            random seed of the sampling (default 1); same seed, same text\n"
-    "  --threads N         CPU threads for loading (default 1)\n"
+    "  --seed S            random seed of the sampling (default 1); same seed, same text on the\n"
+    "                      same device and thread count\n"
+    "  --device D          cpu, cuda, or auto: cuda when built in and a GPU is visible, else cpu\n"
+    "                      (default auto, as [runtime] device)\n"
+    "  --threads N         CPU threads of the cpu device (default 1)\n"
     "  --help              show this help\n";
 
 typedef struct print_ctx {
@@ -59,13 +66,13 @@ static fm_status sample_run(int argc, char **argv, const fm_cmd_env *env)
 {
     (void)env;
     const char *ckpt = NULL, *prompt = NULL, *ntok_s = NULL, *temp_s = NULL, *topk_s = NULL,
-               *seed_s = NULL, *threads_s = NULL;
+               *seed_s = NULL, *threads_s = NULL, *device_s = NULL;
     fm_cli_list pos = {0};
     const fm_cli_opt opts[] = {
         {"checkpoint", FM_CLI_STRING, &ckpt},     {"prompt", FM_CLI_STRING, &prompt},
         {"tokens", FM_CLI_STRING, &ntok_s},       {"temperature", FM_CLI_STRING, &temp_s},
         {"top-k", FM_CLI_STRING, &topk_s},        {"seed", FM_CLI_STRING, &seed_s},
-        {"threads", FM_CLI_STRING, &threads_s},
+        {"threads", FM_CLI_STRING, &threads_s},   {"device", FM_CLI_STRING, &device_s},
     };
     fm_status st = NULL;
     fm_backend *be = NULL;
@@ -74,7 +81,7 @@ static fm_status sample_run(int argc, char **argv, const fm_cmd_env *env)
     fm_sampler *s = NULL;
     fm_tokenizer_ids ids = {0};
     int32_t *prompt_ids = NULL;
-    FM_TRY_GOTO(st, done, fm_cli_parse("sample", argc, argv, opts, 7, &pos));
+    FM_TRY_GOTO(st, done, fm_cli_parse("sample", argc, argv, opts, (int)(sizeof opts / sizeof *opts), &pos));
     if (pos.n != 0 || !ckpt) {
         st = FM_ERR(FM_ERR_USAGE, "fmtrain sample: %s; usage: fmtrain sample --checkpoint PATH "
                                   "[--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]",
@@ -89,7 +96,14 @@ static fm_status sample_run(int argc, char **argv, const fm_cmd_env *env)
     if (threads_s) FM_TRY_GOTO(st, done, fm_cli_int("--threads", threads_s, 1, 4096, &threads));
     if (temp_s) FM_TRY_GOTO(st, done, fm_cli_double("--temperature", temp_s, 0.0, 100.0, &temperature));
 
-    FM_TRY_GOTO(st, done, fm_backend_create("cpu", (int)threads, -1, &be));
+    const char *device = device_s ? device_s : "auto";
+    if (strcmp(device, "auto") == 0)
+        device = fm_backend_device_count("cuda", NULL) > 0 ? "cuda" : "cpu";
+    else if (strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0) {
+        st = FM_ERR(FM_ERR_USAGE, "fmtrain sample: --device %s: expected cpu, cuda or auto", device);
+        goto done;
+    }
+    FM_TRY_GOTO(st, done, fm_backend_create(device, (int)threads, 0, &be));
     char used[4096] = "";
     FM_TRY_GOTO(st, done, fm_checkpoint_load_model(ckpt, be, 1, &model, &tok, used, sizeof used));
     if (!tok) {
@@ -99,8 +113,7 @@ static fm_status sample_run(int argc, char **argv, const fm_cmd_env *env)
                                   "--tokenizer-from) and train again", used);
         goto done;
     }
-    const fm_model_shape shape_copy = *fm_model_get_shape(model);
-    const fm_model_shape *shape = &shape_copy; /* the model is freed before generation */
+    const fm_model_shape *shape = fm_model_get_shape(model);
     if (fm_tokenizer_vocab_size(tok) > (uint32_t)shape->vocab_size) {
         st = FM_ERR(FM_ERR_INPUT, "%s: the tokenizer has %u tokens but the model only %d", used,
                     fm_tokenizer_vocab_size(tok), shape->vocab_size);
@@ -132,11 +145,12 @@ static fm_status sample_run(int argc, char **argv, const fm_cmd_env *env)
                         "only its last %d tokens are used as context\n",
                 n_prompt, shape->max_seq_len, shape->max_seq_len);
     FM_TRY_GOTO(st, done, fm_sampler_create(model, &s));
-    fm_model_free(&model); /* the sampler holds its own host copy of the weights */
-    fprintf(stderr, "fmtrain sample: %s (%d layers, d_model %d, seq_len %d, vocabulary %d); "
-                    "%lld tokens, temperature %g, top-k %lld, seed %lld\n",
-            used, shape->n_layer, shape->d_model, shape->max_seq_len, shape->vocab_size, ntok,
-            temperature, topk, seed);
+    char dev[256];
+    be->ops->describe(be, dev, sizeof dev);
+    fprintf(stderr, "fmtrain sample: checkpoint %s (%s, %d layers, d_model %d, seq_len %d, "
+                    "vocabulary %d) on %s; %lld tokens, temperature %g, top-k %lld, seed %lld\n",
+            used, fm_model_arch(model), shape->n_layer, shape->d_model, shape->max_seq_len,
+            shape->vocab_size, dev, ntok, temperature, topk, seed);
     if (prompt) fputs(prompt, stdout);
     fflush(stdout);
     print_ctx pc = {tok, stdout};
@@ -154,5 +168,5 @@ done:
     return st;
 }
 
-const fm_command fm_cmd_sample = {"sample", "generate text from a checkpoint (KV-cache sampling)",
+const fm_command fm_cmd_sample = {"sample", "generate text from a checkpoint (the model's forward with a KV cache)",
                                   sample_help, 0, sample_run};

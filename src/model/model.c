@@ -1,21 +1,27 @@
-/* model.c — GPT-2 forward/backward scheduled over the backend's kernel table (see model.h).
+/* model.c — the model core (see model.h): the tensor table and flat buffers built from a family's
+ * layout (family.h), initialisation, the activation arena, and the forward / backward / decode
+ * drivers that validate inputs, upload tokens, run the family's embedding, blocks and head, compute
+ * the loss and report gradients as they become final.
  *
- * Everything that touches tensor memory is a call through be->ops; this file computes layouts,
- * validates inputs, initialises weights on the host and schedules kernels. Shapes are written on
- * every view: B micro-batch, T sequence, C channels, NH heads, L layers, V vocabulary, Vp padded
- * vocabulary, N = B*T rows. Views of the arena are sized for (max_batch, max_seq_len); a call with
- * smaller B, T uses the first B*T rows of each view, so each stays a contiguous (B,T,...) array.
+ * Everything that touches tensor memory is a call through be->ops, made here (loss, zeroing,
+ * transfers) or by the family; this file computes layouts, validates inputs, initialises weights on
+ * the host and schedules. Nothing here knows a tensor's name or what a block computes. Shapes: B
+ * sequences, T tokens, C channels, L layers, V vocabulary, Vp padded vocabulary, N = B*T rows.
  *
- * Memory plan (why the arena is what it is):
- *   - kept for backward, per layer: ln1, qkv, atty, res2, ln2, fch, fch_gelu, res3 (16*N*C elements),
- *     LayerNorm mean/rstd (4*N fp32) and the attention log-sum-exp (NH*N fp32). No (T,T) tensor.
- *   - the outputs of attn.c_proj and mlp.c_proj are not kept: they only feed a residual add, whose
- *     backward does not need them, so they go to a scratch buffer.
- *   - backward needs no residual_backward: the residual stream's gradient `dres` is one (N,C) buffer
- *     that the LayerNorm backward kernels accumulate into while the projections' gradients read it
- *     directly (d(res + x) = dres for both). Activation gradients live in three scratch buffers reused
- *     by every layer: dres (N,C), dln (N,C) and dbig (N,4C) (also dqkv (N,3C)).
- *   - dlogits overwrite the logits in place (no second (N,Vp) buffer).
+ * The arena (one backend allocation; every view 64-byte aligned, sized for the largest call; a
+ * smaller call uses the first rows of each view, so each stays a contiguous (B,T,...) array):
+ *   training:  tokens (N) | targets (N) | x0 (N,C) | L x the family's layer activations (N rows) |
+ *              head activations (N rows) | losses (N) | loss lse (N) || logits (N,Vp) ||
+ *              dres (N,C) | the family's scratch (N rows)
+ *   decode:    tokens (N) | x0 (N,C) | min(L,2) x the layer activations (N rows; block l uses set
+ *              l%2, so its input, the previous block's output, is never overwritten) | head
+ *              activations (1 row) || logits (B,Vp) || forward scratch (N rows) ||
+ *              L x (K cache, V cache) (B,maxT,kv_per_row) each
+ *   with N = max_batch * max_seq_len. dres is the residual stream's gradient (N,C): zeroed before
+ *   the head's backward, accumulated into by the head, then carried down through the blocks (each
+ *   block's backward turns d(output) into d(input) in place) into the embedding's backward. The
+ *   logits are overwritten in place by dlogits (no second (N,Vp) buffer). One planner, plan_arena,
+ *   both carves the arena and is the formula of fm_model_memory_estimate.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -27,52 +33,32 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/rng.h"
 #include "core/util.h"
+#include "model/family.h"
 
 #define FM_MODEL_ALIGN 64 /* bytes: every view of the arena starts on a cache line */
 
-/* Order of the tensors inside one layer (model.h) and inside the head range. */
-enum {
-    LT_LN1W, LT_LN1B, LT_QKVW, LT_QKVB, LT_ATTPROJW, LT_ATTPROJB,
-    LT_LN2W, LT_LN2B, LT_FCW, LT_FCB, LT_FCPROJW, LT_FCPROJB, LT_COUNT
-};
-enum { HT_WTE, HT_WPE, HT_LNFW, HT_LNFB, HT_COUNT };
-
-/* Activations of one block kept for backward. */
-typedef struct layer_acts {
-    float *ln1;      /* (B,T,C) */
-    float *ln1_mean; /* (B,T) fp32 */
-    float *ln1_rstd; /* (B,T) fp32 */
-    float *qkv;      /* (B,T,3C) */
-    float *atty;     /* (B,T,C) */
-    float *att_lse;  /* (B,NH,T) fp32 */
-    float *res2;     /* (B,T,C) residual after attention */
-    float *ln2;      /* (B,T,C) */
-    float *ln2_mean; /* (B,T) fp32 */
-    float *ln2_rstd; /* (B,T) fp32 */
-    float *fch;      /* (B,T,4C) */
-    float *fch_gelu; /* (B,T,4C) */
-    float *res3;     /* (B,T,C) residual after the MLP = the block's output */
-} layer_acts;
-
-typedef struct acts {
-    int32_t *tokens;  /* (B,T) device copy */
-    int32_t *targets; /* (B,T) device copy */
-    float *encoded;   /* (B,T,C) */
-    float *lnf;       /* (B,T,C) */
-    float *lnf_mean;  /* (B,T) fp32 */
-    float *lnf_rstd;  /* (B,T) fp32 */
-    float *losses;    /* (B,T) fp32 */
-    float *loss_lse;  /* (B,T) fp32 */
-    float *logits;    /* (B,T,Vp), dlogits after backward */
-    float *dres;      /* (B,T,C) scratch: gradient of the residual stream */
-    float *dln;       /* (B,T,C) scratch: gradient into a LayerNorm output / attention output;
-                         forward: output of the c_proj matmuls */
-    float *dbig;      /* (B,T,4C) scratch: dfch, dqkv */
-} acts;
+/* Views of the arena (see the top of this file). */
+typedef struct views {
+    int32_t *tokens;                 /* (N) device copy */
+    int32_t *targets;                /* (N) device copy; training */
+    float *x0;                       /* (N,C) the embedding's output */
+    float **layer_acts;              /* (nsets * n_layer_acts): set s, activation i at s*n + i */
+    float *head_acts[FM_FAMILY_MAX]; /* training N rows, decode 1 row */
+    float *losses;                   /* (N) fp32; training */
+    float *loss_lse;                 /* (N) fp32; training */
+    float *logits;                   /* training (N,Vp) (dlogits after backward); decode (B,Vp) */
+    float *dres;                     /* (N,C) d residual stream; training */
+    float *scratch[FM_FAMILY_MAX];   /* the family's scratch (train_only ones NULL in decode) */
+    float **kcache, **vcache;        /* (L) each (B,maxT,kv_per_row); decode */
+} views;
 
 struct fm_model {
     fm_model_shape shape;
+    const fm_family *fam;
+    fm_family_layout lay;
+    fm_model_mode mode;
     int Vp;
     int max_batch;
     fm_backend *be;
@@ -85,20 +71,25 @@ struct fm_model {
     size_t layer_numel;            /* floats per layer */
 
     float *params; /* (nparams) */
-    float *grads;  /* (nparams) */
+    float *grads;  /* (nparams); NULL in decode */
+    float **pview; /* (ntensors) parameter tensor i = params + tensors[i].offset */
+    float **gview; /* (ntensors) the same in grads; NULL in decode */
 
     void *arena;
     size_t arena_bytes;
-    acts a;
-    layer_acts *layers; /* (L) */
+    int nsets; /* layer activation sets: L (training), min(L, 2) (decode) */
+    views v;
 
-    float *losses_host; /* (max_batch * maxT) */
+    float *losses_host; /* (max_batch * maxT); training */
     fm_model_memory_info mem;
 
-    /* state of the last forward */
+    /* state of the last forward (training) */
     int B, T;
-    int have_forward;  /* logits of the last forward are valid */
-    int have_targets;  /* the last forward had targets and backward has not consumed it */
+    int have_forward; /* logits of the last forward are valid */
+    int have_targets; /* the last forward had targets and backward has not consumed it */
+    /* decode state */
+    int dec_pos; /* tokens per sequence in the caches */
+    int dec_B;   /* sequences since the last reset (0: none yet) */
 };
 
 /* ---- shapes and layout ----------------------------------------------------------------------- */
@@ -108,8 +99,27 @@ int fm_model_padded_vocab(int vocab_size)
     return (int)(((int64_t)vocab_size + 127) / 128 * 128);
 }
 
+/* The family of s->arch, or an FM_ERR_CONFIG naming the known ones. */
+static fm_status find_family(const fm_model_shape *s, const fm_family **out)
+{
+    char known[128];
+    *out = NULL;
+    if (!memchr(s->arch, '\0', sizeof s->arch))
+        return FM_ERR(FM_ERR_CONFIG, "model: arch is not a NUL-terminated name of at most %d "
+                      "characters (known: %s)", FM_MODEL_ARCH_MAX - 1,
+                      fm_family_names(known, sizeof known));
+    const fm_family *f = fm_family_find(s->arch);
+    if (!f)
+        return FM_ERR(FM_ERR_CONFIG, "model: unknown model family arch = '%s' (known: %s)", s->arch,
+                      fm_family_names(known, sizeof known));
+    *out = f;
+    return NULL;
+}
+
 fm_status fm_model_shape_check(const fm_model_shape *s)
 {
+    const fm_family *fam = NULL;
+    FM_TRY(find_family(s, &fam));
     if (s->n_layer < 1) return FM_ERR(FM_ERR_CONFIG, "model: n_layer must be >= 1, got %d", s->n_layer);
     if (s->n_head < 1) return FM_ERR(FM_ERR_CONFIG, "model: n_head must be >= 1, got %d", s->n_head);
     if (s->d_model < 1) return FM_ERR(FM_ERR_CONFIG, "model: d_model must be >= 1, got %d", s->d_model);
@@ -124,83 +134,83 @@ fm_status fm_model_shape_check(const fm_model_shape *s)
     if (s->vocab_size < 1 || s->vocab_size > INT_MAX - 128)
         return FM_ERR(FM_ERR_CONFIG, "model: vocab_size must be in [1, %d], got %d", INT_MAX - 128,
                       s->vocab_size);
+    if (fam->check) FM_TRY(fam->check(s));
     return NULL;
 }
 
 static size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
-/* Fills the tensor table; returns the number of tensors written (table may be NULL to count). */
-static int build_table(const fm_model_shape *s, int Vp, fm_model_tensor_info *tab, size_t *nparams,
-                       size_t *layer0, size_t *layer_numel)
+static size_t spec_numel(const fm_tensor_spec *sp)
 {
-    const int64_t C = s->d_model, L = s->n_layer;
+    return (size_t)sp->rows * (size_t)(sp->cols ? sp->cols : 1);
+}
+
+/* The spec of tensor i of the table (head tensors, then the layers' tensors in turn). */
+static const fm_tensor_spec *spec_of(const fm_family_layout *lay, int i)
+{
+    return i < lay->n_head_tensors ? &lay->head_tensors[i]
+                                   : &lay->layer_tensors[(i - lay->n_head_tensors) % lay->n_layer_tensors];
+}
+
+/* Sizes of the layout: floats, real parameters, head range, one layer. */
+static void layout_sizes(const fm_family_layout *lay, int L, size_t *nparams, size_t *nreal,
+                         size_t *layer0, size_t *layer_numel)
+{
+    size_t head = 0, layer = 0, real = 0;
+    for (int i = 0; i < lay->n_head_tensors; i++) {
+        const fm_tensor_spec *sp = &lay->head_tensors[i];
+        head += spec_numel(sp);
+        real += (size_t)sp->real_rows * (size_t)(sp->cols ? sp->cols : 1);
+    }
+    for (int i = 0; i < lay->n_layer_tensors; i++) {
+        const fm_tensor_spec *sp = &lay->layer_tensors[i];
+        layer += spec_numel(sp);
+        real += (size_t)L * (size_t)sp->real_rows * (size_t)(sp->cols ? sp->cols : 1);
+    }
+    if (nparams) *nparams = head + (size_t)L * layer;
+    if (nreal) *nreal = real;
+    if (layer0) *layer0 = head;
+    if (layer_numel) *layer_numel = layer;
+}
+
+/* Fills the tensor table (head range, then layer 0, 1, ...), contiguous in table order. */
+static void build_table(const fm_family *fam, const fm_family_layout *lay, int L,
+                        fm_model_tensor_info *tab)
+{
     size_t off = 0;
     int n = 0;
-    /* name suffix, rows, cols (0 = 1-D), decay, HF-transposed, is 2-D weight */
-    struct spec {
-        const char *name;
-        int64_t rows, cols;
-        int decay, hf_t;
-    };
-    const struct spec head[HT_COUNT] = {
-        {"wte.weight", Vp, C, 1, 0},
-        {"wpe.weight", s->max_seq_len, C, 1, 0},
-        {"ln_f.weight", C, 0, 0, 0},
-        {"ln_f.bias", C, 0, 0, 0},
-    };
-    const struct spec layer[LT_COUNT] = {
-        {"ln_1.weight", C, 0, 0, 0},
-        {"ln_1.bias", C, 0, 0, 0},
-        {"attn.c_attn.weight", 3 * C, C, 1, 1},
-        {"attn.c_attn.bias", 3 * C, 0, 0, 0},
-        {"attn.c_proj.weight", C, C, 1, 1},
-        {"attn.c_proj.bias", C, 0, 0, 0},
-        {"ln_2.weight", C, 0, 0, 0},
-        {"ln_2.bias", C, 0, 0, 0},
-        {"mlp.c_fc.weight", 4 * C, C, 1, 1},
-        {"mlp.c_fc.bias", 4 * C, 0, 0, 0},
-        {"mlp.c_proj.weight", C, 4 * C, 1, 1},
-        {"mlp.c_proj.bias", C, 0, 0, 0},
-    };
-    for (int64_t l = -1; l < L; l++) {
-        const struct spec *sp = l < 0 ? head : layer;
-        int count = l < 0 ? HT_COUNT : LT_COUNT;
-        if (l == 0 && layer0) *layer0 = off;
-        size_t start = off;
-        for (int i = 0; i < count; i++) {
-            size_t numel = (size_t)sp[i].rows * (size_t)(sp[i].cols ? sp[i].cols : 1);
-            if (tab) {
-                fm_model_tensor_info *t = &tab[n];
-                memset(t, 0, sizeof *t);
-                if (l < 0)
-                    snprintf(t->name, sizeof t->name, "%s", sp[i].name);
-                else
-                    snprintf(t->name, sizeof t->name, "h.%d.%s", (int)l, sp[i].name);
-                snprintf(t->hf_name, sizeof t->hf_name, "transformer.%s", t->name);
-                t->ndim = sp[i].cols ? 2 : 1;
-                t->shape[0] = sp[i].rows;
-                t->shape[1] = sp[i].cols ? sp[i].cols : 1;
-                if (sp[i].hf_t) {
-                    t->hf_shape[0] = t->shape[1];
-                    t->hf_shape[1] = t->shape[0];
-                } else {
-                    t->hf_shape[0] = t->shape[0];
-                    t->hf_shape[1] = t->shape[1];
-                }
-                if (l < 0 && i == HT_WTE) t->hf_shape[0] = s->vocab_size;
-                t->hf_transposed = sp[i].hf_t;
-                t->offset = off;
-                t->numel = numel;
-                t->decay = sp[i].decay;
-                t->layer = (int)l;
+    for (int l = -1; l < L; l++) {
+        const int count = l < 0 ? lay->n_head_tensors : lay->n_layer_tensors;
+        for (int i = 0; i < count; i++, n++) {
+            const fm_tensor_spec *sp = spec_of(lay, n);
+            fm_model_tensor_info *t = &tab[n];
+            memset(t, 0, sizeof *t);
+            if (l < 0) {
+                snprintf(t->name, sizeof t->name, "%s", sp->name);
+                snprintf(t->hf_name, sizeof t->hf_name, "%s", sp->hf_name);
+            } else {
+                snprintf(t->name, sizeof t->name, "%s%d.%s", fam->layer_prefix, l, sp->name);
+                snprintf(t->hf_name, sizeof t->hf_name, "%s%d.%s", fam->hf_layer_prefix, l,
+                         sp->hf_name);
             }
-            off += numel;
-            n++;
+            t->ndim = sp->cols ? 2 : 1;
+            t->shape[0] = sp->rows;
+            t->shape[1] = sp->cols ? sp->cols : 1;
+            if (sp->hf_transposed) {
+                t->hf_shape[0] = t->shape[1];
+                t->hf_shape[1] = sp->real_rows;
+            } else {
+                t->hf_shape[0] = sp->real_rows;
+                t->hf_shape[1] = t->shape[1];
+            }
+            t->hf_transposed = sp->hf_transposed;
+            t->offset = off;
+            t->numel = spec_numel(sp);
+            t->decay = sp->decay;
+            t->layer = l;
+            off += t->numel;
         }
-        if (l == 0 && layer_numel) *layer_numel = off - start;
     }
-    if (nparams) *nparams = off;
-    return n;
 }
 
 /* Carves views out of an arena in a fixed order; with base == NULL it only measures. */
@@ -216,80 +226,118 @@ static void *carve(carver *c, size_t bytes)
     return c->base ? (void *)(c->base + o) : NULL;
 }
 
-/* The arena plan. Returns bytes by category; fills `a` and `layers` when base != NULL. This single
- * function is both the allocator and the formula of fm_model_memory_estimate. */
-static void plan_arena(const fm_model_shape *s, int Vp, int maxB, int ab, char *base, acts *a,
-                       layer_acts *layers, size_t *act_bytes, size_t *logits_bytes,
-                       size_t *scratch_bytes)
+static size_t buffer_bytes(const fm_buffer_spec *b, size_t rows, size_t e)
 {
-    const size_t BT = (size_t)maxB * (size_t)s->max_seq_len;
-    const size_t C = (size_t)s->d_model, NH = (size_t)s->n_head;
-    const size_t e = (size_t)ab; /* activation element bytes */
-    carver c = {base, 0};
-    acts dummy;
-    if (!a) a = &dummy;
+    return rows * (size_t)b->per_row * (b->fp32 ? 4 : e);
+}
 
-    a->tokens = carve(&c, BT * sizeof(int32_t));
-    a->targets = carve(&c, BT * sizeof(int32_t));
-    a->encoded = carve(&c, BT * C * e);
-    for (int l = 0; l < s->n_layer; l++) {
-        layer_acts la;
-        la.ln1 = carve(&c, BT * C * e);
-        la.ln1_mean = carve(&c, BT * 4);
-        la.ln1_rstd = carve(&c, BT * 4);
-        la.qkv = carve(&c, 3 * BT * C * e);
-        la.atty = carve(&c, BT * C * e);
-        la.att_lse = carve(&c, NH * BT * 4);
-        la.res2 = carve(&c, BT * C * e);
-        la.ln2 = carve(&c, BT * C * e);
-        la.ln2_mean = carve(&c, BT * 4);
-        la.ln2_rstd = carve(&c, BT * 4);
-        la.fch = carve(&c, 4 * BT * C * e);
-        la.fch_gelu = carve(&c, 4 * BT * C * e);
-        la.res3 = carve(&c, BT * C * e);
-        if (layers) layers[l] = la;
+typedef struct arena_sizes {
+    size_t act, logits, scratch, kv;
+} arena_sizes;
+
+/* The arena plan (the top of this file). Returns bytes by category; fills *v when base != NULL
+ * (v->layer_acts, v->kcache, v->vcache must then have room for nsets*n_layer_acts and L entries).
+ * This single function is both the allocator and the formula of fm_model_memory_estimate. */
+static void plan_arena(const fm_family_layout *lay, const fm_model_shape *s, int Vp,
+                       const fm_model_options *o, int ab, char *base, views *v, arena_sizes *out)
+{
+    const int decode = o->mode == FM_MODEL_DECODE;
+    const size_t N = (size_t)o->max_batch * (size_t)s->max_seq_len;
+    const size_t C = (size_t)s->d_model, e = (size_t)ab;
+    const size_t head_rows = decode ? 1 : N, logit_rows = decode ? (size_t)o->max_batch : N;
+    const int nsets = decode ? (s->n_layer < 2 ? s->n_layer : 2) : s->n_layer;
+    carver c = {base, 0};
+    views dummy;
+    if (!base) v = &dummy;
+    const int fill = base != NULL;
+
+    v->tokens = carve(&c, N * sizeof(int32_t));
+    v->targets = decode ? NULL : carve(&c, N * sizeof(int32_t));
+    v->x0 = carve(&c, N * C * e);
+    for (int set = 0; set < nsets; set++)
+        for (int i = 0; i < lay->n_layer_acts; i++) {
+            float *p = carve(&c, buffer_bytes(&lay->layer_acts[i], N, e));
+            if (fill) v->layer_acts[set * lay->n_layer_acts + i] = p;
+        }
+    for (int i = 0; i < lay->n_head_acts; i++)
+        v->head_acts[i] = carve(&c, buffer_bytes(&lay->head_acts[i], head_rows, e));
+    v->losses = decode ? NULL : carve(&c, N * 4);
+    v->loss_lse = decode ? NULL : carve(&c, N * 4);
+    const size_t act_end = c.off;
+    v->logits = carve(&c, logit_rows * (size_t)Vp * e);
+    const size_t logits_end = c.off;
+    v->dres = decode ? NULL : carve(&c, N * C * e);
+    for (int i = 0; i < lay->n_scratch; i++)
+        v->scratch[i] = decode && lay->scratch[i].train_only
+                            ? NULL
+                            : carve(&c, buffer_bytes(&lay->scratch[i], N, e));
+    const size_t scratch_end = c.off;
+    if (decode) {
+        const size_t cache = (size_t)o->max_batch * (size_t)s->max_seq_len * (size_t)lay->kv_per_row * e;
+        for (int l = 0; l < s->n_layer; l++) {
+            float *k = carve(&c, cache), *vv = carve(&c, cache);
+            if (fill) {
+                v->kcache[l] = k;
+                v->vcache[l] = vv;
+            }
+        }
     }
-    a->lnf = carve(&c, BT * C * e);
-    a->lnf_mean = carve(&c, BT * 4);
-    a->lnf_rstd = carve(&c, BT * 4);
-    a->losses = carve(&c, BT * 4);
-    a->loss_lse = carve(&c, BT * 4);
-    size_t act_end = c.off;
-    a->logits = carve(&c, BT * (size_t)Vp * e);
-    size_t logits_end = c.off;
-    a->dres = carve(&c, BT * C * e);
-    a->dln = carve(&c, BT * C * e);
-    a->dbig = carve(&c, 4 * BT * C * e);
-    *act_bytes = act_end;
-    *logits_bytes = logits_end - act_end;
-    *scratch_bytes = c.off - logits_end;
+    out->act = act_end;
+    out->logits = logits_end - act_end;
+    out->scratch = scratch_end - logits_end;
+    out->kv = c.off - scratch_end;
+}
+
+/* Checks the options against the shape. */
+static fm_status check_options(const fm_model_shape *shape, const fm_model_options *o)
+{
+    if (o->mode != FM_MODEL_TRAIN && o->mode != FM_MODEL_DECODE)
+        return FM_ERR(FM_ERR_INTERNAL, "model: unknown mode %d", (int)o->mode);
+    if (o->max_batch < 1)
+        return FM_ERR(FM_ERR_CONFIG, "model: micro_batch must be >= 1, got %d", o->max_batch);
+    if ((int64_t)o->max_batch * shape->max_seq_len > INT_MAX)
+        return FM_ERR(FM_ERR_CONFIG, "model: micro_batch*seq_len = %" PRId64 " exceeds %d",
+                      (int64_t)o->max_batch * shape->max_seq_len, INT_MAX);
+    return NULL;
+}
+
+fm_status fm_model_memory_estimate_opts(const fm_model_shape *shape, const fm_model_options *opts,
+                                        int act_elem_bytes, fm_model_memory_info *out)
+{
+    memset(out, 0, sizeof *out);
+    FM_TRY(fm_model_shape_check(shape));
+    FM_TRY(check_options(shape, opts));
+    if (act_elem_bytes != 2 && act_elem_bytes != 4)
+        return FM_ERR(FM_ERR_INTERNAL, "model: activation element size %d (expected 2 or 4)",
+                      act_elem_bytes);
+    const fm_family *fam = fm_family_find(shape->arch);
+    fm_family_layout lay;
+    const int Vp = fm_model_padded_vocab(shape->vocab_size);
+    fam->layout(shape, Vp, &lay);
+    size_t np = 0, nreal = 0;
+    layout_sizes(&lay, shape->n_layer, &np, &nreal, NULL, NULL);
+    const int train = opts->mode == FM_MODEL_TRAIN;
+    out->n_params_padded = np;
+    out->n_params = nreal;
+    out->param_bytes = 4 * np;
+    out->grad_bytes = train ? 4 * np : 0;
+    out->optim_bytes = train ? 8 * np : 0;
+    arena_sizes as;
+    plan_arena(&lay, shape, Vp, opts, act_elem_bytes, NULL, NULL, &as);
+    out->act_bytes = as.act;
+    out->logits_bytes = as.logits;
+    out->scratch_bytes = as.scratch;
+    out->kv_bytes = as.kv;
+    out->total_bytes = out->param_bytes + out->grad_bytes + out->optim_bytes + out->act_bytes +
+                       out->logits_bytes + out->scratch_bytes + out->kv_bytes;
+    return NULL;
 }
 
 fm_status fm_model_memory_estimate(const fm_model_shape *shape, int max_batch, int act_elem_bytes,
                                    fm_model_memory_info *out)
 {
-    memset(out, 0, sizeof *out);
-    FM_TRY(fm_model_shape_check(shape));
-    if (max_batch < 1)
-        return FM_ERR(FM_ERR_CONFIG, "model: micro_batch must be >= 1, got %d", max_batch);
-    if ((int64_t)max_batch * shape->max_seq_len > INT_MAX)
-        return FM_ERR(FM_ERR_CONFIG, "model: micro_batch*seq_len = %" PRId64 " exceeds %d",
-                      (int64_t)max_batch * shape->max_seq_len, INT_MAX);
-    if (act_elem_bytes != 2 && act_elem_bytes != 4)
-        return FM_ERR(FM_ERR_INTERNAL, "model: activation element size %d (expected 2 or 4)",
-                      act_elem_bytes);
-    const int Vp = fm_model_padded_vocab(shape->vocab_size);
-    size_t np = 0;
-    build_table(shape, Vp, NULL, &np, NULL, NULL);
-    out->n_params_padded = np;
-    out->n_params = np - (size_t)(Vp - shape->vocab_size) * (size_t)shape->d_model;
-    out->param_bytes = 4 * np;
-    out->grad_bytes = 4 * np;
-    out->optim_bytes = 8 * np;
-    plan_arena(shape, Vp, max_batch, act_elem_bytes, NULL, NULL, NULL, &out->act_bytes,
-               &out->logits_bytes, &out->scratch_bytes);
-    out->total_bytes = out->param_bytes + out->grad_bytes + out->optim_bytes + out->act_bytes +
-                       out->logits_bytes + out->scratch_bytes;
+    const fm_model_options o = {FM_MODEL_TRAIN, max_batch};
+    FM_TRY(fm_model_memory_estimate_opts(shape, &o, act_elem_bytes, out));
     return NULL;
 }
 
@@ -309,80 +357,106 @@ static const char *group_digits(size_t v, char *buf, size_t n)
 
 void fm_model_memory_print(const fm_model_memory_info *mem, FILE *out)
 {
-    char a[32], b[32], p[32], g[32], o[32], act[32], lg[32], sc[32], tot[32];
+    char a[32], b[32], p[32], g[32], o[32], act[32], lg[32], sc[32], kv[32], tot[32];
     fprintf(out, "model: %s parameters (%s in the layout with the padded vocabulary)\n",
             group_digits(mem->n_params, a, sizeof a),
             group_digits(mem->n_params_padded, b, sizeof b));
+    kv[0] = '\0';
+    if (mem->kv_bytes) {
+        char k[32];
+        snprintf(kv, sizeof kv, "K/V cache %s, ",
+                 fm_util_format_bytes((double)mem->kv_bytes, k, sizeof k));
+    }
     fprintf(out,
             "model memory: parameters %s, gradients %s, AdamW state %s, activations %s, "
-            "logits %s, scratch %s, total %s\n",
+            "logits %s, scratch %s, %stotal %s\n",
             fm_util_format_bytes((double)mem->param_bytes, p, sizeof p),
             fm_util_format_bytes((double)mem->grad_bytes, g, sizeof g),
             fm_util_format_bytes((double)mem->optim_bytes, o, sizeof o),
             fm_util_format_bytes((double)mem->act_bytes, act, sizeof act),
             fm_util_format_bytes((double)mem->logits_bytes, lg, sizeof lg),
-            fm_util_format_bytes((double)mem->scratch_bytes, sc, sizeof sc),
+            fm_util_format_bytes((double)mem->scratch_bytes, sc, sizeof sc), kv,
             fm_util_format_bytes((double)mem->total_bytes, tot, sizeof tot));
 }
 
 /* ---- create / free --------------------------------------------------------------------------- */
 
-fm_status fm_model_create(const fm_model_shape *shape, fm_backend *be, int max_batch,
-                          fm_model **out)
+/* Backend allocation of `bytes` into *ptr; on failure the status says what it was for. */
+static fm_status alloc_named(fm_model *m, void **ptr, size_t bytes, const char *what)
+{
+    fm_status st = m->ops->alloc(m->be, ptr, bytes);
+    if (st) {
+        char buf[32];
+        return fm_status_prefix(st, "model: allocating %s of %s: ",
+                                fm_util_format_bytes((double)bytes, buf, sizeof buf), what);
+    }
+    return NULL;
+}
+
+fm_status fm_model_create_opts(const fm_model_shape *shape, fm_backend *be,
+                               const fm_model_options *opts, fm_model **out)
 {
     *out = NULL;
     fm_model_memory_info mem;
-    FM_TRY(fm_model_memory_estimate(shape, max_batch, be->ops->act_bytes, &mem));
+    FM_TRY(fm_model_memory_estimate_opts(shape, opts, be->ops->act_bytes, &mem));
 
     fm_status st = NULL;
     fm_model *m = calloc(1, sizeof *m);
     FM_CHECK_ALLOC(m, sizeof *m);
     m->shape = *shape;
+    m->fam = fm_family_find(shape->arch);
+    m->mode = opts->mode;
     m->Vp = fm_model_padded_vocab(shape->vocab_size);
-    m->max_batch = max_batch;
+    m->max_batch = opts->max_batch;
     m->be = be;
     m->ops = be->ops;
     m->mem = mem;
+    m->fam->layout(shape, m->Vp, &m->lay);
+    const int L = shape->n_layer, train = opts->mode == FM_MODEL_TRAIN;
+    m->nsets = train ? L : (L < 2 ? L : 2);
 
-    m->ntensors = build_table(shape, m->Vp, NULL, NULL, NULL, NULL);
+    m->ntensors = m->lay.n_head_tensors + L * m->lay.n_layer_tensors;
+    layout_sizes(&m->lay, L, &m->nparams, NULL, &m->layer_offset0, &m->layer_numel);
     m->tensors = calloc((size_t)m->ntensors, sizeof *m->tensors);
-    m->layers = calloc((size_t)shape->n_layer, sizeof *m->layers);
-    size_t BTmax = (size_t)max_batch * (size_t)shape->max_seq_len;
-    m->losses_host = malloc(BTmax * sizeof(float));
-    if (!m->tensors || !m->layers || !m->losses_host) {
+    m->pview = calloc((size_t)m->ntensors, sizeof *m->pview);
+    m->gview = train ? calloc((size_t)m->ntensors, sizeof *m->gview) : NULL;
+    m->v.layer_acts = calloc((size_t)m->nsets * (size_t)m->lay.n_layer_acts, sizeof(float *));
+    m->v.kcache = train ? NULL : calloc((size_t)L, sizeof(float *));
+    m->v.vcache = train ? NULL : calloc((size_t)L, sizeof(float *));
+    const size_t BTmax = (size_t)opts->max_batch * (size_t)shape->max_seq_len;
+    m->losses_host = train ? malloc(BTmax * sizeof(float)) : NULL;
+    if (!m->tensors || !m->pview || (train && (!m->gview || !m->losses_host)) || !m->v.layer_acts ||
+        (!train && (!m->v.kcache || !m->v.vcache))) {
         st = FM_ERR(FM_ERR_NOMEM, "model: out of memory for the tensor table");
         goto fail;
     }
-    build_table(shape, m->Vp, m->tensors, &m->nparams, &m->layer_offset0, &m->layer_numel);
+    build_table(m->fam, &m->lay, L, m->tensors);
 
     const size_t pbytes = m->nparams * sizeof(float);
-    char buf[32];
-    st = m->ops->alloc(be, (void **)&m->params, pbytes);
-    if (st) {
-        st = fm_status_prefix(st, "model: allocating %s of parameters: ",
-                              fm_util_format_bytes((double)pbytes, buf, sizeof buf));
-        goto fail;
+    FM_TRY_GOTO(st, fail, alloc_named(m, (void **)&m->params, pbytes, "parameters"));
+    if (train) FM_TRY_GOTO(st, fail, alloc_named(m, (void **)&m->grads, pbytes, "gradients"));
+    m->arena_bytes = mem.act_bytes + mem.logits_bytes + mem.scratch_bytes + mem.kv_bytes;
+    FM_TRY_GOTO(st, fail, alloc_named(m, &m->arena, m->arena_bytes,
+                                      train ? "the activation arena" : "the decode arena"));
+    arena_sizes as;
+    plan_arena(&m->lay, shape, m->Vp, opts, m->ops->act_bytes, m->arena, &m->v, &as);
+    for (int i = 0; i < m->ntensors; i++) {
+        m->pview[i] = m->params + m->tensors[i].offset;
+        if (train) m->gview[i] = m->grads + m->tensors[i].offset;
     }
-    st = m->ops->alloc(be, (void **)&m->grads, pbytes);
-    if (st) {
-        st = fm_status_prefix(st, "model: allocating %s of gradients: ",
-                              fm_util_format_bytes((double)pbytes, buf, sizeof buf));
-        goto fail;
-    }
-    m->arena_bytes = mem.act_bytes + mem.logits_bytes + mem.scratch_bytes;
-    st = m->ops->alloc(be, &m->arena, m->arena_bytes);
-    if (st) {
-        st = fm_status_prefix(st, "model: allocating the %s activation arena: ",
-                              fm_util_format_bytes((double)m->arena_bytes, buf, sizeof buf));
-        goto fail;
-    }
-    size_t ab, lb, sb;
-    plan_arena(shape, m->Vp, max_batch, m->ops->act_bytes, m->arena, &m->a, m->layers, &ab, &lb, &sb);
     *out = m;
     return NULL;
 fail:
     fm_model_free(&m);
     return fm_status_trace(st, __FILE__, __LINE__, __func__);
+}
+
+fm_status fm_model_create(const fm_model_shape *shape, fm_backend *be, int max_batch,
+                          fm_model **out)
+{
+    const fm_model_options o = {FM_MODEL_TRAIN, max_batch};
+    FM_TRY(fm_model_create_opts(shape, be, &o, out));
+    return NULL;
 }
 
 void fm_model_free(fm_model **pm)
@@ -393,13 +467,19 @@ void fm_model_free(fm_model **pm)
     if (m->grads) m->ops->free(m->be, m->grads);
     if (m->arena) m->ops->free(m->be, m->arena);
     free(m->tensors);
-    free(m->layers);
+    free(m->pview);
+    free(m->gview);
+    free(m->v.layer_acts);
+    free(m->v.kcache);
+    free(m->v.vcache);
     free(m->losses_host);
     free(m);
     *pm = NULL;
 }
 
 const fm_model_shape *fm_model_get_shape(const fm_model *m) { return &m->shape; }
+const char *fm_model_arch(const fm_model *m) { return m->fam->name; }
+fm_model_mode fm_model_get_mode(const fm_model *m) { return m->mode; }
 int fm_model_get_padded_vocab(const fm_model *m) { return m->Vp; }
 int fm_model_get_max_batch(const fm_model *m) { return m->max_batch; }
 fm_backend *fm_model_get_backend(const fm_model *m) { return m->be; }
@@ -446,33 +526,17 @@ fm_status fm_model_set_params(fm_model *m, const float *host)
 
 fm_status fm_model_get_grads(fm_model *m, float *host)
 {
+    if (!m->grads) return FM_ERR(FM_ERR_INTERNAL, "model: a decode model has no gradients");
     FM_TRY(m->ops->download(m->be, host, m->grads, m->nparams * sizeof(float)));
     return NULL;
 }
 
-void fm_model_zero_grads(fm_model *m) { m->ops->zero(m->be, m->grads, m->nparams * sizeof(float)); }
+void fm_model_zero_grads(fm_model *m)
+{
+    if (m->grads) m->ops->zero(m->be, m->grads, m->nparams * sizeof(float));
+}
 
 /* ---- initialisation -------------------------------------------------------------------------- */
-
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
-
-#define FM_GOLDEN UINT64_C(0x9E3779B97F4A7C15)
-
-/* Standard normal number for element i of the layout: Box-Muller on draws 2i and 2i+1 of the
- * splitmix64 stream whose state starts at key (counter-based: any element is computed alone). */
-static double normal_at(uint64_t key, uint64_t i)
-{
-    uint64_t a = mix64(key + (2 * i + 1) * FM_GOLDEN);
-    uint64_t b = mix64(key + (2 * i + 2) * FM_GOLDEN);
-    double u1 = ((double)(a >> 11) + 1.0) * 0x1.0p-53; /* (0, 1] */
-    double u2 = (double)(b >> 11) * 0x1.0p-53;         /* [0, 1) */
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586476925286766559 * u2);
-}
 
 fm_status fm_model_init_weights(fm_model *m, uint64_t seed)
 {
@@ -481,32 +545,30 @@ fm_status fm_model_init_weights(fm_model *m, uint64_t seed)
         if (m->tensors[i].numel > maxn) maxn = m->tensors[i].numel;
     float *host = malloc(maxn * sizeof(float));
     FM_CHECK_ALLOC(host, maxn * sizeof(float));
-    const uint64_t key = mix64(seed ^ UINT64_C(0x6D6F64656C696E74)); /* "modelint" */
-    const double std_resid = 0.02 / sqrt(2.0 * m->shape.n_layer);
+    const uint64_t key = fm_rng_mix64(seed ^ UINT64_C(0x6D6F64656C696E74)); /* "modelint" */
     const int threads = m->be->threads > 0 ? m->be->threads : 1;
     fm_status st = NULL;
     for (int i = 0; i < m->ntensors; i++) {
         const fm_model_tensor_info *t = &m->tensors[i];
-        const char *dot = strrchr(t->name, '.');
-        const int is_bias = dot && strcmp(dot, ".bias") == 0;
-        const int is_ln = !is_bias && t->ndim == 1; /* the only 1-D weights are LayerNorm gains */
-        if (is_bias) {
+        const fm_tensor_spec *sp = spec_of(&m->lay, i);
+        switch (sp->init) {
+        case FM_INIT_ZERO:
             memset(host, 0, t->numel * sizeof(float));
-        } else if (is_ln) {
+            break;
+        case FM_INIT_ONE:
             for (size_t j = 0; j < t->numel; j++) host[j] = 1.0f;
-        } else {
-            const int resid = strstr(t->name, "c_proj.weight") != NULL;
-            const double sd = resid ? std_resid : 0.02;
-            /* wte rows >= V are padding: zero */
-            size_t n_real = t->numel;
-            if (t->layer < 0 && strcmp(t->name, "wte.weight") == 0)
-                n_real = (size_t)m->shape.vocab_size * (size_t)m->shape.d_model;
+            break;
+        case FM_INIT_NORMAL: {
+            const size_t n_real = (size_t)sp->real_rows * (size_t)t->shape[1]; /* rest: padding */
+            const double sd = sp->init_std;
             const size_t base = t->offset;
             const long long nr = (long long)n_real;
 #pragma omp parallel for num_threads(threads) schedule(static)
             for (long long j = 0; j < nr; j++)
-                host[j] = (float)(sd * normal_at(key, (uint64_t)(base + (size_t)j)));
+                host[j] = (float)(sd * fm_rng_normal_at(key, (uint64_t)(base + (size_t)j)));
             for (size_t j = n_real; j < t->numel; j++) host[j] = 0.0f;
+            break;
+        }
         }
         FM_TRY_GOTO(st, done,
                     m->ops->upload(m->be, m->params + t->offset, host, t->numel * sizeof(float)));
@@ -517,31 +579,45 @@ done:
     return st;
 }
 
-/* ---- forward --------------------------------------------------------------------------------- */
+/* ---- the family calls ------------------------------------------------------------------------ */
 
-/* Views of one layer's parameters (or gradients) inside a flat buffer. */
-typedef struct layer_params {
-    float *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw,
-        *fcprojb;
-} layer_params;
-
-static layer_params layer_view(const fm_model *m, float *flat, int l)
+/* A call on B sequences of T tokens for the embedding and head (layer -1) or block `layer`; its
+ * activations are `acts` (NULL for the embedding). */
+static fm_family_call family_call(const fm_model *m, int B, int T, int layer, float *const *acts,
+                                  int pos0)
 {
-    const fm_model_tensor_info *t = &m->tensors[HT_COUNT + l * LT_COUNT];
-    layer_params p;
-    p.ln1w = flat + t[LT_LN1W].offset;
-    p.ln1b = flat + t[LT_LN1B].offset;
-    p.qkvw = flat + t[LT_QKVW].offset;
-    p.qkvb = flat + t[LT_QKVB].offset;
-    p.attprojw = flat + t[LT_ATTPROJW].offset;
-    p.attprojb = flat + t[LT_ATTPROJB].offset;
-    p.ln2w = flat + t[LT_LN2W].offset;
-    p.ln2b = flat + t[LT_LN2B].offset;
-    p.fcw = flat + t[LT_FCW].offset;
-    p.fcb = flat + t[LT_FCB].offset;
-    p.fcprojw = flat + t[LT_FCPROJW].offset;
-    p.fcprojb = flat + t[LT_FCPROJB].offset;
-    return p;
+    const size_t first = layer < 0 ? 0
+                                   : (size_t)m->lay.n_head_tensors +
+                                         (size_t)layer * (size_t)m->lay.n_layer_tensors;
+    fm_family_call c = {
+        .be = m->be,
+        .shape = &m->shape,
+        .Vp = m->Vp,
+        .B = B,
+        .T = T,
+        .layer = layer,
+        .p = m->pview + first,
+        .g = m->gview ? m->gview + first : NULL,
+        .a = acts,
+        .s = m->v.scratch,
+        .tokens = m->v.tokens,
+        .pos0 = pos0,
+        .kcache = NULL,
+        .vcache = NULL,
+    };
+    return c;
+}
+
+/* Activations of block l (training: its own set; decode: set l % 2). */
+static float *const *layer_acts(const fm_model *m, int l)
+{
+    return m->v.layer_acts + (size_t)(l % m->nsets) * (size_t)m->lay.n_layer_acts;
+}
+
+/* The block output (N,C) of block l, i.e. the input of block l+1 (x0 for l == -1). */
+static const float *block_out(const fm_model *m, int l)
+{
+    return l < 0 ? m->v.x0 : layer_acts(m, l)[m->lay.layer_out];
 }
 
 static fm_status check_ids(const int32_t *ids, const char *what, int B, int T, int V)
@@ -557,14 +633,18 @@ static fm_status check_ids(const int32_t *ids, const char *what, int B, int T, i
     return NULL;
 }
 
+/* ---- forward (training models) -------------------------------------------------------------- */
+
 fm_status fm_model_forward(fm_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
                            float *mean_loss)
 {
     const fm_kernel_ops *ops = m->ops;
     fm_backend *be = m->be;
-    const int C = m->shape.d_model, NH = m->shape.n_head, L = m->shape.n_layer;
-    const int V = m->shape.vocab_size, Vp = m->Vp;
+    const int L = m->shape.n_layer, V = m->shape.vocab_size;
     if (mean_loss) *mean_loss = NAN;
+    if (m->mode != FM_MODEL_TRAIN)
+        return FM_ERR(FM_ERR_INTERNAL, "model: forward on a decode model (it runs fm_model_decode "
+                      "only; create a training model for forward/backward)");
     if (B < 1 || B > m->max_batch)
         return FM_ERR(FM_ERR_INTERNAL, "model: forward with B = %d, expected 1..%d (the max_batch "
                       "the model was created with)", B, m->max_batch);
@@ -577,37 +657,22 @@ fm_status fm_model_forward(fm_model *m, const int32_t *tokens, const int32_t *ta
     m->have_forward = 0;
     m->have_targets = 0;
     const int N = B * T;
-    const size_t NC = (size_t)N * (size_t)C;
-    acts *a = &m->a;
+    views *a = &m->v;
     FM_TRY(ops->upload(be, a->tokens, tokens, (size_t)N * sizeof(int32_t)));
     if (targets) FM_TRY(ops->upload(be, a->targets, targets, (size_t)N * sizeof(int32_t)));
 
-    const fm_model_tensor_info *h = m->tensors;
-    float *wte = m->params + h[HT_WTE].offset, *wpe = m->params + h[HT_WPE].offset;
-    ops->encoder_forward(be, a->encoded, a->tokens, wte, wpe, B, T, C);
-    const float *residual = a->encoded; /* (B,T,C) */
+    fm_family_call c = family_call(m, B, T, -1, NULL, 0);
+    m->fam->embed_forward(&c, a->x0);
     for (int l = 0; l < L; l++) {
-        layer_params p = layer_view(m, m->params, l);
-        layer_acts *la = &m->layers[l];
-        ops->layernorm_forward(be, la->ln1, la->ln1_mean, la->ln1_rstd, residual, p.ln1w, p.ln1b, N, C);
-        ops->matmul_forward(be, la->qkv, la->ln1, p.qkvw, p.qkvb, N, C, 3 * C);
-        ops->attention_forward(be, la->atty, la->att_lse, la->qkv, B, T, C, NH);
-        ops->matmul_forward(be, a->dln, la->atty, p.attprojw, p.attprojb, N, C, C);
-        ops->residual_forward(be, la->res2, residual, a->dln, NC);
-        ops->layernorm_forward(be, la->ln2, la->ln2_mean, la->ln2_rstd, la->res2, p.ln2w, p.ln2b, N, C);
-        ops->matmul_forward(be, la->fch, la->ln2, p.fcw, p.fcb, N, C, 4 * C);
-        ops->gelu_forward(be, la->fch_gelu, la->fch, 4 * NC);
-        ops->matmul_forward(be, a->dln, la->fch_gelu, p.fcprojw, p.fcprojb, N, 4 * C, C);
-        ops->residual_forward(be, la->res3, la->res2, a->dln, NC);
-        residual = la->res3;
+        c = family_call(m, B, T, l, layer_acts(m, l), 0);
+        m->fam->layer_forward(&c, block_out(m, l - 1));
     }
-    ops->layernorm_forward(be, a->lnf, a->lnf_mean, a->lnf_rstd, residual,
-                           m->params + h[HT_LNFW].offset, m->params + h[HT_LNFB].offset, N, C);
-    ops->matmul_forward(be, a->logits, a->lnf, wte, NULL, N, C, Vp);
+    c = family_call(m, B, T, -1, a->head_acts, 0);
+    m->fam->head_forward(&c, block_out(m, L - 1), a->logits);
     m->B = B;
     m->T = T;
     if (targets) {
-        ops->softmax_xent_forward(be, a->losses, a->loss_lse, a->logits, a->targets, N, V, Vp);
+        ops->softmax_xent_forward(be, a->losses, a->loss_lse, a->logits, a->targets, N, V, m->Vp);
         FM_TRY(ops->download(be, m->losses_host, a->losses, (size_t)N * sizeof(float)));
         double sum = 0.0;
         for (int i = 0; i < N; i++) sum += (double)m->losses_host[i];
@@ -630,12 +695,12 @@ fm_status fm_model_logits(fm_model *m, int b, int t, float *host)
         return FM_ERR(FM_ERR_INTERNAL, "model: logits download needs fp32 activations (backend "
                       "'%s' uses %d bytes)", m->ops->name, m->ops->act_bytes);
     size_t row = (size_t)b * (size_t)m->T + (size_t)t;
-    FM_TRY(m->ops->download(m->be, host, m->a.logits + row * (size_t)m->Vp,
+    FM_TRY(m->ops->download(m->be, host, m->v.logits + row * (size_t)m->Vp,
                             (size_t)m->Vp * sizeof(float)));
     return NULL;
 }
 
-/* ---- backward -------------------------------------------------------------------------------- */
+/* ---- backward (training models) -------------------------------------------------------------- */
 
 fm_status fm_model_backward(fm_model *m, float loss_scale, fm_model_grad_ready_fn ready, void *ctx)
 {
@@ -643,42 +708,22 @@ fm_status fm_model_backward(fm_model *m, float loss_scale, fm_model_grad_ready_f
         return FM_ERR(FM_ERR_INTERNAL, "model: backward without a forward with targets");
     const fm_kernel_ops *ops = m->ops;
     fm_backend *be = m->be;
-    const int C = m->shape.d_model, NH = m->shape.n_head, L = m->shape.n_layer;
+    const int C = m->shape.d_model, L = m->shape.n_layer;
     const int V = m->shape.vocab_size, Vp = m->Vp;
     const int B = m->B, T = m->T, N = B * T;
-    acts *a = &m->a;
-    const fm_model_tensor_info *h = m->tensors;
-    float *wte = m->params + h[HT_WTE].offset, *dwte = m->grads + h[HT_WTE].offset;
+    views *a = &m->v;
     m->have_targets = 0;
     m->have_forward = 0;
 
-    /* head: dlogits in place, then dlnf (into dln) and dwte from the tied LM head */
+    /* head: dlogits in place, then d x_L into dres and the head tensors' gradients */
     ops->softmax_xent_backward(be, a->logits, a->loss_lse, a->targets, loss_scale / (float)N, N, V, Vp);
-    ops->matmul_backward(be, a->dln, dwte, NULL, a->logits, a->lnf, wte, N, C, Vp);
     ops->zero(be, a->dres, (size_t)N * (size_t)C * (size_t)ops->act_bytes);
-    const float *last = L > 0 ? m->layers[L - 1].res3 : a->encoded;
-    ops->layernorm_backward(be, a->dres, m->grads + h[HT_LNFW].offset, m->grads + h[HT_LNFB].offset,
-                            a->dln, last, m->params + h[HT_LNFW].offset, a->lnf_mean, a->lnf_rstd, N, C);
+    fm_family_call c = family_call(m, B, T, -1, a->head_acts, 0);
+    m->fam->head_backward(&c, block_out(m, L - 1), a->logits, a->dres);
 
     for (int l = L - 1; l >= 0; l--) {
-        layer_params p = layer_view(m, m->params, l);
-        layer_params g = layer_view(m, m->grads, l);
-        layer_acts *la = &m->layers[l];
-        const float *residual = l == 0 ? a->encoded : m->layers[l - 1].res3;
-        /* MLP: res3 = res2 + c_proj(gelu(c_fc(ln2(res2)))); dres is d res3 and, after ln_2's
-         * backward accumulates into it, d res2 */
-        ops->matmul_backward(be, a->dbig, g.fcprojw, g.fcprojb, a->dres, la->fch_gelu, p.fcprojw, N,
-                             4 * C, C);
-        ops->gelu_backward(be, a->dbig, la->fch, a->dbig, (size_t)N * 4 * (size_t)C);
-        ops->matmul_backward(be, a->dln, g.fcw, g.fcb, a->dbig, la->ln2, p.fcw, N, C, 4 * C);
-        ops->layernorm_backward(be, a->dres, g.ln2w, g.ln2b, a->dln, la->res2, p.ln2w, la->ln2_mean,
-                                la->ln2_rstd, N, C);
-        /* attention: res2 = residual + c_proj(attn(c_attn(ln1(residual)))) */
-        ops->matmul_backward(be, a->dln, g.attprojw, g.attprojb, a->dres, la->atty, p.attprojw, N, C, C);
-        ops->attention_backward(be, a->dbig, a->dln, la->qkv, la->atty, la->att_lse, B, T, C, NH);
-        ops->matmul_backward(be, a->dln, g.qkvw, g.qkvb, a->dbig, la->ln1, p.qkvw, N, C, 3 * C);
-        ops->layernorm_backward(be, a->dres, g.ln1w, g.ln1b, a->dln, residual, p.ln1w, la->ln1_mean,
-                                la->ln1_rstd, N, C);
+        c = family_call(m, B, T, l, layer_acts(m, l), 0);
+        m->fam->layer_backward(&c, block_out(m, l - 1), a->dres);
         if (ready) {
             size_t off, cnt;
             fm_model_layer_range(m, l, &off, &cnt);
@@ -686,12 +731,76 @@ fm_status fm_model_backward(fm_model *m, float loss_scale, fm_model_grad_ready_f
             FM_TRY(ready(ctx, off, cnt));
         }
     }
-    ops->encoder_backward(be, dwte, m->grads + h[HT_WPE].offset, a->dres, a->tokens, B, T, C);
+    c = family_call(m, B, T, -1, NULL, 0);
+    m->fam->embed_backward(&c, a->dres);
     FM_TRY(ops->sync(be));
     if (ready) {
         size_t off, cnt;
         fm_model_layer_range(m, -1, &off, &cnt);
         FM_TRY(ready(ctx, off, cnt));
     }
+    return NULL;
+}
+
+/* ---- decode (decode models) ------------------------------------------------------------------ */
+
+void fm_model_decode_reset(fm_model *m)
+{
+    m->dec_pos = 0;
+    m->dec_B = 0;
+}
+
+int fm_model_decode_position(const fm_model *m) { return m->dec_pos; }
+
+/* Row `row` of an activation view with `per_row` elements of `e` bytes each. */
+static float *act_row(float *view, size_t row, size_t per_row, size_t e)
+{
+    return (float *)((char *)view + row * per_row * e);
+}
+
+fm_status fm_model_decode(fm_model *m, const int32_t *tokens, int B, int n, float *logits)
+{
+    const fm_kernel_ops *ops = m->ops;
+    fm_backend *be = m->be;
+    const int L = m->shape.n_layer, maxT = m->shape.max_seq_len;
+    if (m->mode != FM_MODEL_DECODE)
+        return FM_ERR(FM_ERR_INTERNAL, "model: decode on a training model (create it with "
+                      "FM_MODEL_DECODE, which allocates the K/V caches)");
+    if (B < 1 || B > m->max_batch || (m->dec_B && B != m->dec_B))
+        return FM_ERR(FM_ERR_INTERNAL, "model: decode with B = %d, expected %s%d", B,
+                      m->dec_B ? "the B since the last reset, " : "1..", m->dec_B ? m->dec_B : m->max_batch);
+    if (n < 1) return FM_ERR(FM_ERR_INTERNAL, "model: decode of %d tokens (expected >= 1)", n);
+    if (n > maxT - m->dec_pos)
+        return FM_ERR(FM_ERR_USAGE, "model: the KV cache is full: %d tokens + %d new exceed the "
+                      "model's seq_len %d (reset and feed a shorter context)", m->dec_pos, n, maxT);
+    if (logits && ops->act_bytes != 4)
+        return FM_ERR(FM_ERR_INTERNAL, "model: logits download needs fp32 activations (backend "
+                      "'%s' uses %d bytes)", ops->name, ops->act_bytes);
+    FM_TRY(check_ids(tokens, "tokens", B, n, m->shape.vocab_size));
+
+    const int pos0 = m->dec_pos;
+    FM_TRY(ops->upload(be, m->v.tokens, tokens, (size_t)B * (size_t)n * sizeof(int32_t)));
+    fm_family_call c = family_call(m, B, n, -1, NULL, pos0);
+    m->fam->embed_forward(&c, m->v.x0);
+    for (int l = 0; l < L; l++) {
+        c = family_call(m, B, n, l, layer_acts(m, l), pos0);
+        c.kcache = m->v.kcache[l];
+        c.vcache = m->v.vcache[l];
+        m->fam->layer_forward(&c, block_out(m, l - 1));
+    }
+    m->dec_pos = pos0 + n; /* the caches now hold the new rows */
+    m->dec_B = B;
+    if (logits) {
+        /* the head on each sequence's last new row only: (1,C) -> (1,Vp), logits row b */
+        const size_t e = (size_t)ops->act_bytes, C = (size_t)m->shape.d_model;
+        float *x = (float *)block_out(m, L - 1);
+        for (int b = 0; b < B; b++) {
+            c = family_call(m, 1, 1, -1, m->v.head_acts, pos0 + n - 1);
+            m->fam->head_forward(&c, act_row(x, (size_t)b * (size_t)n + (size_t)n - 1, C, e),
+                                 act_row(m->v.logits, (size_t)b, (size_t)m->Vp, e));
+        }
+        FM_TRY(ops->download(be, logits, m->v.logits, (size_t)B * (size_t)m->Vp * sizeof(float)));
+    }
+    FM_TRY(ops->sync(be));
     return NULL;
 }

@@ -1,30 +1,41 @@
-/* model.h — the GPT-2 model: parameter layout, forward, backward, initialisation, memory accounting.
+/* model.h — the model: parameter layout, forward, backward, decoding with a KV cache,
+ * initialisation, memory accounting — for every model family (family.h), GPT-2 the first.
  *
- * What it is: GPT-2 exactly as Hugging Face defines it (token + learned position embeddings,
- * pre-LayerNorm blocks, causal multi-head self-attention with a fused QKV projection, GELU with the
- * tanh approximation, MLP of 4*C, final LayerNorm, LM head tied to the token embedding, LayerNorm
- * eps 1e-5). All compute goes through a backend's kernel table (kernels/kernels.h); this module never
- * dereferences tensor memory, it only carves views out of backend allocations and schedules kernels.
- * What it is not: no optimizer (src/train/optimizer.h), no learning-rate schedule, no communication, no
- * KV-cache sampling.
+ * What it is: the model-independent core. A model is created for a shape whose `arch` names its
+ * family ("gpt2": GPT-2 exactly as Hugging Face defines it, see gpt2.c and docs/model.md); the family
+ * declares its tensors, activations and per-block arithmetic, the core builds the tensor table and
+ * the flat buffers, initialises, validates inputs, runs the layer loop and the loss, reports
+ * gradients as they become final and accounts for every byte. All compute goes through a backend's
+ * kernel table (kernels/kernels.h); this module never dereferences tensor memory, it only carves
+ * views out of backend allocations and schedules kernels.
+ * Two kinds of model (fm_model_options.mode):
+ *   - training (FM_MODEL_TRAIN, what fm_model_create makes): parameters, gradients and the activation
+ *     arena that backward needs; fm_model_forward / fm_model_backward / fm_model_logits.
+ *   - decode (FM_MODEL_DECODE): parameters, per-layer K/V caches and a small arena, NO gradients;
+ *     fm_model_decode appends tokens (a prompt in one call, then one token at a time) and returns
+ *     the logits of the last position. Same family forward as training, so the same numbers up to
+ *     float rounding (tested). This is what `fmtrain sample` runs (sampler.h).
+ * What it is not: no optimizer (src/train/optimizer.h), no learning-rate schedule, no communication,
+ * no sampling policy (sampler.h).
  *
  * Legend: B micro-batch, T sequence length (T <= max_seq_len), C d_model, NH heads, L layers,
  *         V real vocabulary, Vp = V rounded up to a multiple of 128 (padded vocabulary).
  *
  * Parameter layout (floats; parameters, gradients and the optimizer's m and v all use it, each ONE
- * contiguous backend allocation). Layer-major, so every layer is one contiguous range:
+ * contiguous backend allocation). Layer-major: the head range (embedding and head tensors), then
+ * every layer as one contiguous range. GPT-2's:
  *     head range:  wte (Vp,C) | wpe (maxT,C) | ln_f.weight (C) | ln_f.bias (C)
  *     layer l:     ln_1.weight (C) | ln_1.bias (C) | attn.c_attn.weight (3C,C) | attn.c_attn.bias (3C)
  *                  | attn.c_proj.weight (C,C) | attn.c_proj.bias (C) | ln_2.weight (C) | ln_2.bias (C)
  *                  | mlp.c_fc.weight (4C,C) | mlp.c_fc.bias (4C) | mlp.c_proj.weight (C,4C)
  *                  | mlp.c_proj.bias (C)
  * Matrix weights are stored (out, in), i.e. the TRANSPOSE of Hugging Face's Conv1D weight (in, out);
- * the tensor table says which tensors are transposed relative to HF. Rows V..Vp-1 of wte are zero
- * after init, receive zero gradient (padded logits get no probability mass and never enter the loss)
- * and therefore stay zero under AdamW.
+ * the tensor table says which tensors are transposed relative to HF. Rows V..Vp-1 of a vocabulary
+ * matrix (GPT-2: wte) are zero after init, receive zero gradient (padded logits get no probability
+ * mass and never enter the loss) and therefore stay zero under AdamW.
  *
- * Tensor names (stable, used by checkpoints and tests) are Hugging Face's names without the
- * "transformer." prefix: "wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias",
+ * Tensor names (stable, used by checkpoints and tests) are the family's; GPT-2's are Hugging Face's
+ * without the "transformer." prefix: "wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias",
  * "h.<l>.ln_1.weight", "h.<l>.attn.c_attn.weight", "h.<l>.mlp.c_proj.bias", ...
  *
  * Memory: see fm_model_memory_estimate and docs/model.md for the formula.
@@ -41,20 +52,24 @@
 #include "kernels.h"
 #include "core/status.h"
 
+#define FM_MODEL_ARCH_MAX 16 /* bytes of fm_model_shape.arch, NUL included */
+
 /* The architecture hyper-parameters. */
 typedef struct fm_model_shape {
     int n_layer;     /* L  >= 1 */
     int n_head;      /* NH >= 1, divides d_model */
     int d_model;     /* C  >= 1 */
-    int max_seq_len; /* maxT >= 1: rows of wpe, the largest T forward accepts */
+    int max_seq_len; /* maxT >= 1: the longest sequence (GPT-2: rows of wpe), the K/V cache length */
     int vocab_size;  /* V  >= 1: real vocabulary */
+    char arch[FM_MODEL_ARCH_MAX]; /* the model family: "gpt2" (family.h's table, [model] arch) */
 } fm_model_shape;
 
 /* Padded vocabulary: V rounded up to a multiple of 128. */
 int fm_model_padded_vocab(int vocab_size);
 
-/* Checks a shape (positive sizes, n_head divides d_model, sizes that fit the index types).
- * Errors are FM_ERR_CONFIG with the offending value. */
+/* Checks a shape: a known family (an unknown or empty arch is refused, naming the known ones),
+ * positive sizes, n_head divides d_model, sizes that fit the index types, and the family's own
+ * rules. Errors are FM_ERR_CONFIG with the offending value. */
 fm_status fm_model_shape_check(const fm_model_shape *shape);
 
 /* One named tensor of the parameter layout. */
@@ -68,41 +83,65 @@ typedef struct fm_model_tensor_info {
     size_t offset;     /* first element in the flat layout (floats) */
     size_t numel;      /* elements (shape[0] * shape[1]) */
     int decay;         /* 1: AdamW weight decay applies (embeddings, matrices); 0: LayerNorm, biases */
-    int layer;         /* block index, or -1 for the head range (wte, wpe, ln_f) */
+    int layer;         /* block index, or -1 for the head range (GPT-2: wte, wpe, ln_f) */
 } fm_model_tensor_info;
+
+/* What a model is created for. */
+typedef enum fm_model_mode {
+    FM_MODEL_TRAIN = 0, /* forward with loss and backward: gradients, activations kept for backward */
+    FM_MODEL_DECODE     /* fm_model_decode only: K/V caches, no gradients, no kept activations */
+} fm_model_mode;
+
+typedef struct fm_model_options {
+    fm_model_mode mode;
+    int max_batch; /* >= 1: sequences per call (training: the micro-batch) */
+} fm_model_options;
 
 /* Byte breakdown of a model instance (or of a shape, before allocating). */
 typedef struct fm_model_memory_info {
     size_t n_params;        /* parameters of the real model (vocabulary V, as GPT-2 counts them) */
     size_t n_params_padded; /* floats in the layout (vocabulary Vp) */
     size_t param_bytes;     /* 4 * n_params_padded */
-    size_t grad_bytes;      /* 4 * n_params_padded */
-    size_t optim_bytes;     /* 8 * n_params_padded (AdamW m and v, held by the optimizer) */
-    size_t act_bytes;       /* activations kept for backward, excluding logits */
-    size_t logits_bytes;    /* logits (B,T,Vp), overwritten in place by dlogits */
+    size_t grad_bytes;      /* 4 * n_params_padded (0 for a decode model) */
+    size_t optim_bytes;     /* 8 * n_params_padded (AdamW m and v, held by the optimizer; 0 for a
+                               decode model, which cannot be trained) */
+    size_t act_bytes;       /* activations (training: kept for backward), excluding logits */
+    size_t logits_bytes;    /* logits (training (B,T,Vp), overwritten in place by dlogits; decode
+                               (B,Vp)) */
     size_t scratch_bytes;   /* reused buffers for activation gradients and projection outputs */
-    size_t total_bytes;     /* sum of the six above */
+    size_t kv_bytes;        /* K and V caches (decode models; 0 for a training model) */
+    size_t total_bytes;     /* sum of the seven above */
 } fm_model_memory_info;
 
-/* The byte breakdown for `shape` at micro-batch `max_batch` and sequence length max_seq_len, for a
- * backend whose activations take `act_elem_bytes` bytes per element (ops->act_bytes; 4 on the CPU).
- * Pure arithmetic, the formula of docs/model.md; fm_model_memory() of a created model returns the
- * same figures. */
+/* The byte breakdown for `shape` created with `opts`, on a backend whose activations take
+ * `act_elem_bytes` bytes per element (ops->act_bytes; 4 on the CPU). Pure arithmetic, the formula of
+ * docs/model.md; fm_model_memory() of a created model returns the same figures.
+ * Errors: bad shape (fm_model_shape_check), mode, max_batch or element size. */
+fm_status fm_model_memory_estimate_opts(const fm_model_shape *shape, const fm_model_options *opts,
+                                        int act_elem_bytes, fm_model_memory_info *out);
+/* The same for a training model of micro-batch `max_batch` (and sequence length max_seq_len). */
 fm_status fm_model_memory_estimate(const fm_model_shape *shape, int max_batch, int act_elem_bytes,
                                    fm_model_memory_info *out);
 
 typedef struct fm_model fm_model;
 
-/* Creates a model for `shape` on backend `be` (not owned; must outlive the model), able to run
- * forward/backward on up to `max_batch` sequences of up to shape->max_seq_len tokens. Allocates the
- * parameters, the gradients (zeroed) and the activation arena. Parameters are zero until
- * fm_model_init_weights or fm_model_set_params. Errors: bad shape or max_batch (FM_ERR_CONFIG),
- * backend allocation failure (its status, with the byte count). */
+/* Creates a model of `shape`'s family on backend `be` (not owned; must outlive the model) as `opts`
+ * asks, for up to opts->max_batch sequences of up to shape->max_seq_len tokens. Allocates the
+ * parameters and one arena (activations, logits, scratch, and for a decode model the K/V caches);
+ * a training model also allocates the gradients (zeroed). Parameters are zero until
+ * fm_model_init_weights or fm_model_set_params. Errors: bad shape, mode or max_batch
+ * (FM_ERR_CONFIG), backend allocation failure (its status, with the byte count). */
+fm_status fm_model_create_opts(const fm_model_shape *shape, fm_backend *be,
+                               const fm_model_options *opts, fm_model **out);
+/* A training model for micro-batch `max_batch`: fm_model_create_opts with FM_MODEL_TRAIN. */
 fm_status fm_model_create(const fm_model_shape *shape, fm_backend *be, int max_batch,
                           fm_model **out);
 void fm_model_free(fm_model **m);
 
 const fm_model_shape *fm_model_get_shape(const fm_model *m);
+/* The name of the model's family ("gpt2"): what a checkpoint records as /model arch. */
+const char *fm_model_arch(const fm_model *m);
+fm_model_mode fm_model_get_mode(const fm_model *m);
 int fm_model_get_padded_vocab(const fm_model *m);
 int fm_model_get_max_batch(const fm_model *m);
 fm_backend *fm_model_get_backend(const fm_model *m);
@@ -110,64 +149,72 @@ fm_backend *fm_model_get_backend(const fm_model *m);
 /* The breakdown of this instance (optim_bytes is what an fm_optimizer for it allocates). */
 void fm_model_memory(const fm_model *m, fm_model_memory_info *out);
 
-/* Writes the breakdown as a few human-readable lines ("parameters: 124,439,808 (474.7 MiB) ...").
- * The trainer calls it on rank 0 at start. */
+/* Writes the breakdown as a few human-readable lines ("parameters: 124,439,808 (474.7 MiB) ...";
+ * the K/V caches only when there are any). The trainer calls it on rank 0 at start. */
 void fm_model_memory_print(const fm_model_memory_info *mem, FILE *out);
 
 /* ---- initialisation ----------------------------------------------------------------------------- */
 
-/* GPT-2 initialisation, reproducible from `seed` on every machine: matrices and embeddings
- * N(0, 0.02); attn.c_proj.weight and mlp.c_proj.weight N(0, 0.02/sqrt(2*L)); LayerNorm weights 1;
- * biases 0; wte rows >= V zero. Element i of the flat layout draws from a counter-based generator
- * (splitmix64 of seed and i, Box-Muller), so the values do not depend on thread count or order.
+/* Initialises every tensor by its rule in the family's layout (family.h: zero, one, or normal with a
+ * standard deviation; padding rows of vocabulary matrices zero), reproducibly from `seed` on every
+ * machine. GPT-2: matrices and embeddings N(0, 0.02); attn.c_proj.weight and mlp.c_proj.weight
+ * N(0, 0.02/sqrt(2*L)); LayerNorm weights 1; biases 0; wte rows >= V zero. Element i of the flat
+ * layout is fm_rng_normal_at(key of the seed, i) (core/rng.h: counter-based), so the values depend
+ * only on the seed and the layout — not on thread count, order of generation or the model's mode.
  * Generated on the host tensor by tensor and uploaded. Errors: host allocation, upload. */
 fm_status fm_model_init_weights(fm_model *m, uint64_t seed);
 
 /* ---- the parameter layout ---------------------------------------------------------------------- */
 
 size_t fm_model_num_params(const fm_model *m); /* floats in the layout (= n_params_padded) */
-int fm_model_num_tensors(const fm_model *m);   /* 4 + 12*L */
+int fm_model_num_tensors(const fm_model *m);   /* head tensors + L * layer tensors (GPT-2 4 + 12*L) */
 const fm_model_tensor_info *fm_model_tensor(const fm_model *m, int i); /* NULL when out of range */
 const fm_model_tensor_info *fm_model_find_tensor(const fm_model *m, const char *name); /* or NULL */
 
-/* The contiguous range of `layer` (0..L-1), or of the head range [wte, wpe, ln_f] for layer == -1,
- * in floats of the layout. These are the ranges the backward callback reports. */
+/* The contiguous range of `layer` (0..L-1), or of the head range (GPT-2: wte, wpe, ln_f) for
+ * layer == -1, in floats of the layout. These are the ranges the backward callback reports. */
 void fm_model_layer_range(const fm_model *m, int layer, size_t *offset, size_t *count);
 
-/* Device pointers (backend memory; not to be dereferenced on the host unless the backend is "cpu")
- * to the parameters and gradients, fm_model_num_params floats each. Owned by the model. */
+/* Device pointers (backend memory: dereference on the host only where the backend's memory is host
+ * memory) to the parameters and gradients, fm_model_num_params floats each. Owned by the model.
+ * A decode model has no gradients: fm_model_grads returns NULL. */
 float *fm_model_params(fm_model *m);
 float *fm_model_grads(fm_model *m);
 
-/* Host copies of all parameters / gradients: `host` holds fm_model_num_params floats. */
+/* Host copies of all parameters / gradients: `host` holds fm_model_num_params floats.
+ * fm_model_get_grads of a decode model is an error (FM_ERR_INTERNAL). */
 fm_status fm_model_get_params(fm_model *m, float *host);
 fm_status fm_model_set_params(fm_model *m, const float *host);
 fm_status fm_model_get_grads(fm_model *m, float *host);
 
-/* Sets all gradients to zero (the optimizer's update also zeroes them after use). */
+/* Sets all gradients to zero (the optimizer's update also zeroes them after use); nothing for a
+ * decode model. */
 void fm_model_zero_grads(fm_model *m);
 
-/* ---- forward / backward ------------------------------------------------------------------------ */
+/* ---- forward / backward (training models) --------------------------------------------------------- */
 
 /* Runs the model on `tokens` (host, int32 (B,T), values in [0,V)), 1 <= B <= max_batch,
  * 1 <= T <= max_seq_len. With `targets` (host int32 (B,T) in [0,V)) it also computes the per-position
  * cross-entropy and stores in *mean_loss (may be NULL) the mean over all B*T positions (summed in
  * double in a fixed order), and keeps what fm_model_backward needs. With targets == NULL only the
  * logits are computed (inference) and *mean_loss, if given, is set to NaN.
- * Errors: bad B/T, a token or target out of range (FM_ERR_INPUT naming the position), upload failure. */
+ * Errors: a decode model, bad B/T (FM_ERR_INTERNAL), a token or target out of range (FM_ERR_INPUT
+ * naming the position), upload failure. */
 fm_status fm_model_forward(fm_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
                            float *mean_loss);
 
 /* Copies the logits (Vp floats; columns >= V are padding, not probabilities) of sequence b, position
  * t of the last forward into `host`. Valid between a forward and the next backward (backward turns
  * the logits into their gradient in place). Errors: b or t outside the last forward's B, T; no
- * forward has run; logits already consumed by backward. */
+ * forward has run; logits already consumed by backward; activations that are not fp32 (the
+ * backend's act_bytes != 4). */
 fm_status fm_model_logits(fm_model *m, int b, int t, float *host);
 
 /* Called by fm_model_backward as soon as a contiguous range of gradients [offset, offset+count)
  * (floats of the layout) holds its final value for this backward pass: each layer's range right after
- * that layer's backward (layers L-1 down to 0), then the head range [wte, wpe, ln_f] last. The backend
- * has been synchronised before the call. A non-NULL status stops the backward pass and is returned. */
+ * that layer's backward (layers L-1 down to 0), then the head range last (GPT-2: wte, wpe, ln_f).
+ * The backend has been synchronised before the call. A non-NULL status stops the backward pass and
+ * is returned. */
 typedef fm_status (*fm_model_grad_ready_fn)(void *ctx, size_t offset, size_t count);
 
 /* Back-propagates the loss of the last forward (which must have had targets) and ACCUMULATES (+=)
@@ -176,5 +223,25 @@ typedef fm_status (*fm_model_grad_ready_fn)(void *ctx, size_t offset, size_t cou
  * gets d/dloss = loss_scale/(B*T)). `ready` may be NULL. The logits are overwritten by dlogits.
  * Errors: no forward with targets since the last backward; an error returned by `ready`. */
 fm_status fm_model_backward(fm_model *m, float loss_scale, fm_model_grad_ready_fn ready, void *ctx);
+
+/* ---- decoding with a KV cache (decode models) --------------------------------------------------- */
+
+/* Empties the K/V caches: the next fm_model_decode starts at position 0 (and may use another B). */
+void fm_model_decode_reset(fm_model *m);
+
+/* Tokens per sequence in the caches: the position the next token takes. */
+int fm_model_decode_position(const fm_model *m);
+
+/* Appends n tokens to each of B sequences: `tokens` host int32 (B,n) in [0,V) take positions
+ * pos..pos+n-1, pos = fm_model_decode_position(m). Runs the family's forward (the one training runs)
+ * on those B*n rows only, each block appending its K,V to its caches and attending over them (a
+ * prompt is one call, then one token per call), and, when `logits` is not NULL, downloads the
+ * logits of each sequence's last new token: host (B,Vp), columns >= V padding. They equal
+ * fm_model_forward's logits at the same positions up to float rounding (tested).
+ * Errors: a training model, B outside 1..max_batch or not the B of the calls since the last reset,
+ * n < 1, logits requested from activations that are not fp32 (FM_ERR_INTERNAL); pos + n >
+ * max_seq_len (FM_ERR_USAGE: the cache is full; reset and feed a shorter context, as
+ * fm_sampler_generate does); a token out of range (FM_ERR_INPUT naming it); upload/download. */
+fm_status fm_model_decode(fm_model *m, const int32_t *tokens, int B, int n, float *logits);
 
 #endif /* FM_MODEL_H */

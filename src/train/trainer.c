@@ -183,6 +183,7 @@ static fm_status set_model_shape(fm_trainer *t, int64_t V)
     t->shape.d_model = t->cfg.model_d_model;
     t->shape.max_seq_len = t->cfg.model_seq_len;
     t->shape.vocab_size = (int)V;
+    snprintf(t->shape.arch, sizeof t->shape.arch, "%s", cfg->model_arch == FM_ARCH_GPT2 ? "gpt2" : "?");
     FM_TRY(fm_model_shape_check(&t->shape));
     return NULL;
 }

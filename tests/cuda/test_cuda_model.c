@@ -9,12 +9,16 @@
  *     parameters within a relative L2 error of 1e-3, and the loss falls.
  *   repeat_bit_identical: two runs of 5 steps on the GPU from the same seed give bit-identical losses,
  *     parameters and optimizer moments.
+ *   decode: decode models (K/V caches, fm_model_decode) on both backends with the same weights, a
+ *     prompt of 10 tokens in one call then 6 single tokens, two sequences: every returned logit row
+ *     agrees with the CPU's decode and with the GPU's own full forward within 1e-4 of the largest
+ *     logit, and a second pass on the GPU is bit-identical.
  * Without a GPU the test exits 77, which CTest reports as skipped. */
 #include "cuda_test_util.h"
 #include "model/model.h"
 #include "train/optimizer.h"
 
-static const fm_model_shape SHAPE = {2, 2, 64, 32, 100}; /* L, NH, C, maxT, V (Vp = 128) */
+static const fm_model_shape SHAPE = {2, 2, 64, 32, 100, "gpt2"}; /* L, NH, C, maxT, V (Vp = 128) */
 
 static void make_batch(uint64_t seed, int n, int V, int32_t *tokens, int32_t *targets)
 {
@@ -186,6 +190,80 @@ static void test_repeat_bit_identical(void **state)
     free(p1), free(p2), free(m1), free(m2), free(v1), free(v2);
 }
 
+/* max |a - r| over the V real logits of `rows` rows of Vp, and max |r| */
+static void logit_diff(const float *a, const float *r, int rows, int Vp, int V, double *diff, double *mx)
+{
+    for (int i = 0; i < rows; i++)
+        for (int v = 0; v < V; v++) {
+            *diff = fmax(*diff, fabs((double)a[(size_t)i * Vp + v] - (double)r[(size_t)i * Vp + v]));
+            *mx = fmax(*mx, fabs((double)r[(size_t)i * Vp + v]));
+        }
+}
+
+static void test_decode(void **state)
+{
+    (void)state;
+    enum { B = 2, T = 16, P = 10, R = T - P + 1 }; /* R decode calls: the prompt, then 6 tokens */
+    const int V = SHAPE.vocab_size;
+    run full;
+    run_open(&full, "cuda", B); /* the GPU's full forward, seed 1234 */
+    const int Vp = fm_model_get_padded_vocab(full.m);
+    const size_t np = fm_model_num_params(full.m), row = (size_t)B * Vp;
+    float *w = host_floats(np);
+    cuda_test_ok(fm_model_get_params(full.m, w));
+    fm_backend *be[2] = {NULL, NULL};
+    fm_model *d[2] = {NULL, NULL};
+    const char *names[2] = {"cpu", "cuda"};
+    const fm_model_options o = {FM_MODEL_DECODE, B};
+    for (int k = 0; k < 2; k++) {
+        cuda_test_ok(fm_backend_create(names[k], 2, 0, &be[k]));
+        cuda_test_ok(fm_model_create_opts(&SHAPE, be[k], &o, &d[k]));
+        cuda_test_ok(fm_model_set_params(d[k], w));
+    }
+    int32_t tok[B * T], tgt[B * T], first[B * P], one[B];
+    make_batch(31, B * T, V, tok, tgt);
+    for (int b = 0; b < B; b++) memcpy(first + b * P, tok + b * T, P * sizeof *first);
+    cuda_test_ok(fm_model_forward(full.m, tok, NULL, B, T, NULL));
+    float *lg[2] = {host_floats(R * row), host_floats(R * row)}; /* (R, B, Vp) per backend */
+    float *ref = host_floats(row), *again = host_floats(row);
+    double d_cpu = 0, d_full = 0, mx = 0;
+    for (int k = 0; k < 2; k++) {
+        fm_model_decode_reset(d[k]);
+        cuda_test_ok(fm_model_decode(d[k], first, B, P, lg[k]));
+        for (int t = P; t < T; t++) {
+            for (int b = 0; b < B; b++) one[b] = tok[b * T + t];
+            cuda_test_ok(fm_model_decode(d[k], one, B, 1, lg[k] + (size_t)(t - P + 1) * row));
+        }
+        assert_int_equal(fm_model_decode_position(d[k]), T);
+    }
+    for (int r = 0; r < R; r++) { /* call r returned the logits of position P-1+r */
+        for (int b = 0; b < B; b++)
+            cuda_test_ok(fm_model_logits(full.m, b, P - 1 + r, ref + (size_t)b * Vp));
+        logit_diff(lg[1] + (size_t)r * row, lg[0] + (size_t)r * row, B, Vp, V, &d_cpu, &mx);
+        logit_diff(lg[1] + (size_t)r * row, ref, B, Vp, V, &d_full, &mx);
+    }
+    printf("  decode: max |logit| %.4g, gpu vs cpu decode %.3g, gpu decode vs gpu forward %.3g\n", mx,
+           d_cpu, d_full);
+    assert_true(mx > 1e-3);
+    assert_true(d_cpu <= 1e-4 * (1.0 + mx));
+    assert_true(d_full <= 1e-4 * (1.0 + mx));
+    /* the same calls again on the GPU: bit-identical */
+    fm_model_decode_reset(d[1]);
+    cuda_test_ok(fm_model_decode(d[1], first, B, P, again));
+    assert_memory_equal(again, lg[1], row * sizeof *again);
+    for (int t = P; t < T; t++) {
+        for (int b = 0; b < B; b++) one[b] = tok[b * T + t];
+        cuda_test_ok(fm_model_decode(d[1], one, B, 1, again));
+        assert_memory_equal(again, lg[1] + (size_t)(t - P + 1) * row, row * sizeof *again);
+    }
+    free(lg[0]), free(lg[1]), free(ref), free(again), free(w);
+    for (int k = 0; k < 2; k++) {
+        fm_model_free(&d[k]);
+        fm_backend_free(&be[k]);
+    }
+    run_close(&full);
+}
+
 int main(void)
 {
     int skip = cuda_test_need_gpu("test_cuda_model");
@@ -194,6 +272,7 @@ int main(void)
         cmocka_unit_test(test_forward_backward),
         cmocka_unit_test(test_train_20_steps),
         cmocka_unit_test(test_repeat_bit_identical),
+        cmocka_unit_test(test_decode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -32,8 +32,8 @@ typedef struct ref_config {
 } ref_config;
 
 static const ref_config configs[] = {
-    {"tiny", {2, 2, 64, 32, 100}, 4, 32},
-    {"gpt2", {12, 12, 768, 1024, 50257}, 2, 64},
+    {"tiny", {2, 2, 64, 32, 100, "gpt2"}, 4, 32},
+    {"gpt2", {12, 12, 768, 1024, 50257, "gpt2"}, 2, 64},
 };
 
 static const uint64_t SEED = 1337;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test_sample_cli.sh — `fmtrain sample` end to end: a tiny model trained for a few steps on a text
 # dataset (with its tokenizer) is sampled from a run directory and from a checkpoint file; the same
-# seed gives the same text, generation runs past seq_len (the window slides); clear errors for a
-# missing checkpoint, a missing --checkpoint, an empty prompt, and a checkpoint without tokenizer.
+# seed gives the same text, generation runs past seq_len (the window slides); the banner names the
+# checkpoint file used, the family and the device; clear errors for a missing checkpoint, a missing
+# --checkpoint, an empty prompt, an unknown --device, and a checkpoint without tokenizer.
 set -euo pipefail
 : "${FMTRAIN_EXE:?}" "${FMTRAIN_BINARY_DIR:?}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -49,6 +50,10 @@ g1=$("$FMTRAIN_EXE" sample --checkpoint "$ckpt" --tokens 40 --temperature 0 2>/d
 g2=$("$FMTRAIN_EXE" sample --checkpoint "$ckpt" --tokens 40 --temperature 0 --seed 9 2>/dev/null)
 [ "$g1" = "$g2" ] || { echo "greedy output depends on the seed"; exit 1; }
 echo "sample: $a"
+"$FMTRAIN_EXE" sample --checkpoint "$dir/run" --tokens 5 --device cpu --threads 2 >/dev/null 2>"$dir/banner.txt"
+grep -q "checkpoint $dir/run/checkpoints/step-[0-9]*\.h5 (gpt2, 1 layers" "$dir/banner.txt" ||
+  { echo "the banner does not name the checkpoint used and the family: $(cat "$dir/banner.txt")"; exit 1; }
+grep -q ") on CPU" "$dir/banner.txt" || { echo "the banner does not name the device: $(cat "$dir/banner.txt")"; exit 1; }
 
 expect_fail() { # expect_fail CODE PATTERN ARGS...
   local code=$1 pattern=$2 out rc
@@ -65,6 +70,7 @@ expect_fail() { # expect_fail CODE PATTERN ARGS...
 expect_fail 2 "checkpoint PATH is required" --prompt hello
 expect_fail 3 "$dir/nothing" --checkpoint "$dir/nothing"
 expect_fail 2 "prompt is empty" --checkpoint "$dir/run" --prompt ""
+expect_fail 2 "expected cpu, cuda or auto" --checkpoint "$dir/run" --device gpu
 
 # a dataset without tokenizer -> a checkpoint without tokenizer
 "$FMTRAIN_BINARY_DIR/tests/train/train_make_dataset" "$dir/ids.h5" random 16 256 8 1
