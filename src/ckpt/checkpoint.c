@@ -681,6 +681,15 @@ static fm_status check_model_attrs(fm_checkpoint_file *f, const char *path, cons
              {"d_model", "[model] d_model", s->d_model},
              {"max_seq_len", "[model] seq_len", s->max_seq_len},
              {"vocab_size", "[model] vocab_size (or the dataset's vocabulary)", s->vocab_size}};
+    char *arch = NULL;
+    FM_TRY(fm_checkpoint_file_get_attr_str(f, "/model", "arch", &arch));
+    fm_status st = strcmp(arch, s->arch) == 0
+                       ? NULL
+                       : FM_ERR(FM_ERR_CONFIG, "checkpoint %s holds a model of family '%s', the "
+                                               "configured model is '%s': [model] arch must match "
+                                               "to resume", path, arch, s->arch);
+    free(arch);
+    FM_TRY(st);
     for (size_t i = 0; i < sizeof k / sizeof *k; i++) {
         int64_t v = 0;
         FM_TRY(fm_checkpoint_file_get_attr_i64(f, "/model", k[i].attr, &v));
@@ -917,30 +926,47 @@ fm_status fm_checkpoint_inspect(const char *path, FILE *out)
 
 /* ---- loading a model without MPI ------------------------------------------------------------- */
 
+/* The model shape a checkpoint stores under /model: its family (arch) and sizes, checked. */
+static fm_status read_model_shape(fm_checkpoint_file *f, const char *path, fm_model_shape *s)
+{
+    memset(s, 0, sizeof *s);
+    char *arch = NULL;
+    FM_TRY(fm_checkpoint_file_get_attr_str(f, "/model", "arch", &arch));
+    int too_long = fm_util_strlcpy(s->arch, arch, sizeof s->arch);
+    fm_status st = too_long ? FM_ERR(FM_ERR_INPUT, "%s: /model arch = '%s' is not a model family "
+                                     "this fmtrain knows", path, arch)
+                            : NULL;
+    free(arch);
+    FM_TRY(st);
+    int64_t v[5] = {0, 0, 0, 0, 0};
+    const char *names[5] = {"n_layer", "n_head", "d_model", "max_seq_len", "vocab_size"};
+    for (int i = 0; i < 5; i++) {
+        FM_TRY(fm_checkpoint_file_get_attr_i64(f, "/model", names[i], &v[i]));
+        if (v[i] < 1 || v[i] > INT32_MAX)
+            return FM_ERR(FM_ERR_INPUT, "%s: /model %s = %lld is not a valid size", path, names[i],
+                          (long long)v[i]);
+    }
+    s->n_layer = (int)v[0];
+    s->n_head = (int)v[1];
+    s->d_model = (int)v[2];
+    s->max_seq_len = (int)v[3];
+    s->vocab_size = (int)v[4];
+    st = fm_model_shape_check(s);
+    if (!st) return NULL;
+    fm_status in = FM_ERR(FM_ERR_INPUT, "%s holds an invalid model shape: %s", path,
+                          fm_status_message(st));
+    fm_status_free(&st);
+    return in;
+}
+
 static fm_status load_model_file(const char *path, fm_backend *be, int max_batch, fm_model **model,
                                  fm_tokenizer **tok)
 {
     fm_checkpoint_file *f = NULL;
     FM_TRY(open_checkpoint(MPI_COMM_NULL, path, NULL, NULL, &f));
-    fm_model_shape s = {.arch = "gpt2"}; /* the only family so far; /model arch names it */
-    int64_t v[5] = {0, 0, 0, 0, 0};
-    const char *names[5] = {"n_layer", "n_head", "d_model", "max_seq_len", "vocab_size"};
-    fm_status st = NULL;
-    for (int i = 0; i < 5 && !st; i++) st = fm_checkpoint_file_get_attr_i64(f, "/model", names[i], &v[i]);
-    for (int i = 0; i < 5 && !st; i++)
-        if (v[i] < 1 || v[i] > INT32_MAX)
-            st = FM_ERR(FM_ERR_INPUT, "%s: /model %s = %lld is not a valid size", path, names[i],
-                        (long long)v[i]);
+    fm_model_shape s;
     fm_model *m = NULL;
-    if (!st) {
-        s.n_layer = (int)v[0];
-        s.n_head = (int)v[1];
-        s.d_model = (int)v[2];
-        s.max_seq_len = (int)v[3];
-        s.vocab_size = (int)v[4];
-        st = fm_model_shape_check(&s);
-        if (st) st = fm_status_prefix(st, "%s holds an invalid model shape", path);
-    }
+    fm_status st = read_model_shape(f, path, &s);
     if (!st) st = fm_model_create_opts(&s, be, &(fm_model_options){FM_MODEL_DECODE, max_batch}, &m);
     fm_checkpoint_tensor *table = NULL;
     int nt = 0;

@@ -1157,6 +1157,11 @@ const char *fm_config_run_dir(const fm_config *cfg, char *buf, size_t bufsize)
     return buf;
 }
 
+const char *fm_config_arch(const fm_config *cfg)
+{
+    return arch_values[cfg->model_arch];
+}
+
 const char *fm_config_val_path(const fm_config *cfg)
 {
     return cfg->data_val[0] ? cfg->data_val : cfg->data_train;

@@ -117,6 +117,9 @@ fm_status fm_config_validate(const fm_config *cfg);
  * Returns run_dir or buf. A buffer of FM_CONFIG_PATH_MAX bytes is always large enough. */
 const char *fm_config_run_dir(const fm_config *cfg, char *buf, size_t bufsize);
 
+/* [model] arch as its name in the parameter file ("gpt2"): the model family (src/model/families.c). */
+const char *fm_config_arch(const fm_config *cfg);
+
 /* The validation dataset: data_val, or data_train when data_val is empty. */
 const char *fm_config_val_path(const fm_config *cfg);
 

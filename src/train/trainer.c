@@ -183,7 +183,7 @@ static fm_status set_model_shape(fm_trainer *t, int64_t V)
     t->shape.d_model = t->cfg.model_d_model;
     t->shape.max_seq_len = t->cfg.model_seq_len;
     t->shape.vocab_size = (int)V;
-    snprintf(t->shape.arch, sizeof t->shape.arch, "%s", cfg->model_arch == FM_ARCH_GPT2 ? "gpt2" : "?");
+    fm_util_strlcpy(t->shape.arch, fm_config_arch(&t->cfg), sizeof t->shape.arch);
     FM_TRY(fm_model_shape_check(&t->shape));
     return NULL;
 }
@@ -336,8 +336,8 @@ static fm_status describe_model(fm_trainer *t)
     fm_model_memory_info mem;
     FM_TRY(fm_model_memory_estimate(&t->shape, t->B, t->be->ops->act_bytes, &mem));
     char cnt[40], bytes[32];
-    say(t, "model: GPT-2, %d layers, %d heads, d_model %d, seq_len %d, vocabulary %d: %s parameters",
-        t->shape.n_layer, t->shape.n_head, t->shape.d_model, t->shape.max_seq_len,
+    say(t, "model: %s, %d layers, %d heads, d_model %d, seq_len %d, vocabulary %d: %s parameters",
+        t->shape.arch, t->shape.n_layer, t->shape.n_head, t->shape.d_model, t->shape.max_seq_len,
         t->shape.vocab_size, group_digits((long long)mem.n_params, cnt, sizeof cnt));
     say(t, "memory per rank (backend %s, %d thread%s): %s", t->be->ops->name, t->plan.threads,
         t->plan.threads == 1 ? "" : "s", fm_util_format_bytes((double)mem.total_bytes, bytes, sizeof bytes));

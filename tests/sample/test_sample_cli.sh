@@ -72,6 +72,14 @@ expect_fail 3 "$dir/nothing" --checkpoint "$dir/nothing"
 expect_fail 2 "prompt is empty" --checkpoint "$dir/run" --prompt ""
 expect_fail 2 "expected cpu, cuda or auto" --checkpoint "$dir/run" --device gpu
 
+# the family comes from the checkpoint's /model arch: one this fmtrain does not know is refused
+if /usr/bin/python3 -c 'import h5py' 2>/dev/null; then
+  cp "$ckpt" "$dir/foreign.h5"
+  /usr/bin/python3 -c 'import sys, h5py, numpy; f = h5py.File(sys.argv[1], "r+"); f["model"].attrs["arch"] = numpy.bytes_("nosuch")' \
+    "$dir/foreign.h5"
+  expect_fail 3 "unknown model family arch = 'nosuch'" --checkpoint "$dir/foreign.h5"
+fi
+
 # a dataset without tokenizer -> a checkpoint without tokenizer
 "$FMTRAIN_BINARY_DIR/tests/train/train_make_dataset" "$dir/ids.h5" random 16 256 8 1
 "$FMTRAIN_EXE" train "$dir/p.ini" --set data.train="$dir/ids.h5" --set run.dir="$dir/run2" \
