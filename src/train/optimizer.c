@@ -29,6 +29,9 @@ struct fm_optimizer {
 fm_status fm_optimizer_create(fm_model *model, fm_optimizer **out)
 {
     *out = NULL;
+    if (fm_model_get_mode(model) != FM_MODEL_TRAIN)
+        return FM_ERR(FM_ERR_INTERNAL, "optimizer: the model was created for decoding, it has no "
+                                       "gradients to optimise (create it with FM_MODEL_TRAIN)");
     fm_optimizer *o = calloc(1, sizeof *o);
     FM_CHECK_ALLOC(o, sizeof *o);
     fm_status st = NULL;

@@ -36,7 +36,8 @@ typedef struct fm_adamw_params {
 } fm_adamw_params;
 
 /* Creates the AdamW state for `model` (not owned; must outlive the optimizer): m and v zeroed, t = 0.
- * Errors: backend allocation failure. */
+ * Errors: a decode model (FM_MODEL_DECODE has no gradients: FM_ERR_INTERNAL), backend allocation
+ * failure. */
 fm_status fm_optimizer_create(fm_model *model, fm_optimizer **out);
 void fm_optimizer_free(fm_optimizer **opt);
 

@@ -595,6 +595,13 @@ static void test_input_errors(void **state)
     assert_true(fm_optimizer_clip_scale(4.0, 0.0) == 1.0f);
     fm_optimizer_free(&opt);
     fm_model_free(&m);
+    /* a decode model has no gradients: no optimizer for it */
+    FM_ASSERT_OK(fm_model_create_opts(&TINY, be, &(fm_model_options){FM_MODEL_DECODE, 1}, &m));
+    st = fm_optimizer_create(m, &opt);
+    assert_int_equal(fm_status_code(st), FM_ERR_INTERNAL);
+    assert_null(opt);
+    fm_status_free(&st);
+    fm_model_free(&m);
     fm_backend_free(&be);
 }
 
