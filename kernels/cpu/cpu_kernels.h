@@ -15,7 +15,7 @@
  * Determinism: the same inputs and thread count give bit-identical outputs (every reduction has a
  * fixed order; no atomics). Kernels whose reductions are partitioned over a thread-count independent
  * index (all but matmul) are also identical across thread counts; see docs/performance.md for the
- * matmul statement and tests/kernels/test_cpu_kernels.c for the test of it.
+ * matmul statement and tests/kernels/test_cpu.c for the test of it.
  *
  * What this is not: no allocation happens inside a kernel; the only memory a kernel uses beyond its
  * arguments is the context's per-thread scratch (attention blocks, fixed size: threads *

@@ -1,5 +1,5 @@
 /* ds_unit.h — CMocka helpers shared by the single-process dataset tests (test_dataset.c,
- * test_dataset_damage.c). Include after <mpi.h>, <cmocka.h> and "dataset/ds_fixture.h". */
+ * test_damage.c). Include after <mpi.h>, <cmocka.h> and "dataset/ds_fixture.h". */
 #ifndef FM_TEST_DS_UNIT_H
 #define FM_TEST_DS_UNIT_H
 

@@ -1,7 +1,7 @@
 /* test_dataset.c — dataset file format and the reader on one rank: writer/probe round trip, the
  * sampling rule (each window once per epoch, epoch boundary), read-ahead == synchronous reads,
  * state save/restore, validation batches, every open error, and the "a step waits on I/O < 1 % of
- * its time" figure (damaged files: test_dataset_damage.c). Runs under mpiexec -n 1. */
+ * its time" figure (damaged files: test_damage.c). Runs under mpiexec -n 1. */
 #define _POSIX_C_SOURCE 200809L
 #include <mpi.h>
 #include <setjmp.h>

@@ -1,4 +1,4 @@
-/* ref_dump.c — the C side of the PyTorch comparison (tests/reference/compare_gpt2.py).
+/* ref_dump.c — the C side of the PyTorch comparison (tests/reference/test_gpt2.py).
  *
  * Builds a GPT-2 with fmtrain's model on the CPU backend, initialises it from a seed, and writes to
  * one HDF5 file (serial, default driver):

@@ -1,4 +1,4 @@
-/* test_reader_mpi.c — the reader on 2 ranks (mpiexec -n 2): both ranks open the file with parallel
+/* test_reader.c — the reader on 2 ranks (mpiexec -n 2): both ranks open the file with parallel
  * HDF5 and read their slices; the global sequence of windows equals the 1-rank sequence, slices are
  * disjoint and together cover each epoch exactly once; validation batches agree; state restore on 2
  * ranks continues a 1-rank run; open errors are reported on every rank; the tokenizer can be saved

@@ -1,4 +1,4 @@
-/* test_cuda_registry.c — the registry's view of the CUDA backend, runs everywhere (with or without a
+/* test_registry.c — the registry's view of the CUDA backend, runs everywhere (with or without a
  * GPU): a build with the backend lists "cuda" after "cpu" and as available; the device count says WHY
  * it is 0 (the CUDA error text, passed on, not dropped); "cuda" is a GPU backend and `device = auto`
  * picks it exactly when a device is visible; with no visible device fm_backend_create("cuda") fails with

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""compare_gpt2.py — checks fmtrain's GPT-2 against an independent PyTorch (fp32) implementation.
+"""test_gpt2.py — checks fmtrain's GPT-2 against an independent PyTorch (fp32) implementation.
 
 Runs the C dump program (ref_dump.c), which writes the model's initial weights, a fixed batch, the
 logits, loss and every gradient of one forward/backward, and the losses of a run of AdamW steps with
@@ -11,7 +11,7 @@ tied to wte), loads the same weights, computes the same, and compares:
   padded rows of wte grad   exactly zero
   loss trajectory           relative error <= 1e-4 at every step
   logits (reported, and     max|l_c - l_torch| / max|l_torch| <= 1e-4)
-Usage: compare_gpt2.py --exe PATH --config tiny|gpt2 --workdir DIR [--threads N] [--keep]
+Usage: test_gpt2.py --exe PATH --config tiny|gpt2 --workdir DIR [--threads N] [--keep]
 Exit status 0 when everything is within tolerance, 1 otherwise.
 """
 import argparse

@@ -116,7 +116,7 @@ warmup_step = 10
 INI
 run 2 train "$tmp/bad.ini" --dry-run
 has err "error: $tmp/bad.ini:3: unknown key \`train.warmup_step\` (did you mean \`train.warmup_steps\`?)"
-# (every other error class, with its exact message, is in the unit test test_config)
+# (every other error class, with its exact message, is in the unit test tests/config/test_config.c)
 run 2 train "$tmp/nonexistent.ini" --dry-run
 has err "$tmp/nonexistent.ini"
 run 2 train --dry-run

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fails when docs/parameters.md differs from what fm_paramdoc generates from the schema table.
-# Usage: check_paramdoc.sh FM_PARAMDOC DOCS_FILE
+# Usage: test_paramdoc.sh FM_PARAMDOC DOCS_FILE
 set -euo pipefail
 gen=$1 doc=$2
 tmp=$(mktemp)

@@ -1,4 +1,4 @@
-/* test_sampler.c — decoding with the KV cache (fm_model_decode) against the model's full forward,
+/* test_kv_cache.c — decoding with the KV cache (fm_model_decode) against the model's full forward,
  * and the sampler on top of it: greedy output equals the argmax of a full forward over the same
  * context, step by step and across the window slide; same seed, same text; errors. */
 #include <setjmp.h>

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_sample_cli.sh — `fmtrain sample` end to end: a tiny model trained for a few steps on a text
+# test_cli.sh — `fmtrain sample` end to end: a tiny model trained for a few steps on a text
 # dataset (with its tokenizer) is sampled from a run directory and from a checkpoint file; the same
 # seed gives the same text, generation runs past seq_len (the window slides); the banner names the
 # checkpoint file used, the family and the device; clear errors for a missing checkpoint, a missing

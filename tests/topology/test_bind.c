@@ -1,4 +1,4 @@
-/* test_topology_bind.c — placement on this machine under MPI (2 ranks; also registered with 3 ranks,
+/* test_bind.c — placement on this machine under MPI (2 ranks; also registered with 3 ranks,
  * more than the test machines' 2 cores): fm_topology_place binds the process inside its starting
  * binding, sets the OpenMP thread count and pins each OpenMP thread to one core of the rank's share;
  * ranks get disjoint cores when there are enough, and a warning (not an error) when there are not;

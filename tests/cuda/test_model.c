@@ -1,4 +1,4 @@
-/* test_cuda_model.c — the whole model on the CUDA backend against the CPU backend.
+/* test_model.c — the whole model on the CUDA backend against the CPU backend.
  *
  *   forward_backward: same weights (fm_model_init_weights, generated on the host), same batch: the
  *     mean loss agrees within rtol 1e-5, and every parameter tensor's gradient within a relative L2

@@ -1,4 +1,4 @@
-/* test_topology_plan.c — the placement planner on saved hwloc XML topologies (the XML files in tests/topology,
+/* test_plan.c — the placement planner on saved hwloc XML topologies (the XML files in tests/topology,
  * written by make_fixtures.py): a two-socket 128-core node with 8 NUMA domains, a four-GPU node, a
  * Grace-Hopper-like node and a Leonardo Booster node (all GPUs on one of two NUMA domains). Checks that shares are disjoint, evenly spread, inside the launcher's
  * binding, that too few cores give a warning and not an error, and the bind modes and GPU choice. */

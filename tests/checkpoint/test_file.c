@@ -1,4 +1,4 @@
-/* test_checkpoint_file.c — the checkpoint file layer under MPI (run with 2 ranks, and with 1):
+/* test_file.c — the checkpoint file layer under MPI (run with 2 ranks, and with 1):
  * round trips, files written by N ranks read by M ranks (parallel and serial mode), CRC-32 values,
  * damaged files (bit flip, truncation), the directory (latest, keep_last, stale temporaries),
  * resume = auto falling back past a damaged checkpoint, an error on one rank only (agreed, collective),

@@ -1,4 +1,4 @@
-/* test_cpu_kernels.c — the CPU kernels against double-precision reference implementations.
+/* test_cpu.c — the CPU kernels against double-precision reference implementations.
  *
  * For every op: the forward is compared with a double reference written here; the backward is
  * compared with central finite differences of that reference (loss L = sum(w * out) with random

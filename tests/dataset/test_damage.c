@@ -1,4 +1,4 @@
-/* test_dataset_damage.c — truncated and corrupted dataset files give errors, never crashes or
+/* test_damage.c — truncated and corrupted dataset files give errors, never crashes or
  * silent acceptance: truncation at 12 points, token data overwritten (caught by the reader's id
  * check, with and without read-ahead), and 200 copies with random bit flips in the metadata (caught
  * by HDF5's metadata checksums or fmtrain's validation). After every failed open no HDF5 object may
