@@ -89,10 +89,12 @@ fm_status fm_checkpoint_load(fm_checkpoint_ctx *ctx, fm_trainer *t, const char *
 fm_status fm_checkpoint_inspect(const char *path, FILE *out);
 
 /* Reads the model stored in checkpoint `path` — or, when `path` is a directory (a run directory or its
- * checkpoints/ folder), in its newest checkpoint whose parameters verify — into a new model on
- * backend `be` able to run up to `max_batch` sequences, and its tokenizer (*tok = NULL when the
- * checkpoint stores none). Serial (no MPI needed); parameters CRC-checked. `used_path` (may be NULL,
- * size bytes) receives the file read. */
+ * checkpoints/ folder), in its newest checkpoint whose parameters verify — into a new DECODE model
+ * (FM_MODEL_DECODE: K/V caches for `max_batch` sequences, no gradients; model.h) of the family the
+ * checkpoint names (/model arch) on backend `be`, and its tokenizer (*tok = NULL when the checkpoint
+ * stores none). Serial (no MPI needed); parameters CRC-checked. `used_path` (may be NULL, size bytes)
+ * receives the file read. Errors: FM_ERR_INPUT for a missing, damaged or foreign file or a model family
+ * this fmtrain does not know. */
 fm_status fm_checkpoint_load_model(const char *path, fm_backend *be, int max_batch, fm_model **model,
                                    fm_tokenizer **tok, char *used_path, size_t size);
 
