@@ -12,7 +12,7 @@
 #include "train/schedule.h"
 #include "train/signals.h"
 #include "core/util.h"
-#include "cli/version.h"
+#include "build_info.h"
 
 struct fm_trainer {
     fm_config cfg;
@@ -287,12 +287,12 @@ static fm_status open_run_files(fm_trainer *t)
     FILE *f = fopen(path, "w");
     if (!f) return FM_ERR(FM_ERR_IO, "cannot create %s: %s", path, strerror(errno));
     fprintf(f, "# effective configuration of %s (fmtrain %s)\n", t->opts.config_path,
-            fm_version_string());
+            FM_VERSION);
     fm_config_write(&t->cfg, f);
     if (fclose(f) != 0) return FM_ERR(FM_ERR_IO, "writing %s failed: %s", path, strerror(errno));
     fm_metrics_options mo = {t->run_dir, t->opts.out, t->opts.out_is_tty, t->cfg.train_steps};
     FM_TRY(fm_metrics_open(&mo, &t->metrics));
-    fm_metrics_logf(t->metrics, "fmtrain %s: train %s on %d ranks", fm_version_string(),
+    fm_metrics_logf(t->metrics, "fmtrain %s: train %s on %d ranks", FM_VERSION,
                     t->opts.config_path, t->comm->size);
     return NULL;
 }
@@ -324,7 +324,7 @@ static fm_status check_schedule_and_data(fm_trainer *t)
 /* The first line of the banner. */
 static void say_start(fm_trainer *t)
 {
-    say(t, "fmtrain %s: %s %s on %d rank%s (%d node%s), run directory %s", fm_version_string(),
+    say(t, "fmtrain %s: %s %s on %d rank%s (%d node%s), run directory %s", FM_VERSION,
         t->opts.dry_run ? "dry run of" : "training", t->opts.config_path, t->comm->size,
         t->comm->size == 1 ? "" : "s", t->comm->nodes, t->comm->nodes == 1 ? "" : "s", t->run_dir);
 }
