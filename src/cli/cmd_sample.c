@@ -96,13 +96,9 @@ static fm_status sample_run(int argc, char **argv, const fm_cmd_env *env)
     if (threads_s) FM_TRY_GOTO(st, done, fm_cli_int("--threads", threads_s, 1, 4096, &threads));
     if (temp_s) FM_TRY_GOTO(st, done, fm_cli_double("--temperature", temp_s, 0.0, 100.0, &temperature));
 
+    /* auto: as [runtime] device; any other name is the registry's to accept or refuse */
     const char *device = device_s ? device_s : "auto";
-    if (strcmp(device, "auto") == 0)
-        device = fm_backend_device_count("cuda", NULL) > 0 ? "cuda" : "cpu";
-    else if (strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0) {
-        st = FM_ERR(FM_ERR_USAGE, "fmtrain sample: --device %s: expected cpu, cuda or auto", device);
-        goto done;
-    }
+    if (strcmp(device, "auto") == 0) device = fm_backend_auto();
     FM_TRY_GOTO(st, done, fm_backend_create(device, (int)threads, 0, &be));
     char used[4096] = "";
     FM_TRY_GOTO(st, done, fm_checkpoint_load_model(ckpt, be, 1, &model, &tok, used, sizeof used));

@@ -70,7 +70,7 @@ expect_fail() { # expect_fail CODE PATTERN ARGS...
 expect_fail 2 "checkpoint PATH is required" --prompt hello
 expect_fail 3 "$dir/nothing" --checkpoint "$dir/nothing"
 expect_fail 2 "prompt is empty" --checkpoint "$dir/run" --prompt ""
-expect_fail 2 "expected cpu, cuda or auto" --checkpoint "$dir/run" --device gpu
+expect_fail 2 "unknown compute backend 'gpu' (known: cpu, cuda)" --checkpoint "$dir/run" --device gpu
 
 # the family comes from the checkpoint's /model arch: one this fmtrain does not know is refused
 if /usr/bin/python3 -c 'import h5py' 2>/dev/null; then
