@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # tests/run.sh — the test command: installs what is missing (modules/setup-debian.sh), configures and
 # builds the `release` and `asan` presets, and runs the whole CTest suite for both.
-# Then runs the README's quickstart on a bare Debian root (tests/fresh-root/run.sh; about 3.5 min
-# with a warm cache, 5.5 min cold; a clear SKIP where debootstrap or chroot cannot work).
+# Then runs the README's quickstart on a bare Debian root (tests/fresh-root/run.sh; 1.5-3.5 min with
+# a warm cache, 2-5.5 min cold on 2 cores; a clear SKIP where debootstrap or chroot cannot work).
 # Exits non-zero on any failure. Environment: FM_TEST_PRESETS="release asan" to choose presets,
 # FM_TEST_JOBS (default: number of cores) for build and test parallelism, FM_TEST_FRESH_ROOT=0 to
 # skip the fresh-root step, FM_FRESH_QS_STEPS (default 200) training steps of its quickstart.
