@@ -4,7 +4,8 @@
 #
 #   modules/setup-debian.sh            build + test packages (what tests/run.sh needs)
 #   modules/setup-debian.sh --build    only what building fmtrain needs
-#   modules/setup-debian.sh --list     print the package names and exit
+#   modules/setup-debian.sh --list     print the package names and exit (--list-build, --list-test:
+#                                      only the build or the test packages)
 #
 # Installs only what is missing; needs root (or sudo) when something is missing.
 set -euo pipefail
@@ -20,14 +21,17 @@ test_pkgs=(libcmocka-dev                        # unit tests
            clang libclang-rt-dev                # libFuzzer harnesses (the fuzzer runtime is only a Recommends of clang)
            shellcheck gnuplot-nox
            slurmctld slurmd slurm-client munge  # tests/slurm: a one-node Slurm cluster on localhost
-           lmod)                                # tests/lmod: the installed modulefiles, loaded for real
+           lmod                                 # tests/lmod: the installed modulefiles, loaded for real
+           debootstrap)                         # tests/fresh-root: the quickstart on a bare Debian root
 
 mode=${1:-all}
 case "$mode" in
   --build) pkgs=("${build_pkgs[@]}") ;;
   all|--all) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
   --list) printf '%s\n' "${build_pkgs[@]}" "${test_pkgs[@]}"; exit 0 ;;
-  -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+  --list-build) printf '%s\n' "${build_pkgs[@]}"; exit 0 ;;
+  --list-test) printf '%s\n' "${test_pkgs[@]}"; exit 0 ;;
+  -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
   *) echo "setup-debian.sh: unknown option '$mode' (use --build, --all or --list)" >&2; exit 2 ;;
 esac
 

@@ -13,6 +13,9 @@
 #                    nearest its GPU itself, [runtime] bind = auto; see docs/placement.md)
 #   FM_SRUN_ARGS     bash array of extra srun arguments: the site's launcher flags, e.g.
 #                    (--mpi=pspmix) on JSC's psslurm, (--mpi=pmix_v3) on Vega; default none
+#   FM_SRUN_MPI      srun's MPI plugin when FM_SRUN_ARGS names none: "auto" (default: see
+#                    fm_job_mpi_plugin below), "default" (srun's own default, the cluster's
+#                    MpiDefault), or a plugin name (pmix, pmix_v4, pmi2, pspmix, cray_shasta...)
 #   FM_OMP_RUNTIME_BIND  1: let the OpenMP runtime pin the threads (OMP_PLACES=cores,
 #                    OMP_PROC_BIND=close); default: fmtrain pins one thread per core itself.
 #                    Only with FM_CPU_BIND=cores: with "none" every rank's threads would land on
@@ -34,7 +37,10 @@
 #     which would pin threads relative to the whole node on GPU nodes). FM_OMP_RUNTIME_BIND=1 sets
 #     OMP_PLACES=cores OMP_PROC_BIND=close instead (correct with --cpu-bind=cores: the runtime then
 #     places the threads one per core inside the rank's cores; fmtrain notes it in its placement table).
-#  3. Starts `srun --cpu-bind=cores [FM_SRUN_ARGS] fmtrain train FM_PARAMS ...` in the background and waits for it.
+#  3. Chooses srun's MPI plugin when neither FM_SRUN_ARGS nor SLURM_MPI_TYPE nor the cluster's
+#     MpiDefault does (fm_job_mpi_plugin: from the MPI library fmtrain was built with and
+#     `srun --mpi=list`), and says in the job output which plugin the ranks start with and why.
+#     Starts `srun --cpu-bind=cores [FM_SRUN_ARGS] fmtrain train FM_PARAMS ...` in the background and waits for it.
 #     `[checkpoint] resume = auto` in the parameter file makes every start continue from the newest
 #     complete checkpoint in the run directory.
 #  4. Signals. The scripts ask for `#SBATCH --signal=B:USR1@<seconds>`: with the `B:` prefix Slurm
@@ -147,6 +153,68 @@ fm_job_requeue() {
   sleep 300
 }
 
+# Chooses srun's MPI plugin (its --mpi flag) for the fmtrain executable $1 and appends it to
+# FM_SRUN_ARGS when one is needed; sets FM_JOB_MPI_NOTE to what was decided and why.
+# An MPI job step needs the plugin that serves the MPI library's process-management interface (PMI):
+# with the wrong one, or none, every rank fails in MPI_Init ("PMI", "PMIx" or "OPAL" errors). In
+# order, the first that applies decides:
+#   FM_SRUN_ARGS has --mpi=...      the site's or the user's choice;
+#   FM_SRUN_MPI=NAME | default       --mpi=NAME, or srun's default unchanged;
+#   SLURM_MPI_TYPE is set            srun reads it itself;
+#   MpiDefault (scontrol show config) is not "none": the site configured a plugin for its MPI;
+#   otherwise (MpiDefault=none, Slurm's own default) the MPI library in `fmtrain --version` and the
+#   plugins `srun --mpi=list` offers: Open MPI -> pmix (or the newest pmix_vN), else pmi2;
+#   ParaStation MPI -> pspmix; Cray MPICH -> cray_shasta; MPICH, MVAPICH, Intel MPI -> pmi2.
+# When nothing fits, srun's default is kept and the note says how to choose (docs/onboarding.md).
+fm_job_mpi_plugin() {
+  local exe=$1 a def lib family want w p="" have
+  FM_JOB_MPI_NOTE=""
+  for a in "${FM_SRUN_ARGS[@]}"; do
+    case "$a" in
+      --mpi=* | --mpi) FM_JOB_MPI_NOTE="the MPI plugin of FM_SRUN_ARGS (the site's launcher flag)"; return 0 ;;
+    esac
+  done
+  case "${FM_SRUN_MPI:-auto}" in
+    auto) ;;
+    default) FM_JOB_MPI_NOTE="srun's default MPI plugin (FM_SRUN_MPI=default)"; return 0 ;;
+    *) FM_SRUN_ARGS+=("--mpi=$FM_SRUN_MPI"); FM_JOB_MPI_NOTE="--mpi=$FM_SRUN_MPI (FM_SRUN_MPI)"; return 0 ;;
+  esac
+  if [ -n "${SLURM_MPI_TYPE:-}" ]; then
+    FM_JOB_MPI_NOTE="--mpi=$SLURM_MPI_TYPE (SLURM_MPI_TYPE)"
+    return 0
+  fi
+  def=$(scontrol show config 2>/dev/null | sed -n 's/^MpiDefault *= *//p' | head -n 1)
+  if [ -n "$def" ] && [ "$def" != none ]; then
+    FM_JOB_MPI_NOTE="the cluster's default MPI plugin, $def (MpiDefault)"
+    return 0
+  fi
+  lib=$("$exe" --version 2>/dev/null | sed -n 's/^ *MPI: *//p' | head -n 1)
+  case "$lib" in
+    *"Open MPI"*) family="Open MPI"; want="pmix pmi2" ;;
+    *ParaStation*) family="ParaStation MPI"; want="pspmix pmix" ;;
+    *CRAY*MPICH* | *[Cc]ray*MPICH*) family="Cray MPICH"; want="cray_shasta pmi2" ;;
+    *Intel*MPI*) family="Intel MPI"; want="pmi2" ;;
+    *MVAPICH* | *MPICH*) family="MPICH"; want="pmi2" ;;
+    *)
+      FM_JOB_MPI_NOTE="srun's default MPI plugin (MpiDefault=${def:-unknown}; the MPI library of $exe is not known here)"
+      return 0 ;;
+  esac
+  have=" $(srun --mpi=list 2>&1 | grep -oE '(pmix(_v[0-9]+)?|pmi2|pspmix|cray_shasta)' | sort -u | tr '\n' ' ')"
+  for w in $want; do
+    case "$have" in *" $w "*) p=$w; break ;; esac
+    if [ "$w" = pmix ]; then # only versioned names offered: the newest
+      p=$(tr ' ' '\n' <<<"$have" | grep -E '^pmix_v[0-9]+$' | sort -V | tail -n 1)
+      [ -n "$p" ] && break
+    fi
+  done
+  if [ -z "$p" ]; then
+    FM_JOB_MPI_NOTE="srun's default MPI plugin, ${def:-none} (MpiDefault), but fmtrain uses $family and srun offers none of: $want (srun --mpi=list:${have% }); if the ranks fail in MPI_Init, set FM_SRUN_MPI=<plugin> in the script (docs/onboarding.md, 6. Submit)"
+    return 0
+  fi
+  FM_SRUN_ARGS+=("--mpi=$p")
+  FM_JOB_MPI_NOTE="--mpi=$p (fmtrain uses $family; the cluster's MpiDefault is ${def:-none}; set FM_SRUN_MPI to choose another)"
+}
+
 fm_job_forward() { # $1 signal name
   FM_JOB_SIGNAL=$1
   if [ -n "${FM_JOB_SRUN_PID:-}" ] && kill -0 "$FM_JOB_SRUN_PID" 2>/dev/null; then
@@ -208,6 +276,8 @@ fm_job_main() {
   trap 'fm_job_forward USR2' USR2
   trap 'FM_JOB_SIGNAL=TERM; fm_job_say "received SIGTERM (job cancelled or at its time limit)"' TERM
 
+  fm_job_mpi_plugin "$exe"
+  fm_job_say "launcher: $FM_JOB_MPI_NOTE"
   fm_job_say "srun --cpu-bind=${FM_CPU_BIND:-cores}${FM_SRUN_ARGS[*]:+ ${FM_SRUN_ARGS[*]}} $exe train $FM_PARAMS ${FM_SETS[*]}"
   srun --cpu-bind="${FM_CPU_BIND:-cores}" "${FM_SRUN_ARGS[@]}" "$exe" train "$FM_PARAMS" "${FM_SETS[@]}" &
   FM_JOB_SRUN_PID=$!

@@ -26,7 +26,7 @@ if [ -z "$site" ] || [ "$site" = -h ] || [ "$site" = --help ] || [ ! -f "$here/$
 fi
 # shellcheck source=leonardo-booster.sh
 if ! . "$here/$site.sh"; then
-  echo "build.sh: the modules for $site are not all there (see above); nothing was built" >&2
+  echo "build.sh: what $site needs to build fmtrain is not all there (see above); nothing was built" >&2
   exit 2
 fi
 read -ra site_args <<<"${FM_SITE_CMAKE_ARGS:-}"

@@ -17,6 +17,14 @@
 #     installed modulefile loaded, srun given the site's launcher flag (--mpi=pspmix on JSC,
 #     --mpi=pmix_v3 on Vega, none elsewhere) and binding, then fmtrain; a failed `module load
 #     fmtrain` stops the job with a message; Karolina's --gpus must be 8 per node.
+#  4. modules/sites/debian.sh (a generic Debian/Ubuntu system: packages, not modules) against a fake
+#     dpkg-query and cmake: ready when the build packages are there, otherwise names the missing ones
+#     and setup-debian.sh --build; refuses CMake < 3.24; build.sh debian configures with its arguments.
+#  5. jobscripts/generic/cpu.sbatch and gpu.sbatch: module use/load fmtrain (a failure, or no module
+#     command, stops the job with a message), FMTRAIN_EXE instead of the module; and the srun MPI
+#     plugin that fmtrain-job.sh chooses from `fmtrain --version`'s MPI library, `srun --mpi=list` and
+#     MpiDefault (fake fmtrain, srun and scontrol), or that FM_SRUN_MPI / SLURM_MPI_TYPE / a site's
+#     FM_SRUN_ARGS choose.
 # A site file with a syntax error, an unset variable or a missing launcher flag fails here.
 set -uo pipefail
 src=${FMTRAIN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -38,16 +46,30 @@ hasx() { grep -qxF -- "$2" "$1"; }  # file, whole line
 while IFS='=' read -r name _; do
   case "$name" in SLURM_* | SBATCH_* | SRUN_*) unset "$name" ;; esac
 done < <(env)
-unset FMTRAIN_EXE FMTRAIN_JOBSCRIPTS FMTRAIN_PREFIX LOADEDMODULES MODULEPATH FAKE_MODULE_FAIL FAKE_MODULE_SILENT
+unset FMTRAIN_EXE FMTRAIN_JOBSCRIPTS FMTRAIN_PREFIX LOADEDMODULES MODULEPATH FAKE_MODULE_FAIL FAKE_MODULE_SILENT \
+  FM_SRUN_MPI FAKE_MPI_LIB FAKE_MPI_DEFAULT FAKE_SRUN_MPI_LIST FAKE_CMAKE_VERSION FAKE_DPKG_MISSING
 
 # ---- stubs ---------------------------------------------------------------------------------------
 stub=$tmp/bin
 mkdir -p "$stub" "$tmp/prefix/bin" "$tmp/log"
 export FAKE_LOG=$tmp/log FAKE_PREFIX=$tmp/prefix FAKE_SRC=$src
-printf '#!/bin/sh\nexit 0\n' >"$tmp/prefix/bin/fmtrain"
+cat >"$tmp/prefix/bin/fmtrain" <<'EOF'
+#!/bin/sh
+# fake fmtrain: --version names the MPI library FAKE_MPI_LIB (nothing when unset)
+if [ "${1:-}" = --version ] && [ -n "${FAKE_MPI_LIB:-}" ]; then
+  printf 'fmtrain 0.1.0\n  build:   Release, GNU 12.2.0\n  MPI:     %s\n' "$FAKE_MPI_LIB"
+fi
+exit 0
+EOF
 cat >"$stub/srun" <<'EOF'
 #!/usr/bin/env bash
-# fake srun: records its arguments (one per line) and what a task would inherit
+# fake srun: --mpi=list prints FAKE_SRUN_MPI_LIST as Slurm 22.05 does; otherwise records its
+# arguments (one per line) and what a task would inherit
+if [ "${1:-}" = --mpi=list ]; then
+  echo "srun: MPI types are..." >&2
+  for t in ${FAKE_SRUN_MPI_LIST:-none}; do echo "srun: $t" >&2; done
+  exit 0
+fi
 printf '%s\n' "$@" >"$FAKE_LOG/srun.args"
 printf 'SRUN_CPUS_PER_TASK=%s OMP_NUM_THREADS=%s\n' "${SRUN_CPUS_PER_TASK:-}" "${OMP_NUM_THREADS:-}" >"$FAKE_LOG/srun.env"
 [ -n "${FAKE_RUN_DIR:-}" ] && touch "$FAKE_RUN_DIR/COMPLETE"
@@ -81,10 +103,27 @@ exec bash -u "$script"
 EOF
 # shellcheck disable=SC2016 # the stubs expand $* and $FAKE_LOG when they run
 for t in scontrol squeue scancel; do printf '#!/bin/sh\necho "%s $*" >>"$FAKE_LOG/slurm.calls"\n' "$t" >"$stub/$t"; done
+cat >>"$stub/scontrol" <<'EOF'
+# `scontrol show config` has the MpiDefault line when FAKE_MPI_DEFAULT is set
+if [ "$*" = "show config" ] && [ -n "${FAKE_MPI_DEFAULT:-}" ]; then
+  printf 'MpiDefault              = %s\nMpiParams               = (null)\n' "$FAKE_MPI_DEFAULT"
+fi
+EOF
 cat >"$stub/cmake" <<'EOF'
 #!/bin/sh
-# fake cmake: records each call
+# fake cmake: --version prints FAKE_CMAKE_VERSION (default 3.25.1); records every other call
+if [ "$1" = --version ]; then echo "cmake version ${FAKE_CMAKE_VERSION:-3.25.1}"; exit 0; fi
 echo "cmake $*" >>"$FAKE_LOG/cmake.calls"
+EOF
+cat >"$stub/dpkg-query" <<'EOF'
+#!/bin/sh
+# fake dpkg-query -W -f=... PACKAGE: installed unless PACKAGE matches FAKE_DPKG_MISSING (a regex)
+for p; do :; done
+if [ -n "${FAKE_DPKG_MISSING:-}" ] && printf '%s\n' "$p" | grep -Eq "$FAKE_DPKG_MISSING"; then
+  echo "dpkg-query: no packages found matching $p" >&2
+  exit 1
+fi
+printf 'install ok installed'
 EOF
 chmod +x "$stub"/* "$tmp/prefix/bin/fmtrain"
 export PATH="$stub:$PATH"
@@ -120,9 +159,10 @@ export -f module
 sites=()
 for f in "$src"/modules/sites/*.sh; do
   n=${f##*/}
-  case "$n" in fm-site.sh | build.sh) ;; *) sites+=("${n%.sh}") ;; esac
+  case "$n" in fm-site.sh | build.sh | debian.sh) ;; *) sites+=("${n%.sh}") ;; esac
 done
 check "nine site module files (found ${#sites[@]}: ${sites[*]})" test "${#sites[@]}" -eq 9
+check "modules/sites/debian.sh (a generic Debian/Ubuntu system)" test -f "$src/modules/sites/debian.sh"
 
 # ---- 1. modules/sites/<site>.sh ---------------------------------------------------------------------
 # Sources a site file under bash -u; stdout/stderr/status in $tmp/out, $tmp/err, $rc.
@@ -285,6 +325,101 @@ check "karolina-gpu.sbatch: --gpus=8 on 2 nodes is refused with the right count"
   bash -c "[ $rc -eq 2 ] && grep -q 'use --gpus=16' '$tmp/err' && [ ! -f '$FAKE_LOG/srun.args' ]"
 submit karolina-gpu --nodes=2 --gpus=16
 check "karolina-gpu.sbatch: --gpus=16 on 2 nodes runs" bash -c "[ $rc -eq 0 ] && [ -f '$FAKE_LOG/srun.args' ]"
+
+# ---- 4. modules/sites/debian.sh: packages instead of modules -----------------------------------------
+# source_site prints LOADEDMODULES, which debian.sh leaves alone: start from an empty one
+source_site debian LOADEDMODULES=
+check "debian.sh: ready when the build packages are installed" test "$rc" -eq 0
+check "debian.sh: sets FM_SITE_CMAKE_ARGS" grep -qx 'ARGS=-DBLA_VENDOR=OpenBLAS -DFMTRAIN_CUDA=AUTO' "$tmp/out"
+check "debian.sh: loads or purges no module" test ! -s "$FAKE_LOG/module.calls"
+source_site debian LOADEDMODULES= FAKE_DPKG_MISSING='^(libhdf5-openmpi-dev|libhwloc-dev)$'
+check "debian.sh: fails when packages are missing" test "$rc" -ne 0
+check "debian.sh: ... naming them" has "$tmp/err" "packages not installed: libhdf5-openmpi-dev libhwloc-dev"
+check "debian.sh: ... and the command that installs them" has "$tmp/err" "modules/setup-debian.sh --build"
+source_site debian LOADEDMODULES= FAKE_CMAKE_VERSION=3.22.1
+check "debian.sh: refuses CMake 3.22 (Ubuntu 22.04)" bash -c "[ $rc -ne 0 ] && grep -q 'CMake 3.22.1 is older than 3.24' '$tmp/err'"
+source_site debian LOADEDMODULES= FAKE_DPKG_MISSING='^cmake$' FAKE_CMAKE_VERSION=3.28.3
+check "debian.sh: a newer CMake on PATH stands in for the cmake package" test "$rc" -eq 0
+build debian
+check "build.sh debian: configures with its CMake arguments" \
+  has "$FAKE_LOG/cmake.calls" "cmake -S $src -B $src/build-debian -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=$tmp/pfx -DBLA_VENDOR=OpenBLAS -DFMTRAIN_CUDA=AUTO"
+build debian FAKE_DPKG_MISSING='^libopenblas-dev$'
+check "build.sh debian: a missing package stops it before cmake (status 2)" \
+  bash -c "[ $rc -eq 2 ] && [ ! -s '$FAKE_LOG/cmake.calls' ] && grep -q 'libopenblas-dev' '$tmp/err'"
+
+# ---- 5. generic/cpu.sbatch and gpu.sbatch: the fmtrain module, and srun's MPI plugin ------------------
+gsubmit() { # generic script (cpu|gpu), then extra sbatch options; VAR=VALUE... in the environment
+  : >"$FAKE_LOG/module.calls"
+  rm -f "$FAKE_LOG/srun.args" "$FAKE_LOG/srun.env"
+  rm -rf "$tmp/run"
+  printf '[run]\ndir = %s\n' "$tmp/run" >"$job/params.ini"
+  rc=0
+  (cd "$job" && FM_PARAMS=params.ini FMTRAIN_PREFIX="$tmp/prefix" FAKE_RUN_DIR="$tmp/run" \
+     sbatch "${@:2}" "$src/jobscripts/generic/$1.sbatch") >"$tmp/out" 2>"$tmp/err" || rc=$?
+}
+for g in cpu gpu; do
+  bind=cores
+  [ "$g" = gpu ] && bind=none
+  gsubmit "$g"
+  check "generic/$g.sbatch: runs to completion" bash -c "[ $rc -eq 0 ] && grep -q 'training complete' '$tmp/out'"
+  check "generic/$g.sbatch: module use of the install prefix" hasx "$FAKE_LOG/module.calls" "module use $tmp/prefix/share/modulefiles"
+  check "generic/$g.sbatch: module load fmtrain" hasx "$FAKE_LOG/module.calls" "module load fmtrain"
+  check "generic/$g.sbatch: srun --cpu-bind=$bind" test "$(head -n 1 "$FAKE_LOG/srun.args" 2>/dev/null)" = "--cpu-bind=$bind"
+  check "generic/$g.sbatch: srun runs the module's fmtrain" hasx "$FAKE_LOG/srun.args" "$tmp/prefix/bin/fmtrain"
+  FAKE_MODULE_FAIL='^fmtrain$' gsubmit "$g"
+  check "generic/$g.sbatch: a failed module load fmtrain stops the job (exit 2) before srun" \
+    bash -c "[ $rc -eq 2 ] && grep -q 'module load fmtrain failed' '$tmp/err' && [ ! -f '$FAKE_LOG/srun.args' ]"
+  # no module command in the job's shell (the exported function removed)
+  (unset -f module; gsubmit "$g"; echo "$rc" >"$tmp/rc")
+  check "generic/$g.sbatch: no module command stops the job (exit 2) saying so" \
+    bash -c "[ \$(cat '$tmp/rc') -eq 2 ] && grep -q \"no 'module' command\" '$tmp/err'"
+  FMTRAIN_EXE="$tmp/prefix/bin/fmtrain" FMTRAIN_JOBSCRIPTS="$src/jobscripts" gsubmit "$g"
+  check "generic/$g.sbatch: FMTRAIN_EXE instead of the module" \
+    bash -c "[ $rc -eq 0 ] && [ ! -s '$FAKE_LOG/module.calls' ] && grep -qx -- '$tmp/prefix/bin/fmtrain' '$FAKE_LOG/srun.args'"
+done
+
+# srun's MPI plugin: MPI library | MpiDefault | srun --mpi=list | extra environment | expected --mpi (- none)
+ompi="Open MPI v4.1.4, package: Debian OpenMPI, ident: 4.1.4, repo rev: v4.1.4, May 26, 2022 (standard 3.1)"
+plugin_cases=(
+  "$ompi|none|none cray_shasta pmi2 pmix pmix_v4||--mpi=pmix"
+  "$ompi||none pmi2 pmix_v3 pmix_v4||--mpi=pmix_v4"
+  "$ompi|none|none pmi2||--mpi=pmi2"
+  "$ompi|none|none cray_shasta||-"
+  "$ompi|pmix_v4|none pmi2 pmix||-"
+  "$ompi|none|none pmi2 pmix|SLURM_MPI_TYPE=pmix|-"
+  "$ompi|none|none pmi2 pmix|FM_SRUN_MPI=pmi2|--mpi=pmi2"
+  "$ompi|none|none pmi2 pmix|FM_SRUN_MPI=default|-"
+  "MPICH Version: 4.0.2 MPICH Release date: Thu Apr 7 2022|none|none pmi2 pmix||--mpi=pmi2"
+  "MPI VERSION    : CRAY MPICH version 8.1.28.2 (ANL base 3.4a2)|none|none cray_shasta pmi2 pmix||--mpi=cray_shasta"
+  "Intel(R) MPI Library 2021.10 for Linux* OS|none|none pmi2 pmix||--mpi=pmi2"
+  "ParaStation MPI 5.9.2-1 (MPICH 4.1.2)|none|none pmi2 pspmix||--mpi=pspmix"
+  "|none|none pmi2 pmix||-"
+)
+for c in "${plugin_cases[@]}"; do
+  IFS='|' read -r lib def list extra want <<<"$c"
+  what="launcher: MPI '${lib%%,*}', MpiDefault '$def', plugins '$list'${extra:+, $extra}"
+  # shellcheck disable=SC2030 # the variables are meant for this subshell's job only
+  (
+    export FAKE_MPI_LIB="$lib" FAKE_MPI_DEFAULT="$def" FAKE_SRUN_MPI_LIST="$list"
+    if [ -n "$extra" ]; then export "${extra?}"; fi
+    gsubmit cpu
+    echo "$rc" >"$tmp/rc"
+  )
+  if [ "$(cat "$tmp/rc")" -ne 0 ] || [ ! -f "$FAKE_LOG/srun.args" ]; then
+    bad "$what: the job did not reach srun (status $(cat "$tmp/rc"))"
+    cat "$tmp/out" "$tmp/err"
+    continue
+  fi
+  got=$(grep -- '^--mpi' "$FAKE_LOG/srun.args" | tr '\n' ' ')
+  [ "$want" = - ] && want=""
+  check "$what: srun gets '${want}' (got '${got% }')" test "${got% }" = "$want"
+  check "$what: the job output says why" grep -q "fmtrain-job: launcher: " "$tmp/out"
+done
+FAKE_MPI_LIB=$ompi FAKE_MPI_DEFAULT=none FAKE_SRUN_MPI_LIST="none cray_shasta" gsubmit cpu
+check "launcher: no fitting plugin: the note says to set FM_SRUN_MPI" grep -q "set FM_SRUN_MPI=<plugin>" "$tmp/out"
+FAKE_MPI_LIB=$ompi FAKE_MPI_DEFAULT=none FAKE_SRUN_MPI_LIST="none pmi2 pmix pspmix" submit juwels-booster
+check "launcher: a site's FM_SRUN_ARGS flag is kept and not doubled (juwels-booster)" \
+  test "$(grep -- '^--mpi' "$FAKE_LOG/srun.args" | tr '\n' ' ')" = "--mpi=pspmix "
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_jobs.sh — the batch scripts on a real (one-node, localhost) Slurm cluster.
 #
-#  1. Requeue: jobscripts/generic/cpu.sbatch runs a tiny 2-rank training (srun --mpi=pmix, Open MPI)
+#  1. Requeue: jobscripts/generic/cpu.sbatch runs a tiny 2-rank training (Open MPI; the cluster's
+#     MpiDefault is none and the script chooses srun --mpi=pmix itself)
 #     with --time=1 and --signal=B:USR1@58, so Slurm signals the batch shell while training runs. The
 #     script forwards SIGUSR1 to the job step, fmtrain checkpoints and exits 75, the script requeues
 #     the job (scontrol requeue), the requeued job resumes from the checkpoint and finishes. Checked:
@@ -58,7 +59,10 @@ ok() { echo "ok: $*"; }
 fm_cluster_start "$work/cluster"
 rc=$?
 [ "$rc" -eq 0 ] || exit "$rc"
-export SLURM_MPI_TYPE=pmix # srun --mpi=pmix for Open MPI (srun reads SLURM_MPI_TYPE)
+# The cluster keeps Slurm's default MpiDefault=none, as many sites do: the job scripts must choose
+# srun's MPI plugin themselves (fmtrain-job.sh: pmix for Open MPI). Only this test's own srun of the
+# reference run names it.
+unset SLURM_MPI_TYPE
 srun --mpi=list 2>&1 | grep -q pmix || { echo "SKIP: this Slurm has no pmix plugin (srun --mpi=list)"; exit 77; }
 ok "one-node cluster up: $(sinfo -h -o '%P %D %C %T' | head -n 1)"
 
@@ -145,7 +149,7 @@ job_field() { scontrol -o show job "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 export OMP_NUM_THREADS=1 OMP_PROC_BIND=false OPENBLAS_NUM_THREADS=1 # as generic/fmtrain-job.sh
 write_params "$work/ref.ini" "$work/run-ref"
 t0=$(date +%s.%N)
-(cd "$work" && srun -p debug -N 1 -n 2 -c 1 --cpu-bind=cores "$FMTRAIN_EXE" train "$work/ref.ini" \
+(cd "$work" && srun -p debug -N 1 -n 2 -c 1 --cpu-bind=cores --mpi=pmix "$FMTRAIN_EXE" train "$work/ref.ini" \
   >"$work/ref.out" 2>&1) &
 ref_pid=$!
 t_first=""
@@ -217,6 +221,8 @@ done
 state=$(job_field "$job" JobState)
 restarts=$(job_field "$job" Restarts)
 [ "$state" = COMPLETED ] || fail "job $job ended in state $state"
+grep -q "launcher: --mpi=pmix (fmtrain uses Open MPI; the cluster's MpiDefault is none" "$out" ||
+  fail "the job script did not choose srun --mpi=pmix for Open MPI by itself"
 grep -q "received SIGUSR1: forwarding it to the job step" "$out" || fail "the batch shell did not forward SIGUSR1"
 grep -q "fmtrain exited with code 75" "$out" || fail "fmtrain did not exit 75 after the signal"
 grep -q "requeuing job $job" "$out" || fail "the script did not requeue the job"
@@ -309,7 +315,7 @@ if [ -r "$LMOD_INIT" ]; then
     --signal=B:USR1@10 --output="$work/site-%j.out" "$src/jobscripts/sites/lumi-c.sbatch") ||
     fail "sbatch sites/lumi-c.sbatch"
   wait_job "$job" 120 || fail "site job $job did not end"
-  grep -q "srun --cpu-bind=cores $work/prefix/bin/fmtrain train" "$work/site-$job.out" ||
+  grep -q "srun --cpu-bind=cores --mpi=pmix $work/prefix/bin/fmtrain train" "$work/site-$job.out" ||
     fail "the site script did not run the installed fmtrain from the module"
   [ -e "$work/run5/COMPLETE" ] || fail "the site script's run did not complete"
   same_params "$ref_ckpt" "$(final_checkpoint "$work/run5")" || fail "the site script's run differs from the reference"
