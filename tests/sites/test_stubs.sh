@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_sites.sh — every site file of modules/sites/ and jobscripts/sites/ run on this machine against
+# test_stubs.sh — every site file of modules/sites/ and jobscripts/sites/ run on this machine against
 # stubs: a fake `module` command (a bash function, exported as Lmod's is) that records what was asked
 # and keeps LOADEDMODULES, and can be told to fail for chosen modules (FAKE_MODULE_FAIL, a regular
 # expression: an error and status 1 as Lmod gives; FAKE_MODULE_SILENT: status 0 but nothing loaded);
