@@ -176,6 +176,10 @@ static const entry schema[] = {
      "auto", 0, 0, 0, 0, 0, NULL,
      "auto: continue from the newest complete checkpoint in the run directory, if any; never: "
      "start fresh; otherwise the path of a checkpoint to start from"},
+    E_TEXT("checkpoint", "init_from", T_PATH, checkpoint_init_from, "", EMPTY_OK,
+           "a checkpoint whose parameters a fresh run starts from (a model made by `fmtrain import`, "
+           "or any fmtrain checkpoint), with a fresh optimizer, step 0 and the schedule from its "
+           "start; ignored when the run resumes from a checkpoint; empty: random initialisation"),
     E_INT64("checkpoint", "align_bytes", checkpoint_align_bytes, "1048576", 1, INT64_C(1) << 30,
             POW2,
             "alignment of large datasets in checkpoint files (a power of two; match the file "

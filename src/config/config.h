@@ -77,6 +77,7 @@ typedef struct fm_config {
     int checkpoint_keep_last;
     fm_resume checkpoint_resume;
     char checkpoint_resume_path[FM_CONFIG_PATH_MAX]; /* when checkpoint_resume == FM_RESUME_PATH */
+    char checkpoint_init_from[FM_CONFIG_PATH_MAX];   /* "" = random initialisation */
     int64_t checkpoint_align_bytes;
     char checkpoint_mpiio_hints[FM_CONFIG_HINTS_MAX]; /* "key=value,key=value" */
 
