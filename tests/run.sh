@@ -10,6 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 modules/setup-debian.sh
+# PyPI packages of the Hugging Face comparisons (tests/hf): pinned, cached in ~/.cache/fmtrain; without
+# them (no network) those tests skip with the reason.
+tests/hf/install_hf_python.sh >/dev/null || echo "warning: tests/hf/install_hf_python.sh failed; the hf_* comparisons with transformers will skip"
 
 jobs=${FM_TEST_JOBS:-$(nproc)}
 presets=${FM_TEST_PRESETS:-"release asan"}

@@ -4,12 +4,16 @@ expressions Hugging Face tokenizers use in their pre-tokenizers (\\p{L}, \\p{N},
 `tokenizers` library itself (its Oniguruma engine) by matching every code point, so that fmtrain's
 pre-split classifies characters exactly as `tokenizers` does.
 
-Usage: PYTHONPATH=<dir with tokenizers> /usr/bin/python3 tests/hf/gen_unicode_tables.py [--check] OUT.h
+Usage: /usr/bin/python3 tests/hf/gen_unicode_tables.py [--check] OUT.h  (tokenizers found as tests/hf/hfenv.py says)
 --check compares with OUT.h instead of writing it (exit 1 when they differ; 77 when tokenizers is
 missing).
 """
+import os
 import sys
 import unicodedata
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hfenv  # noqa: E402,F401  (finds the PyPI packages)
 
 try:
     import tokenizers

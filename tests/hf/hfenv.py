@@ -8,7 +8,8 @@ import random
 import sys
 
 SKIP = 77
-for p in reversed(os.environ.get("FMTRAIN_HF_PYTHONPATH", "").split(":")):
+_default = os.path.join(os.path.expanduser("~"), ".cache", "fmtrain", "hf-python")
+for p in reversed((os.environ.get("FMTRAIN_HF_PYTHONPATH", "") or _default).split(":")):
     if p and p not in sys.path:
         sys.path.insert(0, p)
 
