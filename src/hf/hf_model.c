@@ -388,26 +388,6 @@ static void read_ids(const fm_json *root, int64_t *bos, int64_t *eos)
         *eos = e->items[0]->i; /* a list of end ids: the first */
 }
 
-fm_status fm_hf_read_config(const char *dir, fm_model_shape *shape, int64_t *bos_id, int64_t *eos_id)
-{
-    fm_json_doc *doc = NULL;
-    const hf_family *fam = NULL;
-    char path[PATH_MAX_ + 32];
-    FM_TRY(read_config_root(dir, &doc, &fam, path, sizeof path));
-    memset(shape, 0, sizeof *shape);
-    fm_status st = fam->read_config(fm_json_root(doc), path, shape);
-    if (!st) {
-        fm_status chk = fm_model_shape_check(shape);
-        if (chk) {
-            st = FM_ERR(FM_ERR_INPUT, "%s describes a model fmtrain cannot build: %s", path, fm_status_message(chk));
-            fm_status_free(&chk);
-        }
-    }
-    read_ids(fm_json_root(doc), bos_id, eos_id);
-    fm_json_doc_free(&doc);
-    return st;
-}
-
 /* The safetensors files of dir: model.safetensors, or the shards the index lists. */
 static fm_status open_weights(const char *dir, fm_safetensors ***files, int *nfiles)
 {

@@ -61,7 +61,4 @@ typedef struct fm_hf_import_info {
  * files. */
 fm_status fm_hf_import_model(const char *dir, fm_backend *be, fm_model **out, fm_hf_import_info *info);
 
-/* Reads config.json of dir into a model shape (what import does first). */
-fm_status fm_hf_read_config(const char *dir, fm_model_shape *shape, int64_t *bos_id, int64_t *eos_id);
-
 #endif /* FM_HF_MODEL_H */

@@ -266,18 +266,39 @@ static const char kjv_like[] =
     "and darkness was upon the face of the deep. It's theirs, we'll see: 1234 5678 naïve café — “quoted”\n\n"
     "    indented\tcode(x) { return x->y; }\r\n";
 
-static void test_tokenizer_json_roundtrip(void **state)
+/* Trained tokens have distinct bytes (what a tokenizer.json vocabulary needs), also where BPE would
+ * reach one string by two merges ("ab"+"c" and "a"+"bc"): random words over three letters do. */
+static void test_trained_tokens_unique(void **state)
 {
     (void)state;
-    fm_tokenizer *t = NULL, *u = NULL;
-    OK(fm_tokenizer_train((const uint8_t *)kjv_like, sizeof kjv_like - 1, 330, &t));
-    /* trained tokens have distinct bytes (what a tokenizer.json vocabulary needs) */
+    char text[40000];
+    size_t o = 0;
+    uint64_t x = 12345;
+    while (o + 12 < sizeof text) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        int len = 1 + (int)((x >> 33) % 8);
+        for (int i = 0; i < len; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            text[o++] = (char)('a' + (x >> 33) % 3);
+        }
+        text[o++] = ' ';
+    }
+    fm_tokenizer *t = NULL;
+    OK(fm_tokenizer_train((const uint8_t *)text, o, 700, &t));
     for (uint32_t a = 0; a + 1 < fm_tokenizer_vocab_size(t); a++)
         for (uint32_t b = a + 1; b < fm_tokenizer_vocab_size(t); b++) {
             size_t la, lb;
             const uint8_t *pa = fm_tokenizer_token(t, a, &la), *pb = fm_tokenizer_token(t, b, &lb);
             if (la == lb && memcmp(pa, pb, la) == 0) fail_msg("tokens %u and %u have the same bytes", a, b);
         }
+    fm_tokenizer_free(&t);
+}
+
+static void test_tokenizer_json_roundtrip(void **state)
+{
+    (void)state;
+    fm_tokenizer *t = NULL, *u = NULL;
+    OK(fm_tokenizer_train((const uint8_t *)kjv_like, sizeof kjv_like - 1, 330, &t));
     char dir[] = "/tmp/fm_tj_XXXXXX";
     assert_non_null(mkdtemp(dir));
     OK(fm_hf_export_tokenizer(t, dir, 64, NULL));
@@ -480,6 +501,7 @@ int main(void)
         cmocka_unit_test(test_safetensors_header),
         cmocka_unit_test(test_conversions),
         cmocka_unit_test(test_safetensors_roundtrip),
+        cmocka_unit_test(test_trained_tokens_unique),
         cmocka_unit_test(test_tokenizer_json_roundtrip),
         cmocka_unit_test(test_tokenizer_json_refusals),
         cmocka_unit_test(test_tokenizer_v1),
