@@ -953,7 +953,11 @@ fm_status fm_checkpoint_inspect(const char *path, FILE *out)
             attr_i64_or(f, "/model", "vocab_size", -1), attr_i64_or(f, "/model", "padded_vocab", -1));
     fprintf(out, "parameters      %lld (%lld stored with the padded vocabulary)\n",
             attr_i64_or(f, "/model", "n_params", -1), attr_i64_or(f, "/model", "n_params_stored", -1));
-    fprintf(out, "optimizer       AdamW, step %lld\n", attr_i64_or(f, "/optimizer", "step", -1));
+    if (fm_checkpoint_file_exists(f, "/optimizer"))
+        fprintf(out, "optimizer       AdamW, step %lld\n", attr_i64_or(f, "/optimizer", "step", -1));
+    else
+        fprintf(out, "optimizer       none stored (a model alone, e.g. from `fmtrain import`: a run starts "
+                     "from it with [checkpoint] init_from)\n");
     uint64_t rs[3] = {0, 0, 0};
     fm_status st = fm_checkpoint_file_read_u64(f, "/trainer/reader_state", rs, 3);
     if (!st)
