@@ -1,7 +1,18 @@
 /* hf_model.c — Hugging Face weights and configuration files <-> fmtrain's parameter layout
  * (hf_model.h). The per-family part is the table `families` below: config.json's fields, the model
  * prefix older files omit, buffers to ignore and tied tensors. Everything else reads the model's
- * tensor table. */
+ * tensor table.
+ *
+ * Adding a family (Llama: LlamaForCausalLM, model_type "llama"): its tensor specs already carry the
+ * Hugging Face names (hf_layer_prefix "model.layers.") and hf_transposed (0: nn.Linear stores (out, in)
+ * like fmtrain); add a row with write_config (hidden_size, intermediate_size, num_attention_heads,
+ * num_key_value_heads, rms_norm_eps, rope_theta, max_position_embeddings, hidden_act "silu",
+ * tie_word_embeddings, vocab_size) and read_config refusing what the family does not compute (rope
+ * scaling, attention/MLP biases, another activation), is_buffer for "model.layers.<l>.self_attn.
+ * rotary_emb.inv_freq" of older files, and tied = NULL unless the family ties lm_head. If the family's
+ * rotary embedding pairs dimensions differently from transformers' rotate_half (interleaved pairs),
+ * q_proj and k_proj rows must be permuted on the way out and back: that would be a per-tensor hook
+ * of the row, applied in export_fill and after reading in fm_hf_import_model. */
 #define _POSIX_C_SOURCE 200809L
 #include "hf/hf_model.h"
 

@@ -151,6 +151,18 @@ def main():
     rel = float(np.abs(flog - logits).max() / np.abs(logits).max())
     check(rel <= 1e-5, "imported model: logits max |diff| / max |logit| = %.2e (<= 1e-5)" % rel)
 
+    # greedy generation: fmtrain sample --temperature 0 = transformers' generate(do_sample=False)
+    prompt = "And God said"
+    pids = tok.encode(prompt, add_special_tokens=False).ids
+    model.generation_config.eos_token_id = None  # fmtrain sample does not stop at the end-of-text token
+    gen = model.generate(torch.tensor([pids]), max_new_tokens=30, do_sample=False, pad_token_id=0)
+    hf_text = tok.decode(gen[0].tolist(), skip_special_tokens=False)
+    r = subprocess.run([EXE, "sample", "--checkpoint", ck, "--prompt", prompt, "--tokens", "30", "--temperature", "0",
+                        "--device", "cpu"], env=ENV, capture_output=True)
+    fm_text = r.stdout.decode("utf-8", "replace").rstrip("\n").replace("\n%s\n" % special, special)
+    check(r.returncode == 0 and fm_text == hf_text, "greedy generation of the imported model: fmtrain %r, "
+          "transformers %r" % (fm_text[-40:], hf_text[-40:]))
+
     # import -> export: every tensor of the original, bit for bit
     out = os.path.join(tmp, "out")
     run("export", ck, "--format", "hf", "--output", out)
