@@ -336,14 +336,16 @@ static int resplit_same(fm_presplit rule, const uint8_t *text, const size_t *b, 
 #define CUT_RING 64 /* word starts remembered by fm_presplit_cut */
 #define CUT_BACK 8  /* words re-split to check a cut: a word depends on at most 3 characters after it */
 
-size_t fm_presplit_cut(fm_presplit rule, const uint8_t *text, size_t len)
+/* The cut of text[0..len) searched from `start`, a known word boundary of the whole text: the last
+ * boundary c > start such that the words up to c are certain and text[0..c) alone splits the same way;
+ * 0 when there is none. */
+static size_t cut_from(fm_presplit rule, const uint8_t *text, size_t len, size_t start)
 {
-    if (rule == FM_PRESPLIT_FMTRAIN_V1) return cut_v1(text, len);
     /* The words whose extent nothing after len can change ... */
     size_t ring[CUT_RING];
     uint64_t nb = 0; /* boundaries seen; ring[i % CUT_RING] */
-    size_t pos = 0;
-    ring[nb++ % CUT_RING] = 0;
+    size_t pos = start;
+    ring[nb++ % CUT_RING] = start;
     while (pos < len) {
         int certain = 0;
         size_t n = fm_presplit_next(rule, text + pos, len - pos, 0, &certain);
@@ -359,10 +361,31 @@ size_t fm_presplit_cut(fm_presplit rule, const uint8_t *text, size_t len)
         size_t b[CUT_BACK + 2];
         int k = (int)(j - s);
         for (int i = 0; i <= k; i++) b[i] = ring[(s + (uint64_t)i) % CUT_RING];
-        if (b[k] == 0) return 0;
         if (resplit_same(rule, text, b, k)) return b[k];
     }
     return 0;
+}
+
+/* Searching from the start of a long buffer would pre-split all of it once more; instead the search
+ * starts at a position that is a word boundary by every rule here, whatever precedes it: a printable
+ * ASCII character after a '\n' (the white space before it ends there: fmtrain's rule keeps a run that
+ * ends in '\n' whole, GPT-2's leaves the '\n' alone (\s+(?!\S), then \s+), Llama 3's ends its
+ * \s*[\r\n]+ there; and no rule lets a word start with a '\n' and go on with a non-space). */
+#define CUT_RESYNC_TRIES 16
+
+size_t fm_presplit_cut(fm_presplit rule, const uint8_t *text, size_t len)
+{
+    if (rule == FM_PRESPLIT_FMTRAIN_V1) return cut_v1(text, len);
+    size_t i = len, tries = 0;
+    while (i > 1 && tries < CUT_RESYNC_TRIES) {
+        i--;
+        if (text[i - 1] == '\n' && text[i] > 0x20 && text[i] < 0x7F) {
+            size_t c = cut_from(rule, text, len, i);
+            if (c) return c;
+            tries++;
+        }
+    }
+    return cut_from(rule, text, len, 0);
 }
 
 /* The expressions, as `tokenizers` (Oniguruma) reads them. */

@@ -373,7 +373,7 @@ static fm_status read_config_root(const char *dir, fm_json_doc **doc, const hf_f
     const fm_json *root = fm_json_root(*doc);
     fm_status st = fm_json_want(root, FM_JSON_OBJECT, path);
     const fm_json *mt = fm_json_get(root, "model_type");
-    char w[PATH_MAX_ + 32];
+    char w[PATH_MAX_ + 96];
     snprintf(w, sizeof w, "%s: model_type", path);
     if (!st) st = fm_json_want(mt, FM_JSON_STRING, w);
     *fam = NULL;
