@@ -245,6 +245,60 @@ static size_t next_llama3(scan *s)
     return spaces(s);
 }
 
+/* fmtrain's rule on bytes, for speed: a byte >= 0x80 is part of a non-ASCII character or an invalid
+ * byte, a letter either way, so runs end at the same bytes as runs of characters; only the cap at 256
+ * characters needs characters, and only a run of more than 256 bytes can reach it. Returns 0 when the
+ * exact scan must decide (a long run, a contraction cut by the end of the buffer). */
+static const uint8_t ascii_class[128] = {
+    C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_S, C_S, C_S, C_S, C_S, C_O, C_O, /* \t \n \v \f \r */
+    C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O,
+    C_S, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, C_O, /* ' ' */
+    C_N, C_N, C_N, C_N, C_N, C_N, C_N, C_N, C_N, C_N, C_O, C_O, C_O, C_O, C_O, C_O, /* 0-9 */
+    C_O, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, /* A- */
+    C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_O, C_O, C_O, C_O, C_O, /* -Z */
+    C_O, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, /* a- */
+    C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_L, C_O, C_O, C_O, C_O, C_O, /* -z */
+};
+
+static inline int byte_class(uint8_t b) { return b >= 0x80 ? C_L : ascii_class[b]; }
+
+static size_t fast_fmtrain(const uint8_t *t, size_t len, int at_end, int *certain)
+{
+    const size_t max = FM_PRESPLIT_MAX_RUN;
+    uint8_t c = t[0];
+    if (c == '\'') {
+        if (len < 3 && !at_end) return 0;
+        if (len >= 2) {
+            uint8_t d = t[1];
+            if (d == 's' || d == 't' || d == 'm' || d == 'd') return 2;
+            if (len >= 3 && ((d == 'r' && t[2] == 'e') || (d == 'v' && t[2] == 'e') || (d == 'l' && t[2] == 'l')))
+                return 3;
+        }
+    }
+    size_t n;
+    if (c == ' ' && len >= 2 && byte_class(t[1]) != C_S) {
+        int k1 = byte_class(t[1]);
+        n = 2;
+        while (n < len && byte_class(t[n]) == k1) n++;
+        if (n - 1 > max) return 0;
+    } else if (byte_class(c) != C_S) {
+        int k = byte_class(c);
+        n = 1;
+        while (n < len && byte_class(t[n]) == k) n++;
+        if (n > max) return 0;
+    } else {
+        n = 1;
+        while (n < len && byte_class(t[n]) == C_S) n++;
+        if (n > max) return 0;
+        if (n < len && t[n - 1] == ' ' && n >= 2) {
+            *certain = 1;
+            return n - 1; /* leave " " for the next word */
+        }
+    }
+    *certain = n < len || at_end;
+    return n;
+}
+
 /* ---- version 1 (bytes; kept for old tokenizers) ---------------------------------------------- */
 
 static int byte_class_v1(uint8_t c)
@@ -307,6 +361,14 @@ size_t fm_presplit_next(fm_presplit rule, const uint8_t *text, size_t len, int a
         size_t n = next_v1(text, len);
         if (certain && !at_end) *certain = n + 2 < len; /* what cut_v1 guarantees */
         return n;
+    }
+    if (rule == FM_PRESPLIT_FMTRAIN) {
+        int c = 1;
+        size_t n = fast_fmtrain(text, len, at_end, &c);
+        if (n) {
+            if (certain) *certain = c;
+            return n;
+        }
     }
     scan s = {text, len, at_end, 0, rule};
     size_t n;
