@@ -419,6 +419,11 @@ static fm_status parse_tokenizer(const char *json, size_t len, const char *what,
         if (id > max_id) max_id = id;
     }
     t.V = (uint32_t)(max_id + 1);
+    if ((uint64_t)t.V > (uint64_t)vocab->len + n_added) {
+        st = FM_ERR(FM_ERR_INPUT, "%s: the largest id is %" PRId64 " but there are only %zu tokens (ids must be "
+                    "0..%" PRId64 " without gaps)", what, max_id, vocab->len + n_added, max_id);
+        goto done;
+    }
     if (max_id < 256) {
         st = FM_ERR(FM_ERR_INPUT, "%s: %" PRId64 " ids; a byte-level BPE vocabulary has more than 256", what, max_id + 1);
         goto done;
