@@ -134,13 +134,26 @@ fm_status fm_hf_export_tokenizer(const fm_tokenizer *tok, const char *dir, int m
                "    \"fuse_unk\": false,\n    \"byte_fallback\": false,\n");
     if (fm_tokenizer_ignore_merges(tok)) fprintf(m, "    \"ignore_merges\": true,\n");
     fprintf(m, "    \"vocab\": {");
+    /* tokenizers gives an added token the id it has in the model's vocabulary, else the next id after
+     * the vocabulary (ignoring the id written in added_tokens): special tokens that are exactly the last
+     * ids (fmtrain's end-of-text, Llama 3's) stay out of the vocabulary; otherwise (GPT-2's layout, a
+     * special token among the ordinary ones) each is also a vocabulary entry under its text. */
+    uint32_t n_ordinary = 0;
+    for (uint32_t id = 0; id < V; id++) n_ordinary += !fm_tokenizer_is_special(tok, id);
+    int specials_last = 1;
+    for (uint32_t id = n_ordinary; id < V; id++) specials_last &= fm_tokenizer_is_special(tok, id);
     first = 1;
     for (uint32_t id = 0; id < V; id++) {
-        if (fm_tokenizer_is_special(tok, id)) continue;
         size_t l;
         const uint8_t *b = fm_tokenizer_token(tok, id, &l);
-        fprintf(m, "%s\n      ", first ? "" : ",");
-        put_mapped(m, b, l, byte_cp);
+        if (fm_tokenizer_is_special(tok, id)) {
+            if (specials_last) continue;
+            fprintf(m, "%s\n      ", first ? "" : ",");
+            fm_json_put_string(m, (const char *)b, l);
+        } else {
+            fprintf(m, "%s\n      ", first ? "" : ",");
+            put_mapped(m, b, l, byte_cp);
+        }
         fprintf(m, ": %u", id);
         first = 0;
     }
@@ -469,11 +482,12 @@ static fm_status parse_tokenizer(const char *json, size_t len, const char *what,
         }
         t.special[id] = 1;
         if (t.have[id]) {
-            /* also in the model's vocabulary (GPT-2's <|endoftext|>): the same text */
+            /* also in the model's vocabulary (GPT-2's <|endoftext|>) under its text, as is or mapped */
             uint8_t tmp[1024];
             size_t n = 0;
-            if (src_len[id] > sizeof tmp || !unmap(src[id], src_len[id], cp_byte, tmp, &n) || n != content->len ||
-                memcmp(tmp, content->str, n) != 0) {
+            int same = src_len[id] == content->len && memcmp(src[id], content->str, content->len) == 0;
+            if (!same && (src_len[id] > sizeof tmp || !unmap(src[id], src_len[id], cp_byte, tmp, &n) ||
+                          n != content->len || memcmp(tmp, content->str, n) != 0)) {
                 st = FM_ERR(FM_ERR_INPUT, "%s: added token %u \"%.60s\" is also model.vocab entry \"%.60s\"", what, id,
                             content->str, src[id]);
                 break;

@@ -40,6 +40,30 @@ transformers.logging.set_verbosity_error()
 LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
           r"\s*[\r\n]+|\s+(?!\S)|\s+")
 failures = []
+TINY = """[run]
+dir = %s
+seed = 1
+stop_margin_minutes = 0
+[model]
+n_layer = 1
+n_head = 2
+d_model = 32
+seq_len = 32
+[data]
+train = %s
+[train]
+micro_batch = 2
+steps = 1
+eval_every = 0
+[checkpoint]
+every_steps = 0
+every_minutes = 0
+resume = never
+[runtime]
+device = cpu
+threads = 1
+bind = none
+"""
 
 
 def run(*args, mpi=False, check=True):
@@ -112,6 +136,18 @@ def main():
             print("first difference at %d: fmtrain %s, tokenizers %s" % (i, got[i:i + 5], want[i:i + 5]))
         check(got == want, "%s-style tokenizer.json: fmtrain prepare = tokenizers (%d ids, ignore_merges %s)" %
               (kind, len(want), kind == "llama3"))
+        # a model trained on that dataset exports the tokenizer back: tokenizers gives the same ids with it
+        ini = os.path.join(tmp, "t_%s.ini" % kind)
+        open(ini, "w").write(TINY % (os.path.join(tmp, "run_" + kind), os.path.join(tmp, "p_%s.h5" % kind)))
+        run("train", ini, mpi=True)
+        out = os.path.join(tmp, "out_" + kind)
+        run("export", os.path.join(tmp, "run_" + kind), "--format", "hf", "--output", out)
+        back = Tokenizer.from_file(os.path.join(out, "tokenizer.json"))
+        back.encode_special_tokens = True
+        same = all(back.encode(t, add_special_tokens=False).ids == tok.encode(t, add_special_tokens=False).ids
+                   for t in texts)
+        check(same and back.token_to_id(special) == eot, "%s-style tokenizer exported again by fmtrain export: "
+              "tokenizers gives the original's ids" % kind)
 
     # a GPT-2 from a random configuration
     torch.manual_seed(3)
