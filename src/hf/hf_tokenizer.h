@@ -5,7 +5,9 @@
  * tokenizer.json (GPT-2's and Llama 3's kind) into an fmtrain tokenizer (data/tokenizer.h).
  * The mapping:
  *   - vocabulary: each ordinary token's bytes written through GPT-2's byte-to-character table (byte-level
- *     BPE strings: " the" is "Ġthe"); special tokens (end-of-text) are "added_tokens" with special = true;
+ *     BPE strings: " the" is "Ġthe"); special tokens (end-of-text) are "added_tokens" with special = true,
+ *     and also vocabulary entries under their text unless they are the last ids (tokenizers numbers an
+ *     added token that is not in the vocabulary after it, whatever id the file gives);
  *   - merges: "left right" in rank order, as tokenizers writes them ([left, right] pairs are read too);
  *   - pre-tokenizer: fmtrain's rule and Llama 3's as a Sequence of Split(the rule's regular expression,
  *     Isolated) and ByteLevel(use_regex = false); GPT-2's as ByteLevel(use_regex = true); no normalizer;
