@@ -305,7 +305,9 @@ static fm_status run_eval(const eval_args *a, const fm_comm *comm)
     fm_reader *reader = NULL;
     fm_checkpoint_meta *meta = calloc(1, sizeof *meta);
     char used[4096], why[160];
-    fm_status st = meta ? NULL : FM_ERR(FM_ERR_NOMEM, "out of memory");
+    fm_status st = meta ? NULL
+                        : FM_ERR(FM_ERR_NOMEM, "out of memory for a checkpoint's metadata (%zu bytes)",
+                                 sizeof *meta);
     if (!st) st = fm_backend_create("cpu", 1, 0, &hb);
     FM_TRY_GOTO(st, done, fm_comm_agree(comm->world, st));
     FM_TRY_GOTO(st, done, load_checkpoint(a, comm, hb, &host_model, &tok, used));

@@ -97,8 +97,10 @@ fresh=$(greedy --tokens 6)
 with=$(greedy --prompt "$p" --tokens 5 --eot-prefix yes)
 default=$(greedy --prompt "$p" --tokens 5)
 alone=$(greedy --prompt "$p" --tokens 5 --eot-prefix no)
-[ -n "$p" ] && [ "$with" = "$fresh" ] ||
-  { echo "--eot-prefix yes: prompt '$p' continued as '$with', the fresh document as '$fresh'"; exit 1; }
+if [ -z "$p" ] || [ "$with" != "$fresh" ]; then
+  echo "--eot-prefix yes: prompt '$p' continued as '$with', the fresh document as '$fresh'"
+  exit 1
+fi
 [ "$default" = "$with" ] || { echo "the default is not --eot-prefix yes: '$default' vs '$with'"; exit 1; }
 [ "$alone" != "$with" ] ||
   { echo "--eot-prefix no gave the same text as yes ('$alone'): the option changed nothing"; exit 1; }
