@@ -170,7 +170,7 @@ static const entry schema[] = {
             "validation windows (seq_len+1 tokens each) in one evaluation: a fixed set spread evenly "
             "over the validation split (all of it when it has fewer), the same for every rank "
             "count, micro_batch and grad_accum"),
-    E_INT64("train", "eval_batches", train_eval_batches, "0", 0, INT32_MAX, OLD_KEY,
+    E_INT64("train", "eval_batches", train_eval_batches, "0", 0, BIG, OLD_KEY,
             "old form of train.eval_windows, still read: > 0 means eval_windows = eval_batches × "
             "micro_batch (the windows one rank evaluated before eval_windows existed); 0: unused. "
             "Cannot be combined with an eval_windows other than the default"),

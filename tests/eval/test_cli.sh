@@ -122,7 +122,7 @@ print("eval elapsed_s on the train records' clock at 2 ranks")
 PYEOF
 
 # ---- 4. [data] val names another file -----------------------------------------------------------
-sed 's/word/verse/' text.txt | head -300 >val.txt
+head -300 text.txt | sed 's/word/verse/' >val.txt
 fm prepare --input val.txt --output val.h5 --tokenizer-from text.h5 --val-fraction 0.5 --quiet
 vt=$(fm inspect val.h5 | awk '/^val tokens/ { print $3 }')
 tt=$(fm inspect text.h5 | awk '/^val tokens/ { print $3 }')
