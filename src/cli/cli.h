@@ -48,6 +48,7 @@ extern const fm_command fm_cmd_inspect;
 extern const fm_command fm_cmd_topology;
 extern const fm_command fm_cmd_plot;
 extern const fm_command fm_cmd_sample;
+extern const fm_command fm_cmd_eval;
 extern const fm_command fm_cmd_export;
 extern const fm_command fm_cmd_import;
 

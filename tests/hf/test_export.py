@@ -2,7 +2,8 @@
 """test_export.py — `fmtrain export` against transformers and tokenizers (PyPI), on a model fmtrain trains:
   * transformers loads the exported directory with no missing, unexpected or mismatched keys;
   * its logits on validation windows match fmtrain's forward within 1e-5 (max |diff| / max |logit|),
-    and its loss within 1e-5 relative (fp32 export);
+    and its loss within 1e-5 relative (fp32 export); `fmtrain eval --all` on the validation split
+    gives transformers' loss on the same windows within 1e-5 relative;
   * greedy generation (do_sample=False) gives the text of `fmtrain sample --temperature 0`;
   * tokenizers with the exported tokenizer.json (add_special_tokens=False, encode_special_tokens=True)
     gives the ids of `fmtrain prepare` on the King James text, licences, C source, non-ASCII text,
@@ -11,6 +12,7 @@
   * a sharded export (--max-shard-size) loads to the same logits;
   * export -> import -> export writes byte-identical files.
 Usage: test_export.py (FMTRAIN_EXE, FMTRAIN_BINARY_DIR set by CTest)"""
+import json
 import os
 import struct
 import subprocess
@@ -149,6 +151,17 @@ def main():
     check(rel <= 1e-5, "logits on 4 validation windows of 64: max |diff| / max |logit| = %.2e (<= 1e-5)" % rel)
     check(abs(fl - hl) / abs(hl) <= 1e-5, "loss fmtrain %.8f, transformers %.8f (rel %.1e)" % (fl, hl, abs(fl - hl) / hl))
 
+    # fmtrain eval's validation loss (all windows of the val split, in file order) = transformers' on them
+    ev = json.loads(run("eval", "--checkpoint", os.path.join(tmp, "run"), "--all", "--json", mpi=True).stdout)
+    with h5py.File(data, "r") as f:
+        val = f["val/tokens"][:].astype(np.int64)
+    nw = (len(val) - 1) // 64
+    allw = np.stack([val[v * 64:v * 64 + 65] for v in range(nw)])
+    hl_all = sum(hf_forward(model, allw[i:i + 8])[0] * len(allw[i:i + 8]) for i in range(0, nw, 8)) / nw
+    check(ev["windows"] == nw and abs(ev["loss"] - hl_all) / hl_all <= 1e-5,
+          "fmtrain eval --all: %.8f on %d windows, transformers %.8f (rel %.1e)" %
+          (ev["loss"], ev["windows"], hl_all, abs(ev["loss"] - hl_all) / hl_all))
+
     # greedy generation equals fmtrain sample --temperature 0
     tok = transformers.AutoTokenizer.from_pretrained(out)
     prompt = "And God said, Let there be light"
@@ -156,7 +169,7 @@ def main():
     gen = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, pad_token_id=tok.eos_token_id)
     hf_text = tok.decode(gen[0])
     fm_text = run("sample", "--checkpoint", os.path.join(tmp, "run"), "--prompt", prompt, "--tokens", "24",
-                  "--temperature", "0", "--device", "cpu").stdout
+                  "--temperature", "0", "--device", "cpu", "--eot-prefix", "no").stdout
     fm_text = fm_text.rstrip("\n").replace("\n<|endoftext|>\n", "<|endoftext|>")
     check(fm_text == hf_text, "greedy generation: fmtrain %r, transformers %r" % (fm_text[-50:], hf_text[-50:]))
 

@@ -3,7 +3,9 @@
 tokenizers made by transformers and tokenizers (PyPI):
   * a GPT-2 made by transformers from a random configuration (weights perturbed so that every tensor
     matters), saved with save_pretrained, imported: fmtrain's loss on windows equals transformers' within
-    1e-5 relative, and its logits within 1e-5 of the largest;
+    1e-5 relative, and its logits within 1e-5 of the largest; `fmtrain eval` of the imported checkpoint
+    on a dataset prepared with its tokenizer.json gives transformers' loss on the same windows;
+    greedy generation equals transformers';
   * export of the imported checkpoint gives back every tensor of the original file bit for bit;
   * a GPT-2-style tokenizer (ByteLevel with its regex) and a Llama-3-style one (Split with Llama 3's
     regex, ByteLevel, ignore_merges) trained by tokenizers: `fmtrain prepare --tokenizer-from` gives
@@ -187,6 +189,26 @@ def main():
     rel = float(np.abs(flog - logits).max() / np.abs(logits).max())
     check(rel <= 1e-5, "imported model: logits max |diff| / max |logit| = %.2e (<= 1e-5)" % rel)
 
+    # fmtrain eval of the imported model on a dataset made with its tokenizer = transformers' loss there
+    data = os.path.join(tmp, "d.h5")
+    run("prepare", "--input", docs[0][0], "--output", data, "--tokenizer-from", os.path.join(hf, "tokenizer.json"),
+        "--val-fraction", "0.02", "--quiet")
+    ev = json.loads(run("eval", "--checkpoint", ck, "--data", data, "--all", "--json", mpi=True).stdout)
+    with h5py.File(data, "r") as f:
+        val = f["val/tokens"][:].astype(np.int64)
+    T = 128
+    nw = (len(val) - 1) // T
+    tot = 0.0
+    with torch.no_grad():
+        for v in range(nw):
+            x = torch.tensor(val[v * T:v * T + T + 1])
+            lg = model(x[None, :-1]).logits[0]
+            tot += float(torch.nn.functional.cross_entropy(lg, x[1:]))
+    hl_eval = tot / nw
+    check(ev["windows"] == nw and abs(ev["loss"] - hl_eval) / hl_eval <= 1e-5,
+          "fmtrain eval of the imported model: %.8f on %d windows, transformers %.8f (rel %.1e)" %
+          (ev["loss"], nw, hl_eval, abs(ev["loss"] - hl_eval) / hl_eval))
+
     # greedy generation: fmtrain sample --temperature 0 = transformers' generate(do_sample=False)
     prompt = "And God said"
     pids = tok.encode(prompt, add_special_tokens=False).ids
@@ -194,7 +216,7 @@ def main():
     gen = model.generate(torch.tensor([pids]), max_new_tokens=30, do_sample=False, pad_token_id=0)
     hf_text = tok.decode(gen[0].tolist(), skip_special_tokens=False)
     r = subprocess.run([EXE, "sample", "--checkpoint", ck, "--prompt", prompt, "--tokens", "30", "--temperature", "0",
-                        "--device", "cpu"], env=ENV, capture_output=True)
+                        "--device", "cpu", "--eot-prefix", "no"], env=ENV, capture_output=True)
     fm_text = r.stdout.decode("utf-8", "replace").rstrip("\n").replace("\n%s\n" % special, special)
     check(r.returncode == 0 and fm_text == hf_text, "greedy generation of the imported model: fmtrain %r, "
           "transformers %r" % (fm_text[-40:], hf_text[-40:]))
@@ -209,9 +231,6 @@ def main():
     check(same, "import -> export: the %d parameter tensors are bit-identical" % len(params))
 
     # init_from: a run starts from the imported model; resume refuses it
-    data = os.path.join(tmp, "d.h5")
-    run("prepare", "--input", docs[0][0], "--output", data, "--tokenizer-from", os.path.join(hf, "tokenizer.json"),
-        "--quiet")
     ini = os.path.join(tmp, "p.ini")
     base = """[run]
 dir = %s
