@@ -144,9 +144,9 @@ static void gpt2_layer_forward(const fm_family_call *c, const float *x)
     ops->matmul_forward(be, a[A_QKV], a[A_LN1], p[QKVW], p[QKVB], N, C, 3 * C);
     if (c->kcache)
         ops->attention_decode(be, a[A_ATTY], c->kcache, c->vcache, a[A_QKV], c->B, c->T, c->pos0,
-                              c->shape->max_seq_len, C, NH);
+                              c->shape->max_seq_len, C, NH, NH);
     else
-        ops->attention_forward(be, a[A_ATTY], a[A_ATT_LSE], a[A_QKV], c->B, c->T, C, NH);
+        ops->attention_forward(be, a[A_ATTY], a[A_ATT_LSE], a[A_QKV], c->B, c->T, C, NH, NH);
     ops->matmul_forward(be, proj, a[A_ATTY], p[ATTPROJW], p[ATTPROJB], N, C, C);
     ops->residual_forward(be, a[A_RES2], x, proj, NC);
     ops->layernorm_forward(be, a[A_LN2], a[A_LN2_MEAN], a[A_LN2_RSTD], a[A_RES2], p[LN2W], p[LN2B],
@@ -174,7 +174,7 @@ static void gpt2_layer_backward(const fm_family_call *c, const float *x, float *
                             a[A_LN2_RSTD], N, C);
     /* attention */
     ops->matmul_backward(be, dln, g[ATTPROJW], g[ATTPROJB], dx, a[A_ATTY], p[ATTPROJW], N, C, C);
-    ops->attention_backward(be, dbig, dln, a[A_QKV], a[A_ATTY], a[A_ATT_LSE], B, T, C, NH);
+    ops->attention_backward(be, dbig, dln, a[A_QKV], a[A_ATTY], a[A_ATT_LSE], B, T, C, NH, NH);
     ops->matmul_backward(be, dln, g[QKVW], g[QKVB], dbig, a[A_LN1], p[QKVW], N, C, 3 * C);
     ops->layernorm_backward(be, dx, g[LN1W], g[LN1B], dln, x, p[LN1W], a[A_LN1_MEAN],
                             a[A_LN1_RSTD], N, C);

@@ -32,9 +32,9 @@ static const fm_model_shape shape = {2, 2, 64, T, 16, "gpt2"}; /* L, NH, C, maxT
 static const fm_kernel_ops *real_ops;
 static void broken_attention_backward(fm_backend *be, float *dqkv, const float *dout,
                                       const float *qkv, const float *out, const float *lse, int b,
-                                      int t, int c, int nh)
+                                      int t, int c, int nh, int nkv)
 {
-    real_ops->attention_backward(be, dqkv, dout, qkv, out, lse, b, t, c, nh);
+    real_ops->attention_backward(be, dqkv, dout, qkv, out, lse, b, t, c, nh, nkv);
     real_ops->zero(be, dqkv, (size_t)b * t * 3 * c * sizeof(float));
 }
 /* The embedding backward does nothing: token and position embeddings never learn. */
