@@ -7,8 +7,11 @@
  *   - a training step: finite loss near log(V) at init, finite gradients reported range by range;
  *   - decoding: logits of one token per call equal the full forward's;
  *   - memory: both modes report what the estimate says.
- * Family-specific numbers (GPT-2 against PyTorch) are in tests/reference; GPT-2's layout and memory
- * formula in detail in test_model.c. */
+ * Each family runs on its default shape and on the variants it accepts (fm_model_shape_check):
+ * grouped-query attention 2:1 and 4:1, a tied and an untied head, an explicit MLP width; a variant a
+ * family refuses (GPT-2 has only its own) is reported and skipped.
+ * Family-specific numbers (GPT-2 and Llama against PyTorch) are in tests/reference; GPT-2's layout
+ * and memory formula in detail in test_model.c, Llama's rules and sizes in test_llama.c. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <math.h>
@@ -27,11 +30,17 @@
 #include "model/family.h"
 #include "model/model.h"
 
-enum { L = 2, NH = 2, C = 32, MAXT = 16, V = 50, B = 2 };
+enum { L = 2, NH = 4, C = 32, MAXT = 16, V = 50, B = 2 };
+
+/* variants of the shape: n_kv_head, ffn_dim, tie_embeddings (0: the family's defaults) */
+static const int variants[][3] = {
+    {0, 0, FM_TIE_DEFAULT}, {2, 0, FM_TIE_DEFAULT}, {1, 0, FM_TIE_YES}, {4, 45, FM_TIE_NO},
+};
+enum { N_VARIANTS = sizeof variants / sizeof variants[0] };
 
 static fm_model_shape family_shape(const fm_family *fam)
 {
-    fm_model_shape s = {L, NH, C, MAXT, V, ""};
+    fm_model_shape s = {L, NH, C, MAXT, V, .arch = ""};
     snprintf(s.arch, sizeof s.arch, "%s", fam->name);
     return s;
 }
@@ -48,8 +57,9 @@ static void test_table(void **state)
         assert_non_null(strstr(names, f->name));
         for (int j = 0; j < n; j++) assert_string_not_equal(fm_family_at(j)->name, f->name);
     }
-    assert_true(n >= 1);
+    assert_true(n >= 2);
     assert_ptr_equal(fm_family_find("gpt2"), &fm_family_gpt2);
+    assert_ptr_equal(fm_family_find("llama"), &fm_family_llama);
     assert_null(fm_family_find("gpt3"));
     assert_null(fm_family_at(n));
     assert_null(fm_family_at(-1));
@@ -152,11 +162,23 @@ static fm_status note_range(void *ctx, size_t offset, size_t count)
     return NULL;
 }
 
-static void check_family(const fm_family *fam)
+static void check_family(const fm_family *fam, int variant)
 {
-    print_message("family %s: %s\n", fam->name, fam->summary);
-    const fm_model_shape s = family_shape(fam);
-    FM_ASSERT_OK(fm_model_shape_check(&s));
+    fm_model_shape s = family_shape(fam);
+    s.n_kv_head = variants[variant][0];
+    s.ffn_dim = variants[variant][1];
+    s.tie_embeddings = variants[variant][2];
+    fm_status refused = fm_model_shape_check(&s);
+    if (refused) {
+        assert_true(variant > 0); /* every family takes its default shape */
+        assert_int_equal(fm_status_code(refused), FM_ERR_CONFIG);
+        print_message("family %s, n_kv_head %d, ffn_dim %d, tie %d: refused (%s)\n", fam->name,
+                      s.n_kv_head, s.ffn_dim, s.tie_embeddings, fm_status_message(refused));
+        fm_status_free(&refused);
+        return;
+    }
+    print_message("family %s, n_kv_head %d, ffn_dim %d, tie %d: %s\n", fam->name, s.n_kv_head,
+                  s.ffn_dim, s.tie_embeddings, fam->summary);
     fm_backend *be = NULL;
     fm_model *m = NULL, *d = NULL;
     FM_ASSERT_OK(fm_backend_create("cpu", 2, -1, &be));
@@ -234,7 +256,8 @@ static void check_family(const fm_family *fam)
 static void test_every_family(void **state)
 {
     (void)state;
-    for (int i = 0; fm_family_at(i); i++) check_family(fm_family_at(i));
+    for (int i = 0; fm_family_at(i); i++)
+        for (int v = 0; v < N_VARIANTS; v++) check_family(fm_family_at(i), v);
 }
 
 int main(void)

@@ -26,7 +26,7 @@
 #include "train/optimizer.h"
 
 enum { B = 8, T = 32, STEPS = 200 };
-static const fm_model_shape shape = {2, 2, 64, T, 16, "gpt2"}; /* L, NH, C, maxT, V */
+static const fm_model_shape shape = {2, 2, 64, T, 16, .arch = "gpt2"}; /* L, NH, C, maxT, V */
 
 /* The backend's attention backward, followed by zeroing its output: attention cannot learn. */
 static const fm_kernel_ops *real_ops;
