@@ -533,6 +533,32 @@ static const char *reason_name(fm_trainer_save_reason r)
     return "unknown";
 }
 
+/* `path` made absolute as rank 0 sees it: a relative path is joined to rank 0's working directory
+ * (leading "./" dropped); an absolute one, or one too long to join, is kept. The same text on every
+ * rank (attributes are written collectively), so that a checkpoint names its data in a way that can
+ * be found again from another working directory. */
+static fm_status absolute_path(fm_checkpoint_ctx *c, const char *path, char out[CK_PATH_MAX])
+{
+    memset(out, 0, CK_PATH_MAX);
+    if (c->rank == 0) {
+        char cwd[CK_PATH_MAX];
+        const char *rel = path;
+        while (rel[0] == '.' && rel[1] == '/') rel += 2;
+        if (path[0] == '/' || !getcwd(cwd, sizeof cwd) ||
+            strlen(cwd) + 1 + strlen(rel) + 1 > CK_PATH_MAX) {
+            fm_util_strlcpy(out, path, CK_PATH_MAX);
+        } else {
+            size_t lc = strlen(cwd); /* the join fits: checked above */
+            memcpy(out, cwd, lc);
+            out[lc] = '/';
+            memcpy(out + lc + 1, rel, strlen(rel) + 1);
+        }
+    }
+    FM_MPI_TRY(MPI_Bcast(out, CK_PATH_MAX, MPI_CHAR, 0, c->comm));
+    out[CK_PATH_MAX - 1] = '\0';
+    return NULL;
+}
+
 static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoint_file *f,
                                fm_trainer_save_reason reason)
 {
@@ -633,6 +659,13 @@ static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoin
     if (st) return st;
     FM_TRY(fm_checkpoint_file_attr_str(f, "/data", "train", cfg->data_train));
     FM_TRY(fm_checkpoint_file_attr_str(f, "/data", "val", fm_config_val_path(cfg)));
+    char abs_path[CK_PATH_MAX];
+    FM_TRY(absolute_path(c, cfg->data_train, abs_path));
+    FM_TRY(fm_checkpoint_file_attr_str(f, "/data", "train_abs", abs_path));
+    FM_TRY(absolute_path(c, fm_config_val_path(cfg), abs_path));
+    FM_TRY(fm_checkpoint_file_attr_str(f, "/data", "val_abs", abs_path));
+    FM_TRY(fm_checkpoint_file_attr_str(f, "/data", "val_source",
+                                       cfg->data_val[0] ? "data.val" : "data.train"));
     if (c->tok) {
         st = fm_tokenizer_save(c->tok, fm_checkpoint_file_hid(f), "tokenizer");
         st = fm_comm_agree(c->comm, st);
@@ -1023,15 +1056,15 @@ static fm_status read_model_shape(fm_checkpoint_file *f, const char *path, fm_mo
     return in;
 }
 
-static fm_status load_model_file(const char *path, fm_backend *be, int max_batch, fm_model **model,
-                                 fm_tokenizer **tok)
+static fm_status load_model_file(const char *path, fm_backend *be, const fm_model_options *mo,
+                                 fm_model **model, fm_tokenizer **tok)
 {
     fm_checkpoint_file *f = NULL;
     FM_TRY(open_checkpoint(MPI_COMM_NULL, path, NULL, NULL, &f));
     fm_model_shape s;
     fm_model *m = NULL;
     fm_status st = read_model_shape(f, path, &s);
-    if (!st) st = fm_model_create_opts(&s, be, &(fm_model_options){FM_MODEL_DECODE, max_batch}, &m);
+    if (!st) st = fm_model_create_opts(&s, be, mo, &m);
     fm_checkpoint_tensor *table = NULL;
     int nt = 0;
     if (!st) st = model_table(m, &table, &nt);
@@ -1063,6 +1096,15 @@ static fm_status load_model_file(const char *path, fm_backend *be, int max_batch
 fm_status fm_checkpoint_load_model(const char *path, fm_backend *be, int max_batch, fm_model **model,
                                    fm_tokenizer **tok, char *used_path, size_t size)
 {
+    const fm_model_options mo = {FM_MODEL_DECODE, max_batch};
+    FM_TRY(fm_checkpoint_load_model_opts(path, be, &mo, model, tok, used_path, size));
+    return NULL;
+}
+
+fm_status fm_checkpoint_load_model_opts(const char *path, fm_backend *be, const fm_model_options *mo,
+                                        fm_model **model, fm_tokenizer **tok, char *used_path,
+                                        size_t size)
+{
     *model = NULL;
     *tok = NULL;
     if (used_path && size) used_path[0] = '\0';
@@ -1070,7 +1112,7 @@ fm_status fm_checkpoint_load_model(const char *path, fm_backend *be, int max_bat
     if (stat(path, &sb) != 0)
         return FM_ERR(FM_ERR_INPUT, "cannot open checkpoint %s: %s", path, strerror(errno));
     if (!S_ISDIR(sb.st_mode)) {
-        FM_TRY(load_model_file(path, be, max_batch, model, tok));
+        FM_TRY(load_model_file(path, be, mo, model, tok));
         if (used_path) fm_util_strlcpy(used_path, path, size);
         return NULL;
     }
@@ -1086,7 +1128,7 @@ fm_status fm_checkpoint_load_model(const char *path, fm_backend *be, int max_bat
         char p[CK_PATH_MAX + 80];
         snprintf(p, sizeof p, "%s/%s", dir, v[i].name);
         fm_status_free(&last);
-        last = load_model_file(p, be, max_batch, model, tok);
+        last = load_model_file(p, be, mo, model, tok);
         if (!last) {
             if (used_path) fm_util_strlcpy(used_path, p, size);
             break;
@@ -1096,4 +1138,42 @@ fm_status fm_checkpoint_load_model(const char *path, fm_backend *be, int max_bat
     free(v);
     if (n == 0) return FM_ERR(FM_ERR_INPUT, "%s holds no checkpoint (step-*.h5)", dir);
     return last;
+}
+
+/* ---- what a checkpoint says about its run ----------------------------------------------------- */
+
+/* A string attribute of /data into out ("" when the file has none: written before it existed). */
+static void data_attr(fm_checkpoint_file *f, const char *name, char *out, size_t n)
+{
+    char *v = NULL;
+    out[0] = '\0';
+    fm_status st = fm_checkpoint_file_get_attr_str(f, "/data", name, &v);
+    if (!st && v) fm_util_strlcpy(out, v, n);
+    fm_status_free(&st);
+    free(v);
+}
+
+fm_status fm_checkpoint_read_meta(const char *path, fm_checkpoint_meta *out)
+{
+    memset(out, 0, sizeof *out);
+    out->val_separate = -1;
+    fm_checkpoint_file *f = NULL;
+    FM_TRY(open_checkpoint(MPI_COMM_NULL, path, NULL, NULL, &f));
+    fm_status st = fm_checkpoint_file_get_attr_i64(f, "/", "step", &out->step);
+    if (!st) st = read_saved_config(f, path, &out->config, &out->writer_ranks);
+    if (!st) {
+        data_attr(f, "train", out->train, sizeof out->train);
+        data_attr(f, "val", out->val, sizeof out->val);
+        data_attr(f, "train_abs", out->train_abs, sizeof out->train_abs);
+        data_attr(f, "val_abs", out->val_abs, sizeof out->val_abs);
+        char src[32];
+        data_attr(f, "val_source", src, sizeof src);
+        if (strcmp(src, "data.val") == 0) out->val_separate = 1;
+        else if (strcmp(src, "data.train") == 0) out->val_separate = 0;
+        if (!out->train[0]) fm_util_strlcpy(out->train, out->config.data_train, sizeof out->train);
+        if (!out->val[0])
+            fm_util_strlcpy(out->val, fm_config_val_path(&out->config), sizeof out->val);
+    }
+    fm_checkpoint_file_close(&f);
+    return st;
 }

@@ -98,4 +98,30 @@ fm_status fm_checkpoint_inspect(const char *path, FILE *out);
 fm_status fm_checkpoint_load_model(const char *path, fm_backend *be, int max_batch, fm_model **model,
                                    fm_tokenizer **tok, char *used_path, size_t size);
 
+/* The same, into a model of the kind `opts` asks for (fm_model_options: FM_MODEL_DECODE for
+ * sampling, FM_MODEL_EVAL for `fmtrain eval`, FM_MODEL_TRAIN; max_batch sequences). Same errors. */
+fm_status fm_checkpoint_load_model_opts(const char *path, fm_backend *be, const fm_model_options *opts,
+                                        fm_model **model, fm_tokenizer **tok, char *used_path,
+                                        size_t size);
+
+/* What a checkpoint file says about its run, besides the tensors (docs/checkpoint-format.md). */
+typedef struct fm_checkpoint_meta {
+    int64_t step;        /* optimizer steps completed */
+    fm_config config;    /* the stored effective configuration (/config), parsed */
+    int writer_ranks;
+    char train[4096];     /* /data train: [data] train as the trainer was given it (relative paths
+                             are relative to the trainer's working directory) */
+    char val[4096];       /* /data val: the validation file used ([data] val, else [data] train) */
+    char train_abs[4096]; /* /data train_abs, val_abs: the same made absolute when the checkpoint was
+                             written; "" in checkpoints written before these attributes existed */
+    char val_abs[4096];
+    int val_separate;     /* /data val_source: 1 "data.val" (a separate validation file), 0
+                             "data.train" (the training file's /val split), -1 not recorded */
+} fm_checkpoint_meta;
+
+/* Reads the metadata of checkpoint FILE `path` (not a directory: see fm_checkpoint_load_model_opts
+ * for the file a directory stands for). Serial. Errors: FM_ERR_INPUT for a missing, foreign or
+ * damaged file or a stored configuration that does not parse. */
+fm_status fm_checkpoint_read_meta(const char *path, fm_checkpoint_meta *out);
+
 #endif /* FM_CHECKPOINT_H */

@@ -48,6 +48,7 @@ extern const fm_command fm_cmd_inspect;
 extern const fm_command fm_cmd_topology;
 extern const fm_command fm_cmd_plot;
 extern const fm_command fm_cmd_sample;
+extern const fm_command fm_cmd_eval;
 
 /* The table, NULL-terminated (src/cli/commands.c). */
 extern const fm_command *const fm_commands[];

@@ -1,9 +1,11 @@
-/* cmd_sample.c — `fmtrain sample --checkpoint PATH [--prompt TEXT] [--tokens N] [--temperature T]
- * [--top-k K] [--seed S] [--device D] [--threads N]`: text from a trained model.
+/* cmd_sample.c — `fmtrain sample --checkpoint PATH [--prompt TEXT] [--eot-prefix yes|no]
+ * [--tokens N] [--temperature T] [--top-k K] [--seed S] [--device D] [--threads N]`: text from a
+ * trained model.
  *
  * Serial: no MPI. Creates the backend (--device), loads the model as a decode model with its K/V
  * caches and its tokenizer from a checkpoint (fm_checkpoint_load_model: a file, or a run directory
- * meaning its newest good checkpoint), encodes the prompt, generates with src/model/sampler.h (the
+ * meaning its newest good checkpoint), encodes the prompt (after an end-of-text token unless
+ * --eot-prefix no), generates with src/model/sampler.h (the
  * model's own forward through the backend, one decode call per token), and prints the prompt
  * followed by the generated text as it is produced. The banner on stderr names the checkpoint
  * file used, the model and the device. */
@@ -20,8 +22,9 @@
 #include "data/tokenizer.h"
 
 static const char sample_help[] =
-    "Usage: fmtrain sample --checkpoint PATH [--prompt TEXT] [--tokens N] [--temperature T]\n"
-    "                      [--top-k K] [--seed S] [--device cpu|cuda|auto] [--threads N]\n"
+    "Usage: fmtrain sample --checkpoint PATH [--prompt TEXT] [--eot-prefix yes|no] [--tokens N]\n"
+    "                      [--temperature T] [--top-k K] [--seed S] [--device cpu|cuda|auto]\n"
+    "                      [--threads N]\n"
     "\n"
     "Generates text from a trained model. PATH is a checkpoint file, or a run directory (its newest\n"
     "checkpoint whose checksums verify); the file used is named on stderr. The prompt is encoded with\n"
@@ -32,6 +35,10 @@ static const char sample_help[] =
     "Options:\n"
     "  --checkpoint PATH   checkpoint file or run directory (required)\n"
     "  --prompt TEXT       text to continue (default: the end-of-text token, i.e. a fresh document)\n"
+    "  --eot-prefix yes|no yes (default): the prompt follows an end-of-text token, so the model reads\n"
+    "                      it as the start of a document, as every document of its training data\n"
+    "                      began (fmtrain prepare writes the token before each one); no: the prompt\n"
+    "                      alone, e.g. to continue text from the middle of a document\n"
     "  --tokens N          tokens to generate (default 200)\n"
     "  --temperature T     0 = greedy; otherwise sample from softmax(logits/T) (default 0.8)\n"
     "  --top-k K           sample only among the K most likely tokens; 0 = all (default 40)\n"
@@ -66,13 +73,14 @@ static fm_status sample_run(int argc, char **argv, const fm_cmd_env *env)
 {
     (void)env;
     const char *ckpt = NULL, *prompt = NULL, *ntok_s = NULL, *temp_s = NULL, *topk_s = NULL,
-               *seed_s = NULL, *threads_s = NULL, *device_s = NULL;
+               *seed_s = NULL, *threads_s = NULL, *device_s = NULL, *eot_s = NULL;
     fm_cli_list pos = {0};
     const fm_cli_opt opts[] = {
         {"checkpoint", FM_CLI_STRING, &ckpt},     {"prompt", FM_CLI_STRING, &prompt},
         {"tokens", FM_CLI_STRING, &ntok_s},       {"temperature", FM_CLI_STRING, &temp_s},
         {"top-k", FM_CLI_STRING, &topk_s},        {"seed", FM_CLI_STRING, &seed_s},
         {"threads", FM_CLI_STRING, &threads_s},   {"device", FM_CLI_STRING, &device_s},
+        {"eot-prefix", FM_CLI_STRING, &eot_s},
     };
     fm_status st = NULL;
     fm_backend *be = NULL;
@@ -86,6 +94,14 @@ static fm_status sample_run(int argc, char **argv, const fm_cmd_env *env)
         st = FM_ERR(FM_ERR_USAGE, "fmtrain sample: %s; usage: fmtrain sample --checkpoint PATH "
                                   "[--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]",
                     !ckpt ? "--checkpoint PATH is required" : "unexpected argument");
+        goto done;
+    }
+    int eot_prefix = 1;
+    if (eot_s && (strcmp(eot_s, "yes") == 0 || strcmp(eot_s, "no") == 0)) {
+        eot_prefix = strcmp(eot_s, "yes") == 0;
+    } else if (eot_s) {
+        st = FM_ERR(FM_ERR_USAGE, "--eot-prefix %s: expected yes (the prompt starts a document: an "
+                                  "end-of-text token before it) or no (the prompt alone)", eot_s);
         goto done;
     }
     long long ntok = 200, topk = 40, seed = 1, threads = 1;
@@ -123,7 +139,7 @@ static fm_status sample_run(int argc, char **argv, const fm_cmd_env *env)
                                       "--prompt, or leave --prompt out to start a fresh document");
             goto done;
         }
-        n_prompt = (int)ids.n;
+        n_prompt = (int)ids.n + eot_prefix;
     } else {
         n_prompt = 1; /* the end-of-text token: the model starts a new document */
     }
@@ -132,21 +148,27 @@ static fm_status sample_run(int argc, char **argv, const fm_cmd_env *env)
         st = FM_ERR(FM_ERR_NOMEM, "out of memory encoding the prompt");
         goto done;
     }
+    /* the end-of-text token first: alone without a prompt, before it with --eot-prefix yes */
+    const int first = !prompt || eot_prefix;
+    if (first) prompt_ids[0] = (int32_t)fm_tokenizer_eot_id(tok);
     if (prompt)
-        for (int i = 0; i < n_prompt; i++) prompt_ids[i] = (int32_t)ids.ids[i];
-    else
-        prompt_ids[0] = (int32_t)fm_tokenizer_eot_id(tok);
+        for (size_t i = 0; i < ids.n; i++) prompt_ids[(size_t)first + i] = (int32_t)ids.ids[i];
     if (n_prompt > shape->max_seq_len)
-        fprintf(stderr, "fmtrain sample: the prompt has %d tokens, more than the model's seq_len %d: "
-                        "only its last %d tokens are used as context\n",
-                n_prompt, shape->max_seq_len, shape->max_seq_len);
+        fprintf(stderr, "fmtrain sample: the prompt has %d tokens%s, more than the model's seq_len "
+                        "%d: only its last %d tokens are used as context\n",
+                n_prompt, prompt && first ? " with the end-of-text token before it" : "",
+                shape->max_seq_len, shape->max_seq_len);
     FM_TRY_GOTO(st, done, fm_sampler_create(model, &s));
     char dev[256];
     be->ops->describe(be, dev, sizeof dev);
     fprintf(stderr, "fmtrain sample: checkpoint %s (%s, %d layers, d_model %d, seq_len %d, "
-                    "vocabulary %d) on %s; %lld tokens, temperature %g, top-k %lld, seed %lld\n",
+                    "vocabulary %d) on %s; %s; %lld tokens, temperature %g, top-k %lld, seed %lld\n",
             used, fm_model_arch(model), shape->n_layer, shape->d_model, shape->max_seq_len,
-            shape->vocab_size, dev, ntok, temperature, topk, seed);
+            shape->vocab_size, dev,
+            !prompt       ? "a fresh document (end-of-text token, no prompt)"
+            : eot_prefix ? "the prompt starts a document (end-of-text token before it)"
+                         : "the prompt alone (--eot-prefix no)",
+            ntok, temperature, topk, seed);
     if (prompt) fputs(prompt, stdout);
     fflush(stdout);
     print_ctx pc = {tok, stdout};

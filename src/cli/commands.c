@@ -10,6 +10,7 @@ const fm_command *const fm_commands[] = {
     &fm_cmd_topology,
     &fm_cmd_plot,
     &fm_cmd_sample,
+    &fm_cmd_eval,
     NULL,
 };
 

@@ -40,7 +40,10 @@ enum {
     LO_OPEN = 1u, /* real: the lower bound is excluded */
     HI_OPEN = 2u, /* real: the upper bound is excluded */
     POW2 = 4u,    /* integer: must be a power of two */
-    EMPTY_OK = 8u /* text: the empty string is allowed */
+    EMPTY_OK = 8u, /* text: the empty string is allowed */
+    OLD_KEY = 16u  /* a key kept so that older parameter files (and the configurations stored in
+                      older checkpoints) still load: written out only when it is not at its
+                      default, marked as old in docs/parameters.md */
 };
 
 typedef struct entry {
@@ -95,6 +98,9 @@ static const char *const schedule_values[] = {"cosine", "linear", "constant", "w
 static const char *const on_nan_values[] = {"stop", "skip", NULL};
 static const char *const device_values[] = {"cpu", "cuda", "auto", NULL};
 static const char *const bind_values[] = {"auto", "socket", "numa", "core", "none", NULL};
+
+#define FM_STR_(x) #x
+#define FM_STR(x) FM_STR_(x) /* a macro's value as a string: schema defaults shared with config.h */
 
 #define BIG INT64_C(1000000000000000) /* 1e15: "practically unbounded" for step counts */
 
@@ -177,8 +183,14 @@ static const entry schema[] = {
            "clip the global gradient norm to this value; 0: no clipping"),
     E_INT64("train", "eval_every", train_eval_every, "250", 0, BIG, 0,
             "evaluate the validation loss every this many steps; 0: never"),
-    E_INT64("train", "eval_batches", train_eval_batches, "20", 0, BIG, 0,
-            "micro-batches per rank in one evaluation; at least 1 when train.eval_every > 0"),
+    E_INT64("train", "eval_windows", train_eval_windows, FM_STR(FM_CONFIG_EVAL_WINDOWS), 1, UINT32_MAX, 0,
+            "validation windows (seq_len+1 tokens each) in one evaluation: a fixed set spread evenly "
+            "over the validation split (all of it when it has fewer), the same for every rank "
+            "count, micro_batch and grad_accum"),
+    E_INT64("train", "eval_batches", train_eval_batches, "0", 0, BIG, OLD_KEY,
+            "old form of train.eval_windows, still read: > 0 means eval_windows = eval_batches × "
+            "micro_batch (the windows one rank evaluated before eval_windows existed); 0: unused. "
+            "Cannot be combined with an eval_windows other than the default"),
     E_ENUM("train", "on_nan", train_on_nan, fm_on_nan, "stop", on_nan_values,
            "on a NaN/Inf loss or gradient norm: stop (exit code 4) or skip the step"),
 
@@ -1150,11 +1162,13 @@ fm_status fm_config_validate(const fm_config *cfg)
                      cfg->train_warmup_steps, decay, a, cfg->train_steps);
             }
         }
-        if (cfg->train_eval_every > 0 && cfg->train_eval_batches < 1)
+        if (cfg->train_eval_batches > 0 && cfg->train_eval_windows != FM_CONFIG_EVAL_WINDOWS)
             rule(&msg, &n,
-                 "train.eval_batches = %" PRId64 " but train.eval_every = %" PRId64
-                 "; expected eval_batches >= 1 when evaluating (or eval_every = 0)",
-                 cfg->train_eval_batches, cfg->train_eval_every);
+                 "train.eval_batches = %" PRId64 " (the old form) and train.eval_windows = %" PRId64
+                 " are both set; expected only train.eval_windows (eval_batches %" PRId64
+                 " x micro_batch %d = %" PRId64 " windows)",
+                 cfg->train_eval_batches, cfg->train_eval_windows, cfg->train_eval_batches,
+                 cfg->train_micro_batch, fm_config_eval_windows(cfg));
         if (cfg->model_vocab_size == 1)
             rule(&msg, &n, "model.vocab_size = 1; expected 0 (from the dataset) or at least 2");
         if (cfg->run_name[0] == '\0' && cfg->run_dir[0] == '\0')
@@ -1182,6 +1196,13 @@ const char *fm_config_run_dir(const fm_config *cfg, char *buf, size_t bufsize)
 const char *fm_config_arch(const fm_config *cfg)
 {
     return arch_values[cfg->model_arch];
+}
+
+int64_t fm_config_eval_windows(const fm_config *cfg)
+{
+    int64_t b = cfg->train_eval_batches, mb = cfg->train_micro_batch > 0 ? cfg->train_micro_batch : 1;
+    if (b <= 0) return cfg->train_eval_windows;
+    return b > (int64_t)UINT32_MAX / mb ? (int64_t)UINT32_MAX : b * mb;
 }
 
 const char *fm_config_val_path(const fm_config *cfg)
@@ -1281,6 +1302,17 @@ static void write_config(const fm_config *cfg, sbuf *b)
         }
         sbuf v = {NULL, 0, 0, 0}, d = {NULL, 0, 0, 0};
         value_text(cfg, e, &v);
+        if ((e->flags & OLD_KEY) && def) {
+            value_text(def, e, &d);
+            int at_default = v.s && d.s && strcmp(v.s, d.s) == 0;
+            if (v.failed || d.failed) b->failed = 1;
+            free(d.s);
+            d = (sbuf){NULL, 0, 0, 0};
+            if (at_default) { /* an old key at its default is not written */
+                free(v.s);
+                continue;
+            }
+        }
         sb_add(b, "%s = %s", e->key, v.s ? v.s : "");
         if (!e->def) {
             sb_add(b, "  # required");
@@ -1464,7 +1496,7 @@ void fm_config_write_docs(FILE *out)
         "- `train.min_lr` ≤ `train.lr`.\n"
         "- `train.warmup_steps` ≤ `train.steps`; with `schedule = wsd`, warmup plus the decay "
         "(`round(decay_fraction × steps)` steps) fit in `train.steps`.\n"
-        "- `train.eval_batches` ≥ 1 when `train.eval_every` > 0.\n"
+        "- `train.eval_batches` (old key) > 0 only with `train.eval_windows` at its default.\n"
         "- `model.vocab_size` is 0 (take it from the dataset) or at least 2.\n"
         "\n"
         "## Derived values\n\n"
@@ -1472,6 +1504,9 @@ void fm_config_write_docs(FILE *out)
         "`run.dir` is empty (`fm_config_run_dir`).\n"
         "- Run name: `run.name`, or the parameter file's name without directory and extension "
         "(`inputs/tiny-cpu.ini` → `tiny-cpu`) when it is empty.\n"
-        "- Validation data: `data.val`, or `data.train` when empty (`fm_config_val_path`).\n",
+        "- Validation data: `data.val`, or `data.train` when empty (`fm_config_val_path`).\n"
+        "- Validation set: `train.eval_windows` windows, or `train.eval_batches × train.micro_batch` "
+        "when the old key `train.eval_batches` is > 0 (`fm_config_eval_windows`); docs/dataset-format.md "
+        "says which windows.\n",
         out);
 }

@@ -75,7 +75,8 @@ typedef struct fm_config {
     double train_eps;
     double train_clip_grad; /* 0 = no clipping */
     int64_t train_eval_every; /* 0 = never */
-    int64_t train_eval_batches;
+    int64_t train_eval_windows; /* the validation set's size: use fm_config_eval_windows() */
+    int64_t train_eval_batches; /* old key: > 0 = eval_batches x micro_batch windows; 0 = unused */
     fm_on_nan train_on_nan;
 
     /* [checkpoint] */
@@ -128,6 +129,15 @@ const char *fm_config_run_dir(const fm_config *cfg, char *buf, size_t bufsize);
  * (src/model/families.c). */
 const char *fm_config_arch(const fm_config *cfg);
 
+/* The default of [train] eval_windows (the schema's; fm_config_validate refuses the old key
+ * eval_batches together with any other value). */
+#define FM_CONFIG_EVAL_WINDOWS 80
+
+/* The number of validation windows of one evaluation: train_eval_windows, or, for a file written
+ * with the old key, train_eval_batches x train_micro_batch (what one rank evaluated before
+ * eval_windows existed), at most 2^32 - 1. */
+int64_t fm_config_eval_windows(const fm_config *cfg);
+
 /* The validation dataset: data_val, or data_train when data_val is empty. */
 const char *fm_config_val_path(const fm_config *cfg);
 
@@ -136,7 +146,8 @@ const char *fm_config_val_path(const fm_config *cfg);
 fm_status fm_config_check_schema(void);
 
 /* Writes the effective configuration as INI text that fm_config_parse accepts and that reproduces
- * `cfg` exactly (every key, with its value; comments say which differ from the default). Text values
+ * `cfg` exactly (every key with its value, except old keys at their default; comments say which
+ * differ from the default). Text values
  * are quoted when needed. One exception: a resume path that is literally "auto" or "never" is
  * written as "./auto" / "./never" (the same file). */
 void fm_config_write(const fm_config *cfg, FILE *out);

@@ -1,6 +1,6 @@
 /* reader.c — the training-data reader: collective parallel-HDF5 open, the global sampling order
  * (seeded Feistel permutation per epoch), this rank's slice of each step, read-ahead on a
- * background thread that uses pread() only, and validation batches. Rules: dataset.h. */
+ * background thread that uses pread() only, and the evaluation windows of a split. Rules: reader.h. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
@@ -221,6 +221,9 @@ fm_status fm_reader_sync(fm_reader *r)
 
 fm_status fm_reader_next(fm_reader *r, int32_t *tokens)
 {
+    if (r->G == 0)
+        return FM_ERR(FM_ERR_INTERNAL, "fm_reader_next on a reader of %s opened without a training "
+                      "stream (global_windows 0: evaluation windows only)", r->path);
     size_t n = (size_t)r->count * ((size_t)r->T + 1);
     double t0 = fm_util_now();
     if (r->ra) {
@@ -246,29 +249,52 @@ fm_status fm_reader_next(fm_reader *r, int32_t *tokens)
     return NULL;
 }
 
-static fm_status read_val(fm_reader *r, int64_t batch, int32_t *tokens)
+uint64_t fm_reader_eval_window(uint64_t k, uint64_t K, uint64_t n)
 {
-    if (r->Nv == 0)
+    if (K == n) return k;
+    /* floor(k*n/K) = k*q + floor(k*rem/K) with n = q*K + rem; k*rem < K^2 fits 64 bits for K < 2^32 */
+    uint64_t q = n / K, rem = n % K;
+    return k * q + (k * rem) / K;
+}
+
+static fm_status read_eval(fm_reader *r, fm_dataset_split split, int64_t K, int64_t first,
+                           int64_t count, int32_t *tokens)
+{
+    const int val = split == FM_SPLIT_VAL;
+    const uint64_t n = val ? r->Nv : r->N;
+    const char *path = val ? r->val_path : r->path;
+    if (n == 0)
         return FM_ERR(FM_ERR_INPUT,
-                      "%s has no validation window of %d tokens (its /val/tokens holds %" PRIu64
-                      " tokens); make the dataset with a larger --val-fraction, or turn evaluation off",
-                      r->val_path, r->T + 1, r->val_tokens);
-    if (batch < 0) return FM_ERR(FM_ERR_INTERNAL, "negative validation batch %" PRId64, batch);
+                      "%s has no %s window of seq_len+1 = %d tokens (its /%s/tokens holds %" PRIu64
+                      " tokens); make the dataset with %s, or use another file or split",
+                      path, val ? "validation" : "training", r->T + 1, val ? "val" : "train",
+                      val ? r->val_tokens : r->info.train_tokens,
+                      val ? "a larger --val-fraction (fmtrain prepare)" : "more text");
+    if (K < 1 || (uint64_t)K > n || ((uint64_t)K > UINT32_MAX && (uint64_t)K != n) || first < 0 ||
+        count < 0 || first + count > K)
+        return FM_ERR(FM_ERR_USAGE,
+                      "evaluation members [%" PRId64 ", %" PRId64 ") of a set of %" PRId64
+                      " windows of %s's %s split, which has %" PRIu64
+                      " windows: expected 0 <= first <= first+count <= K <= %" PRIu64
+                      " (and K < 2^32 unless it is every window)",
+                      first, first + count, K, path, val ? "val" : "train", n, n);
     size_t W = (size_t)r->T + 1;
-    for (int64_t j = 0; j < r->count; j++) {
-        uint64_t w = ((uint64_t)batch * (uint64_t)r->G + (uint64_t)(r->first + j)) % r->Nv;
-        FM_TRY(h5_window(r->dval, w * (uint64_t)r->T, r->T, tokens + (size_t)j * W, r->val_path,
-                         "/val/tokens"));
-        FM_TRY(check_ids(tokens + (size_t)j * W, W, r->info.vocab_size, r->val_path, "validation", w));
+    for (int64_t j = 0; j < count; j++) {
+        uint64_t w = fm_reader_eval_window((uint64_t)(first + j), (uint64_t)K, n);
+        int32_t *dst = tokens + (size_t)j * W;
+        FM_TRY(h5_window(val ? r->dval : r->dtrain, w * (uint64_t)r->T, r->T, dst, path,
+                         val ? "/val/tokens" : "/train/tokens"));
+        FM_TRY(check_ids(dst, W, r->info.vocab_size, path, val ? "validation" : "training", w));
     }
     return NULL;
 }
 
-fm_status fm_reader_read_val(fm_reader *r, int64_t batch, int32_t *tokens)
+fm_status fm_reader_read_eval(fm_reader *r, fm_dataset_split split, int64_t K, int64_t first,
+                              int64_t count, int32_t *tokens)
 {
     fm_h5_quiet q;
     fm_h5_quiet_begin(&q);
-    fm_status st = read_val(r, batch, tokens);
+    fm_status st = read_eval(r, split, K, first, count, tokens);
     fm_h5_quiet_end(&q);
     return st;
 }
@@ -290,6 +316,15 @@ fm_status fm_reader_set_state(fm_reader *r, const fm_reader_state *state)
 const fm_dataset_info *fm_reader_info(const fm_reader *r) { return &r->info; }
 int64_t fm_reader_train_windows(const fm_reader *r) { return (int64_t)r->N; }
 int64_t fm_reader_val_windows(const fm_reader *r) { return (int64_t)r->Nv; }
+int64_t fm_reader_split_windows(const fm_reader *r, fm_dataset_split split)
+{
+    return split == FM_SPLIT_VAL ? (int64_t)r->Nv : (int64_t)r->N;
+}
+int fm_reader_seq_len(const fm_reader *r) { return r->T; }
+const char *fm_reader_split_path(const fm_reader *r, fm_dataset_split split)
+{
+    return split == FM_SPLIT_VAL ? r->val_path : r->path;
+}
 int fm_reader_read_ahead_active(const fm_reader *r) { return r->ra; }
 double fm_reader_wait_seconds(const fm_reader *r) { return r->wait_s; }
 int64_t fm_reader_steps_read(const fm_reader *r) { return r->steps; }
@@ -410,12 +445,12 @@ static fm_status reader_open(const char *path, const fm_reader_options *opt, fm_
 fm_status fm_reader_open(const char *path, const fm_reader_options *opt, fm_reader **out)
 {
     *out = NULL;
-    if (opt->seq_len < 1 || opt->global_windows < 1 || opt->first < 0 || opt->count < 0 ||
+    if (opt->seq_len < 1 || opt->global_windows < 0 || opt->first < 0 || opt->count < 0 ||
         opt->first + opt->count > opt->global_windows)
         return fm_status_collective(
             FM_ERR(FM_ERR_USAGE,
                    "bad reader options for %s: seq_len %d, global_windows %" PRId64 ", slice [%" PRId64
-                   ", %" PRId64 ") (need seq_len >= 1, global_windows >= 1, 0 <= first <= first+count <= "
+                   ", %" PRId64 ") (need seq_len >= 1, global_windows >= 0, 0 <= first <= first+count <= "
                    "global_windows)",
                    path, opt->seq_len, opt->global_windows, opt->first, opt->first + opt->count));
     fm_h5_quiet q;
@@ -477,7 +512,7 @@ static fm_status reader_open(const char *path, const fm_reader_options *opt, fm_
     r->width = r->info.token_bytes;
     r->state.seed = opt->seed;
     normalize(r, &r->state);
-    if (opt->read_ahead && setup_pread(r)) {
+    if (opt->read_ahead && r->G > 0 && setup_pread(r)) {
         if (pthread_create(&r->thread, NULL, reader_thread, r) == 0) {
             r->thread_started = 1;
             r->ra = 1;

@@ -15,12 +15,20 @@
  * the step starts epoch e+1 at position 0. So with N divisible by G every window is used exactly
  * once per epoch; otherwise N mod G windows (different ones each epoch) are skipped.
  * The sample sequence therefore depends on (seed, G, T, file) only, never on the number of ranks.
- * Validation: Nv = (val_tokens - 1) / T windows of /val/tokens at v*T, in file order; val batch b
- * is windows (b*G + j) mod Nv, j = 0..G-1, and this rank reads j in [first, first+count).
+ *
+ * ---- Evaluation windows (validation) ---------------------------------------------------------
+ * A split's windows in file order, not permuted: the val split has Nv = (val_tokens - 1) / T
+ * windows, window v = T+1 tokens of /val/tokens from token v*T (of the val_path file when one is
+ * given); the train split's are the N windows above. The evaluation set of K windows of a split with
+ * n windows (1 <= K <= n) is members k = 0..K-1, member k being window floor(k*n/K)
+ * (fm_reader_eval_window): evenly spaced over the split, window 0 always in it, and K = n is every
+ * window in order. It depends on (file, split, T, K) only — not on ranks, micro_batch, grad_accum or
+ * the training position — so an evaluation is comparable across runs and resumes on any layout.
+ * Which member a rank reads is the caller's choice (train/evaluate.h).
  *
  * ---- Reading and threads --------------------------------------------------------------------
  * fm_reader_open is collective over the communicator: every rank opens the file with parallel HDF5
- * (H5Pset_fapl_mpio), validates it and keeps it open. Validation windows, and training windows when
+ * (H5Pset_fapl_mpio), validates it and keeps it open. Evaluation windows, and training windows when
  * read_ahead is 0, are read with H5Dread and a hyperslab selection of just this rank's windows.
  * With read_ahead (the default) the training windows of step s+1 are read by a background thread
  * while step s computes (double buffering). That thread makes NO HDF5 and NO MPI calls (Debian's
@@ -52,7 +60,9 @@ typedef struct fm_reader_state {
 typedef struct fm_reader_options {
     MPI_Comm comm;           /* ranks that open the file together (collective open/free) */
     int seq_len;             /* T >= 1; windows are T+1 tokens */
-    int64_t global_windows;  /* G: windows per step over all ranks (global batch in sequences) */
+    int64_t global_windows;  /* G: windows per step over all ranks (global batch in sequences);
+                                0 (with first = count = 0): no training stream, the reader only
+                                reads evaluation windows (fmtrain eval) */
     int64_t first;           /* this rank's slice [first, first+count) of each step's G windows */
     int64_t count;           /* count >= 0; first + count <= G */
     uint64_t seed;           /* the initial state is (seed, 0, 0) */
@@ -67,18 +77,27 @@ typedef struct fm_reader fm_reader;
  * with the path): missing file, not an fmtrain dataset or wrong version, vocab_size different from
  * opt->vocab_size (when non-zero) or > INT32_MAX, fewer than G training windows (N < G), bad
  * options (FM_ERR_USAGE). Every rank gets the same error (collective status). When read_ahead is
- * set, the read of the first step starts here. */
+ * set (and G > 0), the read of the first step starts here. */
 fm_status fm_reader_open(const char *path, const fm_reader_options *opt, fm_reader **out);
 
 /* Fills tokens (count, T+1) int32 with this rank's windows of the next step and advances the state
  * by one step; starts reading the step after it (read_ahead). Not collective (each rank reads on its
  * own), but all ranks must make the same sequence of next/set_state calls for the global order to
- * hold. FM_ERR_IO on a read failure (naming the path and offset). */
+ * hold. FM_ERR_IO on a read failure (naming the path and offset); FM_ERR_INTERNAL on a reader opened
+ * without a training stream (G = 0). */
 fm_status fm_reader_next(fm_reader *r, int32_t *tokens);
 
-/* Fills tokens (count, T+1) with this rank's slice of validation batch `batch` (>= 0; wraps around
- * the Nv val windows). FM_ERR_INPUT when the val split has no window (Nv == 0). Not collective. */
-fm_status fm_reader_read_val(fm_reader *r, int64_t batch, int32_t *tokens);
+/* Fills tokens (count, T+1) with members first .. first+count-1 of the evaluation set of K windows
+ * of `split` (above), in member order. 0 <= first, first + count <= K <= n (the split's windows);
+ * K <= 2^32 - 1 unless K == n. Errors: FM_ERR_INPUT when the split has no window (n == 0, naming
+ * the file and what to do), FM_ERR_USAGE for a K or a range outside those bounds, FM_ERR_IO /
+ * FM_ERR_INPUT for a failed read or an id >= vocab_size. Not collective. */
+fm_status fm_reader_read_eval(fm_reader *r, fm_dataset_split split, int64_t K, int64_t first,
+                              int64_t count, int32_t *tokens);
+
+/* The window of member k (0 <= k < K) of an evaluation set of K of n windows: floor(k*n/K); k when
+ * K == n. Pure; exact for K <= 2^32 - 1 or K == n. */
+uint64_t fm_reader_eval_window(uint64_t k, uint64_t K, uint64_t n);
 
 /* The state of the next step (what a checkpoint saves). */
 void fm_reader_get_state(const fm_reader *r, fm_reader_state *state);
@@ -92,6 +111,10 @@ fm_status fm_reader_sync(fm_reader *r);
 const fm_dataset_info *fm_reader_info(const fm_reader *r);
 int64_t fm_reader_train_windows(const fm_reader *r); /* N */
 int64_t fm_reader_val_windows(const fm_reader *r);   /* Nv */
+int64_t fm_reader_split_windows(const fm_reader *r, fm_dataset_split split); /* N or Nv */
+int fm_reader_seq_len(const fm_reader *r);           /* T */
+/* The file whose windows `split` reads: path, or val_path for the val split when one was given. */
+const char *fm_reader_split_path(const fm_reader *r, fm_dataset_split split);
 int fm_reader_read_ahead_active(const fm_reader *r);
 /* Seconds fm_reader_next spent waiting for data (blocking reads, or waiting on the background
  * read) since open, and how many next() calls that covers. For "I/O wait < 1 % of step time". */

@@ -17,6 +17,11 @@
  *              l%2, so its input, the previous block's output, is never overwritten) | head
  *              activations (1 row) || logits (B,Vp) || forward scratch (N rows) ||
  *              L x (K cache, V cache) (B,maxT,kv_per_row) each
+ *   forward-only (FM_MODEL_EVAL): the training arena with min(L,2) sets of layer activations (as
+ *              decode) and without dres and the backward-only scratch:
+ *              tokens (N) | targets (N) | x0 (N,C) | min(L,2) x the layer activations (N rows) |
+ *              head activations (N rows) | losses (N) | loss lse (N) || logits (N,Vp) ||
+ *              forward scratch (N rows)
  *   with N = max_batch * max_seq_len. dres is the residual stream's gradient (N,C): zeroed before
  *   the head's backward, accumulated into by the head, then carried down through the blocks (each
  *   block's backward turns d(output) into d(input) in place) into the embedding's backward. The
@@ -87,6 +92,7 @@ struct fm_model {
     int B, T;
     int have_forward; /* logits of the last forward are valid */
     int have_targets; /* the last forward had targets and backward has not consumed it */
+    int have_loss;    /* losses_host holds the per-position losses of the last forward */
     /* decode state */
     int dec_pos; /* tokens per sequence in the caches */
     int dec_B;   /* sequences since the last reset (0: none yet) */
@@ -271,11 +277,11 @@ typedef struct arena_sizes {
 static void plan_arena(const fm_family_layout *lay, const fm_model_shape *s, int Vp,
                        const fm_model_options *o, int ab, char *base, views *v, arena_sizes *out)
 {
-    const int decode = o->mode == FM_MODEL_DECODE;
+    const int decode = o->mode == FM_MODEL_DECODE, train = o->mode == FM_MODEL_TRAIN;
     const size_t N = (size_t)o->max_batch * (size_t)s->max_seq_len;
     const size_t C = (size_t)s->d_model, e = (size_t)ab;
     const size_t head_rows = decode ? 1 : N, logit_rows = decode ? (size_t)o->max_batch : N;
-    const int nsets = decode ? (s->n_layer < 2 ? s->n_layer : 2) : s->n_layer;
+    const int nsets = train ? s->n_layer : (s->n_layer < 2 ? s->n_layer : 2);
     carver c = {base, 0};
     views dummy;
     if (!base) v = &dummy;
@@ -296,9 +302,9 @@ static void plan_arena(const fm_family_layout *lay, const fm_model_shape *s, int
     const size_t act_end = c.off;
     v->logits = carve(&c, logit_rows * (size_t)Vp * e);
     const size_t logits_end = c.off;
-    v->dres = decode ? NULL : carve(&c, N * C * e);
+    v->dres = train ? carve(&c, N * C * e) : NULL;
     for (int i = 0; i < lay->n_scratch; i++)
-        v->scratch[i] = decode && lay->scratch[i].train_only
+        v->scratch[i] = !train && lay->scratch[i].train_only
                             ? NULL
                             : carve(&c, buffer_bytes(&lay->scratch[i], N, e));
     const size_t scratch_end = c.off;
@@ -321,7 +327,7 @@ static void plan_arena(const fm_family_layout *lay, const fm_model_shape *s, int
 /* Checks the options against the shape. */
 static fm_status check_options(const fm_model_shape *shape, const fm_model_options *o)
 {
-    if (o->mode != FM_MODEL_TRAIN && o->mode != FM_MODEL_DECODE)
+    if (o->mode != FM_MODEL_TRAIN && o->mode != FM_MODEL_DECODE && o->mode != FM_MODEL_EVAL)
         return FM_ERR(FM_ERR_INTERNAL, "model: unknown mode %d", (int)o->mode);
     if (o->max_batch < 1)
         return FM_ERR(FM_ERR_CONFIG, "model: micro_batch must be >= 1, got %d", o->max_batch);
@@ -474,6 +480,7 @@ fm_status fm_model_create_opts(const fm_model_shape *shape, fm_backend *be,
     m->mem = mem;
     m->fam->layout(shape, m->Vp, &m->lay);
     const int L = shape->n_layer, train = opts->mode == FM_MODEL_TRAIN;
+    const int decode = opts->mode == FM_MODEL_DECODE, losses = !decode; /* train and eval */
     m->nsets = train ? L : (L < 2 ? L : 2);
 
     m->ntensors = m->lay.n_head_tensors + L * m->lay.n_layer_tensors;
@@ -482,12 +489,12 @@ fm_status fm_model_create_opts(const fm_model_shape *shape, fm_backend *be,
     m->pview = calloc((size_t)m->ntensors, sizeof *m->pview);
     m->gview = train ? calloc((size_t)m->ntensors, sizeof *m->gview) : NULL;
     m->v.layer_acts = calloc((size_t)m->nsets * (size_t)m->lay.n_layer_acts, sizeof(float *));
-    m->v.kcache = train ? NULL : calloc((size_t)L, sizeof(float *));
-    m->v.vcache = train ? NULL : calloc((size_t)L, sizeof(float *));
+    m->v.kcache = decode ? calloc((size_t)L, sizeof(float *)) : NULL;
+    m->v.vcache = decode ? calloc((size_t)L, sizeof(float *)) : NULL;
     const size_t BTmax = (size_t)opts->max_batch * (size_t)shape->max_seq_len;
-    m->losses_host = train ? malloc(BTmax * sizeof(float)) : NULL;
-    if (!m->tensors || !m->pview || (train && (!m->gview || !m->losses_host)) || !m->v.layer_acts ||
-        (!train && (!m->v.kcache || !m->v.vcache))) {
+    m->losses_host = losses ? malloc(BTmax * sizeof(float)) : NULL;
+    if (!m->tensors || !m->pview || (train && !m->gview) || (losses && !m->losses_host) ||
+        !m->v.layer_acts || (decode && (!m->v.kcache || !m->v.vcache))) {
         st = FM_ERR(FM_ERR_NOMEM, "model: out of memory for the tensor table");
         goto fail;
     }
@@ -498,7 +505,7 @@ fm_status fm_model_create_opts(const fm_model_shape *shape, fm_backend *be,
     if (train) FM_TRY_GOTO(st, fail, alloc_named(m, (void **)&m->grads, pbytes, "gradients"));
     m->arena_bytes = mem.act_bytes + mem.logits_bytes + mem.scratch_bytes + mem.kv_bytes;
     FM_TRY_GOTO(st, fail, alloc_named(m, &m->arena, m->arena_bytes,
-                                      train ? "the activation arena" : "the decode arena"));
+                                      decode ? "the decode arena" : "the activation arena"));
     arena_sizes as;
     plan_arena(&m->lay, shape, m->Vp, opts, m->ops->act_bytes, m->arena, &m->v, &as);
     for (int i = 0; i < m->ntensors; i++) {
@@ -703,9 +710,9 @@ fm_status fm_model_forward(fm_model *m, const int32_t *tokens, const int32_t *ta
     fm_backend *be = m->be;
     const int L = m->shape.n_layer, V = m->shape.vocab_size;
     if (mean_loss) *mean_loss = NAN;
-    if (m->mode != FM_MODEL_TRAIN)
+    if (m->mode == FM_MODEL_DECODE)
         return FM_ERR(FM_ERR_INTERNAL, "model: forward on a decode model (it runs fm_model_decode "
-                      "only; create a training model for forward/backward)");
+                      "only; create a training or forward-only model for forward)");
     if (B < 1 || B > m->max_batch)
         return FM_ERR(FM_ERR_INTERNAL, "model: forward with B = %d, expected 1..%d (the max_batch "
                       "the model was created with)", B, m->max_batch);
@@ -717,6 +724,7 @@ fm_status fm_model_forward(fm_model *m, const int32_t *tokens, const int32_t *ta
 
     m->have_forward = 0;
     m->have_targets = 0;
+    m->have_loss = 0;
     const int N = B * T;
     views *a = &m->v;
     FM_TRY(ops->upload(be, a->tokens, tokens, (size_t)N * sizeof(int32_t)));
@@ -739,9 +747,24 @@ fm_status fm_model_forward(fm_model *m, const int32_t *tokens, const int32_t *ta
         for (int i = 0; i < N; i++) sum += (double)m->losses_host[i];
         if (mean_loss) *mean_loss = (float)(sum / N);
         m->have_targets = 1;
+        m->have_loss = 1;
     }
     FM_TRY(ops->sync(be));
     m->have_forward = 1;
+    return NULL;
+}
+
+fm_status fm_model_sequence_losses(const fm_model *m, double *out)
+{
+    if (!m->have_loss)
+        return FM_ERR(FM_ERR_INTERNAL, "model: no per-sequence losses (the last forward had no "
+                      "targets, or none has run)");
+    for (int b = 0; b < m->B; b++) {
+        const float *l = m->losses_host + (size_t)b * (size_t)m->T;
+        double sum = 0.0;
+        for (int t = 0; t < m->T; t++) sum += (double)l[t];
+        out[b] = sum / m->T;
+    }
     return NULL;
 }
 
@@ -765,6 +788,9 @@ fm_status fm_model_logits(fm_model *m, int b, int t, float *host)
 
 fm_status fm_model_backward(fm_model *m, float loss_scale, fm_model_grad_ready_fn ready, void *ctx)
 {
+    if (m->mode != FM_MODEL_TRAIN)
+        return FM_ERR(FM_ERR_INTERNAL, "model: backward on a %s model (no gradients; create it "
+                      "with FM_MODEL_TRAIN)", m->mode == FM_MODEL_DECODE ? "decode" : "forward-only");
     if (!m->have_targets)
         return FM_ERR(FM_ERR_INTERNAL, "model: backward without a forward with targets");
     const fm_kernel_ops *ops = m->ops;

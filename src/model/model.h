@@ -9,9 +9,14 @@
  * gradients as they become final and accounts for every byte. All compute goes through a backend's
  * kernel table (kernels/kernels.h); this module never dereferences tensor memory, it only carves
  * views out of backend allocations and schedules kernels.
- * Two kinds of model (fm_model_options.mode):
+ * Three kinds of model (fm_model_options.mode):
  *   - training (FM_MODEL_TRAIN, what fm_model_create makes): parameters, gradients and the activation
  *     arena that backward needs; fm_model_forward / fm_model_backward / fm_model_logits.
+ *   - forward-only (FM_MODEL_EVAL): parameters and what one forward with a loss needs (the layer
+ *     activations of two blocks at a time, the logits, the losses), NO gradients; fm_model_forward
+ *     / fm_model_sequence_losses / fm_model_logits, no backward. The same kernels on the same rows
+ *     as a training model's forward, so the same losses bit for bit (tested). This is what
+ *     `fmtrain eval` runs.
  *   - decode (FM_MODEL_DECODE): parameters, per-layer K/V caches and a small arena, NO gradients;
  *     fm_model_decode appends tokens (a prompt in one call, then one token at a time) and returns
  *     the logits of the last position. Same family forward as training, so the same numbers up to
@@ -119,7 +124,9 @@ typedef struct fm_model_tensor_info {
 /* What a model is created for. */
 typedef enum fm_model_mode {
     FM_MODEL_TRAIN = 0, /* forward with loss and backward: gradients, activations kept for backward */
-    FM_MODEL_DECODE     /* fm_model_decode only: K/V caches, no gradients, no kept activations */
+    FM_MODEL_DECODE,    /* fm_model_decode only: K/V caches, no gradients, no kept activations */
+    FM_MODEL_EVAL       /* fm_model_forward (with a loss) only: no gradients, no K/V caches, the
+                           activations of two blocks at a time (block l uses set l % 2) */
 } fm_model_mode;
 
 typedef struct fm_model_options {
@@ -221,7 +228,7 @@ fm_status fm_model_get_grads(fm_model *m, float *host);
  * decode model. */
 void fm_model_zero_grads(fm_model *m);
 
-/* ---- forward / backward (training models) --------------------------------------------------------- */
+/* ---- forward / backward (training models; forward also forward-only models) ---------------------- */
 
 /* Runs the model on `tokens` (host, int32 (B,T), values in [0,V)), 1 <= B <= max_batch,
  * 1 <= T <= max_seq_len. With `targets` (host int32 (B,T) in [0,V)) it also computes the per-position
@@ -232,6 +239,13 @@ void fm_model_zero_grads(fm_model *m);
  * naming the position), upload failure. */
 fm_status fm_model_forward(fm_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
                            float *mean_loss);
+
+/* The mean loss of each sequence of the last forward with targets: out[b] (b < B) = the mean of its
+ * T per-position losses, summed in double in position order. The losses of the same tokens and
+ * targets do not depend on the other sequences of the call (each row is computed on its own), which
+ * is what lets an evaluation split its windows over any number of ranks. Valid until the next
+ * forward. Errors: no forward with targets has run (FM_ERR_INTERNAL). */
+fm_status fm_model_sequence_losses(const fm_model *m, double *out);
 
 /* Copies the logits (Vp floats; columns >= V are padding, not probabilities) of sequence b, position
  * t of the last forward into `host`. Valid between a forward and the next backward (backward turns
@@ -247,11 +261,12 @@ fm_status fm_model_logits(fm_model *m, int b, int t, float *host);
  * is returned. */
 typedef fm_status (*fm_model_grad_ready_fn)(void *ctx, size_t offset, size_t count);
 
-/* Back-propagates the loss of the last forward (which must have had targets) and ACCUMULATES (+=)
- * the parameter gradients. `loss_scale` is the weight of this micro-batch's mean loss in the objective
+/* Back-propagates the loss of the last forward (which must have had targets; a training model) and
+ * ACCUMULATES (+=) the parameter gradients. `loss_scale` is the weight of this micro-batch's mean loss in the objective
  * being differentiated: 1 for one micro-batch, 1/grad_accum when accumulating (each position then
  * gets d/dloss = loss_scale/(B*T)). `ready` may be NULL. The logits are overwritten by dlogits.
- * Errors: no forward with targets since the last backward; an error returned by `ready`. */
+ * Errors: a model that is not a training model, no forward with targets since the last backward
+ * (FM_ERR_INTERNAL); an error returned by `ready`. */
 fm_status fm_model_backward(fm_model *m, float loss_scale, fm_model_grad_ready_fn ready, void *ctx);
 
 /* ---- decoding with a KV cache (decode models) --------------------------------------------------- */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "train/evaluate.h"
 #include "train/schedule.h"
 #include "train/signals.h"
 #include "core/util.h"
@@ -28,6 +29,8 @@ struct fm_trainer {
     fm_schedule_spec sched;
     fm_model_shape shape;
     fm_dataset_info data;
+    uint64_t val_tokens; /* /val/tokens of the validation file (fm_config_val_path), which is
+                            another file than data's when [data] val names one */
     char run_dir[FM_CONFIG_PATH_MAX];
     int B, T, ga;          /* micro-batch, sequence length, gradient accumulation */
     int64_t rank_windows;  /* B * ga: windows this rank reads per step */
@@ -163,9 +166,11 @@ static fm_status check_vocabulary(fm_trainer *t, int64_t *V)
                       "%s (%llu tokens); use 0 to take the dataset's",
                       (long long)*V, cfg->data_train, (unsigned long long)t->data.vocab_size);
     const char *val = fm_config_val_path(cfg);
+    t->val_tokens = t->data.val_tokens;
     if (strcmp(val, cfg->data_train) != 0) {
         fm_dataset_info vi;
         FM_TRY(fm_dataset_probe(val, &vi));
+        t->val_tokens = vi.val_tokens;
         if (vi.vocab_size != t->data.vocab_size)
             return FM_ERR(FM_ERR_INPUT, "%s has a vocabulary of %llu tokens but %s has %llu: the "
                                         "validation data must use the training data's tokenizer",
@@ -224,10 +229,23 @@ static void say_dataset(fm_trainer *t)
 {
     const fm_config *cfg = &t->cfg;
     int64_t G = global_windows(t), N = train_windows(t);
-    say(t, "data: %s: %llu train + %llu val tokens, vocabulary %llu (model %d), %s tokenizer",
-        cfg->data_train, (unsigned long long)t->data.train_tokens,
-        (unsigned long long)t->data.val_tokens, (unsigned long long)t->data.vocab_size,
-        t->shape.vocab_size, t->data.has_tokenizer ? t->data.tokenizer_kind : "no");
+    const char *val = fm_config_val_path(cfg);
+    const int same = strcmp(val, cfg->data_train) == 0;
+    say(t, "data: %s: %llu train tokens%s, vocabulary %llu (model %d), %s tokenizer",
+        cfg->data_train, (unsigned long long)t->data.train_tokens, same ? " (its /val: below)" : "",
+        (unsigned long long)t->data.vocab_size, t->shape.vocab_size,
+        t->data.has_tokenizer ? t->data.tokenizer_kind : "no");
+    int64_t nv = t->val_tokens > 0 ? ((int64_t)t->val_tokens - 1) / t->T : 0;
+    int64_t k = fm_config_eval_windows(cfg);
+    if (cfg->train_eval_every > 0)
+        say(t, "validation: %s%s: %llu val tokens = %lld windows of seq_len+1; every %lld steps "
+               "the loss over %lld of them (train.eval_windows; spread evenly, the same set on any "
+               "layout)",
+            val, same ? "" : " ([data] val)", (unsigned long long)t->val_tokens, (long long)nv,
+            (long long)cfg->train_eval_every, (long long)(k < nv ? k : nv));
+    else
+        say(t, "validation: %s: %llu val tokens; no evaluation (train.eval_every = 0)", val,
+            (unsigned long long)t->val_tokens);
     say(t, "global batch: %d micro_batch x %d grad_accum x %d rank%s x %d seq_len = %lld tokens "
            "(%lld sequences) per step; %lld steps = %.2f epochs of %lld windows",
         t->B, t->ga, t->comm->size, t->comm->size == 1 ? "" : "s", t->T, (long long)t->global_tokens,
@@ -641,23 +659,10 @@ static fm_status train_step(fm_trainer *t, step_result *r)
 
 fm_status fm_trainer_evaluate(fm_trainer *t, double *val_loss)
 {
-    int64_t nb = t->cfg.train_eval_batches > 0 ? t->cfg.train_eval_batches : 1;
-    double sum = 0.0;
-    int64_t loaded = -1;
-    for (int64_t k = 0; k < nb; k++) {
-        int64_t batch = k / t->ga;
-        if (batch != loaded) {
-            FM_TRY(fm_reader_read_val(t->reader, batch, t->windows));
-            loaded = batch;
-        }
-        split_micro_batch(t, (int)(k % t->ga));
-        float loss = 0.0f;
-        FM_TRY(fm_model_forward(t->model, t->inp, t->tgt, t->B, t->T, &loss));
-        sum += loss;
-    }
-    sum /= (double)nb;
-    FM_TRY(fm_comm_sum_doubles(t->comm, &sum, 1));
-    *val_loss = sum / t->comm->size;
+    fm_eval_options o = {FM_SPLIT_VAL, fm_config_eval_windows(&t->cfg), t->B};
+    fm_eval_result r;
+    FM_TRY(fm_evaluate(t->model, t->reader, t->comm, &o, &r));
+    *val_loss = r.loss;
     return NULL;
 }
 

@@ -12,8 +12,8 @@
  * step waits for all buckets, computes the global gradient norm, clips, checks for NaN/Inf
  * ([train] on_nan), applies AdamW at the schedule's learning rate, and logs (rank 0).
  * Around the loop: placement (hwloc), the start banner (placement table, parameter count, memory,
- * global batch, MFU reference), evaluation every eval_every steps (and at the end) on the val split
- * with the work shared by all ranks, stop requests (SIGUSR1/SIGTERM, the Slurm wall-time limit)
+ * global batch, MFU reference), evaluation every eval_every steps (and at the end) on a fixed set of
+ * eval_windows windows of the val split with the work shared by all ranks (train/evaluate.h), stop requests (SIGUSR1/SIGTERM, the Slurm wall-time limit)
  * agreed by all ranks at a step boundary, checkpoints through hooks (below).
  * What it is not: it does not write checkpoint files itself (src/ckpt/checkpoint.h does, through the
  * hooks) and does not parse the command line (src/cli/cmd_train.c).
@@ -147,8 +147,9 @@ typedef struct fm_trainer_test_hooks {
  * calls it. */
 void fm_trainer_set_test_hooks(fm_trainer *t, const fm_trainer_test_hooks *hooks);
 
-/* Mean validation loss over [train] eval_batches micro-batches per rank (all ranks share the val
- * batches; one averaged loss, identical on every rank). Collective. */
+/* The validation loss: fm_evaluate (train/evaluate.h) of the model on fm_config_eval_windows()
+ * windows of the val split ([train] eval_windows, spread evenly over it), micro_batch windows per
+ * forward; the same set and the same value on every rank count and layout. Collective. */
 fm_status fm_trainer_evaluate(fm_trainer *t, double *val_loss);
 
 #endif /* FM_TRAINER_H */

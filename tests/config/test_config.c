@@ -539,12 +539,23 @@ static void test_cross_key_rules(void **state)
     cfg.train_warmup_steps = 80;
     assert_null(fm_config_validate(&cfg));
 
+    /* the old key eval_batches: still read (eval_batches x micro_batch windows), but not together
+     * with a non-default eval_windows */
     valid_config(&cfg);
-    cfg.train_eval_every = 10;
-    cfg.train_eval_batches = 0;
-    expect_invalid(&cfg, "train.eval_batches = 0 but train.eval_every = 10");
-    cfg.train_eval_every = 0;
+    assert_int_equal(fm_config_eval_windows(&cfg), FM_CONFIG_EVAL_WINDOWS);
+    cfg.train_micro_batch = 3;
+    cfg.train_eval_batches = 5;
     assert_null(fm_config_validate(&cfg));
+    assert_int_equal(fm_config_eval_windows(&cfg), 15);
+    cfg.train_eval_windows = 64;
+    expect_invalid(&cfg, "train.eval_batches = 5 (the old form) and train.eval_windows = 64 are "
+                         "both set; expected only train.eval_windows (eval_batches 5 x micro_batch "
+                         "3 = 15 windows)");
+    cfg.train_eval_batches = 0;
+    assert_null(fm_config_validate(&cfg));
+    assert_int_equal(fm_config_eval_windows(&cfg), 64);
+    cfg.train_eval_windows = 0;
+    expect_invalid(&cfg, "train.eval_windows = `0`: out of range");
 
     valid_config(&cfg);
     cfg.model_vocab_size = 1;
@@ -639,7 +650,7 @@ static void test_roundtrip(void **state)
         "train.eps=4.9406564584124654e-324",
         "train.clip_grad=0",
         "train.eval_every=0",
-        "train.eval_batches=0",
+        "train.eval_windows=4294967295",
         "train.on_nan=skip",
         "checkpoint.every_steps=0",
         "checkpoint.every_minutes=525600",
@@ -705,7 +716,15 @@ static void test_write_marks_non_defaults(void **state)
     assert_non_null(strstr(text, "\nmin_lr = 6e-05\n"));
     assert_non_null(strstr(text, "\nsteps = 100  # required\n"));
     assert_non_null(strstr(text, "\ndir = \"\"\n"));
+    /* an old key is written only when it is not at its default (and then reads back) */
+    assert_null(strstr(text, "eval_batches"));
+    assert_non_null(strstr(text, "\neval_windows = 80\n"));
     free(text);
+    assert_null(fm_config_set(&cfg, "train.eval_batches=7"));
+    assert_null(fm_config_to_string(&cfg, &text));
+    assert_non_null(strstr(text, "\neval_batches = 7  # default: 0\n"));
+    free(text);
+    roundtrip(&cfg);
 }
 
 static void test_write_unset_required(void **state)

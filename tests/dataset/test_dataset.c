@@ -181,7 +181,8 @@ static void test_epoch_boundary(void **state)
     FIX_OK(fm_reader_next(r, tok));
     assert_int_equal(window_of(tok, T), fm_reader_permute(3, 1, 0, 50));
     /* no validation windows in this file */
-    fixture_expect_error(fm_reader_read_val(r, 0, tok), FM_ERR_INPUT, "no validation window");
+    fixture_expect_error(fm_reader_read_eval(r, FM_SPLIT_VAL, 1, 0, 1, tok), FM_ERR_INPUT,
+                         "no validation window");
     fm_reader_free(&r);
 }
 
@@ -232,6 +233,25 @@ static void test_readahead_matches_sync_and_restore(void **state)
     fm_reader_free(&c);
 }
 
+/* The val token at position i of a fixture file (ds_fixture.h). */
+static int32_t val_token(uint64_t vocab, uint64_t i) { return (int32_t)(vocab - 1 - i % vocab); }
+
+/* Members [first, first+count) of the K-window evaluation set of the val split must be windows
+ * floor(k*n/K), read whole. */
+static void check_val_members(fm_reader *r, uint64_t vocab, int T, int64_t K, int64_t first,
+                              int64_t count, uint64_t n)
+{
+    int32_t *tok = malloc((size_t)count * (size_t)(T + 1) * sizeof *tok);
+    FIX_OK(fm_reader_read_eval(r, FM_SPLIT_VAL, K, first, count, tok));
+    for (int64_t j = 0; j < count; j++) {
+        uint64_t k = (uint64_t)(first + j), w = k * n / (uint64_t)K;
+        assert_int_equal(fm_reader_eval_window(k, (uint64_t)K, n), w);
+        for (int i = 0; i <= T; i++)
+            assert_int_equal(tok[j * (T + 1) + i], val_token(vocab, w * (uint64_t)T + (uint64_t)i));
+    }
+    free(tok);
+}
+
 static void test_validation(void **state)
 {
     (void)state;
@@ -239,20 +259,39 @@ static void test_validation(void **state)
     path_in(p, sizeof p, "val.h5");
     const int T = 10;
     const uint64_t vocab = 1u << 20;
-    FIX_OK(fixture_write(p, vocab, 1000, 10 * 37 + 1, NULL)); /* Nv = 37 */
+    FIX_OK(fixture_write(p, vocab, 1000, 10 * 37 + 1, NULL)); /* Nv = 37, N = 99 */
     fm_reader_options o = fixture_opts(T, 8, 2, 4, 5, 1);
     fm_reader *r = NULL;
     FIX_OK(fm_reader_open(p, &o, &r));
     assert_int_equal(fm_reader_val_windows(r), 37);
-    int32_t tok[4 * 11];
-    for (int64_t b = 0; b < 12; b++) {
-        FIX_OK(fm_reader_read_val(r, b, tok));
-        for (int j = 0; j < 4; j++) {
-            uint64_t w = ((uint64_t)b * 8 + 2 + (uint64_t)j) % 37;
-            for (int i = 0; i <= T; i++)
-                assert_int_equal(tok[j * 11 + i], (int32_t)(vocab - 1 - (w * T + (uint64_t)i)));
-        }
-    }
+    assert_int_equal(fm_reader_split_windows(r, FM_SPLIT_VAL), 37);
+    assert_int_equal(fm_reader_split_windows(r, FM_SPLIT_TRAIN), 99);
+    assert_string_equal(fm_reader_split_path(r, FM_SPLIT_VAL), p);
+    /* the set of 5 of 37: windows 0, 7, 14, 22, 29 — spread evenly, whatever is asked at once */
+    const uint64_t five[5] = {0, 7, 14, 22, 29};
+    for (int k = 0; k < 5; k++) assert_int_equal(fm_reader_eval_window((uint64_t)k, 5, 37), five[k]);
+    check_val_members(r, vocab, T, 5, 0, 5, 37);
+    check_val_members(r, vocab, T, 5, 3, 2, 37);
+    check_val_members(r, vocab, T, 37, 0, 37, 37); /* K = n: every window in order */
+    check_val_members(r, vocab, T, 36, 30, 6, 37);
+    check_val_members(r, vocab, T, 1, 0, 1, 37);   /* window 0 */
+    int32_t tok[6 * 11];
+    /* the train split in file order (not the sampling permutation) */
+    FIX_OK(fm_reader_read_eval(r, FM_SPLIT_TRAIN, 3, 1, 2, tok));
+    assert_int_equal(tok[0], 33 * T);
+    assert_int_equal(tok[11], 66 * T);
+    /* outside the set: usage errors that say what is allowed */
+    fixture_expect_error(fm_reader_read_eval(r, FM_SPLIT_VAL, 38, 0, 1, tok), FM_ERR_USAGE,
+                         "expected 0 <= first <= first+count <= K <= 37");
+    fixture_expect_error(fm_reader_read_eval(r, FM_SPLIT_VAL, 0, 0, 0, tok), FM_ERR_USAGE, "K <= 37");
+    fixture_expect_error(fm_reader_read_eval(r, FM_SPLIT_VAL, 5, 4, 2, tok), FM_ERR_USAGE,
+                         "members [4, 6)");
+    /* exact for large sets: K < 2^32 with n far above it */
+    /* floor((K-1) * 2^40 / K) with K = 2^32-1: 2^40 - ceil(2^40 / K) = 2^40 - 257 */
+    assert_int_equal(fm_reader_eval_window(4294967294u, 4294967295u, UINT64_C(1) << 40),
+                     (UINT64_C(1) << 40) - 257);
+    assert_int_equal(fm_reader_eval_window(UINT64_C(1) << 35, UINT64_C(1) << 36, UINT64_C(1) << 36),
+                     UINT64_C(1) << 35);
     /* a separate validation file */
     char pv[300];
     path_in(pv, sizeof pv, "val2.h5");
@@ -261,12 +300,35 @@ static void test_validation(void **state)
     o.val_path = pv;
     FIX_OK(fm_reader_open(p, &o, &r2));
     assert_int_equal(fm_reader_val_windows(r2), 5);
-    FIX_OK(fm_reader_read_val(r2, 1, tok));
-    assert_int_equal(tok[0], (int32_t)(vocab - 1 - ((8 + 2) % 5) * 10));
+    assert_string_equal(fm_reader_split_path(r2, FM_SPLIT_VAL), pv);
+    check_val_members(r2, vocab, T, 2, 0, 2, 5); /* windows 0 and 2 of val2.h5 */
     fm_reader_free(&r2);
     /* a validation file with another vocabulary */
     FIX_OK(fixture_write(pv, 1000, 20, 100, NULL));
     fixture_expect_error(fm_reader_open(p, &o, &r2), FM_ERR_INPUT, "vocab_size");
+    fm_reader_free(&r);
+}
+
+/* A reader without a training stream (global_windows 0, fmtrain eval): no window requirement on the
+ * train split, no read-ahead thread, evaluation windows only. */
+static void test_eval_only_reader(void **state)
+{
+    (void)state;
+    char p[300];
+    path_in(p, sizeof p, "evalonly.h5");
+    const int T = 10;
+    const uint64_t vocab = 1u << 20;
+    FIX_OK(fixture_write(p, vocab, 5, 10 * 4 + 1, NULL)); /* no training window at all, Nv = 4 */
+    fm_reader_options o = fixture_opts(T, 0, 0, 0, 5, 1);
+    fm_reader *r = NULL;
+    FIX_OK(fm_reader_open(p, &o, &r));
+    assert_int_equal(fm_reader_read_ahead_active(r), 0);
+    assert_int_equal(fm_reader_seq_len(r), T);
+    check_val_members(r, vocab, T, 4, 0, 4, 4);
+    int32_t tok[11];
+    fixture_expect_error(fm_reader_next(r, tok), FM_ERR_INTERNAL, "without a training stream");
+    fixture_expect_error(fm_reader_read_eval(r, FM_SPLIT_TRAIN, 1, 0, 1, tok), FM_ERR_INPUT,
+                         "has no training window of seq_len+1 = 11 tokens");
     fm_reader_free(&r);
 }
 
@@ -430,6 +492,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_epoch_boundary),
         cmocka_unit_test(test_readahead_matches_sync_and_restore),
         cmocka_unit_test(test_validation),
+        cmocka_unit_test(test_eval_only_reader),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_io_wait_fraction),
     };

@@ -8,7 +8,8 @@
 #     batch kept) agrees with the straight run to 1e-5 relative;
 #  4. refusals: resuming with another n_kv_head (configuration: exit 2 naming it) or another
 #     rope_theta (the checkpoint's /model attributes: exit 2);
-#  5. `fmtrain inspect` names the family and its attributes;
+#  5. `fmtrain inspect` names the family and its attributes; `fmtrain eval` of the step-40
+#     checkpoint prints the val loss training logged at step 40;
 #  6. `fmtrain sample` (KV-cache decoding): the same seed gives the same text, past seq_len (the
 #     window slides), greedy output independent of the seed; the banner names the family;
 #  7. the Llama loading snippet of docs/checkpoint-format.md yields Hugging Face LlamaForCausalLM's
@@ -22,12 +23,14 @@ trap 'rm -rf "$dir"' EXIT
 for i in $(seq 1 400); do
   echo "In the beginning was the word $i, and the word was with the people of the land."
 done >"$dir/text.txt"
-"$FMTRAIN_EXE" prepare --input "$dir/text.txt" --output "$dir/text.h5" --vocab-size 300 --quiet
+"$FMTRAIN_EXE" prepare --input "$dir/text.txt" --output "$dir/text.h5" --vocab-size 300 --val-fraction 0.1 \
+  --quiet
 write_ini "$dir/p.ini" "$dir/text.h5" "$dir/unused"
 # the Llama keys go into [model] (write_ini's section holds the sizes)
 sed -i 's/^\[model\]$/[model]\narch = llama\nn_head = 4\nn_kv_head = 2\nffn_dim = 90\nrope_theta = 10000\ntie_embeddings = false/; /^n_head = 2$/d' "$dir/p.ini"
 common=(--set train.steps=40 --set runtime.log_every=1 --set checkpoint.every_steps=20
-        --set checkpoint.keep_last=5 --set checkpoint.resume=auto --set model.seq_len=16)
+        --set checkpoint.keep_last=5 --set checkpoint.resume=auto --set model.seq_len=16
+        --set train.eval_every=20)
 
 echo "== dry run"
 mpirun_n 1 train "$dir/p.ini" "${common[@]}" --set run.dir="$dir/dry" --dry-run >"$dir/dry.txt" 2>&1
@@ -95,6 +98,16 @@ echo "== inspect"
 "$FMTRAIN_EXE" inspect "$dir/a/checkpoints/step-00000040.h5" >"$dir/i.txt"
 grep -q "model           llama: 2 layers, 4 heads, d_model 64, seq_len 16" "$dir/i.txt"
 grep -q "2 key/value heads, ffn_dim 90, rope_theta 10000, norm_eps 1e-05, untied head" "$dir/i.txt"
+
+"$FMTRAIN_EXE" eval --checkpoint "$dir/a/checkpoints/step-00000040.h5" --json >"$dir/e.json" 2>/dev/null
+"$PY" - "$dir/a/metrics.jsonl" "$dir/e.json" <<'PYEOF'
+import json, sys
+logged = {r["step"]: r["val_loss"] for r in map(json.loads, open(sys.argv[1])) if r["type"] == "eval"}
+e = json.load(open(sys.argv[2]))
+assert e["step"] == 40 and 40 in logged, (e, logged)
+assert abs(e["loss"] - logged[40]) <= 1e-6 * logged[40], (e["loss"], logged[40])
+print("  eval of step 40: %.9g, logged %.9g" % (e["loss"], logged[40]))
+PYEOF
 
 echo "== sample (KV cache)"
 s1=$("$FMTRAIN_EXE" sample --checkpoint "$dir/a" --prompt "In the beginning" --tokens 50 --seed 3 2>"$dir/banner.txt")

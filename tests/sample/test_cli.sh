@@ -2,8 +2,11 @@
 # test_cli.sh — `fmtrain sample` end to end: a tiny model trained for a few steps on a text
 # dataset (with its tokenizer) is sampled from a run directory and from a checkpoint file; the same
 # seed gives the same text, generation runs past seq_len (the window slides); the banner names the
-# checkpoint file used, the family and the device; clear errors for a missing checkpoint, a missing
-# --checkpoint, an empty prompt, an unknown --device, and a checkpoint without tokenizer.
+# checkpoint file used, the family and the device; --eot-prefix (default yes) puts the end-of-text
+# token before the prompt: greedy text from a prompt P then continues exactly as a fresh document
+# that began with P does, which the prompt alone (--eot-prefix no) need not; clear errors for a
+# missing checkpoint, a missing --checkpoint, an empty prompt, a bad --eot-prefix, an unknown
+# --device, and a checkpoint without tokenizer.
 set -euo pipefail
 : "${FMTRAIN_EXE:?}" "${FMTRAIN_BINARY_DIR:?}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -71,6 +74,40 @@ expect_fail 2 "checkpoint PATH is required" --prompt hello
 expect_fail 3 "$dir/nothing" --checkpoint "$dir/nothing"
 expect_fail 2 "prompt is empty" --checkpoint "$dir/run" --prompt ""
 expect_fail 2 "unknown compute backend 'gpu' (known: cpu, cuda)" --checkpoint "$dir/run" --device gpu
+expect_fail 2 "eot-prefix maybe: expected yes" --checkpoint "$dir/run" --prompt hi --eot-prefix maybe
+
+# --eot-prefix: a model of short documents (one per input file) that begin "Lo alpha" and go on
+# "<n> Lo beta ...". Its fresh document (end-of-text token, then greedy tokens) starts with some
+# token P; prompting P with the end-of-text token before it is the very same context, so the greedy
+# continuation must be the fresh document's, token for token. Without the token the model sees P at
+# position 0 with nothing before it, a context it was never trained on (here it then writes
+# another number: checked below, as what shows that the option changes the context at all).
+mkdir "$dir/docs"
+for d in $(seq 1 60); do
+  { printf "Lo alpha"; for i in $(seq 1 12); do printf " %d Lo beta" $((i * d % 17)); done; echo; } \
+    >"$dir/docs/doc$d.txt"
+done
+"$FMTRAIN_EXE" prepare --input "$dir"/docs/doc*.txt --output "$dir/docs.h5" --vocab-size 280 --quiet
+"$FMTRAIN_EXE" train "$dir/p.ini" --set data.train="$dir/docs.h5" --set run.dir="$dir/docrun" \
+  --set model.n_layer=2 --set train.micro_batch=8 --set train.steps=300 --set train.lr=3e-3 \
+  --set train.warmup_steps=10 >"$dir/train3.txt" 2>&1 || { cat "$dir/train3.txt"; exit 1; }
+greedy() { "$FMTRAIN_EXE" sample --checkpoint "$dir/docrun" --temperature 0 --device cpu "$@" 2>/dev/null; }
+p=$(greedy --tokens 1)
+fresh=$(greedy --tokens 6)
+with=$(greedy --prompt "$p" --tokens 5 --eot-prefix yes)
+default=$(greedy --prompt "$p" --tokens 5)
+alone=$(greedy --prompt "$p" --tokens 5 --eot-prefix no)
+if [ -z "$p" ] || [ "$with" != "$fresh" ]; then
+  echo "--eot-prefix yes: prompt '$p' continued as '$with', the fresh document as '$fresh'"
+  exit 1
+fi
+[ "$default" = "$with" ] || { echo "the default is not --eot-prefix yes: '$default' vs '$with'"; exit 1; }
+[ "$alone" != "$with" ] ||
+  { echo "--eot-prefix no gave the same text as yes ('$alone'): the option changed nothing"; exit 1; }
+"$FMTRAIN_EXE" sample --checkpoint "$dir/docrun" --prompt "$p" --tokens 1 2>&1 >/dev/null |
+  grep -q "the prompt starts a document (end-of-text token before it)" ||
+  { echo "the banner does not say that the prompt starts a document"; exit 1; }
+echo "eot-prefix: fresh '$fresh', after the token '$with', alone '$alone'"
 
 # the family comes from the checkpoint's /model arch: one this fmtrain does not know is refused
 if /usr/bin/python3 -c 'import h5py' 2>/dev/null; then

@@ -91,6 +91,19 @@ static void test_presplit(void **state)
     assert_string_equal(b, "caf\xc3\xa9| na\xc3\xafve");
     split("x   ", b, sizeof b);
     assert_string_equal(b, "x|   ");
+    /* the examples of docs/dataset-format.md, "How text is encoded" */
+    split("\n\nA", b, sizeof b); /* GPT-2's regex: "\n", "\n", "A" */
+    assert_string_equal(b, "\n\n|A");
+    split("  \tA", b, sizeof b);
+    assert_string_equal(b, "  \t|A");
+    split("\nA", b, sizeof b);
+    assert_string_equal(b, "\n|A");
+    split("'sand 'S 'LL", b, sizeof b); /* contractions: lower case only */
+    assert_string_equal(b, "'s|and| '|S| '|LL");
+    split("don\xe2\x80\x99t \xc2\xbd", b, sizeof b); /* every byte >= 0x80 is a letter */
+    assert_string_equal(b, "don\xe2\x80\x99t| \xc2\xbd");
+    split(" 42 ...x", b, sizeof b);
+    assert_string_equal(b, " 42| ...|x");
     /* long runs are cut at FM_TOKENIZER_MAX_WORD */
     char lng[700];
     memset(lng, 'a', 600);
