@@ -5,11 +5,15 @@
 # a warm cache, 2-5.5 min cold on 2 cores; a clear SKIP where debootstrap or chroot cannot work).
 # Exits non-zero on any failure. Environment: FM_TEST_PRESETS="release asan" to choose presets,
 # FM_TEST_JOBS (default: number of cores) for build and test parallelism, FM_TEST_FRESH_ROOT=0 to
-# skip the fresh-root step, FM_FRESH_QS_STEPS (default 200) training steps of its quickstart.
+# skip the fresh-root step, FM_FRESH_QS_STEPS (default 200) training steps of its quickstart,
+# FM_TEST_HF=0 not to install transformers for the Hugging Face comparison.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 modules/setup-debian.sh
+# transformers 4.40.2 for the Llama comparison with Hugging Face (tests/reference): quiet, cached in
+# ~/.cache/fmtrain, optional (FM_TEST_HF=0 skips it; without it those tests report SKIPPED)
+if [ "${FM_TEST_HF:-1}" != 0 ]; then tests/reference/install_transformers.sh || true; fi
 
 jobs=${FM_TEST_JOBS:-$(nproc)}
 presets=${FM_TEST_PRESETS:-"release asan"}
