@@ -10,15 +10,17 @@
  *
  * Legend used in every shape comment:
  *   B  micro-batch size          T  sequence length (<= maxT, the model's seq_len)
- *   C  channels (d_model)        NH number of heads, hs = C / NH
+ *   C  channels (d_model)        NH number of (query) heads, hs = C / NH
+ *   NKV key/value heads (grouped-query attention: NKV divides NH; NKV = NH is multi-head attention)
+ *   W  = (NH + 2*NKV) * hs, the width of a fused [q | k | v] row (3C when NKV = NH)
  *   V  real vocabulary size      Vp padded vocabulary (multiple of 128), V <= Vp
- *   N  rows = B*T                OC output channels of a matmul
+ *   N  rows = B*T                OC output channels of a matmul     F  SwiGLU hidden size
  *
  * Conventions (all backends):
  *   - Parameters, parameter gradients and optimizer moments are fp32 (master copies).
  *   - Activation buffers hold `ops->act_bytes` bytes per element (4 = fp32 on the CPU backend; a
  *     mixed-precision backend may use 2 = bf16). They are typed `float *` here as device handles;
- *     only the backend interprets their contents.
+ *     only the backend interprets their contents. Statistics (mean, rstd, lse) are always fp32.
  *   - Parameter gradients ACCUMULATE (+=): they are zeroed by adamw_update after it consumes them
  *     (and by zero() once at start), so gradient accumulation over micro-batches needs no extra pass.
  *   - Activation gradients named `dinp` are OVERWRITTEN unless the comment says "accumulates".
@@ -82,6 +84,13 @@ typedef struct fm_kernel_ops {
     /* dwte (Vp,C) accumulates, dwpe (maxT,C) accumulates; dout (B,T,C), tokens (B,T) */
     void (*encoder_backward)(fm_backend *be, float *dwte, float *dwpe, const float *dout,
                              const int32_t *tokens, int B, int T, int C);
+    /* Token embedding without positions (Llama: RoPE rotates q and k inside the block instead).
+     * out (B,T,C) = wte[tokens[b,t]]; tokens (B,T) int32 in [0,V), wte (Vp,C) */
+    void (*embedding_forward)(fm_backend *be, float *out, const int32_t *tokens, const float *wte,
+                              int B, int T, int C);
+    /* dwte (Vp,C) accumulates the rows of dout (B,T,C) scattered by tokens (B,T) */
+    void (*embedding_backward)(fm_backend *be, float *dwte, const float *dout,
+                               const int32_t *tokens, int B, int T, int C);
 
     /* ---- LayerNorm (eps = 1e-5, biased variance, as torch.nn.LayerNorm) ---------------------- */
     /* out (N,C), mean (N), rstd (N) saved for backward; inp (N,C), weight (C), bias (C) */
@@ -92,6 +101,17 @@ typedef struct fm_kernel_ops {
     void (*layernorm_backward)(fm_backend *be, float *dinp, float *dweight, float *dbias,
                                const float *dout, const float *inp, const float *weight,
                                const float *mean, const float *rstd, int N, int C);
+
+    /* ---- RMSNorm (Llama: torch's LlamaRMSNorm, in fp32) ------------------------------------- */
+    /* out (N,C) = inp * rstd * weight, rstd (N) = 1/sqrt(mean_c(inp^2) + eps) saved for backward;
+     * inp (N,C), weight (C) */
+    void (*rmsnorm_forward)(fm_backend *be, float *out, float *rstd, const float *inp,
+                            const float *weight, int N, int C, float eps);
+    /* dinp (N,C) ACCUMULATES (the residual stream's gradient); dweight (C) accumulates;
+     * dout (N,C), inp (N,C), weight (C), rstd (N) from forward */
+    void (*rmsnorm_backward)(fm_backend *be, float *dinp, float *dweight, const float *dout,
+                             const float *inp, const float *weight, const float *rstd, int N,
+                             int C);
 
     /* ---- residual ------------------------------------------------------------------------ */
     /* out (n) = a (n) + b (n); out may alias a. (Its backward is the identity: the model reads the
@@ -115,24 +135,51 @@ typedef struct fm_kernel_ops {
     void (*gelu_backward)(fm_backend *be, float *dinp, const float *inp, const float *dout,
                           size_t n);
 
-    /* ---- causal multi-head self-attention, scale 1/sqrt(hs) ------------------------------- */
-    /* qkv (B,T,3C) laid out [q | k | v], each C = NH heads of hs; out (B,T,C) heads concatenated;
-     * lse (B,NH,T) the log-sum-exp of each row of scaled scores, saved for backward. No (T,T) tensor is
-     * kept: backward recomputes scores from qkv and lse. */
+    /* ---- SwiGLU (Llama's MLP gate: silu(gate) * up) ---------------------------------------- */
+    /* out (N,F) = silu(inp[:, 0:F]) * inp[:, F:2F]; inp (N,2F) holds [gate | up] per row (the
+     * output of one fused (2F,C) matmul); silu(g) = g * sigmoid(g) */
+    void (*swiglu_forward)(fm_backend *be, float *out, const float *inp, int N, int F);
+    /* dinp (N,2F) = [dgate | dup] overwritten, from inp (N,2F) and dout (N,F); dinp may alias inp
+     * (in place: each element pair is read before it is written) */
+    void (*swiglu_backward)(fm_backend *be, float *dinp, const float *inp, const float *dout, int N,
+                            int F);
+
+    /* ---- rotary position embedding (RoPE, Hugging Face's rotate_half convention) -------------- */
+    /* IN PLACE on the q and k heads of qkv (B,T,W) (the v heads are untouched): for the token at
+     * absolute position p = pos0 + t and each pair (j, j + hs/2), j < hs/2, of every q and k head,
+     *   (x_j, x_{j+hs/2}) := (x_j cos a - x_{j+hs/2} sin a, x_{j+hs/2} cos a + x_j sin a),
+     *   a = p * inv_j (fp32 product), inv_j = 1 / theta^(2j/hs) (fp32, as Hugging Face computes it).
+     * hs even. pos0: the position of each sequence's first row (0 in training; the cache length when
+     * decoding). */
+    void (*rope_forward)(fm_backend *be, float *qkv, int B, int T, int C, int NH, int NKV, int pos0,
+                         float theta);
+    /* IN PLACE on dqkv (B,T,W): the gradient with respect to the rotated q and k becomes the gradient
+     * with respect to the unrotated ones (the rotation by -a); the v part is untouched. */
+    void (*rope_backward)(fm_backend *be, float *dqkv, int B, int T, int C, int NH, int NKV,
+                          int pos0, float theta);
+
+    /* ---- causal self-attention, multi-head or grouped-query, scale 1/sqrt(hs) --------------- */
+    /* qkv (B,T,W) laid out [q | k | v]: q has NH heads of hs (C columns), k and v NKV heads of hs
+     * each; query head h attends with key/value head h / (NH/NKV). out (B,T,C) heads concatenated;
+     * lse (B,NH,T) the log-sum-exp of each row of scaled scores, saved for backward. No (T,T) tensor
+     * is kept: backward recomputes scores from qkv and lse. */
     void (*attention_forward)(fm_backend *be, float *out, float *lse, const float *qkv, int B,
-                              int T, int C, int NH);
-    /* dqkv (B,T,3C) overwritten; dout (B,T,C); qkv (B,T,3C); out (B,T,C) and lse (B,NH,T) from forward */
+                              int T, int C, int NH, int NKV);
+    /* dqkv (B,T,W) overwritten (the dk, dv of a key/value head sum over its NH/NKV query heads);
+     * dout (B,T,C); qkv (B,T,W); out (B,T,C) and lse (B,NH,T) from forward */
     void (*attention_backward)(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
-                               const float *out, const float *lse, int B, int T, int C, int NH);
+                               const float *out, const float *lse, int B, int T, int C, int NH,
+                               int NKV);
     /* Inference with a key/value cache: Tq new positions pos0..pos0+Tq-1 of each sequence.
-     * qkv (B,Tq,3C) the new positions' [q | k | v]; kcache, vcache (B,maxT,C) hold k and v of positions
-     * 0..pos0-1 from earlier calls. The op first copies the new k and v into rows pos0..pos0+Tq-1 of
-     * the caches, then out (B,Tq,C) = causal attention of query i (position pos0+i) over cache rows
-     * 0..pos0+i, scale 1/sqrt(hs): the same numbers attention_forward gives for those rows of a full
-     * sequence. 0 <= pos0, pos0 + Tq <= maxT; the caches do not overlap qkv or out. Forward only
-     * (no lse). */
+     * qkv (B,Tq,W) the new positions' [q | k | v]; kcache, vcache (B,maxT,NKV*hs) hold k and v of
+     * positions 0..pos0-1 from earlier calls. The op first copies the new k and v into rows
+     * pos0..pos0+Tq-1 of the caches, then out (B,Tq,C) = causal attention of query i (position
+     * pos0+i) over cache rows 0..pos0+i, scale 1/sqrt(hs): the same numbers attention_forward gives
+     * for those rows of a full sequence. 0 <= pos0, pos0 + Tq <= maxT; the caches do not overlap qkv
+     * or out. Forward only (no lse). */
     void (*attention_decode)(fm_backend *be, float *out, float *kcache, float *vcache,
-                             const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH);
+                             const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH,
+                             int NKV);
 
     /* ---- fused softmax + cross-entropy over the vocabulary ------------------------------------ */
     /* losses (N) = -log softmax(logits[n, :V])[targets[n]]; lse (N) saved for backward.

@@ -51,13 +51,13 @@ int main(int argc, char **argv)
         if (!qkv || !dqkv || !out || !dout || !lse) return 1;
         for (size_t i = 0; i < nq; i++) qkv[i] = (float)((i * 2654435761u) % 1000u) / 1000.0f - 0.5f;
         for (size_t i = 0; i < no; i++) dout[i] = (float)((i * 40503u) % 1000u) / 1000.0f - 0.5f;
-        fm_cpu_attention_forward(be, out, lse, qkv, B, T, C, NH);
-        fm_cpu_attention_backward(be, dqkv, dout, qkv, out, lse, B, T, C, NH);
+        fm_cpu_attention_forward(be, out, lse, qkv, B, T, C, NH, NH);
+        fm_cpu_attention_backward(be, dqkv, dout, qkv, out, lse, B, T, C, NH, NH);
         double c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID), w0 = clock_s(CLOCK_MONOTONIC);
-        for (int r = 0; r < R; r++) fm_cpu_attention_forward(be, out, lse, qkv, B, T, C, NH);
+        for (int r = 0; r < R; r++) fm_cpu_attention_forward(be, out, lse, qkv, B, T, C, NH, NH);
         double c1 = clock_s(CLOCK_PROCESS_CPUTIME_ID), w1 = clock_s(CLOCK_MONOTONIC);
         for (int r = 0; r < R; r++)
-            fm_cpu_attention_backward(be, dqkv, dout, qkv, out, lse, B, T, C, NH);
+            fm_cpu_attention_backward(be, dqkv, dout, qkv, out, lse, B, T, C, NH, NH);
         double c2 = clock_s(CLOCK_PROCESS_CPUTIME_ID), w2 = clock_s(CLOCK_MONOTONIC);
         const double ff = 2.0 * B * (double)T * T * C;
         const double cf = (c1 - c0) / R, cb = (c2 - c1) / R, wf = (w1 - w0) / R, wb = (w2 - w1) / R;

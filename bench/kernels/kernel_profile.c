@@ -1,12 +1,13 @@
 /* kernel_profile.c — where a training step's time goes, kernel by kernel.
  *
- * Builds a GPT-2-shaped model on the CPU backend, puts an instrumented operation table between the
+ * Builds a GPT-2- or Llama-shaped model (--arch) on the CPU backend, puts an instrumented operation table between the
  * model and the backend (every op is timed, then forwarded), runs warm-up steps and timed steps
  * (forward + backward + grad norm + AdamW) and prints seconds per step by op, with the FLOPs of the
  * matmul and attention ops, and the GEMM peak measured through the backend's matmul_forward
  * (square n=2048, same threads). Usage:
  *   fmtrain-kernel-profile [--layers 12] [--heads 12] [--dim 768] [--vocab 50257] [--seq 64]
  *                          [--batch 4] [--threads 2] [--steps 5] [--warmup 2] [--clock wall|cpu]
+ *                          [--arch gpt2|llama] [--kv-heads NKV] [--ffn F]   (llama; 0: defaults)
  * Kernel experiments belong here, not in kernels/cpu. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -19,13 +20,16 @@
 #include "train/optimizer.h"
 
 enum {
-    P_ENC_F, P_ENC_B, P_LN_F, P_LN_B, P_RES_F, P_MM_F, P_MM_B, P_LMH_F, P_LMH_B, P_GELU_F,
-    P_GELU_B, P_ATT_F, P_ATT_B, P_ATT_D, P_XENT_F, P_XENT_B, P_ADAM, P_SUMSQ, P_ZERO, P_OTHER, P_N
+    P_ENC_F, P_ENC_B, P_EMB_F, P_EMB_B, P_LN_F, P_LN_B, P_RMS_F, P_RMS_B, P_RES_F, P_MM_F, P_MM_B,
+    P_LMH_F, P_LMH_B, P_GELU_F, P_GELU_B, P_SWIGLU_F, P_SWIGLU_B, P_ROPE_F, P_ROPE_B, P_ATT_F,
+    P_ATT_B, P_ATT_D, P_XENT_F, P_XENT_B, P_ADAM, P_SUMSQ, P_ZERO, P_OTHER, P_N
 };
 static const char *const pname[P_N] = {
-    "encoder_forward", "encoder_backward", "layernorm_forward", "layernorm_backward",
+    "encoder_forward", "encoder_backward", "embedding_forward", "embedding_backward",
+    "layernorm_forward", "layernorm_backward", "rmsnorm_forward", "rmsnorm_backward",
     "residual_forward", "matmul_forward", "matmul_backward",
-    "lm_head_forward", "lm_head_backward", "gelu_forward", "gelu_backward",
+    "lm_head_forward", "lm_head_backward", "gelu_forward", "gelu_backward", "swiglu_forward",
+    "swiglu_backward", "rope_forward", "rope_backward",
     "attention_forward", "attention_backward", "attention_decode", "softmax_xent_forward", "softmax_xent_backward",
     "adamw_update", "sum_squares", "zero", "alloc/copy/sync"};
 
@@ -86,6 +90,44 @@ static void w_enc_b(fm_backend *be, float *dwte, float *dwpe, const float *d, co
 {
     TIMED(P_ENC_B, 0, IN(be)->ops->encoder_backward(IN(be), dwte, dwpe, d, tk, B, T, C));
 }
+static void w_emb_f(fm_backend *be, float *o, const int32_t *tk, const float *wte, int B, int T,
+                    int C)
+{
+    TIMED(P_EMB_F, 0, IN(be)->ops->embedding_forward(IN(be), o, tk, wte, B, T, C));
+}
+static void w_emb_b(fm_backend *be, float *dwte, const float *d, const int32_t *tk, int B, int T,
+                    int C)
+{
+    TIMED(P_EMB_B, 0, IN(be)->ops->embedding_backward(IN(be), dwte, d, tk, B, T, C));
+}
+static void w_rms_f(fm_backend *be, float *o, float *r, const float *x, const float *w, int N, int C,
+                    float eps)
+{
+    TIMED(P_RMS_F, 0, IN(be)->ops->rmsnorm_forward(IN(be), o, r, x, w, N, C, eps));
+}
+static void w_rms_b(fm_backend *be, float *dx, float *dw, const float *d, const float *x,
+                    const float *w, const float *r, int N, int C)
+{
+    TIMED(P_RMS_B, 0, IN(be)->ops->rmsnorm_backward(IN(be), dx, dw, d, x, w, r, N, C));
+}
+static void w_swiglu_f(fm_backend *be, float *o, const float *x, int N, int F)
+{
+    TIMED(P_SWIGLU_F, 0, IN(be)->ops->swiglu_forward(IN(be), o, x, N, F));
+}
+static void w_swiglu_b(fm_backend *be, float *dx, const float *x, const float *d, int N, int F)
+{
+    TIMED(P_SWIGLU_B, 0, IN(be)->ops->swiglu_backward(IN(be), dx, x, d, N, F));
+}
+static void w_rope_f(fm_backend *be, float *x, int B, int T, int C, int NH, int NKV, int pos0,
+                     float theta)
+{
+    TIMED(P_ROPE_F, 0, IN(be)->ops->rope_forward(IN(be), x, B, T, C, NH, NKV, pos0, theta));
+}
+static void w_rope_b(fm_backend *be, float *x, int B, int T, int C, int NH, int NKV, int pos0,
+                     float theta)
+{
+    TIMED(P_ROPE_B, 0, IN(be)->ops->rope_backward(IN(be), x, B, T, C, NH, NKV, pos0, theta));
+}
 static void w_ln_f(fm_backend *be, float *o, float *m, float *r, const float *x, const float *w,
                    const float *b, int N, int C)
 {
@@ -121,21 +163,23 @@ static void w_gelu_b(fm_backend *be, float *dx, const float *x, const float *d, 
 {
     TIMED(P_GELU_B, 0, IN(be)->ops->gelu_backward(IN(be), dx, x, d, n));
 }
-static void w_att_f(fm_backend *be, float *o, float *l, const float *qkv, int B, int T, int C, int NH)
+static void w_att_f(fm_backend *be, float *o, float *l, const float *qkv, int B, int T, int C, int NH,
+                    int NKV)
 {
-    TIMED(P_ATT_F, 2.0 * B * T * T * C, IN(be)->ops->attention_forward(IN(be), o, l, qkv, B, T, C, NH));
+    TIMED(P_ATT_F, 2.0 * B * T * T * C,
+          IN(be)->ops->attention_forward(IN(be), o, l, qkv, B, T, C, NH, NKV));
 }
 static void w_att_b(fm_backend *be, float *dqkv, const float *d, const float *qkv, const float *o,
-                    const float *l, int B, int T, int C, int NH)
+                    const float *l, int B, int T, int C, int NH, int NKV)
 {
     TIMED(P_ATT_B, 4.0 * B * T * T * C,
-          IN(be)->ops->attention_backward(IN(be), dqkv, d, qkv, o, l, B, T, C, NH));
+          IN(be)->ops->attention_backward(IN(be), dqkv, d, qkv, o, l, B, T, C, NH, NKV));
 }
 static void w_att_d(fm_backend *be, float *o, float *kc, float *vc, const float *qkv, int B, int Tq,
-                    int pos0, int maxT, int C, int NH)
+                    int pos0, int maxT, int C, int NH, int NKV)
 {
     TIMED(P_ATT_D, 2.0 * B * Tq * (pos0 + Tq) * C,
-          IN(be)->ops->attention_decode(IN(be), o, kc, vc, qkv, B, Tq, pos0, maxT, C, NH));
+          IN(be)->ops->attention_decode(IN(be), o, kc, vc, qkv, B, Tq, pos0, maxT, C, NH, NKV));
 }
 static void w_xent_f(fm_backend *be, float *ls, float *lse, const float *lg, const int32_t *tg, int N,
                      int V, int Vp)
@@ -161,9 +205,13 @@ static fm_kernel_ops prof_ops = { /* .caps: the inner backend's, set by main */
     .name = "cpu", .act_bytes = 4, .destroy = w_destroy, .describe = w_describe,
     .alloc = w_alloc, .free = w_free, .upload = w_upload, .download = w_download, .zero = w_zero,
     .sync = w_sync, .encoder_forward = w_enc_f, .encoder_backward = w_enc_b,
-    .layernorm_forward = w_ln_f, .layernorm_backward = w_ln_b, .residual_forward = w_res_f,
+    .embedding_forward = w_emb_f, .embedding_backward = w_emb_b,
+    .layernorm_forward = w_ln_f, .layernorm_backward = w_ln_b, .rmsnorm_forward = w_rms_f,
+    .rmsnorm_backward = w_rms_b, .residual_forward = w_res_f,
     .matmul_forward = w_mm_f, .matmul_backward = w_mm_b, .gelu_forward = w_gelu_f,
-    .gelu_backward = w_gelu_b, .attention_forward = w_att_f, .attention_backward = w_att_b,
+    .gelu_backward = w_gelu_b, .swiglu_forward = w_swiglu_f, .swiglu_backward = w_swiglu_b,
+    .rope_forward = w_rope_f, .rope_backward = w_rope_b,
+    .attention_forward = w_att_f, .attention_backward = w_att_b,
     .attention_decode = w_att_d, .softmax_xent_forward = w_xent_f, .softmax_xent_backward = w_xent_b,
     .adamw_update = w_adam, .sum_squares = w_sumsq};
 
@@ -183,10 +231,15 @@ static int cmp_double(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     int L = 12, NH = 12, C = 768, V = 50257, T = 64, B = 4, threads = 2, steps = 5, warmup = 2;
+    int NKV = 0, F = 0;
+    const char *arch = "gpt2";
     for (int i = 1; i + 1 < argc; i += 2) {
         int v = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "--clock")) g_clock = strcmp(argv[i + 1], "cpu") ? CLOCK_MONOTONIC :
                                                    CLOCK_PROCESS_CPUTIME_ID;
+        else if (!strcmp(argv[i], "--arch")) arch = argv[i + 1];
+        else if (!strcmp(argv[i], "--kv-heads")) NKV = v;
+        else if (!strcmp(argv[i], "--ffn")) F = v;
         else if (!strcmp(argv[i], "--layers")) L = v;
         else if (!strcmp(argv[i], "--heads")) NH = v;
         else if (!strcmp(argv[i], "--dim")) C = v;
@@ -230,7 +283,8 @@ int main(int argc, char **argv)
     const double peak = 2.0 * n * (double)n * n / best;
     cpu->ops->free(cpu, a), cpu->ops->free(cpu, b), cpu->ops->free(cpu, c);
 
-    fm_model_shape shape = {L, NH, C, T, V, "gpt2"};
+    fm_model_shape shape = {L, NH, C, T, V, "", NKV, F, 0.0, 0.0, FM_TIE_DEFAULT};
+    snprintf(shape.arch, sizeof shape.arch, "%s", arch);
     fm_model *model = NULL;
     fm_optimizer *opt = NULL;
     if ((st = fm_model_create(&shape, be, B, &model))) return die(st);
@@ -257,9 +311,10 @@ int main(int argc, char **argv)
     qsort(dts, (size_t)steps, sizeof *dts, cmp_double);
     const double med = dts[steps / 2];
     const double np = (double)fm_model_num_params(model);
-    const double fl_tok = 6.0 * np + 6.0 * L * (double)T * C;
-    printf("shape: L=%d NH=%d C=%d V=%d (Vp=%d) T=%d B=%d threads=%d params=%.0f\n", L, NH, C, V,
-           pr.Vp, T, B, cpu->threads, np);
+    const double fl_tok = fm_model_flops_per_token(&shape, T); /* the family's (model.h) */
+    printf("shape: %s L=%d NH=%d NKV=%d C=%d F=%d V=%d (Vp=%d) T=%d B=%d threads=%d params=%.0f\n",
+           fm_model_arch(model), L, NH, fm_model_get_shape(model)->n_kv_head, C,
+           fm_model_get_shape(model)->ffn_dim, V, pr.Vp, T, B, cpu->threads, np);
     printf("%-24s %10s %7s %8s %10s\n", "op", "ms/step", "share", "calls", "GFLOP/s");
     double sum = 0.0;
     for (int k = 0; k < P_N; k++) sum += pr.t[k];

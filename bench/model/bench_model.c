@@ -1,12 +1,20 @@
-/* bench_model.c — `fmtrain-bench`: training-step throughput of the GPT-2 model on the CPU backend,
- * against the machine's single-precision GEMM peak measured in the same run.
+/* bench_model.c — `fmtrain-bench`: training-step throughput of a model family (GPT-2, Llama, or
+ * both in one run) on a backend, against the machine's single-precision GEMM peak measured in the
+ * same run.
  *
  * Usage: fmtrain-bench --layers L --heads NH --dim C --vocab V --seq T --batch B --threads P
+ *                      [--arch gpt2|llama|gpt2,llama] [--kv-heads NKV] [--ffn F] [--tie]
  *                      [--max-seq M] [--steps S] [--warmup W] [--peak-size n]
  *                      [--clock wall|cpu] [--device cpu|cuda] [--gpu N] [--peak-tflops X]
  *
+ * --arch picks the model family (default gpt2); a comma-separated list ("gpt2,llama") builds each
+ * family's model of the same L, NH, C, V, T and B and times their steps ALTERNATELY (step i of each
+ * family before step i+1 of any), so that on a shared machine both see the same neighbours. Llama's
+ * own sizes: --kv-heads (key/value heads, default NH), --ffn (MLP width, default Llama's rule
+ * 256*ceil(floor(8C/3)/256)), --tie (LM head tied to the embedding; default untied).
+ *
  * --device picks the backend (fm_backend_create; default cpu) and --gpu its device ordinal. With
- * --peak-tflops X the line before the last one also states the model FLOP utilisation against that
+ * --peak-tflops X each family's result line is preceded by its model FLOP utilisation against that
  * stated peak: "mfu=<model_gflops / (1000 X)> stated_peak_tflops=X".
  *
  * --clock wall (default) times with the monotonic wall clock. --clock cpu times with the process's CPU
@@ -14,23 +22,28 @@
  * time includes the OpenMP workers' spinning at barriers, so it never flatters the model); the
  * peak is timed with the same clock.
  *
- * --max-seq is the model's seq_len (rows of wpe, default T): GPT-2 124M has 1024, and its N counts them.
+ * --max-seq is the model's seq_len (GPT-2: rows of wpe, default T): GPT-2 124M has 1024, and its
+ * parameter count includes them.
  *
  * A step is what the trainer does per micro-batch without communication: forward with targets,
  * backward, global gradient norm + clipping factor, AdamW update (which zeroes the gradients). After
  * W warm-up steps, S steps are timed one by one and the median is reported (with the per-phase
- * medians). Model FLOPs per token are 6*N + 6*L*T*C (N = parameters including both embeddings, real
- * vocabulary V; the 6*L*T*C term is attention's QK^T and AV, forward + backward).
+ * medians). Model FLOPs per token are the family's (fm_model_flops_per_token, the trainer's MFU
+ * numerator): 6 per element of every matrix a token is multiplied with (the LM head's real vocabulary
+ * rows included; embedding gathers, norms, biases not) + 6*L*T*C (attention's QK^T and AV, forward +
+ * backward, causal).
  *
  * The peak is an n x n x n sgemm (default n = 2048) at the same thread count, measured two ways and
  * the larger taken: through the backend's matmul_forward (the tiling the model uses: one
  * single-threaded sgemm per OpenMP thread) and as one cblas_sgemm call with the BLAS library's own
  * threads set to P (restored to 1 afterwards). Best of 5 after a warm-up, measured once before and
  * once after the timed steps; the largest figure is the peak (on a shared machine this favours the
- * peak, never the model).
+ * peak, never the model). The load average is printed before and after.
  *
- * Ends with exactly one line:
+ * With one family it ends with exactly one line:
  *   tokens_per_s=<x> model_gflops=<y> gemm_peak_gflops=<z> fraction_of_peak=<f>
+ * With several, one such line per family, prefixed with "arch=<name> ", then a last line
+ *   fraction_of_peak <name>=<f> ... ratio=<last family's / first family's>
  * This is a benchmark, not a test: it checks nothing but that the loss is finite.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -169,16 +182,23 @@ done:
     return st;
 }
 
+#define BENCH_MAX_ARCH 4
+
 typedef struct bench_args {
     long long layers, heads, dim, vocab, seq, batch, threads, steps, warmup, peak, max_seq, gpu;
+    long long kv_heads, ffn; /* 0: the family's default */
+    int tie;                 /* --tie: FM_TIE_YES, else the family's default */
     int cpu_clock;
     const char *device;
     double peak_tflops; /* 0 = not given */
+    int narch;
+    char arch[BENCH_MAX_ARCH][FM_MODEL_ARCH_MAX];
 } bench_args;
 
 static fm_status parse(int argc, char **argv, bench_args *a)
 {
-    const char *s[15] = {0};
+    const char *s[19] = {0};
+    int tie = 0;
     const fm_cli_opt opts[] = {
         {"layers", FM_CLI_STRING, &s[0]}, {"heads", FM_CLI_STRING, &s[1]},
         {"dim", FM_CLI_STRING, &s[2]},    {"vocab", FM_CLI_STRING, &s[3]},
@@ -187,7 +207,9 @@ static fm_status parse(int argc, char **argv, bench_args *a)
         {"warmup", FM_CLI_STRING, &s[8]}, {"peak-size", FM_CLI_STRING, &s[9]},
         {"max-seq", FM_CLI_STRING, &s[10]}, {"clock", FM_CLI_STRING, &s[11]},
         {"device", FM_CLI_STRING, &s[12]}, {"gpu", FM_CLI_STRING, &s[13]},
-        {"peak-tflops", FM_CLI_STRING, &s[14]},
+        {"peak-tflops", FM_CLI_STRING, &s[14]}, {"arch", FM_CLI_STRING, &s[15]},
+        {"kv-heads", FM_CLI_STRING, &s[16]}, {"ffn", FM_CLI_STRING, &s[17]},
+        {"tie", FM_CLI_FLAG, &tie},
     };
     const char *names[10] = {"layers", "heads", "dim", "vocab", "seq", "batch", "threads", "steps",
                              "warmup", "peak-size"};
@@ -197,13 +219,13 @@ static fm_status parse(int argc, char **argv, bench_args *a)
     long long *dst[10] = {&a->layers, &a->heads, &a->dim, &a->vocab, &a->seq, &a->batch, &a->threads,
                           &a->steps, &a->warmup, &a->peak};
     fm_cli_list pos = {0};
-    FM_TRY(fm_cli_parse("fmtrain-bench", argc, argv, opts, 15, &pos));
+    FM_TRY(fm_cli_parse("fmtrain-bench", argc, argv, opts, (int)(sizeof opts / sizeof *opts), &pos));
     int npos = pos.n;
     fm_cli_list_free(&pos);
     if (npos)
         return FM_ERR(FM_ERR_USAGE, "fmtrain-bench: unexpected argument; usage: fmtrain-bench --layers L "
-                      "--heads NH --dim C --vocab V --seq T --batch B --threads P [--max-seq M] [--steps S] "
-                      "[--warmup W] [--peak-size n]");
+                      "--heads NH --dim C --vocab V --seq T --batch B --threads P [--arch gpt2|llama|gpt2,llama] "
+                      "[--kv-heads NKV] [--ffn F] [--tie] [--max-seq M] [--steps S] [--warmup W] [--peak-size n]");
     for (int i = 0; i < 10; i++) {
         const char *text = s[i] ? s[i] : defaults[i];
         if (!text)
@@ -226,6 +248,74 @@ static fm_status parse(int argc, char **argv, bench_args *a)
     if (s[13]) FM_TRY(fm_cli_int("gpu", s[13], 0, 1023, &a->gpu));
     a->peak_tflops = 0.0;
     if (s[14]) FM_TRY(fm_cli_double("peak-tflops", s[14], 1e-3, 1e6, &a->peak_tflops));
+    a->kv_heads = a->ffn = 0;
+    if (s[16]) FM_TRY(fm_cli_int("kv-heads", s[16], 1, 1024, &a->kv_heads));
+    if (s[17]) FM_TRY(fm_cli_int("ffn", s[17], 1, 1 << 30, &a->ffn));
+    a->tie = tie ? FM_TIE_YES : FM_TIE_DEFAULT;
+    /* --arch: one family or a comma-separated list */
+    const char *list = s[15] ? s[15] : "gpt2";
+    a->narch = 0;
+    for (const char *p = list; *p;) {
+        const size_t n = strcspn(p, ",");
+        if (n == 0 || n >= FM_MODEL_ARCH_MAX || a->narch == BENCH_MAX_ARCH)
+            return FM_ERR(FM_ERR_USAGE, "fmtrain-bench: --arch must be one to %d family names "
+                          "separated by commas (e.g. gpt2,llama), got '%s'", BENCH_MAX_ARCH, list);
+        memcpy(a->arch[a->narch], p, n);
+        a->arch[a->narch++][n] = '\0';
+        p += n + (p[n] == ',');
+    }
+    return NULL;
+}
+
+/* One family's model, optimizer and step times. */
+typedef struct bench_run {
+    fm_model_shape shape;
+    fm_model *m;
+    fm_optimizer *opt;
+    double flops_per_token;
+    double *t_step, *t_fwd, *t_bwd, *t_opt;
+} bench_run;
+
+static void run_free(bench_run *r)
+{
+    fm_optimizer_free(&r->opt);
+    fm_model_free(&r->m);
+    free(r->t_step);
+    free(r->t_fwd);
+    free(r->t_bwd);
+    free(r->t_opt);
+    r->t_step = r->t_fwd = r->t_bwd = r->t_opt = NULL;
+}
+
+/* One training step of run r; step i < 0 is a warm-up step (not recorded). */
+static fm_status run_step(const bench_args *ar, bench_run *r, const int32_t *tok,
+                          const int32_t *tgt, int i)
+{
+    const int B = (int)ar->batch, T = (int)ar->seq, P = (int)ar->threads;
+    const fm_adamw_params hp = {3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f};
+    float loss;
+    double t0 = bench_clock(ar->cpu_clock, P);
+    FM_TRY(fm_model_forward(r->m, tok, tgt, B, T, &loss));
+    double t1 = bench_clock(ar->cpu_clock, P);
+    FM_TRY(fm_model_backward(r->m, 1.0f, NULL, NULL));
+    double t2 = bench_clock(ar->cpu_clock, P);
+    double norm;
+    FM_TRY(fm_optimizer_grad_norm(r->opt, &norm));
+    FM_TRY(fm_optimizer_step(r->opt, &hp, fm_optimizer_clip_scale(norm, 1.0)));
+    double t3 = bench_clock(ar->cpu_clock, P);
+    if (!isfinite(loss))
+        return FM_ERR(FM_ERR_NUMERIC, "fmtrain-bench: %s: non-finite loss at step %d",
+                      fm_model_arch(r->m), i);
+    printf("%s %s %d: %.3f s (forward %.3f, backward %.3f, norm+AdamW %.3f) loss %.4f\n",
+           fm_model_arch(r->m), i < 0 ? "warm-up" : "step", i < 0 ? i + (int)ar->warmup : i,
+           t3 - t0, t1 - t0, t2 - t1, t3 - t2, (double)loss);
+    fflush(stdout);
+    if (i >= 0) {
+        r->t_step[i] = t3 - t0;
+        r->t_fwd[i] = t1 - t0;
+        r->t_bwd[i] = t2 - t1;
+        r->t_opt[i] = t3 - t2;
+    }
     return NULL;
 }
 
@@ -233,39 +323,59 @@ static fm_status bench(const bench_args *ar)
 {
     fm_status st = NULL;
     fm_backend *be = NULL;
-    fm_model *m = NULL;
-    fm_optimizer *opt = NULL;
+    bench_run runs[BENCH_MAX_ARCH];
+    memset(runs, 0, sizeof runs);
     int32_t *tok = NULL, *tgt = NULL;
-    double *t_step = NULL, *t_fwd = NULL, *t_bwd = NULL, *t_opt = NULL;
-    const fm_model_shape shape = {(int)ar->layers, (int)ar->heads, (int)ar->dim, (int)ar->max_seq,
-                                  (int)ar->vocab, "gpt2"};
-    const int B = (int)ar->batch, T = (int)ar->seq, P = (int)ar->threads;
+    double step_s[BENCH_MAX_ARCH] = {0};
+    const int B = (int)ar->batch, T = (int)ar->seq, P = (int)ar->threads, S = (int)ar->steps;
+    const int NA = ar->narch;
 
-    FM_TRY(fm_model_shape_check(&shape));
+    for (int a = 0; a < NA; a++) {
+        fm_model_shape *sh = &runs[a].shape;
+        *sh = (fm_model_shape){(int)ar->layers, (int)ar->heads, (int)ar->dim, (int)ar->max_seq,
+                               (int)ar->vocab, .arch = ""};
+        fm_util_strlcpy(sh->arch, ar->arch[a], sizeof sh->arch);
+        sh->n_kv_head = (int)ar->kv_heads;
+        sh->ffn_dim = (int)ar->ffn;
+        sh->tie_embeddings = ar->tie;
+        if (strcmp(sh->arch, "gpt2") == 0) /* Llama's sizes do not apply to GPT-2 */
+            sh->n_kv_head = sh->ffn_dim = sh->tie_embeddings = 0;
+        FM_TRY(fm_model_shape_check(sh));
+    }
     FM_TRY_GOTO(st, done, fm_backend_create(ar->device, P, strcmp(ar->device, "cpu") ? (int)ar->gpu : -1, &be));
-    FM_TRY_GOTO(st, done, fm_model_create(&shape, be, B, &m));
-    FM_TRY_GOTO(st, done, fm_model_init_weights(m, 1));
-    FM_TRY_GOTO(st, done, fm_optimizer_create(m, &opt));
-
-    fm_model_memory_info mem;
-    fm_model_memory(m, &mem);
-    const double L = (double)shape.n_layer, C = (double)shape.d_model;
-    const double N = (double)mem.n_params;
-    const double flops_per_token = 6.0 * N + 6.0 * L * T * C;
-
     char dev[256];
     be->ops->describe(be, dev, sizeof dev);
-    printf("fmtrain-bench: %s training step (forward + backward + grad norm + AdamW), fp32, %s backend, "
-           "%s clock\n", fm_model_arch(m), be->ops->name, ar->cpu_clock ? "CPU-time-per-thread" : "wall");
+    printf("fmtrain-bench: training step (forward + backward + grad norm + AdamW), fp32, %s backend, "
+           "%s clock\n", be->ops->name, ar->cpu_clock ? "CPU-time-per-thread" : "wall");
     printf("device: %s\n", dev);
     print_machine(stdout);
     printf("BLAS: %s\n", fm_backend_blas_info());
-    printf("shape: layers=%d heads=%d dim=%d vocab=%d (padded %d) seq=%d (max %d) batch=%d threads=%d\n",
-           shape.n_layer, shape.n_head, shape.d_model, shape.vocab_size, fm_model_get_padded_vocab(m),
-           T, shape.max_seq_len, B, P);
-    fm_model_memory_print(&mem, stdout);
-    printf("model FLOPs per token = 6*N + 6*L*T*C with N = %.0f parameters including the token and "
-           "position embeddings (real vocabulary) = %.4g\n", N, flops_per_token);
+    for (int a = 0; a < NA; a++) {
+        bench_run *r = &runs[a];
+        FM_TRY_GOTO(st, done, fm_model_create(&r->shape, be, B, &r->m));
+        FM_TRY_GOTO(st, done, fm_model_init_weights(r->m, 1));
+        FM_TRY_GOTO(st, done, fm_optimizer_create(r->m, &r->opt));
+        r->t_step = calloc((size_t)S, sizeof(double));
+        r->t_fwd = calloc((size_t)S, sizeof(double));
+        r->t_bwd = calloc((size_t)S, sizeof(double));
+        r->t_opt = calloc((size_t)S, sizeof(double));
+        if (!r->t_step || !r->t_fwd || !r->t_bwd || !r->t_opt) {
+            st = FM_ERR(FM_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        const fm_model_shape *rs = fm_model_get_shape(r->m);
+        r->flops_per_token = fm_model_flops_per_token(rs, T);
+        fm_model_memory_info mem;
+        fm_model_memory(r->m, &mem);
+        printf("%s shape: layers=%d heads=%d kv_heads=%d dim=%d ffn=%d %s head vocab=%d (padded %d) "
+               "seq=%d (max %d) batch=%d threads=%d\n", rs->arch, rs->n_layer, rs->n_head,
+               rs->n_kv_head, rs->d_model, rs->ffn_dim,
+               rs->tie_embeddings == FM_TIE_YES ? "tied" : "untied", rs->vocab_size,
+               fm_model_get_padded_vocab(r->m), T, rs->max_seq_len, B, P);
+        fm_model_memory_print(&mem, stdout);
+        printf("%s model FLOPs per token (fm_model_flops_per_token: 6 x matmul weights + 6*L*T*C) = "
+               "%.4g\n", rs->arch, r->flops_per_token);
+    }
     print_load(stdout, "start");
     fflush(stdout);
     double pk_be[2] = {0, 0}, pk_blas[2] = {0, 0};
@@ -276,57 +386,33 @@ static fm_status bench(const bench_args *ar)
 
     tok = malloc((size_t)B * T * sizeof *tok);
     tgt = malloc((size_t)B * T * sizeof *tgt);
-    const int S = (int)ar->steps;
-    t_step = calloc((size_t)S, sizeof(double));
-    t_fwd = calloc((size_t)S, sizeof(double));
-    t_bwd = calloc((size_t)S, sizeof(double));
-    t_opt = calloc((size_t)S, sizeof(double));
-    if (!tok || !tgt || !t_step || !t_fwd || !t_bwd || !t_opt) {
+    if (!tok || !tgt) {
         st = FM_ERR(FM_ERR_NOMEM, "out of memory");
         goto done;
     }
-    unsigned s = 12345;
+    unsigned sd = 12345;
     for (int i = 0; i < B * T; i++) {
-        s = s * 1664525u + 1013904223u;
-        tok[i] = (int32_t)((s >> 8) % (unsigned)shape.vocab_size);
-        tgt[i] = (int32_t)((tok[i] * 7 + 1) % shape.vocab_size);
+        sd = sd * 1664525u + 1013904223u;
+        tok[i] = (int32_t)((sd >> 8) % (unsigned)ar->vocab);
+        tgt[i] = (int32_t)((tok[i] * 7 + 1) % (int)ar->vocab);
     }
-    const fm_adamw_params hp = {3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f};
-    for (int i = -(int)ar->warmup; i < S; i++) {
-        float loss;
-        double t0 = bench_clock(ar->cpu_clock, P);
-        FM_TRY_GOTO(st, done, fm_model_forward(m, tok, tgt, B, T, &loss));
-        double t1 = bench_clock(ar->cpu_clock, P);
-        FM_TRY_GOTO(st, done, fm_model_backward(m, 1.0f, NULL, NULL));
-        double t2 = bench_clock(ar->cpu_clock, P);
-        double norm;
-        FM_TRY_GOTO(st, done, fm_optimizer_grad_norm(opt, &norm));
-        FM_TRY_GOTO(st, done, fm_optimizer_step(opt, &hp, fm_optimizer_clip_scale(norm, 1.0)));
-        double t3 = bench_clock(ar->cpu_clock, P);
-        if (!isfinite(loss)) {
-            st = FM_ERR(FM_ERR_NUMERIC, "fmtrain-bench: non-finite loss at step %d", i);
-            goto done;
-        }
-        printf("%s %d: %.3f s (forward %.3f, backward %.3f, norm+AdamW %.3f) loss %.4f\n",
-               i < 0 ? "warm-up" : "step", i < 0 ? i + (int)ar->warmup : i, t3 - t0, t1 - t0,
-               t2 - t1, t3 - t2, (double)loss);
-        fflush(stdout);
-        if (i >= 0) {
-            t_step[i] = t3 - t0;
-            t_fwd[i] = t1 - t0;
-            t_bwd[i] = t2 - t1;
-            t_opt[i] = t3 - t2;
-        }
+    for (int i = -(int)ar->warmup; i < S; i++) /* the families alternate step by step */
+        for (int a = 0; a < NA; a++) FM_TRY_GOTO(st, done, run_step(ar, &runs[a], tok, tgt, i));
+    for (int a = 0; a < NA; a++) {
+        bench_run *r = &runs[a];
+        double fastest = r->t_step[0];
+        for (int i = 1; i < S; i++) fastest = r->t_step[i] < fastest ? r->t_step[i] : fastest;
+        step_s[a] = median(r->t_step, S);
+        printf("%s median of %d steps: %.4f s/step (forward %.4f, backward %.4f, norm+AdamW %.4f); "
+               "fastest step %.4f s\n", fm_model_arch(r->m), S, step_s[a], median(r->t_fwd, S),
+               median(r->t_bwd, S), median(r->t_opt, S), fastest);
     }
-    double fastest = t_step[0];
-    for (int i = 1; i < S; i++) fastest = t_step[i] < fastest ? t_step[i] : fastest;
-    const double step_s = median(t_step, S);
-    printf("median of %d steps: %.4f s/step (forward %.4f, backward %.4f, norm+AdamW %.4f); fastest "
-           "step %.4f s\n", S, step_s, median(t_fwd, S), median(t_bwd, S), median(t_opt, S), fastest);
 
-    /* the model's buffers go before the peak measurement, so both see the same free memory */
-    fm_optimizer_free(&opt);
-    fm_model_free(&m);
+    /* the models' buffers go before the peak measurement, so both see the same free memory */
+    for (int a = 0; a < NA; a++) {
+        fm_optimizer_free(&runs[a].opt);
+        fm_model_free(&runs[a].m);
+    }
     FM_TRY_GOTO(st, done, gemm_peak(be, (int)ar->peak, P, ar->cpu_clock, &pk_be[1], &pk_blas[1]));
     printf("sgemm peak after the steps, n=%lld, %d thread(s): backend tiling %.1f GFLOP/s, BLAS threads "
            "%.1f GFLOP/s (best of 5)\n", ar->peak, P, pk_be[1], pk_blas[1]);
@@ -336,21 +422,28 @@ static fm_status bench(const bench_args *ar)
         if (pk_blas[i] > peak) peak = pk_blas[i];
     }
     print_load(stdout, "end");
-    const double tps = (double)B * T / step_s;
-    const double gflops = tps * flops_per_token / 1e9;
-    if (ar->peak_tflops > 0)
-        printf("mfu=%.4f stated_peak_tflops=%g\n", gflops / (1000.0 * ar->peak_tflops), ar->peak_tflops);
-    printf("tokens_per_s=%.1f model_gflops=%.2f gemm_peak_gflops=%.2f fraction_of_peak=%.3f\n", tps,
-           gflops, peak, gflops / peak);
+    double frac[BENCH_MAX_ARCH];
+    for (int a = 0; a < NA; a++) {
+        const double tps = (double)B * T / step_s[a];
+        const double gflops = tps * runs[a].flops_per_token / 1e9;
+        frac[a] = gflops / peak;
+        if (ar->peak_tflops > 0)
+            printf("%s%s%smfu=%.4f stated_peak_tflops=%g\n", NA > 1 ? "arch=" : "",
+                   NA > 1 ? runs[a].shape.arch : "", NA > 1 ? " " : "",
+                   gflops / (1000.0 * ar->peak_tflops), ar->peak_tflops);
+        printf("%s%s%stokens_per_s=%.1f model_gflops=%.2f gemm_peak_gflops=%.2f fraction_of_peak=%.3f\n",
+               NA > 1 ? "arch=" : "", NA > 1 ? runs[a].shape.arch : "", NA > 1 ? " " : "", tps,
+               gflops, peak, frac[a]);
+    }
+    if (NA > 1) {
+        printf("fraction_of_peak");
+        for (int a = 0; a < NA; a++) printf(" %s=%.3f", runs[a].shape.arch, frac[a]);
+        printf(" ratio=%.3f\n", frac[NA - 1] / frac[0]);
+    }
 done:
     free(tok);
     free(tgt);
-    free(t_step);
-    free(t_fwd);
-    free(t_bwd);
-    free(t_opt);
-    fm_optimizer_free(&opt);
-    fm_model_free(&m);
+    for (int a = 0; a < NA; a++) run_free(&runs[a]);
     fm_backend_free(&be);
     return st;
 }

@@ -1,8 +1,12 @@
-/* attention.c — causal multi-head self-attention, forward and backward (CPU), flash-style, and the
- * KV-cache decode used for inference (attention_decode, at the end).
+/* attention.c — causal self-attention, multi-head or grouped-query (NKV key/value heads shared by
+ * groups of NH/NKV query heads), forward and backward (CPU), flash-style, and the KV-cache decode used
+ * for inference (attention_decode, at the end). qkv rows are [q (NH heads) | k (NKV) | v (NKV)] of
+ * width W = (NH + 2*NKV)*hs; query head h reads key/value head h / (NH/NKV).
  *
- * Work item: one (batch b, head h) pair, owned by one thread (so dq/dk/dv of a head are written by one
- * thread in a fixed order: deterministic for any thread count). Within a head the query rows are
+ * Work item: forward, one (batch b, query head h) pair; backward, one (batch b, key/value head g)
+ * pair, whose query heads are processed in order (so dk/dv of a key/value head, which sum over its
+ * query heads, and dq of each head are written by one thread in a fixed order: deterministic for any
+ * thread count). Within a head the query rows are
  * processed in blocks of BQ = FM_CPU_ATT_BQ rows against key blocks of BK = FM_CPU_ATT_BK columns up
  * to the diagonal; block products are single-threaded cblas_sgemm calls on the strided q/k/v columns
  * of qkv, the softmax is an online (running max / running sum) softmax in the thread's scratch.
@@ -32,12 +36,12 @@ static int att_team(int threads, double work, int items)
     return nt < 1 ? 1 : nt;
 }
 
-/* out (B,T,C), lse (B,NH,T); qkv (B,T,3C) */
+/* out (B,T,C), lse (B,NH,T); qkv (B,T,W) */
 void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const float *qkv, int B,
-                              int T, int C, int NH)
+                              int T, int C, int NH, int NKV)
 {
     const fm_cpu_ctx *cx = fm_cpu_cx(be);
-    const int hs = C / NH, C3 = 3 * C;
+    const int hs = C / NH, W = (NH + 2 * NKV) * hs, grp = NH / NKV; /* W: the row width of qkv */
     const float scale = 1.0f / sqrtf((float)hs);
     const int nt = att_team(be->threads, (double)B * (double)T * (double)T * (double)C, B * NH);
 #pragma omp parallel num_threads(nt)
@@ -47,8 +51,9 @@ void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const floa
 #pragma omp for schedule(static)
         for (int bh = 0; bh < B * NH; bh++) {
             const int b = bh / NH, h = bh % NH;
-            const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs;
-            const float *k = q + C, *v = q + 2 * C;
+            const float *q = qkv + (size_t)b * T * W + (size_t)h * hs;
+            const float *k = qkv + (size_t)b * T * W + (size_t)C + (size_t)(h / grp) * hs;
+            const float *v = k + (size_t)NKV * hs;
             float *o = out + (size_t)b * T * C + (size_t)h * hs;
             float *lse_bh = lse + (size_t)bh * T;
             for (int i0 = 0; i0 < T; i0 += BQ) {
@@ -62,7 +67,7 @@ void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const floa
                 for (int j0 = 0; j0 < i1; j0 += BK) {
                     const int j1 = j0 + BK < i1 ? j0 + BK : i1, nk = j1 - j0;
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nk, hs, scale,
-                                q + (size_t)i0 * C3, C3, k + (size_t)j0 * C3, C3, 0.0f, S, BK);
+                                q + (size_t)i0 * W, W, k + (size_t)j0 * W, W, 0.0f, S, BK);
                     for (int r = 0; r < nr; r++) {
                         float *s = S + (size_t)r * BK;
                         int cnt = i0 + r + 1 - j0; /* keys j <= i */
@@ -93,7 +98,7 @@ void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const floa
                         }
                     }
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, hs, nk, 1.0f, S, BK,
-                                v + (size_t)j0 * C3, C3, 1.0f, o + (size_t)i0 * C, C);
+                                v + (size_t)j0 * W, W, 1.0f, o + (size_t)i0 * C, C);
                 }
                 for (int r = 0; r < nr; r++) {
                     float *orow = o + (size_t)(i0 + r) * C;
@@ -107,74 +112,83 @@ void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const floa
     }
 }
 
-/* dqkv (B,T,3C) overwritten; dout (B,T,C), qkv (B,T,3C), out (B,T,C), lse (B,NH,T) */
+/* dqkv (B,T,W) overwritten; dout (B,T,C), qkv (B,T,W), out (B,T,C), lse (B,NH,T) */
 void fm_cpu_attention_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
-                               const float *out, const float *lse, int B, int T, int C, int NH)
+                               const float *out, const float *lse, int B, int T, int C, int NH,
+                               int NKV)
 {
     const fm_cpu_ctx *cx = fm_cpu_cx(be);
-    const int hs = C / NH, C3 = 3 * C;
+    const int hs = C / NH, W = (NH + 2 * NKV) * hs, grp = NH / NKV; /* W: the row width of qkv */
     const float scale = 1.0f / sqrtf((float)hs);
-    const int nt = att_team(be->threads, (double)B * (double)T * (double)T * (double)C, B * NH);
+    const int nt = att_team(be->threads, (double)B * (double)T * (double)T * (double)C, B * NKV);
 #pragma omp parallel num_threads(nt)
     {
         float *P = cx->scratch + (size_t)omp_get_thread_num() * cx->scratch_floats;
         float *dP = P + BQ * BK, *Drow = dP + BQ * BK;
 #pragma omp for schedule(static)
-        for (int bh = 0; bh < B * NH; bh++) {
-            const int b = bh / NH, h = bh % NH;
-            const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs;
-            const float *k = q + C, *v = q + 2 * C;
-            float *dq = dqkv + (size_t)b * T * C3 + (size_t)h * hs;
-            float *dk = dq + C, *dv = dq + 2 * C;
-            const float *o = out + (size_t)b * T * C + (size_t)h * hs;
-            const float *dO = dout + (size_t)b * T * C + (size_t)h * hs;
-            const float *lse_bh = lse + (size_t)bh * T;
+        for (int bg = 0; bg < B * NKV; bg++) {
+            const int b = bg / NKV, g = bg % NKV;
+            const float *k = qkv + (size_t)b * T * W + (size_t)C + (size_t)g * hs;
+            const float *v = k + (size_t)NKV * hs;
+            float *dk = dqkv + (size_t)b * T * W + (size_t)C + (size_t)g * hs;
+            float *dv = dk + (size_t)NKV * hs;
             for (int t = 0; t < T; t++) {
-                float *rq = dq + (size_t)t * C3, *rk = dk + (size_t)t * C3, *rv = dv + (size_t)t * C3;
-                for (int d = 0; d < hs; d++) rq[d] = rk[d] = rv[d] = 0.0f;
+                float *rk = dk + (size_t)t * W, *rv = dv + (size_t)t * W;
+                for (int d = 0; d < hs; d++) rk[d] = rv[d] = 0.0f;
             }
-            for (int i0 = 0; i0 < T; i0 += BQ) {
-                const int i1 = i0 + BQ < T ? i0 + BQ : T, nr = i1 - i0;
-                for (int r = 0; r < nr; r++) { /* D_i = dO_i . O_i */
-                    const float *a = dO + (size_t)(i0 + r) * C, *c = o + (size_t)(i0 + r) * C;
-                    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                    for (int d = 0; d < hs; d++) s += a[d] * c[d];
-                    Drow[r] = s;
+            for (int h = g * grp; h < (g + 1) * grp; h++) { /* the group's query heads, in order */
+                const float *q = qkv + (size_t)b * T * W + (size_t)h * hs;
+                float *dq = dqkv + (size_t)b * T * W + (size_t)h * hs;
+                const float *o = out + (size_t)b * T * C + (size_t)h * hs;
+                const float *dO = dout + (size_t)b * T * C + (size_t)h * hs;
+                const float *lse_bh = lse + ((size_t)b * NH + (size_t)h) * T;
+                for (int t = 0; t < T; t++) {
+                    float *rq = dq + (size_t)t * W;
+                    for (int d = 0; d < hs; d++) rq[d] = 0.0f;
                 }
-                for (int j0 = 0; j0 < i1; j0 += BK) {
-                    const int j1 = j0 + BK < i1 ? j0 + BK : i1, nk = j1 - j0;
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nk, hs, scale,
-                                q + (size_t)i0 * C3, C3, k + (size_t)j0 * C3, C3, 0.0f, P, BK);
-                    for (int r = 0; r < nr; r++) {
-                        float *s = P + (size_t)r * BK;
-                        int cnt = i0 + r + 1 - j0;
-                        if (cnt > nk) cnt = nk;
-                        if (cnt < 0) cnt = 0;
-                        const float l = lse_bh[i0 + r];
-#pragma omp simd
-                        for (int c = 0; c < cnt; c++) s[c] = fm_cpu_expf(s[c] - l);
-                        for (int c = cnt; c < nk; c++) s[c] = 0.0f;
+                for (int i0 = 0; i0 < T; i0 += BQ) {
+                    const int i1 = i0 + BQ < T ? i0 + BQ : T, nr = i1 - i0;
+                    for (int r = 0; r < nr; r++) { /* D_i = dO_i . O_i */
+                        const float *a = dO + (size_t)(i0 + r) * C, *c = o + (size_t)(i0 + r) * C;
+                        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+                        for (int d = 0; d < hs; d++) s += a[d] * c[d];
+                        Drow[r] = s;
                     }
-                    /* dV_j += P^T dO_i */
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hs, nr, 1.0f, P, BK,
-                                dO + (size_t)i0 * C, C, 1.0f, dv + (size_t)j0 * C3, C3);
-                    /* dP = dO_i V_j^T */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nk, hs, 1.0f,
-                                dO + (size_t)i0 * C, C, v + (size_t)j0 * C3, C3, 0.0f, dP, BK);
-                    /* dS = P (dP - D) * scale (the scale of the scores folded in) */
-                    for (int r = 0; r < nr; r++) {
-                        const float *p = P + (size_t)r * BK;
-                        float *g = dP + (size_t)r * BK;
-                        const float Dr = Drow[r];
+                    for (int j0 = 0; j0 < i1; j0 += BK) {
+                        const int j1 = j0 + BK < i1 ? j0 + BK : i1, nk = j1 - j0;
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nk, hs, scale,
+                                    q + (size_t)i0 * W, W, k + (size_t)j0 * W, W, 0.0f, P, BK);
+                        for (int r = 0; r < nr; r++) {
+                            float *s = P + (size_t)r * BK;
+                            int cnt = i0 + r + 1 - j0;
+                            if (cnt > nk) cnt = nk;
+                            if (cnt < 0) cnt = 0;
+                            const float l = lse_bh[i0 + r];
 #pragma omp simd
-                        for (int c = 0; c < nk; c++) g[c] = p[c] * (g[c] - Dr) * scale;
+                            for (int c = 0; c < cnt; c++) s[c] = fm_cpu_expf(s[c] - l);
+                            for (int c = cnt; c < nk; c++) s[c] = 0.0f;
+                        }
+                        /* dV_j += P^T dO_i */
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hs, nr, 1.0f, P, BK,
+                                    dO + (size_t)i0 * C, C, 1.0f, dv + (size_t)j0 * W, W);
+                        /* dP = dO_i V_j^T */
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nk, hs, 1.0f,
+                                    dO + (size_t)i0 * C, C, v + (size_t)j0 * W, W, 0.0f, dP, BK);
+                        /* dS = P (dP - D) * scale (the scale of the scores folded in) */
+                        for (int r = 0; r < nr; r++) {
+                            const float *p = P + (size_t)r * BK;
+                            float *gr = dP + (size_t)r * BK;
+                            const float Dr = Drow[r];
+#pragma omp simd
+                            for (int c = 0; c < nk; c++) gr[c] = p[c] * (gr[c] - Dr) * scale;
+                        }
+                        /* dQ_i += dS K_j ; dK_j += dS^T Q_i */
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, hs, nk, 1.0f, dP,
+                                    BK, k + (size_t)j0 * W, W, 1.0f, dq + (size_t)i0 * W, W);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hs, nr, 1.0f, dP,
+                                    BK, q + (size_t)i0 * W, W, 1.0f, dk + (size_t)j0 * W, W);
                     }
-                    /* dQ_i += dS K_j ; dK_j += dS^T Q_i */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, hs, nk, 1.0f, dP, BK,
-                                k + (size_t)j0 * C3, C3, 1.0f, dq + (size_t)i0 * C3, C3);
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hs, nr, 1.0f, dP, BK,
-                                q + (size_t)i0 * C3, C3, 1.0f, dk + (size_t)j0 * C3, C3);
                 }
             }
         }
@@ -182,17 +196,18 @@ void fm_cpu_attention_backward(fm_backend *be, float *dqkv, const float *dout, c
 }
 
 /* Inference with a key/value cache (kernels.h, attention_decode).
- * out (B,Tq,C); kcache, vcache (B,maxT,C): rows pos0..pos0+Tq-1 are written first (the new k, v),
- * rows 0..pos0-1 hold earlier positions; qkv (B,Tq,3C) the new positions' [q | k | v].
+ * out (B,Tq,C); kcache, vcache (B,maxT,KW), KW = NKV*hs: rows pos0..pos0+Tq-1 are written first (the
+ * new k, v), rows 0..pos0-1 hold earlier positions; qkv (B,Tq,W) the new positions' [q | k | v].
  * Work item: one (b, h, i) query row, i in 0..Tq-1 at absolute position pos0+i; one thread computes
  * it entirely (online softmax over the same key blocks of BK columns as attention_forward, keys in
  * index order), so the result does not depend on the thread count. Scratch: BK floats per thread. */
 void fm_cpu_attention_decode(fm_backend *be, float *out, float *kcache, float *vcache,
-                             const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH)
+                             const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH,
+                             int NKV)
 {
     const fm_cpu_ctx *cx = fm_cpu_cx(be);
     if (B <= 0 || Tq <= 0) return;
-    const int hs = C / NH, C3 = 3 * C;
+    const int hs = C / NH, W = (NH + 2 * NKV) * hs, KW = NKV * hs, grp = NH / NKV;
     const float scale = 1.0f / sqrtf((float)hs);
     const int nitems = B * NH * Tq;
     const int nt =
@@ -203,21 +218,21 @@ void fm_cpu_attention_decode(fm_backend *be, float *out, float *kcache, float *v
 #pragma omp for schedule(static)
         for (int bi = 0; bi < B * Tq; bi++) { /* the new k and v into the caches */
             const int b = bi / Tq, i = bi % Tq;
-            const float *src = qkv + (size_t)bi * C3;
+            const float *src = qkv + (size_t)bi * W;
             const size_t row = (size_t)b * maxT + (size_t)(pos0 + i);
-            float *kd = kcache + row * C, *vd = vcache + row * C;
-            for (int c = 0; c < C; c++) {
+            float *kd = kcache + row * KW, *vd = vcache + row * KW;
+            for (int c = 0; c < KW; c++) {
                 kd[c] = src[C + c];
-                vd[c] = src[2 * C + c];
+                vd[c] = src[C + KW + c];
             }
         } /* implicit barrier: every cache row is written before any query reads it */
 #pragma omp for schedule(static)
         for (int it = 0; it < nitems; it++) {
             const int i = it % Tq, bh = it / Tq, b = bh / NH, h = bh % NH;
             const int last = pos0 + i; /* keys 0..last */
-            const float *q = qkv + ((size_t)b * Tq + i) * C3 + (size_t)h * hs;
-            const float *kb = kcache + (size_t)b * maxT * C + (size_t)h * hs;
-            const float *vb = vcache + (size_t)b * maxT * C + (size_t)h * hs;
+            const float *q = qkv + ((size_t)b * Tq + i) * W + (size_t)h * hs;
+            const float *kb = kcache + (size_t)b * maxT * KW + (size_t)(h / grp) * hs;
+            const float *vb = vcache + (size_t)b * maxT * KW + (size_t)(h / grp) * hs;
             float *o = out + ((size_t)b * Tq + i) * C + (size_t)h * hs;
             for (int d = 0; d < hs; d++) o[d] = 0.0f;
             float m = -INFINITY, l = 0.0f;
@@ -225,7 +240,7 @@ void fm_cpu_attention_decode(fm_backend *be, float *out, float *kcache, float *v
                 const int cnt = last + 1 - j0 < BK ? last + 1 - j0 : BK;
                 float mx = -INFINITY;
                 for (int c = 0; c < cnt; c++) {
-                    const float *kr = kb + (size_t)(j0 + c) * C;
+                    const float *kr = kb + (size_t)(j0 + c) * KW;
                     float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
                     for (int d = 0; d < hs; d++) dot += q[d] * kr[d];
@@ -249,7 +264,7 @@ void fm_cpu_attention_decode(fm_backend *be, float *out, float *kcache, float *v
                 }
                 for (int c = 0; c < cnt; c++) {
                     const float p = s[c];
-                    const float *vr = vb + (size_t)(j0 + c) * C;
+                    const float *vr = vb + (size_t)(j0 + c) * KW;
 #pragma omp simd
                     for (int d = 0; d < hs; d++) o[d] += p * vr[d];
                 }

@@ -3,9 +3,11 @@
  * its context from be->impl, so the operation table of cpu_backend.c points straight at them
  * (.matmul_forward = fm_cpu_matmul_forward); tests and micro-benchmarks may call them by name.
  *
- * Legend as in kernels.h: B batch, T sequence, C channels, NH heads (hs = C/NH), V vocabulary,
- * Vp padded vocabulary, N = B*T rows, OC output channels. All tensors are fp32, row-major, contiguous
- * unless a stride is named.
+ * Legend as in kernels.h: B batch, T sequence, C channels, NH (query) heads (hs = C/NH), NKV key/value
+ * heads, W = (NH + 2 NKV) hs the fused qkv row, V vocabulary, Vp padded vocabulary, N = B*T rows, OC
+ * output channels, F SwiGLU hidden size. All tensors are fp32, row-major, contiguous unless a stride
+ * is named. (A bf16 activation path will dispatch inside each kernel on be->ops->act_bytes: the
+ * signatures, which take activations as handles, do not change.)
  *
  * Threading (docs/performance.md, "Threads and BLAS"): every kernel runs on ONE OpenMP pool of
  * be->threads threads. Matrix products are split into tiles by the kernels themselves and each tile is
@@ -18,7 +20,7 @@
  * matmul statement and tests/kernels/test_cpu.c for the test of it.
  *
  * What this is not: no allocation happens inside a kernel; the only memory a kernel uses beyond its
- * arguments is the context's per-thread scratch (attention blocks, fixed size: threads *
+ * arguments is the context's per-thread scratch (attention blocks, RoPE's angles; fixed size: threads *
  * (2*BQ*BK + 4*BQ) floats = 66 KiB per thread).
  */
 #ifndef FM_CPU_KERNELS_H
@@ -50,6 +52,12 @@ void fm_cpu_encoder_forward(fm_backend *be, float *out, const int32_t *tokens, c
  * Parallel over channel slices: each dwte/dwpe element sums in (b,t) order. */
 void fm_cpu_encoder_backward(fm_backend *be, float *dwte, float *dwpe, const float *dout,
                              const int32_t *tokens, int B, int T, int C);
+/* out (B,T,C) = wte[tokens[b,t]] (no positions); tokens (B,T) in [0,Vp); wte (Vp,C) */
+void fm_cpu_embedding_forward(fm_backend *be, float *out, const int32_t *tokens, const float *wte,
+                              int B, int T, int C);
+/* dwte (Vp,C) += scatter of dout (B,T,C) by token; channel slices, rows in (b,t) order */
+void fm_cpu_embedding_backward(fm_backend *be, float *dwte, const float *dout,
+                               const int32_t *tokens, int B, int T, int C);
 
 /* ---- layernorm.c ---------------------------------------------------------------------------- */
 /* out (N,C), mean (N), rstd (N); inp (N,C), weight (C), bias (C); eps 1e-5, biased variance */
@@ -61,6 +69,15 @@ void fm_cpu_layernorm_forward(fm_backend *be, float *out, float *mean, float *rs
 void fm_cpu_layernorm_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
                                const float *dout, const float *inp, const float *weight,
                                const float *mean, const float *rstd, int N, int C);
+
+/* ---- rmsnorm.c ------------------------------------------------------------------------------ */
+/* out (N,C) = inp * rstd * weight, rstd (N) = 1/sqrt(mean(inp^2) + eps); inp (N,C), weight (C) */
+void fm_cpu_rmsnorm_forward(fm_backend *be, float *out, float *rstd, const float *inp,
+                            const float *weight, int N, int C, float eps);
+/* dinp (N,C) ACCUMULATES; dweight (C) accumulates; dout (N,C), inp (N,C), weight (C), rstd (N) */
+void fm_cpu_rmsnorm_backward(fm_backend *be, float *dinp, float *dweight, const float *dout,
+                             const float *inp, const float *weight, const float *rstd, int N,
+                             int C);
 
 /* ---- residual.c ----------------------------------------------------------------------------- */
 /* out (n) = a (n) + b (n); out may alias a or b */
@@ -83,22 +100,43 @@ void fm_cpu_gelu_forward(fm_backend *be, float *out, const float *inp, size_t n)
 void fm_cpu_gelu_backward(fm_backend *be, float *dinp, const float *inp, const float *dout,
                           size_t n);
 
+/* ---- swiglu.c ------------------------------------------------------------------------------- */
+/* out (N,F) = silu(gate) * up; inp (N,2F) = [gate | up] */
+void fm_cpu_swiglu_forward(fm_backend *be, float *out, const float *inp, int N, int F);
+/* dinp (N,2F) = [dgate | dup] OVERWRITTEN; inp (N,2F), dout (N,F); dinp may alias inp */
+void fm_cpu_swiglu_backward(fm_backend *be, float *dinp, const float *inp, const float *dout, int N,
+                            int F);
+
+/* ---- rope.c --------------------------------------------------------------------------------- */
+/* IN PLACE on the NH q heads and NKV k heads of qkv (B,T,W): pairs (j, j+hs/2) rotated by
+ * (pos0+t) / theta^(2j/hs) (kernels.h states the fp32 rounding). hs even. */
+void fm_cpu_rope_forward(fm_backend *be, float *qkv, int B, int T, int C, int NH, int NKV, int pos0,
+                         float theta);
+/* IN PLACE on dqkv (B,T,W): the q and k parts rotated back by the same angles */
+void fm_cpu_rope_backward(fm_backend *be, float *dqkv, int B, int T, int C, int NH, int NKV,
+                          int pos0, float theta);
+
 /* ---- attention.c ---------------------------------------------------------------------------- */
-/* Causal self-attention, scale 1/sqrt(hs). qkv (B,T,3C) = [q | k | v], head h uses columns
- * h*hs..(h+1)*hs-1 of each; out (B,T,C); lse (B,NH,T) log-sum-exp of each row of scaled scores.
- * Flash-style: blocks of BQ query rows x BK keys with an online softmax; no (T,T) tensor exists. */
+/* Causal self-attention, scale 1/sqrt(hs), multi-head (NKV = NH) or grouped-query (NKV divides NH).
+ * qkv (B,T,W) = [q (NH heads) | k (NKV heads) | v (NKV heads)], query head h uses key/value head
+ * h/(NH/NKV); out (B,T,C); lse (B,NH,T) log-sum-exp of each row of scaled scores.
+ * Flash-style: blocks of BQ query rows x BK keys with an online softmax; no (T,T) tensor exists.
+ * Parallel over (b, h). */
 void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const float *qkv, int B,
-                              int T, int C, int NH);
-/* dqkv (B,T,3C) OVERWRITTEN; dout (B,T,C); qkv (B,T,3C); out (B,T,C), lse (B,NH,T) from forward.
- * Recomputes each score block from qkv and lse. */
+                              int T, int C, int NH, int NKV);
+/* dqkv (B,T,W) OVERWRITTEN; dout (B,T,C); qkv (B,T,W); out (B,T,C), lse (B,NH,T) from forward.
+ * Recomputes each score block from qkv and lse. Parallel over (b, key/value head): the group's query
+ * heads in order, so dk and dv sum over them in a fixed order. */
 void fm_cpu_attention_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
-                               const float *out, const float *lse, int B, int T, int C, int NH);
-/* KV-cache inference: Tq new positions pos0..pos0+Tq-1. qkv (B,Tq,3C); kcache, vcache (B,maxT,C):
- * rows pos0..pos0+Tq-1 are first overwritten with the new k, v; out (B,Tq,C) = causal attention of
- * each new query over cache rows 0..pos0+i (as attention_forward for those rows). Parallel over
- * (b, h, i); one thread per query row, online softmax over BK-key blocks in key order. */
+                               const float *out, const float *lse, int B, int T, int C, int NH,
+                               int NKV);
+/* KV-cache inference: Tq new positions pos0..pos0+Tq-1. qkv (B,Tq,W); kcache, vcache
+ * (B,maxT,NKV*hs): rows pos0..pos0+Tq-1 are first overwritten with the new k, v; out (B,Tq,C) =
+ * causal attention of each new query over cache rows 0..pos0+i (as attention_forward for those rows).
+ * Parallel over (b, h, i); one thread per query row, online softmax over BK-key blocks in key order. */
 void fm_cpu_attention_decode(fm_backend *be, float *out, float *kcache, float *vcache,
-                             const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH);
+                             const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH,
+                             int NKV);
 
 /* ---- softmax_xent.c ------------------------------------------------------------------------- */
 /* losses (N) = lse - logits[n,target]; lse (N) = log sum_{c<V} exp(logits[n,c]); logits (N,Vp),

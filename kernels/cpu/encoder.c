@@ -1,4 +1,5 @@
-/* encoder.c — token + position embedding, forward and backward (CPU). */
+/* encoder.c — token embeddings, forward and backward (CPU): token + position (GPT-2: encoder_*) and
+ * token only (Llama: embedding_*). */
 #include <omp.h>
 
 #include "cpu_internal.h"
@@ -45,6 +46,43 @@ void fm_cpu_encoder_backward(fm_backend *be, float *dwte, float *dwpe, const flo
                     pe[c] += d[c];
                 }
             }
+        }
+    }
+}
+
+/* out (B,T,C) = wte (Vp,C)[tokens (B,T)]: the embedding without positions. Parallel over rows. */
+void fm_cpu_embedding_forward(fm_backend *be, float *out, const int32_t *tokens, const float *wte,
+                              int B, int T, int C)
+{
+    const long rows = (long)B * T;
+    int nt = fm_cpu_team(be->threads, (size_t)rows * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (long r = 0; r < rows; r++) {
+        const float *we = wte + (size_t)tokens[r] * (size_t)C;
+        float *o = out + (size_t)r * (size_t)C;
+#pragma omp simd
+        for (int c = 0; c < C; c++) o[c] = we[c];
+    }
+}
+
+/* dwte (Vp,C) += dout (B,T,C) rows scattered by token. Channel slices per thread, rows in order (as
+ * encoder_backward): deterministic for any thread count. */
+void fm_cpu_embedding_backward(fm_backend *be, float *dwte, const float *dout,
+                               const int32_t *tokens, int B, int T, int C)
+{
+    const long rows = (long)B * T;
+    int nt = fm_cpu_team(be->threads, (size_t)rows * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
+    if (C < 16 * nt) nt = 1;
+#pragma omp parallel num_threads(nt)
+    {
+        size_t lo, hi;
+        fm_cpu_split((size_t)C, omp_get_num_threads(), omp_get_thread_num(), 16, &lo, &hi);
+        const int c0 = (int)lo, c1 = (int)hi;
+        for (long r = 0; r < rows; r++) {
+            const float *d = dout + (size_t)r * (size_t)C;
+            float *we = dwte + (size_t)tokens[r] * (size_t)C;
+#pragma omp simd
+            for (int c = c0; c < c1; c++) we[c] += d[c];
         }
     }
 }

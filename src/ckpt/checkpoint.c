@@ -207,6 +207,10 @@ static fm_status check_config(fm_checkpoint_ctx *c, fm_trainer *t, const char *p
         {"[model] d_model", saved->model_d_model, cur->model_d_model},
         {"[model] seq_len", saved->model_seq_len, cur->model_seq_len},
         {"[model] vocab_size", (long long)saved->model_vocab_size, (long long)cur->model_vocab_size},
+        {"[model] n_kv_head", saved->model_n_kv_head, cur->model_n_kv_head},
+        {"[model] ffn_dim", saved->model_ffn_dim, cur->model_ffn_dim},
+        {"[model] tie_embeddings", (long long)saved->model_tie_embeddings,
+         (long long)cur->model_tie_embeddings},
     };
     for (size_t i = 0; i < sizeof shape / sizeof *shape; i++)
         if (shape[i].was != shape[i].now)
@@ -554,6 +558,12 @@ static fm_status write_model_attrs(fm_checkpoint_file *f, fm_model *model)
     FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "d_model", shape->d_model));
     FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "max_seq_len", shape->max_seq_len));
     FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "vocab_size", shape->vocab_size));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_kv_head", shape->n_kv_head));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "ffn_dim", shape->ffn_dim));
+    FM_TRY(fm_checkpoint_file_attr_f64(f, "/model", "rope_theta", shape->rope_theta));
+    FM_TRY(fm_checkpoint_file_attr_f64(f, "/model", "norm_eps", shape->norm_eps));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "tie_embeddings",
+                                       shape->tie_embeddings == FM_TIE_YES));
     FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "padded_vocab", fm_model_get_padded_vocab(model)));
     FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_params", (int64_t)mem.n_params));
     FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_params_stored", (int64_t)mem.n_params_padded));
@@ -730,6 +740,26 @@ fm_status fm_checkpoint_save(fm_checkpoint_ctx *c, fm_trainer *t, fm_trainer_sav
 
 /* ---- load ------------------------------------------------------------------------------------ */
 
+/* The family attributes of /model into s (n_kv_head, ffn_dim, rope_theta, norm_eps,
+ * tie_embeddings); a checkpoint written before they existed (GPT-2) lacks them: 0, the defaults. */
+static void read_family_attrs(fm_checkpoint_file *f, fm_model_shape *s)
+{
+    int64_t v = 0;
+    double d = 0.0;
+    fm_status st = NULL;
+    if (!(st = fm_checkpoint_file_get_attr_i64(f, "/model", "n_kv_head", &v))) s->n_kv_head = (int)v;
+    fm_status_free(&st);
+    if (!(st = fm_checkpoint_file_get_attr_i64(f, "/model", "ffn_dim", &v))) s->ffn_dim = (int)v;
+    fm_status_free(&st);
+    if (!(st = fm_checkpoint_file_get_attr_i64(f, "/model", "tie_embeddings", &v)))
+        s->tie_embeddings = v ? FM_TIE_YES : FM_TIE_NO;
+    fm_status_free(&st);
+    if (!(st = fm_checkpoint_file_get_attr_f64(f, "/model", "rope_theta", &d))) s->rope_theta = d;
+    fm_status_free(&st);
+    if (!(st = fm_checkpoint_file_get_attr_f64(f, "/model", "norm_eps", &d))) s->norm_eps = d;
+    fm_status_free(&st);
+}
+
 static fm_status check_model_attrs(fm_checkpoint_file *f, const char *path, const fm_model *model)
 {
     const fm_model_shape *s = fm_model_get_shape(model);
@@ -759,6 +789,24 @@ static fm_status check_model_attrs(fm_checkpoint_file *f, const char *path, cons
                           "%s must match to resume or start from it",
                           path, k[i].attr, (long long)v, k[i].now, k[i].key);
     }
+    fm_model_shape saved = *s; /* the family's attributes, resolved as the model's were */
+    saved.n_kv_head = saved.ffn_dim = saved.tie_embeddings = 0;
+    saved.rope_theta = saved.norm_eps = 0.0;
+    read_family_attrs(f, &saved);
+    fm_status bad = fm_model_shape_resolve(&saved, &saved);
+    if (bad)
+        return fm_status_prefix(bad, "checkpoint %s holds an invalid model shape: ", path);
+    if (saved.n_kv_head != s->n_kv_head || saved.ffn_dim != s->ffn_dim ||
+        saved.tie_embeddings != s->tie_embeddings || saved.rope_theta != s->rope_theta ||
+        saved.norm_eps != s->norm_eps)
+        return FM_ERR(FM_ERR_CONFIG,
+                      "checkpoint %s holds a model with n_kv_head %d, ffn_dim %d, rope_theta %g, "
+                      "norm_eps %g, %s head; the configured model has %d, %d, %g, %g, %s: [model] "
+                      "n_kv_head, ffn_dim, rope_theta, norm_eps and tie_embeddings must match to "
+                      "resume", path, saved.n_kv_head, saved.ffn_dim, saved.rope_theta,
+                      saved.norm_eps, saved.tie_embeddings == FM_TIE_YES ? "a tied" : "an untied",
+                      s->n_kv_head, s->ffn_dim, s->rope_theta, s->norm_eps,
+                      s->tie_embeddings == FM_TIE_YES ? "tied" : "untied");
     return NULL;
 }
 
@@ -979,11 +1027,26 @@ fm_status fm_checkpoint_inspect(const char *path, FILE *out)
     print_str_attr(out, f, "reason", "/", "reason");
     fprintf(out, "step            %lld\n", attr_i64_or(f, "/", "step", -1));
     fprintf(out, "tokens seen     %lld\n", attr_i64_or(f, "/", "tokens_seen", -1));
-    fprintf(out, "model           gpt2: %lld layers, %lld heads, d_model %lld, seq_len %lld, vocab %lld "
-                 "(padded %lld)\n",
+    char *arch = NULL;
+    fm_status ast = fm_checkpoint_file_get_attr_str(f, "/model", "arch", &arch);
+    fm_status_free(&ast);
+    fprintf(out, "model           %s: %lld layers, %lld heads, d_model %lld, seq_len %lld, vocab %lld "
+                 "(padded %lld)\n", arch ? arch : "?",
             attr_i64_or(f, "/model", "n_layer", -1), attr_i64_or(f, "/model", "n_head", -1),
             attr_i64_or(f, "/model", "d_model", -1), attr_i64_or(f, "/model", "max_seq_len", -1),
             attr_i64_or(f, "/model", "vocab_size", -1), attr_i64_or(f, "/model", "padded_vocab", -1));
+    free(arch);
+    if (attr_i64_or(f, "/model", "n_kv_head", -1) >= 0) { /* written since Llama was added */
+        double th = 0.0, eps = 0.0;
+        fm_status dst = fm_checkpoint_file_get_attr_f64(f, "/model", "rope_theta", &th);
+        fm_status_free(&dst);
+        dst = fm_checkpoint_file_get_attr_f64(f, "/model", "norm_eps", &eps);
+        fm_status_free(&dst);
+        fprintf(out, "                %lld key/value heads, ffn_dim %lld, rope_theta %g, norm_eps %g, "
+                     "%s head\n", attr_i64_or(f, "/model", "n_kv_head", -1),
+                attr_i64_or(f, "/model", "ffn_dim", -1), th, eps,
+                attr_i64_or(f, "/model", "tie_embeddings", 1) ? "tied" : "untied");
+    }
     fprintf(out, "parameters      %lld (%lld stored with the padded vocabulary)\n",
             attr_i64_or(f, "/model", "n_params", -1), attr_i64_or(f, "/model", "n_params_stored", -1));
     if (fm_checkpoint_file_exists(f, "/optimizer"))
@@ -1068,6 +1131,7 @@ static fm_status read_model_shape(fm_checkpoint_file *f, const char *path, fm_mo
     s->d_model = (int)v[2];
     s->max_seq_len = (int)v[3];
     s->vocab_size = (int)v[4];
+    read_family_attrs(f, s);
     st = fm_model_shape_check(s);
     if (!st) return NULL;
     fm_status in = FM_ERR(FM_ERR_INPUT, "%s holds an invalid model shape: %s", path,

@@ -88,10 +88,12 @@ typedef struct entry {
 
 _Static_assert(sizeof(fm_schedule) == sizeof(int) && sizeof(fm_device) == sizeof(int) &&
                    sizeof(fm_bind) == sizeof(int) && sizeof(fm_on_nan) == sizeof(int) &&
-                   sizeof(fm_arch) == sizeof(int) && sizeof(fm_resume) == sizeof(int),
+                   sizeof(fm_arch) == sizeof(int) && sizeof(fm_resume) == sizeof(int) &&
+                   sizeof(fm_tie_emb) == sizeof(int),
                "enum fields are stored through int");
 
-static const char *const arch_values[] = {"gpt2", NULL};
+static const char *const arch_values[] = {"gpt2", "llama", NULL};
+static const char *const tie_values[] = {"auto", "true", "false", NULL};
 static const char *const schedule_values[] = {"cosine", "linear", "constant", "wsd", NULL};
 static const char *const on_nan_values[] = {"stop", "skip", NULL};
 static const char *const device_values[] = {"cpu", "cuda", "auto", NULL};
@@ -123,7 +125,8 @@ static const entry schema[] = {
 
     /* [model] */
     E_ENUM("model", "arch", model_arch, fm_arch, "gpt2", arch_values,
-           "model architecture (gpt2: the GPT-2 decoder-only transformer)"),
+           "model family: gpt2 (GPT-2: learned positions, LayerNorm, GELU MLP, tied head) or llama "
+           "(Llama: RoPE, RMSNorm, SwiGLU MLP, grouped-query attention, no biases); docs/model.md"),
     E_INT("model", "n_layer", model_n_layer, NULL, 1, 1024, 0, "number of transformer blocks"),
     E_INT("model", "n_head", model_n_head, NULL, 1, 1024, 0,
           "attention heads per block; must divide model.d_model"),
@@ -133,6 +136,20 @@ static const entry schema[] = {
     E_INT64("model", "vocab_size", model_vocab_size, "0", 0, INT32_MAX, 0,
             "vocabulary size; 0: take it from the dataset (padded sizes larger than the dataset's "
             "are allowed)"),
+    E_INT("model", "n_kv_head", model_n_kv_head, "0", 0, 1024, 0,
+          "key/value heads of grouped-query attention (llama), dividing model.n_head; 0: n_head "
+          "(multi-head attention; gpt2 takes only this)"),
+    E_INT("model", "ffn_dim", model_ffn_dim, "0", 0, 1073741823, 0,
+          "hidden size of the MLP; 0: the family's rule (gpt2: 4 x d_model, the only value it takes; "
+          "llama: 8 x d_model / 3 rounded up to a multiple of 256)"),
+    E_REAL("model", "rope_theta", model_rope_theta, "500000", 0, 1e12, LO_OPEN,
+           "base of the rotary position embedding (llama; Llama 3 uses 500000, Llama 2 10000); gpt2 "
+           "has learned positions and takes only the default"),
+    E_REAL("model", "norm_eps", model_norm_eps, "1e-5", 0, 1, LO_OPEN,
+           "epsilon of the RMSNorm (llama); gpt2's LayerNorm uses 1e-5, the only value it takes"),
+    E_ENUM("model", "tie_embeddings", model_tie_embeddings, fm_tie_emb, "auto", tie_values,
+           "the LM head is the token embedding matrix (true) or its own matrix (false); auto: the "
+           "family's choice (gpt2: true, the only value it takes; llama: false)"),
 
     /* [data] */
     E_TEXT("data", "train", T_PATH, data_train, NULL, 0,
@@ -1120,6 +1137,11 @@ fm_status fm_config_validate(const fm_config *cfg)
                  "model.d_model = %d is not a multiple of model.n_head = %d; expected d_model = "
                  "n_head x head size",
                  cfg->model_d_model, cfg->model_n_head);
+        if (cfg->model_n_kv_head > 0 && cfg->model_n_head % cfg->model_n_kv_head != 0)
+            rule(&msg, &n,
+                 "model.n_kv_head = %d does not divide model.n_head = %d; expected a divisor of "
+                 "n_head (each key/value head serves n_head / n_kv_head query heads), or 0",
+                 cfg->model_n_kv_head, cfg->model_n_head);
         if (cfg->train_min_lr > cfg->train_lr) {
             char a[40], b[40];
             format_real(cfg->train_min_lr, a, sizeof a);
@@ -1470,6 +1492,11 @@ void fm_config_write_docs(FILE *out)
         "\n## Rules across keys\n\n"
         "Checked after the file and every `--set` are applied:\n\n"
         "- `model.d_model` is a multiple of `model.n_head`.\n"
+        "- `model.n_kv_head` is 0 or divides `model.n_head`.\n"
+        "- The model family's own rules, checked when the model is built (also by `--dry-run`): "
+        "`arch = gpt2` takes only the defaults of `n_kv_head`, `ffn_dim`, `rope_theta`, `norm_eps` "
+        "and `tie_embeddings` (docs/model.md); `arch = llama` needs an even head size "
+        "`d_model / n_head` (RoPE rotates pairs).\n"
         "- `train.min_lr` ≤ `train.lr`.\n"
         "- `train.warmup_steps` ≤ `train.steps`; with `schedule = wsd`, warmup plus the decay "
         "(`round(decay_fraction × steps)` steps) fit in `train.steps`.\n"

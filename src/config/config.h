@@ -30,7 +30,9 @@ typedef enum { FM_SCHED_COSINE, FM_SCHED_LINEAR, FM_SCHED_CONSTANT, FM_SCHED_WSD
 typedef enum { FM_DEVICE_CPU, FM_DEVICE_CUDA, FM_DEVICE_AUTO } fm_device;
 typedef enum { FM_BIND_AUTO, FM_BIND_SOCKET, FM_BIND_NUMA, FM_BIND_CORE, FM_BIND_NONE } fm_bind;
 typedef enum { FM_ON_NAN_STOP, FM_ON_NAN_SKIP } fm_on_nan;
-typedef enum { FM_ARCH_GPT2 } fm_arch;
+typedef enum { FM_ARCH_GPT2, FM_ARCH_LLAMA } fm_arch;
+/* [model] tie_embeddings: auto is the family's choice (gpt2: tied, llama: untied). */
+typedef enum { FM_TIE_EMB_AUTO, FM_TIE_EMB_TRUE, FM_TIE_EMB_FALSE } fm_tie_emb;
 typedef enum { FM_RESUME_AUTO, FM_RESUME_NEVER, FM_RESUME_PATH } fm_resume;
 
 /* The effective configuration. Field names are `<section>_<key>`, one per schema entry. */
@@ -48,6 +50,11 @@ typedef struct fm_config {
     int model_d_model;
     int model_seq_len;
     int64_t model_vocab_size; /* 0 = take it from the dataset */
+    int model_n_kv_head;      /* 0 = model_n_head (multi-head attention) */
+    int model_ffn_dim;        /* 0 = the family's rule */
+    double model_rope_theta;
+    double model_norm_eps;
+    fm_tie_emb model_tie_embeddings;
 
     /* [data] */
     char data_train[FM_CONFIG_PATH_MAX];
@@ -119,7 +126,8 @@ fm_status fm_config_validate(const fm_config *cfg);
  * Returns run_dir or buf. A buffer of FM_CONFIG_PATH_MAX bytes is always large enough. */
 const char *fm_config_run_dir(const fm_config *cfg, char *buf, size_t bufsize);
 
-/* [model] arch as its name in the parameter file ("gpt2"): the model family (src/model/families.c). */
+/* [model] arch as its name in the parameter file ("gpt2", "llama"): the model family
+ * (src/model/families.c). */
 const char *fm_config_arch(const fm_config *cfg);
 
 /* The default of [train] eval_windows (the schema's; fm_config_validate refuses the old key

@@ -7,6 +7,7 @@
 
 static const fm_family *const families[] = {
     &fm_family_gpt2,
+    &fm_family_llama,
 };
 enum { N_FAMILIES = sizeof families / sizeof *families };
 

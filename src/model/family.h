@@ -1,4 +1,4 @@
-/* family.h — what a model family (GPT-2, ...) gives the model core (model.c), and the family table.
+/* family.h — what a model family (GPT-2, Llama, ...) gives the model core (model.c), and the family table.
  *
  * What it is: the seam between the model-independent core and one architecture. The core owns
  * everything every decoder-only transformer of this code base shares: the tensor table and the flat
@@ -20,8 +20,9 @@
  * The parameter layout is the head range (the family's head tensors, in spec order) followed by L
  * layer ranges (its layer tensors, in spec order), each one contiguous range (a gradient bucket).
  *
- * Legend: B sequences, T new tokens per sequence, N = B*T rows, C d_model, NH heads, L layers,
- *         V vocabulary, Vp padded vocabulary, maxT the model's max_seq_len.
+ * Legend: B sequences, T new tokens per sequence, N = B*T rows, C d_model, NH heads, NKV key/value
+ *         heads, hs = C/NH, F MLP hidden size, L layers, V vocabulary, Vp padded vocabulary, maxT the
+ *         model's max_seq_len.
  *
  * Adding a family: docs/model.md, "Adding a model family".
  */
@@ -59,6 +60,9 @@ typedef struct fm_tensor_spec {
     fm_init_kind init;
     double init_std;     /* FM_INIT_NORMAL only: the standard deviation, computed by the family
                             for this shape (e.g. GPT-2's residual projections 0.02/sqrt(2L)) */
+    int matmul;          /* 1: every token's row is multiplied with this matrix (its real rows), so
+                            it costs 6 FLOPs per element and token in training (the projections, the
+                            LM head); 0: gathered (embeddings) or element-wise (norms, biases) */
 } fm_tensor_spec;
 
 /* One activation or scratch buffer, sized per row (token) of a call. */
@@ -117,9 +121,14 @@ typedef struct fm_family {
     const char *layer_prefix;    /* our block tensor names: "<layer_prefix><l>.<spec name>" ("h.") */
     const char *hf_layer_prefix; /* Hugging Face's: "<hf_layer_prefix><l>.<spec hf_name>" */
 
-    /* Rules of this family beyond fm_model_shape_check's common ones (FM_ERR_CONFIG); NULL: none. */
+    /* Rules of this family beyond fm_model_shape_check's common ones (FM_ERR_CONFIG), on a shape
+     * whose "0: default" fields may still be 0; NULL: none. */
     fm_status (*check)(const fm_model_shape *s);
-    /* Fills *out for shape `s` with padded vocabulary Vp. Pure. */
+    /* Replaces the family-specific defaults of a checked shape: ffn_dim 0 by the family's rule,
+     * tie_embeddings FM_TIE_DEFAULT by its choice, rope_theta by 0 where there is no RoPE. The core
+     * has already resolved n_kv_head (NH), norm_eps and rope_theta (their defaults). Pure. */
+    void (*resolve)(fm_model_shape *s);
+    /* Fills *out for the resolved shape `s` with padded vocabulary Vp. Pure. */
     void (*layout)(const fm_model_shape *s, int Vp, fm_family_layout *out);
 
     /* x0 (N,C) = embedding of c->tokens at positions pos0..pos0+T-1 */
@@ -146,9 +155,10 @@ typedef struct fm_family {
 /* ---- the family table (families.c) --------------------------------------------------------- */
 
 /* The families, one file each, listed in families.c. */
-extern const fm_family fm_family_gpt2; /* gpt2.c */
+extern const fm_family fm_family_gpt2;  /* gpt2.c */
+extern const fm_family fm_family_llama; /* llama.c */
 
-/* The family called `name` ("gpt2"), or NULL. */
+/* The family called `name` ("gpt2", "llama"), or NULL. */
 const fm_family *fm_family_find(const char *name);
 
 /* Family i of the table (0..), or NULL past the end. */

@@ -59,9 +59,9 @@ static void gpt2_layout(const fm_model_shape *s, int Vp, fm_family_layout *o)
 {
     const int64_t C = s->d_model, V = s->vocab_size, T = s->max_seq_len;
     const double sd = 0.02, sd_resid = 0.02 / sqrt(2.0 * s->n_layer);
-    /* name, hf_name, rows, cols, real_rows, hf_transposed, decay, init, init_std */
+    /* name, hf_name, rows, cols, real_rows, hf_transposed, decay, init, init_std, matmul */
     const fm_tensor_spec head[N_HEAD_TENSORS] = {
-        [WTE] = {"wte.weight", "transformer.wte.weight", Vp, C, V, 0, 1, FM_INIT_NORMAL, sd},
+        [WTE] = {"wte.weight", "transformer.wte.weight", Vp, C, V, 0, 1, FM_INIT_NORMAL, sd, 1},
         [WPE] = {"wpe.weight", "transformer.wpe.weight", T, C, T, 0, 1, FM_INIT_NORMAL, sd},
         [LNFW] = {"ln_f.weight", "transformer.ln_f.weight", C, 0, C, 0, 0, FM_INIT_ONE, 0},
         [LNFB] = {"ln_f.bias", "transformer.ln_f.bias", C, 0, C, 0, 0, FM_INIT_ZERO, 0},
@@ -69,17 +69,18 @@ static void gpt2_layout(const fm_model_shape *s, int Vp, fm_family_layout *o)
     const fm_tensor_spec layer[N_LAYER_TENSORS] = {
         [LN1W] = {"ln_1.weight", "ln_1.weight", C, 0, C, 0, 0, FM_INIT_ONE, 0},
         [LN1B] = {"ln_1.bias", "ln_1.bias", C, 0, C, 0, 0, FM_INIT_ZERO, 0},
-        [QKVW] = {"attn.c_attn.weight", "attn.c_attn.weight", 3 * C, C, 3 * C, 1, 1, FM_INIT_NORMAL, sd},
+        [QKVW] = {"attn.c_attn.weight", "attn.c_attn.weight", 3 * C, C, 3 * C, 1, 1, FM_INIT_NORMAL, sd,
+                  1},
         [QKVB] = {"attn.c_attn.bias", "attn.c_attn.bias", 3 * C, 0, 3 * C, 0, 0, FM_INIT_ZERO, 0},
         [ATTPROJW] = {"attn.c_proj.weight", "attn.c_proj.weight", C, C, C, 1, 1, FM_INIT_NORMAL,
-                      sd_resid},
+                      sd_resid, 1},
         [ATTPROJB] = {"attn.c_proj.bias", "attn.c_proj.bias", C, 0, C, 0, 0, FM_INIT_ZERO, 0},
         [LN2W] = {"ln_2.weight", "ln_2.weight", C, 0, C, 0, 0, FM_INIT_ONE, 0},
         [LN2B] = {"ln_2.bias", "ln_2.bias", C, 0, C, 0, 0, FM_INIT_ZERO, 0},
-        [FCW] = {"mlp.c_fc.weight", "mlp.c_fc.weight", 4 * C, C, 4 * C, 1, 1, FM_INIT_NORMAL, sd},
+        [FCW] = {"mlp.c_fc.weight", "mlp.c_fc.weight", 4 * C, C, 4 * C, 1, 1, FM_INIT_NORMAL, sd, 1},
         [FCB] = {"mlp.c_fc.bias", "mlp.c_fc.bias", 4 * C, 0, 4 * C, 0, 0, FM_INIT_ZERO, 0},
         [FCPROJW] = {"mlp.c_proj.weight", "mlp.c_proj.weight", C, 4 * C, C, 1, 1, FM_INIT_NORMAL,
-                     sd_resid},
+                     sd_resid, 1},
         [FCPROJB] = {"mlp.c_proj.bias", "mlp.c_proj.bias", C, 0, C, 0, 0, FM_INIT_ZERO, 0},
     };
     /* name, per_row, fp32, train_only */
@@ -144,9 +145,9 @@ static void gpt2_layer_forward(const fm_family_call *c, const float *x)
     ops->matmul_forward(be, a[A_QKV], a[A_LN1], p[QKVW], p[QKVB], N, C, 3 * C);
     if (c->kcache)
         ops->attention_decode(be, a[A_ATTY], c->kcache, c->vcache, a[A_QKV], c->B, c->T, c->pos0,
-                              c->shape->max_seq_len, C, NH);
+                              c->shape->max_seq_len, C, NH, NH);
     else
-        ops->attention_forward(be, a[A_ATTY], a[A_ATT_LSE], a[A_QKV], c->B, c->T, C, NH);
+        ops->attention_forward(be, a[A_ATTY], a[A_ATT_LSE], a[A_QKV], c->B, c->T, C, NH, NH);
     ops->matmul_forward(be, proj, a[A_ATTY], p[ATTPROJW], p[ATTPROJB], N, C, C);
     ops->residual_forward(be, a[A_RES2], x, proj, NC);
     ops->layernorm_forward(be, a[A_LN2], a[A_LN2_MEAN], a[A_LN2_RSTD], a[A_RES2], p[LN2W], p[LN2B],
@@ -174,7 +175,7 @@ static void gpt2_layer_backward(const fm_family_call *c, const float *x, float *
                             a[A_LN2_RSTD], N, C);
     /* attention */
     ops->matmul_backward(be, dln, g[ATTPROJW], g[ATTPROJB], dx, a[A_ATTY], p[ATTPROJW], N, C, C);
-    ops->attention_backward(be, dbig, dln, a[A_QKV], a[A_ATTY], a[A_ATT_LSE], B, T, C, NH);
+    ops->attention_backward(be, dbig, dln, a[A_QKV], a[A_ATTY], a[A_ATT_LSE], B, T, C, NH, NH);
     ops->matmul_backward(be, dln, g[QKVW], g[QKVB], dbig, a[A_LN1], p[QKVW], N, C, 3 * C);
     ops->layernorm_backward(be, dx, g[LN1W], g[LN1B], dln, x, p[LN1W], a[A_LN1_MEAN],
                             a[A_LN1_RSTD], N, C);
@@ -203,12 +204,44 @@ static void gpt2_head_backward(const fm_family_call *c, const float *x, const fl
                             a[H_LNF_RSTD], N, C);
 }
 
+/* GPT-2's shape is fixed beyond its sizes: multi-head attention, a 4C MLP, LayerNorm eps 1e-5, the
+ * tied head, learned positions. The Llama keys must be 0 or their default. */
+static fm_status gpt2_check(const fm_model_shape *s)
+{
+    if (s->n_kv_head != 0 && s->n_kv_head != s->n_head)
+        return FM_ERR(FM_ERR_CONFIG, "model: arch = gpt2 has multi-head attention: n_kv_head = %d "
+                      "must be 0 or n_head (%d); grouped-query attention needs arch = llama",
+                      s->n_kv_head, s->n_head);
+    if (s->ffn_dim != 0 && (int64_t)s->ffn_dim != 4 * (int64_t)s->d_model)
+        return FM_ERR(FM_ERR_CONFIG, "model: arch = gpt2 has an MLP of 4*d_model = %lld: ffn_dim = %d "
+                      "must be 0 or %lld", 4 * (long long)s->d_model, s->ffn_dim,
+                      4 * (long long)s->d_model);
+    if (s->norm_eps != 0.0 && s->norm_eps != FM_MODEL_NORM_EPS_DEFAULT)
+        return FM_ERR(FM_ERR_CONFIG, "model: arch = gpt2 has LayerNorm eps 1e-5: norm_eps = %g must be "
+                      "left at its default", s->norm_eps);
+    if (s->rope_theta != 0.0 && s->rope_theta != FM_MODEL_ROPE_THETA_DEFAULT)
+        return FM_ERR(FM_ERR_CONFIG, "model: arch = gpt2 has learned positions, no rotary embedding: "
+                      "rope_theta = %g must be left at its default", s->rope_theta);
+    if (s->tie_embeddings == FM_TIE_NO)
+        return FM_ERR(FM_ERR_CONFIG, "model: arch = gpt2 ties its LM head to the token embedding: "
+                      "tie_embeddings must be true or left at its default");
+    return NULL;
+}
+
+static void gpt2_resolve(fm_model_shape *s)
+{
+    s->ffn_dim = 4 * s->d_model;
+    s->tie_embeddings = FM_TIE_YES;
+    s->rope_theta = 0.0; /* no RoPE */
+}
+
 const fm_family fm_family_gpt2 = {
     .name = "gpt2",
     .summary = "GPT-2 (Hugging Face GPT2LMHeadModel): learned positions, LayerNorm, GELU MLP, tied head",
     .layer_prefix = "h.",
     .hf_layer_prefix = "transformer.h.",
-    .check = NULL, /* the core's rules are GPT-2's */
+    .check = gpt2_check,
+    .resolve = gpt2_resolve,
     .layout = gpt2_layout,
     .embed_forward = gpt2_embed_forward,
     .embed_backward = gpt2_embed_backward,

@@ -1,7 +1,7 @@
-/* model.c — the model core (see model.h): the tensor table and flat buffers built from a family's
- * layout (family.h), initialisation, the activation arena, and the forward / backward / decode
- * drivers that validate inputs, upload tokens, run the family's embedding, blocks and head, compute
- * the loss and report gradients as they become final.
+/* model.c — the model core (see model.h): shapes and their defaults, the tensor table and flat
+ * buffers built from a family's layout (family.h), initialisation, the activation arena, the FLOPs
+ * count, and the forward / backward / decode drivers that validate inputs, upload tokens, run the
+ * family's embedding, blocks and head, compute the loss and report gradients as they become final.
  *
  * Everything that touches tensor memory is a call through be->ops, made here (loss, zeroing,
  * transfers) or by the family; this file computes layouts, validates inputs, initialises weights on
@@ -140,7 +140,37 @@ fm_status fm_model_shape_check(const fm_model_shape *s)
     if (s->vocab_size < 1 || s->vocab_size > INT_MAX - 128)
         return FM_ERR(FM_ERR_CONFIG, "model: vocab_size must be in [1, %d], got %d", INT_MAX - 128,
                       s->vocab_size);
+    if (s->n_kv_head < 0 || (s->n_kv_head > 0 && s->n_head % s->n_kv_head != 0))
+        return FM_ERR(FM_ERR_CONFIG, "model: n_kv_head = %d must divide n_head = %d (or be 0: n_head)",
+                      s->n_kv_head, s->n_head);
+    if (s->ffn_dim < 0 || s->ffn_dim > INT_MAX / 2)
+        return FM_ERR(FM_ERR_CONFIG, "model: ffn_dim must be in [0, %d] (0: the family's rule), got %d",
+                      INT_MAX / 2, s->ffn_dim);
+    if (!(s->rope_theta >= 0.0 && s->rope_theta <= 1e30))
+        return FM_ERR(FM_ERR_CONFIG, "model: rope_theta must be a positive number (0: the default "
+                      "%g), got %g", FM_MODEL_ROPE_THETA_DEFAULT, s->rope_theta);
+    if (!(s->norm_eps >= 0.0 && s->norm_eps <= 1.0))
+        return FM_ERR(FM_ERR_CONFIG, "model: norm_eps must be in (0, 1] (0: the default %g), got %g",
+                      FM_MODEL_NORM_EPS_DEFAULT, s->norm_eps);
+    if (s->tie_embeddings != FM_TIE_DEFAULT && s->tie_embeddings != FM_TIE_YES &&
+        s->tie_embeddings != FM_TIE_NO)
+        return FM_ERR(FM_ERR_CONFIG, "model: tie_embeddings = %d is not FM_TIE_DEFAULT, FM_TIE_YES or "
+                      "FM_TIE_NO", s->tie_embeddings);
     if (fam->check) FM_TRY(fam->check(s));
+    return NULL;
+}
+
+fm_status fm_model_shape_resolve(const fm_model_shape *shape, fm_model_shape *out)
+{
+    FM_TRY(fm_model_shape_check(shape));
+    fm_model_shape s = *shape;
+    if (s.n_kv_head == 0) s.n_kv_head = s.n_head;
+    if (s.norm_eps == 0.0) s.norm_eps = FM_MODEL_NORM_EPS_DEFAULT;
+    if (s.rope_theta == 0.0) s.rope_theta = FM_MODEL_ROPE_THETA_DEFAULT;
+    const fm_family *fam = fm_family_find(s.arch);
+    if (fam->resolve) fam->resolve(&s);
+    FM_TRY(fm_model_shape_check(&s));
+    *out = s;
     return NULL;
 }
 
@@ -311,7 +341,9 @@ fm_status fm_model_memory_estimate_opts(const fm_model_shape *shape, const fm_mo
                                         int act_elem_bytes, fm_model_memory_info *out)
 {
     memset(out, 0, sizeof *out);
-    FM_TRY(fm_model_shape_check(shape));
+    fm_model_shape rs;
+    FM_TRY(fm_model_shape_resolve(shape, &rs));
+    shape = &rs;
     FM_TRY(check_options(shape, opts));
     if (act_elem_bytes != 2 && act_elem_bytes != 4)
         return FM_ERR(FM_ERR_INTERNAL, "model: activation element size %d (expected 2 or 4)",
@@ -337,6 +369,31 @@ fm_status fm_model_memory_estimate_opts(const fm_model_shape *shape, const fm_mo
     out->total_bytes = out->param_bytes + out->grad_bytes + out->optim_bytes + out->act_bytes +
                        out->logits_bytes + out->scratch_bytes + out->kv_bytes;
     return NULL;
+}
+
+double fm_model_flops_per_token(const fm_model_shape *shape, int T)
+{
+    fm_model_shape s;
+    fm_status st = fm_model_shape_resolve(shape, &s);
+    if (st) {
+        fm_status_free(&st);
+        return 0.0;
+    }
+    const fm_family *fam = fm_family_find(s.arch);
+    fm_family_layout lay;
+    fam->layout(&s, fm_model_padded_vocab(s.vocab_size), &lay);
+    double mm = 0.0; /* matmul weights (real rows) */
+    for (int i = 0; i < lay.n_head_tensors; i++)
+        if (lay.head_tensors[i].matmul)
+            mm += (double)lay.head_tensors[i].real_rows * (double)lay.head_tensors[i].cols;
+    for (int i = 0; i < lay.n_layer_tensors; i++)
+        if (lay.layer_tensors[i].matmul)
+            mm += (double)s.n_layer * (double)lay.layer_tensors[i].real_rows *
+                  (double)lay.layer_tensors[i].cols;
+    /* attention: per query token and head, 2*hs per key for q.k and as much for p.v over (on
+     * average) T/2 keys, times 3 for forward + backward: 6*hs*T/2*2 = 6*hs*T, summed over NH heads */
+    const double hs = (double)s.d_model / s.n_head;
+    return 6.0 * mm + 6.0 * (double)s.n_layer * (double)s.n_head * hs * (double)T;
 }
 
 fm_status fm_model_memory_estimate(const fm_model_shape *shape, int max_batch, int act_elem_bytes,
@@ -405,6 +462,10 @@ fm_status fm_model_create_opts(const fm_model_shape *shape, fm_backend *be,
     *out = NULL;
     fm_model_memory_info mem;
     FM_TRY(fm_model_memory_estimate_opts(shape, opts, be->ops->act_bytes, &mem));
+
+    fm_model_shape resolved;
+    FM_TRY(fm_model_shape_resolve(shape, &resolved));
+    shape = &resolved;
 
     fm_status st = NULL;
     fm_model *m = calloc(1, sizeof *m);

@@ -2,7 +2,8 @@
  * initialisation, memory accounting — for every model family (family.h), GPT-2 the first.
  *
  * What it is: the model-independent core. A model is created for a shape whose `arch` names its
- * family ("gpt2": GPT-2 exactly as Hugging Face defines it, see gpt2.c and docs/model.md); the family
+ * family ("gpt2": GPT-2 exactly as Hugging Face defines it, see gpt2.c; "llama": LlamaForCausalLM,
+ * see llama.c; docs/model.md); the family
  * declares its tensors, activations and per-block arithmetic, the core builds the tensor table and
  * the flat buffers, initialises, validates inputs, runs the layer loop and the loss, reports
  * gradients as they become final and accounts for every byte. All compute goes through a backend's
@@ -59,23 +60,52 @@
 
 #define FM_MODEL_ARCH_MAX 16 /* bytes of fm_model_shape.arch, NUL included */
 
-/* The architecture hyper-parameters. */
+/* The architecture hyper-parameters. The fields after `arch` are 0 for "the family's default"
+ * (so a shape that names only the sizes is complete); a created model's shape (fm_model_get_shape) has
+ * them resolved (fm_model_shape_resolve). */
 typedef struct fm_model_shape {
     int n_layer;     /* L  >= 1 */
     int n_head;      /* NH >= 1, divides d_model */
     int d_model;     /* C  >= 1 */
     int max_seq_len; /* maxT >= 1: the longest sequence (GPT-2: rows of wpe), the K/V cache length */
     int vocab_size;  /* V  >= 1: real vocabulary */
-    char arch[FM_MODEL_ARCH_MAX]; /* the model family: "gpt2" (family.h's table, [model] arch) */
+    char arch[FM_MODEL_ARCH_MAX]; /* the model family: "gpt2", "llama" (family.h's table, [model] arch) */
+    int n_kv_head;        /* NKV: key/value heads, dividing NH (grouped-query attention); 0: NH.
+                             GPT-2: NH only */
+    int ffn_dim;          /* F: the MLP's hidden size; 0: the family's rule (GPT-2 4C, which it
+                             requires; Llama 256*ceil(floor(8C/3)/256)) */
+    double rope_theta;    /* RoPE base (Llama); 0: FM_MODEL_ROPE_THETA_DEFAULT. GPT-2 has no RoPE:
+                             it accepts 0 or the default and resolves it to 0 */
+    double norm_eps;      /* RMSNorm epsilon (Llama); 0: FM_MODEL_NORM_EPS_DEFAULT. GPT-2's
+                             LayerNorm eps is fixed at that default */
+    int tie_embeddings;   /* FM_TIE_DEFAULT (0: the family's: GPT-2 tied, which it requires; Llama
+                             untied), FM_TIE_YES (the LM head is the token embedding), FM_TIE_NO */
 } fm_model_shape;
+
+#define FM_MODEL_ROPE_THETA_DEFAULT 500000.0 /* Llama 3 */
+#define FM_MODEL_NORM_EPS_DEFAULT 1e-5
+enum { FM_TIE_DEFAULT = 0, FM_TIE_YES = 1, FM_TIE_NO = 2 };
 
 /* Padded vocabulary: V rounded up to a multiple of 128. */
 int fm_model_padded_vocab(int vocab_size);
 
 /* Checks a shape: a known family (an unknown or empty arch is refused, naming the known ones),
- * positive sizes, n_head divides d_model, sizes that fit the index types, and the family's own
- * rules. Errors are FM_ERR_CONFIG with the offending value. */
+ * positive sizes, n_head divides d_model, n_kv_head (0 or) dividing n_head, sizes that fit the index
+ * types, and the family's own rules (e.g. GPT-2 takes only its own n_kv_head, ffn_dim, eps and tied
+ * head; Llama an even head size). Errors are FM_ERR_CONFIG with the offending value. */
 fm_status fm_model_shape_check(const fm_model_shape *shape);
+
+/* *out = *shape checked (fm_model_shape_check) with every "0: default" field replaced by the value
+ * the family uses: n_kv_head, ffn_dim, rope_theta (0 for a family without RoPE), norm_eps,
+ * tie_embeddings (FM_TIE_YES or FM_TIE_NO). Resolving a resolved shape changes nothing. */
+fm_status fm_model_shape_resolve(const fm_model_shape *shape, fm_model_shape *out);
+
+/* Model FLOPs per trained token (forward + backward) at sequence length T: 6 per element of every
+ * weight a token's row is multiplied with (the real vocabulary's rows of the LM head included; the
+ * embedding gathers, norms, biases and element-wise ops not) plus attention's score and value
+ * products, 6*L*NH*hs*T (12 L C T halved: causal). The MFU's numerator (train/metrics). The shape
+ * must pass fm_model_shape_check; returns 0 otherwise. */
+double fm_model_flops_per_token(const fm_model_shape *shape, int T);
 
 /* One named tensor of the parameter layout. */
 typedef struct fm_model_tensor_info {
@@ -145,8 +175,8 @@ fm_status fm_model_create(const fm_model_shape *shape, fm_backend *be, int max_b
                           fm_model **out);
 void fm_model_free(fm_model **m);
 
-const fm_model_shape *fm_model_get_shape(const fm_model *m);
-/* The name of the model's family ("gpt2"): what a checkpoint records as /model arch. */
+const fm_model_shape *fm_model_get_shape(const fm_model *m); /* resolved (fm_model_shape_resolve) */
+/* The name of the model's family ("gpt2", "llama"): what a checkpoint records as /model arch. */
 const char *fm_model_arch(const fm_model *m);
 fm_model_mode fm_model_get_mode(const fm_model *m);
 int fm_model_get_padded_vocab(const fm_model *m);

@@ -222,11 +222,6 @@ fm_status fm_metrics_log_eval(fm_metrics *m, int64_t step, int64_t tokens, doubl
     return NULL;
 }
 
-double fm_metrics_flops_per_token(int64_t n_params, int n_layer, int d_model, int seq_len)
-{
-    return 6.0 * (double)n_params + 6.0 * (double)n_layer * (double)d_model * (double)seq_len;
-}
-
 fm_status fm_metrics_measure_peak_flops(fm_backend *be, double *flops)
 {
     const int n = 1024;

@@ -80,10 +80,8 @@ void fm_metrics_logf(fm_metrics *m, const char *fmt, ...)
 /* Formats seconds as "45s", "12m03s", "3h07m" into buf; "?" when negative or not finite. */
 const char *fm_metrics_format_duration(double seconds, char *buf, size_t bufsize);
 
-/* Model FLOPs per trained token (forward + backward) of a GPT with n_params parameters, n_layer
- * layers, width d_model and context seq_len: 6*N + 6*L*C*T (the second term is attention's
- * score and value matmuls, 12*L*C*T halved because the mask is causal). */
-double fm_metrics_flops_per_token(int64_t n_params, int n_layer, int d_model, int seq_len);
+/* Model FLOPs per token, the MFU's numerator, are the model family's: fm_model_flops_per_token
+ * (model/model.h). */
 
 /* Measures this rank's achievable fp32 matmul rate (FLOP/s) through the backend's own matmul
  * (be->ops->matmul_forward, n = 1024: the same BLAS, threads and tiling as training), best of 6

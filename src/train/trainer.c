@@ -189,7 +189,14 @@ static fm_status set_model_shape(fm_trainer *t, int64_t V)
     t->shape.max_seq_len = t->cfg.model_seq_len;
     t->shape.vocab_size = (int)V;
     fm_util_strlcpy(t->shape.arch, fm_config_arch(&t->cfg), sizeof t->shape.arch);
-    FM_TRY(fm_model_shape_check(&t->shape));
+    t->shape.n_kv_head = t->cfg.model_n_kv_head;
+    t->shape.ffn_dim = t->cfg.model_ffn_dim;
+    t->shape.rope_theta = t->cfg.model_rope_theta;
+    t->shape.norm_eps = t->cfg.model_norm_eps;
+    t->shape.tie_embeddings = t->cfg.model_tie_embeddings == FM_TIE_EMB_TRUE    ? FM_TIE_YES
+                              : t->cfg.model_tie_embeddings == FM_TIE_EMB_FALSE ? FM_TIE_NO
+                                                                                : FM_TIE_DEFAULT;
+    FM_TRY(fm_model_shape_resolve(&t->shape, &t->shape)); /* checked, family defaults filled in */
     return NULL;
 }
 
@@ -360,8 +367,7 @@ static fm_status describe_model(fm_trainer *t)
     say(t, "memory per rank (backend %s, %d thread%s): %s", t->be->ops->name, t->plan.threads,
         t->plan.threads == 1 ? "" : "s", fm_util_format_bytes((double)mem.total_bytes, bytes, sizeof bytes));
     say_memory(t, &mem);
-    t->flops_per_token = fm_metrics_flops_per_token((int64_t)mem.n_params, t->shape.n_layer,
-                                                    t->shape.d_model, t->T);
+    t->flops_per_token = fm_model_flops_per_token(&t->shape, t->T); /* the family's real FLOPs */
     return NULL;
 }
 

@@ -22,6 +22,7 @@ fi
 if [[ -z $build || ! -x $build/tests/cuda/test_cuda_registry ]]; then
   echo "run-on-gpu.sh: no build with the CUDA tests found (${build:-build/release, build-cuda});" \
        "configure with -DFMTRAIN_CUDA=ON and build the targets test_kernels_backend_ops test_cuda_model" \
+       "test_model_families" \
        "test_cuda_registry fmtrain-bench first" >&2
   exit 2
 fi
@@ -48,7 +49,8 @@ echo "build: $build"
 echo "source: $src ($(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo 'no git'))"
 
 status=0
-for t in cuda/test_cuda_registry kernels/test_kernels_backend_ops cuda/test_cuda_model; do
+for t in cuda/test_cuda_registry kernels/test_kernels_backend_ops cuda/test_cuda_model \
+         model/test_model_families; do
   echo "=== $t"
   start=$(date +%s.%N)
   FM_TEST_REQUIRE_BACKENDS=cuda "$build/tests/$t"

@@ -18,7 +18,7 @@
 #include "model/model.h"
 #include "train/optimizer.h"
 
-static const fm_model_shape SHAPE = {2, 2, 64, 32, 100, "gpt2"}; /* L, NH, C, maxT, V (Vp = 128) */
+static const fm_model_shape SHAPE = {2, 2, 64, 32, 100, .arch = "gpt2"}; /* L, NH, C, maxT, V (Vp = 128) */
 
 static void make_batch(uint64_t seed, int n, int V, int32_t *tokens, int32_t *targets)
 {

@@ -26,7 +26,7 @@
 #include "train/evaluate.h"
 
 enum { T = 8, NV = 30, MAXB = 5 };
-static const fm_model_shape SHAPE = {2, 2, 32, T, 256, "gpt2"};
+static const fm_model_shape SHAPE = {2, 2, 32, T, 256, .arch = "gpt2"};
 static int rank, size;
 static char path[256], empty[256];
 

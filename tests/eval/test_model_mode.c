@@ -19,7 +19,7 @@
 #include "kernels.h"
 #include "model/model.h"
 
-static const fm_model_shape SHAPE = {3, 2, 32, 16, 100, "gpt2"}; /* L, NH, C, maxT, V */
+static const fm_model_shape SHAPE = {3, 2, 32, 16, 100, .arch = "gpt2"}; /* L, NH, C, maxT, V */
 enum { B = 4, T = 16 };
 
 static void make_ids(uint64_t seed, int n, int V, int32_t *ids)

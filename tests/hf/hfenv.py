@@ -8,8 +8,12 @@ import random
 import sys
 
 SKIP = 77
-_default = os.path.join(os.path.expanduser("~"), ".cache", "fmtrain", "hf-python")
-for p in reversed((os.environ.get("FMTRAIN_HF_PYTHONPATH", "") or _default).split(":")):
+# where tests/reference/install_transformers.sh puts transformers, tokenizers and safetensors (tests/run.sh
+# runs it): $FM_HF_PYTHONPATH, else the cache; FMTRAIN_HF_PYTHONPATH (a ':' list) goes first
+_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+_paths = [p for p in os.environ.get("FMTRAIN_HF_PYTHONPATH", "").split(":") if p]
+_paths.append(os.environ.get("FM_HF_PYTHONPATH") or os.path.join(_cache, "fmtrain", "pydeps-transformers-4.40.2"))
+for p in reversed(_paths):
     if p and p not in sys.path:
         sys.path.insert(0, p)
 
@@ -22,8 +26,8 @@ def need(*names):
         except ImportError as e:
             missing.append("%s (%s)" % (n, e))
     if missing:
-        print("SKIP: missing Python packages: %s; install them with tests/hf/install_hf_python.sh "
-              "and set FMTRAIN_HF_PYTHONPATH" % ", ".join(missing))
+        print("SKIP: missing Python packages: %s; install them with tests/reference/install_transformers.sh "
+              "(or set FMTRAIN_HF_PYTHONPATH to a directory that has them)" % ", ".join(missing))
         sys.exit(SKIP)
 
 

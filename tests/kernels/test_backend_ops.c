@@ -28,14 +28,24 @@
  *   op                     outputs                 vs double (rtol, atol)  vs cpu (rtol, atol)
  *   encoder_forward        out                     exact                   exact
  *   encoder_backward       dwte, dwpe (+=)         1e-6, 2e-6              exact
+ *   embedding_forward      out                     exact                   exact
+ *   embedding_backward     dwte (+=)               1e-6, 2e-6              exact
  *   layernorm_forward      out, mean, rstd         2e-5, 2e-5              1e-5, 1e-5
  *   layernorm_backward     dinp (+=)               2e-4, 2e-5              1e-4, 1e-5
  *                          dweight, dbias (+=)     2e-4, 2e-4              1e-4, 1e-4
+ *   rmsnorm_forward        out, rstd               2e-5, 2e-5              1e-5, 1e-5
+ *   rmsnorm_backward       dinp (+=)               2e-4, 2e-5              1e-4, 1e-5
+ *                          dweight (+=)            2e-4, 2e-4              1e-4, 1e-4
  *   residual_forward       out (also in place)     exact                   exact
  *   matmul_forward         out (K <= 200)          2e-4, 2e-4              1e-4, 1e-4
  *   matmul_backward        dinp, dweight, dbias    2e-4, 2e-4              1e-4, 1e-4
  *   gelu_forward           out                     2e-5, 2e-6              1e-5, 1e-6
  *   gelu_backward          dinp (also in place)    2e-5, 2e-6              1e-5, 1e-6
+ *   swiglu_forward         out                     2e-5, 2e-6              1e-5, 1e-6
+ *   swiglu_backward        dinp (also in place)    2e-5, 2e-6              1e-5, 1e-6
+ *   rope_forward/backward  qkv, dqkv (in place)    2e-6, 2e-6              1e-6, 1e-6
+ *                          (the reference rounds the angles as kernels.h states, rotates in double)
+ *   attention_* cases include grouped-query shapes (NKV = NH/2, NH/4, 1)
  *   attention_forward      out, lse                2e-4, 2e-5              1e-4, 1e-5
  *   attention_backward     dqkv                    2e-4, 2e-4              1e-4, 1e-4
  *   attention_decode       out                     2e-4, 2e-5              1e-4, 1e-5
@@ -662,29 +672,34 @@ static void test_gelu_backward(void **state)
 
 /* ---- attention --------------------------------------------------------------------------------- */
 
-/* attention shapes: B, T, C, NH */
-static const int att_shapes[][4] = {
-    {2, 37, 32, 2},                  /* hs 16, T not a multiple of 32 */
-    {1, 70, 128, 2},                 /* hs 64 (GPT-2) */
-    {2, 64, 48, 3},  {1, 33, 40, 1}, /* hs 40: lanes with no head dimension on a GPU */
-    {1, 1, 8, 2},                    /* T = 1 */
-    {1, 203, 16, 2}, /* several key blocks of 128 on the CPU: the online softmax rescales */
+/* attention shapes: B, T, C, NH, NKV (qkv rows W = (NH + 2 NKV) C/NH) */
+static const int att_shapes[][5] = {
+    {2, 37, 32, 2, 2},                     /* hs 16, T not a multiple of 32 */
+    {1, 70, 128, 2, 2},                    /* hs 64 (GPT-2) */
+    {2, 64, 48, 3, 3},  {1, 33, 40, 1, 1}, /* hs 40: lanes with no head dimension on a GPU */
+    {1, 1, 8, 2, 2},                       /* T = 1 */
+    {1, 203, 16, 2, 2}, /* several key blocks of 128 on the CPU: the online softmax rescales */
+    {2, 45, 64, 4, 2},  /* grouped-query 2:1, T not a power of two */
+    {1, 139, 96, 8, 2}, /* grouped-query 4:1, hs 12, several blocks */
+    {2, 23, 24, 3, 1},  /* multi-query (one key/value head) */
 };
 #define ATT_SHAPES ((int)(sizeof att_shapes / sizeof att_shapes[0]))
 
-/* Causal attention in double: out (B,T,C) and lse (B,NH,T) (either may be NULL). */
-static void att_ref(const float *qkv, int B, int T, int C, int NH, double *out, double *lse)
+/* Causal attention in double: out (B,T,C) and lse (B,NH,T) (either may be NULL); qkv (B,T,W). */
+static void att_ref(const float *qkv, int B, int T, int C, int NH, int NKV, double *out, double *lse)
 {
     const int hs = C / NH;
+    const size_t W = (size_t)(NH + 2 * NKV) * hs;
     const double scale = 1.0 / sqrt((double)hs);
     double *s = zd((size_t)T);
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int i = 0; i < T; i++) {
-                const float *q = qkv + ((size_t)b * T + i) * 3 * C + (size_t)h * hs;
+                const size_t g = (size_t)(h / (NH / NKV));
+                const float *q = qkv + ((size_t)b * T + i) * W + (size_t)h * hs;
                 double m = -INFINITY, z = 0.0;
                 for (int j = 0; j <= i; j++) {
-                    const float *k = qkv + ((size_t)b * T + j) * 3 * C + C + (size_t)h * hs;
+                    const float *k = qkv + ((size_t)b * T + j) * W + C + g * hs;
                     double dot = 0.0;
                     for (int e = 0; e < hs; e++) dot += (double)q[e] * k[e];
                     s[j] = dot * scale;
@@ -695,7 +710,7 @@ static void att_ref(const float *qkv, int B, int T, int C, int NH, double *out, 
                     double *o = out + ((size_t)b * T + i) * C + (size_t)h * hs;
                     for (int e = 0; e < hs; e++) o[e] = 0.0;
                     for (int j = 0; j <= i; j++) {
-                        const float *v = qkv + ((size_t)b * T + j) * 3 * C + 2 * C + (size_t)h * hs;
+                        const float *v = qkv + ((size_t)b * T + j) * W + C + (size_t)NKV * hs + g * hs;
                         const double p = exp(s[j] - m) / z;
                         for (int e = 0; e < hs; e++) o[e] += p * v[e];
                     }
@@ -707,7 +722,7 @@ static void att_ref(const float *qkv, int B, int T, int C, int NH, double *out, 
 
 static void call_attention_forward(fm_backend *be, void *const *d, const op_case *c)
 {
-    be->ops->attention_forward(be, F(0), F(1), CF(2), c->i[0], c->i[1], c->i[2], c->i[3]);
+    be->ops->attention_forward(be, F(0), F(1), CF(2), c->i[0], c->i[1], c->i[2], c->i[3], c->i[4]);
 }
 
 static void test_attention_forward(void **state)
@@ -715,16 +730,16 @@ static void test_attention_forward(void **state)
     (void)state;
     for (int s = 0; s < ATT_SHAPES; s++) {
         const int B = att_shapes[s][0], T = att_shapes[s][1], C = att_shapes[s][2];
-        const int NH = att_shapes[s][3];
-        const size_t n3 = (size_t)B * T * 3 * C, n1 = (size_t)B * T * C, nl = (size_t)B * NH * T;
-        op_case *c = new_case("attention_forward B=%d T=%d C=%d NH=%d", B, T, C, NH);
+        const int NH = att_shapes[s][3], NKV = att_shapes[s][4], W = (NH + 2 * NKV) * (C / NH);
+        const size_t n3 = (size_t)B * T * W, n1 = (size_t)B * T * C, nl = (size_t)B * NH * T;
+        op_case *c = new_case("attention_forward B=%d T=%d C=%d NH=%d NKV=%d", B, T, C, NH, NKV);
         float *qkv = rndf(400 + s, n3, -2, 2);
         double *out = zd(n1), *lse = zd(nl);
-        att_ref(qkv, B, T, C, NH, out, lse);
+        att_ref(qkv, B, T, C, NH, NKV, out, lse);
         add(c, "out", F32, OUT, n1, NULL, out, (tol){2e-4, 2e-5}, (tol){1e-4, 1e-5});
         add(c, "lse", F32, OUT, nl, NULL, lse, (tol){2e-4, 2e-5}, (tol){1e-4, 1e-5});
         add_in(c, "qkv", F32, n3, qkv);
-        c->i[0] = B, c->i[1] = T, c->i[2] = C, c->i[3] = NH;
+        c->i[0] = B, c->i[1] = T, c->i[2] = C, c->i[3] = NH, c->i[4] = NKV;
         c->call = call_attention_forward;
         run_case(c);
     }
@@ -733,7 +748,7 @@ static void test_attention_forward(void **state)
 static void call_attention_backward(fm_backend *be, void *const *d, const op_case *c)
 {
     be->ops->attention_backward(be, F(0), CF(1), CF(2), CF(3), CF(4), c->i[0], c->i[1], c->i[2],
-                                c->i[3]);
+                                c->i[3], c->i[4]);
 }
 
 static void test_attention_backward(void **state)
@@ -741,12 +756,13 @@ static void test_attention_backward(void **state)
     (void)state;
     for (int s = 0; s < ATT_SHAPES; s++) {
         const int B = att_shapes[s][0], T = att_shapes[s][1], C = att_shapes[s][2];
-        const int NH = att_shapes[s][3], hs = C / NH;
-        const size_t n3 = (size_t)B * T * 3 * C, n1 = (size_t)B * T * C, nl = (size_t)B * NH * T;
-        op_case *c = new_case("attention_backward B=%d T=%d C=%d NH=%d", B, T, C, NH);
+        const int NH = att_shapes[s][3], NKV = att_shapes[s][4], hs = C / NH;
+        const size_t W = (size_t)(NH + 2 * NKV) * hs;
+        const size_t n3 = (size_t)B * T * W, n1 = (size_t)B * T * C, nl = (size_t)B * NH * T;
+        op_case *c = new_case("attention_backward B=%d T=%d C=%d NH=%d NKV=%d", B, T, C, NH, NKV);
         float *qkv = rndf(410 + s, n3, -2, 2), *dout = rndf(420 + s, n1, -1, 1);
         double *od = zd(n1), *ld = zd(nl);
-        att_ref(qkv, B, T, C, NH, od, ld);
+        att_ref(qkv, B, T, C, NH, NKV, od, ld);
         float *out = flt(od, n1),
               *lse = flt(ld, nl); /* forward's fp32 results, as the op gets them */
         double *dq = zd(n3);
@@ -755,21 +771,23 @@ static void test_attention_backward(void **state)
             for (int h = 0; h < NH; h++)
                 for (int i = 0; i < T; i++) {
                     const size_t ri = (size_t)b * T + i, hh = (size_t)h * hs;
-                    const float *q = qkv + ri * 3 * C + hh, *dO = dout + ri * C + hh;
+                    const size_t kk = (size_t)C + (size_t)(h / (NH / NKV)) * hs; /* k column */
+                    const size_t vv = kk + (size_t)NKV * hs;                      /* v column */
+                    const float *q = qkv + ri * W + hh, *dO = dout + ri * C + hh;
                     double D = 0.0;
                     for (int e = 0; e < hs; e++) D += (double)dO[e] * out[ri * C + hh + e];
                     for (int j = 0; j <= i; j++) {
                         const size_t rj = (size_t)b * T + j;
-                        const float *k = qkv + rj * 3 * C + C + hh, *v = k + C;
+                        const float *k = qkv + rj * W + kk, *v = qkv + rj * W + vv;
                         double sc = 0.0, dp = 0.0;
                         for (int e = 0; e < hs; e++)
                             sc += (double)q[e] * k[e], dp += (double)dO[e] * v[e];
                         const double p = exp(sc * scale - lse[((size_t)b * NH + h) * T + i]);
                         const double ds = p * (dp - D) * scale;
                         for (int e = 0; e < hs; e++) {
-                            dq[ri * 3 * C + hh + e] += ds * k[e];
-                            dq[rj * 3 * C + C + hh + e] += ds * q[e];
-                            dq[rj * 3 * C + 2 * C + hh + e] += p * dO[e];
+                            dq[ri * W + hh + e] += ds * k[e];
+                            dq[rj * W + kk + e] += ds * q[e];
+                            dq[rj * W + vv + e] += p * dO[e];
                         }
                     }
                 }
@@ -778,7 +796,7 @@ static void test_attention_backward(void **state)
         add_in(c, "qkv", F32, n3, qkv);
         add_in(c, "out", F32, n1, out);
         add_in(c, "lse", F32, nl, lse);
-        c->i[0] = B, c->i[1] = T, c->i[2] = C, c->i[3] = NH;
+        c->i[0] = B, c->i[1] = T, c->i[2] = C, c->i[3] = NH, c->i[4] = NKV;
         c->call = call_attention_backward;
         run_case(c);
         free(od), free(ld);
@@ -787,19 +805,20 @@ static void test_attention_backward(void **state)
 
 /* The full sequence through attention_forward (tensor 5 "forward"), then attention_decode in chunks
  * of Tq = 1, 3 and the rest from pos0 = 0; the decoded rows, gathered into (B,T,C) on the host, go to
- * tensor 0 "out". Tensors: 0 out, 1 kcache, 2 vcache, 3 qkv by chunk, 4 qkv (B,T,3C), 5 forward,
+ * tensor 0 "out". Tensors: 0 out, 1 kcache, 2 vcache, 3 qkv by chunk, 4 qkv (B,T,W), 5 forward,
  * 6 lse, 7 one chunk's out (scratch). */
 static void call_attention_decode(fm_backend *be, void *const *d, const op_case *c)
 {
-    const int B = c->i[0], T = c->i[1], C = c->i[2], NH = c->i[3], maxT = c->i[4];
-    be->ops->attention_forward(be, F(5), F(6), CF(4), B, T, C, NH);
+    const int B = c->i[0], T = c->i[1], C = c->i[2], NH = c->i[3], maxT = c->i[4], NKV = c->i[5];
+    const size_t W = (size_t)(NH + 2 * NKV) * (size_t)(C / NH);
+    be->ops->attention_forward(be, F(5), F(6), CF(4), B, T, C, NH, NKV);
     float *all = malloc((size_t)B * T * C * sizeof *all), *chunk = malloc((size_t)B * T * C * 4);
     assert_true(all && chunk);
     const int len[3] = {1, 3, T - 4};
     for (int k = 0, pos0 = 0; k < 3; pos0 += len[k], k++) {
         const int Tq = len[k];
-        be->ops->attention_decode(be, F(7), F(1), F(2), CF(3) + (size_t)B * pos0 * 3 * C, B, Tq,
-                                  pos0, maxT, C, NH);
+        be->ops->attention_decode(be, F(7), F(1), F(2), CF(3) + (size_t)B * pos0 * W, B, Tq, pos0,
+                                  maxT, C, NH, NKV);
         FM_ASSERT_OK(be->ops->download(be, chunk, d[7], (size_t)B * Tq * C * sizeof *chunk));
         for (int b = 0; b < B; b++)
             memcpy(all + ((size_t)b * T + pos0) * C, chunk + (size_t)b * Tq * C,
@@ -814,31 +833,31 @@ static void test_attention_decode(void **state)
     (void)state;
     for (int s = 0; s < ATT_SHAPES; s++) {
         const int B = att_shapes[s][0], T = att_shapes[s][1], C = att_shapes[s][2];
-        const int NH = att_shapes[s][3], maxT = T + 3;
+        const int NH = att_shapes[s][3], NKV = att_shapes[s][4], maxT = T + 3;
+        const size_t KW = (size_t)NKV * (size_t)(C / NH), W = (size_t)C + 2 * KW;
         if (T < 5) continue; /* three chunks: 1, 3, the rest */
-        const size_t n3 = (size_t)B * T * 3 * C, n1 = (size_t)B * T * C, nl = (size_t)B * NH * T;
-        const size_t nc = (size_t)B * maxT * C;
-        op_case *c = new_case("attention_decode B=%d T=%d C=%d NH=%d maxT=%d, chunks 1, 3, %d", B,
-                              T, C, NH, maxT, T - 4);
+        const size_t n3 = (size_t)B * T * W, n1 = (size_t)B * T * C, nl = (size_t)B * NH * T;
+        const size_t nc = (size_t)B * maxT * KW;
+        op_case *c = new_case("attention_decode B=%d T=%d C=%d NH=%d NKV=%d maxT=%d, chunks 1, 3, %d",
+                              B, T, C, NH, NKV, maxT, T - 4);
         float *qkv = rndf(430 + s, n3, -2, 2), *bychunk = malloc(n3 * sizeof *bychunk);
         assert_non_null(bychunk);
         const int len[3] = {1, 3, T - 4};
         for (int k = 0, pos0 = 0; k < 3; pos0 += len[k], k++)
             for (int b = 0; b < B; b++)
-                memcpy(bychunk + ((size_t)B * pos0 + (size_t)b * len[k]) * 3 * C,
-                       qkv + ((size_t)b * T + pos0) * 3 * C, (size_t)len[k] * 3 * C * sizeof *qkv);
+                memcpy(bychunk + ((size_t)B * pos0 + (size_t)b * len[k]) * W,
+                       qkv + ((size_t)b * T + pos0) * W, (size_t)len[k] * W * sizeof *qkv);
         float *kc = rndf(440 + s, nc, 100, 200), *vc = rndf(450 + s, nc, 100, 200);
         double *rk = dbl(kc, nc), *rv = dbl(vc, nc);
         for (int b = 0; b < B; b++)
             for (int t = 0; t < T; t++)
-                for (int i = 0; i < C; i++) {
-                    const size_t ci = ((size_t)b * maxT + t) * C + i,
-                                 qi = ((size_t)b * T + t) * 3 * C;
+                for (size_t i = 0; i < KW; i++) {
+                    const size_t ci = ((size_t)b * maxT + t) * KW + i, qi = ((size_t)b * T + t) * W;
                     rk[ci] = qkv[qi + C + i];
-                    rv[ci] = qkv[qi + 2 * C + i];
+                    rv[ci] = qkv[qi + C + KW + i];
                 }
         double *out = zd(n1), *fwd = zd(n1), *lse = zd(nl);
-        att_ref(qkv, B, T, C, NH, out, lse);
+        att_ref(qkv, B, T, C, NH, NKV, out, lse);
         memcpy(fwd, out, n1 * sizeof *fwd);
         const tol r = {2e-4, 2e-5}, x1 = {1e-4, 1e-5};
         const int o = add(c, "out", F32, OUT, n1, NULL, out, r, x1);
@@ -850,10 +869,281 @@ static void test_attention_decode(void **state)
         add(c, "lse", F32, OUT, nl, NULL, lse, r, x1);
         add(c, "chunk out", F32, TEMP, n1, NULL, NULL, EXACT, EXACT);
         c->t[o].match = f, c->t[o].match_tol = 1e-5;
-        c->i[0] = B, c->i[1] = T, c->i[2] = C, c->i[3] = NH, c->i[4] = maxT;
+        c->i[0] = B, c->i[1] = T, c->i[2] = C, c->i[3] = NH, c->i[4] = maxT, c->i[5] = NKV;
         c->call = call_attention_decode;
         run_case(c);
     }
+}
+
+/* ---- embedding without positions (Llama) --------------------------------------------------------- */
+
+static void call_embedding_forward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->embedding_forward(be, F(2), CI(0), CF(1), c->i[0], c->i[1], c->i[2]);
+}
+
+static void test_embedding_forward(void **state)
+{
+    (void)state;
+    const int B = 3, T = 17, C = 40, Vp = 128;
+    op_case *c = new_case("embedding_forward B=%d T=%d C=%d", B, T, C);
+    int32_t *tok = rndi(8, (size_t)B * T, 10);
+    tok[2] = Vp - 1;
+    float *wte = rndf(9, (size_t)Vp * C, -1, 1);
+    double *ref = zd((size_t)B * T * C);
+    for (int bt = 0; bt < B * T; bt++)
+        for (int ch = 0; ch < C; ch++) ref[(size_t)bt * C + ch] = wte[(size_t)tok[bt] * C + ch];
+    add_in(c, "tokens", I32, (size_t)B * T, tok);
+    add_in(c, "wte", F32, (size_t)Vp * C, wte);
+    add(c, "out", F32, OUT, (size_t)B * T * C, NULL, ref, EXACT, EXACT);
+    c->i[0] = B, c->i[1] = T, c->i[2] = C;
+    c->call = call_embedding_forward;
+    run_case(c);
+}
+
+static void call_embedding_backward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->embedding_backward(be, F(0), CF(1), CI(2), c->i[0], c->i[1], c->i[2]);
+}
+
+static void test_embedding_backward(void **state)
+{
+    (void)state;
+    const int B = 3, T = 17, C = 40, Vp = 128;
+    op_case *c = new_case("embedding_backward B=%d T=%d C=%d (repeated tokens)", B, T, C);
+    int32_t *tok = rndi(11, (size_t)B * T, 10);
+    float *dwte = rndf(12, (size_t)Vp * C, -1, 1), *dout = rndf(13, (size_t)B * T * C, -1, 1);
+    double *rte = dbl(dwte, (size_t)Vp * C);
+    for (int bt = 0; bt < B * T; bt++)
+        for (int ch = 0; ch < C; ch++) rte[(size_t)tok[bt] * C + ch] += dout[(size_t)bt * C + ch];
+    add(c, "dwte", F32, INOUT, (size_t)Vp * C, dwte, rte, (tol){1e-6, 2e-6}, EXACT);
+    add_in(c, "dout", F32, (size_t)B * T * C, dout);
+    add_in(c, "tokens", I32, (size_t)B * T, tok);
+    c->i[0] = B, c->i[1] = T, c->i[2] = C;
+    c->call = call_embedding_backward;
+    run_case(c);
+}
+
+/* ---- RMSNorm (Llama) ------------------------------------------------------------------------------- */
+
+static void rms_ref(const float *x, const float *w, int N, int C, double eps, double *out,
+                    double *rstd)
+{
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C;
+        double ss = 0.0;
+        for (int i = 0; i < C; i++) ss += (double)xr[i] * xr[i];
+        const double rs = 1.0 / sqrt(ss / C + eps);
+        for (int i = 0; i < C; i++) out[(size_t)n * C + i] = xr[i] * rs * w[i];
+        rstd[n] = rs;
+    }
+}
+
+static void call_rmsnorm_forward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->rmsnorm_forward(be, F(0), F(1), CF(2), CF(3), c->i[0], c->i[1], c->f[0]);
+}
+
+static void test_rmsnorm_forward(void **state)
+{
+    (void)state;
+    const int shapes[][2] = {{37, 100}, {64, 768}, {5, 7}};
+    for (int s = 0; s < 3; s++) {
+        const int N = shapes[s][0], C = shapes[s][1];
+        const size_t NC = (size_t)N * C;
+        const float eps = s == 2 ? 1e-6f : 1e-5f;
+        op_case *c = new_case("rmsnorm_forward N=%d C=%d eps=%g", N, C, (double)eps);
+        float *x = rndf(800 + s, NC, -2, 3), *w = rndf(810 + s, C, 0.5, 1.5);
+        double *out = zd(NC), *rstd = zd(N);
+        rms_ref(x, w, N, C, eps, out, rstd);
+        const tol r = {2e-5, 2e-5}, x1 = {1e-5, 1e-5};
+        add(c, "out", F32, OUT, NC, NULL, out, r, x1);
+        add(c, "rstd", F32, OUT, N, NULL, rstd, r, x1);
+        add_in(c, "inp", F32, NC, x);
+        add_in(c, "weight", F32, C, w);
+        c->i[0] = N, c->i[1] = C;
+        c->f[0] = eps;
+        c->call = call_rmsnorm_forward;
+        run_case(c);
+    }
+}
+
+static void call_rmsnorm_backward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->rmsnorm_backward(be, F(0), F(1), CF(2), CF(3), CF(4), CF(5), c->i[0], c->i[1]);
+}
+
+static void test_rmsnorm_backward(void **state)
+{
+    (void)state;
+    const int shapes[][2] = {{37, 100}, {64, 768}, {5, 7}};
+    for (int s = 0; s < 3; s++) {
+        const int N = shapes[s][0], C = shapes[s][1];
+        const size_t NC = (size_t)N * C;
+        op_case *c = new_case("rmsnorm_backward N=%d C=%d (accumulates)", N, C);
+        float *x = rndf(820 + s, NC, -2, 3), *w = rndf(830 + s, C, 0.5, 1.5);
+        float *dout = rndf(840 + s, NC, -1, 1), *dinp = rndf(850 + s, NC, -1, 1);
+        float *dw = rndf(860 + s, C, -1, 1);
+        double *o = zd(NC), *rd = zd(N);
+        rms_ref(x, w, N, C, 1e-5, o, rd);
+        float *rstd = flt(rd, N); /* the op receives forward's fp32 result */
+        double *rdi = dbl(dinp, NC), *rdw = dbl(dw, C);
+        for (int n = 0; n < N; n++) {
+            double sgx = 0.0;
+            for (int i = 0; i < C; i++) {
+                const size_t k = (size_t)n * C + i;
+                const double xh = (double)x[k] * rstd[n];
+                sgx += (double)dout[k] * w[i] * xh;
+                rdw[i] += dout[k] * xh;
+            }
+            sgx /= C;
+            for (int i = 0; i < C; i++) {
+                const size_t k = (size_t)n * C + i;
+                const double xh = (double)x[k] * rstd[n];
+                rdi[k] += rstd[n] * ((double)dout[k] * w[i] - xh * sgx);
+            }
+        }
+        add(c, "dinp", F32, INOUT, NC, dinp, rdi, (tol){2e-4, 2e-5}, (tol){1e-4, 1e-5});
+        add(c, "dweight", F32, INOUT, C, dw, rdw, (tol){2e-4, 2e-4}, (tol){1e-4, 1e-4});
+        add_in(c, "dout", F32, NC, dout);
+        add_in(c, "inp", F32, NC, x);
+        add_in(c, "weight", F32, C, w);
+        add_in(c, "rstd", F32, N, rstd);
+        c->i[0] = N, c->i[1] = C;
+        c->call = call_rmsnorm_backward;
+        run_case(c);
+        free(o), free(rd);
+    }
+}
+
+/* ---- SwiGLU (Llama) -------------------------------------------------------------------------------- */
+
+static void call_swiglu_forward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->swiglu_forward(be, F(1), CF(0), c->i[0], c->i[1]);
+}
+
+static void test_swiglu_forward(void **state)
+{
+    (void)state;
+    const int N = 37, Fd = 1031;
+    op_case *c = new_case("swiglu_forward N=%d F=%d", N, Fd);
+    const size_t ni = (size_t)N * 2 * Fd, no = (size_t)N * Fd;
+    float *x = rndf(900, ni, -8, 8);
+    x[0] = -90.0f, x[1] = 90.0f, x[2] = 0.0f;
+    double *ref = zd(no);
+    for (int n = 0; n < N; n++)
+        for (int f = 0; f < Fd; f++) {
+            const double g = x[(size_t)n * 2 * Fd + f], u = x[(size_t)n * 2 * Fd + Fd + f];
+            ref[(size_t)n * Fd + f] = g / (1.0 + exp(-g)) * u;
+        }
+    add_in(c, "inp", F32, ni, x);
+    add(c, "out", F32, OUT, no, NULL, ref, (tol){2e-5, 2e-6}, (tol){1e-5, 1e-6});
+    c->i[0] = N, c->i[1] = Fd;
+    c->call = call_swiglu_forward;
+    run_case(c);
+}
+
+static void call_swiglu_backward(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->swiglu_backward(be, F(2), CF(0), CF(1), c->i[0], c->i[1]);
+    be->ops->swiglu_backward(be, F(3), CF(3), CF(1), c->i[0], c->i[1]); /* dinp aliases inp */
+}
+
+static void test_swiglu_backward(void **state)
+{
+    (void)state;
+    const int N = 37, Fd = 1031;
+    op_case *c = new_case("swiglu_backward N=%d F=%d (and dinp aliasing inp)", N, Fd);
+    const size_t ni = (size_t)N * 2 * Fd, no = (size_t)N * Fd;
+    float *x = rndf(910, ni, -8, 8), *x2 = rndf(910, ni, -8, 8), *dout = rndf(911, no, -1, 1);
+    x[0] = x2[0] = -90.0f, x[1] = x2[1] = 90.0f;
+    double *ref = zd(ni), *ref2 = zd(ni);
+    for (int n = 0; n < N; n++)
+        for (int f = 0; f < Fd; f++) {
+            const size_t ig = (size_t)n * 2 * Fd + f, iu = ig + Fd;
+            const double g = x[ig], u = x[iu], dd = dout[(size_t)n * Fd + f];
+            const double sg = 1.0 / (1.0 + exp(-g));
+            ref[ig] = ref2[ig] = dd * u * sg * (1.0 + g * (1.0 - sg));
+            ref[iu] = ref2[iu] = dd * g * sg;
+        }
+    const tol r = {2e-5, 2e-6}, x1 = {1e-5, 1e-6};
+    add_in(c, "inp", F32, ni, x);
+    add_in(c, "dout", F32, no, dout);
+    add(c, "dinp", F32, OUT, ni, NULL, ref, r, x1);
+    add(c, "dinp=inp", F32, INOUT, ni, x2, ref2, r, x1);
+    c->i[0] = N, c->i[1] = Fd;
+    c->call = call_swiglu_backward;
+    run_case(c);
+}
+
+/* ---- RoPE (Llama) ---------------------------------------------------------------------------------- */
+
+/* rope shapes: B, T, C, NH, NKV, pos0 */
+static const int rope_shapes[][6] = {{2, 13, 24, 4, 2, 0}, {1, 37, 64, 2, 1, 100},
+                                     {3, 5, 6, 3, 3, 7},   {2, 70, 256, 4, 4, 1000}};
+#define ROPE_SHAPES ((int)(sizeof rope_shapes / sizeof rope_shapes[0]))
+
+/* x (B,T,W) in double, rotated in place (sign -1: the inverse rotation); angles rounded as kernels.h
+ * states (fp32 inv_j and product), the rotation itself in double */
+static void rope_ref(double *x, const int *sh, double theta, double sign)
+{
+    const int B = sh[0], T = sh[1], C = sh[2], NH = sh[3], NKV = sh[4], pos0 = sh[5];
+    const int hs = C / NH, half = hs / 2, W = (NH + 2 * NKV) * hs;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int hh = 0; hh < NH + NKV; hh++)
+                for (int j = 0; j < half; j++) {
+                    const float inv = 1.0f / (float)pow(theta, (double)((float)(2 * j) / (float)hs));
+                    const double a = (double)((float)(pos0 + t) * inv);
+                    const double cs = cos(a), sn = sign * sin(a);
+                    double *lo = x + ((size_t)b * T + t) * W + (size_t)hh * hs + j, *hi = lo + half;
+                    const double u = *lo, v = *hi;
+                    *lo = u * cs - v * sn;
+                    *hi = v * cs + u * sn;
+                }
+}
+
+static void call_rope(fm_backend *be, void *const *d, const op_case *c)
+{
+    void (*op)(fm_backend *, float *, int, int, int, int, int, int, float) =
+        c->i[6] ? be->ops->rope_backward : be->ops->rope_forward;
+    op(be, F(0), c->i[0], c->i[1], c->i[2], c->i[3], c->i[4], c->i[5], c->f[0]);
+}
+
+static void rope_cases(int backward)
+{
+    for (int s = 0; s < ROPE_SHAPES; s++) {
+        const int *sh = rope_shapes[s];
+        const int W = (sh[3] + 2 * sh[4]) * (sh[2] / sh[3]);
+        const size_t n = (size_t)sh[0] * sh[1] * W;
+        const double theta = s == 2 ? 10000.0 : 500000.0;
+        op_case *c = new_case("rope_%s B=%d T=%d C=%d NH=%d NKV=%d pos0=%d theta=%g (in place)",
+                              backward ? "backward" : "forward", sh[0], sh[1], sh[2], sh[3], sh[4],
+                              sh[5], theta);
+        float *x = rndf(950 + s + 10 * backward, n, -2, 2);
+        double *ref = dbl(x, n);
+        rope_ref(ref, sh, theta, backward ? -1.0 : 1.0);
+        add(c, backward ? "dqkv" : "qkv", F32, INOUT, n, x, ref, (tol){2e-6, 2e-6},
+            (tol){1e-6, 1e-6});
+        for (int k = 0; k < 6; k++) c->i[k] = sh[k];
+        c->i[6] = backward;
+        c->f[0] = (float)theta;
+        c->call = call_rope;
+        run_case(c);
+    }
+}
+
+static void test_rope_forward(void **state)
+{
+    (void)state;
+    rope_cases(0);
+}
+
+static void test_rope_backward(void **state)
+{
+    (void)state;
+    rope_cases(1);
 }
 
 /* ---- softmax + cross-entropy ------------------------------------------------------------------- */
@@ -1022,12 +1312,14 @@ typedef struct op_entry {
 #op, offsetof(fm_kernel_ops, op), test_##op                                                \
     }
 static const op_entry g_ops[] = {
-    OP_CASE(encoder_forward),      OP_CASE(encoder_backward),      OP_CASE(layernorm_forward),
-    OP_CASE(layernorm_backward),   OP_CASE(residual_forward),      OP_CASE(matmul_forward),
-    OP_CASE(matmul_backward),      OP_CASE(gelu_forward),          OP_CASE(gelu_backward),
-    OP_CASE(attention_forward),    OP_CASE(attention_backward),    OP_CASE(attention_decode),
-    OP_CASE(softmax_xent_forward), OP_CASE(softmax_xent_backward), OP_CASE(adamw_update),
-    OP_CASE(sum_squares),
+    OP_CASE(encoder_forward),      OP_CASE(encoder_backward),      OP_CASE(embedding_forward),
+    OP_CASE(embedding_backward),   OP_CASE(layernorm_forward),     OP_CASE(layernorm_backward),
+    OP_CASE(rmsnorm_forward),      OP_CASE(rmsnorm_backward),      OP_CASE(residual_forward),
+    OP_CASE(matmul_forward),       OP_CASE(matmul_backward),       OP_CASE(gelu_forward),
+    OP_CASE(gelu_backward),        OP_CASE(swiglu_forward),        OP_CASE(swiglu_backward),
+    OP_CASE(rope_forward),         OP_CASE(rope_backward),         OP_CASE(attention_forward),
+    OP_CASE(attention_backward),   OP_CASE(attention_decode),      OP_CASE(softmax_xent_forward),
+    OP_CASE(softmax_xent_backward), OP_CASE(adamw_update),         OP_CASE(sum_squares),
 };
 #define N_OPS ((int)(sizeof g_ops / sizeof g_ops[0]))
 

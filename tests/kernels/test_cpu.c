@@ -1,6 +1,6 @@
 /* test_cpu.c — the CPU kernels against double-precision reference implementations.
  *
- * For every op: the forward is compared with a double reference written here; the backward is
+ * For every op (GPT-2's and Llama's): the forward is compared with a double reference written here; the backward is
  * compared with central finite differences of that reference (loss L = sum(w * out) with random
  * weights w), so a wrong analytic formula in the kernel cannot hide behind the same wrong formula in
  * the test. Shapes are small and odd (T not a multiple of the attention blocks, V not a multiple of
@@ -431,22 +431,24 @@ static void test_gelu(void **state)
 /* ---- attention -------------------------------------------------------------------------------- */
 
 typedef struct att_case {
-    int B, T, C, NH;
+    int B, T, C, NH, NKV; /* NKV key/value heads: qkv rows of W = (NH + 2 NKV) hs */
     double *qkv, *dout;
 } att_case;
 
 static void att_ref(const att_case *k, double *out, double *lse)
 {
-    const int B = k->B, T = k->T, C = k->C, NH = k->NH, hs = C / NH;
+    const int B = k->B, T = k->T, C = k->C, NH = k->NH, NKV = k->NKV, hs = C / NH;
+    const size_t W = (size_t)(NH + 2 * NKV) * hs;
     const double scale = 1.0 / sqrt((double)hs);
     double *s = zerod((size_t)T);
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int i = 0; i < T; i++) {
-                const double *q = k->qkv + ((size_t)b * T + i) * 3 * C + (size_t)h * hs;
+                const size_t g = (size_t)(h / (NH / NKV));
+                const double *q = k->qkv + ((size_t)b * T + i) * W + (size_t)h * hs;
                 double m = -INFINITY;
                 for (int j = 0; j <= i; j++) {
-                    const double *kk = k->qkv + ((size_t)b * T + j) * 3 * C + C + (size_t)h * hs;
+                    const double *kk = k->qkv + ((size_t)b * T + j) * W + C + g * hs;
                     double d = 0.0;
                     for (int e = 0; e < hs; e++) d += q[e] * kk[e];
                     s[j] = d * scale;
@@ -457,7 +459,8 @@ static void att_ref(const att_case *k, double *out, double *lse)
                 double *o = out + ((size_t)b * T + i) * C + (size_t)h * hs;
                 for (int e = 0; e < hs; e++) o[e] = 0.0;
                 for (int j = 0; j <= i; j++) {
-                    const double *v = k->qkv + ((size_t)b * T + j) * 3 * C + 2 * C + (size_t)h * hs;
+                    const double *v =
+                        k->qkv + ((size_t)b * T + j) * W + C + (size_t)NKV * hs + g * hs;
                     double p = exp(s[j] - m) / z;
                     for (int e = 0; e < hs; e++) o[e] += p * v[e];
                 }
@@ -478,21 +481,23 @@ static double att_loss(void *p)
     return L;
 }
 
-static void attention_case(int B, int T, int C, int NH, size_t stride, int threads, double range)
+static void attention_case(int B, int T, int C, int NH, int NKV, size_t stride, int threads,
+                           double range)
 {
-    rng r = {(uint64_t)(B * 100000 + T * 100 + C)};
-    const size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+    rng r = {(uint64_t)(B * 100000 + T * 100 + C + NKV)};
+    const size_t W = (size_t)(NH + 2 * NKV) * (size_t)(C / NH);
+    const size_t nq = (size_t)B * T * W, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
     float *qkv = randf(&r, nq, -range, range), *dout = randf(&r, no, -1, 1);
     float *out = randf(&r, no, -1, 1), *lse = randf(&r, nl, -1, 1);
     float *dqkv = randf(&r, nq, 100, 200); /* garbage: must be overwritten */
-    att_case k = {B, T, C, NH, to_double(qkv, nq), to_double(dout, no)};
+    att_case k = {B, T, C, NH, NKV, to_double(qkv, nq), to_double(dout, no)};
     double *eo = zerod(no), *el = zerod(nl);
     att_ref(&k, eo, el);
     fm_backend *be = be_new(threads);
-    fm_cpu_attention_forward(be, out, lse, qkv, B, T, C, NH);
+    fm_cpu_attention_forward(be, out, lse, qkv, B, T, C, NH, NKV);
     CHECK_REL("attention out", out, eo, no, 1e-5);
     CHECK_REL("attention lse", lse, el, nl, 1e-5);
-    fm_cpu_attention_backward(be, dqkv, dout, qkv, out, lse, B, T, C, NH);
+    fm_cpu_attention_backward(be, dqkv, dout, qkv, out, lse, B, T, C, NH, NKV);
     double *g = zerod(nq);
     fd_grad(k.qkv, nq, stride, att_loss, &k, g);
     CHECK_FD("attention dqkv", dqkv, g, nq, GRAD_TOL);
@@ -504,9 +509,11 @@ static void attention_case(int B, int T, int C, int NH, size_t stride, int threa
 static void test_attention_small(void **state)
 {
     (void)state;
-    attention_case(2, 7, 12, 3, 1, 2, 1.0); /* hs 4 */
-    attention_case(1, 1, 6, 2, 1, 1, 1.0);  /* T = 1 */
-    attention_case(3, 5, 5, 1, 1, 2, 2.0);  /* odd C with one head */
+    attention_case(2, 7, 12, 3, 3, 1, 2, 1.0); /* hs 4 */
+    attention_case(1, 1, 6, 2, 2, 1, 1, 1.0);  /* T = 1 */
+    attention_case(3, 5, 5, 1, 1, 1, 2, 2.0);  /* odd C with one head */
+    attention_case(2, 7, 24, 4, 2, 1, 2, 1.0); /* grouped-query 2:1 */
+    attention_case(1, 9, 24, 4, 1, 1, 2, 1.0); /* grouped-query 4:1 (multi-query) */
 }
 
 static void test_attention_blocks(void **state)
@@ -514,8 +521,9 @@ static void test_attention_blocks(void **state)
     (void)state;
     /* T spans several query blocks (64) and key blocks (128), not a multiple of either; scores
      * large enough that the online softmax rescales */
-    attention_case(1, 203, 16, 2, 37, 2, 2.0);
-    attention_case(2, 130, 24, 3, 53, 2, 1.0);
+    attention_case(1, 203, 16, 2, 2, 37, 2, 2.0);
+    attention_case(2, 130, 24, 3, 3, 53, 2, 1.0);
+    attention_case(2, 131, 32, 4, 2, 41, 2, 1.5); /* grouped-query 2:1 over several blocks */
 }
 
 /* attention_decode: the full sequence through attention_forward, then the same sequence through the
@@ -523,20 +531,20 @@ static void test_attention_blocks(void **state)
  * the full sequence (fp32, 1e-5 relative) and the double reference, the caches must hold the k and v
  * rows exactly, and the result must be bit-identical across runs and for 1 and 2 threads. */
 static void decode_run(int threads, const float *qkv, float *out, float *kc, float *vc, int B, int T,
-                       int maxT, int C, int NH)
+                       int maxT, int C, int NH, int NKV)
 {
     const int chunks[3] = {1, 3, T - 4};
-    float *q = malloc((size_t)B * T * 3 * C * sizeof *q);
+    const size_t W = (size_t)(NH + 2 * NKV) * (size_t)(C / NH);
+    float *q = malloc((size_t)B * T * W * sizeof *q);
     assert_non_null(q);
     fm_backend *be = be_new(threads);
     for (int k = 0, pos0 = 0; k < 3; pos0 += chunks[k], k++) {
         const int Tq = chunks[k];
         for (int b = 0; b < B; b++) /* rows pos0..pos0+Tq-1 of each sequence, contiguous */
-            memcpy(q + (size_t)b * Tq * 3 * C, qkv + ((size_t)b * T + pos0) * 3 * C,
-                   (size_t)Tq * 3 * C * sizeof *q);
+            memcpy(q + (size_t)b * Tq * W, qkv + ((size_t)b * T + pos0) * W, (size_t)Tq * W * sizeof *q);
         float *o = malloc((size_t)B * Tq * C * sizeof *o);
         assert_non_null(o);
-        fm_cpu_attention_decode(be, o, kc, vc, q, B, Tq, pos0, maxT, C, NH);
+        fm_cpu_attention_decode(be, o, kc, vc, q, B, Tq, pos0, maxT, C, NH, NKV);
         for (int b = 0; b < B; b++)
             memcpy(out + ((size_t)b * T + pos0) * C, o + (size_t)b * Tq * C,
                    (size_t)Tq * C * sizeof *o);
@@ -546,37 +554,38 @@ static void decode_run(int threads, const float *qkv, float *out, float *kc, flo
     free(q);
 }
 
-static void decode_case(int B, int T, int C, int NH, double range)
+static void decode_case(int B, int T, int C, int NH, int NKV, double range)
 {
     assert_true(T > 4);
-    rng r = {(uint64_t)(B * 7000 + T * 13 + C)};
-    const int maxT = T + 5;
-    const size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nc = (size_t)B * maxT * C;
+    rng r = {(uint64_t)(B * 7000 + T * 13 + C + NKV)};
+    const int maxT = T + 5, KW = NKV * (C / NH);
+    const size_t W = (size_t)C + 2 * (size_t)KW;
+    const size_t nq = (size_t)B * T * W, no = (size_t)B * T * C, nc = (size_t)B * maxT * KW;
     float *qkv = randf(&r, nq, -range, range), *full = malloc(no * 4), *lse = malloc((size_t)B * NH * T * 4);
     float *dec = malloc(no * 4), *dec2 = malloc(no * 4), *dec1 = malloc(no * 4);
     float *kc = randf(&r, nc, 100, 200), *vc = randf(&r, nc, 100, 200); /* garbage beyond T */
     float *kc2 = copyf(kc, nc), *vc2 = copyf(vc, nc);
     assert_true(full && lse && dec && dec2 && dec1);
     fm_backend *be = be_new(2);
-    fm_cpu_attention_forward(be, full, lse, qkv, B, T, C, NH);
+    fm_cpu_attention_forward(be, full, lse, qkv, B, T, C, NH, NKV);
     fm_backend_free(&be);
-    decode_run(2, qkv, dec, kc, vc, B, T, maxT, C, NH);
+    decode_run(2, qkv, dec, kc, vc, B, T, maxT, C, NH, NKV);
     double *ref = to_double(full, no);
     CHECK_REL("attention_decode vs attention_forward rows", dec, ref, no, 1e-5);
-    att_case k = {B, T, C, NH, to_double(qkv, nq), NULL};
+    att_case k = {B, T, C, NH, NKV, to_double(qkv, nq), NULL};
     double *eo = zerod(no);
     att_ref(&k, eo, NULL);
     CHECK_REL("attention_decode vs double reference", dec, eo, no, 1e-5);
     for (int b = 0; b < B; b++) /* the caches: k and v of rows 0..T-1, untouched beyond */
         for (int t = 0; t < maxT; t++)
-            for (int c = 0; c < C; c++) {
-                const size_t ci = ((size_t)b * maxT + t) * C + c, qi = ((size_t)b * T + t) * 3 * C + c;
+            for (int c = 0; c < KW; c++) {
+                const size_t ci = ((size_t)b * maxT + t) * KW + c, qi = ((size_t)b * T + t) * W + c;
                 assert_true(kc[ci] == (t < T ? qkv[qi + C] : kc2[ci]));
-                assert_true(vc[ci] == (t < T ? qkv[qi + 2 * C] : vc2[ci]));
+                assert_true(vc[ci] == (t < T ? qkv[qi + C + KW] : vc2[ci]));
             }
-    decode_run(2, qkv, dec2, kc2, vc2, B, T, maxT, C, NH);
+    decode_run(2, qkv, dec2, kc2, vc2, B, T, maxT, C, NH, NKV);
     assert_memory_equal(dec2, dec, no * 4); /* same threads: same bits */
-    decode_run(1, qkv, dec1, kc2, vc2, B, T, maxT, C, NH);
+    decode_run(1, qkv, dec1, kc2, vc2, B, T, maxT, C, NH, NKV);
     assert_memory_equal(dec1, dec, no * 4); /* one thread per row: same bits for any thread count */
     free(qkv), free(full), free(lse), free(dec), free(dec2), free(dec1), free(kc), free(vc);
     free(kc2), free(vc2), free(ref), free(k.qkv), free(eo);
@@ -585,9 +594,231 @@ static void decode_case(int B, int T, int C, int NH, double range)
 static void test_attention_decode(void **state)
 {
     (void)state;
-    decode_case(2, 9, 12, 3, 1.0);    /* hs 4 */
-    decode_case(3, 37, 64, 2, 2.0);   /* hs 32, above the serial threshold: threaded */
-    decode_case(1, 203, 16, 2, 2.0);  /* several key blocks of 128: the online softmax rescales */
+    decode_case(2, 9, 12, 3, 3, 1.0);    /* hs 4 */
+    decode_case(3, 37, 64, 2, 2, 2.0);   /* hs 32, above the serial threshold: threaded */
+    decode_case(1, 203, 16, 2, 2, 2.0);  /* several key blocks of 128: the online softmax rescales */
+    decode_case(2, 21, 48, 6, 2, 1.5);   /* grouped-query 3:1: caches of NKV*hs per row */
+}
+
+/* ---- Llama's kernels: embedding, RMSNorm, SwiGLU, RoPE -------------------------------------- */
+
+static void test_embedding(void **state)
+{
+    (void)state;
+    rng r = {41};
+    const int B = 3, T = 50, C = 700, Vp = 256; /* above the serial threshold: threaded */
+    const size_t n = (size_t)B * T * C;
+    int32_t tok[150];
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)(rng_uniform(&r) * 20); /* repeated tokens */
+    float *wte = randf(&r, (size_t)Vp * C, -1, 1), *out = randf(&r, n, 100, 200);
+    float *dout = randf(&r, n, -1, 1), *dwte = randf(&r, (size_t)Vp * C, -1, 1);
+    double *e = zerod(n), *edw = to_double(dwte, (size_t)Vp * C);
+    for (int i = 0; i < B * T; i++)
+        for (int c = 0; c < C; c++) {
+            e[(size_t)i * C + c] = wte[(size_t)tok[i] * C + c];
+            edw[(size_t)tok[i] * C + c] += dout[(size_t)i * C + c];
+        }
+    fm_backend *be = be_new(2);
+    fm_cpu_embedding_forward(be, out, tok, wte, B, T, C);
+    CHECK_REL("embedding forward", out, e, n, 0.0);
+    fm_cpu_embedding_backward(be, dwte, dout, tok, B, T, C); /* accumulates, rows in order */
+    CHECK_REL("embedding backward", dwte, edw, (size_t)Vp * C, 1e-6);
+    fm_backend_free(&be);
+    free(wte), free(out), free(dout), free(dwte), free(e), free(edw);
+}
+
+typedef struct rms_case {
+    int N, C;
+    double eps, *x, *w, *dout;
+} rms_case;
+
+static void rms_ref(const rms_case *k, double *out, double *rstd)
+{
+    for (int n = 0; n < k->N; n++) {
+        const double *x = k->x + (size_t)n * k->C;
+        double ss = 0.0;
+        for (int c = 0; c < k->C; c++) ss += x[c] * x[c];
+        const double r = 1.0 / sqrt(ss / k->C + k->eps);
+        if (out)
+            for (int c = 0; c < k->C; c++) out[(size_t)n * k->C + c] = x[c] * r * k->w[c];
+        if (rstd) rstd[n] = r;
+    }
+}
+
+static double rms_loss(void *p)
+{
+    rms_case *k = p;
+    const size_t n = (size_t)k->N * k->C;
+    double *out = zerod(n), L = 0.0;
+    rms_ref(k, out, NULL);
+    for (size_t i = 0; i < n; i++) L += out[i] * k->dout[i];
+    free(out);
+    return L;
+}
+
+static void rmsnorm_case(int N, int C, size_t stride, int threads, double eps)
+{
+    rng r = {(uint64_t)(N * 1000 + C + 5)};
+    const size_t nc = (size_t)N * C;
+    float *x = randf(&r, nc, -2, 3), *w = randf(&r, C, 0.5, 1.5), *dout = randf(&r, nc, -1, 1);
+    float *out = randf(&r, nc, 100, 200), *rstd = randf(&r, N, 100, 200);
+    float *dinp0 = randf(&r, nc, -1, 1), *dw0 = randf(&r, C, -1, 1);
+    float *dinp = copyf(dinp0, nc), *dw = copyf(dw0, C);
+    rms_case k = {N, C, (double)(float)eps, to_double(x, nc), to_double(w, C), to_double(dout, nc)};
+    double *eout = zerod(nc), *erstd = zerod(N);
+    rms_ref(&k, eout, erstd);
+    fm_backend *be = be_new(threads);
+    fm_cpu_rmsnorm_forward(be, out, rstd, x, w, N, C, (float)eps);
+    CHECK_REL("rmsnorm out", out, eout, nc, FWD_TOL);
+    CHECK_REL("rmsnorm rstd", rstd, erstd, N, FWD_TOL);
+    fm_cpu_rmsnorm_backward(be, dinp, dw, dout, x, w, rstd, N, C);
+    for (size_t i = 0; i < nc; i++) dinp[i] -= dinp0[i]; /* accumulates: compare the increments */
+    for (int c = 0; c < C; c++) dw[c] -= dw0[c];
+    double *g = zerod(nc);
+    fd_grad(k.x, nc, stride, rms_loss, &k, g);
+    CHECK_FD("rmsnorm dinp", dinp, g, nc, GRAD_TOL);
+    fd_grad(k.w, C, 1, rms_loss, &k, g);
+    CHECK_FD("rmsnorm dweight", dw, g, C, GRAD_TOL);
+    fm_backend_free(&be);
+    free(x), free(w), free(dout), free(out), free(rstd), free(dinp0), free(dw0), free(dinp);
+    free(dw), free(k.x), free(k.w), free(k.dout), free(eout), free(erstd), free(g);
+}
+
+static void test_rmsnorm(void **state)
+{
+    (void)state;
+    rmsnorm_case(13, 67, 1, 2, 1e-5);
+    rmsnorm_case(1, 3, 1, 1, 1e-6); /* (C = 1 is degenerate: d out/d x = eps/(x^2+eps)^1.5 cancels) */
+    rmsnorm_case(61, 771, 97, 2, 1e-5); /* above the serial threshold: threaded paths */
+}
+
+typedef struct swiglu_case {
+    int N, F;
+    double *x, *dout;
+} swiglu_case;
+
+static double swiglu_loss(void *p)
+{
+    swiglu_case *k = p;
+    double L = 0.0;
+    for (int n = 0; n < k->N; n++)
+        for (int f = 0; f < k->F; f++) {
+            const double g = k->x[(size_t)n * 2 * k->F + f], u = k->x[(size_t)n * 2 * k->F + k->F + f];
+            L += g / (1.0 + exp(-g)) * u * k->dout[(size_t)n * k->F + f];
+        }
+    return L;
+}
+
+static void test_swiglu(void **state)
+{
+    (void)state;
+    const int sizes[][2] = {{7, 13}, {40, 1031}}; /* the second above the serial threshold */
+    for (int s = 0; s < 2; s++) {
+        const int N = sizes[s][0], F = sizes[s][1];
+        rng r = {(uint64_t)(N + F)};
+        const size_t ni = (size_t)N * 2 * F, no = (size_t)N * F;
+        float *x = randf(&r, ni, -8, 8), *dout = randf(&r, no, -1, 1);
+        float *out = randf(&r, no, 100, 200), *din = randf(&r, ni, 100, 200);
+        x[0] = -90.0f, x[1] = 90.0f, x[2] = 0.0f; /* saturated sigmoid both ways */
+        swiglu_case k = {N, F, to_double(x, ni), to_double(dout, no)};
+        double *e = zerod(no);
+        for (int n = 0; n < N; n++)
+            for (int f = 0; f < F; f++) {
+                const double g = k.x[(size_t)n * 2 * F + f], u = k.x[(size_t)n * 2 * F + F + f];
+                e[(size_t)n * F + f] = g / (1.0 + exp(-g)) * u;
+            }
+        fm_backend *be = be_new(2);
+        fm_cpu_swiglu_forward(be, out, x, N, F);
+        CHECK_REL("swiglu forward", out, e, no, FWD_TOL);
+        fm_cpu_swiglu_backward(be, din, x, dout, N, F);
+        double *g = zerod(ni);
+        fd_grad(k.x, ni, s ? 7 : 1, swiglu_loss, &k, g);
+        CHECK_FD("swiglu backward", din, g, ni, GRAD_TOL);
+        float *inplace = copyf(x, ni);
+        fm_cpu_swiglu_backward(be, inplace, inplace, dout, N, F); /* dinp aliases inp */
+        assert_memory_equal(inplace, din, ni * sizeof *din);
+        fm_backend_free(&be);
+        free(x), free(dout), free(out), free(din), free(k.x), free(k.dout), free(e), free(g);
+        free(inplace);
+    }
+}
+
+/* RoPE in double: rotates the q and k heads of x (B,T,W) in place at positions pos0.., with the
+ * angles rounded as the kernel documents (fp32 inv_j and product; the rotation itself in double) */
+static void rope_ref(double *x, int B, int T, int C, int NH, int NKV, int pos0, double theta,
+                     int inverse)
+{
+    const int hs = C / NH, half = hs / 2, W = (NH + 2 * NKV) * hs;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int hh = 0; hh < NH + NKV; hh++)
+                for (int j = 0; j < half; j++) {
+                    const float inv = 1.0f / (float)pow(theta, (double)((float)(2 * j) / (float)hs));
+                    const double a = (double)((float)(pos0 + t) * inv);
+                    const double c = cos(a), sn = inverse ? -sin(a) : sin(a);
+                    double *lo = x + ((size_t)b * T + t) * W + (size_t)hh * hs + j, *hi = lo + half;
+                    const double u = *lo, v = *hi;
+                    *lo = u * c - v * sn;
+                    *hi = v * c + u * sn;
+                }
+}
+
+static void test_rope(void **state)
+{
+    (void)state;
+    /* B, T, C, NH, NKV, pos0 (T not a power of two; GQA; a decode offset; hs 2) */
+    const int cases[][6] = {{2, 13, 24, 4, 2, 0}, {1, 37, 64, 2, 1, 100}, {3, 5, 6, 3, 3, 7},
+                            {2, 100, 256, 4, 4, 0}};
+    for (int s = 0; s < 4; s++) {
+        const int B = cases[s][0], T = cases[s][1], C = cases[s][2], NH = cases[s][3];
+        const int NKV = cases[s][4], pos0 = cases[s][5], hs = C / NH, W = (NH + 2 * NKV) * hs;
+        const size_t n = (size_t)B * T * W;
+        const double theta = s == 2 ? 10000.0 : 500000.0;
+        rng r = {(uint64_t)(s + 99)};
+        float *x = randf(&r, n, -2, 2), *y = copyf(x, n);
+        double *e = to_double(x, n);
+        rope_ref(e, B, T, C, NH, NKV, pos0, theta, 0);
+        fm_backend *be = be_new(2);
+        fm_cpu_rope_forward(be, y, B, T, C, NH, NKV, pos0, (float)theta);
+        CHECK_REL("rope forward", y, e, n, FWD_TOL);
+        for (int b = 0; b < B; b++) /* the v heads are untouched */
+            for (int t = 0; t < T; t++)
+                assert_memory_equal(y + ((size_t)b * T + t) * W + (size_t)(NH + NKV) * hs,
+                                    x + ((size_t)b * T + t) * W + (size_t)(NH + NKV) * hs,
+                                    (size_t)NKV * hs * sizeof *x);
+        /* backward is the transpose: <rope(x), d> = <x, rope_backward(d)> in double */
+        float *d = randf(&r, n, -1, 1), *dx = copyf(d, n);
+        fm_cpu_rope_backward(be, dx, B, T, C, NH, NKV, pos0, (float)theta);
+        double lhs = 0.0, rhs = 0.0, mag = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            lhs += e[i] * d[i];
+            rhs += (double)x[i] * dx[i];
+            mag += fabs(e[i] * d[i]);
+        }
+        if (!(fabs(lhs - rhs) <= 1e-6 * mag))
+            print_error("rope backward is not the transpose: %.9g vs %.9g\n", lhs, rhs);
+        assert_true(fabs(lhs - rhs) <= 1e-6 * mag);
+        /* backward undoes forward */
+        fm_cpu_rope_backward(be, y, B, T, C, NH, NKV, pos0, (float)theta);
+        double *xd = to_double(x, n);
+        CHECK_REL("rope backward(forward(x))", y, xd, n, 1e-6);
+        /* position offset: rows t.. of a sequence at pos0 + t equal the full sequence's rows */
+        if (T > 3) {
+            float *full = copyf(x, n), *tail = malloc((size_t)B * (T - 3) * W * sizeof *tail);
+            assert_non_null(tail);
+            for (int b = 0; b < B; b++)
+                memcpy(tail + (size_t)b * (T - 3) * W, x + ((size_t)b * T + 3) * W,
+                       (size_t)(T - 3) * W * sizeof *x);
+            fm_cpu_rope_forward(be, full, B, T, C, NH, NKV, pos0, (float)theta);
+            fm_cpu_rope_forward(be, tail, B, T - 3, C, NH, NKV, pos0 + 3, (float)theta);
+            for (int b = 0; b < B; b++)
+                assert_memory_equal(tail + (size_t)b * (T - 3) * W, full + ((size_t)b * T + 3) * W,
+                                    (size_t)(T - 3) * W * sizeof *x);
+            free(full), free(tail);
+        }
+        fm_backend_free(&be);
+        free(x), free(y), free(e), free(d), free(dx), free(xd);
+    }
 }
 
 /* ---- softmax + cross-entropy ------------------------------------------------------------------ */
@@ -732,6 +963,7 @@ static void test_sum_squares(void **state)
 
 typedef struct det_out {
     float *enc, *dwte, *ln, *dln, *mm, *dmm_in, *dmm_w, *gelu, *att, *datt, *xent, *adam;
+    float *emb, *demb, *rms, *drms, *drmsw, *sw, *dsw, *rope, *gatt, *dgatt; /* Llama's kernels */
 } det_out;
 
 /* Runs every kernel with `threads` threads on fixed random inputs; every output into d. The inputs of
@@ -767,13 +999,28 @@ static void det_run(int threads, det_out *d)
     fm_cpu_matmul_forward(be, d->mm, d->ln, w, bias, N, C, 3 * C);
     fm_cpu_matmul_backward(be, d->dmm_in, d->dmm_w, dbias, dout, d->ln, w, N, C, 3 * C);
     fm_cpu_gelu_forward(be, d->gelu, act, (size_t)N * 3 * C);
-    fm_cpu_attention_forward(be, d->att, lse, act, B, T, C, NH);
-    fm_cpu_attention_backward(be, d->datt, d->enc, act, d->att, lse, B, T, C, NH);
+    fm_cpu_attention_forward(be, d->att, lse, act, B, T, C, NH, NH);
+    fm_cpu_attention_backward(be, d->datt, d->enc, act, d->att, lse, B, T, C, NH, NH);
     memcpy(d->xent, logits, (size_t)N * Vp * 4);
     fm_cpu_softmax_xent_forward(be, losses, xl, d->xent, tok, N, V, Vp);
     fm_cpu_softmax_xent_backward(be, d->xent, xl, tok, 1.0f / N, N, V, Vp);
     fm_cpu_adamw_update(be, d->adam, grads, m, v, (size_t)3 * C * C, 1e-3f, 0.9f, 0.95f, 1e-8f,
                         0.1f, 1.0f, 1);
+    /* Llama's kernels; attention with 4 query heads on 2 key/value heads (W = 2C) */
+    d->emb = calloc(nc, 4), d->demb = calloc((size_t)Vp * C, 4), d->rms = calloc(nc, 4);
+    d->drms = calloc(nc, 4), d->drmsw = calloc(C, 4), d->sw = calloc((size_t)N * C, 4);
+    d->dsw = calloc((size_t)N * 2 * C, 4), d->rope = copyf(act, (size_t)N * 2 * C);
+    d->gatt = calloc(nc, 4), d->dgatt = calloc((size_t)N * 2 * C, 4);
+    fm_cpu_embedding_forward(be, d->emb, tok, wte, B, T, C);
+    fm_cpu_embedding_backward(be, d->demb, d->emb, tok, B, T, C);
+    fm_cpu_rmsnorm_forward(be, d->rms, rstd, d->emb, lw, N, C, 1e-5f);
+    fm_cpu_rmsnorm_backward(be, d->drms, d->drmsw, d->ln, d->emb, lw, rstd, N, C);
+    fm_cpu_swiglu_forward(be, d->sw, act, N, C);
+    fm_cpu_swiglu_backward(be, d->dsw, act, d->enc, N, C);
+    fm_cpu_rope_forward(be, d->rope, B, T, C, NH, NH / 2, 5, 10000.0f);
+    fm_cpu_attention_forward(be, d->gatt, lse, d->rope, B, T, C, NH, NH / 2);
+    fm_cpu_attention_backward(be, d->dgatt, d->enc, d->rope, d->gatt, lse, B, T, C, NH, NH / 2);
+    fm_cpu_rope_backward(be, d->dgatt, B, T, C, NH, NH / 2, 5, 10000.0f);
     fm_backend_free(&be);
     free(wte), free(wpe), free(w), free(bias), free(lw), free(lb), free(dout), free(dwpe);
     free(mean), free(rstd), free(dlw), free(dlb), free(dbias), free(lse), free(losses), free(xl);
@@ -784,6 +1031,8 @@ static void det_free(det_out *d)
 {
     free(d->enc), free(d->dwte), free(d->ln), free(d->dln), free(d->mm), free(d->dmm_in);
     free(d->dmm_w), free(d->gelu), free(d->att), free(d->datt), free(d->xent), free(d->adam);
+    free(d->emb), free(d->demb), free(d->rms), free(d->drms), free(d->drmsw), free(d->sw);
+    free(d->dsw), free(d->rope), free(d->gatt), free(d->dgatt);
 }
 
 /* with_matmul = 0 leaves out the matmul outputs */
@@ -804,6 +1053,16 @@ static void det_compare(const det_out *a, const det_out *b, int with_matmul)
     assert_memory_equal(a->datt, b->datt, N * 3 * C * 4);
     assert_memory_equal(a->xent, b->xent, N * Vp * 4);
     assert_memory_equal(a->adam, b->adam, 3 * C * C * 4);
+    assert_memory_equal(a->emb, b->emb, N * C * 4);
+    assert_memory_equal(a->demb, b->demb, Vp * C * 4);
+    assert_memory_equal(a->rms, b->rms, N * C * 4);
+    assert_memory_equal(a->drms, b->drms, N * C * 4);
+    assert_memory_equal(a->drmsw, b->drmsw, C * 4);
+    assert_memory_equal(a->sw, b->sw, N * C * 4);
+    assert_memory_equal(a->dsw, b->dsw, N * 2 * C * 4);
+    assert_memory_equal(a->rope, b->rope, N * 2 * C * 4);
+    assert_memory_equal(a->gatt, b->gatt, N * C * 4);
+    assert_memory_equal(a->dgatt, b->dgatt, N * 2 * C * 4);
 }
 
 static void test_determinism(void **state)
@@ -834,6 +1093,8 @@ int main(void)
         cmocka_unit_test(test_residual),        cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_gelu),            cmocka_unit_test(test_attention_small),
         cmocka_unit_test(test_attention_blocks), cmocka_unit_test(test_attention_decode),
+        cmocka_unit_test(test_embedding),       cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_swiglu),          cmocka_unit_test(test_rope),
         cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_sum_squares),     cmocka_unit_test(test_determinism),

@@ -20,7 +20,7 @@
 #include "model/model.h"
 #include "train/optimizer.h"
 
-static const fm_model_shape TINY = {2, 2, 64, 32, 100, "gpt2"}; /* L, NH, C, maxT, V (Vp = 128) */
+static const fm_model_shape TINY = {2, 2, 64, 32, 100, .arch = "gpt2"}; /* L, NH, C, maxT, V (Vp = 128) */
 
 /* Deterministic batch of token ids in [0,V); the target is a fixed function of the token, so the
  * model can learn it and the loss falls. */
@@ -84,7 +84,7 @@ static void test_memory_formula(void **state)
 {
     (void)state;
     /* GPT-2 124M: the well-known parameter count, and micro_batch 4 x 1024 inside 16 GiB */
-    fm_model_shape g = {12, 12, 768, 1024, 50257, "gpt2"};
+    fm_model_shape g = {12, 12, 768, 1024, 50257, .arch = "gpt2"};
     fm_model_memory_info mem;
     FM_ASSERT_OK(fm_model_memory_estimate(&g, 4, 4, &mem));
     assert_int_equal(mem.n_params, 124439808);
@@ -100,7 +100,7 @@ static void test_memory_formula(void **state)
                                           mem.act_bytes + mem.logits_bytes + mem.scratch_bytes);
     assert_true(mem.total_bytes < ((size_t)16 << 30));
     /* odd sizes exercise the 64-byte rounding; bf16 activations halve the activation part */
-    fm_model_shape odd = {3, 3, 33, 17, 1001, "gpt2"};
+    fm_model_shape odd = {3, 3, 33, 17, 1001, .arch = "gpt2"};
     FM_ASSERT_OK(fm_model_memory_estimate(&odd, 3, 2, &mem));
     assert_int_equal(mem.act_bytes, formula_act(3, 17, 33, 3, 3, 2));
     assert_int_equal(mem.logits_bytes, up64((size_t)3 * 17 * 1024 * 2));
@@ -196,7 +196,7 @@ static void tensor_stats(const float *p, const fm_model_tensor_info *t, double *
 static void test_init(void **state)
 {
     (void)state;
-    fm_model_shape s = {4, 4, 128, 64, 1000, "gpt2"};
+    fm_model_shape s = {4, 4, 128, 64, 1000, .arch = "gpt2"};
     fm_backend *be1 = NULL, *be2 = NULL;
     fm_model *a = NULL, *b = NULL;
     FM_ASSERT_OK(fm_backend_create("cpu", 1, -1, &be1));

@@ -1,10 +1,13 @@
-/* ref_dump.c — the C side of the PyTorch comparison (tests/reference/test_gpt2.py).
+/* ref_dump.c — the C side of the PyTorch comparisons (tests/reference/test_gpt2.py, test_llama.py).
  *
- * Builds a GPT-2 with fmtrain's model on the CPU backend, initialises it from a seed, and writes to
- * one HDF5 file (serial, default driver):
- *   /config            attributes: shape, batch, AdamW hyper-parameters, steps
+ * Builds a model (GPT-2 or Llama, by --config) with fmtrain's model on the CPU backend, initialises it
+ * from a seed, and writes to one HDF5 file (serial, default driver):
+ *   /config            attributes: arch, the resolved shape (n_kv_head, ffn_dim, rope_theta, norm_eps,
+ *                      tie_embeddings too), batch, AdamW hyper-parameters, steps
  *   /batch/tokens      (B,T) int32      /batch/targets (B,T) int32
- *   /params/<name>     initial parameters, our layout (model.h), e.g. /params/h.0.attn.c_attn.weight
+ *   /params/<name>     initial parameters, our layout (model.h), e.g. /params/h.0.attn.c_attn.weight,
+ *                      with attributes hf_name (Hugging Face's name) and hf_rows (its rows: V for a
+ *                      vocabulary matrix padded to Vp) from the tensor table
  *   /logits            (B,T,Vp) of the first forward
  *   /loss              scalar, mean cross-entropy of the first forward
  *   /grads/<name>      gradients of that loss (one backward, loss_scale 1)
@@ -12,7 +15,9 @@
  *   /losses            (steps+1) loss before each of `steps` AdamW steps (with clipping) and after the last
  * The same fixed batch is used at every step.
  *
- * Usage: fm_reference_dump --config tiny|gpt2 --out FILE [--threads N] [--steps N]
+ * Usage: fm_reference_dump --config NAME --out FILE [--threads N] [--steps N]
+ * NAME: tiny, gpt2 (GPT-2 shapes); llama_mha, llama_gqa2, llama_gqa4 (small Llamas with odd sizes,
+ * T not a power of two: multi-head, grouped-query 2:1 untied, 4:1 tied).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -32,8 +37,12 @@ typedef struct ref_config {
 } ref_config;
 
 static const ref_config configs[] = {
-    {"tiny", {2, 2, 64, 32, 100, "gpt2"}, 4, 32},
-    {"gpt2", {12, 12, 768, 1024, 50257, "gpt2"}, 2, 64},
+    {"tiny", {2, 2, 64, 32, 100, .arch = "gpt2"}, 4, 32},
+    {"gpt2", {12, 12, 768, 1024, 50257, .arch = "gpt2"}, 2, 64},
+    /* L, NH, C, maxT, V, arch, NKV, F, rope_theta, norm_eps, tie (0: the family's default) */
+    {"llama_mha", {2, 3, 36, 32, 150, "llama", 0, 0, 0.0, 0.0, FM_TIE_DEFAULT}, 2, 19},
+    {"llama_gqa2", {2, 4, 40, 48, 211, "llama", 2, 75, 10000.0, 1e-5, FM_TIE_NO}, 3, 29},
+    {"llama_gqa4", {3, 8, 96, 64, 300, "llama", 2, 200, 500000.0, 1e-6, FM_TIE_YES}, 2, 45},
 };
 
 static const uint64_t SEED = 1337;
@@ -73,6 +82,19 @@ static fm_status h5_attr_int(hid_t loc, const char *name, long long v, const cha
     return h5_check(rc, name, path);
 }
 
+static fm_status h5_attr_str(hid_t loc, const char *name, const char *v, const char *path)
+{
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, strlen(v) + 1);
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, type, v);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(space);
+    H5Tclose(type);
+    return h5_check(rc, name, path);
+}
+
 static fm_status h5_attr_double(hid_t loc, const char *name, double v, const char *path)
 {
     hid_t space = H5Screate(H5S_SCALAR);
@@ -94,6 +116,15 @@ static fm_status write_tensors(hid_t file, const char *group, const fm_model *m,
         const fm_model_tensor_info *t = fm_model_tensor(m, i);
         hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
         st = h5_write(g, t->name, H5T_NATIVE_FLOAT, t->ndim, dims, flat + t->offset, path);
+        if (st) break;
+        hid_t ds = H5Dopen2(g, t->name, H5P_DEFAULT);
+        if (ds < 0) {
+            st = FM_ERR(FM_ERR_IO, "%s: cannot reopen %s", path, t->name);
+            break;
+        }
+        st = h5_attr_str(ds, "hf_name", t->hf_name, path);
+        if (!st) st = h5_attr_int(ds, "hf_rows", t->hf_transposed ? t->hf_shape[1] : t->hf_shape[0], path);
+        H5Dclose(ds);
     }
     H5Gclose(g);
     return st;
@@ -164,18 +195,22 @@ static fm_status run(const ref_config *rc, const char *path, int threads, int st
         st = FM_ERR(FM_ERR_IO, "%s: cannot create group config", path);
         goto done;
     }
+    const fm_model_shape *sh = fm_model_get_shape(m); /* resolved: the family's defaults filled in */
     const struct {
         const char *k;
         long long v;
-    } ints[] = {{"n_layer", rc->shape.n_layer}, {"n_head", rc->shape.n_head},
-                {"d_model", rc->shape.d_model}, {"max_seq_len", rc->shape.max_seq_len},
+    } ints[] = {{"n_layer", sh->n_layer}, {"n_head", sh->n_head},
+                {"d_model", sh->d_model}, {"max_seq_len", sh->max_seq_len},
                 {"vocab_size", V}, {"padded_vocab", Vp}, {"B", B}, {"T", T}, {"steps", steps},
-                {"threads", threads}};
+                {"threads", threads}, {"n_kv_head", sh->n_kv_head}, {"ffn_dim", sh->ffn_dim},
+                {"tie_embeddings", sh->tie_embeddings == FM_TIE_YES}};
     const struct {
         const char *k;
         double v;
     } dbls[] = {{"lr", LR}, {"beta1", BETA1}, {"beta2", BETA2}, {"eps", EPS},
-                {"weight_decay", WD}, {"clip", CLIP}};
+                {"weight_decay", WD}, {"clip", CLIP}, {"rope_theta", sh->rope_theta},
+                {"norm_eps", sh->norm_eps}};
+    st = h5_attr_str(cfg, "arch", fm_model_arch(m), path);
     for (size_t i = 0; i < sizeof ints / sizeof ints[0] && !st; i++)
         st = h5_attr_int(cfg, ints[i].k, ints[i].v, path);
     for (size_t i = 0; i < sizeof dbls / sizeof dbls[0] && !st; i++)
@@ -256,8 +291,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++)
         if (strcmp(configs[i].name, config) == 0) rc = &configs[i];
     if (!rc || !out || threads < 1 || steps < 1) {
-        fprintf(stderr, "usage: fm_reference_dump --config tiny|gpt2 --out FILE [--threads N] "
-                        "[--steps N]\n");
+        fprintf(stderr, "usage: fm_reference_dump --config tiny|gpt2|llama_mha|llama_gqa2|llama_gqa4 "
+                        "--out FILE [--threads N] [--steps N]\n");
         return 2;
     }
     fm_status st = run(rc, out, threads, steps);

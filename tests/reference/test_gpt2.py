@@ -95,7 +95,10 @@ def main():
     failures = []
     t0 = time.time()
     with h5py.File(path, "r") as f:
-        cfg = {k: (int(v) if isinstance(v, (np.integer,)) else float(v)) for k, v in f["config"].attrs.items()}
+        cfg = {k: (int(v) if isinstance(v, np.integer) else
+                   float(v) if isinstance(v, (float, np.floating)) else
+                   v.decode() if isinstance(v, bytes) else str(v))
+               for k, v in f["config"].attrs.items()}  # numbers, and the arch name
         V, Vp = cfg["vocab_size"], cfg["padded_vocab"]
         tokens = torch.from_numpy(f["batch/tokens"][...].astype(np.int64))
         targets = torch.from_numpy(f["batch/targets"][...].astype(np.int64))

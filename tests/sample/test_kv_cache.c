@@ -23,7 +23,7 @@ typedef struct fixture {
     fm_sampler *s;
 } fixture;
 
-static const fm_model_shape shape = {2, 2, 32, 16, 50, "gpt2"}; /* L, NH, C, maxT, V (Vp = 128) */
+static const fm_model_shape shape = {2, 2, 32, 16, 50, .arch = "gpt2"}; /* L, NH, C, maxT, V (Vp = 128) */
 
 static int setup(void **state)
 {
@@ -201,7 +201,7 @@ static void test_decode_memory_and_init(void **state)
     assert_int_equal(fm_model_get_mode(f->dec), FM_MODEL_DECODE);
 
     const size_t B = 3, T = 17, C = 33, L = 3, NH = 3, Vp = 1024, e = 2, N = B * T;
-    const fm_model_shape odd = {(int)L, (int)NH, (int)C, (int)T, 1001, "gpt2"};
+    const fm_model_shape odd = {(int)L, (int)NH, (int)C, (int)T, 1001, .arch = "gpt2"};
     const fm_model_options o3 = {FM_MODEL_DECODE, (int)B};
     FM_ASSERT_OK(fm_model_memory_estimate_opts(&odd, &o3, (int)e, &got));
     const size_t layer = 5 * up64(N * C * e) + up64(3 * N * C * e) + 2 * up64(4 * N * C * e) +

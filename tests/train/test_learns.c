@@ -26,15 +26,15 @@
 #include "train/optimizer.h"
 
 enum { B = 8, T = 32, STEPS = 200 };
-static const fm_model_shape shape = {2, 2, 64, T, 16, "gpt2"}; /* L, NH, C, maxT, V */
+static const fm_model_shape shape = {2, 2, 64, T, 16, .arch = "gpt2"}; /* L, NH, C, maxT, V */
 
 /* The backend's attention backward, followed by zeroing its output: attention cannot learn. */
 static const fm_kernel_ops *real_ops;
 static void broken_attention_backward(fm_backend *be, float *dqkv, const float *dout,
                                       const float *qkv, const float *out, const float *lse, int b,
-                                      int t, int c, int nh)
+                                      int t, int c, int nh, int nkv)
 {
-    real_ops->attention_backward(be, dqkv, dout, qkv, out, lse, b, t, c, nh);
+    real_ops->attention_backward(be, dqkv, dout, qkv, out, lse, b, t, c, nh, nkv);
     real_ops->zero(be, dqkv, (size_t)b * t * 3 * c * sizeof(float));
 }
 /* The embedding backward does nothing: token and position embeddings never learn. */
