@@ -3,16 +3,14 @@
  * prefix older files omit, buffers to ignore and tied tensors. Everything else reads the model's
  * tensor table.
  *
- * Adding a family (Llama: LlamaForCausalLM, model_type "llama"): its tensor specs already carry the
- * Hugging Face names (hf_layer_prefix "model.layers.") and hf_transposed (0: nn.Linear stores (out, in)
- * like fmtrain); add a row with write_config (hidden_size, intermediate_size, num_attention_heads,
- * num_key_value_heads, rms_norm_eps, rope_theta, max_position_embeddings, hidden_act "silu",
- * tie_word_embeddings, vocab_size) and read_config refusing what the family does not compute (rope
- * scaling, attention/MLP biases, another activation), is_buffer for "model.layers.<l>.self_attn.
- * rotary_emb.inv_freq" of older files, and tied = NULL unless the family ties lm_head. If the family's
- * rotary embedding pairs dimensions differently from transformers' rotate_half (interleaved pairs),
- * q_proj and k_proj rows must be permuted on the way out and back: that would be a per-tensor hook
- * of the row, applied in export_fill and after reading in fm_hf_import_model. */
+ * Adding a family: its tensor specs already carry the Hugging Face names and hf_transposed; add a row
+ * with write_config (every config.json field that changes the computation), read_config refusing what
+ * the family does not compute (each refusal names the field), is_buffer for the non-parameter tensors
+ * older files hold, and the tied copies. If a family's arithmetic differed from transformers' in a
+ * layout (e.g. RoPE on interleaved pairs instead of rotate_half), a per-tensor permutation hook in
+ * the row would be applied in export_fill and after reading in fm_hf_import_model; GPT-2 and Llama
+ * need none.
+ */
 #define _POSIX_C_SOURCE 200809L
 #include "hf/hf_model.h"
 
@@ -150,9 +148,117 @@ static int gpt2_is_buffer(const char *name)
 
 static const char *const gpt2_tied[] = {"lm_head.weight", "transformer.wte.weight", NULL};
 
+/* A double as JSON: the shortest of %.15g / %.17g that reads back exactly. */
+static void put_double(FILE *out, double v)
+{
+    char b[40];
+    snprintf(b, sizeof b, "%.15g", v);
+    if (strtod(b, NULL) != v) snprintf(b, sizeof b, "%.17g", v);
+    if (!strpbrk(b, ".eEn")) strcat(b, ".0"); /* a float in Python's json, as transformers writes it */
+    fputs(b, out);
+}
+
+/* Llama: LlamaConfig's fields (transformers 4.40) with the values fmtrain computes. */
+static void llama_write_config(FILE *out, const fm_model_shape *s, const fm_hf_export_opts *o, const char *dtype)
+{
+    fprintf(out, "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n");
+    fprintf(out, "  \"attention_bias\": false,\n  \"attention_dropout\": 0.0,\n");
+    put_ids(out, o);
+    fprintf(out, "  \"hidden_act\": \"silu\",\n  \"hidden_size\": %d,\n  \"initializer_range\": 0.02,\n", s->d_model);
+    fprintf(out, "  \"intermediate_size\": %d,\n  \"max_position_embeddings\": %d,\n", s->ffn_dim, s->max_seq_len);
+    fprintf(out, "  \"num_attention_heads\": %d,\n  \"num_hidden_layers\": %d,\n  \"num_key_value_heads\": %d,\n",
+            s->n_head, s->n_layer, s->n_kv_head);
+    fprintf(out, "  \"pretraining_tp\": 1,\n  \"rms_norm_eps\": ");
+    put_double(out, s->norm_eps);
+    fprintf(out, ",\n  \"rope_scaling\": null,\n  \"rope_theta\": ");
+    put_double(out, s->rope_theta);
+    fprintf(out, ",\n  \"tie_word_embeddings\": %s,\n", s->tie_embeddings == FM_TIE_YES ? "true" : "false");
+    fprintf(out, "  \"torch_dtype\": \"%s\",\n  \"use_cache\": true,\n  \"vocab_size\": %d\n}\n", dtype,
+            s->vocab_size);
+}
+
+/* An optional number, `dflt` when absent. */
+static fm_status num_or(const fm_json *root, const char *path, const char *key, double dflt, double *out)
+{
+    const fm_json *v = fm_json_get(root, key);
+    if (!v) {
+        *out = dflt;
+        return NULL;
+    }
+    char w[600];
+    snprintf(w, sizeof w, "%s: %s", path, key);
+    return fm_json_want_num(v, w, out);
+}
+
+static fm_status llama_read_config(const fm_json *root, const char *path, fm_model_shape *s)
+{
+    fm_util_strlcpy(s->arch, "llama", sizeof s->arch);
+    FM_TRY(want_size(root, path, "num_hidden_layers", &s->n_layer));
+    FM_TRY(want_size(root, path, "num_attention_heads", &s->n_head));
+    FM_TRY(want_size(root, path, "hidden_size", &s->d_model));
+    FM_TRY(want_size(root, path, "max_position_embeddings", &s->max_seq_len));
+    FM_TRY(want_size(root, path, "vocab_size", &s->vocab_size));
+    FM_TRY(want_size(root, path, "intermediate_size", &s->ffn_dim));
+    s->n_kv_head = s->n_head; /* LlamaConfig's default */
+    if (fm_json_get(root, "num_key_value_heads")) FM_TRY(want_size(root, path, "num_key_value_heads", &s->n_kv_head));
+    FM_TRY(num_or(root, path, "rms_norm_eps", 1e-6, &s->norm_eps)); /* LlamaConfig's defaults */
+    FM_TRY(num_or(root, path, "rope_theta", 10000.0, &s->rope_theta));
+    if (s->norm_eps <= 0 || s->rope_theta <= 0)
+        return FM_ERR(FM_ERR_INPUT, "%s: rms_norm_eps = %g and rope_theta = %g must be positive", path, s->norm_eps,
+                      s->rope_theta);
+    int tied = 0;
+    const fm_json *t = fm_json_get(root, "tie_word_embeddings");
+    if (t) {
+        char w[600];
+        snprintf(w, sizeof w, "%s: tie_word_embeddings", path);
+        FM_TRY(fm_json_want_bool(t, w, &tied));
+    }
+    s->tie_embeddings = tied ? FM_TIE_YES : FM_TIE_NO;
+    char w[600];
+    const fm_json *v = fm_json_get(root, "hidden_act");
+    if (v) {
+        snprintf(w, sizeof w, "%s: hidden_act", path);
+        FM_TRY(fm_json_want(v, FM_JSON_STRING, w));
+        if (strcmp(v->str, "silu") != 0)
+            return FM_ERR(FM_ERR_INPUT, "%s = \"%.40s\": fmtrain's Llama computes the SwiGLU MLP with silu only; this "
+                          "model cannot be imported exactly", w, v->str);
+    }
+    v = fm_json_get(root, "rope_scaling");
+    if (v && v->type != FM_JSON_NULL)
+        return FM_ERR(FM_ERR_INPUT, "%s: rope_scaling is set (byte %zu); fmtrain's Llama computes plain RoPE (theta "
+                      "%g) only, so this model (e.g. Llama 3.1's scaled RoPE) cannot be imported exactly", path,
+                      v->offset, s->rope_theta);
+    v = fm_json_get(root, "head_dim");
+    if (v && v->type != FM_JSON_NULL) {
+        int64_t hd;
+        snprintf(w, sizeof w, "%s: head_dim", path);
+        FM_TRY(fm_json_want_int(v, 1, INT32_MAX, w, &hd));
+        if (hd * s->n_head != s->d_model)
+            return FM_ERR(FM_ERR_INPUT, "%s = %" PRId64 ": fmtrain's Llama has head_dim = hidden_size / "
+                          "num_attention_heads = %d", w, hd, s->d_model / s->n_head);
+    }
+    FM_TRY(want_bool_if(root, path, "attention_bias", 0));
+    FM_TRY(want_bool_if(root, path, "mlp_bias", 0));
+    return NULL;
+}
+
+/* Older Llama files store the rotary inverse frequencies: "layers.<l>.self_attn.rotary_emb.inv_freq". */
+static int llama_is_buffer(const char *name)
+{
+    if (strncmp(name, "layers.", 7) != 0) return 0;
+    const char *p = name + 7;
+    if (!(*p >= '0' && *p <= '9')) return 0;
+    while (*p >= '0' && *p <= '9') p++;
+    return strcmp(p, ".self_attn.rotary_emb.inv_freq") == 0;
+}
+
+static const char *const llama_tied[] = {"lm_head.weight", "model.embed_tokens.weight", NULL};
+
 static const hf_family families[] = {
     {"gpt2", "gpt2", "GPT2LMHeadModel", "transformer.", gpt2_write_config, gpt2_read_config, gpt2_is_buffer,
      gpt2_tied},
+    {"llama", "llama", "LlamaForCausalLM", "model.", llama_write_config, llama_read_config, llama_is_buffer,
+     llama_tied},
 };
 #define N_FAMILIES ((int)(sizeof families / sizeof *families))
 
