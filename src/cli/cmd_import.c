@@ -1,5 +1,5 @@
 /* cmd_import.c — `fmtrain import --from-hf DIR --output CHECKPOINT.h5`: a Hugging Face model (GPT-2 family)
- * becomes an fmtrain checkpoint that `fmtrain train` starts from ([checkpoint] init_from), `sample`
+ * (or Llama) becomes an fmtrain checkpoint that `fmtrain train` starts from ([checkpoint] init_from), `sample`
  * generates with and `export` writes back (bit-identically).
  *
  * Reads config.json and the safetensors weights with src/hf/hf_model.h (refusing, with the field named,
@@ -31,8 +31,9 @@ static const char import_help[] =
     "`fmtrain export`): config.json, model.safetensors or model.safetensors.index.json with its\n"
     "shards (F32, BF16, F16 or F64 weights, read as float32), and tokenizer.json when present (a\n"
     "byte-level BPE of GPT-2's or Llama 3's kind; see docs/checkpoint-format.md). Model families:\n"
-    "GPT-2 (GPT2LMHeadModel). A configuration fmtrain does not compute exactly (another activation,\n"
-    "LayerNorm eps, untied head, ...) is refused with the field named.\n"
+    "GPT-2 (GPT2LMHeadModel) and Llama (LlamaForCausalLM). A configuration fmtrain does not compute\n"
+    "exactly (another activation or LayerNorm eps, an untied GPT-2 head, Llama's rope_scaling or biases,\n"
+    "...) is refused with the field named.\n"
     "The checkpoint holds the parameters, the tokenizer and a configuration; no optimizer state. Start\n"
     "training from it (continued pre-training, fine-tuning) with [checkpoint] init_from = CHECKPOINT.h5:\n"
     "a fresh optimizer, step 0, the learning-rate schedule from its start (import prints the [model]\n"
@@ -49,6 +50,14 @@ static const char import_help[] =
     "  --help               show this help\n"
     "\n"
     "Exit status: 2 for usage errors, 3 for a missing, damaged or unsupported model, 1 for I/O failures.\n";
+
+/* v as the shortest of %.15g / %.17g that reads back exactly (1e-05, not 1.0000000000000001e-05). */
+static const char *shortest(double v, char *buf, size_t n)
+{
+    snprintf(buf, n, "%.15g", v);
+    if (strtod(buf, NULL) != v) snprintf(buf, n, "%.17g", v);
+    return buf;
+}
 
 static fm_status import_run(int argc, char **argv, const fm_cmd_env *env)
 {
@@ -100,9 +109,16 @@ static fm_status import_run(int argc, char **argv, const fm_cmd_env *env)
     }
     fprintf(m, "# made by `fmtrain import --from-hf %s`: train from this model with these keys (and\n"
                "# [data] train, [train] and [run] of your own)\n"
-               "[model]\narch = %s\nn_layer = %d\nn_head = %d\nd_model = %d\nseq_len = %d\nvocab_size = %d\n\n"
-               "[checkpoint]\ninit_from = %s\n",
-            from, fm_model_arch(model), s->n_layer, s->n_head, s->d_model, s->max_seq_len, s->vocab_size, output);
+               "[model]\narch = %s\nn_layer = %d\nn_head = %d\nd_model = %d\nseq_len = %d\nvocab_size = %d\n",
+            from, fm_model_arch(model), s->n_layer, s->n_head, s->d_model, s->max_seq_len, s->vocab_size);
+    if (s->rope_theta > 0) /* the keys of a family with RoPE (Llama); GPT-2 takes only its defaults */
+    {
+        char theta[40], eps[40];
+        fprintf(m, "n_kv_head = %d\nffn_dim = %d\nrope_theta = %s\nnorm_eps = %s\ntie_embeddings = %s\n",
+                s->n_kv_head, s->ffn_dim, shortest(s->rope_theta, theta, sizeof theta),
+                shortest(s->norm_eps, eps, sizeof eps), s->tie_embeddings == FM_TIE_YES ? "true" : "false");
+    }
+    fprintf(m, "\n[checkpoint]\ninit_from = %s\n", output);
     fclose(m);
     char source[4400];
     snprintf(source, sizeof source, "Hugging Face model %s (weights %s, %d file%s)", from, info.source_dtype,

@@ -138,6 +138,29 @@ def main():
             fm_text = r.stdout.decode("utf-8", "replace").rstrip("\n").replace("\n<|end_of_text|>\n", "<|end_of_text|>")
             check(fm_text == hf_text, "greedy generation of the imported Llama: fmtrain %r, transformers %r" %
                   (fm_text[-30:], hf_text[-30:]))
+        if tied:
+            # the [model] keys import prints start a run from the model ([checkpoint] init_from)
+            r = run("import", "--from-hf", hf, "--output", ck, "--force", mpi=True)
+            keys = r.stdout[r.stdout.index("[model]"):]
+            data = os.path.join(tmp, "d.h5")
+            ini = os.path.join(tmp, "init.ini")
+            open(ini, "w").write(keys + """
+[run]
+dir = %s
+[data]
+train = %s
+[train]
+micro_batch = 2
+steps = 1
+eval_every = 0
+[runtime]
+device = cpu
+threads = 1
+bind = none
+""" % (os.path.join(tmp, "run_init"), data))
+            r = run("train", ini, mpi=True)
+            check("initialised the parameters from " + ck in r.stdout + r.stderr,
+                  "the [model] keys import printed start a Llama run from the imported model (init_from)")
         out = os.path.join(tmp, "out_" + name)
         run("export", ck, "--format", "hf", "--output", out)
         orig, back = load_file(os.path.join(hf, "model.safetensors")), load_file(os.path.join(out, "model.safetensors"))
