@@ -635,6 +635,23 @@ static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoin
     return NULL;
 }
 
+/* The expected size of a checkpoint of `model`: parameters and both AdamW moments in the file
+ * layer's estimate (fm_checkpoint_file_estimate_bytes, which has room for the small datasets), plus the
+ * tokenizer (64 bytes per token: its vocabulary and merges are far smaller). */
+static fm_status expected_size(const fm_checkpoint_ctx *c, const fm_model *model, uint64_t *bytes)
+{
+    fm_checkpoint_tensor *table = NULL;
+    int nt = 0;
+    FM_TRY(model_table(model, &table, &nt));
+    host_state h = {NULL, NULL, NULL, 0, fm_model_num_params(model)};
+    fm_checkpoint_group g[3];
+    make_groups(g, table, nt, &h);
+    *bytes = fm_checkpoint_file_estimate_bytes(g, 3, c->io.align_bytes);
+    if (c->tok) *bytes += (uint64_t)fm_tokenizer_vocab_size(c->tok) * 64; /* merges and vocabulary */
+    free(table);
+    return NULL;
+}
+
 fm_status fm_checkpoint_save(fm_checkpoint_ctx *c, fm_trainer *t, fm_trainer_save_reason reason,
                              fm_checkpoint_write_stats *stats)
 {
@@ -645,14 +662,25 @@ fm_status fm_checkpoint_save(fm_checkpoint_ctx *c, fm_trainer *t, fm_trainer_sav
     /* An existing file of the same step (a damaged one that resume skipped, or a checkpoint of an
      * abandoned continuation) is replaced atomically by the rename at commit. */
     const char *base = strrchr(path, '/') + 1;
+    /* The file's size, so that a full disk is refused before HDF5 starts (checkpoint_file.h). */
+    fm_checkpoint_io_opts io = c->io;
+    FM_TRY(expected_size(c, fm_trainer_model(t), &io.expected_bytes));
     fm_checkpoint_file *f = NULL;
-    FM_TRY(fm_checkpoint_file_create(c->comm, path, FM_CHECKPOINT_FORMAT, FM_CHECKPOINT_VERSION,
-                                     &c->io, &f));
-    fm_status st = write_content(c, t, f, reason);
-    if (st) {
-        fm_checkpoint_file_abort(&f);
+    fm_status st = fm_checkpoint_file_create(c->comm, path, FM_CHECKPOINT_FORMAT,
+                                             FM_CHECKPOINT_VERSION, &io, &f);
+    if (st)
         return fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
                                 path);
+    st = write_content(c, t, f, reason);
+    if (st) {
+        /* The error is agreed on every rank; what remains is closing the HDF5 file, which writes
+         * metadata and could block on a file system that keeps failing: the watchdog bounds it and
+         * exits with this error's code and message (train/watchdog.h). */
+        fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)", path);
+        fm_watchdog_expect(fm_trainer_watchdog(t), "closing the checkpoint file after an error",
+                           fm_status_exit_code(st), fm_status_message(st));
+        fm_checkpoint_file_abort(&f);
+        return st;
     }
     fm_checkpoint_write_stats ws;
     st = fm_checkpoint_file_commit(&f, c->keep_last, &ws);
@@ -664,6 +692,8 @@ fm_status fm_checkpoint_save(fm_checkpoint_ctx *c, fm_trainer *t, fm_trainer_sav
         fm_util_format_bytes((double)ws.tensor_bytes, sz, sizeof sz),
         fm_util_format_bytes((double)ws.file_bytes, fsz, sizeof fsz), ws.seconds,
         ws.seconds > 0 ? (double)ws.tensor_bytes / ws.seconds / 1e9 : 0.0);
+    if (ws.warning[0])
+        say(c, t, "warning: checkpoint %s is written and complete, but: %s", base, ws.warning);
     if (stats) *stats = ws;
     return NULL;
 }

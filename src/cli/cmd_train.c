@@ -97,7 +97,8 @@ static fm_status train_run(int argc, char **argv, const fm_cmd_env *env)
     if (!dry_run)
         FM_TRY_GOTO(st, done, fm_checkpoint_prepare(cfg, MPI_COMM_WORLD, overwrite,
                                                     env->world_rank == 0 ? stdout : NULL, &ckpt));
-    fm_trainer_options topts = {pos.items[0], stdout, progress_in_place(env), dry_run};
+    fm_trainer_options topts = {pos.items[0], stdout, progress_in_place(env), dry_run,
+                                env->exit_now};
     FM_TRY_GOTO(st, done, fm_trainer_create(cfg, &topts, &trainer));
     if (dry_run) {
         if (env->world_rank == 0) printf("# dry run: configuration is valid\n");

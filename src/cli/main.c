@@ -161,6 +161,17 @@ static int finish(fm_status st, const fm_cmd_env *env)
     return code;
 }
 
+/* The hang watchdog's way out (fm_cmd_env.exit_now, train/watchdog.h). It runs on the watchdog's
+ * thread while the main thread is stuck, possibly inside MPI, HDF5 or stdio: no MPI call (MPI runs
+ * MPI_THREAD_FUNNELED, and a stuck collective is what we are leaving), no stdio (the stuck thread
+ * may hold its locks; the watchdog has written its report with write(2)), no atexit handlers (HDF5's
+ * would close files collectively and block again). Every rank's own watchdog ends its own process,
+ * so no rank waits for a peer; the launcher sees exit code `code` (75: requeue). */
+static void exit_now(int code)
+{
+    _exit(code);
+}
+
 int fm_main(int argc, char **argv, const fm_main_hooks *hooks)
 {
     int code = run_builtin(argc, argv);
@@ -171,7 +182,7 @@ int fm_main(int argc, char **argv, const fm_main_hooks *hooks)
         fputs(cmd->help, stdout);
         return FM_EXIT_OK;
     }
-    fm_cmd_env env = {0, 0, 1, isatty(STDOUT_FILENO), isatty(STDERR_FILENO), hooks};
+    fm_cmd_env env = {0, 0, 1, isatty(STDOUT_FILENO), isatty(STDERR_FILENO), hooks, exit_now};
     fm_status st = cmd->needs_mpi ? start_mpi(&argc, &argv, &env) : NULL;
     if (!st) st = cmd->run(argc - 1, argv + 1, &env);
     return finish(st, &env);
