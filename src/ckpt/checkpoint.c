@@ -389,6 +389,14 @@ static fm_status scan_run_dir(fm_checkpoint_ctx *c, fm_checkpoint_entry **v, int
     if (removed > 0 && c->log)
         fprintf(c->log, "removed %d incomplete checkpoint file%s in %s (a writer was interrupted)\n",
                 removed, removed == 1 ? "" : "s", c->dir);
+    char odd[1024];
+    int nodd = c->log ? fm_checkpoint_dir_odd_entries(c->dir, odd, sizeof odd) : 0;
+    if (nodd > 0)
+        fprintf(c->log, "warning: %d entr%s of %s named like a checkpoint or `latest` %s not a "
+                        "regular file and %s ignored (%s): not a checkpoint fmtrain wrote; move or "
+                        "remove %s\n",
+                nodd, nodd == 1 ? "y" : "ies", c->dir, nodd == 1 ? "is" : "are",
+                nodd == 1 ? "is" : "are", odd, nodd == 1 ? "it" : "them");
     return NULL;
 }
 
@@ -459,7 +467,16 @@ static fm_status plan_newest(fm_checkpoint_ctx *c, fm_config *cfg, const fm_chec
         if (c->log) fprintf(c->log, "warning: skipping checkpoint %s: %s\n", p, fm_status_message(st));
         fm_status_free(&st);
     }
-    if (n == 0) return NULL;
+    if (n == 0) {
+        /* Loud: a mistyped [run] dir (or run.name) lands here, and would silently start over. */
+        if (c->log)
+            fprintf(c->log,
+                    "warning: no checkpoint found in %s: starting a NEW run in %s ([checkpoint] "
+                    "resume = auto). If you meant to continue an earlier run, stop now and check "
+                    "[run] dir and run.name: a run continues only from its own run directory\n",
+                    c->dir, c->run_dir);
+        return NULL;
+    }
     return fm_status_collective(FM_ERR(FM_ERR_INPUT,
                                        "every checkpoint in %s is damaged or unreadable (%d found); resume "
                                        "from a PATH, or start afresh with [checkpoint] resume = never and "
@@ -515,6 +532,25 @@ void fm_checkpoint_ctx_free(fm_checkpoint_ctx **cp)
     fm_comm_dup_free(&c->comm);
     free(c);
     *cp = NULL;
+}
+
+uint64_t fm_checkpoint_estimate_size(const fm_model_shape *shape, int64_t align_bytes)
+{
+    fm_model_memory_info mem;
+    fm_status st = fm_model_memory_estimate(shape, 1, (int)sizeof(float), &mem);
+    if (st) {
+        fm_status_free(&st);
+        return 0;
+    }
+    uint64_t tensors = 3 * (4 + 12 * (uint64_t)shape->n_layer); /* GPT-2's layout, three groups */
+    uint64_t data = 3 * (uint64_t)mem.param_bytes;
+    /* Tensors of at least align_bytes start on a multiple of it: GPT-2's matrices (4 per layer,
+     * the two embeddings) once d_model^2 floats reach it; the vectors are packed. */
+    uint64_t matrix = (uint64_t)shape->d_model * (uint64_t)shape->d_model * sizeof(float);
+    uint64_t pad = align_bytes > 1 && matrix >= (uint64_t)align_bytes
+                       ? 3 * (4 * (uint64_t)shape->n_layer + 2) * (uint64_t)align_bytes
+                       : 0;
+    return data + ((uint64_t)256 << 10) + tensors * 2048 + pad;
 }
 
 /* ---- save ------------------------------------------------------------------------------------ */

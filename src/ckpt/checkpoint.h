@@ -67,6 +67,12 @@ fm_trainer_hooks fm_checkpoint_hooks(fm_checkpoint_ctx *ctx);
  * resume = auto the hook may still fall back to an older one if this one fails its checksums. */
 const char *fm_checkpoint_planned_path(const fm_checkpoint_ctx *ctx);
 
+/* The size of a checkpoint of a model of this shape written with [checkpoint] align_bytes: the
+ * parameters and both AdamW moments, HDF5's metadata and alignment padding (GPT-2's tensor count;
+ * an upper estimate, as fm_checkpoint_file_estimate_bytes). 0 when the shape is invalid. For the
+ * free-space checks of a dry run and of the start of a run (ckpt/run_dir.h). */
+uint64_t fm_checkpoint_estimate_size(const fm_model_shape *shape, int64_t align_bytes);
+
 /* Frees ctx; safe on NULL; sets *ctx to NULL. Not collective. */
 void fm_checkpoint_ctx_free(fm_checkpoint_ctx **ctx);
 
