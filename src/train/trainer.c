@@ -462,6 +462,64 @@ static fm_status allocate(fm_trainer *t)
     return NULL;
 }
 
+/* Rank `r` of `n`'s share [*a, *b) of `count` items. */
+static void share_of(uint64_t count, int r, int n, uint64_t *a, uint64_t *b)
+{
+    uint64_t q = count / (uint64_t)n, rem = count % (uint64_t)n;
+    *a = q * (uint64_t)r + ((uint64_t)r < rem ? (uint64_t)r : rem);
+    *b = *a + q + ((uint64_t)r < rem ? 1 : 0);
+}
+
+/* The dry run's scan of every token id of the training and validation splits, each rank a share,
+ * the result agreed by all: an id >= the dataset's vocabulary would otherwise stop training with
+ * exit 3 only when the reader reaches its window, possibly hours in. Collective. */
+static fm_status scan_dataset_ids(fm_trainer *t)
+{
+    uint64_t V = t->data.vocab_size;
+    if (t->data.token_bytes == 2 && V >= 65536) {
+        say(t, "dataset ids: 16-bit tokens with a vocabulary of %llu cannot be out of range",
+            (unsigned long long)V);
+        return NULL;
+    }
+    const char *paths[2] = {t->cfg.data_train, fm_config_val_path(&t->cfg)};
+    const char *names[2] = {"training", "validation"};
+    double t0 = fm_util_now(), max_id = 0;
+    uint64_t counts[2] = {0, 0};
+    for (int sp = 0; sp < 2; sp++) {
+        fm_dataset_info info;
+        fm_status st = fm_dataset_probe(paths[sp], &info);
+        counts[sp] = st ? 0 : (sp == 0 ? info.train_tokens : info.val_tokens);
+        uint64_t a = 0, b = 0;
+        share_of(counts[sp], t->comm->rank, t->comm->size, &a, &b);
+        fm_dataset_scan sc = {0, UINT64_MAX, 0, 0};
+        if (!st)
+            st = fm_dataset_scan_ids(paths[sp], sp == 0 ? FM_SPLIT_TRAIN : FM_SPLIT_VAL, a, b - a, V,
+                                     &sc);
+        FM_TRY(fm_comm_agree(t->comm->world, st));
+        /* The first bad position over all ranks, its id, the largest id. */
+        double v[2] = {sc.bad_pos == UINT64_MAX ? 1e300 : (double)sc.bad_pos, (double)sc.max_id};
+        FM_TRY(fm_comm_min_doubles(t->comm, v, 1));
+        FM_TRY(fm_comm_max_doubles(t->comm, v + 1, 1));
+        if (v[1] > max_id) max_id = v[1];
+        double bad_id = sc.bad_pos != UINT64_MAX && (double)sc.bad_pos == v[0] ? (double)sc.bad_id
+                                                                                 : -1.0;
+        FM_TRY(fm_comm_max_doubles(t->comm, &bad_id, 1));
+        if (v[0] < 1e300)
+            return fm_status_collective(FM_ERR(
+                FM_ERR_INPUT,
+                "%s: token id %.0f at position %.0f of the %s split is not below the vocabulary "
+                "size %llu (largest id %.0f): the file is damaged or was made with another "
+                "tokenizer; make it again with `fmtrain prepare` (training would stop with exit 3 "
+                "when it reached that window)",
+                paths[sp], bad_id, v[0], names[sp], (unsigned long long)V, v[1]));
+    }
+    say(t, "dataset ids: all %llu training and %llu validation tokens are below %llu (largest %.0f); "
+           "scanned in %.1f s on %d rank%s",
+        (unsigned long long)counts[0], (unsigned long long)counts[1], (unsigned long long)V, max_id,
+        fm_util_now() - t0, t->comm->size, t->comm->size == 1 ? "" : "s");
+    return NULL;
+}
+
 fm_status fm_trainer_create(const fm_config *cfg, const fm_trainer_options *opts, fm_trainer **out)
 {
     *out = NULL;
@@ -469,6 +527,7 @@ fm_status fm_trainer_create(const fm_config *cfg, const fm_trainer_options *opts
     FM_CHECK_ALLOC(t, sizeof *t);
     take_config(t, cfg, opts);
     fm_status st = prepare(t);
+    if (!st && opts->dry_run) st = scan_dataset_ids(t);
     if (!st && opts->dry_run)
         say(t, "dry run: configuration, dataset and placement are valid; nothing was trained");
     else if (!st)

@@ -24,7 +24,7 @@ ck="$dir/run/checkpoints"
 # 4a. an old checkpoint's name taken by a directory
 mkdir -p "$ck/step-00000005.h5"
 echo "not a checkpoint" >"$ck/step-00000005.h5/readme.txt"
-mpirun_n 2 train "$dir/p.ini" >"$dir/a.txt" 2>&1 || { cat "$dir/a.txt"; echo "FAIL: exit $? with a directory named like a checkpoint"; exit 1; }
+mpirun_n 2 train "$dir/p.ini" >"$dir/a.txt" 2>&1 || { cat "$dir/a.txt"; echo "FAIL: the run failed with a directory named like a checkpoint"; exit 1; }
 grep -v '^step' "$dir/a.txt"
 grep -q "warning: 1 entry of $ck named like a checkpoint or \`latest\` is not a regular file and is ignored ($ck/step-00000005.h5)" "$dir/a.txt" ||
   { echo "FAIL: the start did not warn about the directory"; exit 1; }
