@@ -1025,8 +1025,45 @@ static fm_status read_model_shape(fm_checkpoint_file *f, const char *path, fm_mo
     return in;
 }
 
+/* fm_checkpoint_file_verify's report: the first failing dataset and the count. */
+typedef struct verify_note {
+    int failed;
+    char first[256];
+} verify_note;
+
+static void note_failure(void *user, const char *dset, uint64_t bytes, uint32_t stored,
+                         uint32_t computed, int ok)
+{
+    (void)bytes;
+    (void)stored;
+    (void)computed;
+    verify_note *vn = user;
+    if (ok) return;
+    if (vn->failed++ == 0) fm_util_strlcpy(vn->first, dset, sizeof vn->first);
+}
+
+/* Appends printf-style text to note (size bytes; may be NULL). */
+static void add_note(char *note, size_t size, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static void add_note(char *note, size_t size, const char *fmt, ...)
+{
+    if (!note || !size) return;
+    size_t used = strlen(note);
+    if (used + 1 >= size) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(note + used, size - used, fmt, ap);
+    va_end(ap);
+}
+
+/* Loads the model of one checkpoint file (its parameters CRC-checked), then verifies the rest of the
+ * file (optimizer state, trainer state, configuration) so that `note` can say whether it is also
+ * good for resuming: a file whose parameters verify is used for sampling either way. */
 static fm_status load_model_file(const char *path, fm_backend *be, int max_batch, fm_model **model,
-                                 fm_tokenizer **tok)
+                                 fm_tokenizer **tok, char *note, size_t note_size)
 {
     fm_checkpoint_file *f = NULL;
     FM_TRY(open_checkpoint(MPI_COMM_NULL, path, NULL, NULL, &f));
@@ -1052,6 +1089,23 @@ static fm_status load_model_file(const char *path, fm_backend *be, int max_batch
     free(table);
     if (!st && fm_checkpoint_file_exists(f, "/tokenizer"))
         st = fm_tokenizer_load(fm_checkpoint_file_hid_read(f), "tokenizer", tok);
+    if (!st) {
+        verify_note vn = {0, ""};
+        int checked = 0;
+        fm_status vst = fm_checkpoint_file_verify(f, note_failure, &vn, &checked, NULL);
+        if (vn.failed)
+            add_note(note, note_size,
+                     "; its parameters verify, but %d of its %d datasets fail their checksum "
+                     "(first: %s): good for sampling, NOT for resuming training",
+                     vn.failed, checked, vn.first);
+        else if (vst)
+            add_note(note, note_size, "; its parameters verify, but the rest of it cannot be read "
+                                      "(%s): good for sampling, NOT for resuming training",
+                     fm_status_message(vst));
+        else
+            add_note(note, note_size, "; all %d datasets verify", checked);
+        fm_status_free(&vst);
+    }
     fm_checkpoint_file_close(&f);
     if (st) {
         fm_model_free(&m);
@@ -1063,16 +1117,19 @@ static fm_status load_model_file(const char *path, fm_backend *be, int max_batch
 }
 
 fm_status fm_checkpoint_load_model(const char *path, fm_backend *be, int max_batch, fm_model **model,
-                                   fm_tokenizer **tok, char *used_path, size_t size)
+                                   fm_tokenizer **tok, char *used_path, size_t size, char *note,
+                                   size_t note_size)
 {
     *model = NULL;
     *tok = NULL;
     if (used_path && size) used_path[0] = '\0';
+    if (note && note_size) note[0] = '\0';
     struct stat sb;
     if (stat(path, &sb) != 0)
         return FM_ERR(FM_ERR_INPUT, "cannot open checkpoint %s: %s", path, strerror(errno));
     if (!S_ISDIR(sb.st_mode)) {
-        FM_TRY(load_model_file(path, be, max_batch, model, tok));
+        add_note(note, note_size, "the file named");
+        FM_TRY(load_model_file(path, be, max_batch, model, tok, note, note_size));
         if (used_path) fm_util_strlcpy(used_path, path, size);
         return NULL;
     }
@@ -1084,18 +1141,28 @@ fm_status fm_checkpoint_load_model(const char *path, fm_backend *be, int max_bat
     int n = 0;
     FM_TRY(fm_checkpoint_dir_list(dir, &v, &n));
     fm_status last = NULL;
+    char skipped[2048] = "";
     for (int i = 0; i < n; i++) {
         char p[CK_PATH_MAX + 80];
         snprintf(p, sizeof p, "%s/%s", dir, v[i].name);
         fm_status_free(&last);
-        last = load_model_file(p, be, max_batch, model, tok);
+        char fnote[1024] = "";
+        last = load_model_file(p, be, max_batch, model, tok, fnote, sizeof fnote);
         if (!last) {
             if (used_path) fm_util_strlcpy(used_path, p, size);
+            add_note(note, note_size, "the newest checkpoint of %s whose parameters verify%s%s",
+                     dir, skipped, fnote);
             break;
         }
         if (fm_status_code(last) != FM_ERR_INPUT) break;
+        add_note(skipped, sizeof skipped, "%s %s (%s)", skipped[0] ? ";" : "; skipped",
+                 v[i].name, fm_status_message(last));
     }
     free(v);
     if (n == 0) return FM_ERR(FM_ERR_INPUT, "%s holds no checkpoint (step-*.h5)", dir);
+    if (last && fm_status_code(last) == FM_ERR_INPUT && n > 1)
+        fm_status_prefix(last, "no checkpoint of %s has parameters that verify (%d tried); the "
+                               "oldest",
+                         dir, n);
     return last;
 }
