@@ -20,14 +20,22 @@ static const char train_help[] =
     "  --set section.key=value  override one parameter (repeatable; validated like the file)\n"
     "  --dry-run                validate everything (configuration, dataset, placement), print the\n"
     "                           effective configuration, the placement table, the parameter count,\n"
-    "                           the memory estimate and the global batch, and exit without training\n"
+    "                           the memory estimate and the global batch, check every token id of\n"
+    "                           the dataset, the run directory (writable, not in use by another\n"
+    "                           fmtrain, room for keep_last + 1 checkpoints), and exit without\n"
+    "                           training\n"
     "  --overwrite              with [checkpoint] resume = never, delete the checkpoints already in\n"
     "                           the run directory and start afresh (refused without it)\n"
     "  --help                   show this help\n"
     "\n"
     "Environment: FMTRAIN_PROGRESS=inplace|lines chooses the progress display (default: a line\n"
     "updated in place on a terminal, plain lines under mpirun/srun and in logs); FMTRAIN_END_TIME\n"
-    "(seconds since the epoch) sets the wall-time limit when Slurm's is not available.\n";
+    "(seconds since the epoch) sets the wall-time limit when Slurm's is not available.\n"
+    "\n"
+    "Signals: SIGUSR1 and SIGTERM stop at the next step with a checkpoint (exit 75). A hang (a step,\n"
+    "evaluation or checkpoint write far longer than usual: [runtime] hang_factor, hang_min_minutes)\n"
+    "ends every rank with exit 75 too. The run directory is locked (<run dir>/fmtrain.lock) while\n"
+    "training: a second fmtrain on it exits 2. See docs/training.md.\n";
 
 /* Whether rank 0's progress line may be rewritten in place. Under mpirun/srun the rank's stdout is
  * often a pseudo-terminal of the launcher even when the launcher's own output goes to a batch log,

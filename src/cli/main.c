@@ -16,11 +16,13 @@
 static const char *exit_code_text =
     "Exit codes:\n"
     "  0   success (for train: training finished)\n"
-    "  1   runtime failure (I/O, MPI, device, memory); a restart may succeed\n"
-    "  2   usage or configuration error; fix the command line or parameter file\n"
+    "  1   runtime failure (I/O such as a full disk, MPI, device, memory); a restart may succeed\n"
+    "  2   usage or configuration error; fix the command line or parameter file (also: a run\n"
+    "      directory that cannot be written, or that another fmtrain is using)\n"
     "  3   input error: a dataset or checkpoint file is missing, foreign or damaged\n"
     "  4   training diverged (NaN/Inf loss or gradient norm) with [train] on_nan = stop\n"
-    "  75  stopped cleanly on a signal or before the wall-time limit; resumable\n";
+    "  75  stopped cleanly on a signal or before the wall-time limit, or by the hang watchdog;\n"
+    "      resumable\n";
 
 static void print_general_help(FILE *out)
 {

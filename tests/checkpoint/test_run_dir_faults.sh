@@ -52,7 +52,7 @@ set +e
 mpirun_n 2 train "$dir/p.ini" >"$dir/c.txt" 2>&1
 rc=$?
 set -e
-cat "$dir/c.txt" | grep -v '^step'
+grep -v '^step' "$dir/c.txt"
 [ "$rc" -eq 2 ] || { echo "FAIL: expected exit 2 for a directory in the way of a checkpoint, got $rc"; exit 1; }
 grep -q "fmtrain: configuration error: checkpoint $ck/step-00000010.h5 not written (the previous checkpoints are intact): checkpoint $ck/step-00000010.h5 cannot be written: a directory of that name is in the way; move or remove it" "$dir/c.txt"
 rm -rf "$dir/run"
