@@ -2,6 +2,7 @@
  * initialisation and finalisation, and is the only place that turns an error status into an exit
  * code or MPI_Abort. The executable's entry point is src/cli/fmtrain.c; test executables call
  * fm_main with test hooks (tests/train/fmtrain_faults.c). */
+#include <hdf5.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
@@ -132,10 +133,20 @@ static fm_status start_mpi(int *argc, char ***argv, fm_cmd_env *env)
     return NULL;
 }
 
+/* Whether HDF5 still has a file open after the command: only when closing one failed (a checkpoint
+ * whose file system filled up under the writer; every command closes what it opens). HDF5 then
+ * holds the file half-closed, and closing it again at MPI_Finalize (HDF5 closes its files from an
+ * attribute of MPI_COMM_SELF) or at exit (its atexit handler) crashes with SIGSEGV. */
+static int hdf5_file_left_open(void)
+{
+    ssize_t n = H5Fget_obj_count((hid_t)H5F_OBJ_ALL, H5F_OBJ_FILE);
+    return n > 0;
+}
+
 /* Prints a command's error and ends the process's MPI: a collective error is reported once (rank
  * 0) and every rank finalises; a rank-local error on several ranks ends the job with MPI_Abort
- * (the other ranks may wait in a collective forever), except a clean stop. Returns the exit
- * code. */
+ * (the other ranks may wait in a collective forever), except a clean stop; a process whose HDF5
+ * state is broken (hdf5_file_left_open) ends with _exit and the code. Returns the exit code. */
 static int finish(fm_status st, const fm_cmd_env *env)
 {
     int code = fm_status_exit_code(st);
@@ -154,6 +165,14 @@ static int finish(fm_status st, const fm_cmd_env *env)
             return code;
         }
         fm_status_free(&st);
+    }
+    if (env->mpi_initialized && code != FM_EXIT_OK && hdf5_file_left_open()) {
+        fprintf(stderr, "fmtrain: an HDF5 file could not be closed after the error above; ending "
+                        "without MPI_Finalize (which would crash closing it again), exit code %d\n",
+                code);
+        fflush(stdout);
+        fflush(stderr);
+        _exit(code);
     }
     if (env->mpi_initialized && MPI_Finalize() != MPI_SUCCESS) {
         /* After MPI_Finalize MPI_Error_string may not be called: no status text. */

@@ -13,14 +13,23 @@
  * the epoch) to standard error, so that a test can measure the time from the fault to the exit.
  * FMTRAIN_TEST_SLOW = "R:MS": rank R spends MS more milliseconds computing in every step (a
  * straggler).
+ * FMTRAIN_TEST_FILL = "DIR:FILE": a thread watches directory DIR (inotify) and, as soon as a
+ * checkpoint's temporary file (*.h5.tmp) appears there, writes FILE until its file system is full:
+ * a disk that fills up after the checkpoint's free-space check, while HDF5 has the file open (the
+ * case only the watchdog can bound). It writes "fmtrain_faults: disk filled at T" to stderr.
  * Unset: no fault. A malformed value exits 2 before anything runs. */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "kernels.h"
@@ -110,6 +119,47 @@ static fm_status slow_or_stall(void *ctx, fm_trainer *t, int64_t step)
     for (;;) sleep_s(3600.0);
 }
 
+/* FMTRAIN_TEST_FILL: the watcher thread. */
+typedef struct filler {
+    char dir[2048];
+    char file[2048];
+} filler;
+
+static void *fill_when_created(void *arg)
+{
+    const filler *fl = arg;
+    int fd = inotify_init();
+    if (fd < 0 || inotify_add_watch(fd, fl->dir, IN_CREATE) < 0) {
+        fprintf(stderr, "fmtrain_faults: cannot watch %s: %s\n", fl->dir, strerror(errno));
+        return NULL;
+    }
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0) return NULL;
+        for (char *p = buf; p < buf + n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)p;
+            size_t len = ev->len ? strlen(ev->name) : 0;
+            if (len > 7 && strcmp(ev->name + len - 7, ".h5.tmp") == 0) {
+                int out = open(fl->file, O_WRONLY | O_CREAT | O_APPEND, 0644);
+                static char block[65536];
+                while (out >= 0 && write(out, block, sizeof block) > 0) {
+                }
+                while (out >= 0 && write(out, block, 512) > 0) {
+                }
+                if (out >= 0) close(out);
+                struct timespec now;
+                clock_gettime(CLOCK_REALTIME, &now);
+                fprintf(stderr, "fmtrain_faults: disk filled at %.3f\n",
+                        (double)now.tv_sec + now.tv_nsec * 1e-9);
+                close(fd);
+                return NULL;
+            }
+            p += sizeof *ev + ev->len;
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     faults f = {0, 0, 0, 0, -1.0, -1, 0.0};
@@ -130,6 +180,21 @@ int main(int argc, char **argv)
         fprintf(stderr, "fmtrain_faults: FMTRAIN_TEST_SLOW = '%s': expected RANK:MILLISECONDS\n",
                 slow);
         return 2;
+    }
+    const char *fill = getenv("FMTRAIN_TEST_FILL");
+    static filler fl;
+    if (fill && *fill) {
+        const char *colon = strchr(fill, ':');
+        if (!colon || colon == fill || !colon[1] || (size_t)(colon - fill) >= sizeof fl.dir ||
+            strlen(colon + 1) >= sizeof fl.file) {
+            fprintf(stderr, "fmtrain_faults: FMTRAIN_TEST_FILL = '%s': expected DIR:FILE\n", fill);
+            return 2;
+        }
+        memcpy(fl.dir, fill, (size_t)(colon - fill));
+        strcpy(fl.file, colon + 1);
+        pthread_t th;
+        if (pthread_create(&th, NULL, fill_when_created, &fl) != 0) return 2;
+        pthread_detach(th);
     }
     int compute = f.stall_step > 0 || f.slow_rank >= 0;
     fm_trainer_test_hooks trainer_hooks = {f.nan_step > 0 ? inject_nan : NULL,
