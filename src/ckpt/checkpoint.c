@@ -672,8 +672,8 @@ static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoin
 }
 
 /* The expected size of a checkpoint of `model`: parameters and both AdamW moments in the file
- * layer's estimate (fm_checkpoint_file_estimate_bytes, which has room for the small datasets), plus the
- * tokenizer (64 bytes per token: its vocabulary and merges are far smaller). */
+ * layer's estimate (fm_checkpoint_file_estimate_bytes, which has room for the small datasets), plus
+ * the tokenizer (64 bytes per token: its vocabulary and merges are far smaller). */
 static fm_status expected_size(const fm_checkpoint_ctx *c, const fm_model *model, uint64_t *bytes)
 {
     fm_checkpoint_tensor *table = NULL;
@@ -683,7 +683,7 @@ static fm_status expected_size(const fm_checkpoint_ctx *c, const fm_model *model
     fm_checkpoint_group g[3];
     make_groups(g, table, nt, &h);
     *bytes = fm_checkpoint_file_estimate_bytes(g, 3, c->io.align_bytes);
-    if (c->tok) *bytes += (uint64_t)fm_tokenizer_vocab_size(c->tok) * 64; /* merges and vocabulary */
+    if (c->tok) *bytes += (uint64_t)fm_tokenizer_vocab_size(c->tok) * 64; /* vocabulary, merges */
     free(table);
     return NULL;
 }
@@ -712,7 +712,8 @@ fm_status fm_checkpoint_save(fm_checkpoint_ctx *c, fm_trainer *t, fm_trainer_sav
         /* The error is agreed on every rank; what remains is closing the HDF5 file, which writes
          * metadata and could block on a file system that keeps failing: the watchdog bounds it and
          * exits with this error's code and message (train/watchdog.h). */
-        fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)", path);
+        fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
+                         path);
         fm_watchdog_expect(fm_trainer_watchdog(t), "closing the checkpoint file after an error",
                            fm_status_exit_code(st), fm_status_message(st));
         fm_checkpoint_file_abort(&f);
@@ -1059,9 +1060,9 @@ static void add_note(char *note, size_t size, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Loads the model of one checkpoint file (its parameters CRC-checked), then verifies the rest of the
- * file (optimizer state, trainer state, configuration) so that `note` can say whether it is also
- * good for resuming: a file whose parameters verify is used for sampling either way. */
+/* Loads the model of one checkpoint file (its parameters CRC-checked), then verifies the rest of
+ * the file (optimizer state, trainer state, configuration) so that `note` can say whether it is
+ * also good for resuming: a file whose parameters verify is used for sampling either way. */
 static fm_status load_model_file(const char *path, fm_backend *be, int max_batch, fm_model **model,
                                  fm_tokenizer **tok, char *note, size_t note_size)
 {

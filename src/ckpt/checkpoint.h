@@ -99,12 +99,12 @@ fm_status fm_checkpoint_inspect(const char *path, FILE *out);
  * (FM_MODEL_DECODE: K/V caches for `max_batch` sequences, no gradients; model.h) of the family the
  * checkpoint names (/model arch) on backend `be`, and its tokenizer (*tok = NULL when the checkpoint
  * stores none). Serial (no MPI needed); parameters CRC-checked, then the rest of the file verified
- * too (it is read once more), so that the caller can say whether the file is also good for resuming.
- * `used_path` (may be NULL, size bytes) receives the file read; `note` (may be NULL, note_size bytes)
- * why it was chosen: "the newest checkpoint of DIR whose parameters verify; skipped step-X.h5
- * (why); all 137 datasets verify", or that its optimizer state fails its checksum ("good for
- * sampling, NOT for resuming training"). Errors: FM_ERR_INPUT for a missing, damaged or foreign file
- * or a model family this fmtrain does not know. */
+ * too (it is read once more), so that the caller can say whether the file is also good for
+ * resuming. `used_path` (may be NULL, size bytes) receives the file read; `note` (may be NULL,
+ * note_size bytes) why it was chosen: "the newest checkpoint of DIR whose parameters verify;
+ * skipped step-X.h5 (why); all 137 datasets verify", or that its optimizer state fails its
+ * checksum ("good for sampling, NOT for resuming training"). Errors: FM_ERR_INPUT for a missing,
+ * damaged or foreign file or a model family this fmtrain does not know. */
 fm_status fm_checkpoint_load_model(const char *path, fm_backend *be, int max_batch, fm_model **model,
                                    fm_tokenizer **tok, char *used_path, size_t size, char *note,
                                    size_t note_size);

@@ -47,8 +47,8 @@ fm_status fm_checkpoint_dir_write_latest(const char *dir, const char *name);
 /* Deletes complete checkpoints beyond the newest `keep_last` (by step), never `keep_name`. */
 fm_status fm_checkpoint_dir_prune(const char *dir, int keep_last, const char *keep_name);
 
-/* The entries of `dir` named like a checkpoint or `latest` that are not regular files (someone made a
- * directory of that name): their count, and up to three of their paths, comma-separated, in msg
+/* The entries of `dir` named like a checkpoint or `latest` that are not regular files (someone made
+ * a directory of that name): their count, and up to three of their paths, comma-separated, in msg
  * (size bytes). A missing directory gives 0. */
 int fm_checkpoint_dir_odd_entries(const char *dir, char *msg, size_t size);
 

@@ -502,7 +502,7 @@ static fm_status write_str_attr(hid_t obj, const char *name, const char *value, 
     return st;
 }
 
-/* "12.5 GiB" free in the directory of `path` (statvfs: what an unprivileged user may use), or -1. */
+/* Bytes free in the directory of `path` (statvfs: what an unprivileged user may use), or -1. */
 static double free_bytes(const char *path)
 {
     char dir[FM_CKPT_PATH_MAX];
@@ -527,8 +527,8 @@ static fm_status prepare_target(const fm_checkpoint_file *f, uint64_t expected)
                       f->path, S_ISDIR(sb.st_mode) ? "directory" : "non-regular file");
     if (lstat(f->tmp_path, &sb) == 0 && S_ISDIR(sb.st_mode))
         return FM_ERR(FM_ERR_CONFIG,
-                      "checkpoint %s cannot be written: a directory %s is in the way of its temporary "
-                      "file; move or remove it and start again",
+                      "checkpoint %s cannot be written: a directory %s is in the way of its "
+                      "temporary file; move or remove it and start again",
                       f->path, f->tmp_path);
     if (unlink(f->tmp_path) != 0 && errno != ENOENT)
         return FM_ERR(FM_ERR_IO, "cannot remove stale %s: %s", f->tmp_path, strerror(errno));
@@ -1011,10 +1011,10 @@ void fm_checkpoint_file_abort(fm_checkpoint_file **fp)
     fm_h5_quiet q;
     fm_h5_quiet_begin(&q);
     /* The collective close below still writes metadata. After a failed write (a full disk, a quota)
-     * that could fail again on some ranks only and leave HDF5's ranks in different states. Where the
-     * file's space was reserved the metadata lands in blocks the file already owns, so they are kept;
-     * otherwise the temporary file's data blocks are released first (truncated to nothing), which
-     * gives the close room for its metadata. The file is deleted right after anyway. */
+     * that could fail again on some ranks only and leave HDF5's ranks in different states. Where
+     * the file's space was reserved the metadata lands in blocks the file already owns, so they are
+     * kept; otherwise the temporary file's data blocks are released first (truncated to nothing),
+     * which gives the close room for its metadata. The file is deleted right after anyway. */
     fm_status st = NULL; /* every step runs; a failure here cannot be reported (see the header) */
     if (f->fid >= 0 && f->writing) {
         if (f->rank == 0 && !f->reserved && truncate(f->tmp_path, 0) != 0) { /* nothing to do */

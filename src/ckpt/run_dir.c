@@ -27,7 +27,7 @@ struct fm_run_lock {
     char text[1024];        /* rank 0: what it wrote there */
 };
 
-/* ---- who holds a lock ------------------------------------------------------------------------- */
+/* ---- who holds a lock ------------------------------------------------------------------------ */
 
 typedef struct holder {
     char host[128];
@@ -80,7 +80,8 @@ static void env_or(const char *name, const char *dflt, char *buf, size_t size)
 static void me(holder *h)
 {
     memset(h, 0, sizeof *h);
-    if (gethostname(h->host, sizeof h->host - 1) != 0) fm_util_strlcpy(h->host, "?", sizeof h->host);
+    if (gethostname(h->host, sizeof h->host - 1) != 0)
+        fm_util_strlcpy(h->host, "?", sizeof h->host);
     h->pid = (long long)getpid();
     h->pid_start = pid_stat(h->pid, NULL);
     env_or("SLURM_JOB_ID", "", h->job, sizeof h->job);
@@ -217,8 +218,9 @@ static holder_state judge(const holder *h, const holder *self, char *why, size_t
             snprintf(why, size, "Slurm job %s is %s", h->job, state);
         return s;
     }
-    snprintf(why, size, "a process on another host (%s), outside Slurm: fmtrain cannot tell whether "
-                        "it still runs",
+    snprintf(why, size,
+             "a process on another host (%s), outside Slurm: fmtrain cannot tell whether it still "
+             "runs",
              h->host);
     return HOLDER_UNKNOWN;
 }
@@ -231,8 +233,8 @@ static void describe(const holder *h, char *buf, size_t size)
     double age = h->since_epoch > 0 ? fm_util_wall_time() - h->since_epoch : -1;
     char ago[48] = "";
     if (age >= 0) snprintf(ago, sizeof ago, " (%.1f h ago)", age / 3600.0);
-    snprintf(buf, size, "host %s%s, pid %lld, user %s, fmtrain %s, since %s%s", h->host, job, h->pid,
-             h->user, h->version[0] ? h->version : "?", h->since[0] ? h->since : "?", ago);
+    snprintf(buf, size, "host %s%s, pid %lld, user %s, fmtrain %s, since %s%s", h->host, job,
+             h->pid, h->user, h->version[0] ? h->version : "?", h->since[0] ? h->since : "?", ago);
 }
 
 /* The error for a lock held by `h`. */
@@ -242,8 +244,9 @@ static fm_status held_error(const char *dir, const char *lock, const holder *h, 
     describe(h, who, sizeof who);
     if (h->job[0])
         snprintf(what, sizeof what,
-                 "wait for that job to end (squeue -j %s), cancel it (scancel %s), or give this run "
-                 "another [run] dir; if its processes are gone for good, delete %s and start again",
+                 "wait for that job to end (squeue -j %s), cancel it (scancel %s), or give this "
+                 "run another [run] dir; if its processes are gone for good, delete %s and start "
+                 "again",
                  h->job, h->job, lock);
     else
         snprintf(what, sizeof what,
@@ -335,7 +338,7 @@ static fm_status read_text(const char *path, char *buf, size_t size, int *missin
     return NULL;
 }
 
-/* ---- taking the lock (rank 0) ----------------------------------------------------------------- */
+/* ---- taking the lock (rank 0) ---------------------------------------------------------------- */
 
 static int create_lock(const char *path, const char *text)
 {
@@ -396,8 +399,9 @@ static fm_status lock_rank0(const char *dir, FILE *log, fm_run_lock *l)
             fflush(log);
         }
     }
-    return FM_ERR(FM_ERR_IO, "cannot take the lock %s: it keeps changing (several trainers starting "
-                             "at once?); start again",
+    return FM_ERR(FM_ERR_IO,
+                  "cannot take the lock %s: it keeps changing (several trainers starting at once?); "
+                  "start again",
                   l->path);
 }
 
@@ -437,7 +441,7 @@ void fm_run_dir_unlock(fm_run_lock **pl)
     *pl = NULL;
 }
 
-/* ---- the dry run's checks --------------------------------------------------------------------- */
+/* ---- the dry run's checks -------------------------------------------------------------------- */
 
 /* The nearest existing ancestor of `path` (path itself when it exists) into `out`. */
 static void existing_ancestor(const char *path, char *out, size_t size)
@@ -526,14 +530,15 @@ static fm_status check_rank0(const char *dir, uint64_t ckpt_bytes, int keep_last
     if (avail >= 0 && avail < need)
         return FM_ERR(FM_ERR_IO,
                       "run directory %s: not enough free space for its checkpoints: each takes "
-                      "about %s, [checkpoint] keep_last = %d (+1 while the next is written) with %d "
-                      "already there needs %s more, but only %s is free; free space (or raise the "
-                      "quota), lower keep_last, or choose another [run] dir",
+                      "about %s, [checkpoint] keep_last = %d (+1 while the next is written) with "
+                      "%d already there needs %s more, but only %s is free; free space (or raise "
+                      "the quota), lower keep_last, or choose another [run] dir",
                       dir, each_s, keep_last, existing, need_s, free_s);
     if (log)
         fprintf(log, "# checkpoints: about %s each; keep_last + 1 = %d with %d already there need "
                      "%s more; %s free\n",
-                each_s, keep_last + 1, existing, need_s, avail >= 0 ? free_s : "? (statvfs failed)");
+                each_s, keep_last + 1, existing, need_s,
+                avail >= 0 ? free_s : "? (statvfs failed)");
     return NULL;
 }
 

@@ -2,20 +2,20 @@
  * checks a dry run makes before nodes are spent (can it be written, who holds it, is there room for
  * the checkpoints).
  *
- * ---- The lock ------------------------------------------------------------------------------------
+ * ---- The lock -----------------------------------------------------------------------------------
  * Two trainers on one run directory (a double submission, a chain submitted twice) delete each
  * other's in-flight checkpoints as "stale" and interleave two trajectories in metrics.jsonl. So
- * `fmtrain train` holds <run dir>/fmtrain.lock from before it touches anything in the directory until
- * it exits. The lock is a file created with open(O_CREAT | O_EXCL), which is atomic on every file
- * system a cluster shares (Lustre, GPFS/Storage Scale, NFSv3 and later, local disks), unlike
+ * `fmtrain train` holds <run dir>/fmtrain.lock from before it touches anything in the directory
+ * until it exits. The lock is a file created with open(O_CREAT | O_EXCL), which is atomic on every
+ * file system a cluster shares (Lustre, GPFS/Storage Scale, NFSv3 and later, local disks), unlike
  * flock/fcntl locks: Lustre clients honour those across nodes only when mounted with `-o flock`
- * (with `localflock` they are node-local, with the default `noflock` flock() fails with ENOSYS),
- * so a lock built on them would silently protect nothing on many sites. The file records the
- * holder: host, pid and the pid's start time, Slurm job id, restart count and step, user, fmtrain
- * version and since when (UTC). A second trainer refuses to start (FM_ERR_CONFIG: exit 2, which the
- * job scripts do not retry) with a message naming the holder and what to do.
- * A lock whose holder is gone (the process was killed: SIGKILL, a node failure, the time limit) is
- * stale, and is recognised and replaced (said on the console):
+ * (with `localflock` they are node-local, with the default `noflock` flock() fails with ENOSYS), so
+ * a lock built on them would silently protect nothing on many sites. The file records the holder:
+ * host, pid and the pid's start time, Slurm job id, restart count and step, user, fmtrain version
+ * and since when (UTC). A second trainer refuses to start (FM_ERR_CONFIG: exit 2, which the job
+ * scripts do not retry) with a message naming the holder and what to do. A lock whose holder is
+ * gone (the process was killed: SIGKILL, a node failure, the time limit) is stale, and is
+ * recognised and replaced (said on the console):
  *   - same host: the pid no longer exists, or it is another process (its start time differs);
  *   - the holder's Slurm job is this job at another restart count (a requeue: Slurm ended the old
  *     run before starting this one);
@@ -24,8 +24,8 @@
  *     are being stopped, perhaps still writing a checkpoint in the kill grace time) is waited for,
  *     up to FM_RUN_DIR_WAIT_S seconds.
  * When none of this can decide (another host, no Slurm) the lock counts as held: the message says
- * how to check and to delete the file by hand. Two trainers that find the same stale lock at the same
- * moment race on O_EXCL after its removal; one wins, the other reports the winner.
+ * how to check and to delete the file by hand. Two trainers that find the same stale lock at the
+ * same moment race on O_EXCL after its removal; one wins, the other reports the winner.
  *
  * Collective functions are called by every rank of `comm`; rank 0 does the file work and every rank
  * returns the same (collective) status.

@@ -32,10 +32,10 @@ static const char train_help[] =
     "updated in place on a terminal, plain lines under mpirun/srun and in logs); FMTRAIN_END_TIME\n"
     "(seconds since the epoch) sets the wall-time limit when Slurm's is not available.\n"
     "\n"
-    "Signals: SIGUSR1 and SIGTERM stop at the next step with a checkpoint (exit 75). A hang (a step,\n"
-    "evaluation or checkpoint write far longer than usual: [runtime] hang_factor, hang_min_minutes)\n"
-    "ends every rank with exit 75 too. The run directory is locked (<run dir>/fmtrain.lock) while\n"
-    "training: a second fmtrain on it exits 2. See docs/training.md.\n";
+    "Signals: SIGUSR1 and SIGTERM stop at the next step with a checkpoint (exit 75). A hang\n"
+    "(a step, evaluation or checkpoint write far longer than usual: [runtime] hang_factor,\n"
+    "hang_min_minutes) ends every rank with exit 75 too. The run directory is locked while\n"
+    "training (<run dir>/fmtrain.lock): a second fmtrain on it exits 2. See docs/training.md.\n";
 
 /* Whether rank 0's progress line may be rewritten in place. Under mpirun/srun the rank's stdout is
  * often a pseudo-terminal of the launcher even when the launcher's own output goes to a batch log,
@@ -106,7 +106,7 @@ static fm_status train_run(int argc, char **argv, const fm_cmd_env *env)
     char buf[FM_CONFIG_PATH_MAX], run_dir[FM_CONFIG_PATH_MAX];
     snprintf(run_dir, sizeof run_dir, "%s", fm_config_run_dir(cfg, buf, sizeof buf));
     /* One trainer per run directory: the lock comes before anything in it is touched (prepare
-     * removes temporary files it takes for a killed writer's). Not in a dry run, which only looks. */
+     * removes temporary files it takes for a killed writer's). Not in a dry run: it only looks. */
     if (!dry_run) FM_TRY_GOTO(st, done, fm_run_dir_lock(MPI_COMM_WORLD, run_dir, log, &lock));
     /* Checkpoints: what to resume from, decided before the trainer exists because a changed rank
      * count adjusts [train] grad_accum (src/ckpt/checkpoint.h). Not in a dry run (it may delete files). */

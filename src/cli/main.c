@@ -185,9 +185,9 @@ static int finish(fm_status st, const fm_cmd_env *env)
 /* The hang watchdog's way out (fm_cmd_env.exit_now, train/watchdog.h). It runs on the watchdog's
  * thread while the main thread is stuck, possibly inside MPI, HDF5 or stdio: no MPI call (MPI runs
  * MPI_THREAD_FUNNELED, and a stuck collective is what we are leaving), no stdio (the stuck thread
- * may hold its locks; the watchdog has written its report with write(2)), no atexit handlers (HDF5's
- * would close files collectively and block again). Every rank's own watchdog ends its own process,
- * so no rank waits for a peer; the launcher sees exit code `code` (75: requeue). */
+ * may hold its locks; the watchdog has written its report with write(2)), no atexit handlers
+ * (HDF5's would close files collectively and block again). Every rank's own watchdog ends its own
+ * process, so no rank waits for a peer; the launcher sees exit code `code` (75: requeue). */
 static void exit_now(int code)
 {
     _exit(code);

@@ -16,7 +16,7 @@
 
 #define FM_TRAINER_STEP_HIST 50     /* step times the watchdog's median is taken over */
 #define FM_TRAINER_FIRST_STEPS 3     /* steps before the median is trusted */
-#define FM_TRAINER_SLOW_FS_BPS 10e6  /* bytes/s: a first checkpoint write's limit assumes no faster */
+#define FM_TRAINER_SLOW_FS_BPS 10e6  /* bytes/s a first checkpoint write is given at least */
 
 struct fm_trainer {
     fm_config cfg;
@@ -45,13 +45,12 @@ struct fm_trainer {
                           MPI (no CUDA-aware MPI assumed); NULL otherwise
                           (grads_staged_through_host) */
     fm_trainer_test_hooks test; /* installed by test executables only; all NULL in fmtrain */
-    /* The hang watchdog (trainer.h): NULL when [runtime] hang_factor = 0 or outside fm_trainer_run. */
+    /* The hang watchdog (trainer.h): NULL when hang_factor = 0 or outside fm_trainer_run. */
     fm_watchdog *wd;
     double step_hist[FM_TRAINER_STEP_HIST]; /* this segment's last step times, a ring */
-    int nhist;                               /* samples in step_hist (at most FM_TRAINER_STEP_HIST) */
     int64_t ntimed;                          /* steps timed in this segment */
     double last_save_s;                      /* the previous checkpoint write of this segment; 0 */
-    double *rank_ms;                         /* rank 0: (2 x ranks) the straggler report's scratch */
+    double *rank_ms;                         /* rank 0: (2 x ranks) straggler report scratch */
     double end_time;                         /* the job's end (seconds since the epoch); 0: none */
     double stop_margin_s;                    /* [run] stop_margin_minutes in seconds */
 };
@@ -493,8 +492,8 @@ static fm_status scan_dataset_ids(fm_trainer *t)
         share_of(counts[sp], t->comm->rank, t->comm->size, &a, &b);
         fm_dataset_scan sc = {0, UINT64_MAX, 0, 0};
         if (!st)
-            st = fm_dataset_scan_ids(paths[sp], sp == 0 ? FM_SPLIT_TRAIN : FM_SPLIT_VAL, a, b - a, V,
-                                     &sc);
+            st = fm_dataset_scan_ids(paths[sp], sp == 0 ? FM_SPLIT_TRAIN : FM_SPLIT_VAL, a,
+                                     b - a, V, &sc);
         FM_TRY(fm_comm_agree(t->comm->world, st));
         /* The first bad position over all ranks, its id, the largest id. */
         double v[2] = {sc.bad_pos == UINT64_MAX ? 1e300 : (double)sc.bad_pos, (double)sc.max_id};
@@ -513,8 +512,8 @@ static fm_status scan_dataset_ids(fm_trainer *t)
                 "when it reached that window)",
                 paths[sp], bad_id, v[0], names[sp], (unsigned long long)V, v[1]));
     }
-    say(t, "dataset ids: all %llu training and %llu validation tokens are below %llu (largest %.0f); "
-           "scanned in %.1f s on %d rank%s",
+    say(t, "dataset ids: all %llu training and %llu validation tokens are below %llu (largest "
+           "%.0f); scanned in %.1f s on %d rank%s",
         (unsigned long long)counts[0], (unsigned long long)counts[1], (unsigned long long)V, max_id,
         fm_util_now() - t0, t->comm->size, t->comm->size == 1 ? "" : "s");
     return NULL;
@@ -797,7 +796,7 @@ static fm_status remove_complete_marker(fm_trainer *t)
     return NULL;
 }
 
-/* ---- the hang watchdog's limits (trainer.h) ------------------------------------------------------ */
+/* ---- the hang watchdog's limits (trainer.h) --------------------------------------------------- */
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -828,10 +827,10 @@ static void record_step_time(fm_trainer *t, double dt)
     t->ntimed++;
 }
 
-/* The limit for work that usually takes `usual` seconds (`usual_what` says what that is): hang_factor
- * x usual, at least hang_min_minutes; when usual is unknown (0: the first time) 4 x hang_min_minutes,
- * or `first` when longer. Where the job's end is known and the stop margin is on, the limit ends half
- * the margin before the end. `why` (n bytes) receives the reason. */
+/* The limit for work that usually takes `usual` seconds (`usual_what` says what that is):
+ * hang_factor x usual, at least hang_min_minutes; when usual is unknown (0: the first time) 4 x
+ * hang_min_minutes, or `first` when longer. Where the job's end is known and the stop margin is on,
+ * the limit ends half the margin before the end. `why` (n bytes) receives the reason. */
 static double work_limit(const fm_trainer *t, double usual, const char *usual_what, double first,
                          char *why, size_t n)
 {
@@ -930,7 +929,8 @@ static fm_status save(fm_trainer *t, const fm_trainer_hooks *h, fm_trainer_save_
 /* Evaluates and writes the eval record (elapsed_s: the run's training seconds until now). */
 static fm_status run_eval(fm_trainer *t, const segment *seg)
 {
-    double batches = (double)(t->cfg.train_eval_batches > 0 ? t->cfg.train_eval_batches : 1) / t->ga;
+    int64_t eb = t->cfg.train_eval_batches > 0 ? t->cfg.train_eval_batches : 1;
+    double batches = (double)eb / t->ga;
     arm(t, "evaluation after step", t->state.step, median_step(t) * (batches > 1 ? batches : 1),
         "the median step x eval_batches / grad_accum", 0.0);
     double vl = 0.0;
@@ -1062,9 +1062,9 @@ static fm_status straggler_report(fm_trainer *t, const segment *seg, fm_metrics_
     return NULL;
 }
 
-/* The train record of the step just done (logged steps only: step_is_logged; rank 0 writes it, every
- * rank takes part in the straggler report); its rates are over the log window, which then starts
- * again. */
+/* The train record of the step just done (logged steps only: step_is_logged; rank 0 writes it,
+ * every rank takes part in the straggler report); its rates are over the log window, which then
+ * starts again. */
 static fm_status log_step(fm_trainer *t, segment *seg, const step_result *r)
 {
     if (!step_is_logged(t, seg, r)) return NULL;

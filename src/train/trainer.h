@@ -52,8 +52,8 @@
  * Either hook may be NULL (no checkpoints: a stop is still clean and exits 75).
  *
  * ---- The hang watchdog (train/watchdog.h, [runtime] hang_factor and hang_min_minutes) -----------
- * fm_trainer_run starts a watchdog thread on every rank (unless hang_factor = 0) and arms it for each
- * piece of work with a limit of hang_factor x the work's usual duration, never less than
+ * fm_trainer_run starts a watchdog thread on every rank (unless hang_factor = 0) and arms it for
+ * each piece of work with a limit of hang_factor x the work's usual duration, never less than
  * hang_min_minutes:
  *   a step (from reading its data to the agreement at its end): the median of this segment's last
  *       50 step times; the first 3 steps of a segment, which have no median yet (allocation, page
@@ -62,12 +62,12 @@
  *   a checkpoint write: the previous write of this segment; the first one gets
  *       4 x hang_min_minutes, or its size at 10 MB/s when that is longer;
  *   the resume (reading a checkpoint): as a first checkpoint write.
- * Where the job's end time is known and [run] stop_margin_minutes > 0, no limit reaches past half the
- * stop margin before the end, so a hang still leaves the job script time to requeue. On expiry every
- * rank that is still alive writes where it was ("waiting for the gradient all-reduce") and exits 75
- * through opts->exit_now; the job script requeues and the run resumes from its newest checkpoint.
- * The checkpoint module re-arms it with hang_min_minutes after an agreed write error, for the close
- * that follows (fm_watchdog_expect: then the exit code is the error's).
+ * Where the job's end time is known and [run] stop_margin_minutes > 0, no limit reaches past half
+ * the stop margin before the end, so a hang still leaves the job script time to requeue. On expiry
+ * every rank that is still alive writes where it was ("waiting for the gradient all-reduce") and
+ * exits 75 through opts->exit_now; the job script requeues and the run resumes from its newest
+ * checkpoint. The checkpoint module re-arms it with hang_min_minutes after an agreed write error,
+ * for the close that follows (fm_watchdog_expect: then the exit code is the error's).
  *
  * ---- The straggler report ----------------------------------------------------------------------
  * At every logged step the ranks' compute times (data, forward, backward: before waiting for the

@@ -43,7 +43,8 @@ static void test_metrics_files(void **state)
     fm_metrics_options o = {run, console, 0, 200};
     fm_metrics *m = NULL;
     assert_null(fm_metrics_open(&o, &m));
-    fm_metrics_step r = {10, 40960, 3.25, 6e-4, 1.5, 12.5, 32768.0, 0.25, 1.25, 95.0, 0, 0, 0, 0, 0, 0};
+    fm_metrics_step r = {10,   40960, 3.25, 6e-4, 1.5, 12.5, 32768.0, 0.25,
+                         1.25, 95.0,  0,    0,    0,   0,    0,       0};
     assert_null(fm_metrics_log_step(m, &r));
     r.step = 20;
     r.loss = NAN; /* JSON has no NaN: null */
