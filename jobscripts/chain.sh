@@ -21,6 +21,9 @@
 #   - when the user creates the stop file (touch <run dir>/STOP): the next job exits without starting
 #     and cancels the rest. To stop the running job too, with a checkpoint:
 #         scancel --batch --signal=USR1 <running job id>
+#   - when the user cancels the running job (scancel <running job id>): it writes a checkpoint on the
+#     SIGTERM and cancels the rest (a preemption, which also sends SIGTERM, does not: the job is
+#     requeued; see docs/training.md, "Which signal does what").
 # Exit status: 0 when all N jobs were submitted, 1 when sbatch failed (the jobs already submitted
 # are listed), 2 for a usage error.
 set -euo pipefail
@@ -87,3 +90,4 @@ done
 echo "chain.sh: job ids in $chain_file"
 echo "chain.sh: to end the chain after the running job: touch ${stop_file:-<run dir>/STOP}"
 echo "chain.sh: to stop the running job now with a checkpoint: scancel --batch --signal=USR1 <job id>"
+echo "chain.sh: to stop the whole chain now (checkpoint, no requeue, the rest cancelled): scancel <running job id>"

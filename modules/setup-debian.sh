@@ -17,7 +17,7 @@ build_pkgs=(build-essential cmake pkg-config
             libopenblas-dev)                    # module load openblas (or the vendor BLAS)
 test_pkgs=(libcmocka-dev                        # unit tests
            python3-torch python3-h5py python3-numpy  # PyTorch reference comparison
-           python3-pip                          # transformers & co. from PyPI for tests/reference, tests/hf (install_transformers.sh)
+           python3-pip                          # tests/reference/install_transformers.sh (HF comparison, --target)
            bible-kjv                            # the King James corpus for examples and tests
            clang libclang-rt-dev                # libFuzzer harnesses (the fuzzer runtime is only a Recommends of clang)
            shellcheck gnuplot-nox

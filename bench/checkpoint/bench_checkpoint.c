@@ -179,7 +179,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--align")) align = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "--hints")) hints = argv[i + 1];
     }
-    fm_checkpoint_io_opts opts = {align, hints};
+    fm_checkpoint_io_opts opts = {align, hints, 0};
     ckpt_synth s;
     if (ckpt_synth_gpt2(&s, V, C, L, T, 2024) != 0) die("allocating buffers", NULL);
     double bytes = 3.0 * (double)s.numel * sizeof(float);

@@ -48,17 +48,28 @@
 #     never the batch shell. We use B: because the shell must know that the stop was requested (to
 #     requeue), and we forward the signal to srun (`kill -USR1 <srun pid>`), which passes it on to
 #     every task; fmtrain then finishes its step, writes a checkpoint on all ranks and exits 75.
-#     SIGTERM (scancel, or the time limit itself) is delivered by Slurm to the steps directly; this
-#     script only notes it. The same path serves a manual graceful stop:
+#     SIGTERM is delivered by Slurm to the steps directly, for three different reasons: a user's (or
+#     an administrator's) `scancel <jobid>`, preemption by a higher-priority job, and the time limit
+#     itself. fmtrain treats them alike (checkpoint, exit 75); this script tells them apart afterwards
+#     by asking Slurm about the job (fm_job_stop_cause: `scontrol -o show job`): preemption sets
+#     PreemptTime (the job is still RUNNING during the grace time, and the batch shell itself gets
+#     no signal), the time limit leaves Reason=TimeLimit, a scancel leaves the job COMPLETING or
+#     CANCELLED with neither. A graceful stop that lets the run continue in the next job:
 #         scancel --batch --signal=USR1 <jobid>
+#     A stop for good: `scancel <jobid>` (the job checkpoints within Slurm's KillWait and is not
+#     requeued), or `touch <run dir>/STOP` (nothing starts again) plus the USR1 stop above.
 #  5. Decides by fmtrain's exit code (see `fmtrain help`):
 #       0   finished: COMPLETE exists; cancel the rest of a chain; exit 0
-#       75  stopped and resumable: requeue this same job (`scontrol requeue $SLURM_JOB_ID`, which needs
-#           `#SBATCH --requeue`) unless the run is complete, the stop file exists, the job is part of a
-#           chain (chain.sh: the next job continues), or FM_MAX_REQUEUES is reached
+#       75  stopped and resumable: a user's scancel stops for good (no requeue, the rest of a chain
+#           cancelled); otherwise (USR1 at the time limit, the time limit, preemption, fmtrain's own
+#           wall-time stop or its hang watchdog) requeue this same job (`scontrol requeue
+#           $SLURM_JOB_ID`, which needs `#SBATCH --requeue`) unless the run is complete, the stop file
+#           exists, the job is part of a chain (chain.sh: the next job continues), or FM_MAX_REQUEUES
+#           is reached
 #       2,3,4  configuration/input error or divergence: a restart cannot fix it; cancel the rest of
-#           a chain and exit with the code
-#       1 (or killed)  runtime failure: requeue at most FM_MAX_FAILURES times, then give up
+#           a chain and exit with the code (2 also when another fmtrain holds the run directory)
+#       1 (or killed)  runtime failure: requeue at most FM_MAX_FAILURES times (never after a user's
+#           scancel), then give up
 #
 # Files in the run directory used here: COMPLETE (read), STOP (read), jobs.log (one line per job
 # segment appended: time, job id, restart count, exit code, decision).
@@ -215,6 +226,34 @@ fm_job_mpi_plugin() {
   FM_JOB_MPI_NOTE="--mpi=$p (fmtrain uses $family; the cluster's MpiDefault is ${def:-none}; set FM_SRUN_MPI to choose another)"
 }
 
+# Prints why Slurm told this job's processes to stop, from its view of the job
+# (`scontrol -o show job`; tested on a one-node cluster in tests/slurm/test_jobs.sh):
+#   preempted  PreemptTime is set: a higher-priority job preempts this one (during the grace time the
+#              job is still RUNNING; Slurm sends SIGTERM to the steps only)
+#   timelimit  Reason=TimeLimit or JobState=TIMEOUT: the time limit itself (no --signal, or too late)
+#   cancelled  COMPLETING or CANCELLED for any other reason: scancel by the user or an administrator
+#   running    still RUNNING: the stop came from SIGUSR1 (--signal at the time limit, or
+#              `scancel --signal=USR1`) or from fmtrain itself (wall-time margin, hang watchdog)
+#   unknown    Slurm could not be asked
+fm_job_stop_cause() {
+  local info state reason preempt
+  info=$(scontrol -o show job "${SLURM_JOB_ID:-0}" 2>/dev/null) || { echo unknown; return 0; }
+  state=$(tr ' ' '\n' <<<"$info" | sed -n 's/^JobState=//p' | head -n 1)
+  reason=$(tr ' ' '\n' <<<"$info" | sed -n 's/^Reason=//p' | head -n 1)
+  preempt=$(tr ' ' '\n' <<<"$info" | sed -n 's/^PreemptTime=//p' | head -n 1)
+  case "$preempt" in
+    '' | None | Unknown | N/A) ;;
+    *) echo preempted; return 0 ;;
+  esac
+  case "$state|$reason" in
+    PREEMPTED\|*) echo preempted ;;
+    TIMEOUT\|* | *\|TimeLimit) echo timelimit ;;
+    COMPLETING\|* | CANCELLED\|*) echo cancelled ;;
+    RUNNING\|* | CONFIGURING\|*) echo running ;;
+    *) echo unknown ;;
+  esac
+}
+
 fm_job_forward() { # $1 signal name
   FM_JOB_SIGNAL=$1
   if [ -n "${FM_JOB_SRUN_PID:-}" ] && kill -0 "$FM_JOB_SRUN_PID" 2>/dev/null; then
@@ -226,7 +265,7 @@ fm_job_forward() { # $1 signal name
 }
 
 fm_job_main() {
-  local exe rc restarts stop failures
+  local exe rc restarts stop failures cause
   FM_JOB_SIGNAL=""
   FM_JOB_SRUN_PID=""
   if [ -z "${FM_PARAMS:-}" ] || [ ! -r "$FM_PARAMS" ]; then
@@ -274,7 +313,7 @@ fm_job_main() {
 
   trap 'fm_job_forward USR1' USR1
   trap 'fm_job_forward USR2' USR2
-  trap 'FM_JOB_SIGNAL=TERM; fm_job_say "received SIGTERM (job cancelled or at its time limit)"' TERM
+  trap 'FM_JOB_SIGNAL=TERM; fm_job_say "received SIGTERM (job cancelled or at its time limit; fmtrain checkpoints within KillWait)"' TERM
 
   fm_job_mpi_plugin "$exe"
   fm_job_say "launcher: $FM_JOB_MPI_NOTE"
@@ -305,6 +344,15 @@ fm_job_main() {
       if [ -e "$FM_RUN_DIR/COMPLETE" ]; then
         fm_job_record 75 "complete"; fm_job_cancel_chain "run complete"; exit 0
       fi
+      cause=$(fm_job_stop_cause)
+      if [ "$cause" = cancelled ]; then
+        fm_job_say "stopped with a checkpoint because the job was cancelled (scancel): not requeuing;" \
+                   "submit the script again to continue the run"
+        fm_job_record 75 "cancelled by scancel, not requeued"
+        fm_job_cancel_chain "job cancelled"
+        exit 75
+      fi
+      fm_job_say "stopped with a checkpoint (Slurm: $cause)"
       if [ -e "$stop" ]; then
         fm_job_say "stopped with a checkpoint; stop file $stop exists, so not continuing"
         fm_job_record 75 "stopped by stop file"; fm_job_cancel_chain "stop file"; exit 0
@@ -312,6 +360,10 @@ fm_job_main() {
       if [ -n "${FM_CHAIN_FILE:-}" ]; then
         fm_job_say "stopped with a checkpoint; the next job of the chain continues the run"
         fm_job_record 75 "stopped, chain continues"; exit 75
+      fi
+      if [ "$cause" = preempted ]; then
+        fm_job_requeue 75 "preempted" || exit 75
+        exit 75
       fi
       if [ "$restarts" -ge "${FM_MAX_REQUEUES:-50}" ]; then
         fm_job_say "stopped with a checkpoint; restart limit FM_MAX_REQUEUES=${FM_MAX_REQUEUES:-50}" \
@@ -327,6 +379,12 @@ fm_job_main() {
       fm_job_cancel_chain "fatal error $rc"
       exit "$rc" ;;
     *)
+      if [ "$(fm_job_stop_cause)" = cancelled ]; then
+        fm_job_say "fmtrain exited $rc after the job was cancelled (scancel): not requeuing"
+        fm_job_record "$rc" "cancelled by scancel, not requeued"
+        fm_job_cancel_chain "job cancelled"
+        exit "$rc"
+      fi
       failures=$(grep -c "job=${SLURM_JOB_ID:-none} .* failure retry" "$FM_RUN_DIR/jobs.log" 2>/dev/null || true)
       if [ -z "${FM_CHAIN_FILE:-}" ] && [ "${failures:-0}" -lt "${FM_MAX_FAILURES:-1}" ] &&
          [ ! -e "$stop" ]; then

@@ -406,6 +406,14 @@ static fm_status scan_run_dir(fm_checkpoint_ctx *c, fm_checkpoint_entry **v, int
     if (removed > 0 && c->log)
         fprintf(c->log, "removed %d incomplete checkpoint file%s in %s (a writer was interrupted)\n",
                 removed, removed == 1 ? "" : "s", c->dir);
+    char odd[1024];
+    int nodd = c->log ? fm_checkpoint_dir_odd_entries(c->dir, odd, sizeof odd) : 0;
+    if (nodd > 0)
+        fprintf(c->log, "warning: %d entr%s of %s named like a checkpoint or `latest` %s not a "
+                        "regular file and %s ignored (%s): not a checkpoint fmtrain wrote; move or "
+                        "remove %s\n",
+                nodd, nodd == 1 ? "y" : "ies", c->dir, nodd == 1 ? "is" : "are",
+                nodd == 1 ? "is" : "are", odd, nodd == 1 ? "it" : "them");
     return NULL;
 }
 
@@ -476,7 +484,16 @@ static fm_status plan_newest(fm_checkpoint_ctx *c, fm_config *cfg, const fm_chec
         if (c->log) fprintf(c->log, "warning: skipping checkpoint %s: %s\n", p, fm_status_message(st));
         fm_status_free(&st);
     }
-    if (n == 0) return NULL;
+    if (n == 0) {
+        /* Loud: a mistyped [run] dir (or run.name) lands here, and would silently start over. */
+        if (c->log)
+            fprintf(c->log,
+                    "warning: no checkpoint found in %s: starting a NEW run in %s ([checkpoint] "
+                    "resume = auto). If you meant to continue an earlier run, stop now and check "
+                    "[run] dir and run.name: a run continues only from its own run directory\n",
+                    c->dir, c->run_dir);
+        return NULL;
+    }
     return fm_status_collective(FM_ERR(FM_ERR_INPUT,
                                        "every checkpoint in %s is damaged or unreadable (%d found); resume "
                                        "from a PATH, or start afresh with [checkpoint] resume = never and "
@@ -532,6 +549,25 @@ void fm_checkpoint_ctx_free(fm_checkpoint_ctx **cp)
     fm_comm_dup_free(&c->comm);
     free(c);
     *cp = NULL;
+}
+
+uint64_t fm_checkpoint_estimate_size(const fm_model_shape *shape, int64_t align_bytes)
+{
+    fm_model_memory_info mem;
+    fm_status st = fm_model_memory_estimate(shape, 1, (int)sizeof(float), &mem);
+    if (st) {
+        fm_status_free(&st);
+        return 0;
+    }
+    uint64_t tensors = 3 * (4 + 12 * (uint64_t)shape->n_layer); /* GPT-2's layout, three groups */
+    uint64_t data = 3 * (uint64_t)mem.param_bytes;
+    /* Tensors of at least align_bytes start on a multiple of it: GPT-2's matrices (4 per layer,
+     * the two embeddings) once d_model^2 floats reach it; the vectors are packed. */
+    uint64_t matrix = (uint64_t)shape->d_model * (uint64_t)shape->d_model * sizeof(float);
+    uint64_t pad = align_bytes > 1 && matrix >= (uint64_t)align_bytes
+                       ? 3 * (4 * (uint64_t)shape->n_layer + 2) * (uint64_t)align_bytes
+                       : 0;
+    return data + ((uint64_t)256 << 10) + tensors * 2048 + pad;
 }
 
 /* ---- save ------------------------------------------------------------------------------------ */
@@ -705,6 +741,23 @@ static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoin
     return NULL;
 }
 
+/* The expected size of a checkpoint of `model`: parameters and both AdamW moments in the file
+ * layer's estimate (fm_checkpoint_file_estimate_bytes, which has room for the small datasets), plus
+ * the tokenizer (64 bytes per token: its vocabulary and merges are far smaller). */
+static fm_status expected_size(const fm_checkpoint_ctx *c, const fm_model *model, uint64_t *bytes)
+{
+    fm_checkpoint_tensor *table = NULL;
+    int nt = 0;
+    FM_TRY(model_table(model, &table, &nt));
+    host_state h = {NULL, NULL, NULL, 0, fm_model_num_params(model)};
+    fm_checkpoint_group g[3];
+    make_groups(g, table, nt, &h);
+    *bytes = fm_checkpoint_file_estimate_bytes(g, 3, c->io.align_bytes);
+    if (c->tok) *bytes += (uint64_t)fm_tokenizer_vocab_size(c->tok) * 64; /* vocabulary, merges */
+    free(table);
+    return NULL;
+}
+
 fm_status fm_checkpoint_save(fm_checkpoint_ctx *c, fm_trainer *t, fm_trainer_save_reason reason,
                              fm_checkpoint_write_stats *stats)
 {
@@ -715,14 +768,26 @@ fm_status fm_checkpoint_save(fm_checkpoint_ctx *c, fm_trainer *t, fm_trainer_sav
     /* An existing file of the same step (a damaged one that resume skipped, or a checkpoint of an
      * abandoned continuation) is replaced atomically by the rename at commit. */
     const char *base = strrchr(path, '/') + 1;
+    /* The file's size, so that a full disk is refused before HDF5 starts (checkpoint_file.h). */
+    fm_checkpoint_io_opts io = c->io;
+    FM_TRY(expected_size(c, fm_trainer_model(t), &io.expected_bytes));
     fm_checkpoint_file *f = NULL;
-    FM_TRY(fm_checkpoint_file_create(c->comm, path, FM_CHECKPOINT_FORMAT, FM_CHECKPOINT_VERSION,
-                                     &c->io, &f));
-    fm_status st = write_content(c, t, f, reason);
-    if (st) {
-        fm_checkpoint_file_abort(&f);
+    fm_status st = fm_checkpoint_file_create(c->comm, path, FM_CHECKPOINT_FORMAT,
+                                             FM_CHECKPOINT_VERSION, &io, &f);
+    if (st)
         return fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
                                 path);
+    st = write_content(c, t, f, reason);
+    if (st) {
+        /* The error is agreed on every rank; what remains is closing the HDF5 file, which writes
+         * metadata and could block on a file system that keeps failing: the watchdog bounds it and
+         * exits with this error's code and message (train/watchdog.h). */
+        fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
+                         path);
+        fm_watchdog_expect(fm_trainer_watchdog(t), "closing the checkpoint file after an error",
+                           fm_status_exit_code(st), fm_status_message(st));
+        fm_checkpoint_file_abort(&f);
+        return st;
     }
     fm_checkpoint_write_stats ws;
     st = fm_checkpoint_file_commit(&f, c->keep_last, &ws);
@@ -734,6 +799,8 @@ fm_status fm_checkpoint_save(fm_checkpoint_ctx *c, fm_trainer *t, fm_trainer_sav
         fm_util_format_bytes((double)ws.tensor_bytes, sz, sizeof sz),
         fm_util_format_bytes((double)ws.file_bytes, fsz, sizeof fsz), ws.seconds,
         ws.seconds > 0 ? (double)ws.tensor_bytes / ws.seconds / 1e9 : 0.0);
+    if (ws.warning[0])
+        say(c, t, "warning: checkpoint %s is written and complete, but: %s", base, ws.warning);
     if (stats) *stats = ws;
     return NULL;
 }
@@ -1140,8 +1207,45 @@ static fm_status read_model_shape(fm_checkpoint_file *f, const char *path, fm_mo
     return in;
 }
 
+/* fm_checkpoint_file_verify's report: the first failing dataset and the count. */
+typedef struct verify_note {
+    int failed;
+    char first[256];
+} verify_note;
+
+static void note_failure(void *user, const char *dset, uint64_t bytes, uint32_t stored,
+                         uint32_t computed, int ok)
+{
+    (void)bytes;
+    (void)stored;
+    (void)computed;
+    verify_note *vn = user;
+    if (ok) return;
+    if (vn->failed++ == 0) fm_util_strlcpy(vn->first, dset, sizeof vn->first);
+}
+
+/* Appends printf-style text to note (size bytes; may be NULL). */
+static void add_note(char *note, size_t size, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static void add_note(char *note, size_t size, const char *fmt, ...)
+{
+    if (!note || !size) return;
+    size_t used = strlen(note);
+    if (used + 1 >= size) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(note + used, size - used, fmt, ap);
+    va_end(ap);
+}
+
+/* Loads the model of one checkpoint file (its parameters CRC-checked), then verifies the rest of
+ * the file (optimizer state, trainer state, configuration) so that `note` can say whether it is
+ * also good for resuming: a file whose parameters verify is used for sampling either way. */
 static fm_status load_model_file(const char *path, fm_backend *be, const fm_model_options *mo,
-                                 fm_model **model, fm_tokenizer **tok)
+                                 fm_model **model, fm_tokenizer **tok, char *note, size_t note_size)
 {
     fm_checkpoint_file *f = NULL;
     FM_TRY(open_checkpoint(MPI_COMM_NULL, path, NULL, NULL, &f));
@@ -1167,6 +1271,23 @@ static fm_status load_model_file(const char *path, fm_backend *be, const fm_mode
     free(table);
     if (!st && fm_checkpoint_file_exists(f, "/tokenizer"))
         st = fm_tokenizer_load(fm_checkpoint_file_hid_read(f), "tokenizer", tok);
+    if (!st) {
+        verify_note vn = {0, ""};
+        int checked = 0;
+        fm_status vst = fm_checkpoint_file_verify(f, note_failure, &vn, &checked, NULL);
+        if (vn.failed)
+            add_note(note, note_size,
+                     "; its parameters verify, but %d of its %d datasets fail their checksum "
+                     "(first: %s): good for sampling, NOT for resuming training",
+                     vn.failed, checked, vn.first);
+        else if (vst)
+            add_note(note, note_size, "; its parameters verify, but the rest of it cannot be read "
+                                      "(%s): good for sampling, NOT for resuming training",
+                     fm_status_message(vst));
+        else
+            add_note(note, note_size, "; all %d datasets verify", checked);
+        fm_status_free(&vst);
+    }
     fm_checkpoint_file_close(&f);
     if (st) {
         fm_model_free(&m);
@@ -1178,25 +1299,28 @@ static fm_status load_model_file(const char *path, fm_backend *be, const fm_mode
 }
 
 fm_status fm_checkpoint_load_model(const char *path, fm_backend *be, int max_batch, fm_model **model,
-                                   fm_tokenizer **tok, char *used_path, size_t size)
+                                   fm_tokenizer **tok, char *used_path, size_t size, char *note,
+                                   size_t note_size)
 {
     const fm_model_options mo = {FM_MODEL_DECODE, max_batch};
-    FM_TRY(fm_checkpoint_load_model_opts(path, be, &mo, model, tok, used_path, size));
+    FM_TRY(fm_checkpoint_load_model_opts(path, be, &mo, model, tok, used_path, size, note, note_size));
     return NULL;
 }
 
 fm_status fm_checkpoint_load_model_opts(const char *path, fm_backend *be, const fm_model_options *mo,
                                         fm_model **model, fm_tokenizer **tok, char *used_path,
-                                        size_t size)
+                                        size_t size, char *note, size_t note_size)
 {
     *model = NULL;
     *tok = NULL;
     if (used_path && size) used_path[0] = '\0';
+    if (note && note_size) note[0] = '\0';
     struct stat sb;
     if (stat(path, &sb) != 0)
         return FM_ERR(FM_ERR_INPUT, "cannot open checkpoint %s: %s", path, strerror(errno));
     if (!S_ISDIR(sb.st_mode)) {
-        FM_TRY(load_model_file(path, be, mo, model, tok));
+        add_note(note, note_size, "the file named");
+        FM_TRY(load_model_file(path, be, mo, model, tok, note, note_size));
         if (used_path) fm_util_strlcpy(used_path, path, size);
         return NULL;
     }
@@ -1208,19 +1332,29 @@ fm_status fm_checkpoint_load_model_opts(const char *path, fm_backend *be, const 
     int n = 0;
     FM_TRY(fm_checkpoint_dir_list(dir, &v, &n));
     fm_status last = NULL;
+    char skipped[2048] = "";
     for (int i = 0; i < n; i++) {
         char p[CK_PATH_MAX + 80];
         snprintf(p, sizeof p, "%s/%s", dir, v[i].name);
         fm_status_free(&last);
-        last = load_model_file(p, be, mo, model, tok);
+        char fnote[1024] = "";
+        last = load_model_file(p, be, mo, model, tok, fnote, sizeof fnote);
         if (!last) {
             if (used_path) fm_util_strlcpy(used_path, p, size);
+            add_note(note, note_size, "the newest checkpoint of %s whose parameters verify%s%s",
+                     dir, skipped, fnote);
             break;
         }
         if (fm_status_code(last) != FM_ERR_INPUT) break;
+        add_note(skipped, sizeof skipped, "%s %s (%s)", skipped[0] ? ";" : "; skipped",
+                 v[i].name, fm_status_message(last));
     }
     free(v);
     if (n == 0) return FM_ERR(FM_ERR_INPUT, "%s holds no checkpoint (step-*.h5)", dir);
+    if (last && fm_status_code(last) == FM_ERR_INPUT && n > 1)
+        fm_status_prefix(last, "no checkpoint of %s has parameters that verify (%d tried); the "
+                               "oldest",
+                         dir, n);
     return last;
 }
 
@@ -1232,13 +1366,19 @@ fm_status fm_checkpoint_write_model(MPI_Comm comm, const char *path, fm_model *m
     int rank = 0, size = 1;
     FM_MPI_TRY(MPI_Comm_rank(comm, &rank));
     FM_MPI_TRY(MPI_Comm_size(comm, &size));
-    fm_checkpoint_io_opts io = {(int64_t)1 << 20, NULL};
-    fm_checkpoint_file *f = NULL;
-    FM_TRY(fm_checkpoint_file_create(comm, path, FM_CHECKPOINT_FORMAT, FM_CHECKPOINT_VERSION, &io, &f));
-    fm_status st = NULL;
     fm_checkpoint_tensor *table = NULL;
     float *host = NULL;
     int nt = 0;
+    FM_TRY(model_table(model, &table, &nt));
+    fm_checkpoint_group est = {"params", table, nt, NULL, fm_model_num_params(model)};
+    fm_checkpoint_io_opts io = {(int64_t)1 << 20, NULL, 0};
+    io.expected_bytes = fm_checkpoint_file_estimate_bytes(&est, 1, io.align_bytes); /* a full disk: refused first */
+    fm_checkpoint_file *f = NULL;
+    fm_status st = fm_checkpoint_file_create(comm, path, FM_CHECKPOINT_FORMAT, FM_CHECKPOINT_VERSION, &io, &f);
+    if (st) {
+        free(table);
+        return fm_status_trace(st, __FILE__, __LINE__, __func__);
+    }
     char host_name[256] = "";
     if (rank == 0 && gethostname(host_name, sizeof host_name - 1) != 0) fm_util_strlcpy(host_name, "?", sizeof host_name);
     double wall = fm_util_wall_time();
@@ -1259,7 +1399,6 @@ fm_status fm_checkpoint_write_model(MPI_Comm comm, const char *path, fm_model *m
     if (!st) st = fm_checkpoint_file_attr_i64(f, "/", "step", 0);
     if (!st) st = fm_checkpoint_file_attr_i64(f, "/", "tokens_seen", 0);
     if (!st) st = write_model_attrs(f, model);
-    if (!st) st = model_table(model, &table, &nt);
     if (!st) {
         host = malloc(fm_model_num_params(model) * sizeof *host);
         if (!host) st = FM_ERR(FM_ERR_NOMEM, "out of memory writing %s", path);

@@ -73,6 +73,12 @@ fm_trainer_hooks fm_checkpoint_hooks(fm_checkpoint_ctx *ctx);
  * resume = auto the hook may still fall back to an older one if this one fails its checksums. */
 const char *fm_checkpoint_planned_path(const fm_checkpoint_ctx *ctx);
 
+/* The size of a checkpoint of a model of this shape written with [checkpoint] align_bytes: the
+ * parameters and both AdamW moments, HDF5's metadata and alignment padding (GPT-2's tensor count;
+ * an upper estimate, as fm_checkpoint_file_estimate_bytes). 0 when the shape is invalid. For the
+ * free-space checks of a dry run and of the start of a run (ckpt/run_dir.h). */
+uint64_t fm_checkpoint_estimate_size(const fm_model_shape *shape, int64_t align_bytes);
+
 /* Frees ctx; safe on NULL; sets *ctx to NULL. Not collective. */
 void fm_checkpoint_ctx_free(fm_checkpoint_ctx **ctx);
 
@@ -98,17 +104,22 @@ fm_status fm_checkpoint_inspect(const char *path, FILE *out);
  * checkpoints/ folder), in its newest checkpoint whose parameters verify — into a new DECODE model
  * (FM_MODEL_DECODE: K/V caches for `max_batch` sequences, no gradients; model.h) of the family the
  * checkpoint names (/model arch) on backend `be`, and its tokenizer (*tok = NULL when the checkpoint
- * stores none). Serial (no MPI needed); parameters CRC-checked. `used_path` (may be NULL, size bytes)
- * receives the file read. Errors: FM_ERR_INPUT for a missing, damaged or foreign file or a model family
- * this fmtrain does not know. */
+ * stores none). Serial (no MPI needed); parameters CRC-checked, then the rest of the file verified
+ * too (it is read once more), so that the caller can say whether the file is also good for
+ * resuming. `used_path` (may be NULL, size bytes) receives the file read; `note` (may be NULL,
+ * note_size bytes) why it was chosen: "the newest checkpoint of DIR whose parameters verify;
+ * skipped step-X.h5 (why); all 137 datasets verify", or that its optimizer state fails its
+ * checksum ("good for sampling, NOT for resuming training"). Errors: FM_ERR_INPUT for a missing,
+ * damaged or foreign file or a model family this fmtrain does not know. */
 fm_status fm_checkpoint_load_model(const char *path, fm_backend *be, int max_batch, fm_model **model,
-                                   fm_tokenizer **tok, char *used_path, size_t size);
+                                   fm_tokenizer **tok, char *used_path, size_t size, char *note,
+                                   size_t note_size);
 
 /* The same, into a model of the kind `opts` asks for (fm_model_options: FM_MODEL_DECODE for
  * sampling, FM_MODEL_EVAL for `fmtrain eval`, FM_MODEL_TRAIN; max_batch sequences). Same errors. */
 fm_status fm_checkpoint_load_model_opts(const char *path, fm_backend *be, const fm_model_options *opts,
                                         fm_model **model, fm_tokenizer **tok, char *used_path,
-                                        size_t size);
+                                        size_t size, char *note, size_t note_size);
 
 /* What a checkpoint file says about its run, besides the tensors (docs/checkpoint-format.md). */
 typedef struct fm_checkpoint_meta {

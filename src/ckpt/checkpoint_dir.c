@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/util.h"
@@ -71,6 +72,8 @@ fm_status fm_checkpoint_dir_list(const char *dir, fm_checkpoint_entry **entries,
         int64_t step;
         if (!fm_checkpoint_dir_parse_name(e->d_name, &step)) continue;
         if (strlen(e->d_name) >= sizeof v[0].name) continue;
+        struct stat sb; /* only regular files (or links to them) are checkpoints */
+        if (fstatat(dirfd(d), e->d_name, &sb, 0) != 0 || !S_ISREG(sb.st_mode)) continue;
         if (cnt == cap) {
             cap = cap ? 2 * cap : 16;
             fm_checkpoint_entry *nv = realloc(v, (size_t)cap * sizeof *nv);
@@ -132,6 +135,10 @@ fm_status fm_checkpoint_dir_write_latest(const char *dir, const char *name)
     char path[4200], tmp[4210];
     snprintf(path, sizeof path, "%s/%s", dir, FM_CHECKPOINT_LATEST);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    struct stat sb;
+    if (lstat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return FM_ERR(FM_ERR_IO, "cannot update %s: it is a directory, not the file fmtrain writes "
+                                 "there; move or remove it", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) return FM_ERR(FM_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
     char line[4200];
@@ -203,4 +210,26 @@ fm_status fm_checkpoint_dir_remove_stale(const char *dir, int *removed)
     }
     closedir(d);
     return st;
+}
+
+int fm_checkpoint_dir_odd_entries(const char *dir, char *msg, size_t size)
+{
+    if (size) msg[0] = '\0';
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!fm_checkpoint_dir_parse_name(e->d_name, NULL) &&
+            strcmp(e->d_name, FM_CHECKPOINT_LATEST) != 0)
+            continue;
+        struct stat sb;
+        if (fstatat(dirfd(d), e->d_name, &sb, 0) == 0 && S_ISREG(sb.st_mode)) continue;
+        count++;
+        size_t used = strlen(msg);
+        if (count <= 3 && used + 1 < size)
+            snprintf(msg + used, size - used, "%s%s/%s", count > 1 ? ", " : "", dir, e->d_name);
+    }
+    closedir(d);
+    return count;
 }

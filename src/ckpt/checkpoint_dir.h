@@ -31,18 +31,26 @@ int fm_checkpoint_dir_parse_name(const char *name, int64_t *step);
 fm_status fm_checkpoint_dir_of_run(const char *run_dir, char *buf, size_t size);
 fm_status fm_checkpoint_dir_file_path(const char *run_dir, int64_t step, char *buf, size_t size);
 
-/* Lists the complete checkpoints (names matching step-*.h5) of directory `dir`, newest (largest
- * step) first, into a malloc'ed array the caller frees. A missing directory gives n = 0. */
+/* Lists the complete checkpoints (regular files, or links to them, named step-*.h5) of directory
+ * `dir`, newest (largest step) first, into a malloc'ed array the caller frees. A missing directory
+ * gives n = 0. Anything else of such a name (a directory) is not a checkpoint and is never listed,
+ * loaded or pruned: fm_checkpoint_dir_odd_entries names it. */
 fm_status fm_checkpoint_dir_list(const char *dir, fm_checkpoint_entry **entries, int *n);
 
 /* Reads `latest` into name (empty string when the file does not exist). */
 fm_status fm_checkpoint_dir_read_latest(const char *dir, char *name, size_t size);
 
-/* Rewrites `latest` atomically (latest.tmp, fsync, rename, fsync of the directory). */
+/* Rewrites `latest` atomically (latest.tmp, fsync, rename, fsync of the directory). A directory
+ * named `latest` is an error naming it. */
 fm_status fm_checkpoint_dir_write_latest(const char *dir, const char *name);
 
 /* Deletes complete checkpoints beyond the newest `keep_last` (by step), never `keep_name`. */
 fm_status fm_checkpoint_dir_prune(const char *dir, int keep_last, const char *keep_name);
+
+/* The entries of `dir` named like a checkpoint or `latest` that are not regular files (someone made
+ * a directory of that name): their count, and up to three of their paths, comma-separated, in msg
+ * (size bytes). A missing directory gives 0. */
+int fm_checkpoint_dir_odd_entries(const char *dir, char *msg, size_t size);
 
 /* Removes step-*.h5.tmp and latest.tmp files (left by a writer that was killed); *removed (may be
  * NULL) receives how many. A missing directory is fine. */

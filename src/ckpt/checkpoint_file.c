@@ -40,6 +40,7 @@ struct fm_checkpoint_file {
     double t_start;
     uint64_t tensor_bytes;
     int64_t align;     /* align_bytes of the writer */
+    int reserved;      /* rank 0: the file's space was reserved (fallocate succeeded) */
 };
 
 /* ---- HDF5 error capture --------------------------------------------------------------------- */
@@ -501,6 +502,63 @@ static fm_status write_str_attr(hid_t obj, const char *name, const char *value, 
     return st;
 }
 
+/* Bytes free in the directory of `path` (statvfs: what an unprivileged user may use), or -1. */
+static double free_bytes(const char *path)
+{
+    char dir[FM_CKPT_PATH_MAX];
+    struct statvfs sv;
+    if (dir_of(path, dir, sizeof dir) != NULL || statvfs(dir, &sv) != 0) return -1.0;
+    return (double)sv.f_bavail * (double)sv.f_frsize;
+}
+
+/* Rank 0, before the file is created: the directory exists, the target is not something else (a
+ * directory where the file should go), the file system has room for `expected` bytes, and a stale
+ * temporary file of a killed writer is gone. */
+static fm_status prepare_target(const fm_checkpoint_file *f, uint64_t expected)
+{
+    char dir[FM_CKPT_PATH_MAX];
+    FM_TRY(dir_of(f->path, dir, sizeof dir));
+    FM_TRY(fm_util_mkdir_p(dir));
+    struct stat sb;
+    if (lstat(f->path, &sb) == 0 && !S_ISREG(sb.st_mode))
+        return FM_ERR(FM_ERR_CONFIG,
+                      "checkpoint %s cannot be written: a %s of that name is in the way; move or "
+                      "remove it (it is not a checkpoint fmtrain wrote) and start again",
+                      f->path, S_ISDIR(sb.st_mode) ? "directory" : "non-regular file");
+    if (lstat(f->tmp_path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return FM_ERR(FM_ERR_CONFIG,
+                      "checkpoint %s cannot be written: a directory %s is in the way of its "
+                      "temporary file; move or remove it and start again",
+                      f->path, f->tmp_path);
+    if (unlink(f->tmp_path) != 0 && errno != ENOENT)
+        return FM_ERR(FM_ERR_IO, "cannot remove stale %s: %s", f->tmp_path, strerror(errno));
+    double avail = free_bytes(f->path);
+    if (expected > 0 && avail >= 0 && avail < (double)expected) {
+        char need_s[32], free_s[32];
+        fm_util_format_bytes((double)expected, need_s, sizeof need_s);
+        fm_util_format_bytes(avail, free_s, sizeof free_s);
+        return FM_ERR(FM_ERR_IO,
+                      "no room for checkpoint %s: it needs about %s but %s has %s free (No space "
+                      "left on device): free space (or raise the quota), or lower [checkpoint] "
+                      "keep_last, then resume",
+                      f->path, need_s, dir, free_s);
+    }
+    return NULL;
+}
+
+uint64_t fm_checkpoint_file_estimate_bytes(const fm_checkpoint_group *groups, int ngroups,
+                                           int64_t align_bytes)
+{
+    uint64_t bytes = (uint64_t)256 << 10; /* superblock, root group, small datasets */
+    for (int g = 0; g < ngroups; g++)
+        for (int i = 0; i < groups[g].ntensors; i++) {
+            uint64_t b = (uint64_t)tensor_numel(&groups[g].tensors[i]) * sizeof(float);
+            bytes += b + 2048 + /* the dataset's object header with its attributes */
+                     (align_bytes > 1 && b >= (uint64_t)align_bytes ? (uint64_t)align_bytes : 0);
+        }
+    return bytes;
+}
+
 fm_status fm_checkpoint_file_create(MPI_Comm comm, const char *path, const char *format_name,
                                     int format_version, const fm_checkpoint_io_opts *opts,
                                     fm_checkpoint_file **out)
@@ -516,15 +574,16 @@ fm_status fm_checkpoint_file_create(MPI_Comm comm, const char *path, const char 
     fm_h5_quiet_begin(&q);
     fm_status st = NULL;
     hid_t fapl = -1;
-    /* Rank 0 prepares the directory and removes a stale temporary file of a killed writer. */
-    if (f->rank == 0) {
-        char dir[FM_CKPT_PATH_MAX];
-        st = dir_of(path, dir, sizeof dir);
-        if (!st) st = fm_util_mkdir_p(dir);
-        if (!st && unlink(f->tmp_path) != 0 && errno != ENOENT)
-            st = FM_ERR(FM_ERR_IO, "cannot remove stale %s: %s", f->tmp_path, strerror(errno));
-    }
+    /* Rank 0 prepares the directory, checks the target and the free space, and removes a stale
+     * temporary file of a killed writer; all of it is agreed before the first HDF5 call, so that a
+     * full disk never reaches HDF5 (see the header). */
+    if (f->rank == 0) st = prepare_target(f, opts ? opts->expected_bytes : 0);
     st = fm_comm_agree(f->comm, st);
+    if (st) {
+        fm_h5_quiet_end(&q);
+        free_file(&f); /* no HDF5 file exists yet: nothing to close */
+        return st;
+    }
     if (!st) st = make_fapl(f, opts, &fapl);
     if (!st) st = make_dxpl(f, opts ? opts->mpiio_hints : NULL);
     st = fm_comm_agree(f->comm, st);
@@ -613,21 +672,17 @@ static const char *free_space_note(const char *path, char *buf, size_t size)
  * bytes, one alignment unit of padding per aligned tensor, and room for metadata. HDF5's close sets
  * the file size back to the end of its data, which frees what was not used. File systems without
  * fallocate skip this (the writes then report a full disk). */
-static fm_status reserve_space(const fm_checkpoint_file *f, const fm_checkpoint_group *groups,
+static fm_status reserve_space(fm_checkpoint_file *f, const fm_checkpoint_group *groups,
                                int ngroups)
 {
-    uint64_t bytes = (uint64_t)1 << 20;
-    for (int g = 0; g < ngroups; g++)
-        for (int i = 0; i < groups[g].ntensors; i++) {
-            uint64_t b = (uint64_t)tensor_numel(&groups[g].tensors[i]) * sizeof(float);
-            bytes += b + 1024 + (f->align > 1 && b >= (uint64_t)f->align ? (uint64_t)f->align : 0);
-        }
+    uint64_t bytes = fm_checkpoint_file_estimate_bytes(groups, ngroups, f->align);
     int fd = open(f->tmp_path, O_WRONLY);
     if (fd < 0) return FM_ERR(FM_ERR_IO, "cannot open %s: %s", f->tmp_path, strerror(errno));
     /* The file grows to the reserved size; HDF5 sets it back to the end of its data at close. */
     int rc = fallocate(fd, 0, 0, (off_t)bytes);
     int err = errno;
     close(fd);
+    if (rc == 0) f->reserved = 1;
     if (rc == 0 || err == EOPNOTSUPP || err == ENOSYS || err == EINVAL) return NULL;
     char dir[FM_CKPT_PATH_MAX], free_s[32] = "?", need_s[32];
     struct statvfs sv;
@@ -856,8 +911,22 @@ static fm_status fsync_path(const char *path, int is_dir)
     return NULL;
 }
 
-/* Rank 0's part of the commit: everything after the collective close. */
-static fm_status publish(const fm_checkpoint_file *f, int keep_last, uint64_t *file_bytes)
+/* Appends "; <st's message>" (or the message alone) to warn (size bytes) and frees st. */
+static void add_warning(char *warn, size_t size, fm_status st)
+{
+    if (!st) return;
+    size_t used = strlen(warn);
+    if (used + 1 < size)
+        snprintf(warn + used, size - used, "%s%s", used ? "; " : "", fm_status_message(st));
+    fm_status_free(&st);
+}
+
+/* Rank 0's part of the commit: everything after the collective close. An error before the rename
+ * means the checkpoint was not written; once the rename is done it was, so what fails afterwards
+ * (syncing the directory, `latest`, deleting old checkpoints) is a warning in `warn`, never an
+ * error that would call a published checkpoint "not written". */
+static fm_status publish(const fm_checkpoint_file *f, int keep_last, uint64_t *file_bytes,
+                         char *warn, size_t wsize)
 {
     char dir[FM_CKPT_PATH_MAX];
     FM_TRY(dir_of(f->path, dir, sizeof dir));
@@ -866,14 +935,34 @@ static fm_status publish(const fm_checkpoint_file *f, int keep_last, uint64_t *f
     if (stat(f->tmp_path, &sb) != 0)
         return FM_ERR(FM_ERR_IO, "cannot stat %s: %s", f->tmp_path, strerror(errno));
     *file_bytes = (uint64_t)sb.st_size;
-    if (rename(f->tmp_path, f->path) != 0)
-        return FM_ERR(FM_ERR_IO, "cannot rename %s to %s: %s", f->tmp_path, f->path, strerror(errno));
-    FM_TRY(fsync_path(dir, 1));
+    if (rename(f->tmp_path, f->path) != 0) {
+        int err = errno;
+        if (err == EISDIR || err == ENOTEMPTY || err == EEXIST)
+            return FM_ERR(FM_ERR_CONFIG,
+                          "cannot rename %s to %s: %s: a directory of that name is in the way; "
+                          "move or remove it and start again",
+                          f->tmp_path, f->path, strerror(err));
+        return FM_ERR(FM_ERR_IO, "cannot rename %s to %s: %s", f->tmp_path, f->path, strerror(err));
+    }
+    add_warning(warn, wsize, fsync_path(dir, 1));
     const char *base = strrchr(f->path, '/');
     base = base ? base + 1 : f->path;
     if (keep_last < 0) return NULL; /* a file outside a run's checkpoints (fmtrain import) */
-    FM_TRY(fm_checkpoint_dir_write_latest(dir, base));
-    if (keep_last > 0) FM_TRY(fm_checkpoint_dir_prune(dir, keep_last, base));
+    add_warning(warn, wsize, fm_checkpoint_dir_write_latest(dir, base));
+    if (keep_last > 0) {
+        fm_status pst = fm_checkpoint_dir_prune(dir, keep_last, base);
+        if (pst)
+            fm_status_prefix(pst, "[checkpoint] keep_last = %d is not enforced", keep_last);
+        add_warning(warn, wsize, pst);
+    }
+    char odd[1024];
+    int n = fm_checkpoint_dir_odd_entries(dir, odd, sizeof odd);
+    if (n > 0)
+        add_warning(warn, wsize,
+                    FM_ERR(FM_ERR_IO, "%d entr%s named like a checkpoint or `latest` %s not a "
+                                      "regular file and %s ignored (%s); move or remove %s",
+                           n, n == 1 ? "y" : "ies", n == 1 ? "is" : "are", n == 1 ? "is" : "are",
+                           odd, n == 1 ? "it" : "them"));
     return NULL;
 }
 
@@ -895,7 +984,8 @@ fm_status fm_checkpoint_file_commit(fm_checkpoint_file **fp, int keep_last,
         st = fm_comm_agree(f->comm, st);
     }
     uint64_t file_bytes = 0;
-    if (!st && f->rank == 0) st = publish(f, keep_last, &file_bytes);
+    char warn[sizeof stats->warning] = "";
+    if (!st && f->rank == 0) st = publish(f, keep_last, &file_bytes, warn, sizeof warn);
     st = fm_comm_agree(f->comm, st);
     fm_h5_quiet_end(&q);
     if (st) {
@@ -905,7 +995,8 @@ fm_status fm_checkpoint_file_commit(fm_checkpoint_file **fp, int keep_last,
         return st;
     }
     /* Published: rank 0's timing and size for every rank's report. */
-    fm_checkpoint_write_stats ws = {file_bytes, f->tensor_bytes, fm_util_now() - f->t_start};
+    fm_checkpoint_write_stats ws = {file_bytes, f->tensor_bytes, fm_util_now() - f->t_start, ""};
+    fm_util_strlcpy(ws.warning, warn, sizeof ws.warning);
     FM_MPI_KEEP(st, MPI_Bcast(&ws.seconds, 1, MPI_DOUBLE, 0, f->comm));
     FM_MPI_KEEP(st, MPI_Bcast(&ws.file_bytes, 1, MPI_UINT64_T, 0, f->comm));
     free_file(fp);
@@ -921,12 +1012,13 @@ void fm_checkpoint_file_abort(fm_checkpoint_file **fp)
     fm_h5_quiet q;
     fm_h5_quiet_begin(&q);
     /* The collective close below still writes metadata. After a failed write (a full disk, a quota)
-     * that could fail again on some ranks only and leave HDF5's ranks in different states, so first
-     * the temporary file's data blocks are released (truncated to nothing): the close then has room
-     * for its few metadata bytes, and the file is deleted right after anyway. */
+     * that could fail again on some ranks only and leave HDF5's ranks in different states. Where
+     * the file's space was reserved the metadata lands in blocks the file already owns, so they are
+     * kept; otherwise the temporary file's data blocks are released first (truncated to nothing),
+     * which gives the close room for its metadata. The file is deleted right after anyway. */
     fm_status st = NULL; /* every step runs; a failure here cannot be reported (see the header) */
     if (f->fid >= 0 && f->writing) {
-        if (f->rank == 0 && truncate(f->tmp_path, 0) != 0) { /* nothing more to do about it */
+        if (f->rank == 0 && !f->reserved && truncate(f->tmp_path, 0) != 0) { /* nothing to do */
         }
         if (f->parallel) FM_MPI_KEEP(st, MPI_Barrier(f->comm));
     }
@@ -962,7 +1054,7 @@ fm_status fm_checkpoint_file_open(MPI_Comm comm, const char *path, const char *f
         st = FM_ERR(FM_ERR_INPUT, "checkpoint %s is not a regular file", path);
     st = fm_comm_agree(f->comm, st);
     if (!st) {
-        fm_checkpoint_io_opts ro = {0, opts ? opts->mpiio_hints : NULL};
+        fm_checkpoint_io_opts ro = {0, opts ? opts->mpiio_hints : NULL, 0};
         st = make_fapl(f, &ro, &fapl);
     }
     if (!st) st = make_dxpl(f, opts ? opts->mpiio_hints : NULL);

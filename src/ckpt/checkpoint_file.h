@@ -57,6 +57,9 @@ typedef struct fm_checkpoint_io_opts {
                                 align_bytes start on a multiple of it, smaller ones are packed;
                                 <= 1 disables alignment */
     const char *mpiio_hints; /* "key=value,key=value" passed to MPI-IO as an MPI_Info; NULL or "" */
+    uint64_t expected_bytes; /* writing: the file's expected size (estimate_bytes below);
+                                fm_checkpoint_file_create refuses to start when the file system has
+                                less free space, before any HDF5 call. 0: no such check */
 } fm_checkpoint_io_opts;
 
 /* One tensor of a flat fp32 buffer, stored as dataset <group>/<name> of shape shape[0..ndim). */
@@ -81,6 +84,9 @@ typedef struct fm_checkpoint_write_stats {
     uint64_t file_bytes;   /* size of the published file */
     uint64_t tensor_bytes; /* bytes of tensor data written */
     double seconds;        /* from fm_checkpoint_file_create to the end of commit */
+    char warning[1024];    /* rank 0: what failed after the file was published (syncing the
+                              directory, `latest`, keep_last, something in the way), "" if nothing;
+                              the checkpoint itself is complete. Empty on the other ranks */
 } fm_checkpoint_write_stats;
 
 typedef struct fm_checkpoint_file fm_checkpoint_file; /* opaque: one open checkpoint file */
@@ -92,9 +98,19 @@ fm_status fm_checkpoint_parse_hints(const char *hints, MPI_Info *info);
 
 /* ---- writing (parallel mode only) ------------------------------------------------------------ */
 
+/* The bytes a file holding groups[0..ngroups) will occupy, written with alignment `align_bytes`:
+ * the tensors, one alignment unit of padding per aligned tensor, and room for HDF5's metadata (256
+ * KiB plus 2 KiB per tensor). An upper estimate: what fm_checkpoint_file_write_groups reserves. */
+uint64_t fm_checkpoint_file_estimate_bytes(const fm_checkpoint_group *groups, int ngroups,
+                                           int64_t align_bytes);
+
 /* Creates `<path>.tmp` (removing a stale one left by a killed writer) and writes the root attributes
  * format = `format_name` (string) and format_version. Collective over `comm`. The file is opened with
- * the MPI-IO driver, collective metadata reads and writes, alignment and hints from `opts`. */
+ * the MPI-IO driver, collective metadata reads and writes, alignment and hints from `opts`.
+ * Before any HDF5 call, rank 0 checks that the target is not a directory and that the file system
+ * has opts->expected_bytes free (statvfs), and every rank agrees on the outcome: a full disk is
+ * then a clear FM_ERR_IO on every rank with no HDF5 file open (a failed write inside HDF5 leaves
+ * its ranks in different states, and closing such a file can block). */
 fm_status fm_checkpoint_file_create(MPI_Comm comm, const char *path, const char *format_name,
                                     int format_version, const fm_checkpoint_io_opts *opts,
                                     fm_checkpoint_file **out);
@@ -136,15 +152,21 @@ hid_t fm_checkpoint_file_hid(const fm_checkpoint_file *f);
  * rename <path>.tmp -> <path>, fsync of the directory, then `latest` in the same directory is rewritten
  * (latest.tmp, fsync, rename, fsync directory) to hold the file name, and, when keep_last > 0, older
  * checkpoints named step-<digits>.h5 beyond the newest keep_last (by step; never `path` itself) are
- * deleted; keep_last < 0 publishes the file alone (no `latest`, no pruning: a file that is not one of
- * a run's checkpoints). Frees *f and sets it to NULL whether or not it succeeds; on failure the temporary file is
- * removed and no existing checkpoint or `latest` is changed. `stats` may be NULL. */
+ * deleted; keep_last < 0 publishes the file alone (no `latest`, no pruning: a file that is not one
+ * of a run's checkpoints). Frees *f and sets it to NULL whether or not it succeeds; on failure the temporary file is
+ * removed and no existing checkpoint or `latest` is changed. Once the rename is done the checkpoint
+ * is written: what fails after it is not an error but stats->warning (rank 0). `stats` may be
+ * NULL. */
 fm_status fm_checkpoint_file_commit(fm_checkpoint_file **f, int keep_last,
                                     fm_checkpoint_write_stats *stats);
 
 /* Gives up a file being written: collective close, the temporary file removed. Frees *f, sets NULL.
  * Safe on NULL. Used on error paths, so it reports nothing: every rank makes the same calls even when
- * one of them fails. */
+ * one of them fails. The close still writes HDF5's metadata: where the file's space was reserved
+ * (fallocate succeeded) those blocks are kept until the close, so the metadata lands in them; where
+ * it was not, the file is first truncated to nothing so that its own data blocks make room. A close
+ * that blocks all the same (a file system that fills up under the writer) is bounded by the
+ * trainer's watchdog (train/watchdog.h), which the checkpoint module arms before calling this. */
 void fm_checkpoint_file_abort(fm_checkpoint_file **f);
 
 /* ---- reading (parallel or serial mode) --------------------------------------------------------- */

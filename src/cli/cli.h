@@ -31,6 +31,9 @@ typedef struct fm_cmd_env {
     int stdout_is_tty;
     int stderr_is_tty;
     const fm_main_hooks *hooks; /* NULL in fmtrain; a test executable's hooks */
+    void (*exit_now)(int code); /* ends the process at once with `code`, from any thread, without
+                                   MPI_Finalize or atexit handlers: the hang watchdog's way out
+                                   when the main thread is stuck (train/watchdog.h) */
 } fm_cmd_env;
 
 typedef struct fm_command {

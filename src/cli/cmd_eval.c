@@ -124,11 +124,13 @@ static fm_status load_checkpoint(const eval_args *a, const fm_comm *comm, fm_bac
     const fm_model_options mo = {FM_MODEL_EVAL, 1};
     fm_status st = NULL;
     used[0] = '\0';
-    if (comm->rank == 0) st = fm_checkpoint_load_model_opts(a->ckpt, hb, &mo, model, tok, used, 4096);
+    if (comm->rank == 0)
+        st = fm_checkpoint_load_model_opts(a->ckpt, hb, &mo, model, tok, used, 4096, NULL, 0);
     FM_TRY(fm_comm_agree(comm->world, st));
     FM_TRY(fm_comm_bcast(comm, used, 4096));
     used[4095] = '\0';
-    if (comm->rank != 0) st = fm_checkpoint_load_model_opts(used, hb, &mo, model, tok, NULL, 0);
+    if (comm->rank != 0)
+        st = fm_checkpoint_load_model_opts(used, hb, &mo, model, tok, NULL, 0, NULL, 0);
     FM_TRY(fm_comm_agree(comm->world, st));
     return NULL;
 }

@@ -111,11 +111,13 @@ static fm_status export_run(int argc, char **argv, const fm_cmd_env *env)
     }
     if (shard_s) FM_TRY_GOTO(st, done, parse_size("--max-shard-size", shard_s, &o.max_shard_bytes));
     FM_TRY_GOTO(st, done, fm_backend_create("cpu", 1, 0, &be));
-    char used[4096] = "";
-    FM_TRY_GOTO(st, done, fm_checkpoint_load_model(pos.items[0], be, 1, &model, &tok, used, sizeof used));
+    char used[4096] = "", note[1024] = "";
+    FM_TRY_GOTO(st, done, fm_checkpoint_load_model(pos.items[0], be, 1, &model, &tok, used, sizeof used, note,
+                                                   sizeof note));
     const fm_model_shape *s = fm_model_get_shape(model);
     printf("exporting %s (%s: %d layers, %d heads, d_model %d, seq_len %d, vocabulary %d) to %s\n", used,
            fm_model_arch(model), s->n_layer, s->n_head, s->d_model, s->max_seq_len, s->vocab_size, output);
+    if (note[0]) printf("  %s\n", note);
     if (tok && !no_tok) {
         if (fm_tokenizer_vocab_size(tok) > (uint32_t)s->vocab_size) {
             st = FM_ERR(FM_ERR_INPUT, "%s: its tokenizer has %u tokens but the model only %d", used,

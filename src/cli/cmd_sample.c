@@ -116,8 +116,10 @@ static fm_status sample_run(int argc, char **argv, const fm_cmd_env *env)
     const char *device = device_s ? device_s : "auto";
     if (strcmp(device, "auto") == 0) device = fm_backend_auto();
     FM_TRY_GOTO(st, done, fm_backend_create(device, (int)threads, 0, &be));
-    char used[4096] = "";
-    FM_TRY_GOTO(st, done, fm_checkpoint_load_model(ckpt, be, 1, &model, &tok, used, sizeof used));
+    char used[4096] = "", why[4096] = "";
+    FM_TRY_GOTO(st, done, fm_checkpoint_load_model(ckpt, be, 1, &model, &tok, used, sizeof used,
+                                                   why, sizeof why));
+    fprintf(stderr, "fmtrain sample: using %s: %s\n", used, why); /* which file, and why */
     if (!tok) {
         st = FM_ERR(FM_ERR_INPUT, "%s stores no tokenizer (its dataset was imported as token ids "
                                   "without one), so text cannot be encoded or decoded; prepare the "

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "ckpt/checkpoint.h"
+#include "ckpt/run_dir.h"
 #include "cli/cli.h"
 #include "config/config.h"
 #include "train/signals.h"
@@ -19,14 +20,22 @@ static const char train_help[] =
     "  --set section.key=value  override one parameter (repeatable; validated like the file)\n"
     "  --dry-run                validate everything (configuration, dataset, placement), print the\n"
     "                           effective configuration, the placement table, the parameter count,\n"
-    "                           the memory estimate and the global batch, and exit without training\n"
+    "                           the memory estimate and the global batch, check every token id of\n"
+    "                           the dataset, the run directory (writable, not in use by another\n"
+    "                           fmtrain, room for keep_last + 1 checkpoints), and exit without\n"
+    "                           training\n"
     "  --overwrite              with [checkpoint] resume = never, delete the checkpoints already in\n"
     "                           the run directory and start afresh (refused without it)\n"
     "  --help                   show this help\n"
     "\n"
     "Environment: FMTRAIN_PROGRESS=inplace|lines chooses the progress display (default: a line\n"
     "updated in place on a terminal, plain lines under mpirun/srun and in logs); FMTRAIN_END_TIME\n"
-    "(seconds since the epoch) sets the wall-time limit when Slurm's is not available.\n";
+    "(seconds since the epoch) sets the wall-time limit when Slurm's is not available.\n"
+    "\n"
+    "Signals: SIGUSR1 and SIGTERM stop at the next step with a checkpoint (exit 75). A hang\n"
+    "(a step, evaluation or checkpoint write far longer than usual: [runtime] hang_factor,\n"
+    "hang_min_minutes) ends every rank with exit 75 too. The run directory is locked while\n"
+    "training (<run dir>/fmtrain.lock): a second fmtrain on it exits 2. See docs/training.md.\n";
 
 /* Whether rank 0's progress line may be rewritten in place. Under mpirun/srun the rank's stdout is
  * often a pseudo-terminal of the launcher even when the launcher's own output goes to a batch log,
@@ -69,6 +78,8 @@ static fm_status train_run(int argc, char **argv, const fm_cmd_env *env)
     fm_trainer *trainer = NULL;
     int signals_installed = 0;
     fm_checkpoint_ctx *ckpt = NULL;
+    fm_run_lock *lock = NULL;
+    FILE *log = env->world_rank == 0 ? stdout : NULL;
     FM_TRY_GOTO(st, done, fm_cli_parse("train", argc, argv, opts, 3, &pos));
     /* First thing: SIGUSR1/SIGTERM become stop requests (a flag), also during start-up. */
     if (!dry_run) {
@@ -92,16 +103,29 @@ static fm_status train_run(int argc, char **argv, const fm_cmd_env *env)
         fm_config_write(cfg, stdout);
         fflush(stdout);
     }
+    char buf[FM_CONFIG_PATH_MAX], run_dir[FM_CONFIG_PATH_MAX];
+    snprintf(run_dir, sizeof run_dir, "%s", fm_config_run_dir(cfg, buf, sizeof buf));
+    /* One trainer per run directory: the lock comes before anything in it is touched (prepare
+     * removes temporary files it takes for a killed writer's). Not in a dry run: it only looks. */
+    if (!dry_run) FM_TRY_GOTO(st, done, fm_run_dir_lock(MPI_COMM_WORLD, run_dir, log, &lock));
     /* Checkpoints: what to resume from, decided before the trainer exists because a changed rank
      * count adjusts [train] grad_accum (src/ckpt/checkpoint.h). Not in a dry run (it may delete files). */
     if (!dry_run)
-        FM_TRY_GOTO(st, done, fm_checkpoint_prepare(cfg, MPI_COMM_WORLD, overwrite,
-                                                    env->world_rank == 0 ? stdout : NULL, &ckpt));
-    fm_trainer_options topts = {pos.items[0], stdout, progress_in_place(env), dry_run};
+        FM_TRY_GOTO(st, done, fm_checkpoint_prepare(cfg, MPI_COMM_WORLD, overwrite, log, &ckpt));
+    fm_trainer_options topts = {pos.items[0], stdout, progress_in_place(env), dry_run,
+                                env->exit_now};
     FM_TRY_GOTO(st, done, fm_trainer_create(cfg, &topts, &trainer));
+    uint64_t ckpt_bytes =
+        fm_checkpoint_estimate_size(fm_trainer_shape(trainer), cfg->checkpoint_align_bytes);
     if (dry_run) {
+        /* What a run would meet before its first checkpoint: the run directory (can it be made and
+         * written, is it in use), room for keep_last + 1 checkpoints. */
+        FM_TRY_GOTO(st, done, fm_run_dir_check(MPI_COMM_WORLD, run_dir, ckpt_bytes,
+                                               cfg->checkpoint_keep_last, log));
         if (env->world_rank == 0) printf("# dry run: configuration is valid\n");
     } else {
+        FM_TRY_GOTO(st, done, fm_run_dir_check_space(MPI_COMM_WORLD, run_dir, ckpt_bytes,
+                                                     cfg->checkpoint_keep_last, log));
         if (env->hooks && env->hooks->trainer) fm_trainer_set_test_hooks(trainer, env->hooks->trainer);
         fm_trainer_hooks hooks = fm_checkpoint_hooks(ckpt);
         st = fm_trainer_run(trainer, &hooks);
@@ -114,6 +138,7 @@ done:
      * clean-up, which would wait for ranks that never arrive. */
     if (!st || fm_status_is_collective(st) || env->world_size == 1) fm_trainer_free(&trainer);
     fm_checkpoint_ctx_free(&ckpt);
+    fm_run_dir_unlock(&lock);
     if (signals_installed) fm_signals_restore();
     free(cfg);
     fm_cli_list_free(&sets);

@@ -2,6 +2,7 @@
  * initialisation and finalisation, and is the only place that turns an error status into an exit
  * code or MPI_Abort. The executable's entry point is src/cli/fmtrain.c; test executables call
  * fm_main with test hooks (tests/train/fmtrain_faults.c). */
+#include <hdf5.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,11 +17,13 @@
 static const char *exit_code_text =
     "Exit codes:\n"
     "  0   success (for train: training finished)\n"
-    "  1   runtime failure (I/O, MPI, device, memory); a restart may succeed\n"
-    "  2   usage or configuration error; fix the command line or parameter file\n"
+    "  1   runtime failure (I/O such as a full disk, MPI, device, memory); a restart may succeed\n"
+    "  2   usage or configuration error; fix the command line or parameter file (also: a run\n"
+    "      directory that cannot be written, or that another fmtrain is using)\n"
     "  3   input error: a dataset or checkpoint file is missing, foreign or damaged\n"
     "  4   training diverged (NaN/Inf loss or gradient norm) with [train] on_nan = stop\n"
-    "  75  stopped cleanly on a signal or before the wall-time limit; resumable\n";
+    "  75  stopped cleanly on a signal or before the wall-time limit, or by the hang watchdog;\n"
+    "      resumable\n";
 
 static void print_general_help(FILE *out)
 {
@@ -130,10 +133,20 @@ static fm_status start_mpi(int *argc, char ***argv, fm_cmd_env *env)
     return NULL;
 }
 
+/* Whether HDF5 still has a file open after the command: only when closing one failed (a checkpoint
+ * whose file system filled up under the writer; every command closes what it opens). HDF5 then
+ * holds the file half-closed, and closing it again at MPI_Finalize (HDF5 closes its files from an
+ * attribute of MPI_COMM_SELF) or at exit (its atexit handler) crashes with SIGSEGV. */
+static int hdf5_file_left_open(void)
+{
+    ssize_t n = H5Fget_obj_count((hid_t)H5F_OBJ_ALL, H5F_OBJ_FILE);
+    return n > 0;
+}
+
 /* Prints a command's error and ends the process's MPI: a collective error is reported once (rank
  * 0) and every rank finalises; a rank-local error on several ranks ends the job with MPI_Abort
- * (the other ranks may wait in a collective forever), except a clean stop. Returns the exit
- * code. */
+ * (the other ranks may wait in a collective forever), except a clean stop; a process whose HDF5
+ * state is broken (hdf5_file_left_open) ends with _exit and the code. Returns the exit code. */
 static int finish(fm_status st, const fm_cmd_env *env)
 {
     int code = fm_status_exit_code(st);
@@ -153,12 +166,31 @@ static int finish(fm_status st, const fm_cmd_env *env)
         }
         fm_status_free(&st);
     }
+    if (env->mpi_initialized && code != FM_EXIT_OK && hdf5_file_left_open()) {
+        fprintf(stderr, "fmtrain: an HDF5 file could not be closed after the error above; ending "
+                        "without MPI_Finalize (which would crash closing it again), exit code %d\n",
+                code);
+        fflush(stdout);
+        fflush(stderr);
+        _exit(code);
+    }
     if (env->mpi_initialized && MPI_Finalize() != MPI_SUCCESS) {
         /* After MPI_Finalize MPI_Error_string may not be called: no status text. */
         fprintf(stderr, "fmtrain: MPI error: MPI_Finalize failed\n");
         if (code == FM_EXIT_OK) code = FM_EXIT_FAILURE;
     }
     return code;
+}
+
+/* The hang watchdog's way out (fm_cmd_env.exit_now, train/watchdog.h). It runs on the watchdog's
+ * thread while the main thread is stuck, possibly inside MPI, HDF5 or stdio: no MPI call (MPI runs
+ * MPI_THREAD_FUNNELED, and a stuck collective is what we are leaving), no stdio (the stuck thread
+ * may hold its locks; the watchdog has written its report with write(2)), no atexit handlers
+ * (HDF5's would close files collectively and block again). Every rank's own watchdog ends its own
+ * process, so no rank waits for a peer; the launcher sees exit code `code` (75: requeue). */
+static void exit_now(int code)
+{
+    _exit(code);
 }
 
 int fm_main(int argc, char **argv, const fm_main_hooks *hooks)
@@ -171,7 +203,7 @@ int fm_main(int argc, char **argv, const fm_main_hooks *hooks)
         fputs(cmd->help, stdout);
         return FM_EXIT_OK;
     }
-    fm_cmd_env env = {0, 0, 1, isatty(STDOUT_FILENO), isatty(STDERR_FILENO), hooks};
+    fm_cmd_env env = {0, 0, 1, isatty(STDOUT_FILENO), isatty(STDERR_FILENO), hooks, exit_now};
     fm_status st = cmd->needs_mpi ? start_mpi(&argc, &argv, &env) : NULL;
     if (!st) st = cmd->run(argc - 1, argv + 1, &env);
     return finish(st, &env);

@@ -230,6 +230,14 @@ static const entry schema[] = {
     E_REAL(
         "runtime", "peak_tflops", runtime_peak_tflops, "0", 0, 1e6, 0,
         "peak TFLOP/s per rank used for the model FLOPs utilisation figure; 0: measure at start"),
+    E_REAL("runtime", "hang_factor", runtime_hang_factor, "20", 0, 1e6, 0,
+           "hang watchdog: a step, evaluation or checkpoint write that takes this many times "
+           "longer than usual (the median of the recent steps; the last write) is a hang, after "
+           "which every rank reports where it waits and exits with code 75 (requeue); 0: no "
+           "watchdog"),
+    E_REAL("runtime", "hang_min_minutes", runtime_hang_min_minutes, "5", 0, 10080, LO_OPEN,
+           "hang watchdog: never call a hang before this many minutes (the first steps, the first "
+           "checkpoint write and the resume get four times as long)"),
 };
 
 #define NKEYS ((int)(sizeof schema / sizeof schema[0]))

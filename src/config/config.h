@@ -95,6 +95,8 @@ typedef struct fm_config {
     fm_bind runtime_bind;
     int64_t runtime_log_every;
     double runtime_peak_tflops; /* 0 = measure on CPU at start */
+    double runtime_hang_factor;      /* watchdog: multiple of the usual duration; 0 = off */
+    double runtime_hang_min_minutes; /* watchdog: never a hang before this */
 } fm_config;
 
 /* Fills `cfg` with every schema default. Keys without a default (required ones) are left zeroed. */

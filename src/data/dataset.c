@@ -179,6 +179,62 @@ fm_status fm_dataset_probe(const char *path, fm_dataset_info *info)
     return st;
 }
 
+fm_status fm_dataset_scan_ids(const char *path, fm_dataset_split split, uint64_t first,
+                              uint64_t count, uint64_t vocab, fm_dataset_scan *out)
+{
+    out->max_id = 0;
+    out->bad_pos = UINT64_MAX;
+    out->bad_id = 0;
+    out->scanned = 0;
+    if (count == 0) return NULL;
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
+    hid_t f = -1, d = -1, fs = -1, ms = -1;
+    uint32_t *buf = NULL;
+    const char *name = split == FM_SPLIT_VAL ? "/val/tokens" : "/train/tokens";
+    fm_status st = fm_dataset_h5_open(path, H5P_DEFAULT, &f);
+    if (!st) {
+        d = H5Dopen2(f, name, H5P_DEFAULT);
+        fs = d >= 0 ? H5Dget_space(d) : -1;
+        if (fs < 0) st = FM_ERR(FM_ERR_INPUT, "%s: cannot open %s", path, name);
+    }
+    hssize_t n = st ? 0 : H5Sget_simple_extent_npoints(fs);
+    if (!st && (n < 0 || first + count > (uint64_t)n))
+        st = FM_ERR(FM_ERR_INTERNAL, "%s: scanning tokens %" PRIu64 "..%" PRIu64 " of %s (%lld)",
+                    path, first, first + count, name, (long long)n);
+    const uint64_t piece = FM_DATASET_CHUNK;
+    if (!st) {
+        buf = malloc(piece * sizeof *buf);
+        if (!buf) st = FM_ERR(FM_ERR_NOMEM, "out of memory scanning %s", path);
+    }
+    for (uint64_t off = first; !st && off < first + count; off += piece) {
+        hsize_t start = off, len = first + count - off < piece ? first + count - off : piece;
+        ms = H5Screate_simple(1, &len, NULL);
+        if (ms < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &len, NULL) < 0 ||
+            H5Dread(d, H5T_NATIVE_UINT32, ms, fs, H5P_DEFAULT, buf) < 0)
+            st = FM_ERR(FM_ERR_INPUT, "%s: cannot read tokens %" PRIu64 "..%" PRIu64 " of %s "
+                                      "(truncated or damaged file?)",
+                        path, off, (uint64_t)(off + len), name);
+        if (ms >= 0) H5Sclose(ms);
+        ms = -1;
+        for (hsize_t i = 0; !st && i < len; i++) {
+            if (buf[i] > out->max_id) out->max_id = buf[i];
+            if (buf[i] >= vocab && out->bad_pos == UINT64_MAX) {
+                out->bad_pos = off + i;
+                out->bad_id = buf[i];
+            }
+        }
+        if (!st) out->scanned += len;
+    }
+    free(buf);
+    if (fs >= 0) H5Sclose(fs);
+    if (d >= 0) H5Dclose(d);
+    if (f >= 0) H5Fclose(f);
+    H5Eclear2(H5E_DEFAULT);
+    fm_h5_quiet_end(&q);
+    return st;
+}
+
 /* ---- writer ------------------------------------------------------------------------------------- */
 
 struct fm_dataset_writer {

@@ -60,6 +60,23 @@ fm_status fm_dataset_file_format(const char *path, char *buf, size_t bufsize);
  * (another format name), a newer/older format_version, missing or inconsistent attributes. */
 fm_status fm_dataset_probe(const char *path, fm_dataset_info *info);
 
+/* What fm_dataset_scan_ids found. */
+typedef struct fm_dataset_scan {
+    uint64_t max_id;  /* the largest token id seen */
+    uint64_t bad_pos; /* position (in the split) of the first id >= vocab; UINT64_MAX: none */
+    uint64_t bad_id;  /* that id */
+    uint64_t scanned; /* tokens read */
+} fm_dataset_scan;
+
+/* Reads tokens [first, first + count) of a split of `path` (serial HDF5, FM_DATASET_CHUNK at a
+ * time) and looks for ids >= vocab: the check `fmtrain train --dry-run` makes (every rank a share)
+ * so that a damaged dataset or one made with another tokenizer is found before nodes are spent,
+ * rather than by the reader when training reaches the bad window. The file stores no id range, so
+ * this reads the split (about a second per GB per rank). Errors: FM_ERR_INPUT for a file that
+ * cannot be read. */
+fm_status fm_dataset_scan_ids(const char *path, fm_dataset_split split, uint64_t first,
+                              uint64_t count, uint64_t vocab, fm_dataset_scan *out);
+
 /* ---- writer (serial; used by `fmtrain prepare` and by tests) --------------------------------- */
 
 typedef struct fm_dataset_writer fm_dataset_writer;

@@ -166,15 +166,19 @@ fm_status fm_metrics_log_step(fm_metrics *m, const fm_metrics_step *r)
     char rate[32], eta[32], mfu[32];
     if (r->mfu >= 0 && isfinite(r->mfu)) snprintf(mfu, sizeof mfu, "%.1f%%", 100.0 * r->mfu);
     else snprintf(mfu, sizeof mfu, "?");
-    char line[512];
+    char line[640], spread[96] = "";
     int w = 1;
     for (int64_t t = m->total_steps; t >= 10; t /= 10) w++;
+    if (r->ranks > 1)
+        snprintf(spread, sizeof spread, " | ranks %.1f-%.1f ms (slowest %d)", r->compute_ms_min,
+                 r->compute_ms_max, r->slowest_rank);
     snprintf(line, sizeof line,
              "step %*lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.1f ms/step | %s tok/s | MFU %s | "
-             "ETA %s%s",
+             "ETA %s%s%s",
              w, (long long)r->step, (long long)m->total_steps, r->loss, r->lr, r->grad_norm, r->step_ms,
              format_rate(r->tokens_per_s, rate, sizeof rate), mfu,
-             fm_metrics_format_duration(r->eta_s, eta, sizeof eta), r->skipped ? " | SKIPPED" : "");
+             fm_metrics_format_duration(r->eta_s, eta, sizeof eta), r->skipped ? " | SKIPPED" : "",
+             spread);
     if (m->console) {
         if (m->tty) {
             fprintf(m->console, "\r%s\033[K", line);
@@ -194,12 +198,23 @@ fm_status fm_metrics_log_step(fm_metrics *m, const fm_metrics_step *r)
         json_num(tps, sizeof tps, r->tokens_per_s);
         json_num(mf, sizeof mf, r->mfu >= 0 ? r->mfu : NAN);
         json_num(el, sizeof el, r->elapsed_s);
+        char ranks[200] = "";
+        if (r->ranks > 1) {
+            char a[40], b[40], c[40];
+            json_num(a, sizeof a, r->compute_ms_min);
+            json_num(b, sizeof b, r->compute_ms_median);
+            json_num(c, sizeof c, r->compute_ms_max);
+            snprintf(ranks, sizeof ranks,
+                     ",\"compute_ms_min\":%s,\"compute_ms_median\":%s,\"compute_ms_max\":%s,"
+                     "\"slowest_rank\":%d",
+                     a, b, c, r->slowest_rank);
+        }
         fprintf(m->jsonl,
                 "{\"type\":\"train\",\"step\":%lld,\"tokens\":%lld,\"loss\":%s,\"lr\":%s,"
                 "\"grad_norm\":%s,\"step_ms\":%s,\"tokens_per_s\":%s,\"mfu\":%s,\"elapsed_s\":%s,"
-                "\"skipped\":%d}\n",
+                "\"skipped\":%d%s}\n",
                 (long long)r->step, (long long)r->tokens, loss, lr, gn, ms, tps, mf, el,
-                r->skipped ? 1 : 0);
+                r->skipped ? 1 : 0, ranks);
         FM_TRY(check_write(m->jsonl, m->jsonl_path));
     }
     return NULL;

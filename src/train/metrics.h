@@ -7,6 +7,8 @@
  *   metrics.jsonl  one JSON object per line:
  *                    {"type":"train","step":S,"tokens":N,"loss":L,"lr":R,"grad_norm":G,"step_ms":M,
  *                     "tokens_per_s":X,"mfu":F,"elapsed_s":E,"skipped":0|1}
+ *                  with several ranks also the straggler report (fm_metrics_step):
+ *                    "compute_ms_min":A,"compute_ms_median":B,"compute_ms_max":C,"slowest_rank":R
  *                    {"type":"eval","step":S,"tokens":N,"val_loss":L,"elapsed_s":E}
  *                  Non-finite numbers are written as null (JSON has no NaN). `step` counts completed
  *                  optimizer steps (1 after the first). mfu is a fraction (0.31 = 31 %).
@@ -15,6 +17,8 @@
  *
  * Console: on a terminal the step line is a progress line rewritten in place ("\r...\033[K"); other
  * messages first end that line. Not on a terminal (batch logs): one plain line per logged step.
+ * With several ranks the step line ends in "| ranks A-C ms (slowest R)": the spread of the ranks'
+ * compute times and the slowest rank.
  */
 #ifndef FM_METRICS_H
 #define FM_METRICS_H
@@ -47,6 +51,16 @@ typedef struct fm_metrics_step {
     double elapsed_s;    /* since the run (this process) started */
     double eta_s;        /* estimated seconds to the last step; < 0 = unknown */
     int skipped;         /* the update was skipped (non-finite values, on_nan = skip) */
+    /* The straggler report (ranks > 1): each rank's compute time per step over the logging window
+     * (reading its data, forward and backward: everything before it waits for the others in the
+     * gradient all-reduce), summarised over the ranks. All ranks wait for the slowest, so its
+     * compute time is the step's critical path; a rank far above the median is a straggler (a slow
+     * node, a noisy neighbour, a slow file system under its data). */
+    int ranks;                /* ranks summarised; <= 1: no straggler report */
+    double compute_ms_min;    /* fastest rank's compute time per step */
+    double compute_ms_median; /* the median over the ranks */
+    double compute_ms_max;    /* slowest rank's */
+    int slowest_rank;         /* the rank with compute_ms_max (lowest such rank) */
 } fm_metrics_step;
 
 /* Opens the files (appending) and prepares the console. Errors name the path. */

@@ -15,6 +15,10 @@
 #include "core/util.h"
 #include "build_info.h"
 
+#define FM_TRAINER_STEP_HIST 50     /* step times the watchdog's median is taken over */
+#define FM_TRAINER_FIRST_STEPS 3     /* steps before the median is trusted */
+#define FM_TRAINER_SLOW_FS_BPS 10e6  /* bytes/s a first checkpoint write is given at least */
+
 struct fm_trainer {
     fm_config cfg;
     fm_trainer_options opts;
@@ -44,6 +48,14 @@ struct fm_trainer {
                           MPI (no CUDA-aware MPI assumed); NULL otherwise
                           (grads_staged_through_host) */
     fm_trainer_test_hooks test; /* installed by test executables only; all NULL in fmtrain */
+    /* The hang watchdog (trainer.h): NULL when hang_factor = 0 or outside fm_trainer_run. */
+    fm_watchdog *wd;
+    double step_hist[FM_TRAINER_STEP_HIST]; /* this segment's last step times, a ring */
+    int64_t ntimed;                          /* steps timed in this segment */
+    double last_save_s;                      /* the previous checkpoint write of this segment; 0 */
+    double *rank_ms;                         /* rank 0: (2 x ranks) straggler report scratch */
+    double end_time;                         /* the job's end (seconds since the epoch); 0: none */
+    double stop_margin_s;                    /* [run] stop_margin_minutes in seconds */
 };
 
 /* ---- small helpers ------------------------------------------------------------------------------ */
@@ -452,6 +464,10 @@ static fm_status alloc_token_buffers(fm_trainer *t)
     if (!t->windows || !t->inp || !t->tgt)
         return FM_ERR(FM_ERR_NOMEM, "out of memory allocating %zu bytes of token buffers",
                       wbytes + 2 * bt);
+    if (t->comm->rank == 0) {
+        t->rank_ms = malloc(2 * (size_t)t->comm->size * sizeof *t->rank_ms);
+        FM_CHECK_ALLOC(t->rank_ms, 2 * (size_t)t->comm->size * sizeof *t->rank_ms);
+    }
     return NULL;
 }
 
@@ -469,6 +485,64 @@ static fm_status allocate(fm_trainer *t)
     return NULL;
 }
 
+/* Rank `r` of `n`'s share [*a, *b) of `count` items. */
+static void share_of(uint64_t count, int r, int n, uint64_t *a, uint64_t *b)
+{
+    uint64_t q = count / (uint64_t)n, rem = count % (uint64_t)n;
+    *a = q * (uint64_t)r + ((uint64_t)r < rem ? (uint64_t)r : rem);
+    *b = *a + q + ((uint64_t)r < rem ? 1 : 0);
+}
+
+/* The dry run's scan of every token id of the training and validation splits, each rank a share,
+ * the result agreed by all: an id >= the dataset's vocabulary would otherwise stop training with
+ * exit 3 only when the reader reaches its window, possibly hours in. Collective. */
+static fm_status scan_dataset_ids(fm_trainer *t)
+{
+    uint64_t V = t->data.vocab_size;
+    if (t->data.token_bytes == 2 && V >= 65536) {
+        say(t, "dataset ids: 16-bit tokens with a vocabulary of %llu cannot be out of range",
+            (unsigned long long)V);
+        return NULL;
+    }
+    const char *paths[2] = {t->cfg.data_train, fm_config_val_path(&t->cfg)};
+    const char *names[2] = {"training", "validation"};
+    double t0 = fm_util_now(), max_id = 0;
+    uint64_t counts[2] = {0, 0};
+    for (int sp = 0; sp < 2; sp++) {
+        fm_dataset_info info;
+        fm_status st = fm_dataset_probe(paths[sp], &info);
+        counts[sp] = st ? 0 : (sp == 0 ? info.train_tokens : info.val_tokens);
+        uint64_t a = 0, b = 0;
+        share_of(counts[sp], t->comm->rank, t->comm->size, &a, &b);
+        fm_dataset_scan sc = {0, UINT64_MAX, 0, 0};
+        if (!st)
+            st = fm_dataset_scan_ids(paths[sp], sp == 0 ? FM_SPLIT_TRAIN : FM_SPLIT_VAL, a,
+                                     b - a, V, &sc);
+        FM_TRY(fm_comm_agree(t->comm->world, st));
+        /* The first bad position over all ranks, its id, the largest id. */
+        double v[2] = {sc.bad_pos == UINT64_MAX ? 1e300 : (double)sc.bad_pos, (double)sc.max_id};
+        FM_TRY(fm_comm_min_doubles(t->comm, v, 1));
+        FM_TRY(fm_comm_max_doubles(t->comm, v + 1, 1));
+        if (v[1] > max_id) max_id = v[1];
+        double bad_id = sc.bad_pos != UINT64_MAX && (double)sc.bad_pos == v[0] ? (double)sc.bad_id
+                                                                                 : -1.0;
+        FM_TRY(fm_comm_max_doubles(t->comm, &bad_id, 1));
+        if (v[0] < 1e300)
+            return fm_status_collective(FM_ERR(
+                FM_ERR_INPUT,
+                "%s: token id %.0f at position %.0f of the %s split is not below the vocabulary "
+                "size %llu (largest id %.0f): the file is damaged or was made with another "
+                "tokenizer; make it again with `fmtrain prepare` (training would stop with exit 3 "
+                "when it reached that window)",
+                paths[sp], bad_id, v[0], names[sp], (unsigned long long)V, v[1]));
+    }
+    say(t, "dataset ids: all %llu training and %llu validation tokens are below %llu (largest "
+           "%.0f); scanned in %.1f s on %d rank%s",
+        (unsigned long long)counts[0], (unsigned long long)counts[1], (unsigned long long)V, max_id,
+        fm_util_now() - t0, t->comm->size, t->comm->size == 1 ? "" : "s");
+    return NULL;
+}
+
 fm_status fm_trainer_create(const fm_config *cfg, const fm_trainer_options *opts, fm_trainer **out)
 {
     *out = NULL;
@@ -476,6 +550,7 @@ fm_status fm_trainer_create(const fm_config *cfg, const fm_trainer_options *opts
     FM_CHECK_ALLOC(t, sizeof *t);
     take_config(t, cfg, opts);
     fm_status st = prepare(t);
+    if (!st && opts->dry_run) st = scan_dataset_ids(t);
     if (!st && opts->dry_run)
         say(t, "dry run: configuration, dataset and placement are valid; nothing was trained");
     else if (!st)
@@ -492,6 +567,7 @@ void fm_trainer_free(fm_trainer **pt)
 {
     if (!pt || !*pt) return;
     fm_trainer *t = *pt;
+    fm_watchdog_free(&t->wd);
     fm_metrics_close(&t->metrics);
     fm_reader_free(&t->reader);
     fm_comm_allreduce_free(&t->ar);
@@ -500,6 +576,7 @@ void fm_trainer_free(fm_trainer **pt)
     fm_backend_free(&t->be);
     fm_comm_free(&t->comm);
     free(t->host_grads);
+    free(t->rank_ms);
     free(t->windows);
     free(t->inp);
     free(t->tgt);
@@ -516,6 +593,8 @@ fm_optimizer *fm_trainer_optimizer(fm_trainer *t) { return t->opt; }
 fm_reader *fm_trainer_reader(fm_trainer *t) { return t->reader; }
 fm_metrics *fm_trainer_metrics(fm_trainer *t) { return t->metrics; }
 const char *fm_trainer_run_dir(const fm_trainer *t) { return t->run_dir; }
+fm_watchdog *fm_trainer_watchdog(fm_trainer *t) { return t ? t->wd : NULL; }
+const fm_model_shape *fm_trainer_shape(const fm_trainer *t) { return &t->shape; }
 
 void fm_trainer_set_test_hooks(fm_trainer *t, const fm_trainer_test_hooks *hooks)
 {
@@ -570,6 +649,7 @@ typedef struct step_result {
     double grad_norm; /* global gradient norm (averaged gradients), before clipping */
     double lr;
     int skipped;
+    double compute_s; /* this rank's data, forward and backward: before it waits for the others */
 } step_result;
 
 /* Forward and backward of this rank's grad_accum micro-batches, the gradients accumulated (each
@@ -637,14 +717,27 @@ static fm_status apply_update(fm_trainer *t, const step_result *r)
  * all-reduce and the loss average (fm_trainer_test_hooks). */
 static fm_status train_step(fm_trainer *t, step_result *r)
 {
+    double c0 = fm_util_now();
+    fm_watchdog_where(t->wd, "reading the step's data (from the read-ahead thread)");
     FM_TRY(fm_reader_next(t->reader, t->windows));
+    if (t->test.before_compute) {
+        fm_watchdog_where(t->wd, "in a test executable's hook (before_compute)");
+        FM_TRY(t->test.before_compute(t->test.ctx, t, t->state.step + 1));
+    }
     double loss = 0.0;
+    fm_watchdog_where(t->wd, "computing the forward and backward passes");
     FM_TRY(accumulate_grads(t, &loss));
+    r->compute_s = fm_util_now() - c0;
+    fm_watchdog_where(t->wd, "waiting for the gradient all-reduce (all ranks)");
     FM_TRY(average_grads(t));
-    if (t->test.after_allreduce)
+    if (t->test.after_allreduce) {
+        fm_watchdog_where(t->wd, "in a test executable's hook (after_allreduce)");
         FM_TRY(t->test.after_allreduce(t->test.ctx, t, t->state.step + 1, &loss));
+    }
+    fm_watchdog_where(t->wd, "waiting for the loss all-reduce (all ranks)");
     FM_TRY(fm_comm_sum_doubles(t->comm, &loss, 1));
     r->loss = loss / t->comm->size;
+    fm_watchdog_where(t->wd, "computing the gradient norm and the update");
     FM_TRY(fm_optimizer_grad_norm(t->opt, &r->grad_norm));
     r->lr = fm_schedule_lr(&t->sched, t->state.step);
     r->skipped = 0;
@@ -714,6 +807,98 @@ static fm_status remove_complete_marker(fm_trainer *t)
     return NULL;
 }
 
+/* ---- the hang watchdog's limits (trainer.h) --------------------------------------------------- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median of a[0..n) (reorders a). */
+static double median_of(double *a, int n)
+{
+    qsort(a, (size_t)n, sizeof *a, cmp_double);
+    return n % 2 ? a[n / 2] : 0.5 * (a[n / 2 - 1] + a[n / 2]);
+}
+
+/* The median of this segment's recent step times; 0 before FM_TRAINER_FIRST_STEPS were timed. */
+static double median_step(const fm_trainer *t)
+{
+    int n = t->ntimed < FM_TRAINER_STEP_HIST ? (int)t->ntimed : FM_TRAINER_STEP_HIST;
+    if (n < FM_TRAINER_FIRST_STEPS) return 0.0;
+    double v[FM_TRAINER_STEP_HIST];
+    memcpy(v, t->step_hist, (size_t)n * sizeof *v);
+    return median_of(v, n);
+}
+
+static void record_step_time(fm_trainer *t, double dt)
+{
+    t->step_hist[t->ntimed % FM_TRAINER_STEP_HIST] = dt;
+    t->ntimed++;
+}
+
+/* The limit for work that usually takes `usual` seconds (`usual_what` says what that is):
+ * hang_factor x usual, at least hang_min_minutes; when usual is unknown (0: the first time) 4 x
+ * hang_min_minutes, or `first` when longer. Where the job's end is known and the stop margin is on,
+ * the limit ends half the margin before the end. `why` (n bytes) receives the reason. */
+static double work_limit(const fm_trainer *t, double usual, const char *usual_what, double first,
+                         char *why, size_t n)
+{
+    double min_s = t->cfg.runtime_hang_min_minutes * 60.0, f = t->cfg.runtime_hang_factor, lim;
+    if (usual > 0 && f * usual >= min_s) {
+        lim = f * usual;
+        snprintf(why, n, "[runtime] hang_factor = %g x %s of %.3g s", f, usual_what, usual);
+    } else if (usual > 0) {
+        lim = min_s;
+        snprintf(why, n, "[runtime] hang_min_minutes = %g", t->cfg.runtime_hang_min_minutes);
+    } else if (first > 4.0 * min_s) {
+        lim = first;
+        snprintf(why, n, "the first time: its size at %.0f MB/s", FM_TRAINER_SLOW_FS_BPS / 1e6);
+    } else {
+        lim = 4.0 * min_s;
+        snprintf(why, n, "the first time: 4 x [runtime] hang_min_minutes = %g",
+                 t->cfg.runtime_hang_min_minutes);
+    }
+    if (t->end_time > 0 && t->stop_margin_s > 0) {
+        double left = t->end_time - 0.5 * t->stop_margin_s - fm_util_wall_time();
+        if (left < 1.0) left = 1.0;
+        if (lim > left) {
+            lim = left;
+            snprintf(why, n, "it must end half of [run] stop_margin_minutes before the job's end");
+        }
+    }
+    return lim;
+}
+
+/* Arms the watchdog (when there is one) for `what` (`step`: its number, or -1), usually `usual`
+ * seconds long; a hang exits 75. */
+static void arm(fm_trainer *t, const char *what, int64_t step, double usual, const char *usual_what,
+                double first)
+{
+    if (!t->wd) return;
+    char why[200];
+    double lim = work_limit(t, usual, usual_what, first, why, sizeof why);
+    fm_watchdog_arm(t->wd, what, step, lim, why, FM_EXIT_STOPPED);
+}
+
+/* Seconds a checkpoint of this model takes to write or read at FM_TRAINER_SLOW_FS_BPS (parameters
+ * and both AdamW moments). */
+static double slow_checkpoint_seconds(const fm_trainer *t)
+{
+    return 3.0 * (double)fm_model_num_params(t->model) * sizeof(float) / FM_TRAINER_SLOW_FS_BPS;
+}
+
+/* Starts the watchdog for fm_trainer_run ([runtime] hang_factor > 0). */
+static fm_status start_watchdog(fm_trainer *t)
+{
+    if (t->cfg.runtime_hang_factor <= 0 || t->wd) return NULL;
+    fm_watchdog_options wo = {t->comm->rank, t->comm->host, t->opts.exit_now, 0.5};
+    FM_TRY(fm_watchdog_start(&wo, &t->wd));
+    fm_watchdog_set_cleanup(t->wd, t->cfg.runtime_hang_min_minutes * 60.0);
+    return NULL;
+}
+
 /* What the loop keeps between steps of this segment of the run (this process's part of it). */
 typedef struct segment {
     double start;        /* fm_util_now() when the loop began */
@@ -722,6 +907,7 @@ typedef struct segment {
     double last_save;    /* fm_util_now() after the last checkpoint (or the start) */
     double max_step_s;   /* the longest step: the wall-time stop keeps two of them in hand */
     double win_train;    /* seconds in train_step since the last logged step (the log window) */
+    double win_compute;  /* this rank's compute seconds in that window (step_result.compute_s) */
     int64_t win_steps;   /* steps in that window */
     double end_time;     /* the job's end, seconds since the epoch (rank 0's answer); 0: none */
     double margin;       /* [run] stop_margin_minutes in seconds */
@@ -739,11 +925,14 @@ static fm_status save(fm_trainer *t, const fm_trainer_hooks *h, fm_trainer_save_
 {
     seg->last_save = fm_util_now();
     if (!h || !h->save) return NULL;
+    arm(t, "checkpoint write of step", t->state.step, t->last_save_s, "the previous write",
+        slow_checkpoint_seconds(t));
     double t0 = fm_util_now();
     FM_TRY(h->save(h->ctx, t, why));
+    t->last_save_s = fm_util_now() - t0;
     if (t->metrics)
         fm_metrics_logf(t->metrics, "checkpoint at step %lld written in %.2f s",
-                        (long long)t->state.step, fm_util_now() - t0);
+                        (long long)t->state.step, t->last_save_s);
     seg->last_save = fm_util_now();
     return NULL;
 }
@@ -751,6 +940,10 @@ static fm_status save(fm_trainer *t, const fm_trainer_hooks *h, fm_trainer_save_
 /* Evaluates and writes the eval record (elapsed_s: the run's training seconds until now). */
 static fm_status run_eval(fm_trainer *t, const segment *seg)
 {
+    int64_t eb = t->cfg.train_eval_batches > 0 ? t->cfg.train_eval_batches : 1;
+    double batches = (double)eb / t->ga;
+    arm(t, "evaluation after step", t->state.step, median_step(t) * (batches > 1 ? batches : 1),
+        "the median step x eval_batches / grad_accum", 0.0);
     double vl = 0.0;
     FM_TRY(fm_trainer_evaluate(t, &vl));
     double elapsed = run_seconds(seg);
@@ -765,6 +958,7 @@ static fm_status begin(fm_trainer *t, const fm_trainer_hooks *hooks, int *done)
 {
     int resumed = 0;
     *done = 0;
+    arm(t, "resume", -1, 0.0, "", slow_checkpoint_seconds(t));
     if (hooks && hooks->resume) FM_TRY(hooks->resume(hooks->ctx, t, &resumed));
     FM_TRY(check_params_identical(t, resumed ? "after resuming" : "after initialisation"));
     if (resumed)
@@ -807,6 +1001,8 @@ static fm_status plan_wall_time(fm_trainer *t, segment *seg)
     FM_TRY(fm_comm_bcast(t->comm, &end_time, sizeof end_time));
     seg->end_time = end_time;
     seg->margin = t->cfg.run_stop_margin_minutes * 60.0;
+    t->end_time = seg->end_time;
+    t->stop_margin_s = seg->margin;
     if (seg->end_time > 0 && seg->margin > 0) {
         char d[32];
         say(t, "wall time: the job ends in %s (%s); stopping %.1f min before it",
@@ -817,24 +1013,30 @@ static fm_status plan_wall_time(fm_trainer *t, segment *seg)
 }
 
 /* The clocks and counters of the loop start now. */
-static void start_segment(const fm_trainer *t, segment *seg)
+static void start_segment(fm_trainer *t, segment *seg)
 {
     seg->start = fm_util_now();
     seg->last_save = seg->start;
     seg->base_seconds = t->state.train_seconds;
     seg->first_step = t->state.step;
     seg->win_train = 0.0;
+    seg->win_compute = 0.0;
     seg->win_steps = 0;
     seg->max_step_s = 0.0;
+    t->ntimed = 0;
+    t->last_save_s = 0.0;
 }
 
 /* One step, timed: the log window, the longest step and the run's training seconds. */
 static fm_status timed_step(fm_trainer *t, segment *seg, step_result *r)
 {
+    arm(t, "step", t->state.step + 1, median_step(t), "the median step", 0.0);
     double s0 = fm_util_now();
     FM_TRY(train_step(t, r));
     double dt = fm_util_now() - s0;
+    record_step_time(t, dt);
     seg->win_train += dt;
+    seg->win_compute += r->compute_s;
     seg->win_steps++;
     if (dt > seg->max_step_s) seg->max_step_s = dt;
     t->state.train_seconds = run_seconds(seg);
@@ -849,28 +1051,58 @@ static int step_is_logged(const fm_trainer *t, const segment *seg, const step_re
            step == seg->first_step + 1 || r->skipped;
 }
 
-/* The train record of the step just done (rank 0, logged steps only: step_is_logged); its rates
- * are over the log window, which then starts again. */
+/* The straggler report of a logged step (every rank takes part): each rank's compute time per step
+ * over the log window, gathered on rank 0 into rec (metrics.h). */
+static fm_status straggler_report(fm_trainer *t, const segment *seg, fm_metrics_step *rec)
+{
+    if (t->comm->size < 2) return NULL;
+    fm_watchdog_where(t->wd, "gathering the ranks' compute times for the log (all ranks)");
+    double mine = 1e3 * seg->win_compute / (double)(seg->win_steps > 0 ? seg->win_steps : 1);
+    FM_TRY(fm_comm_gather(t->comm, &mine, sizeof mine, t->rank_ms));
+    if (t->comm->rank != 0) return NULL;
+    int n = t->comm->size, slow = 0;
+    for (int i = 1; i < n; i++)
+        if (t->rank_ms[i] > t->rank_ms[slow]) slow = i;
+    double *v = t->rank_ms + n;
+    memcpy(v, t->rank_ms, (size_t)n * sizeof *v);
+    rec->ranks = n;
+    rec->slowest_rank = slow;
+    rec->compute_ms_max = t->rank_ms[slow];
+    rec->compute_ms_median = median_of(v, n);
+    rec->compute_ms_min = v[0];
+    return NULL;
+}
+
+/* The train record of the step just done (logged steps only: step_is_logged; rank 0 writes it,
+ * every rank takes part in the straggler report); its rates are over the log window, which then
+ * starts again. */
 static fm_status log_step(fm_trainer *t, segment *seg, const step_result *r)
 {
-    if (!t->metrics || !step_is_logged(t, seg, r)) return NULL;
-    int64_t step = t->state.step;
-    double tps = (double)t->global_tokens * (double)seg->win_steps /
-                 (seg->win_train > 0 ? seg->win_train : 1e-9);
-    double per_step = (fm_util_now() - seg->start) / (double)(step - seg->first_step);
-    fm_metrics_step rec = {step,
-                           t->state.tokens_seen,
-                           r->loss,
-                           r->lr,
-                           r->grad_norm,
-                           1e3 * seg->win_train / (double)seg->win_steps,
-                           tps,
-                           t->peak_flops > 0 ? tps * t->flops_per_token / t->peak_flops : -1.0,
-                           t->state.train_seconds,
-                           per_step * (double)(t->cfg.train_steps - step),
-                           r->skipped};
-    FM_TRY(fm_metrics_log_step(t->metrics, &rec));
+    if (!step_is_logged(t, seg, r)) return NULL;
+    fm_metrics_step rec;
+    memset(&rec, 0, sizeof rec);
+    FM_TRY(straggler_report(t, seg, &rec));
+    if (t->metrics) {
+        fm_watchdog_where(t->wd, "writing the step's record (rank 0)");
+        int64_t step = t->state.step;
+        double tps = (double)t->global_tokens * (double)seg->win_steps /
+                     (seg->win_train > 0 ? seg->win_train : 1e-9);
+        double per_step = (fm_util_now() - seg->start) / (double)(step - seg->first_step);
+        rec.step = step;
+        rec.tokens = t->state.tokens_seen;
+        rec.loss = r->loss;
+        rec.lr = r->lr;
+        rec.grad_norm = r->grad_norm;
+        rec.step_ms = 1e3 * seg->win_train / (double)seg->win_steps;
+        rec.tokens_per_s = tps;
+        rec.mfu = t->peak_flops > 0 ? tps * t->flops_per_token / t->peak_flops : -1.0;
+        rec.elapsed_s = t->state.train_seconds;
+        rec.eta_s = per_step * (double)(t->cfg.train_steps - step);
+        rec.skipped = r->skipped;
+        FM_TRY(fm_metrics_log_step(t->metrics, &rec));
+    }
     seg->win_train = 0.0;
+    seg->win_compute = 0.0;
     seg->win_steps = 0;
     return NULL;
 }
@@ -914,6 +1146,7 @@ static int checkpoint_due(const fm_trainer *t, const segment *seg)
  * maximum of: stop wanted, checkpoint due, signal number), so that every rank acts alike. */
 static fm_status agree_at_boundary(fm_trainer *t, const segment *seg, boundary *b)
 {
+    fm_watchdog_where(t->wd, "in the agreement at the step's end (all ranks: stop, checkpoint)");
     b->now_wall = fm_util_wall_time();
     double req = local_stop_request(seg, b->now_wall);
     double v[3] = {req != 0.0 ? 1.0 : 0.0, checkpoint_due(t, seg) ? 1.0 : 0.0,
@@ -949,6 +1182,8 @@ static fm_status stop(fm_trainer *t, const fm_trainer_hooks *hooks, segment *seg
 static fm_status finish(fm_trainer *t, const fm_trainer_hooks *hooks, segment *seg)
 {
     if (t->cfg.train_eval_every > 0) FM_TRY(run_eval(t, seg));
+    arm(t, "end of training after step", t->state.step, median_step(t), "the median step", 0.0);
+    fm_watchdog_where(t->wd, "comparing the parameters of all ranks");
     FM_TRY(check_params_identical(t, "at the end of training"));
     t->state.train_seconds = run_seconds(seg);
     FM_TRY(save(t, hooks, FM_TRAINER_SAVE_FINAL, seg));
@@ -964,9 +1199,9 @@ static fm_status finish(fm_trainer *t, const fm_trainer_hooks *hooks, segment *s
     return NULL;
 }
 
-fm_status fm_trainer_run(fm_trainer *t, const fm_trainer_hooks *hooks)
+/* fm_trainer_run under its watchdog. */
+static fm_status run(fm_trainer *t, const fm_trainer_hooks *hooks)
 {
-    if (!t->model) return FM_ERR(FM_ERR_INTERNAL, "fm_trainer_run after a dry-run create");
     int done = 0;
     FM_TRY(begin(t, hooks, &done));
     if (done) return NULL;
@@ -986,4 +1221,13 @@ fm_status fm_trainer_run(fm_trainer *t, const fm_trainer_hooks *hooks)
         if (b.checkpoint) FM_TRY(save(t, hooks, FM_TRAINER_SAVE_PERIODIC, &seg));
     }
     return finish(t, hooks, &seg);
+}
+
+fm_status fm_trainer_run(fm_trainer *t, const fm_trainer_hooks *hooks)
+{
+    if (!t->model) return FM_ERR(FM_ERR_INTERNAL, "fm_trainer_run after a dry-run create");
+    FM_TRY(start_watchdog(t));
+    fm_status st = run(t, hooks);
+    fm_watchdog_disarm(t->wd);
+    return st;
 }

@@ -33,7 +33,8 @@
  *
  * Test hooks: fm_trainer_set_test_hooks (below) lets a test executable change a step between the
  * all-reduce and the loss average (tests/train/fmtrain_faults.c injects NaNs there to exercise
- * [train] on_nan). fmtrain itself installs none and reads no test variable.
+ * [train] on_nan) and delay or stall one rank inside its compute time (the straggler report, the
+ * hang watchdog). fmtrain itself installs none and reads no test variable.
  *
  * ---- Checkpoint integration (the ckpt module) ----------------------------------------------------
  * The whole resumable state is: the model parameters (fm_model_get/set_params), the optimizer
@@ -49,6 +50,29 @@
  *       or the wall-time limit; the run exits 75 afterwards), FINAL (after the last step and its
  *       evaluation). Never called after a non-finite loss/norm with on_nan = stop.
  * Either hook may be NULL (no checkpoints: a stop is still clean and exits 75).
+ *
+ * ---- The hang watchdog (train/watchdog.h, [runtime] hang_factor and hang_min_minutes) -----------
+ * fm_trainer_run starts a watchdog thread on every rank (unless hang_factor = 0) and arms it for
+ * each piece of work with a limit of hang_factor x the work's usual duration, never less than
+ * hang_min_minutes:
+ *   a step (from reading its data to the agreement at its end): the median of this segment's last
+ *       50 step times; the first 3 steps of a segment, which have no median yet (allocation, page
+ *       faults, a GPU's warm-up), get 4 x hang_min_minutes;
+ *   an evaluation: the median step x eval_batches / grad_accum (it runs that many micro-batches);
+ *   a checkpoint write: the previous write of this segment; the first one gets
+ *       4 x hang_min_minutes, or its size at 10 MB/s when that is longer;
+ *   the resume (reading a checkpoint): as a first checkpoint write.
+ * Where the job's end time is known and [run] stop_margin_minutes > 0, no limit reaches past half
+ * the stop margin before the end, so a hang still leaves the job script time to requeue. On expiry
+ * every rank that is still alive writes where it was ("waiting for the gradient all-reduce") and
+ * exits 75 through opts->exit_now; the job script requeues and the run resumes from its newest
+ * checkpoint. The checkpoint module re-arms it with hang_min_minutes after an agreed write error,
+ * for the close that follows (fm_watchdog_expect: then the exit code is the error's).
+ *
+ * ---- The straggler report ----------------------------------------------------------------------
+ * At every logged step the ranks' compute times (data, forward, backward: before waiting for the
+ * others) over the logging window are gathered on rank 0 and logged (metrics.h: fastest, median,
+ * slowest, and which rank is slowest).
  */
 #ifndef FM_TRAINER_H
 #define FM_TRAINER_H
@@ -64,6 +88,7 @@
 #include "train/optimizer.h"
 #include "core/status.h"
 #include "dist/topology.h"
+#include "train/watchdog.h"
 
 /* The resumable training state besides weights and optimizer moments (what checkpoints store). */
 typedef struct fm_trainer_state {
@@ -97,6 +122,8 @@ typedef struct fm_trainer_options {
     int out_is_tty;          /* progress line in place */
     int dry_run;             /* fm_trainer_create stops after the checks and the plan: no model
                                 memory, no files; fm_trainer_run must not be called */
+    fm_watchdog_exit_fn exit_now; /* how the hang watchdog ends the process (src/cli/main.c);
+                                     NULL: a hang is only reported */
 } fm_trainer_options;
 
 /* Sets everything up, collectively: MPI context, placement (binds the rank, sets its threads),
@@ -122,6 +149,9 @@ fm_optimizer *fm_trainer_optimizer(fm_trainer *t);
 fm_reader *fm_trainer_reader(fm_trainer *t);
 fm_metrics *fm_trainer_metrics(fm_trainer *t); /* NULL on ranks other than 0 */
 const char *fm_trainer_run_dir(const fm_trainer *t);
+fm_watchdog *fm_trainer_watchdog(fm_trainer *t); /* NULL outside fm_trainer_run or when disabled */
+/* The model's shape (known after fm_trainer_create, also in a dry run). */
+const fm_model_shape *fm_trainer_shape(const fm_trainer *t);
 
 /* The current state (reader position included). */
 void fm_trainer_get_state(const fm_trainer *t, fm_trainer_state *state);
@@ -140,6 +170,10 @@ typedef struct fm_trainer_test_hooks {
      * loss over its micro-batches, which the hook may change, as it may change the gradients
      * (fm_model_grads of fm_trainer_model). An error fails the step like any other. */
     fm_status (*after_allreduce)(void *ctx, fm_trainer *t, int64_t step, double *loss);
+    /* Called on every rank in every step inside its compute time (after the step's data is read,
+     * before the forward pass), so that a test can make one rank slow (the straggler report) or
+     * stall it (the hang watchdog). step: 1-based, as above. */
+    fm_status (*before_compute)(void *ctx, fm_trainer *t, int64_t step);
     void *ctx;
 } fm_trainer_test_hooks;
 

@@ -67,7 +67,7 @@ int main(int argc, char **argv)
                 setrlimit(RLIMIT_FSIZE, &rl);
             }
         }
-        fm_checkpoint_io_opts io = {1 << 20, NULL};
+        fm_checkpoint_io_opts io = {1 << 20, NULL, 0};
         for (long long step = first; step <= last && !st; step++) {
             ckpt_synth s;
             if (ckpt_synth_gpt2(&s, 2000, 256, layers, 64, (uint64_t)step) != 0) {

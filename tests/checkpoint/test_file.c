@@ -81,7 +81,7 @@ static void write_ckpt(MPI_Comm comm, int64_t step, uint64_t seed, int keep_last
     assert_int_equal(ckpt_synth_gpt2(&s, 300, 16, 2, 12, seed), 0);
     char path[512];
     ckpt_path(path, sizeof path, step);
-    fm_checkpoint_io_opts def = {1 << 20, NULL};
+    fm_checkpoint_io_opts def = {1 << 20, NULL, 0};
     fm_checkpoint_file *f = NULL;
     expect_ok(fm_checkpoint_file_create(comm, path, FORMAT, 1, opts ? opts : &def, &f));
     expect_ok(fm_checkpoint_file_write_groups(f, s.groups, 3));
@@ -506,7 +506,7 @@ static void test_hints_and_alignment(void **state)
     assert_non_null(strstr(fm_status_message(st), "oops"));
     fm_status_free(&st);
     /* A write with hints and 64 KiB alignment: datasets of at least 64 KiB start on a boundary. */
-    fm_checkpoint_io_opts opts = {65536, "romio_cb_write=enable,cb_buffer_size=1048576"};
+    fm_checkpoint_io_opts opts = {65536, "romio_cb_write=enable,cb_buffer_size=1048576", 0};
     write_ckpt(MPI_COMM_WORLD, 50, 5, 0, &opts);
     fm_status err = NULL;
     assert_int_equal(read_ckpt(MPI_COMM_WORLD, 50, 5, &err), -1);

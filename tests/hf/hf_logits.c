@@ -30,7 +30,7 @@ int main(int argc, char **argv)
     fm_model *dec = NULL, *m = NULL;
     fm_tokenizer *tok = NULL;
     CHECK(fm_backend_create("cpu", 2, 0, &be));
-    CHECK(fm_checkpoint_load_model(argv[1], be, 1, &dec, &tok, NULL, 0));
+    CHECK(fm_checkpoint_load_model(argv[1], be, 1, &dec, &tok, NULL, 0, NULL, 0));
     const fm_model_shape *s = fm_model_get_shape(dec);
     CHECK(fm_model_create(s, be, B, &m));
     float *p = malloc(fm_model_num_params(m) * sizeof *p);

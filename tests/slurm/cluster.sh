@@ -15,7 +15,10 @@
 # Configuration, chosen to run in a container without cgroups or a real node:
 #   ProctrackType=proctrack/linuxproc, TaskPlugin=task/none, JobAcctGatherType=jobacct_gather/none,
 #   SlurmUser=root, one node named after `hostname` with CPUs=2 (SlurmdParameters=config_overrides lets
-#   the node register whatever it has), partition "debug"; sched_interval=1 and cred_expire=10 so that
+#   the node register whatever it has), partition "debug" (the default), and for preemption tests
+#   "low" (PriorityTier=1, PreemptMode=REQUEUE, GraceTime=30) and "high" (PriorityTier=5), with
+#   PreemptType=preempt/partition_prio: a job in "high" that needs the node preempts the jobs of
+#   "low" (SIGTERM to their steps, 30 s grace); sched_interval=1 and cred_expire=10 so that
 #   a requeued job starts again after ~10 s instead of the default 120 s; TmpFS and mpi.conf's
 #   PMIxCliTmpDirBase inside DIR, so that two clusters (two builds' tests) never share PMIx files.
 
@@ -119,6 +122,10 @@ InactiveLimit=0
 JobRequeue=1
 NodeName=$node NodeAddr=127.0.0.1 CPUs=2 RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+PartitionName=low Nodes=$node PriorityTier=1 PreemptMode=REQUEUE GraceTime=30 MaxTime=INFINITE State=UP
+PartitionName=high Nodes=$node PriorityTier=5 PreemptMode=OFF MaxTime=INFINITE State=UP
 EOF
   : >"$d/plugstack.conf"
   # PMIx client directories (spmix_appdir_<uid>_<job>.<step>) go under TmpFS, /tmp by default, where

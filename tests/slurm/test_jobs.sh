@@ -15,6 +15,14 @@
 #     the second; with a configuration error (exit 2) the first job cancels the second.
 #  4. A site script (sites/lumi-c.sbatch, sizes overridden) loads the installed fmtrain modulefile
 #     with Lmod inside the job and trains to COMPLETE with the same final parameters.
+#  5. A user's `scancel JOBID` stops the job for good (issue 13): fmtrain gets SIGTERM, writes a
+#     checkpoint and exits 75, and the script, seeing from Slurm that the job was cancelled (not
+#     preempted, not at its time limit), does not requeue it (before the fix it requeued itself and the
+#     user had to cancel again). The time from scancel to the job's end is printed.
+#  6. Preemption still requeues: a job in partition "low" is preempted by one in "high" (SIGTERM to
+#     the steps only, PreemptTime set); fmtrain checkpoints and exits 75, the script requeues, and
+#     the run resumes after the preemptor and ends with the reference's parameters. The time from the
+#     preemptor's submission to fmtrain's exit is printed.
 #
 # Slurm checks time limits (and sends --signal warnings) only every 30 s, so the time-limit signal of
 # part 1 arrives at one of those checks. The test reads when they happen from slurmctld's log (debug2)
@@ -323,5 +331,63 @@ if [ -r "$LMOD_INIT" ]; then
 else
   echo "note: Lmod not installed ($LMOD_INIT); the site-script check is skipped"
 fi
+
+# ---- 5. scancel stops for good: checkpoint, exit 75, no requeue -----------------------------------
+# wait_train RUN_DIR N SECONDS: until RUN_DIR/metrics.jsonl has N train records
+wait_train() {
+  local i
+  for ((i = 0; i < $3 * 5; i++)); do
+    [ -f "$1/metrics.jsonl" ] && [ "$(grep -c '"type":"train"' "$1/metrics.jsonl")" -ge "$2" ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+write_params "$work/p6.ini" "$work/run6"
+sed -i 's/^steps = .*/steps = 100000/' "$work/p6.ini"
+job=$(cd "$work" && FM_PARAMS="$work/p6.ini" sbatch --parsable -p debug --account=fmtest -N 1 \
+  --ntasks-per-node=2 --cpus-per-task=1 --time=10 --signal=B:USR1@10 --output="$work/cancel-%j.out" \
+  "$src/jobscripts/generic/cpu.sbatch") || fail "sbatch cpu.sbatch (scancel)"
+wait_train "$work/run6" 5 120 || fail "job $job did not start training within 120 s"
+t0=$(date +%s.%N)
+scancel "$job" || fail "scancel $job"
+wait_job "$job" 120 || fail "job $job still in the queue 120 s after scancel"
+t1=$(date +%s.%N)
+sleep 15 # a requeued job would be back in the queue by now (cred_expire = 10 s)
+out="$work/cancel-$job.out"
+[ -z "$(squeue -h -j "$job" -o %T 2>/dev/null)" ] || fail "job $job is back in the queue after scancel"
+[ "$(job_field "$job" JobState)" = CANCELLED ] || fail "job $job ended $(job_field "$job" JobState), expected CANCELLED"
+[ "$(job_field "$job" Restarts)" = 0 ] || fail "job $job was requeued after scancel (Restarts=$(job_field "$job" Restarts))"
+grep -q "SIGTERM received" "$out" || fail "fmtrain did not report SIGTERM"
+grep -q "fmtrain exited with code 75" "$out" || fail "fmtrain did not stop with 75 after scancel"
+grep -q "because the job was cancelled (scancel): not requeuing" "$out" || fail "the script did not say why it does not requeue"
+grep -q "job=$job restart=0 exit=75 cancelled by scancel, not requeued" "$work/run6/jobs.log" || fail "jobs.log has no cancel line"
+stopped=$(sed -n 's/.*stopping at step \([0-9]*\)\/.*/\1/p' "$out" | head -n 1)
+if [ -z "$stopped" ] || [ ! -f "$work/run6/checkpoints/$(printf 'step-%08d.h5' "$stopped")" ]; then
+  fail "no checkpoint of the step where scancel stopped the run"
+fi
+ok "scancel: checkpoint at step $stopped, exit 75, not requeued; $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s from scancel to the job's end"
+
+# ---- 6. preemption: SIGTERM with PreemptTime set -> checkpoint, exit 75, requeue, resume ----------
+write_params "$work/p7.ini" "$work/run7"
+job=$(cd "$work" && FM_PARAMS="$work/p7.ini" sbatch --parsable -p low --account=fmtest -N 1 \
+  --ntasks-per-node=2 --cpus-per-task=1 --time=10 --signal=B:USR1@10 --output="$work/preempt-%j.out" \
+  "$src/jobscripts/generic/cpu.sbatch") || fail "sbatch cpu.sbatch (preemption)"
+wait_train "$work/run7" 5 120 || fail "job $job did not start training within 120 s"
+t0=$(date +%s.%N)
+hi=$(cd "$work" && sbatch --parsable -p high -N 1 -n 2 --output="$work/high-%j.out" --wrap "sleep 5") ||
+  fail "sbatch the preempting job"
+out="$work/preempt-$job.out"
+for ((i = 0; i < 300; i++)); do grep -q "fmtrain exited with code" "$out" 2>/dev/null && break; sleep 0.1; done
+t1=$(date +%s.%N)
+wait_job "$hi" 120 || fail "the preempting job $hi did not end"
+for ((i = 0; i < 1200; i++)); do [ "$(job_field "$job" JobState)" = COMPLETED ] && break; sleep 0.2; done
+[ "$(job_field "$job" JobState)" = COMPLETED ] || fail "the preempted job $job ended $(job_field "$job" JobState)"
+grep -q "fmtrain exited with code 75" "$out" || fail "fmtrain did not stop with 75 on preemption"
+grep -q "stopped with a checkpoint (Slurm: preempted)" "$out" || fail "the script did not see the preemption"
+grep -q "exit=75 requeue (preempted)" "$work/run7/jobs.log" || fail "jobs.log has no preemption requeue"
+[ "$(job_field "$job" Restarts)" -ge 1 ] || fail "the preempted job was not requeued"
+[ -e "$work/run7/COMPLETE" ] || fail "the preempted run did not complete"
+same_params "$ref_ckpt" "$(final_checkpoint "$work/run7")" || fail "the preempted run's final parameters differ from the reference"
+ok "preemption: exit 75 $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s after the preemptor was submitted, requeued, resumed, same final parameters"
 
 echo "all Slurm job-script checks passed"

@@ -1,47 +1,96 @@
 /* fmtrain_faults.c — a test executable: the fmtrain program (fm_main, the same code as fmtrain)
  * with a fault injector installed through the trainer's test hooks, so that the tests can exercise
- * [train] on_nan (tests/train/test_nan.sh). The production fmtrain carries no such code and ignores
- * the variable below.
+ * [train] on_nan (tests/train/test_nan.sh), the hang watchdog (test_watchdog.sh) and the straggler
+ * report (test_straggler.sh). The production fmtrain carries no such code and ignores the variables
+ * below.
  *
  * FMTRAIN_TEST_NAN_STEP = "N:loss" or "N:grad" poisons step N (1-based), after the gradient
  * all-reduce: "loss" makes rank 0's loss NaN (the averaged loss becomes NaN on every rank), "grad"
- * sets the first gradient to NaN on every rank (the gradient norm becomes NaN). Unset: no fault. A
- * malformed value exits 2 before anything runs. */
+ * sets the first gradient to NaN on every rank (the gradient norm becomes NaN).
+ * FMTRAIN_TEST_STALL = "N:R" or "N:R:SECONDS": in step N rank R stops inside its compute time (the
+ * before_compute hook) for SECONDS (default: for ever), as a rank on a dead node or a stuck file
+ * system would. It first writes "fmtrain_faults: rank R stalls in step N at T" (T: seconds since
+ * the epoch) to standard error, so that a test can measure the time from the fault to the exit.
+ * FMTRAIN_TEST_SLOW = "R:MS": rank R spends MS more milliseconds computing in every step (a
+ * straggler).
+ * FMTRAIN_TEST_FILL = "DIR:FILE": a thread watches directory DIR (inotify) and, as soon as a
+ * checkpoint's temporary file (*.h5.tmp) appears there, writes FILE until its file system is full:
+ * a disk that fills up after the checkpoint's free-space check, while HDF5 has the file open (the
+ * case only the watchdog can bound). It writes "fmtrain_faults: disk filled at T" to stderr.
+ * Unset: no fault. A malformed value exits 2 before anything runs. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "kernels.h"
 #include "train/trainer.h"
 
-typedef struct fault {
-    long long step; /* the step to poison; 0: none */
-    int grad;       /* 1: a gradient, 0: rank 0's loss */
-} fault;
+typedef struct faults {
+    long long nan_step;   /* the step to poison; 0: none */
+    int nan_grad;         /* 1: a gradient, 0: rank 0's loss */
+    long long stall_step; /* the step in which stall_rank stalls; 0: none */
+    int stall_rank;
+    double stall_s; /* < 0: for ever */
+    int slow_rank;  /* -1: none */
+    double slow_ms;
+} faults;
 
 /* Parses "N:loss" / "N:grad"; -1 when malformed. */
-static int parse_fault(const char *v, fault *f)
+static int parse_nan(const char *v, faults *f)
 {
     char kind[8] = "";
-    if (sscanf(v, "%lld:%7s", &f->step, kind) != 2 || f->step < 1) return -1;
+    if (sscanf(v, "%lld:%7s", &f->nan_step, kind) != 2 || f->nan_step < 1) return -1;
     if (strcmp(kind, "grad") == 0)
-        f->grad = 1;
+        f->nan_grad = 1;
     else if (strcmp(kind, "loss") == 0)
-        f->grad = 0;
+        f->nan_grad = 0;
     else
         return -1;
     return 0;
 }
 
-/* fm_trainer_test_hooks.after_allreduce: poisons the configured step. */
-static fm_status inject(void *ctx, fm_trainer *t, int64_t step, double *loss)
+/* Parses "N:R" / "N:R:SECONDS"; -1 when malformed. */
+static int parse_stall(const char *v, faults *f)
 {
-    const fault *f = ctx;
-    if (step != f->step) return NULL;
-    if (!f->grad) {
+    double s = -1.0;
+    int n = sscanf(v, "%lld:%d:%lf", &f->stall_step, &f->stall_rank, &s);
+    if (n < 2 || f->stall_step < 1 || f->stall_rank < 0 || (n == 3 && !(s >= 0))) return -1;
+    f->stall_s = n == 3 ? s : -1.0;
+    return 0;
+}
+
+/* Parses "R:MS"; -1 when malformed. */
+static int parse_slow(const char *v, faults *f)
+{
+    if (sscanf(v, "%d:%lf", &f->slow_rank, &f->slow_ms) != 2 || f->slow_rank < 0 ||
+        !(f->slow_ms >= 0))
+        return -1;
+    return 0;
+}
+
+static void sleep_s(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+/* fm_trainer_test_hooks.after_allreduce: poisons the configured step. */
+static fm_status inject_nan(void *ctx, fm_trainer *t, int64_t step, double *loss)
+{
+    const faults *f = ctx;
+    if (step != f->nan_step) return NULL;
+    if (!f->nan_grad) {
         if (fm_trainer_comm(t)->rank == 0) *loss = NAN;
         return NULL;
     }
@@ -51,17 +100,105 @@ static fm_status inject(void *ctx, fm_trainer *t, int64_t step, double *loss)
     return be->ops->upload(be, fm_model_grads(m), &nan, sizeof nan);
 }
 
+/* fm_trainer_test_hooks.before_compute: the straggler and the stall. */
+static fm_status slow_or_stall(void *ctx, fm_trainer *t, int64_t step)
+{
+    const faults *f = ctx;
+    int rank = fm_trainer_comm(t)->rank;
+    if (rank == f->slow_rank && f->slow_ms > 0) sleep_s(f->slow_ms / 1e3);
+    if (step != f->stall_step || rank != f->stall_rank) return NULL;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    fprintf(stderr, "fmtrain_faults: rank %d stalls in step %lld at %.3f\n", rank, (long long)step,
+            (double)now.tv_sec + now.tv_nsec * 1e-9);
+    fflush(stderr);
+    if (f->stall_s >= 0) {
+        sleep_s(f->stall_s);
+        return NULL;
+    }
+    for (;;) sleep_s(3600.0);
+}
+
+/* FMTRAIN_TEST_FILL: the watcher thread. */
+typedef struct filler {
+    char dir[2048];
+    char file[2048];
+} filler;
+
+static void *fill_when_created(void *arg)
+{
+    const filler *fl = arg;
+    int fd = inotify_init();
+    if (fd < 0 || inotify_add_watch(fd, fl->dir, IN_CREATE) < 0) {
+        fprintf(stderr, "fmtrain_faults: cannot watch %s: %s\n", fl->dir, strerror(errno));
+        return NULL;
+    }
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0) return NULL;
+        for (char *p = buf; p < buf + n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)p;
+            size_t len = ev->len ? strlen(ev->name) : 0;
+            if (len > 7 && strcmp(ev->name + len - 7, ".h5.tmp") == 0) {
+                int out = open(fl->file, O_WRONLY | O_CREAT | O_APPEND, 0644);
+                static char block[65536];
+                while (out >= 0 && write(out, block, sizeof block) > 0) {
+                }
+                while (out >= 0 && write(out, block, 512) > 0) {
+                }
+                if (out >= 0) close(out);
+                struct timespec now;
+                clock_gettime(CLOCK_REALTIME, &now);
+                fprintf(stderr, "fmtrain_faults: disk filled at %.3f\n",
+                        (double)now.tv_sec + now.tv_nsec * 1e-9);
+                close(fd);
+                return NULL;
+            }
+            p += sizeof *ev + ev->len;
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
-    fault f = {0, 0};
-    const char *v = getenv("FMTRAIN_TEST_NAN_STEP");
-    if (v && *v && parse_fault(v, &f) != 0) {
+    faults f = {0, 0, 0, 0, -1.0, -1, 0.0};
+    const char *nan = getenv("FMTRAIN_TEST_NAN_STEP"), *stall = getenv("FMTRAIN_TEST_STALL"),
+               *slow = getenv("FMTRAIN_TEST_SLOW");
+    if (nan && *nan && parse_nan(nan, &f) != 0) {
         fprintf(stderr,
                 "fmtrain_faults: FMTRAIN_TEST_NAN_STEP = '%s': expected STEP:loss or STEP:grad\n",
-                v);
+                nan);
         return 2;
     }
-    fm_trainer_test_hooks trainer_hooks = {f.step > 0 ? inject : NULL, &f};
+    if (stall && *stall && parse_stall(stall, &f) != 0) {
+        fprintf(stderr, "fmtrain_faults: FMTRAIN_TEST_STALL = '%s': expected STEP:RANK[:SECONDS]\n",
+                stall);
+        return 2;
+    }
+    if (slow && *slow && parse_slow(slow, &f) != 0) {
+        fprintf(stderr, "fmtrain_faults: FMTRAIN_TEST_SLOW = '%s': expected RANK:MILLISECONDS\n",
+                slow);
+        return 2;
+    }
+    const char *fill = getenv("FMTRAIN_TEST_FILL");
+    static filler fl;
+    if (fill && *fill) {
+        const char *colon = strchr(fill, ':');
+        if (!colon || colon == fill || !colon[1] || (size_t)(colon - fill) >= sizeof fl.dir ||
+            strlen(colon + 1) >= sizeof fl.file) {
+            fprintf(stderr, "fmtrain_faults: FMTRAIN_TEST_FILL = '%s': expected DIR:FILE\n", fill);
+            return 2;
+        }
+        memcpy(fl.dir, fill, (size_t)(colon - fill));
+        strcpy(fl.file, colon + 1);
+        pthread_t th;
+        if (pthread_create(&th, NULL, fill_when_created, &fl) != 0) return 2;
+        pthread_detach(th);
+    }
+    int compute = f.stall_step > 0 || f.slow_rank >= 0;
+    fm_trainer_test_hooks trainer_hooks = {f.nan_step > 0 ? inject_nan : NULL,
+                                           compute ? slow_or_stall : NULL, &f};
     fm_main_hooks hooks = {&trainer_hooks};
     return fm_main(argc, argv, &hooks);
 }

@@ -43,13 +43,26 @@ static void test_metrics_files(void **state)
     fm_metrics_options o = {run, console, 0, 200};
     fm_metrics *m = NULL;
     assert_null(fm_metrics_open(&o, &m));
-    fm_metrics_step r = {10, 40960, 3.25, 6e-4, 1.5, 12.5, 32768.0, 0.25, 1.25, 95.0, 0};
+    fm_metrics_step r = {10,   40960, 3.25, 6e-4, 1.5, 12.5, 32768.0, 0.25,
+                         1.25, 95.0,  0,    0,    0,   0,    0,       0};
     assert_null(fm_metrics_log_step(m, &r));
     r.step = 20;
     r.loss = NAN; /* JSON has no NaN: null */
     r.mfu = -1;   /* unknown: null */
     r.skipped = 1;
     assert_null(fm_metrics_log_step(m, &r));
+    /* The straggler report: 4 ranks, rank 3 the slowest. */
+    r.step = 30;
+    r.loss = 3.0;
+    r.mfu = 0.25;
+    r.skipped = 0;
+    r.ranks = 4;
+    r.compute_ms_min = 10.25;
+    r.compute_ms_median = 10.5;
+    r.compute_ms_max = 14.75;
+    r.slowest_rank = 3;
+    assert_null(fm_metrics_log_step(m, &r));
+    r.ranks = 0;
     assert_null(fm_metrics_log_eval(m, 20, 81920, 2.75, 2.5));
     fm_metrics_printf(m, "hello %d", 42);
     fm_metrics_close(&m);
@@ -59,6 +72,7 @@ static void test_metrics_files(void **state)
     assert_non_null(strstr(cbuf, "step  10/200 | loss 3.2500 | lr 6.00e-04 | norm 1.500 | 12.5 ms/step"));
     assert_non_null(strstr(cbuf, "32.8k tok/s | MFU 25.0% | ETA 1m35s\n"));
     assert_non_null(strstr(cbuf, "SKIPPED\n"));
+    assert_non_null(strstr(cbuf, "ETA 1m35s | ranks 10.2-14.8 ms (slowest 3)\n"));
     assert_non_null(strstr(cbuf, "eval at step 20: val loss 2.7500\n"));
     assert_non_null(strstr(cbuf, "hello 42\n"));
     free(cbuf);
@@ -71,6 +85,10 @@ static void test_metrics_files(void **state)
         "\"step_ms\":12.5,\"tokens_per_s\":32768,\"mfu\":0.25,\"elapsed_s\":1.25,\"skipped\":0}\n"
         "{\"type\":\"train\",\"step\":20,\"tokens\":40960,\"loss\":null,\"lr\":0.0006,\"grad_norm\":1.5,"
         "\"step_ms\":12.5,\"tokens_per_s\":32768,\"mfu\":null,\"elapsed_s\":1.25,\"skipped\":1}\n"
+        "{\"type\":\"train\",\"step\":30,\"tokens\":40960,\"loss\":3,\"lr\":0.0006,\"grad_norm\":1.5,"
+        "\"step_ms\":12.5,\"tokens_per_s\":32768,\"mfu\":0.25,\"elapsed_s\":1.25,\"skipped\":0,"
+        "\"compute_ms_min\":10.25,\"compute_ms_median\":10.5,\"compute_ms_max\":14.75,"
+        "\"slowest_rank\":3}\n"
         "{\"type\":\"eval\",\"step\":20,\"tokens\":81920,\"val_loss\":2.75,\"elapsed_s\":2.5}\n");
     free(j);
     snprintf(path, sizeof path, "%s/train.log", run);
@@ -89,7 +107,7 @@ static void test_metrics_files(void **state)
     j = slurp(path);
     int lines = 0;
     for (char *p = j; *p; p++) lines += *p == '\n';
-    assert_int_equal(lines, 4);
+    assert_int_equal(lines, 5);
     free(j);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -105,7 +123,7 @@ static void test_metrics_tty_and_null(void **state)
     fm_metrics_options o = {NULL, console, 1, 5};
     fm_metrics *m = NULL;
     assert_null(fm_metrics_open(&o, &m));
-    fm_metrics_step r = {1, 1, 1, 1, 1, 1, 1, 0.5, 1, 1, 0};
+    fm_metrics_step r = {1, 1, 1, 1, 1, 1, 1, 0.5, 1, 1, 0, 0, 0, 0, 0, 0};
     assert_null(fm_metrics_log_step(m, &r));
     r.step = 2;
     assert_null(fm_metrics_log_step(m, &r));
