@@ -919,7 +919,7 @@ static void test_adamw(void **state)
             double mh = em[i] / (1.0 - pow(b1, (double)t)), vh = ev[i] / (1.0 - pow(b2, (double)t));
             ep[i] -= lr * (mh / (sqrt(vh) + eps) + wd * ep[i]);
         }
-        fm_cpu_adamw_update(be, p, g, m, v, n, lr, b1, b2, eps, wd, gs, t);
+        fm_cpu_adamw_update(be, p, NULL, g, m, v, n, lr, b1, b2, eps, wd, gs, t);
         for (size_t i = 0; i < n; i++) assert_true(g[i] == 0.0f);
         free(g);
     }
@@ -1004,7 +1004,7 @@ static void det_run(int threads, det_out *d)
     memcpy(d->xent, logits, (size_t)N * Vp * 4);
     fm_cpu_softmax_xent_forward(be, losses, xl, d->xent, tok, N, V, Vp);
     fm_cpu_softmax_xent_backward(be, d->xent, xl, tok, 1.0f / N, N, V, Vp);
-    fm_cpu_adamw_update(be, d->adam, grads, m, v, (size_t)3 * C * C, 1e-3f, 0.9f, 0.95f, 1e-8f,
+    fm_cpu_adamw_update(be, d->adam, NULL, grads, m, v, (size_t)3 * C * C, 1e-3f, 0.9f, 0.95f, 1e-8f,
                         0.1f, 1.0f, 1);
     /* Llama's kernels; attention with 4 query heads on 2 key/value heads (W = 2C) */
     d->emb = calloc(nc, 4), d->demb = calloc((size_t)Vp * C, 4), d->rms = calloc(nc, 4);

@@ -69,14 +69,16 @@ static void test_shape_errors(void **state)
 
 static size_t up64(size_t x) { return (x + 63) / 64 * 64; }
 
-/* The formula of docs/model.md, written out independently of model.c's arena planner. */
+/* The formula of docs/model.md, written out independently of model.c's arena planner. e = bytes of
+ * a matmul input (ln1, atty, ln2, fch_gelu, lnf); everything else is fp32 in every precision. */
 static size_t formula_act(size_t B, size_t T, size_t C, size_t L, size_t NH, size_t e)
 {
     size_t BT = B * T;
-    size_t per_layer = up64(BT * C * e) * 5 /* ln1 atty res2 ln2 res3 */ + up64(3 * BT * C * e) +
-                       2 * up64(4 * BT * C * e) /* fch fch_gelu */ + 4 * up64(BT * 4) /* mean,rstd */ +
+    size_t per_layer = up64(BT * C * e) * 3 /* ln1 atty ln2 */ + up64(BT * C * 4) * 2 /* res2 res3 */ +
+                       up64(3 * BT * C * 4) /* qkv */ + up64(4 * BT * C * 4) /* fch */ +
+                       up64(4 * BT * C * e) /* fch_gelu */ + 4 * up64(BT * 4) /* mean,rstd */ +
                        up64(NH * BT * 4);
-    return 2 * up64(BT * 4) /* tokens targets */ + up64(BT * C * e) /* encoded */ + L * per_layer +
+    return 2 * up64(BT * 4) /* tokens targets */ + up64(BT * C * 4) /* encoded */ + L * per_layer +
            up64(BT * C * e) /* lnf */ + 4 * up64(BT * 4) /* lnf mean rstd, losses, lse */;
 }
 
@@ -90,6 +92,7 @@ static void test_memory_formula(void **state)
     assert_int_equal(mem.n_params, 124439808);
     assert_int_equal(mem.n_params_padded, 124439808 + (50304 - 50257) * 768);
     assert_int_equal(mem.param_bytes, 4 * mem.n_params_padded);
+    assert_int_equal(mem.param_copy_bytes, 0); /* fp32: no bf16 weight copy */
     assert_int_equal(mem.grad_bytes, 4 * mem.n_params_padded);
     assert_int_equal(mem.optim_bytes, 8 * mem.n_params_padded);
     assert_int_equal(mem.act_bytes, formula_act(4, 1024, 768, 12, 12, 4));
@@ -99,24 +102,38 @@ static void test_memory_formula(void **state)
     assert_int_equal(mem.total_bytes, mem.param_bytes + mem.grad_bytes + mem.optim_bytes +
                                           mem.act_bytes + mem.logits_bytes + mem.scratch_bytes);
     assert_true(mem.total_bytes < ((size_t)16 << 30));
-    /* odd sizes exercise the 64-byte rounding; bf16 activations halve the activation part */
+    /* odd sizes exercise the 64-byte rounding; bf16 halves the matmul inputs and adds the bf16
+     * weight copy; logits, scratch and the residual stream stay fp32 */
     fm_model_shape odd = {3, 3, 33, 17, 1001, .arch = "gpt2"};
     FM_ASSERT_OK(fm_model_memory_estimate(&odd, 3, 2, &mem));
     assert_int_equal(mem.act_bytes, formula_act(3, 17, 33, 3, 3, 2));
-    assert_int_equal(mem.logits_bytes, up64((size_t)3 * 17 * 1024 * 2));
-    /* a created model reports the estimate */
-    fm_backend *be = NULL;
-    fm_model *m = NULL;
-    FM_ASSERT_OK(fm_backend_create("cpu", 2, -1, &be));
-    FM_ASSERT_OK(fm_model_create(&odd, be, 3, &m));
-    fm_model_memory_info got, want;
-    fm_model_memory(m, &got);
-    FM_ASSERT_OK(fm_model_memory_estimate(&odd, 3, be->ops->act_bytes, &want));
-    assert_memory_equal(&got, &want, sizeof got);
-    assert_int_equal(fm_model_num_params(m), want.n_params_padded);
-    fm_model_free(&m);
-    assert_null(m);
-    fm_backend_free(&be);
+    assert_int_equal(mem.logits_bytes, up64((size_t)3 * 17 * 1024 * 4));
+    assert_int_equal(mem.scratch_bytes, up64((size_t)3 * 17 * 33 * 4) * 2 + up64((size_t)3 * 17 * 33 * 4 * 4));
+    assert_int_equal(mem.param_copy_bytes, 2 * mem.n_params_padded);
+    assert_int_equal(mem.total_bytes, mem.param_bytes + mem.param_copy_bytes + mem.grad_bytes +
+                                          mem.optim_bytes + mem.act_bytes + mem.logits_bytes +
+                                          mem.scratch_bytes);
+    /* a created model reports the estimate, in each precision the CPU backend implements */
+    for (int p = 0; p < 2; p++) {
+        fm_backend *be = NULL;
+        fm_model *m = NULL;
+        const unsigned prec = p ? FM_PRECISION_BF16 : FM_PRECISION_FP32;
+        FM_ASSERT_OK(fm_backend_create("cpu", 2, -1, &be));
+        const int has = (be->ops->caps.precisions & prec) != 0;
+        fm_backend_free(&be);
+        if (!has) continue; /* bf16 without oneDNN */
+        FM_ASSERT_OK(fm_backend_create_precision("cpu", 2, -1, prec, &be));
+        FM_ASSERT_OK(fm_model_create(&odd, be, 3, &m));
+        fm_model_memory_info got, want;
+        fm_model_memory(m, &got);
+        FM_ASSERT_OK(fm_model_memory_estimate(&odd, 3, be->ops->act_bytes, &want));
+        assert_memory_equal(&got, &want, sizeof got);
+        assert_int_equal(got.param_copy_bytes, p ? 2 * got.n_params_padded : 0);
+        assert_int_equal(fm_model_num_params(m), want.n_params_padded);
+        fm_model_free(&m);
+        assert_null(m);
+        fm_backend_free(&be);
+    }
 }
 
 static void test_tensor_table(void **state)
