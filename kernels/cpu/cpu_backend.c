@@ -108,13 +108,18 @@ static void blas_info_fill(void)
     int par = openblas_get_parallel();
     const char *model = par == 0 ? "sequential build" : par == 1 ? "pthreads build" :
                         par == 2 ? "OpenMP build" : "unknown threading";
-    snprintf(g_blas_info.text, sizeof g_blas_info.text,
-             "%s (%s); fmtrain tiles GEMMs over its OpenMP pool, one BLAS thread per tile",
-             cfg ? cfg : "OpenBLAS", model);
+#if FM_HAVE_ONEDNN
+    const char *use = "one BLAS thread per call, for attention's blocks (matmuls: oneDNN)";
+#else
+    const char *use = "fmtrain tiles GEMMs over its OpenMP pool, one BLAS thread per tile";
+#endif
+    snprintf(g_blas_info.text, sizeof g_blas_info.text, "%s (%s); %s", cfg ? cfg : "OpenBLAS", model,
+             use);
 #else
     snprintf(g_blas_info.text, sizeof g_blas_info.text,
-             "CBLAS (vendor not identified at run time); fmtrain tiles GEMMs over its OpenMP pool and "
-             "calls BLAS inside parallel regions (nested BLAS threading must be off)");
+             "CBLAS (vendor not identified at run time); fmtrain calls BLAS inside its OpenMP "
+             "parallel regions (%s; nested BLAS threading must be off)",
+             FM_HAVE_ONEDNN ? "attention's blocks" : "GEMM tiles and attention's blocks");
 #endif
 }
 
