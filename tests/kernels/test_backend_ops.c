@@ -1691,6 +1691,27 @@ static void test_registry(void **state)
     assert_int_equal(fm_status_code(st), FM_ERR_CONFIG);
     assert_null(be);
     fm_status_free(&st);
+    /* every backend with a device: auto gives a listed precision, an unlisted one is refused */
+    for (int i = 0; i < n; i++) {
+        const char *name = fm_backend_name(i);
+        if (fm_backend_device_count(name, NULL) <= 0) continue;
+        FM_ASSERT_OK(fm_backend_create_precision(name, 1, 0, FM_PRECISION_AUTO, &be));
+        const unsigned listed = be->ops->caps.precisions;
+        assert_true(listed & be->precision);
+        fm_backend_free(&be);
+        for (unsigned p = FM_PRECISION_FP32; p <= FM_PRECISION_BF16; p <<= 1) {
+            st = fm_backend_create_precision(name, 1, 0, p, &be);
+            if (listed & p) {
+                FM_ASSERT_OK(st);
+                assert_int_equal(be->precision, p);
+                fm_backend_free(&be);
+            } else {
+                assert_int_equal(fm_status_code(st), FM_ERR_CONFIG);
+                printf("  %s refuses %s: %s\n", name, fm_precision_name(p), fm_status_message(st));
+                fm_status_free(&st);
+            }
+        }
+    }
     assert_null(be);
     fm_backend_free(&be); /* safe on NULL */
     fm_backend_free(NULL);
