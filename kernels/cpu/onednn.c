@@ -24,8 +24,10 @@
  * as Debian's is); a user scratchpad has no such rule.
  *
  * Determinism: oneDNN documents run-to-run bit-identical results for a fixed environment (same
- * library, CPU, thread count) for its CPU matmul, which uses no atomics; results may change with the
- * thread count. tests/kernels (kernels_backend_ops, kernels_cpu) and tests/model check it.
+ * library, CPU, thread count, environment) for most primitives, the exceptions being implementations
+ * with atomics (its `deterministic` attribute, which excludes them, is a later 3.x addition); results
+ * may change with the thread count. tests/kernels (kernels_backend_ops, kernels_cpu), tests/model and
+ * tests/train (train_bf16) check run-to-run identity for fmtrain's shapes in both precisions.
  *
  * Errors (primitive creation, out of memory, execution) are recorded with fm_cpu_fail and returned by
  * the backend's next sync() (kernels do not fail, kernels.h).
