@@ -201,7 +201,10 @@ typedef struct fm_kernel_ops {
      * each; query head h attends with key/value head h / (NH/NKV). out (B,T,C) act, heads
      * concatenated (accumulated in fp32, rounded once when stored); lse (B,NH,T) the log-sum-exp of
      * each row of scaled scores, saved for backward. No (T,T) tensor is kept: backward recomputes
-     * scores from qkv and lse. */
+     * scores from qkv and lse. bf16 instances: q, k, v (and dout in backward) stay fp32 arguments,
+     * but a backend may round them to bf16 inside the op for tensor cores, as torch's autocast
+     * attention does (the CUDA backend: kernels/cuda/attention.cu; the CPU keeps them fp32);
+     * tests/kernels/test_backend_ops.c states the tolerances of both. */
     void (*attention_forward)(fm_backend *be, float *out, float *lse, const float *qkv, int B,
                               int T, int C, int NH, int NKV);
     /* dqkv (B,T,W) overwritten (the dk, dv of a key/value head sum over its NH/NKV query heads);

@@ -72,6 +72,7 @@ static void ctx_destroy(fm_cuda_ctx *cx)
 {
     if (!cx) return;
     if (cx->stream) (void)cudaStreamSynchronize(cx->stream);
+    fm_cuda_attention_release(cx);
     if (cx->lt) (void)cublasLtDestroy(cx->lt);
     if (cx->blas) (void)cublasDestroy(cx->blas);
     if (cx->workspace) (void)cudaFree(cx->workspace);

@@ -58,6 +58,7 @@ typedef struct fm_cuda_ctx {
     double *sumsq_host; /* 1 double, pinned host memory */
     fm_cuda_lt_entry lt_cache[FM_CUDA_LT_CACHE];
     int lt_next;
+    void *att;     /* attention.cu's state (bf16 staging buffers, cuDNN); NULL until first used */
     int failed;    /* non-zero after the first recorded error */
     char err[512]; /* the first recorded error */
 } fm_cuda_ctx;
@@ -167,6 +168,12 @@ FM_CUDA_KERNEL(rope_backward);         /* rope.cu */
 FM_CUDA_KERNEL(attention_forward);     /* attention.cu */
 FM_CUDA_KERNEL(attention_backward);    /* attention.cu */
 FM_CUDA_KERNEL(attention_decode);      /* attention.cu */
+/* the bf16 table's attention (attention.cu; out bf16, cuDNN SDPA when the build has cuDNN), and the
+ * release of its state (cx->att) for ctx_destroy, while the stream still exists */
+std::remove_pointer<decltype(fm_kernel_ops::attention_forward)>::type fm_cuda_attention_forward_bf16;
+std::remove_pointer<decltype(fm_kernel_ops::attention_backward)>::type fm_cuda_attention_backward_bf16;
+std::remove_pointer<decltype(fm_kernel_ops::attention_decode)>::type fm_cuda_attention_decode_bf16;
+void fm_cuda_attention_release(fm_cuda_ctx *cx);
 FM_CUDA_KERNEL(softmax_xent_forward);  /* softmax_xent.cu */
 FM_CUDA_KERNEL(softmax_xent_backward); /* softmax_xent.cu */
 FM_CUDA_KERNEL(adamw_update);          /* adamw.cu */
