@@ -79,6 +79,14 @@
  *                          dbias (fp32 dout)       2e-4, 2e-4                   -
  *   attention_backward     dqkv (bf16 out read)    1e-2, 1e-2                   2e-4, 2e-4
  *   adamw_update           params_bf16             8e-3, 2e-7                   -
+ * bf16 instances whose attention rounds q, k, v, dO to bf16 for tensor cores (att_tc: CUDA's cuDNN
+ * SDPA or its built-in kernels), instead of the attention rows above; "bf16 qkv" is the double
+ * reference from those bf16-rounded inputs, and cpu/bf16 is compared within the first column:
+ *   op                     tensor                  bf16 vs double (rtol, atol)  bf16 qkv (rtol, atol)
+ *   attention forward,     out                     2e-2, 2e-2                   8e-3, 4e-3
+ *   decode                 lse                     2e-3, 2e-2                   2e-4, 1e-4
+ *   attention_decode       out vs forward          max-norm relative 1.2e-2 (P bf16 in cuDNN only)
+ *   attention_backward     dqkv                    5e-2, 5e-2                   2e-2, 1e-2
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -107,6 +115,15 @@ static int g_nbe;
 static int is_bf16(const fm_backend *be)
 {
     return be->precision == FM_PRECISION_BF16;
+}
+
+/* Instances whose attention rounds q, k, v (and dO) to bf16 inside the op, as tensor cores need them:
+ * the CUDA backend's bf16 table (kernels/cuda/attention.cu: cuDNN SDPA, or its built-in kernels with
+ * the same rounding). Their attention outputs are checked against references from bf16-rounded inputs
+ * (tc_ref below) instead of the CPU's "fp32 inside attention" ones. */
+static int att_tc(const fm_backend *be)
+{
+    return is_bf16(be) && strcmp(be->ops->name, "cuda") == 0;
 }
 
 typedef void (*fn_ptr)(void);
@@ -237,6 +254,11 @@ typedef struct tensor {
     tol vs_ref16;
     int match; /* >= 0: also within match_tol (max-norm relative) of tensor `match` */
     double match_tol, match_tol16; /* fp32 / bf16 instances */
+    /* attention on instances with att_tc (NULL reftc: as other bf16 instances): within vs_tc of ref
+     * and of cpu/bf16, within vs_reftc of reftc (from inputs rounded to bf16); match_tol_tc */
+    double *reftc;
+    tol vs_tc, vs_reftc;
+    double match_tol_tc;
 } tensor;
 
 #define MAX_TENSORS 10
@@ -269,7 +291,8 @@ static int add(op_case *c, const char *name, int type, int role, size_t n, void 
 {
     assert_true(c->nt < MAX_TENSORS);
     tensor *t = &c->t[c->nt];
-    *t = (tensor){name, type, role, n, init, ref, vs_ref, vs_cpu, vs_ref, NULL, EXACT, -1, 0.0, 0.0};
+    *t = (tensor){name, type, role, n, init, ref, vs_ref, vs_cpu, vs_ref, NULL, EXACT, -1, 0.0, 0.0,
+                  NULL, EXACT, EXACT, 0.0};
     return c->nt++;
 }
 
@@ -288,6 +311,14 @@ static void bf16_ref(op_case *c, int k, double *ref16, tol t)
 static int add_in(op_case *c, const char *name, int type, size_t n, void *init)
 {
     return add(c, name, type, IN, n, init, NULL, EXACT, EXACT);
+}
+
+/* tensor k on att_tc instances: reftc (owned) and the two tolerances (see tensor) */
+static void tc_ref(op_case *c, int k, double *reftc, tol vs_tc, tol vs_reftc)
+{
+    c->t[k].reftc = reftc;
+    c->t[k].vs_tc = vs_tc;
+    c->t[k].vs_reftc = vs_reftc;
 }
 
 /* Downloads tensor t of backend be (run r) into a new host buffer (bf16 widened to float). */
@@ -432,8 +463,12 @@ static void run_case(op_case *c)
             const tensor *t = &c->t[k];
             if (!h0[k]) continue;
             const int f32 = t->type == F32 || (t->type == ACT && !p16);
-            bad += compare(bn, c, t, h0[k], t->ref, 1, f32, p16 ? t->vs_bf16 : t->vs_ref, "double");
-            if (p16 && t->ref16)
+            const int tc = p16 && t->reftc && att_tc(be); /* attention from bf16-rounded q, k, v */
+            const tol t16 = tc ? t->vs_tc : t->vs_bf16;
+            bad += compare(bn, c, t, h0[k], t->ref, 1, f32, p16 ? t16 : t->vs_ref, "double");
+            if (tc)
+                bad += compare(bn, c, t, h0[k], t->reftc, 1, f32, t->vs_reftc, "bf16 qkv");
+            else if (p16 && t->ref16)
                 bad += compare(bn, c, t, h0[k], t->ref16, 1, f32, t->vs_ref16, "bf16 in");
             if (memcmp(h0[k], h1[k], t->n * host_bytes(t->type)) != 0) {
                 print_error("%s on %s: %s: two runs on the same inputs differ\n", c->name, bn,
@@ -442,11 +477,11 @@ static void run_case(op_case *c)
             }
             if (t->match >= 0) {
                 tensor tm = *t;
-                tm.match_tol = p16 ? t->match_tol16 : t->match_tol;
+                tm.match_tol = tc ? t->match_tol_tc : p16 ? t->match_tol16 : t->match_tol;
                 bad += compare_match(bn, c, &tm, h0[k], &c->t[t->match], h0[t->match]);
             }
             if (have[p16])
-                bad += compare(bn, c, t, h0[k], first[p16][k], 0, f32, p16 ? t->vs_bf16 : t->vs_cpu,
+                bad += compare(bn, c, t, h0[k], first[p16][k], 0, f32, p16 ? t16 : t->vs_cpu,
                                p16 ? "cpu/bf16" : "cpu");
         }
         free_all(h1, c->nt);
@@ -459,7 +494,8 @@ static void run_case(op_case *c)
     }
     free_all(first[0], c->nt);
     free_all(first[1], c->nt);
-    for (int k = 0; k < c->nt; k++) free(c->t[k].init), free(c->t[k].ref), free(c->t[k].ref16);
+    for (int k = 0; k < c->nt; k++)
+        free(c->t[k].init), free(c->t[k].ref), free(c->t[k].ref16), free(c->t[k].reftc);
     if (bad) fail_msg("%s: %d check(s) failed (see above)", c->name, bad);
 }
 
@@ -852,8 +888,30 @@ static const int att_shapes[][5] = {
     {2, 45, 64, 4, 2},  /* grouped-query 2:1, T not a power of two */
     {1, 139, 96, 8, 2}, /* grouped-query 4:1, hs 12, several blocks */
     {2, 23, 24, 3, 1},  /* multi-query (one key/value head) */
+    {1, 1024, 128, 2, 2}, /* GPT-2's T = 1024 and head size 64 (cuDNN on the CUDA bf16 instance) */
+    {2, 77, 256, 4, 2},   /* grouped-query 2:1 at head size 64, odd T */
 };
 #define ATT_SHAPES ((int)(sizeof att_shapes / sizeof att_shapes[0]))
+
+/* Attention on att_tc instances (CUDA bf16: q, k, v, dO rounded to bf16 inside the op, products on
+ * tensor cores with fp32 sums; cuDNN also rounds the probabilities P and dS to bf16 for the second
+ * products). Against the reference from the fp32 inputs: the rounding of q and k moves each scaled
+ * score by about 2^-9 sqrt(hs) |q||k| / sqrt(hs) (1.6e-3 rms for inputs in [-2, 2]), hence: */
+static const tol TOL_TC_OUT = {2e-2, 2e-2}, TOL_TC_LSE = {2e-3, 2e-2}, TOL_TC_BWD = {5e-2, 5e-2};
+/* against the reference from the bf16-rounded inputs: out within one bf16 step plus P's rounding
+ * (|sum_j dP_j v_j| <= 2^-9 max|v| = 3.9e-3 for |v| <= 2); lse fp32 sums only; dqkv with the bf16
+ * rounding of P and dS in its products */
+static const tol TOL_TCREF_OUT = {8e-3, 4e-3}, TOL_TCREF_LSE = {2e-4, 1e-4};
+static const tol TOL_TCREF_BWD = {2e-2, 1e-2};
+
+/* x (n) rounded to bf16, as floats (owned) */
+static float *flt16(const float *x, size_t n)
+{
+    float *f = malloc((n ? n : 1) * sizeof *f);
+    assert_non_null(f);
+    for (size_t i = 0; i < n; i++) f[i] = ref_bf16(x[i]);
+    return f;
+}
 
 /* Causal attention in double: out (B,T,C) and lse (B,NH,T) (either may be NULL); qkv (B,T,W). */
 static void att_ref(const float *qkv, int B, int T, int C, int NH, int NKV, double *out, double *lse)
@@ -904,11 +962,16 @@ static void test_attention_forward(void **state)
         const size_t n3 = (size_t)B * T * W, n1 = (size_t)B * T * C, nl = (size_t)B * NH * T;
         op_case *c = new_case("attention_forward B=%d T=%d C=%d NH=%d NKV=%d", B, T, C, NH, NKV);
         float *qkv = rndf(400 + s, n3, -2, 2);
-        double *out = zd(n1), *lse = zd(nl);
+        double *out = zd(n1), *lse = zd(nl), *outtc = zd(n1), *lsetc = zd(nl);
         att_ref(qkv, B, T, C, NH, NKV, out, lse);
-        bf16_tol(c, add(c, "out", ACT, OUT, n1, NULL, out, (tol){2e-4, 2e-5}, (tol){1e-4, 1e-5}),
-                 TOL_BF16_OUT);
-        add(c, "lse", F32, OUT, nl, NULL, lse, (tol){2e-4, 2e-5}, (tol){1e-4, 1e-5});
+        float *q16 = flt16(qkv, n3);
+        att_ref(q16, B, T, C, NH, NKV, outtc, lsetc);
+        free(q16);
+        const int o = add(c, "out", ACT, OUT, n1, NULL, out, (tol){2e-4, 2e-5}, (tol){1e-4, 1e-5});
+        bf16_tol(c, o, TOL_BF16_OUT);
+        tc_ref(c, o, outtc, TOL_TC_OUT, TOL_TCREF_OUT);
+        const int l = add(c, "lse", F32, OUT, nl, NULL, lse, (tol){2e-4, 2e-5}, (tol){1e-4, 1e-5});
+        tc_ref(c, l, lsetc, TOL_TC_LSE, TOL_TCREF_LSE);
         add_in(c, "qkv", F32, n3, qkv);
         c->i[0] = B, c->i[1] = T, c->i[2] = C, c->i[3] = NH, c->i[4] = NKV;
         c->call = call_attention_forward;
@@ -936,24 +999,27 @@ static void test_attention_backward(void **state)
         att_ref(qkv, B, T, C, NH, NKV, od, ld);
         float *out = flt(od, n1),
               *lse = flt(ld, nl); /* forward's fp32 results, as the op gets them */
-        /* dq: from forward's fp32 out; dq16: from out rounded to bf16 (a bf16 instance's "act" out) */
-        double *dq = zd(n3), *dq16 = zd(n3), *o16 = dbl16(out, n1);
+        /* dq: from forward's fp32 out; dq16: from out rounded to bf16 (a bf16 instance's "act" out);
+         * dqtc: also q, k, v and dout rounded to bf16 (att_tc instances) */
+        double *dq = zd(n3), *dq16 = zd(n3), *dqtc = zd(n3), *o16 = dbl16(out, n1);
+        float *qkv16 = flt16(qkv, n3), *dout16 = flt16(dout, n1);
         const double scale = 1.0 / sqrt((double)hs);
-        for (int pass = 0; pass < 2; pass++)
+        for (int pass = 0; pass < 3; pass++)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++)
                 for (int i = 0; i < T; i++) {
                     const size_t ri = (size_t)b * T + i, hh = (size_t)h * hs;
                     const size_t kk = (size_t)C + (size_t)(h / (NH / NKV)) * hs; /* k column */
                     const size_t vv = kk + (size_t)NKV * hs;                      /* v column */
-                    const float *q = qkv + ri * W + hh, *dO = dout + ri * C + hh;
-                    double *dqp = pass ? dq16 : dq;
+                    const float *qk = pass == 2 ? qkv16 : qkv, *d = pass == 2 ? dout16 : dout;
+                    const float *q = qk + ri * W + hh, *dO = d + ri * C + hh;
+                    double *dqp = pass == 2 ? dqtc : pass ? dq16 : dq;
                     double D = 0.0;
                     for (int e = 0; e < hs; e++)
                         D += (double)dO[e] * (pass ? o16[ri * C + hh + e] : out[ri * C + hh + e]);
                     for (int j = 0; j <= i; j++) {
                         const size_t rj = (size_t)b * T + j;
-                        const float *k = qkv + rj * W + kk, *v = qkv + rj * W + vv;
+                        const float *k = qk + rj * W + kk, *v = qk + rj * W + vv;
                         double sc = 0.0, dp = 0.0;
                         for (int e = 0; e < hs; e++)
                             sc += (double)q[e] * k[e], dp += (double)dO[e] * v[e];
@@ -969,6 +1035,8 @@ static void test_attention_backward(void **state)
         const int k = add(c, "dqkv", F32, OUT, n3, NULL, dq, (tol){2e-4, 2e-4}, (tol){1e-4, 1e-4});
         bf16_tol(c, k, TOL_BF16_ATT_BWD);
         bf16_ref(c, k, dq16, (tol){2e-4, 2e-4});
+        tc_ref(c, k, dqtc, TOL_TC_BWD, TOL_TCREF_BWD);
+        free(qkv16), free(dout16);
         add_in(c, "dout", F32, n1, dout);
         add_in(c, "qkv", F32, n3, qkv);
         add_in(c, "out", ACT, n1, out);
@@ -1034,21 +1102,31 @@ static void test_attention_decode(void **state)
                     rv[ci] = qkv[qi + C + KW + i];
                 }
         double *out = zd(n1), *fwd = zd(n1), *lse = zd(nl);
+        double *outtc = zd(n1), *fwdtc = zd(n1), *lsetc = zd(nl);
         att_ref(qkv, B, T, C, NH, NKV, out, lse);
         memcpy(fwd, out, n1 * sizeof *fwd);
+        float *q16 = flt16(qkv, n3);
+        att_ref(q16, B, T, C, NH, NKV, outtc, lsetc);
+        memcpy(fwdtc, outtc, n1 * sizeof *fwdtc);
+        free(q16);
         const tol r = {2e-4, 2e-5}, x1 = {1e-4, 1e-5};
         const int o = add(c, "out", ACT, OUT, n1, NULL, out, r, x1);
         bf16_tol(c, o, TOL_BF16_OUT);
+        tc_ref(c, o, outtc, TOL_TC_OUT, TOL_TCREF_OUT);
         add(c, "kcache", F32, INOUT, nc, kc, rk, EXACT, EXACT);
         add(c, "vcache", F32, INOUT, nc, vc, rv, EXACT, EXACT);
         add_in(c, "qkv chunks", F32, n3, bychunk);
         add_in(c, "qkv", F32, n3, qkv);
         const int f = add(c, "forward", ACT, OUT, n1, NULL, fwd, r, x1);
         bf16_tol(c, f, TOL_BF16_OUT);
-        add(c, "lse", F32, OUT, nl, NULL, lse, r, x1);
+        tc_ref(c, f, fwdtc, TOL_TC_OUT, TOL_TCREF_OUT);
+        const int l = add(c, "lse", F32, OUT, nl, NULL, lse, r, x1);
+        tc_ref(c, l, lsetc, TOL_TC_LSE, TOL_TCREF_LSE);
         add(c, "chunk out", ACT, TEMP, n1, NULL, NULL, EXACT, EXACT);
         /* bf16: both rounded from fp32 values within 1e-5, so at most one bf16 step (2^-8) apart */
         c->t[o].match = f, c->t[o].match_tol = 1e-5, c->t[o].match_tol16 = 8e-3;
+        /* att_tc: decode keeps P in fp32, cuDNN's forward rounds it to bf16 (<= 3.9e-3, above) */
+        c->t[o].match_tol_tc = 1.2e-2;
         c->i[0] = B, c->i[1] = T, c->i[2] = C, c->i[3] = NH, c->i[4] = maxT, c->i[5] = NKV;
         c->call = call_attention_decode;
         run_case(c);
