@@ -24,7 +24,7 @@ cd "$src"
 cmake --preset cuda-bare -B "$build" -DCMAKE_CUDA_ARCHITECTURES="$arch" >/dev/null
 cmake --build "$build" -j"${FM_PACK_JOBS:-2}" --target "${targets[@]}"
 
-rm -rf "$out/bin" "$out/lib" "$out/lib.tar.xz" "$out/MANIFEST"
+rm -rf "${out:?}/bin" "${out:?}/lib" "$out/lib.tar.xz" "$out/MANIFEST"
 mkdir -p "$out/bin"
 libs=$(mktemp -d)
 trap 'rm -rf "$libs"' EXIT
@@ -46,7 +46,7 @@ tar -C "$libs" -cJf "$out/lib.tar.xz" .
 {
   echo "packed $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname) from $(git -C "$src" rev-parse --short HEAD)$(git -C "$src" diff --quiet HEAD || echo '+uncommitted changes')"
   echo "build $build: CUDA architectures $arch; $(grep -E '^CMAKE_BUILD_TYPE:' "$build/CMakeCache.txt")"
-  echo "libraries (lib.tar.xz): $(ls "$libs" | tr '\n' ' ')"
+  echo "libraries (lib.tar.xz): $(find "$libs" -type f -printf '%f ')"
   (cd "$out" && du -b bin/* lib.tar.xz | awk '{printf "  %s %.1f MiB\n", $2, $1 / 1048576}')
 } > "$out/MANIFEST"
 cat "$out/MANIFEST"

@@ -91,9 +91,11 @@ phase() {
     summary+=("$name: SKIPPED (time budget)"); status=1; return 0
   fi
   echo; echo "=== $name (timeout $t s, at $(elapsed) s): $*"
-  local s=$(date +%s.%N) rc
+  local s rc
+  s=$(date +%s.%N)
   timeout --kill-after=5 "$t" "$@"; rc=$?
-  local d=$(awk -v a="$s" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
+  local d
+  d=$(awk -v a="$s" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
   local word=PASS
   if [[ $rc -eq 124 || $rc -eq 137 ]]; then word="FAIL (timed out)"
   elif [[ $rc -eq 77 ]]; then word="SKIPPED (exit 77: no GPU or no PyTorch, see above)"
