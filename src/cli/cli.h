@@ -52,6 +52,7 @@ extern const fm_command fm_cmd_topology;
 extern const fm_command fm_cmd_plot;
 extern const fm_command fm_cmd_sample;
 extern const fm_command fm_cmd_eval;
+extern const fm_command fm_cmd_plan;
 
 /* The table, NULL-terminated (src/cli/commands.c). */
 extern const fm_command *const fm_commands[];
