@@ -395,6 +395,7 @@ static void print_model(const plan_ctx *c, const fm_plan_result *r)
 
 static void print_memory(const plan_ctx *c, const fm_plan_result *r)
 {
+    const fm_plan_device *d = c->dev;
     printf("\nmemory per rank, GiB (the model's formula, fm_model_memory_estimate; ZeRO over %d rank%s: "
            "fm_plan_zero_memory_of, src/plan/plan.h)\n", r->ranks, r->ranks == 1 ? "" : "s");
     printf("                       %-29s %s\n", "fp32", "bf16 (issue 14's mixed precision)");
@@ -428,12 +429,28 @@ static void print_memory(const plan_ctx *c, const fm_plan_result *r)
     }
     printf("  %-19s", "runtime (measured)");
     for (int q = 0; q < FM_PLAN_PRECISIONS; q++) {
-        for (int s = 0; s < FM_PLAN_STAGES; s++) printf(" %8.3f", gib(r->overhead_bytes));
+        for (int s = 0; s < FM_PLAN_STAGES; s++)
+            if (d->overhead_mib.entry)
+                printf(" %8.3f", gib(r->overhead_bytes));
+            else
+                printf(" %8s", "?");
         if (q + 1 < FM_PLAN_PRECISIONS) printf(" ");
+    }
+    if (r->ranks > 1) {
+        printf("\n  %-19s", "all-reduce buffers");
+        for (int q = 0; q < FM_PLAN_PRECISIONS; q++) {
+            for (int s = 0; s < FM_PLAN_STAGES; s++)
+                if (d->allreduce_buffer_factor.entry)
+                    printf(" %8.3f", gib(r->comm_bytes));
+                else
+                    printf(" %8s", "?");
+            if (q + 1 < FM_PLAN_PRECISIONS) printf(" ");
+        }
     }
     printf("\n  %-19s", "total");
     for (int q = 0; q < FM_PLAN_PRECISIONS; q++) {
-        for (int s = 0; s < FM_PLAN_STAGES; s++) printf(" %8.3f", gib(r->zero[q][s].total + r->overhead_bytes));
+        for (int s = 0; s < FM_PLAN_STAGES; s++)
+            printf(" %8.3f", gib(r->zero[q][s].total + r->overhead_bytes + r->comm_bytes));
         if (q + 1 < FM_PLAN_PRECISIONS) printf(" ");
     }
     if (r->budget_bytes > 0) {
@@ -449,7 +466,6 @@ static void print_memory(const plan_ctx *c, const fm_plan_result *r)
         }
     }
     printf("\n");
-    const fm_plan_device *d = c->dev;
     if (d->kind == FM_PLAN_GPU) {
         printf("  budget: one %s: %.4g GiB", d->name, d->memory_gib.v);
         print_prov(d->memory_gib.entry);
@@ -465,8 +481,27 @@ static void print_memory(const plan_ctx *c, const fm_plan_result *r)
         print_prov(d->overhead_mib.entry);
         printf("\n");
     } else {
-        printf("  runtime: no measured overhead for %s: the totals hold the model's buffers only (the "
-               "process, MPI and, on GPUs, the CUDA context add to them)\n", d->name);
+        printf("  runtime: ? = no measured overhead for %s: the totals hold the model's buffers only (the "
+               "process, MPI and, on GPUs, the CUDA context add to them", d->name);
+        for (int i = 0; i < c->tables.n_devices; i++) {
+            const fm_plan_device *o = &c->tables.devices[i];
+            if (o->kind == d->kind && o->overhead_mib.entry) {
+                printf("; measured on %s: %.4g MiB", o->name, o->overhead_mib.v);
+                break;
+            }
+        }
+        printf(")\n");
+    }
+    if (r->ranks > 1) {
+        if (d->allreduce_buffer_factor.entry) {
+            printf("  all-reduce: MPI's buffers of the gradient buckets in flight, %.3g x the gradient bytes",
+                   d->allreduce_buffer_factor.v);
+            print_prov(d->allreduce_buffer_factor.entry);
+            printf("\n");
+        } else {
+            printf("  all-reduce: ? = not measured on %s: MPI's buffers of the gradient buckets in flight "
+                   "come on top (up to about the gradient bytes)\n", d->name);
+        }
     }
     printf("  bf16: activations at 2 bytes (the model's formula with act_elem_bytes = 2) and a 2-byte "
            "compute copy of the weights beside the fp32 master; fmtrain trains in fp32 today\n");
@@ -515,16 +550,20 @@ static void print_prediction(const plan_ctx *c, const fm_plan_result *r)
     print_prov(d->peak_tflops[p].entry);
     printf("\n");
     if (r->basis == FM_PLAN_NO_PREDICTION) {
+        const fm_model_shape *sh = &c->in.shape;
+        char extra[160] = "";
+        if (strcmp(sh->arch, "gpt2") != 0)
+            snprintf(extra, sizeof extra, " --arch %s --kv-heads %d --ffn %d%s", sh->arch, sh->n_kv_head,
+                     sh->ffn_dim, sh->tie_embeddings == FM_TIE_YES ? " --tie" : "");
         printf("  no prediction: no fmtrain measurement in %s on %s%s%s. Measure one on that device, e.g.\n"
-               "             fmtrain-bench --device %s --layers %d --heads %d --dim %d --vocab %d --seq %d "
-               "--batch %d --threads N --steps 5 --warmup 1%s%s\n"
+               "             fmtrain-bench --device %s%s --layers %d --heads %d --dim %d --vocab %d --seq %d "
+               "--batch %d --threads %d --steps 5 --warmup 1\n"
                "             and add it as a [measured] section to %s/measured.plan (docs/plan.md)\n",
                fm_plan_precision_name(c->in.precision), d->name,
                d->chip[0] ? " or a device with its chip, " : "", d->chip[0] ? d->chip : "",
-               d->kind == FM_PLAN_GPU ? "cuda" : "cpu", c->in.shape.n_layer, c->in.shape.n_head,
-               c->in.shape.d_model, c->in.shape.vocab_size, c->in.shape.max_seq_len, c->in.micro_batch,
-               strcmp(c->in.shape.arch, "gpt2") ? " --arch " : "",
-               strcmp(c->in.shape.arch, "gpt2") ? c->in.shape.arch : "", c->tables_dir);
+               d->kind == FM_PLAN_GPU ? "cuda" : "cpu", extra, sh->n_layer, sh->n_head, sh->d_model,
+               sh->vocab_size, sh->max_seq_len, c->in.micro_batch,
+               d->kind == FM_PLAN_GPU ? 4 : c->in.cores_per_rank, c->tables_dir);
     } else {
         print_point(r->point, &c->tables);
         if (r->basis == FM_PLAN_SIBLING_RANGE) {
@@ -543,15 +582,31 @@ static void print_prediction(const plan_ctx *c, const fm_plan_result *r)
             printf("  spread     %d fmtrain measurements on %s in %s: MFU %.3g to %.3g %%\n",
                    r->points_on_device, d->name, fm_plan_precision_name(c->in.precision),
                    100.0 * r->mfu_min_on_device, 100.0 * r->mfu_max_on_device);
+        printf("  compute    %.4g", r->compute_s_lo);
+        if (r->compute_s_hi > r->compute_s_lo * 1.0000001) printf(" to %.4g", r->compute_s_hi);
+        printf(" s per step at MFU %.3g", 100.0 * r->mfu_hi);
+        if (r->mfu_lo < r->mfu_hi) printf(" to %.3g", 100.0 * r->mfu_lo);
+        printf(" %%\n");
+        if (d->trainer_overhead_ms.entry) {
+            printf("  trainer    + %.4g s per step: what fmtrain train adds to the benchmark's step on %s",
+                   r->trainer_s, d->name);
+            print_prov(d->trainer_overhead_ms.entry);
+            printf("\n");
+        }
+        if (r->comm_s > 0) {
+            printf("  all-reduce + %.4g s per step: 2 x (%d-1)/%d x %.3g GiB of gradients at %.4g GB/s", r->comm_s,
+                   r->ranks, r->ranks, gib(r->model_mem[0].grad_bytes), d->allreduce_busbw_gbs.v);
+            print_prov(d->allreduce_busbw_gbs.entry);
+            printf("\n");
+        }
         if (r->step_s_hi > r->step_s_lo * 1.0000001)
             printf("  step       %.4g to %.4g s; %s to %s tokens/s over %d rank%s\n", r->step_s_lo,
                    r->step_s_hi, digits(r->tokens_per_s_lo, n1, sizeof n1),
                    digits(r->tokens_per_s_hi, n2, sizeof n2), r->ranks, r->ranks == 1 ? "" : "s");
         else
-            printf("  step       %.4g s (MFU %.3g %%); %s tokens/s over %d rank%s\n", r->step_s_lo,
-                   100.0 * r->mfu_hi, digits(r->tokens_per_s_hi, n1, sizeof n1), r->ranks,
-                   r->ranks == 1 ? "" : "s");
-        printf("  compute    %s steps: %.4g", digits((double)r->steps, n3, sizeof n3), r->compute_h_lo);
+            printf("  step       %.4g s; %s tokens/s over %d rank%s\n", r->step_s_lo,
+                   digits(r->tokens_per_s_hi, n1, sizeof n1), r->ranks, r->ranks == 1 ? "" : "s");
+        printf("  training   %s steps: %.4g", digits((double)r->steps, n3, sizeof n3), r->compute_h_lo);
         if (r->compute_h_hi > r->compute_h_lo * 1.0000001) printf(" to %.4g", r->compute_h_hi);
         printf(" h\n");
     }
@@ -567,13 +622,16 @@ static void print_prediction(const plan_ctx *c, const fm_plan_result *r)
                m->program, m->device, m->date, m->arch, m->micro_batch, m->seq_len,
                100.0 * fm_plan_measurement_mfu(m, &c->tables), m->precision ? "bf16" : "fp32", m->id);
     }
-    if (r->ranks > 1) {
-        printf("  not in it  communication: every step all-reduces %.3g GiB of gradients per rank "
-               "(ring: 2 x (ranks-1)/ranks of it over the network); the measurement ran on %d rank%s, "
-               "so the time is a lower bound\n",
-               gib(r->model_mem[0].grad_bytes), r->point ? r->point->ranks : 1,
-               r->point && r->point->ranks == 1 ? "" : "s");
+    if (r->point && !r->comm_complete) {
+        printf("  not in it  %scommunication: every step all-reduces %.3g GiB of gradients per rank (a ring "
+               "moves 2 x (ranks-1)/ranks of it), and no fmtrain all-reduce is measured %s: the step is a "
+               "lower bound\n",
+               c->in.nodes > 1 ? "inter-node " : "", gib(r->model_mem[0].grad_bytes),
+               c->in.nodes > 1 ? "between nodes" : "on this device");
     }
+    if (r->point && !d->trainer_overhead_ms.entry)
+        printf("  not in it  the trainer's own work per step beyond the benchmark's (reader, loss, metrics): "
+               "not measured on %s\n", d->name);
 }
 
 static void print_schedule(const plan_ctx *c, const fm_plan_result *r)
@@ -652,7 +710,7 @@ static void print_schedule(const plan_ctx *c, const fm_plan_result *r)
     printf("node-hours   %.4g", r->node_hours_lo);
     if (r->node_hours_hi > r->node_hours_lo * 1.0000001) printf(" to %.4g", r->node_hours_hi);
     printf(" (%d node%s; not included: queue waits, start-up, evaluation%s)\n", in->nodes,
-           in->nodes == 1 ? "" : "s", r->ranks > 1 ? ", communication" : "");
+           in->nodes == 1 ? "" : "s", r->comm_complete ? "" : ", communication");
 }
 
 static void print_text(const plan_ctx *c, const fm_plan_result *r)
@@ -742,7 +800,8 @@ static void print_json(const plan_ctx *c, const fm_plan_result *r)
     printf(",\"tokens\":");
     json_num(in->tokens);
     printf(",\"steps\":%" PRId64 "},\"memory\":{\"budget_bytes\":%" PRIu64 ",\"runtime_overhead_bytes\":%" PRIu64
-           ",\"per_rank\":[", r->steps, r->budget_bytes, r->overhead_bytes);
+           ",\"allreduce_buffer_bytes\":%" PRIu64 ",\"per_rank\":[",
+           r->steps, r->budget_bytes, r->overhead_bytes, r->comm_bytes);
     for (int q = 0; q < FM_PLAN_PRECISIONS; q++)
         for (int st = 0; st < FM_PLAN_STAGES; st++) {
             const fm_plan_zero_memory *z = &r->zero[q][st];
@@ -753,7 +812,7 @@ static void print_json(const plan_ctx *c, const fm_plan_result *r)
                    ",\"fits\":%s,\"max_micro_batch\":%d}",
                    q || st ? "," : "", fm_plan_precision_name((fm_plan_precision)q), st, z->weights,
                    z->master, z->grads, z->optim, (uint64_t)m->act_bytes, (uint64_t)m->logits_bytes,
-                   (uint64_t)m->scratch_bytes, z->total + r->overhead_bytes,
+                   (uint64_t)m->scratch_bytes, z->total + r->overhead_bytes + r->comm_bytes,
                    r->budget_bytes ? (r->fits[q][st] ? "true" : "false") : "null",
                    r->max_micro_batch[q][st]);
         }
@@ -784,7 +843,13 @@ static void print_json(const plan_ctx *c, const fm_plan_result *r)
         json_num(r->tokens_per_s_lo);
         printf(",\"tokens_per_s_high\":");
         json_num(r->tokens_per_s_hi);
-        printf(",\"communication_included\":%s", r->ranks > 1 ? "false" : "true");
+        printf(",\"compute_s_low\":");
+        json_num(r->compute_s_lo);
+        printf(",\"trainer_s\":");
+        json_num(r->trainer_s);
+        printf(",\"allreduce_s\":");
+        json_num(r->comm_s);
+        printf(",\"communication_included\":%s", r->comm_complete ? "true" : "false");
     }
     printf("},\"checkpoint\":{\"bytes\":%" PRIu64 ",\"write_gbs\":", in->checkpoint_bytes);
     json_num(in->fs_gbs);

@@ -244,8 +244,21 @@ static void predict(const fm_plan_input *in, const fm_plan_device *dev, const fm
     fm_model_shape ms;
     if (point_shape(m, &ms)) r->point_flops_per_token = fm_model_flops_per_token(&ms, m->seq_len);
     const double rank_tokens = (double)in->micro_batch * in->grad_accum * in->shape.max_seq_len;
-    r->step_s_lo = rank_tokens * r->flops_per_token / (r->mfu_hi * r->rank_peak_flops);
-    r->step_s_hi = rank_tokens * r->flops_per_token / (r->mfu_lo * r->rank_peak_flops);
+    r->compute_s_lo = rank_tokens * r->flops_per_token / (r->mfu_hi * r->rank_peak_flops);
+    r->compute_s_hi = rank_tokens * r->flops_per_token / (r->mfu_lo * r->rank_peak_flops);
+    /* What the trainer adds to the benchmark's step, where the device has it measured: its own
+     * per-step work, and the gradient all-reduce between the ranks of a node (bus-bandwidth form:
+     * 2 (n-1)/n x the gradient bytes). Between nodes nothing is measured: a lower bound then. */
+    r->trainer_s = dev->trainer_overhead_ms.entry ? dev->trainer_overhead_ms.v / 1e3 : 0.0;
+    const int n = r->ranks;
+    r->comm_complete = n == 1;
+    if (n > 1 && in->nodes == 1 && dev->allreduce_busbw_gbs.entry) {
+        r->comm_s = 2.0 * (n - 1) / n * (double)r->model_mem[0].grad_bytes /
+                    (dev->allreduce_busbw_gbs.v * 1e9);
+        r->comm_complete = 1;
+    }
+    r->step_s_lo = r->compute_s_lo + r->trainer_s + r->comm_s;
+    r->step_s_hi = r->compute_s_hi + r->trainer_s + r->comm_s;
     r->tokens_per_s_hi = r->tokens_per_step / r->step_s_lo;
     r->tokens_per_s_lo = r->tokens_per_step / r->step_s_hi;
     r->compute_h_lo = (double)r->steps * r->step_s_lo / 3600.0;
@@ -322,6 +335,11 @@ fm_status fm_plan_compute(const fm_plan_input *in, const fm_plan_device *dev,
     r->rank_peak_flops = dev->peak_tflops[p].v * 1e12 *
                          (dev->kind == FM_PLAN_CPU ? in->cores_per_rank : 1);
     r->overhead_bytes = (uint64_t)(dev->overhead_mib.v * 1024.0 * 1024.0);
+    fm_model_memory_info m0;
+    FM_TRY(fm_model_memory_estimate(&in->shape, 1, 4, &m0));
+    if (r->ranks > 1 && dev->allreduce_buffer_factor.entry)
+        r->comm_bytes = (uint64_t)(dev->allreduce_buffer_factor.v * (double)m0.grad_bytes);
+    const uint64_t extra = r->overhead_bytes + r->comm_bytes;
     if (dev->kind == FM_PLAN_CPU && in->node_memory_gib > 0)
         r->budget_bytes = (uint64_t)(in->node_memory_gib * 1024.0 * 1024.0 * 1024.0 / in->ranks_per_node);
     else
@@ -332,11 +350,10 @@ fm_status fm_plan_compute(const fm_plan_input *in, const fm_plan_device *dev,
         for (int s = 0; s < FM_PLAN_STAGES; s++) {
             FM_TRY(fm_plan_zero_memory_of(&r->model_mem[q], s, r->ranks, q == FM_PLAN_BF16 ? 2 : 4,
                                           &r->zero[q][s]));
-            r->fits[q][s] = r->budget_bytes > 0 && r->zero[q][s].total + r->overhead_bytes <= r->budget_bytes;
+            r->fits[q][s] = r->budget_bytes > 0 && r->zero[q][s].total + extra <= r->budget_bytes;
             r->max_micro_batch[q][s] =
-                r->budget_bytes > 0
-                    ? max_micro_batch(&in->shape, q, s, r->ranks, r->overhead_bytes, r->budget_bytes)
-                    : 0;
+                r->budget_bytes > 0 ? max_micro_batch(&in->shape, q, s, r->ranks, extra, r->budget_bytes)
+                                    : 0;
         }
     }
     r->n_params = r->model_mem[0].n_params;

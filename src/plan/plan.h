@@ -100,6 +100,8 @@ typedef struct fm_plan_result {
     fm_model_memory_info model_mem[FM_PLAN_PRECISIONS];
     fm_plan_zero_memory zero[FM_PLAN_PRECISIONS][FM_PLAN_STAGES];
     uint64_t overhead_bytes;  /* the device's measured runtime overhead (0: none recorded) */
+    uint64_t comm_bytes;      /* more than one rank: MPI's buffers of the gradient all-reduce,
+                                 allreduce_buffer_factor x gradient bytes (0: one rank, or unmeasured) */
     uint64_t budget_bytes;    /* memory one rank may use: GPU memory, or node memory / ranks */
     int fits[FM_PLAN_PRECISIONS][FM_PLAN_STAGES];
     int max_micro_batch[FM_PLAN_PRECISIONS][FM_PLAN_STAGES]; /* 0: not even 1 fits */
@@ -113,9 +115,15 @@ typedef struct fm_plan_result {
     double mfu_min_on_device, mfu_max_on_device; /* their MFU range */
     double mfu_lo, mfu_hi; /* equal unless a sibling range */
     double bandwidth_ratio; /* sibling range: this device's memory bandwidth / the measured one's */
-    double step_s_lo, step_s_hi;   /* step time at mfu_hi, mfu_lo */
+    double compute_s_lo, compute_s_hi; /* the fmtrain-bench part of a step at mfu_hi, mfu_lo */
+    double trainer_s;      /* the device's measured trainer overhead per step (0: unmeasured) */
+    double comm_s;         /* the all-reduce between the ranks of one node (0: one rank, or unmeasured) */
+    int comm_complete;     /* 1: every cost of the layout is in the step (one rank, or one node whose
+                              all-reduce is measured); 0: the step is a lower bound */
+    double step_s_lo, step_s_hi;   /* compute + trainer + comm */
     double tokens_per_s_lo, tokens_per_s_hi;
-    double compute_h_lo, compute_h_hi; /* steps * step time, hours */
+    double compute_h_lo, compute_h_hi; /* steps * step time, hours (the name: the run's
+                                          training time before checkpoints and failures) */
     /* checkpoints */
     double ckpt_write_s;   /* checkpoint_bytes / fs_gbs (0: unknown bandwidth) */
     double job_mtbf_h;     /* node_mtbf_h / nodes (0: unknown) */

@@ -33,6 +33,9 @@ static const key_spec keys[] = {
     {"device", "memory_tbs", K_NUM, 0},
     {"device", "chip", K_TEXT, 0},
     {"device", "runtime_overhead_mib", K_NUM, 0},
+    {"device", "trainer_overhead_ms", K_NUM, 0},
+    {"device", "allreduce_busbw_gbs", K_NUM, 0},
+    {"device", "allreduce_buffer_factor", K_NUM, 0},
     {"measured", "device", K_TEXT, 1},
     {"measured", "precision", K_TEXT, 1},
     {"measured", "date", K_TEXT, 1},
@@ -359,6 +362,9 @@ static fm_status make_device(const fm_plan_section *s, fm_plan_device *d)
     d->memory_tbs = num_of(s, "memory_tbs");
     d->chip = text_of(s, "chip");
     d->overhead_mib = num_of(s, "runtime_overhead_mib");
+    d->trainer_overhead_ms = num_of(s, "trainer_overhead_ms");
+    d->allreduce_busbw_gbs = num_of(s, "allreduce_busbw_gbs");
+    d->allreduce_buffer_factor = num_of(s, "allreduce_buffer_factor");
     if (d->kind == FM_PLAN_CPU && !d->cores.entry)
         return FM_ERR(FM_ERR_CONFIG, "%s:%d: [device %s] is a cpu node type and needs 'cores' (cores "
                                      "per node)", s->file, s->line, s->name);

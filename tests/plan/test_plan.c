@@ -107,7 +107,10 @@ static const char gpu_table[] =
     "kind = cpu\n"
     "cores = 8 ; verified: the test\n"
     "memory_gib = 64 ; verified: the test\n"
-    "peak_tflops_fp32 = 0.1 ; unverified: the test\n";
+    "peak_tflops_fp32 = 0.1 ; unverified: the test\n"
+    "trainer_overhead_ms = 3 ; verified: the test\n"
+    "allreduce_busbw_gbs = 2 ; verified: the test\n"
+    "allreduce_buffer_factor = 1.5 ; verified: the test\n";
 
 /* GPT-2-like small model, and the same with 2 layers */
 static const char points[] =
@@ -406,7 +409,31 @@ static void test_prediction_range_and_none(void **state)
     FM_ASSERT_OK(fm_plan_compute(&in, fm_plan_find_device(&t, "C1"), &t, &r));
     assert_int_equal(r.basis, FM_PLAN_MEASURED);
     assert_true(fabs(r.rank_peak_flops - 2 * 0.1e12) < 1);
-    assert_true(fabs(r.step_s_lo - 8.0 * 2 * 128 / 5000.0) < 1e-9);
+    /* compute as measured, + the trainer's 3 ms; on 2 nodes the all-reduce between nodes is not
+     * measured: a lower bound without it */
+    assert_true(fabs(r.compute_s_lo - 8.0 * 2 * 128 / 5000.0) < 1e-9);
+    assert_true(fabs(r.trainer_s - 0.003) < 1e-12);
+    assert_true(r.comm_s == 0 && !r.comm_complete);
+    assert_true(fabs(r.step_s_lo - (r.compute_s_lo + 0.003)) < 1e-12);
+    const uint64_t G = r.model_mem[0].grad_bytes;
+    assert_int_equal(r.comm_bytes, (uint64_t)(1.5 * (double)G));
+    /* one node of 4 ranks: the measured intra-node all-reduce, 2 (n-1)/n G / busbw */
+    in.nodes = 1;
+    FM_ASSERT_OK(fm_plan_compute(&in, fm_plan_find_device(&t, "C1"), &t, &r));
+    assert_true(r.comm_complete);
+    assert_true(fabs(r.comm_s - 2.0 * 3 / 4 * (double)G / 2e9) < 1e-12);
+    assert_true(fabs(r.step_s_lo - (r.compute_s_lo + 0.003 + r.comm_s)) < 1e-12);
+    assert_true(fabs(r.tokens_per_s_hi - r.tokens_per_step / r.step_s_lo) < 1e-6);
+    /* the buffers count against the budget */
+    assert_true(r.fits[0][0] == (r.zero[0][0].total + r.comm_bytes <= r.budget_bytes));
+    /* one rank: no all-reduce, no buffers, complete */
+    in.ranks_per_node = 1;
+    in.cores_per_rank = 2;
+    FM_ASSERT_OK(fm_plan_compute(&in, fm_plan_find_device(&t, "C1"), &t, &r));
+    assert_true(r.comm_complete && r.comm_s == 0 && r.comm_bytes == 0);
+    in.ranks_per_node = 4;
+    in.nodes = 2;
+    FM_ASSERT_OK(fm_plan_compute(&in, fm_plan_find_device(&t, "C1"), &t, &r));
     assert_int_equal(r.budget_bytes, (uint64_t)(64.0 * 1024 * 1024 * 1024 / 4));
     assert_int_equal(r.host_ckpt_bytes, 0);
     in.cores_per_rank = 0;

@@ -13,14 +13,18 @@
 # Every run prints the load average before and after it, and a one-second sgemm probe on 2 threads
 # (free cores: 200-210 GFLOP/s) taken just before it.
 #
+# FM_CASES (default "gpt2 tiny") picks the models; "mid" is the calibration model of the device table's
+# trainer_overhead_ms, allreduce_gbs and allreduce_buffer_factor (a GPT-2 of 4 layers, d_model 256,
+# vocabulary 8192: neither of the validated models).
+#
 # Usage: tests/plan/validate_cpu.sh BUILD_DIR WORK_DIR [REPS]      (e.g. build/release /tmp/fm-plan 3)
 set -euo pipefail
 build=$(cd "$1" && pwd)
 work=$2
 reps=${3:-3}
 src=${FMTRAIN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-fm=$build/fmtrain
-bench=$build/bench/model/fmtrain-bench
+fm=${FM_FMTRAIN:-$build/fmtrain}
+bench=${FM_BENCH:-$build/bench/model/fmtrain-bench}
 export OMP_WAIT_POLICY=passive OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_mpi_yield_when_idle=1
 mkdir -p "$work"
@@ -41,6 +45,11 @@ gpt2=("$src/inputs/gpt2-124m.ini" --set data.train="$work/kjv8k.h5" --set model.
       --set runtime.device=cpu)
 tiny=("$src/inputs/llama-tiny.ini" --set data.train="$work/kjv1k.h5" --set train.eval_every=0
       --set checkpoint.every_steps=0 --set checkpoint.keep_last=1 --set runtime.log_every=50)
+mid=("$src/inputs/tiny-cpu.ini" --set data.train="$work/kjv8k.h5" --set model.vocab_size=8192
+     --set model.n_layer=4 --set model.n_head=4 --set model.d_model=256 --set model.seq_len=64
+     --set train.micro_batch=8 --set train.grad_accum=1 --set train.eval_every=0
+     --set checkpoint.every_steps=0 --set checkpoint.every_minutes=0 --set checkpoint.keep_last=1
+     --set runtime.log_every=20 --set runtime.device=cpu)
 
 # median step_ms of the logged windows after the first
 median_ms() {
@@ -88,16 +97,25 @@ bench_run() { # name threads args...
 G=(--layers 12 --heads 12 --dim 768 --vocab 50257 --seq 64 --max-seq 64 --batch 4 --steps 5 --warmup 1)
 T=(--arch llama --layers 2 --heads 4 --kv-heads 2 --dim 128 --ffn 398 --vocab 1024 --tie --seq 64 --batch 8
    --steps 60 --warmup 10)
+M=(--layers 4 --heads 4 --dim 256 --vocab 8192 --seq 64 --max-seq 64 --batch 8 --steps 20 --warmup 3)
+cases=${FM_CASES:-gpt2 tiny}
 echo "validate_cpu.sh: $(date -u) $(uname -n), $(nproc) cores, reps $reps"
 for rep in $(seq 1 "$reps"); do
   echo "--- round $rep $(date -u +%T)"
-  bench_run gpt2 2 "${G[@]}"
-  bench_run gpt2 1 "${G[@]}"
-  bench_run tiny 2 "${T[@]}"
-  bench_run tiny 1 "${T[@]}"
-  train gpt2 1 2 5 25 "${gpt2[@]}"
-  train gpt2 2 1 5 25 "${gpt2[@]}"
-  train tiny 1 2 100 600 "${tiny[@]}"
-  train tiny 2 1 100 600 "${tiny[@]}"
+  for c in $cases; do
+    case $c in
+      gpt2) bench_run gpt2 2 "${G[@]}"; bench_run gpt2 1 "${G[@]}" ;;
+      tiny) bench_run tiny 2 "${T[@]}"; bench_run tiny 1 "${T[@]}" ;;
+      mid) bench_run mid 2 "${M[@]}"; bench_run mid 1 "${M[@]}" ;;
+      *) echo "unknown case $c (gpt2, tiny, mid)"; exit 2 ;;
+    esac
+  done
+  for c in $cases; do
+    case $c in
+      gpt2) train gpt2 1 2 5 25 "${gpt2[@]}"; train gpt2 2 1 5 25 "${gpt2[@]}" ;;
+      tiny) train tiny 1 2 100 600 "${tiny[@]}"; train tiny 2 1 100 600 "${tiny[@]}" ;;
+      mid) train mid 1 2 20 120 "${mid[@]}"; train mid 2 1 20 120 "${mid[@]}" ;;
+    esac
+  done
 done
 echo "--- done $(date -u +%T)"
