@@ -594,8 +594,11 @@ static void print_prediction(const plan_ctx *c, const fm_plan_result *r)
             printf("\n");
         }
         if (r->comm_s > 0) {
-            printf("  all-reduce + %.4g s per step: 2 x (%d-1)/%d x %.3g GiB of gradients at %.4g GB/s", r->comm_s,
-                   r->ranks, r->ranks, gib(r->model_mem[0].grad_bytes), d->allreduce_busbw_gbs.v);
+            printf("  all-reduce + %.4g s per step: ", r->comm_s);
+            if (d->allreduce_latency_ms.entry)
+                printf("(%d-1) x %.4g ms + ", r->ranks, d->allreduce_latency_ms.v);
+            printf("2 x (%d-1)/%d x %.3g GiB of gradients at %.4g GB/s", r->ranks, r->ranks,
+                   gib(r->model_mem[0].grad_bytes), d->allreduce_busbw_gbs.v);
             print_prov(d->allreduce_busbw_gbs.entry);
             printf("\n");
         }

@@ -24,8 +24,8 @@ fm_status fm_plan_zero_memory_of(const fm_model_memory_info *mem, int stage, int
 {
     memset(out, 0, sizeof *out);
     if (stage < 0 || stage > 2)
-        return FM_ERR(FM_ERR_USAGE, "ZeRO stage %d: expected 0, 1 or 2", stage);
-    if (ranks < 1) return FM_ERR(FM_ERR_USAGE, "ZeRO over %d ranks: expected at least 1", ranks);
+        return FM_ERR(FM_ERR_USAGE, "ZeRO stage %d: expected 0, 1 or 2 (--zero)", stage);
+    if (ranks < 1) return FM_ERR(FM_ERR_USAGE, "ZeRO over %d ranks: expected at least 1 (--nodes x --ranks-per-node)", ranks);
     if (weight_elem_bytes != 2 && weight_elem_bytes != 4)
         return FM_ERR(FM_ERR_USAGE, "weights of %d bytes per parameter: expected 2 (bf16) or 4 (fp32)",
                       weight_elem_bytes);
@@ -247,14 +247,15 @@ static void predict(const fm_plan_input *in, const fm_plan_device *dev, const fm
     r->compute_s_lo = rank_tokens * r->flops_per_token / (r->mfu_hi * r->rank_peak_flops);
     r->compute_s_hi = rank_tokens * r->flops_per_token / (r->mfu_lo * r->rank_peak_flops);
     /* What the trainer adds to the benchmark's step, where the device has it measured: its own
-     * per-step work, and the gradient all-reduce between the ranks of a node (bus-bandwidth form:
-     * 2 (n-1)/n x the gradient bytes). Between nodes nothing is measured: a lower bound then. */
+     * per-step work, and the gradient all-reduce between the n ranks of a node: a latency per ring
+     * step pair, (n-1) x allreduce_latency_ms, and the bus-bandwidth term 2 (n-1)/n x the gradient
+     * bytes / allreduce_busbw_gbs. Between nodes nothing is measured: a lower bound then. */
     r->trainer_s = dev->trainer_overhead_ms.entry ? dev->trainer_overhead_ms.v / 1e3 : 0.0;
     const int n = r->ranks;
     r->comm_complete = n == 1;
     if (n > 1 && in->nodes == 1 && dev->allreduce_busbw_gbs.entry) {
-        r->comm_s = 2.0 * (n - 1) / n * (double)r->model_mem[0].grad_bytes /
-                    (dev->allreduce_busbw_gbs.v * 1e9);
+        r->comm_s = (n - 1) * dev->allreduce_latency_ms.v / 1e3 +
+                    2.0 * (n - 1) / n * (double)r->model_mem[0].grad_bytes / (dev->allreduce_busbw_gbs.v * 1e9);
         r->comm_complete = 1;
     }
     r->step_s_lo = r->compute_s_lo + r->trainer_s + r->comm_s;
@@ -304,15 +305,18 @@ static fm_status check_input(const fm_plan_input *in)
         return FM_ERR(FM_ERR_USAGE, "%d ranks per node: expected at least 1 (--ranks-per-node)",
                       in->ranks_per_node);
     if ((int64_t)in->nodes * in->ranks_per_node > INT_MAX / 2)
-        return FM_ERR(FM_ERR_USAGE, "%d nodes x %d ranks per node is too many ranks", in->nodes,
-                      in->ranks_per_node);
+        return FM_ERR(FM_ERR_USAGE, "%d nodes x %d ranks per node is too many ranks; lower --nodes or "
+                                    "--ranks-per-node", in->nodes, in->ranks_per_node);
     if (in->micro_batch < 1 || in->grad_accum < 1)
-        return FM_ERR(FM_ERR_USAGE, "micro_batch %d, grad_accum %d: expected at least 1 each",
-                      in->micro_batch, in->grad_accum);
+        return FM_ERR(FM_ERR_USAGE, "micro_batch %d, grad_accum %d: expected at least 1 each ([train] "
+                                    "micro_batch, grad_accum)", in->micro_batch, in->grad_accum);
     if (in->zero_stage < 0 || in->zero_stage > 2)
         return FM_ERR(FM_ERR_USAGE, "ZeRO stage %d: expected 0, 1 or 2 (--zero)", in->zero_stage);
     if (in->time_limit_h < 0 || in->fs_gbs < 0 || in->node_mtbf_h < 0 || in->stop_margin_s < 0)
-        return FM_ERR(FM_ERR_USAGE, "negative time limit, bandwidth, MTBF or stop margin");
+        return FM_ERR(FM_ERR_USAGE, "time limit %g h, bandwidth %g GB/s, node MTBF %g h, stop margin %g s: "
+                                    "none may be negative (--time-limit, --fs-gbs, --node-mtbf, [run] "
+                                    "stop_margin_minutes)", in->time_limit_h, in->fs_gbs, in->node_mtbf_h,
+                      in->stop_margin_s);
     return NULL;
 }
 

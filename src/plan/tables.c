@@ -34,6 +34,7 @@ static const key_spec keys[] = {
     {"device", "chip", K_TEXT, 0},
     {"device", "runtime_overhead_mib", K_NUM, 0},
     {"device", "trainer_overhead_ms", K_NUM, 0},
+    {"device", "allreduce_latency_ms", K_NUM, 0},
     {"device", "allreduce_busbw_gbs", K_NUM, 0},
     {"device", "allreduce_buffer_factor", K_NUM, 0},
     {"measured", "device", K_TEXT, 1},
@@ -363,6 +364,7 @@ static fm_status make_device(const fm_plan_section *s, fm_plan_device *d)
     d->chip = text_of(s, "chip");
     d->overhead_mib = num_of(s, "runtime_overhead_mib");
     d->trainer_overhead_ms = num_of(s, "trainer_overhead_ms");
+    d->allreduce_latency_ms = num_of(s, "allreduce_latency_ms");
     d->allreduce_busbw_gbs = num_of(s, "allreduce_busbw_gbs");
     d->allreduce_buffer_factor = num_of(s, "allreduce_buffer_factor");
     if (d->kind == FM_PLAN_CPU && !d->cores.entry)

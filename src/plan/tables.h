@@ -69,8 +69,10 @@ typedef struct fm_plan_device {
     fm_plan_num overhead_mib;     /* measured runtime memory beyond the model's formula, per rank */
     /* What `fmtrain train` adds to fmtrain-bench's step on this device, measured (docs/plan.md): */
     fm_plan_num trainer_overhead_ms;     /* per step and rank: reader, loss, metrics, bookkeeping */
-    fm_plan_num allreduce_busbw_gbs;     /* the gradient all-reduce between the ranks of ONE node: a
-                                            step spends 2 (n-1)/n x gradient bytes / this */
+    fm_plan_num allreduce_busbw_gbs;     /* the gradient all-reduce between the n ranks of ONE node:
+                                            a step spends (n-1) x allreduce_latency_ms +
+                                            2 (n-1)/n x gradient bytes / this */
+    fm_plan_num allreduce_latency_ms;    /* (optional, with allreduce_busbw_gbs) */
     fm_plan_num allreduce_buffer_factor; /* memory per rank on > 1 rank: this x the gradient bytes */
 } fm_plan_device;
 

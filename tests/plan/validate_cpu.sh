@@ -50,6 +50,8 @@ mid=("$src/inputs/tiny-cpu.ini" --set data.train="$work/kjv8k.h5" --set model.vo
      --set train.micro_batch=8 --set train.grad_accum=1 --set train.eval_every=0
      --set checkpoint.every_steps=0 --set checkpoint.every_minutes=0 --set checkpoint.keep_last=1
      --set runtime.log_every=20 --set runtime.device=cpu)
+gtiny=("$src/inputs/tiny-cpu.ini" --set data.train="$work/kjv1k.h5" --set train.eval_every=0
+       --set checkpoint.every_steps=0 --set checkpoint.keep_last=1 --set runtime.log_every=50)
 
 # median step_ms of the logged windows after the first
 median_ms() {
@@ -98,6 +100,7 @@ G=(--layers 12 --heads 12 --dim 768 --vocab 50257 --seq 64 --max-seq 64 --batch 
 T=(--arch llama --layers 2 --heads 4 --kv-heads 2 --dim 128 --ffn 398 --vocab 1024 --tie --seq 64 --batch 8
    --steps 60 --warmup 10)
 M=(--layers 4 --heads 4 --dim 256 --vocab 8192 --seq 64 --max-seq 64 --batch 8 --steps 20 --warmup 3)
+GT=(--layers 2 --heads 4 --dim 128 --vocab 1024 --seq 64 --max-seq 64 --batch 8 --steps 60 --warmup 10)
 cases=${FM_CASES:-gpt2 tiny}
 echo "validate_cpu.sh: $(date -u) $(uname -n), $(nproc) cores, reps $reps"
 for rep in $(seq 1 "$reps"); do
@@ -107,7 +110,8 @@ for rep in $(seq 1 "$reps"); do
       gpt2) bench_run gpt2 2 "${G[@]}"; bench_run gpt2 1 "${G[@]}" ;;
       tiny) bench_run tiny 2 "${T[@]}"; bench_run tiny 1 "${T[@]}" ;;
       mid) bench_run mid 2 "${M[@]}"; bench_run mid 1 "${M[@]}" ;;
-      *) echo "unknown case $c (gpt2, tiny, mid)"; exit 2 ;;
+      gtiny) bench_run gtiny 2 "${GT[@]}"; bench_run gtiny 1 "${GT[@]}" ;;
+      *) echo "unknown case $c (gpt2, tiny, mid, gtiny)"; exit 2 ;;
     esac
   done
   for c in $cases; do
@@ -115,6 +119,7 @@ for rep in $(seq 1 "$reps"); do
       gpt2) train gpt2 1 2 5 25 "${gpt2[@]}"; train gpt2 2 1 5 25 "${gpt2[@]}" ;;
       tiny) train tiny 1 2 100 600 "${tiny[@]}"; train tiny 2 1 100 600 "${tiny[@]}" ;;
       mid) train mid 1 2 20 120 "${mid[@]}"; train mid 2 1 20 120 "${mid[@]}" ;;
+      gtiny) train gtiny 1 2 100 600 "${gtiny[@]}"; train gtiny 2 1 100 600 "${gtiny[@]}" ;;
     esac
   done
 done
