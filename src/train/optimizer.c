@@ -1,5 +1,6 @@
 /* optimizer.c — AdamW state and update for an fm_model (see optimizer.h). All tensor work goes
- * through the backend: adamw_update (which also zeroes the gradients) and sum_squares. */
+ * through the backend: adamw_update (which also zeroes the gradients and, with bf16 activations,
+ * refreshes the model's bf16 weight copy in the same pass) and sum_squares. */
 #define _POSIX_C_SOURCE 200809L
 
 #include "train/optimizer.h"
@@ -119,10 +120,13 @@ fm_status fm_optimizer_step(fm_optimizer *o, const fm_adamw_params *hp, float gr
         return FM_ERR(FM_ERR_CONFIG, "optimizer: weight_decay %g (expected finite and >= 0)",
                       (double)hp->weight_decay);
     o->t++;
-    float *p = fm_model_params(o->model), *g = fm_model_grads(o->model);
+    /* the masters and, with bf16 activations, their bf16 copy: the update writes both in one pass */
+    void *pb = NULL;
+    float *p = fm_model_params_for_update(o->model, &pb), *g = fm_model_grads(o->model);
     for (int r = 0; r < o->nruns; r++) {
         const decay_run *run = &o->runs[r];
-        o->be->ops->adamw_update(o->be, p + run->offset, g + run->offset, o->m + run->offset,
+        void *pb_run = pb ? (char *)pb + 2 * run->offset : NULL; /* bf16: 2 bytes per parameter */
+        o->be->ops->adamw_update(o->be, p + run->offset, pb_run, g + run->offset, o->m + run->offset,
                                  o->v + run->offset, run->count, hp->lr, hp->beta1, hp->beta2,
                                  hp->eps, run->decay ? hp->weight_decay : 0.0f, grad_scale, o->t);
     }

@@ -2,7 +2,9 @@
  *
  * What it is: the optimizer state (first and second moments m and v, each ONE contiguous backend
  * allocation with exactly the model's parameter layout, see model.h; the step counter t) and the
- * update, which runs through ops->adamw_update (that kernel also zeroes the gradients it consumed).
+ * update, which runs through ops->adamw_update (that kernel also zeroes the gradients it consumed and,
+ * when the model has a bf16 weight copy (bf16 activations, model.h), rewrites the copy from the
+ * updated fp32 parameters in the same pass: the state is fp32 in every precision).
  * Weight decay applies to the tensors whose fm_model_tensor_info.decay is 1 (embeddings and matrices),
  * never to LayerNorm parameters and biases; the update is issued once per maximal run of contiguous
  * tensors with the same decay flag.

@@ -95,6 +95,17 @@ static const char *device_name(const fm_config *cfg)
     return "cpu";
 }
 
+/* [runtime] precision as the backend's FM_PRECISION_* (auto: the backend's choice, kernels.h) */
+static unsigned precision_of(const fm_config *cfg)
+{
+    switch (cfg->runtime_precision) {
+    case FM_RUNTIME_PRECISION_FP32: return FM_PRECISION_FP32;
+    case FM_RUNTIME_PRECISION_BF16: return FM_PRECISION_BF16;
+    case FM_RUNTIME_PRECISION_AUTO: return FM_PRECISION_AUTO;
+    }
+    return FM_PRECISION_AUTO;
+}
+
 /* Whether placement gives each rank a GPU: the run uses a GPU backend. */
 static int uses_gpus(const fm_config *cfg)
 {
@@ -297,7 +308,9 @@ static fm_status measure_peak(fm_trainer *t)
         how = "from [runtime] peak_tflops";
     } else if (peak_measurable(t)) {
         FM_TRY(fm_metrics_measure_peak_flops(t->be, &peak));
-        how = "measured at start: the backend's 1024^3 fp32 matmul on this rank's threads";
+        how = t->be->precision == FM_PRECISION_BF16
+                  ? "measured at start: the backend's 1024^3 bf16 matmul on this rank's threads"
+                  : "measured at start: the backend's 1024^3 fp32 matmul on this rank's threads";
     } else {
         how = "unknown for this backend: set [runtime] peak_tflops";
     }
@@ -400,7 +413,12 @@ static fm_status prepare(fm_trainer *t)
     if (!t->opts.dry_run) FM_TRY(open_run_files(t));
     say_start(t);
     FM_TRY(place(t));
-    FM_TRY(fm_backend_create(device_name(&t->cfg), t->plan.threads, t->plan.gpu, &t->be));
+    FM_TRY(fm_backend_create_precision(device_name(&t->cfg), t->plan.threads, t->plan.gpu,
+                                       precision_of(&t->cfg), &t->be));
+    char dev[256];
+    t->be->ops->describe(t->be, dev, sizeof dev);
+    say(t, "compute: %s; precision %s ([runtime] precision = %s)", dev,
+        fm_precision_name(t->be->precision), fm_precision_name(precision_of(&t->cfg)));
     say_dataset(t);
     FM_TRY(describe_model(t));
     say_schedule(t);
