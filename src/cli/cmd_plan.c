@@ -58,8 +58,9 @@ static const char plan_help[] =
     "  --ranks-per-node R  default: the site's; without a site 1\n"
     "  --cores-per-rank C  CPU nodes: cores each rank computes on (default: the site's, or the\n"
     "                      node's cores divided by the ranks per node)\n"
-    "  --precision P       the precision of the prediction: fp32 (default; what fmtrain trains in\n"
-    "                      today) or bf16\n"
+    "  --precision P       the precision of the prediction: fp32 or bf16 (default: PARAMS.ini's\n"
+    "                      [runtime] precision; auto plans fp32: what GPUs and CPUs without native\n"
+    "                      bf16 GEMMs resolve it to)\n"
     "  --zero S            the ZeRO stage of the prediction and the fit summary (default 0)\n"
     "  --time-limit HOURS  one job's wall-time limit (default: the site's)\n"
     "  --fs-gbs X          the checkpoint write bandwidth of the job in GB/s (default: the site's\n"
@@ -193,7 +194,7 @@ typedef struct plan_ctx {
     fm_config cfg;
     const char *params;
     /* where the job facts came from, for the text */
-    const char *rpn_from, *cpr_from, *limit_from, *fs_from, *mtbf_from;
+    const char *rpn_from, *cpr_from, *limit_from, *fs_from, *mtbf_from, *prec_from;
     const fm_plan_entry *limit_entry, *fs_entry, *net_entry, *mem_entry;
     double fs_site_gbs, net_gbs;   /* the site's file system and node network (0: unknown) */
     int json;
@@ -293,7 +294,28 @@ static fm_status fill_input(plan_ctx *c, const plan_args *a)
         return FM_ERR(FM_ERR_USAGE, "fmtrain plan: --cores-per-rank is for CPU nodes; %s is a GPU (one "
                                     "rank per GPU)", d->name);
     }
+    /* The parameter file's precision; auto is fp32 on GPUs (the CUDA backend computes in fp32) and on
+     * CPUs without native bf16 GEMMs, bf16 on those with them (a oneDNN build on AVX512_BF16 or AMX):
+     * the device table does not say which, so auto plans fp32 and says how to plan bf16. */
+    switch (c->cfg.runtime_precision) {
+    case FM_RUNTIME_PRECISION_BF16:
+        in->precision = FM_PLAN_BF16;
+        c->prec_from = "[runtime] precision";
+        break;
+    case FM_RUNTIME_PRECISION_FP32:
+        in->precision = FM_PLAN_FP32;
+        c->prec_from = "[runtime] precision";
+        break;
+    default:
+        in->precision = FM_PLAN_FP32;
+        c->prec_from = d->kind == FM_PLAN_GPU
+                           ? "[runtime] precision = auto: fp32 on GPUs (the CUDA backend computes in fp32)"
+                           : "[runtime] precision = auto: fp32 without native bf16 GEMMs; on CPUs with "
+                             "AVX512_BF16 or AMX in a oneDNN build auto is bf16: plan it with --precision bf16";
+        break;
+    }
     if (a->precision) {
+        c->prec_from = "--precision";
         if (strcmp(a->precision, "fp32") == 0)
             in->precision = FM_PLAN_FP32;
         else if (strcmp(a->precision, "bf16") == 0)
@@ -398,7 +420,7 @@ static void print_memory(const plan_ctx *c, const fm_plan_result *r)
     const fm_plan_device *d = c->dev;
     printf("\nmemory per rank, GiB (the model's formula, fm_model_memory_estimate; ZeRO over %d rank%s: "
            "fm_plan_zero_memory_of, src/plan/plan.h)\n", r->ranks, r->ranks == 1 ? "" : "s");
-    printf("                       %-29s %s\n", "fp32", "bf16 (issue 14's mixed precision)");
+    printf("                       %-29s %s\n", "fp32", "bf16 ([runtime] precision = bf16)");
     printf("                       zero 0   zero 1   zero 2    zero 0   zero 1   zero 2\n");
     struct row {
         const char *name;
@@ -503,8 +525,8 @@ static void print_memory(const plan_ctx *c, const fm_plan_result *r)
                    "come on top (up to about the gradient bytes)\n", d->name);
         }
     }
-    printf("  bf16: activations at 2 bytes (the model's formula with act_elem_bytes = 2) and a 2-byte "
-           "compute copy of the weights beside the fp32 master; fmtrain trains in fp32 today\n");
+    printf("  bf16: matmul inputs at 2 bytes and the model's 2-byte copy of the weights that the matmuls read, "
+           "beside the fp32 master (the model's formula with act_elem_bytes = 2, docs/model.md)\n");
     printf("  zero 1 shards the AdamW moments (and a separate master copy), zero 2 also the gradients; "
            "fp32 weights stay whole on every rank (compute reads them)\n");
     if (r->host_ckpt_bytes) {
@@ -539,6 +561,7 @@ static void print_prediction(const plan_ctx *c, const fm_plan_result *r)
     const int p = (int)c->in.precision;
     char n1[40], n2[40], n3[40];
     printf("\nstep time (%s, zero %d)\n", fm_plan_precision_name(c->in.precision), c->in.zero_stage);
+    printf("  precision  %s (%s)\n", fm_plan_precision_name(c->in.precision), c->prec_from);
     if (!d->peak_tflops[p].entry) {
         printf("  no prediction: the device table has no %s peak for %s\n", fm_plan_precision_name(c->in.precision),
                d->name);
@@ -557,13 +580,17 @@ static void print_prediction(const plan_ctx *c, const fm_plan_result *r)
                      sh->ffn_dim, sh->tie_embeddings == FM_TIE_YES ? " --tie" : "");
         printf("  no prediction: no fmtrain measurement in %s on %s%s%s. Measure one on that device, e.g.\n"
                "             fmtrain-bench --device %s%s --layers %d --heads %d --dim %d --vocab %d --seq %d "
-               "--batch %d --threads %d --steps 5 --warmup 1\n"
+               "--batch %d --threads %d --steps 5 --warmup 1%s\n"
                "             and add it as a [measured] section to %s/measured.plan (docs/plan.md)\n",
                fm_plan_precision_name(c->in.precision), d->name,
                d->chip[0] ? " or a device with its chip, " : "", d->chip[0] ? d->chip : "",
                d->kind == FM_PLAN_GPU ? "cuda" : "cpu", extra, sh->n_layer, sh->n_head, sh->d_model,
                sh->vocab_size, sh->max_seq_len, c->in.micro_batch,
-               d->kind == FM_PLAN_GPU ? 4 : c->in.cores_per_rank, c->tables_dir);
+               d->kind == FM_PLAN_GPU ? 4 : c->in.cores_per_rank,
+               c->in.precision == FM_PLAN_BF16 ? " --precision bf16" : "", c->tables_dir);
+        if (d->kind == FM_PLAN_GPU && c->in.precision == FM_PLAN_BF16)
+            printf("             (fmtrain's CUDA backend computes in fp32 only today: bf16 on a GPU cannot "
+                   "be measured, so this plan has no bf16 step time)\n");
     } else {
         print_point(r->point, &c->tables);
         if (r->basis == FM_PLAN_SIBLING_RANGE) {
@@ -819,8 +846,10 @@ static void print_json(const plan_ctx *c, const fm_plan_result *r)
                    r->budget_bytes ? (r->fits[q][st] ? "true" : "false") : "null",
                    r->max_micro_batch[q][st]);
         }
-    printf("]},\"prediction\":{\"precision\":\"%s\",\"zero\":%d,\"basis\":\"%s\"",
-           fm_plan_precision_name(in->precision), in->zero_stage,
+    printf("]},\"prediction\":{\"precision\":\"%s\",\"precision_from\":",
+           fm_plan_precision_name(in->precision));
+    json_str(c->prec_from);
+    printf(",\"zero\":%d,\"basis\":\"%s\"", in->zero_stage,
            r->basis == FM_PLAN_MEASURED ? "measured" : r->basis == FM_PLAN_SIBLING_RANGE ? "same-chip range"
                                                                                      : "none");
     if (r->basis != FM_PLAN_NO_PREDICTION) {

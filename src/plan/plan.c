@@ -32,13 +32,18 @@ fm_status fm_plan_zero_memory_of(const fm_model_memory_info *mem, int stage, int
     const uint64_t n = mem->n_params_padded;
     out->stage = stage;
     out->ranks = ranks;
+    if ((weight_elem_bytes == 2) != (mem->param_copy_bytes > 0))
+        return FM_ERR(FM_ERR_USAGE, "weights of %d bytes per parameter, but the model's breakdown has %s "
+                                    "bf16 weight copy: estimate it with act_elem_bytes = %d",
+                      weight_elem_bytes, mem->param_copy_bytes ? "a" : "no", weight_elem_bytes);
     if (weight_elem_bytes == 4) {
         /* The parameters are both what compute reads and the master copy: whole on every rank. */
         out->weights = mem->param_bytes;
         out->master = 0;
     } else {
-        /* A bf16 compute copy, whole; the fp32 master (the model's param_bytes) apart, shardable. */
-        out->weights = 2 * n;
+        /* The model's bf16 compute copy (param_copy_bytes), whole; the fp32 master (the model's
+         * param_bytes, which AdamW updates) apart, shardable. */
+        out->weights = mem->param_copy_bytes;
         out->master = stage >= 1 ? shard(n, ranks, mem->param_bytes / (n ? n : 1)) : mem->param_bytes;
     }
     out->grads = stage >= 2 ? shard(n, ranks, mem->grad_bytes / (n ? n : 1)) : mem->grad_bytes;

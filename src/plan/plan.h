@@ -25,9 +25,9 @@
 
 #define FM_PLAN_STAGES 3 /* ZeRO stages 0, 1, 2 */
 
-/* Training precision: fp32 everywhere (today's fmtrain), or bf16 mixed precision (issue 14's
- * contract: bf16 activations and a bf16 copy of the weights for compute; fp32 master weights,
- * gradients and AdamW moments). */
+/* Training precision, [runtime] precision: fp32 everywhere, or bf16 mixed precision (kernels.h,
+ * "Precision": bf16 matmul inputs and a bf16 copy of the weights that the matmuls read; fp32 master
+ * weights, gradients and AdamW moments). */
 typedef enum fm_plan_precision { FM_PLAN_FP32 = 0, FM_PLAN_BF16 = 1 } fm_plan_precision;
 #define FM_PLAN_PRECISIONS 2
 const char *fm_plan_precision_name(fm_plan_precision p); /* "fp32", "bf16" */
@@ -38,7 +38,7 @@ typedef struct fm_plan_zero_memory {
     int ranks;           /* data-parallel ranks the state is sharded over */
     uint64_t weights;    /* the parameters the forward and backward read, whole on every rank:
                             fp32 compute: the model's param_bytes (they are also the master copy);
-                            bf16 compute: a 2-byte copy of every parameter */
+                            bf16 compute: the model's param_copy_bytes (2 per parameter) */
     uint64_t master;     /* fp32 master weights kept apart from the compute copy (mixed precision
                             only; 0 with fp32 compute); a 1/ranks shard at stage >= 1 */
     uint64_t grads;      /* the model's grad_bytes; a 1/ranks shard at stage 2 */
@@ -51,10 +51,13 @@ typedef struct fm_plan_zero_memory {
  * activation element size of the precision); `weight_elem_bytes` the bytes of one parameter as
  * compute reads it: 4 (fp32: the parameters are the master weights, so stage 1 cannot shrink them —
  * each rank updates its range and the ranges are gathered back into every rank's whole copy) or 2
- * (bf16 compute copy, whole; the fp32 master weights are a separate buffer that stage 1 shards).
+ * (the model's bf16 copy, param_copy_bytes, whole; the fp32 master weights, param_bytes, are a
+ * separate buffer that stage 1 shards). `mem` must be of the same precision (param_copy_bytes > 0
+ * exactly for 2).
  * A shard is ceil(n_params_padded / ranks) elements of the flat layout (the largest rank's share).
  * Stage 0 holds everything; stage 1 shards the AdamW moments and the master weights; stage 2 also
- * the gradients. Errors: stage outside 0..2, ranks < 1, weight_elem_bytes not 2 or 4 (FM_ERR_USAGE). */
+ * the gradients. Errors: stage outside 0..2, ranks < 1, weight_elem_bytes not 2 or 4 or not `mem`'s
+ * precision (FM_ERR_USAGE). */
 fm_status fm_plan_zero_memory_of(const fm_model_memory_info *mem, int stage, int ranks,
                                  int weight_elem_bytes, fm_plan_zero_memory *out);
 

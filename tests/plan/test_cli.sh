@@ -119,6 +119,16 @@ has out "no prediction: no fmtrain measurement in fp32 on H100-64"
 run 0 plan "${gpt2[@]}" --tokens 1e9 --gpu H100-80 --precision bf16
 has out "no prediction: no fmtrain measurement in bf16 on H100-80"
 has out "compare    not fmtrain: PyTorch 2.11"
+has out "CUDA backend computes in fp32 only today"
+has out "precision  bf16 (--precision)"
+# the precision defaults to the parameter file's; auto plans fp32 and says why
+run 0 plan "${gpt2[@]}" --set runtime.precision=bf16 --tokens 1e9 --gpu H100-80 --json
+"$py" -c 'import json,sys; p=json.load(open(sys.argv[1]))["prediction"]; assert p["precision"]=="bf16" and p["precision_from"]=="[runtime] precision", p' "$tmp/out" ||
+  fail "[runtime] precision = bf16 is not the plan's precision"
+run 0 plan "${gpt2[@]}" --set runtime.precision=auto --tokens 1e9 --gpu H100-80
+has out "precision  fp32 ([runtime] precision = auto: fp32 on GPUs"
+run 0 plan "${tiny[@]}" --set runtime.precision=auto --tokens 1e7 --cpu devvm-zen4-2c
+has out "plan it with --precision bf16"
 
 # ---- CPU nodes -------------------------------------------------------------------------------------
 run 0 plan "${tiny[@]}" --tokens 1e7 --system lumi-c --nodes 2 --node-mtbf 5000
@@ -186,4 +196,24 @@ run 0 help plan
 has out "Usage: fmtrain plan PARAMS.ini --tokens N"
 run 0 help
 has out "  plan "
+# every option of `fmtrain help plan` is in docs/cli.md's plan section and in docs/fmtrain.1's, and the
+# other way round for cli.md's option table
+run 0 help plan
+"$py" - "$tmp/out" "$src/docs/cli.md" "$src/docs/fmtrain.1" <<'PY' || fail "fmtrain help plan, docs/cli.md and docs/fmtrain.1 disagree"
+import re, sys
+helptext = open(sys.argv[1]).read()
+opts = set(re.findall(r"^  (--[a-z-]+)", helptext, re.M))
+assert len(opts) >= 12, opts
+md = open(sys.argv[2]).read()
+sec = md[md.index("## `fmtrain plan"):]
+sec = sec[:sec.index("\n## ", 1)]
+md_opts = set(re.findall(r"^\| `(--[a-z-]+)", sec, re.M)) | set(re.findall(r"`(--[a-z-]+)[ `]", sec))
+man = open(sys.argv[3]).read().replace("\\-", "-")
+msec = man[man.index('.BI "plan '):]
+msec = msec[:msec.index(".TP")]
+bad = [o for o in sorted(opts) if o not in md_opts] + [o + " (fmtrain.1)" for o in sorted(opts) if o not in msec]
+bad += [o + " (only in cli.md)" for o in sorted(md_opts) if o.startswith("--") and o not in opts and o != "--set"]
+assert not bad, bad
+print("help plan agrees with cli.md and fmtrain.1:", " ".join(sorted(opts)))
+PY
 echo "plan cli ok"

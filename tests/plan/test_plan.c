@@ -265,8 +265,11 @@ static void test_zero_memory(void **state)
     fm_model_memory_info m2;
     FM_ASSERT_OK(fm_model_memory_estimate(&s, 4, 2, &m2));
     FM_ASSERT_OK(fm_plan_zero_memory_of(&m2, 0, R, 2, &z));
-    assert_int_equal(z.weights, 2 * n);
+    assert_int_equal(m2.param_copy_bytes, 2 * n); /* the model's own bf16 copy */
+    assert_int_equal(z.weights, m2.param_copy_bytes);
     assert_int_equal(z.master, 4 * n);
+    assert_int_equal(z.total, m2.total_bytes); /* stage 0 is the model's own total in bf16 too */
+    assert_true(m2.act_bytes < mem.act_bytes);  /* 2-byte matmul inputs */
     FM_ASSERT_OK(fm_plan_zero_memory_of(&m2, 1, R, 2, &z));
     assert_int_equal(z.weights, 2 * n);
     assert_int_equal(z.master, 4 * sh);
@@ -285,6 +288,13 @@ static void test_zero_memory(void **state)
     assert_int_equal(fm_status_code(st), FM_ERR_USAGE);
     fm_status_free(&st);
     st = fm_plan_zero_memory_of(&mem, 1, 2, 3, &z);
+    assert_int_equal(fm_status_code(st), FM_ERR_USAGE);
+    fm_status_free(&st);
+    /* a breakdown of the other precision */
+    st = fm_plan_zero_memory_of(&mem, 0, 2, 2, &z);
+    assert_int_equal(fm_status_code(st), FM_ERR_USAGE);
+    fm_status_free(&st);
+    st = fm_plan_zero_memory_of(&m2, 0, 2, 4, &z);
     assert_int_equal(fm_status_code(st), FM_ERR_USAGE);
     fm_status_free(&st);
 }

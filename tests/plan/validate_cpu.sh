@@ -17,11 +17,15 @@
 # trainer_overhead_ms, allreduce_gbs and allreduce_buffer_factor (a GPT-2 of 4 layers, d_model 256,
 # vocabulary 8192: neither of the validated models).
 #
+# FM_PRECISION (default fp32) is the precision of every run: fmtrain-bench --precision and
+# [runtime] precision (set explicitly: `auto` would be bf16 on a oneDNN build with AVX512_BF16).
+#
 # Usage: tests/plan/validate_cpu.sh BUILD_DIR WORK_DIR [REPS]      (e.g. build/release /tmp/fm-plan 3)
 set -euo pipefail
 build=$(cd "$1" && pwd)
 work=$2
 reps=${3:-3}
+prec=${FM_PRECISION:-fp32}
 src=${FMTRAIN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 fm=${FM_FMTRAIN:-$build/fmtrain}
 bench=${FM_BENCH:-$build/bench/model/fmtrain-bench}
@@ -68,7 +72,7 @@ train_once() {
   local dir=$work/run-$name-$np-$steps
   rm -rf "$dir"
   mpirun -n "$np" --oversubscribe --bind-to none bash -c \
-    "/usr/bin/time -v -o $work/time-$name-$np-$steps.\$OMPI_COMM_WORLD_RANK $fm train $* --set train.steps=$steps --set run.dir=$dir --set runtime.threads=$th --set runtime.bind=none" \
+    "/usr/bin/time -v -o $work/time-$name-$np-$steps.\$OMPI_COMM_WORLD_RANK $fm train $* --set train.steps=$steps --set run.dir=$dir --set runtime.threads=$th --set runtime.bind=none --set runtime.precision=$prec" \
     >"$work/out-$name-$np-$steps.txt" 2>&1 || { echo "FAILED: $name on $np ranks (see $work/out-$name-$np-$steps.txt)"; exit 1; }
   cpu="" rss=""
   for r in $(seq 0 $((np - 1))); do
@@ -86,14 +90,14 @@ train() { # name ranks threads S1 S2 args...
   train_once "$name" "$np" "$th" "$s2" "$@"; local cpu2=$cpu
   local per
   per=$(/usr/bin/python3 -c 'import sys; a=[float(x) for x in sys.argv[1].split()]; b=[float(x) for x in sys.argv[2].split()]; n=int(sys.argv[3]); t=int(sys.argv[4]); print(" ".join("%.4f" % ((y-x)/n/t) for x, y in zip(a, b)))' "$cpu1" "$cpu2" "$((s2 - s1))" "$th")
-  echo "train $name ranks=$np threads=$th probe $p load $l0 -> $(load) cpu_s_per_step(per rank): $per wall_step_ms_median($s2 steps): $wall_ms maxrss_kb($s2 steps):$rss"
+  echo "train $name $prec ranks=$np threads=$th probe $p load $l0 -> $(load) cpu_s_per_step(per rank): $per wall_step_ms_median($s2 steps): $wall_ms maxrss_kb($s2 steps):$rss"
 }
 
 bench_run() { # name threads args...
   local name=$1 th=$2; shift 2
   local p l0 line; p=$(probe); l0=$(load)
-  line=$("$bench" "$@" --threads "$th" --clock cpu | grep -E '^(tokens_per_s|.*median of)' | tr '\n' ' ')
-  echo "bench $name threads=$th probe $p load $l0 -> $(load) $line"
+  line=$("$bench" "$@" --threads "$th" --clock cpu --precision "$prec" | grep -E '^(tokens_per_s|.*median of)' | tr '\n' ' ')
+  echo "bench $name $prec threads=$th probe $p load $l0 -> $(load) $line"
 }
 
 G=(--layers 12 --heads 12 --dim 768 --vocab 50257 --seq 64 --max-seq 64 --batch 4 --steps 5 --warmup 1)
@@ -102,7 +106,7 @@ T=(--arch llama --layers 2 --heads 4 --kv-heads 2 --dim 128 --ffn 398 --vocab 10
 M=(--layers 4 --heads 4 --dim 256 --vocab 8192 --seq 64 --max-seq 64 --batch 8 --steps 20 --warmup 3)
 GT=(--layers 2 --heads 4 --dim 128 --vocab 1024 --seq 64 --max-seq 64 --batch 8 --steps 60 --warmup 10)
 cases=${FM_CASES:-gpt2 tiny}
-echo "validate_cpu.sh: $(date -u) $(uname -n), $(nproc) cores, reps $reps"
+echo "validate_cpu.sh: $(date -u) $(uname -n), $(nproc) cores, reps $reps, precision $prec, $(git -C "$src" rev-parse --short HEAD 2>/dev/null)"
 for rep in $(seq 1 "$reps"); do
   echo "--- round $rep $(date -u +%T)"
   for c in $cases; do
