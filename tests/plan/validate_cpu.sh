@@ -17,6 +17,8 @@
 # trainer_overhead_ms, allreduce_gbs and allreduce_buffer_factor (a GPT-2 of 4 layers, d_model 256,
 # vocabulary 8192: neither of the validated models).
 #
+# FM_TRAIN_CASES (default: FM_CASES) picks the models of the training runs, e.g. "tiny" to have
+# fmtrain-bench points of GPT-2 without its long training runs.
 # FM_PRECISION (default fp32) is the precision of every run: fmtrain-bench --precision and
 # [runtime] precision (set explicitly: `auto` would be bf16 on a oneDNN build with AVX512_BF16).
 #
@@ -106,6 +108,7 @@ T=(--arch llama --layers 2 --heads 4 --kv-heads 2 --dim 128 --ffn 398 --vocab 10
 M=(--layers 4 --heads 4 --dim 256 --vocab 8192 --seq 64 --max-seq 64 --batch 8 --steps 20 --warmup 3)
 GT=(--layers 2 --heads 4 --dim 128 --vocab 1024 --seq 64 --max-seq 64 --batch 8 --steps 60 --warmup 10)
 cases=${FM_CASES:-gpt2 tiny}
+train_cases=${FM_TRAIN_CASES:-$cases}
 echo "validate_cpu.sh: $(date -u) $(uname -n), $(nproc) cores, reps $reps, precision $prec, $(git -C "$src" rev-parse --short HEAD 2>/dev/null)"
 for rep in $(seq 1 "$reps"); do
   echo "--- round $rep $(date -u +%T)"
@@ -118,7 +121,7 @@ for rep in $(seq 1 "$reps"); do
       *) echo "unknown case $c (gpt2, tiny, mid, gtiny)"; exit 2 ;;
     esac
   done
-  for c in $cases; do
+  for c in $train_cases; do
     case $c in
       gpt2) train gpt2 1 2 5 25 "${gpt2[@]}"; train gpt2 2 1 5 25 "${gpt2[@]}" ;;
       tiny) train tiny 1 2 100 600 "${tiny[@]}"; train tiny 2 1 100 600 "${tiny[@]}" ;;

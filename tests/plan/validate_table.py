@@ -104,6 +104,14 @@ def calibrate(fm, paths):
     bstep = {k: med([r["s"] for r in v]) for k, v in bench.items()}
     tcpu = {k: med([med(r["cpu"]) for r in v]) for k, v in train.items()}
     rss = {k: med([max(r["rss_kb"]) for r in v]) * 1024 for k, v in train.items()}
+    if all((c, r) in train for c in ("mid", "gtiny") for r in (1, 2)):
+        device_entries(fm, paths, prec, date, bstep, tcpu, rss)
+    else:
+        print("# no runs of the calibration models (FM_CASES without mid gtiny): [measured] sections only\n")
+    print_measured(fm, prec, date, bench)
+
+
+def device_entries(fm, paths, prec, date, bstep, tcpu, rss):
     over = [tcpu[(c, 1)] - bstep[(c, 2)] for c in ("mid", "gtiny")]
     trainer = statistics.mean(over)
     comm, grads, formula = {}, {}, {}
@@ -135,6 +143,9 @@ def calibrate(fm, paths):
     print("runtime_overhead_mib = %.0f" % (ovh / 2**20))
     print("allreduce_buffer_factor = %.2f" % factor)
     print()
+
+
+def print_measured(fm, prec, date, bench):
     for (c, th), v in sorted(bench.items()):
         tps = med([r["tps"] for r in v])
         loads = ", ".join("%.1f->%.1f" % r["load"] for r in v)
