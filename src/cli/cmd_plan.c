@@ -59,8 +59,8 @@ static const char plan_help[] =
     "  --cores-per-rank C  CPU nodes: cores each rank computes on (default: the site's, or the\n"
     "                      node's cores divided by the ranks per node)\n"
     "  --precision P       the precision of the prediction: fp32 or bf16 (default: PARAMS.ini's\n"
-    "                      [runtime] precision; auto plans fp32: what GPUs and CPUs without native\n"
-    "                      bf16 GEMMs resolve it to)\n"
+    "                      [runtime] precision; auto plans bf16 on GPUs (sm_80 and newer: every\n"
+    "                      GPU of the tables) and fp32 on CPU nodes)\n"
     "  --zero S            the ZeRO stage of the prediction and the fit summary (default 0)\n"
     "  --time-limit HOURS  one job's wall-time limit (default: the site's)\n"
     "  --fs-gbs X          the checkpoint write bandwidth of the job in GB/s (default: the site's\n"
@@ -294,9 +294,10 @@ static fm_status fill_input(plan_ctx *c, const plan_args *a)
         return FM_ERR(FM_ERR_USAGE, "fmtrain plan: --cores-per-rank is for CPU nodes; %s is a GPU (one "
                                     "rank per GPU)", d->name);
     }
-    /* The parameter file's precision; auto is fp32 on GPUs (the CUDA backend computes in fp32) and on
-     * CPUs without native bf16 GEMMs, bf16 on those with them (a oneDNN build on AVX512_BF16 or AMX):
-     * the device table does not say which, so auto plans fp32 and says how to plan bf16. */
+    /* The parameter file's precision. auto is bf16 on GPUs of compute capability 8.0 and newer (the
+     * CUDA backend's rule; every GPU of the tables is one) and on CPUs with native bf16 GEMMs (a
+     * oneDNN build on AVX512_BF16 or AMX), fp32 on other CPUs: the device table does not say which
+     * CPU it is, so auto plans fp32 there and says how to plan bf16. */
     switch (c->cfg.runtime_precision) {
     case FM_RUNTIME_PRECISION_BF16:
         in->precision = FM_PLAN_BF16;
@@ -307,9 +308,9 @@ static fm_status fill_input(plan_ctx *c, const plan_args *a)
         c->prec_from = "[runtime] precision";
         break;
     default:
-        in->precision = FM_PLAN_FP32;
+        in->precision = d->kind == FM_PLAN_GPU ? FM_PLAN_BF16 : FM_PLAN_FP32;
         c->prec_from = d->kind == FM_PLAN_GPU
-                           ? "[runtime] precision = auto: fp32 on GPUs (the CUDA backend computes in fp32)"
+                           ? "[runtime] precision = auto: bf16 on GPUs of compute capability 8.0 and newer"
                            : "[runtime] precision = auto: fp32 without native bf16 GEMMs; on CPUs with "
                              "AVX512_BF16 or AMX in a oneDNN build auto is bf16: plan it with --precision bf16";
         break;
@@ -588,9 +589,6 @@ static void print_prediction(const plan_ctx *c, const fm_plan_result *r)
                sh->vocab_size, sh->max_seq_len, c->in.micro_batch,
                d->kind == FM_PLAN_GPU ? 4 : c->in.cores_per_rank,
                c->in.precision == FM_PLAN_BF16 ? " --precision bf16" : "", c->tables_dir);
-        if (d->kind == FM_PLAN_GPU && c->in.precision == FM_PLAN_BF16)
-            printf("             (fmtrain's CUDA backend computes in fp32 only today: bf16 on a GPU cannot "
-                   "be measured, so this plan has no bf16 step time)\n");
     } else {
         print_point(r->point, &c->tables);
         if (r->basis == FM_PLAN_SIBLING_RANGE) {

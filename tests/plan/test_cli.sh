@@ -29,7 +29,8 @@ run() {
 has() { grep -qF -- "$2" "$tmp/$1" || { cat "$tmp/$1" >&2; fail "$1 of the last command lacks: $2"; }; }
 hasnt() { ! grep -qF -- "$2" "$tmp/$1" || { cat "$tmp/$1" >&2; fail "$1 of the last command has: $2"; }; }
 export FMTRAIN_JOBSCRIPTS="$src/jobscripts"
-gpt2=("$src/inputs/gpt2-124m.ini")
+# fp32: the precision of the GPU measurements (auto would be bf16 on the GPUs; tested below)
+gpt2=("$src/inputs/gpt2-124m.ini" --set runtime.precision=fp32)
 tiny=("$src/inputs/llama-tiny.ini" --set model.vocab_size=1024)
 
 # ---- every site and device plans; every site script has its table ---------------------------------
@@ -119,14 +120,14 @@ has out "no prediction: no fmtrain measurement in fp32 on H100-64"
 run 0 plan "${gpt2[@]}" --tokens 1e9 --gpu H100-80 --precision bf16
 has out "no prediction: no fmtrain measurement in bf16 on H100-80"
 has out "compare    not fmtrain: PyTorch 2.11"
-has out "CUDA backend computes in fp32 only today"
+has out "fmtrain-bench --device cuda --layers 12 --heads 12 --dim 768 --vocab 50304 --seq 1024 --batch 8 --threads 4 --steps 5 --warmup 1 --precision bf16"
 has out "precision  bf16 (--precision)"
 # the precision defaults to the parameter file's; auto plans fp32 and says why
 run 0 plan "${gpt2[@]}" --set runtime.precision=bf16 --tokens 1e9 --gpu H100-80 --json
 "$py" -c 'import json,sys; p=json.load(open(sys.argv[1]))["prediction"]; assert p["precision"]=="bf16" and p["precision_from"]=="[runtime] precision", p' "$tmp/out" ||
   fail "[runtime] precision = bf16 is not the plan's precision"
 run 0 plan "${gpt2[@]}" --set runtime.precision=auto --tokens 1e9 --gpu H100-80
-has out "precision  fp32 ([runtime] precision = auto: fp32 on GPUs"
+has out "precision  bf16 ([runtime] precision = auto: bf16 on GPUs of compute capability 8.0 and newer)"
 run 0 plan "${tiny[@]}" --set runtime.precision=auto --tokens 1e7 --cpu devvm-zen4-2c
 has out "plan it with --precision bf16"
 

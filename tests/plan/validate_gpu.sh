@@ -4,6 +4,7 @@
 # memory fmtrain-bench's model + optimizer take (nvidia-smi memory.used sampled every 50 ms), to
 # compare with the model's formula. Run on the GPU node; files go to $OUT (default /tmp).
 #
+# FM_PRECISION=bf16 (or fp32) adds --precision to every run.
 # Usage: FM_BENCH=build/release/bench/model/fmtrain-bench tests/plan/validate_gpu.sh
 set -u
 bench=${FM_BENCH:-bin/fmtrain-bench}
@@ -21,7 +22,7 @@ b() { # name, then fmtrain-bench arguments
   local s
   s=$(date +%s.%N)
   echo "=== $name: fmtrain-bench --device cuda $*"
-  timeout 100 "$bench" --device cuda --threads 4 --peak-size 2048 "$@"
+  timeout 100 "$bench" --device cuda --threads 4 --peak-size 2048 "$@" ${FM_PRECISION:+--precision "$FM_PRECISION"}
   local rc=$?
   sleep 0.3; kill $sp; wait $sp 2>/dev/null
   echo "=== $name exit $rc in $(awk -v a="$s" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s; memory.used MiB min/max: $(sort -n "$out/mem-$name.txt" | head -1) / $(sort -n "$out/mem-$name.txt" | tail -1)"
