@@ -77,6 +77,7 @@ static void ctx_destroy(fm_cuda_ctx *cx)
     if (cx->workspace) (void)cudaFree(cx->workspace);
     if (cx->sumsq_part) (void)cudaFree(cx->sumsq_part);
     if (cx->sumsq_host) (void)cudaFreeHost(cx->sumsq_host);
+    if (cx->enc_scratch) (void)cudaFree(cx->enc_scratch);
     if (cx->stream) (void)cudaStreamDestroy(cx->stream);
     free(cx);
 }

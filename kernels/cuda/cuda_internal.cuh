@@ -56,6 +56,8 @@ typedef struct fm_cuda_ctx {
     size_t workspace_bytes;
     double *sumsq_part; /* FM_CUDA_SUMSQ_BLOCKS + 1 doubles, device */
     double *sumsq_host; /* 1 double, pinned host memory */
+    void *enc_scratch;        /* encoder.cu: the embedding backward's sort buffers (NULL until the */
+    size_t enc_scratch_bytes; /* first backward; grown when B*T grows), freed by ctx_destroy */
     fm_cuda_lt_entry lt_cache[FM_CUDA_LT_CACHE];
     int lt_next;
     int failed;    /* non-zero after the first recorded error */
