@@ -1377,7 +1377,25 @@ static void test_rope_backward(void **state)
 
 /* ---- softmax + cross-entropy ------------------------------------------------------------------- */
 
-static const int xent_shapes[][3] = {{13, 1000, 1024}, {7, 100, 128}, {4, 50257, 50304}};
+/* N, V, Vp: GPT-2's padded vocabulary with 4 and 33 rows; Vp % 4 != 0 (the CUDA backend's
+ * one-column path; the model pads to a multiple of 128) */
+static const int xent_shapes[][3] = {
+    {13, 1000, 1024}, {7, 100, 128}, {4, 50257, 50304}, {33, 50257, 50304}, {3, 1001, 1003},
+};
+#define N_XENT_SHAPES ((int)(sizeof xent_shapes / sizeof xent_shapes[0]))
+
+/* logits of shape s: uniform in [-5, 5], padding 1e4 (it would dominate if it were counted), and row
+ * 1 a ramp from -40 to 40 over the real columns (every running max keeps growing: the online
+ * softmax's rescaling) */
+static float *xent_logits(int s, uint64_t seed)
+{
+    const int N = xent_shapes[s][0], V = xent_shapes[s][1], Vp = xent_shapes[s][2];
+    float *lg = rndf(seed, (size_t)N * Vp, -5, 5);
+    for (int n = 0; n < N; n++)
+        for (int v = V; v < Vp; v++) lg[(size_t)n * Vp + v] = 1e4f;
+    for (int v = 0; v < V; v++) lg[(size_t)Vp + v] = (float)(-40.0 + 80.0 * v / V);
+    return lg;
+}
 
 static void xent_ref(const float *lg, const int32_t *tg, int N, int V, int Vp, double *loss,
                      double *lse)
@@ -1400,14 +1418,12 @@ static void call_softmax_xent_forward(fm_backend *be, void *const *d, const op_c
 static void test_softmax_xent_forward(void **state)
 {
     (void)state;
-    for (int s = 0; s < 3; s++) {
+    for (int s = 0; s < N_XENT_SHAPES; s++) {
         const int N = xent_shapes[s][0], V = xent_shapes[s][1], Vp = xent_shapes[s][2];
         op_case *c = new_case("softmax_xent_forward N=%d V=%d Vp=%d", N, V, Vp);
-        float *lg = rndf(500 + s, (size_t)N * Vp, -5, 5);
-        for (int n = 0; n < N; n++) /* padding that would dominate if it were counted */
-            for (int v = V; v < Vp; v++) lg[(size_t)n * Vp + v] = 1e4f;
+        float *lg = xent_logits(s, 500 + s);
         int32_t *tg = rndi(510 + s, (size_t)N, V);
-        tg[0] = V - 1;
+        tg[0] = V - 1, tg[N - 1] = 0;
         double *loss = zd(N), *lse = zd(N);
         xent_ref(lg, tg, N, V, Vp, loss, lse);
         const tol r = {2e-5, 2e-5}, x1 = {1e-5, 1e-5};
@@ -1429,14 +1445,12 @@ static void call_softmax_xent_backward(fm_backend *be, void *const *d, const op_
 static void test_softmax_xent_backward(void **state)
 {
     (void)state;
-    for (int s = 0; s < 3; s++) {
+    for (int s = 0; s < N_XENT_SHAPES; s++) {
         const int N = xent_shapes[s][0], V = xent_shapes[s][1], Vp = xent_shapes[s][2];
         op_case *c = new_case("softmax_xent_backward N=%d V=%d Vp=%d (in place)", N, V, Vp);
-        float *lg = rndf(520 + s, (size_t)N * Vp, -5, 5);
-        for (int n = 0; n < N; n++)
-            for (int v = V; v < Vp; v++) lg[(size_t)n * Vp + v] = 1e4f;
+        float *lg = xent_logits(s, 520 + s);
         int32_t *tg = rndi(530 + s, (size_t)N, V);
-        tg[0] = V - 1;
+        tg[0] = V - 1, tg[N - 1] = 0;
         double *loss = zd(N), *ld = zd(N);
         xent_ref(lg, tg, N, V, Vp, loss, ld);
         float *lse = flt(ld, N);
