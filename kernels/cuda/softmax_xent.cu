@@ -11,14 +11,19 @@
  *     written (the forward may serve evaluation, whose logits must stay).
  *   - backward, IN PLACE, one read and one write: x := (exp(x - lse) - [c == target]) * dloss for
  *     c < V, 0 for the padding columns.
- * So a training step moves 3 x 4 bytes per logit here (the former kernels: 4 reads and a write). The
- * op contract splits forward (with the loss) and backward (with the loss scale, one model call
- * later), so the row cannot be kept between the two: a forward+backward op would save one more read
- * (docs/performance.md, "CUDA backend").
- * Determinism: the reduction tree depends only on blockDim (fixed) and the row length. */
+ *   - fused (training: the model's forward when fm_model_set_fused_loss_scale is on): the forward's
+ *     statistics, then the backward's pass over the same row, with the same device functions as the
+ *     two kernels (products and sums written with _rn intrinsics, so no context-dependent FMA
+ *     contraction) and the same block size: the same bits as forward + backward. When the row's
+ *     float4 groups fit in the block's shared memory (Vp*4 bytes up to the device's opt-in limit:
+ *     227 KiB on sm_90, so GPT-2's 197 KiB rows; 163 KiB on sm_80) the statistics pass keeps them
+ *     there and the gradient pass reads them back: 8 bytes per logit from HBM, one block per SM.
+ *     Else the statistics pass reads with normal caching and the gradient pass finds what L2 kept.
+ * Determinism: the reduction tree depends only on blockDim (SX_THREADS, the same for every kernel)
+ * and the row length. */
 #include "cuda_internal.cuh"
 
-#define SX_THREADS 512
+#define SX_THREADS 1024
 #define SX_UNROLL 4
 
 /* online softmax state of a set of values: m their max, s = sum exp(v - m) (m = -inf: empty) */
@@ -30,22 +35,23 @@ static __device__ __forceinline__ sx_ms sx_merge(sx_ms a, sx_ms b)
 {
     const float M = fmaxf(a.m, b.m);
     if (M == -INFINITY) return {M, 0.0f};
-    /* a + b == b + a, so both lanes of a butterfly pair end with the same bits */
-    return {M, (a.m == -INFINITY ? 0.0f : a.s * expf(a.m - M)) +
-                   (b.m == -INFINITY ? 0.0f : b.s * expf(b.m - M))};
+    /* a + b == b + a, so both lanes of a butterfly pair end with the same bits; _rn: no FMA
+     * contraction, so every kernel that inlines this computes the same bits */
+    return {M, __fadd_rn(a.m == -INFINITY ? 0.0f : __fmul_rn(a.s, expf(a.m - M)),
+                         b.m == -INFINITY ? 0.0f : __fmul_rn(b.s, expf(b.m - M)))};
 }
 
 static __device__ __forceinline__ sx_ms sx_add4(sx_ms a, const float4 v)
 {
     const float M = fmaxf(fmaxf(a.m, fmaxf(v.x, v.y)), fmaxf(v.z, v.w));
-    const float r = a.m == -INFINITY ? 0.0f : a.s * expf(a.m - M);
+    const float r = a.m == -INFINITY ? 0.0f : __fmul_rn(a.s, expf(a.m - M));
     return {M, r + ((expf(v.x - M) + expf(v.y - M)) + (expf(v.z - M) + expf(v.w - M)))};
 }
 
 static __device__ __forceinline__ sx_ms sx_add1(sx_ms a, const float v)
 {
     const float M = fmaxf(a.m, v);
-    const float r = a.m == -INFINITY ? 0.0f : a.s * expf(a.m - M);
+    const float r = a.m == -INFINITY ? 0.0f : __fmul_rn(a.s, expf(a.m - M));
     return {M, r + expf(v - M)};
 }
 
@@ -63,16 +69,14 @@ static __device__ __forceinline__ sx_ms sx_block_merge(sx_ms v, sx_ms *sh)
     return v;
 }
 
-/* losses (N), lse (N); logits (N,Vp), targets (N) in [0,V). VEC = 4: Vp % 4 == 0, rows 16-byte
- * aligned. */
-template <int VEC>
-__global__ void __launch_bounds__(SX_THREADS)
-    sx_fwd_k(float *__restrict__ losses, float *__restrict__ lse, const float *__restrict__ logits,
-             const int32_t *__restrict__ targets, int V, int Vp)
+/* The statistics of row x (V real columns) for the whole block (every thread gets them), each thread
+ * reading its columns once; LOAD_CS: evict-first loads (the row is not read again soon); keep (may
+ * be NULL): shared memory that receives the row's first V/4 float4 groups. VEC = 4: Vp % 4 == 0,
+ * rows 16-byte aligned. */
+template <int VEC, bool LOAD_CS>
+static __device__ __forceinline__ sx_ms sx_row_stats(const float *x, int V, sx_ms *sh, float4 *keep)
 {
-    __shared__ sx_ms sh[32];
-    const int n = blockIdx.x, bd = blockDim.x;
-    const float *x = logits + (size_t)n * (size_t)Vp;
+    const int bd = blockDim.x;
     sx_ms st = {-INFINITY, 0.0f};
     int c0 = 0; /* first column of the scalar tail */
     if constexpr (VEC == 4) {
@@ -82,20 +86,84 @@ __global__ void __launch_bounds__(SX_THREADS)
         for (; k + (SX_UNROLL - 1) * bd < nfull; k += SX_UNROLL * bd) {
             float4 v[SX_UNROLL];
 #pragma unroll
-            for (int u = 0; u < SX_UNROLL; u++) v[u] = __ldcs(x4 + k + u * bd);
+            for (int u = 0; u < SX_UNROLL; u++) v[u] = LOAD_CS ? __ldcs(x4 + k + u * bd) : x4[k + u * bd];
+            if (keep) {
+#pragma unroll
+                for (int u = 0; u < SX_UNROLL; u++) keep[k + u * bd] = v[u];
+            }
 #pragma unroll
             for (int u = 0; u < SX_UNROLL; u++) st = sx_add4(st, v[u]);
         }
-        for (; k < nfull; k += bd) st = sx_add4(st, __ldcs(x4 + k));
+        for (; k < nfull; k += bd) {
+            const float4 v = LOAD_CS ? __ldcs(x4 + k) : x4[k];
+            if (keep) keep[k] = v;
+            st = sx_add4(st, v);
+        }
         c0 = 4 * nfull;
     }
-    for (int c = c0 + (int)threadIdx.x; c < V; c += bd) st = sx_add1(st, __ldcs(x + c));
-    st = sx_block_merge(st, sh);
-    if (threadIdx.x == 0) {
-        const float l = st.m + logf(st.s);
-        lse[n] = l;
-        losses[n] = l - x[targets[n]];
+    for (int c = c0 + (int)threadIdx.x; c < V; c += bd) st = sx_add1(st, LOAD_CS ? __ldcs(x + c) : x[c]);
+    return sx_block_merge(st, sh);
+}
+
+/* lse and loss of the row from its statistics; xt = x[target], read before the row may change */
+static __device__ __forceinline__ void sx_row_loss(sx_ms st, float xt, float *loss, float *lse)
+{
+    const float l = st.m + logf(st.s);
+    *lse = l;
+    *loss = l - xt;
+}
+
+/* the gradient of one element: column c of V, value v, lse l, target tg */
+static __device__ __forceinline__ float sx_grad(float v, int c, float l, int tg, float dloss, int V)
+{
+    return c < V ? __fmul_rn(expf(v - l) - (c == tg ? 1.0f : 0.0f), dloss) : 0.0f;
+}
+
+static __device__ __forceinline__ float4 sx_grad4(float4 v, int k, float l, int tg, float dloss, int V)
+{
+    const int c = 4 * k;
+    return make_float4(sx_grad(v.x, c, l, tg, dloss, V), sx_grad(v.y, c + 1, l, tg, dloss, V),
+                       sx_grad(v.z, c + 2, l, tg, dloss, V), sx_grad(v.w, c + 3, l, tg, dloss, V));
+}
+
+/* row x (Vp) := dlogits in place, one write per element (streaming); the values are read from HBM
+ * (evict-first), except float4 groups k < nkeep, which come from keep (shared memory) */
+template <int VEC>
+static __device__ __forceinline__ void sx_row_grad(float *x, float l, int tg, float dloss, int V,
+                                                   int Vp, const float4 *keep, int nkeep)
+{
+    const int bd = blockDim.x;
+    if constexpr (VEC == 4) {
+        float4 *x4 = reinterpret_cast<float4 *>(x);
+        const int nv = Vp / 4;
+        int k = threadIdx.x;
+        for (; k + (SX_UNROLL - 1) * bd < nv; k += SX_UNROLL * bd) {
+            float4 v[SX_UNROLL];
+#pragma unroll
+            for (int u = 0; u < SX_UNROLL; u++)
+                v[u] = k + u * bd < nkeep ? keep[k + u * bd] : __ldcs(x4 + k + u * bd);
+#pragma unroll
+            for (int u = 0; u < SX_UNROLL; u++)
+                __stcs(x4 + k + u * bd, sx_grad4(v[u], k + u * bd, l, tg, dloss, V));
+        }
+        for (; k < nv; k += bd) __stcs(x4 + k, sx_grad4(k < nkeep ? keep[k] : __ldcs(x4 + k), k, l, tg, dloss, V));
+    } else {
+        for (int c = threadIdx.x; c < Vp; c += bd) x[c] = sx_grad(x[c], c, l, tg, dloss, V);
     }
+}
+
+/* losses (N), lse (N); logits (N,Vp), targets (N) in [0,V) */
+template <int VEC>
+__global__ void __launch_bounds__(SX_THREADS)
+    sx_fwd_k(float *__restrict__ losses, float *__restrict__ lse, const float *__restrict__ logits,
+             const int32_t *__restrict__ targets, int V, int Vp)
+{
+    __shared__ sx_ms sh[32];
+    const int n = blockIdx.x;
+    const float *x = logits + (size_t)n * (size_t)Vp;
+    const float xt = threadIdx.x == 0 ? x[targets[n]] : 0.0f;
+    const sx_ms st = sx_row_stats<VEC, true>(x, V, sh, NULL);
+    if (threadIdx.x == 0) sx_row_loss(st, xt, &losses[n], &lse[n]);
 }
 
 /* logits (N,Vp) := dlogits in place; lse (N), targets (N) */
@@ -104,43 +172,32 @@ __global__ void __launch_bounds__(SX_THREADS)
     sx_bwd_k(float *__restrict__ logits, const float *__restrict__ lse,
              const int32_t *__restrict__ targets, float dloss, int V, int Vp)
 {
-    const int n = blockIdx.x, bd = blockDim.x;
+    const int n = blockIdx.x;
+    sx_row_grad<VEC>(logits + (size_t)n * (size_t)Vp, lse[n], targets[n], dloss, V, Vp, NULL, 0);
+}
+
+/* both: losses (N), lse (N), logits (N,Vp) := dlogits. KEEP (VEC = 4 only): the row's V/4 float4
+ * groups are kept in dynamic shared memory between the two passes. lse is computed by every thread
+ * from the block's statistics with the forward's expression: the same bits as the forward stores and
+ * the backward would read. */
+template <int VEC, bool KEEP>
+__global__ void __launch_bounds__(SX_THREADS)
+    sx_fused_k(float *__restrict__ losses, float *__restrict__ lse, float *__restrict__ logits,
+               const int32_t *__restrict__ targets, float dloss, int V, int Vp)
+{
+    extern __shared__ float4 sx_keep[];
+    __shared__ sx_ms sh[32];
+    const int n = blockIdx.x, tg = targets[n];
     float *x = logits + (size_t)n * (size_t)Vp;
-    const float l = lse[n];
-    const int tg = targets[n];
-    if constexpr (VEC == 4) {
-        float4 *x4 = reinterpret_cast<float4 *>(x);
-        const int nv = Vp / 4;
-        int k = threadIdx.x;
-        for (; k + (SX_UNROLL - 1) * bd < nv; k += SX_UNROLL * bd) {
-            float4 v[SX_UNROLL];
-#pragma unroll
-            for (int u = 0; u < SX_UNROLL; u++) v[u] = __ldcs(x4 + k + u * bd);
-#pragma unroll
-            for (int u = 0; u < SX_UNROLL; u++) {
-                const int c = 4 * (k + u * bd);
-                float4 g;
-                g.x = c + 0 < V ? (expf(v[u].x - l) - (c + 0 == tg ? 1.0f : 0.0f)) * dloss : 0.0f;
-                g.y = c + 1 < V ? (expf(v[u].y - l) - (c + 1 == tg ? 1.0f : 0.0f)) * dloss : 0.0f;
-                g.z = c + 2 < V ? (expf(v[u].z - l) - (c + 2 == tg ? 1.0f : 0.0f)) * dloss : 0.0f;
-                g.w = c + 3 < V ? (expf(v[u].w - l) - (c + 3 == tg ? 1.0f : 0.0f)) * dloss : 0.0f;
-                __stcs(x4 + k + u * bd, g);
-            }
-        }
-        for (; k < nv; k += bd) {
-            const float4 v = __ldcs(x4 + k);
-            const int c = 4 * k;
-            float4 g;
-            g.x = c + 0 < V ? (expf(v.x - l) - (c + 0 == tg ? 1.0f : 0.0f)) * dloss : 0.0f;
-            g.y = c + 1 < V ? (expf(v.y - l) - (c + 1 == tg ? 1.0f : 0.0f)) * dloss : 0.0f;
-            g.z = c + 2 < V ? (expf(v.z - l) - (c + 2 == tg ? 1.0f : 0.0f)) * dloss : 0.0f;
-            g.w = c + 3 < V ? (expf(v.w - l) - (c + 3 == tg ? 1.0f : 0.0f)) * dloss : 0.0f;
-            __stcs(x4 + k, g);
-        }
-    } else {
-        for (int c = threadIdx.x; c < Vp; c += bd)
-            x[c] = c < V ? (expf(x[c] - l) - (c == tg ? 1.0f : 0.0f)) * dloss : 0.0f;
-    }
+    /* every read of the statistics pass (and xt) and every store into sx_keep precede the merge's
+     * __syncthreads; the gradient pass writes only the elements the writing thread itself reads
+     * (from x or sx_keep): no hazard */
+    const float xt = threadIdx.x == 0 ? x[tg] : 0.0f;
+    const sx_ms st = sx_row_stats<VEC, false>(x, V, sh, KEEP ? sx_keep : NULL);
+    float loss_n, lse_n;
+    sx_row_loss(st, xt, &loss_n, &lse_n);
+    if (threadIdx.x == 0) losses[n] = loss_n, lse[n] = lse_n;
+    sx_row_grad<VEC>(x, lse_n, tg, dloss, V, Vp, KEEP ? sx_keep : NULL, KEEP ? V / 4 : 0);
 }
 
 static bool sx_vec(const float *logits, int Vp)
@@ -170,4 +227,33 @@ void fm_cuda_softmax_xent_backward(fm_backend *be, float *logits, const float *l
     else
         sx_bwd_k<1><<<(unsigned)N, SX_THREADS, 0, cx->stream>>>(logits, lse, targets, dloss, V, Vp);
     fm_cuda_check_launch(cx, "softmax_xent_backward");
+}
+
+void fm_cuda_softmax_xent_fused(fm_backend *be, float *losses, float *lse, float *logits,
+                                const int32_t *targets, float dloss, int N, int V, int Vp)
+{
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
+    if (N <= 0) return;
+    if (!sx_vec(logits, Vp)) {
+        sx_fused_k<1, false><<<(unsigned)N, SX_THREADS, 0, cx->stream>>>(losses, lse, logits, targets,
+                                                                        dloss, V, Vp);
+        fm_cuda_check_launch(cx, "softmax_xent_fused");
+        return;
+    }
+    /* the row in shared memory when it fits (static: 32 sx_ms pairs besides) */
+    int optin = 0;
+    fm_cuda_check(cx, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, cx->device),
+                  "softmax_xent_fused (shared memory limit)");
+    const size_t keep = (size_t)(V / 4) * sizeof(float4);
+    if (keep > 0 && keep + 32 * sizeof(sx_ms) <= (size_t)optin) {
+        fm_cuda_check(cx, cudaFuncSetAttribute(sx_fused_k<4, true>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)keep),
+                      "softmax_xent_fused (shared memory)");
+        sx_fused_k<4, true><<<(unsigned)N, SX_THREADS, keep, cx->stream>>>(losses, lse, logits, targets,
+                                                                          dloss, V, Vp);
+    } else {
+        sx_fused_k<4, false><<<(unsigned)N, SX_THREADS, 0, cx->stream>>>(losses, lse, logits, targets,
+                                                                         dloss, V, Vp);
+    }
+    fm_cuda_check_launch(cx, "softmax_xent_fused");
 }

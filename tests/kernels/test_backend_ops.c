@@ -64,6 +64,8 @@
  *                          kcache, vcache          exact (new rows = k, v; the others untouched)
  *   softmax_xent_forward   losses, lse             2e-5, 2e-5              1e-5, 1e-5
  *   softmax_xent_backward  dlogits (in place)      2e-4, 2e-8              1e-4, 1e-8
+ *   softmax_xent_fused     losses, lse, dlogits    as forward, backward    as forward, backward
+ *                          and the same bits as forward + backward on the same backend
  *   adamw_update           params, m, v            2e-5, 2e-7              1e-5, 1e-7
  *                          grads                   exactly 0               exact
  *                          params_bf16 (2nd case)  8e-3, 2e-7              8e-3, 2e-7
@@ -1472,6 +1474,60 @@ static void test_softmax_xent_backward(void **state)
     }
 }
 
+/* The fused op, and on the same backend softmax_xent_forward then softmax_xent_backward (with the
+ * lse that forward wrote) on a copy of the logits: both against the references, and the fused op's
+ * outputs must be the same bits as the two calls' (kernels.h: "the same bits as those two calls";
+ * the model relies on it, fm_model_set_fused_loss_scale). */
+static void call_softmax_xent_fused(fm_backend *be, void *const *d, const op_case *c)
+{
+    const int N = c->i[0], V = c->i[1], Vp = c->i[2];
+    be->ops->softmax_xent_fused(be, F(0), F(1), F(2), CI(3), c->f[0], N, V, Vp);
+    be->ops->softmax_xent_forward(be, F(4), F(5), CF(6), CI(3), N, V, Vp);
+    be->ops->softmax_xent_backward(be, F(6), CF(5), CI(3), c->f[0], N, V, Vp);
+}
+
+static void test_softmax_xent_fused(void **state)
+{
+    (void)state;
+    for (int s = 0; s < N_XENT_SHAPES; s++) {
+        const int N = xent_shapes[s][0], V = xent_shapes[s][1], Vp = xent_shapes[s][2];
+        op_case *c = new_case("softmax_xent_fused N=%d V=%d Vp=%d (in place)", N, V, Vp);
+        float *lg = xent_logits(s, 540 + s);
+        int32_t *tg = rndi(550 + s, (size_t)N, V);
+        tg[0] = V - 1, tg[N - 1] = 0;
+        double *loss = zd(N), *lse = zd(N);
+        xent_ref(lg, tg, N, V, Vp, loss, lse);
+        const float dloss = 0.5f / (float)N; /* a loss_scale of 1/2 (grad_accum 2) */
+        double *ref = zd((size_t)N * Vp);
+        for (int n = 0; n < N; n++)
+            for (int v = 0; v < V; v++)
+                ref[(size_t)n * Vp + v] =
+                    (exp((double)lg[(size_t)n * Vp + v] - lse[n]) - (v == tg[n])) * dloss;
+        const size_t nl = (size_t)N * Vp;
+        float *lg2 = malloc(nl * sizeof *lg2);
+        assert_non_null(lg2);
+        memcpy(lg2, lg, nl * sizeof *lg2);
+        const tol r = {2e-5, 2e-5}, x1 = {1e-5, 1e-5}, rg = {2e-4, 2e-8}, xg = {1e-4, 1e-8};
+        add(c, "losses", F32, OUT, N, NULL, loss, r, x1);
+        add(c, "lse", F32, OUT, N, NULL, lse, r, x1);
+        add(c, "dlogits", F32, INOUT, nl, lg, ref, rg, xg);
+        add_in(c, "targets", I32, N, tg);
+        double *loss2 = zd(N), *lse2 = zd(N), *ref2 = zd(nl);
+        memcpy(loss2, loss, (size_t)N * sizeof *loss2);
+        memcpy(lse2, lse, (size_t)N * sizeof *lse2);
+        memcpy(ref2, ref, nl * sizeof *ref2);
+        add(c, "losses2", F32, OUT, N, NULL, loss2, r, x1);
+        add(c, "lse2", F32, OUT, N, NULL, lse2, r, x1);
+        add(c, "dlogits2", F32, INOUT, nl, lg2, ref2, rg, xg);
+        for (int k = 0; k < 3; k++) /* max-norm relative 0: equal bits */
+            c->t[k].match = 4 + (k == 2 ? 2 : k), c->t[k].match_tol = 0.0, c->t[k].match_tol16 = 0.0;
+        c->i[0] = N, c->i[1] = V, c->i[2] = Vp;
+        c->f[0] = dloss;
+        c->call = call_softmax_xent_fused;
+        run_case(c);
+    }
+}
+
 /* ---- optimizer --------------------------------------------------------------------------------- */
 
 /* i[3]: the run's offset into the tensors (the optimizer updates runs of a flat buffer that start
@@ -1646,7 +1702,8 @@ static const op_entry g_ops[] = {
     OP_CASE(gelu_backward),        OP_CASE(swiglu_forward),        OP_CASE(swiglu_backward),
     OP_CASE(rope_forward),         OP_CASE(rope_backward),         OP_CASE(attention_forward),
     OP_CASE(attention_backward),   OP_CASE(attention_decode),      OP_CASE(softmax_xent_forward),
-    OP_CASE(softmax_xent_backward), OP_CASE(adamw_update),         OP_CASE(sum_squares),
+    OP_CASE(softmax_xent_backward), OP_CASE(softmax_xent_fused),   OP_CASE(adamw_update),
+    OP_CASE(sum_squares),
     OP_CASE(to_bf16),
 };
 #define N_OPS ((int)(sizeof g_ops / sizeof g_ops[0]))
