@@ -17,9 +17,9 @@
  *     again exactly the CPU kernel's additions in its order, so the result is bit-identical to the
  *     CPU backend and every id is summed in a fixed order. The longest chain is the most frequent
  *     id's count (a few hundred for GPT-2 text at B*T = 8192), with 8 rows' loads in flight per step.
- * The sort needs 3 int arrays of N and CUB's temporary storage: the context's encoder scratch,
- * allocated at the first backward and grown when N grows (a synchronising cudaMalloc, once per size;
- * a failed allocation is recorded like any device error and the op is skipped). */
+ * The sort needs 3 int arrays of N and CUB's temporary storage: the context's scratch
+ * (fm_cuda_scratch: grown once, synchronising, when it is too small; a failed allocation is recorded
+ * like any device error and the op is skipped). */
 #include <cub/device/device_radix_sort.cuh>
 
 #include "cuda_internal.cuh"
@@ -198,21 +198,8 @@ static void wte_backward(fm_cuda_ctx *cx, float *dwte, const float *dout, const 
         return;
     }
     const size_t arr = round256((size_t)N * sizeof(int32_t));
-    const size_t need = 3 * arr + round256(temp_bytes);
-    if (need > cx->enc_scratch_bytes) {
-        fm_cuda_check(cx, cudaStreamSynchronize(cx->stream), what);
-        if (cx->enc_scratch) fm_cuda_check(cx, cudaFree(cx->enc_scratch), what);
-        cx->enc_scratch = NULL;
-        cx->enc_scratch_bytes = 0;
-        e = cudaMalloc(&cx->enc_scratch, need);
-        if (e != cudaSuccess) {
-            cx->enc_scratch = NULL;
-            fm_cuda_check(cx, e, what);
-            return;
-        }
-        cx->enc_scratch_bytes = need;
-    }
-    char *sc = (char *)cx->enc_scratch;
+    char *sc = (char *)fm_cuda_scratch(cx, 3 * arr + round256(temp_bytes), what);
+    if (!sc) return; /* recorded */
     uint32_t *ids = (uint32_t *)sc;
     int32_t *pos_in = (int32_t *)(sc + arr), *pos = (int32_t *)(sc + 2 * arr);
     void *temp = sc + 3 * arr;
