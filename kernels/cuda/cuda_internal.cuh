@@ -216,6 +216,7 @@ FM_CUDA_KERNEL(attention_backward);    /* attention.cu */
 FM_CUDA_KERNEL(attention_decode);      /* attention.cu */
 FM_CUDA_KERNEL(softmax_xent_forward);  /* softmax_xent.cu */
 FM_CUDA_KERNEL(softmax_xent_backward); /* softmax_xent.cu */
+FM_CUDA_KERNEL(softmax_xent_fused);    /* softmax_xent.cu */
 FM_CUDA_KERNEL(adamw_update);          /* adamw.cu */
 FM_CUDA_KERNEL(sum_squares);           /* adamw.cu */
 FM_CUDA_KERNEL(to_bf16);               /* convert.cu */
