@@ -232,6 +232,12 @@ typedef struct fm_kernel_ops {
      * lse (N) from forward; dloss: d(total loss)/d(loss of one position), e.g. 1/(B*T*grad_accum). */
     void (*softmax_xent_backward)(fm_backend *be, float *logits, const float *lse,
                                   const int32_t *targets, float dloss, int N, int V, int Vp);
+    /* Training's one-pass classifier: softmax_xent_forward and then softmax_xent_backward on each
+     * row while it is at hand (one read of the logits less per step): losses (N) and lse (N) as the
+     * forward writes them, and IN PLACE logits (N,Vp) := dlogits as the backward writes them, with
+     * the same bits as those two calls (the same arithmetic). targets (N) in [0,V). */
+    void (*softmax_xent_fused)(fm_backend *be, float *losses, float *lse, float *logits,
+                               const int32_t *targets, float dloss, int N, int V, int Vp);
 
     /* ---- optimizer ------------------------------------------------------------------------ */
     /* AdamW on n contiguous parameters, then sets grads to 0:

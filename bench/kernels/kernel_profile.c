@@ -24,7 +24,7 @@
 enum {
     P_ENC_F, P_ENC_B, P_EMB_F, P_EMB_B, P_LN_F, P_LN_B, P_RMS_F, P_RMS_B, P_RES_F, P_MM_F, P_MM_B,
     P_LMH_F, P_LMH_B, P_GELU_F, P_GELU_B, P_SWIGLU_F, P_SWIGLU_B, P_ROPE_F, P_ROPE_B, P_ATT_F,
-    P_ATT_B, P_ATT_D, P_XENT_F, P_XENT_B, P_ADAM, P_SUMSQ, P_TO_BF16, P_ZERO, P_OTHER, P_N
+    P_ATT_B, P_ATT_D, P_XENT_F, P_XENT_B, P_XENT_FUSED, P_ADAM, P_SUMSQ, P_TO_BF16, P_ZERO, P_OTHER, P_N
 };
 static const char *const pname[P_N] = {
     "encoder_forward", "encoder_backward", "embedding_forward", "embedding_backward",
@@ -33,7 +33,7 @@ static const char *const pname[P_N] = {
     "lm_head_forward", "lm_head_backward", "gelu_forward", "gelu_backward", "swiglu_forward",
     "swiglu_backward", "rope_forward", "rope_backward",
     "attention_forward", "attention_backward", "attention_decode", "softmax_xent_forward", "softmax_xent_backward",
-    "adamw_update", "sum_squares", "to_bf16", "zero", "alloc/copy/sync"};
+    "softmax_xent_fused", "adamw_update", "sum_squares", "to_bf16", "zero", "alloc/copy/sync"};
 
 typedef struct prof {
     fm_backend *inner;
@@ -193,6 +193,11 @@ static void w_xent_b(fm_backend *be, float *lg, const float *lse, const int32_t 
 {
     TIMED(P_XENT_B, 0, IN(be)->ops->softmax_xent_backward(IN(be), lg, lse, tg, dl, N, V, Vp));
 }
+static void w_xent_fused(fm_backend *be, float *ls, float *lse, float *lg, const int32_t *tg,
+                         float dl, int N, int V, int Vp)
+{
+    TIMED(P_XENT_FUSED, 0, IN(be)->ops->softmax_xent_fused(IN(be), ls, lse, lg, tg, dl, N, V, Vp));
+}
 static void w_adam(fm_backend *be, float *p, void *pb, float *g, float *m, float *v, size_t n,
                    float lr, float b1, float b2, float eps, float wd, float gs, int64_t t)
 {
@@ -220,6 +225,7 @@ static fm_kernel_ops prof_ops = { /* .caps, .act_bytes: the inner backend's, set
     .rope_forward = w_rope_f, .rope_backward = w_rope_b,
     .attention_forward = w_att_f, .attention_backward = w_att_b,
     .attention_decode = w_att_d, .softmax_xent_forward = w_xent_f, .softmax_xent_backward = w_xent_b,
+    .softmax_xent_fused = w_xent_fused,
     .adamw_update = w_adam, .sum_squares = w_sumsq, .to_bf16 = w_to_bf16};
 
 static int die(fm_status st)
@@ -314,6 +320,7 @@ int main(int argc, char **argv)
     if ((st = fm_model_create(&shape, be, B, &model))) return die(st);
     if ((st = fm_model_init_weights(model, 1234))) return die(st);
     if ((st = fm_optimizer_create(model, &opt))) return die(st);
+    if ((st = fm_model_set_fused_loss_scale(model, 1.0f))) return die(st); /* as the trainer */
     int32_t *tok = malloc((size_t)B * T * 4 * 2);
     if (!tok) return 1;
     for (int i = 0; i < 2 * B * T; i++) tok[i] = (int32_t)((i * 2654435761u) % (unsigned)V);

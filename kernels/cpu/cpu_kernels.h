@@ -188,6 +188,9 @@ void fm_cpu_softmax_xent_forward(fm_backend *be, float *losses, float *lse, cons
 /* IN PLACE: logits (N,Vp) := (exp(logits - lse) - onehot(target)) * dloss for c < V, 0 for c >= V */
 void fm_cpu_softmax_xent_backward(fm_backend *be, float *logits, const float *lse,
                                   const int32_t *targets, float dloss, int N, int V, int Vp);
+/* forward, then backward on each row (training): the same bits as the two calls */
+void fm_cpu_softmax_xent_fused(fm_backend *be, float *losses, float *lse, float *logits,
+                               const int32_t *targets, float dloss, int N, int V, int Vp);
 
 /* ---- adamw.c -------------------------------------------------------------------------------- */
 /* AdamW as torch.optim.AdamW (decoupled decay), then grads := 0. params, grads, m, v: (n) fp32;

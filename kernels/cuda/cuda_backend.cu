@@ -418,6 +418,7 @@ static fm_kernel_ops cuda_ops_make(void)
     o.attention_decode = fm_cuda_attention_decode;
     o.softmax_xent_forward = fm_cuda_softmax_xent_forward;
     o.softmax_xent_backward = fm_cuda_softmax_xent_backward;
+    o.softmax_xent_fused = fm_cuda_softmax_xent_fused;
     o.adamw_update = fm_cuda_adamw_update;
     o.sum_squares = fm_cuda_sum_squares;
     o.to_bf16 = fm_cuda_to_bf16;

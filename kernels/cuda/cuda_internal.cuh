@@ -219,6 +219,7 @@ FM_CUDA_KERNEL(attention_decode);      /* attention.cu */
 void fm_cuda_attention_release(fm_cuda_ctx *cx);
 FM_CUDA_KERNEL(softmax_xent_forward);  /* softmax_xent.cu */
 FM_CUDA_KERNEL(softmax_xent_backward); /* softmax_xent.cu */
+FM_CUDA_KERNEL(softmax_xent_fused);    /* softmax_xent.cu */
 FM_CUDA_KERNEL(adamw_update);          /* adamw.cu */
 FM_CUDA_KERNEL(sum_squares);           /* adamw.cu */
 FM_CUDA_KERNEL(to_bf16);               /* convert.cu */

@@ -104,6 +104,8 @@ struct fm_model {
     int have_forward; /* logits of the last forward are valid */
     int have_targets; /* the last forward had targets and backward has not consumed it */
     int have_loss;    /* losses_host holds the per-position losses of the last forward */
+    float fused_scale; /* > 0: forwards with targets run the fused classifier for this loss_scale */
+    int have_dlogits;  /* the last forward's fused classifier left dlogits in place of the logits */
     /* decode state */
     int dec_pos; /* tokens per sequence in the caches */
     int dec_B;   /* sequences since the last reset (0: none yet) */
@@ -779,6 +781,7 @@ fm_status fm_model_forward(fm_model *m, const int32_t *tokens, const int32_t *ta
     m->have_forward = 0;
     m->have_targets = 0;
     m->have_loss = 0;
+    m->have_dlogits = 0;
     FM_TRY(refresh_bf16(m));
     const int N = B * T;
     views *a = &m->v;
@@ -795,8 +798,13 @@ fm_status fm_model_forward(fm_model *m, const int32_t *tokens, const int32_t *ta
     m->fam->head_forward(&c, block_out(m, L - 1), a->logits);
     m->B = B;
     m->T = T;
-    if (targets) {
+    const int fused = targets && m->mode == FM_MODEL_TRAIN && m->fused_scale > 0.0f;
+    if (fused) /* the dloss fm_model_backward would pass */
+        ops->softmax_xent_fused(be, a->losses, a->loss_lse, a->logits, a->targets,
+                                m->fused_scale / (float)N, N, V, m->Vp);
+    else if (targets)
         ops->softmax_xent_forward(be, a->losses, a->loss_lse, a->logits, a->targets, N, V, m->Vp);
+    if (targets) {
         FM_TRY(ops->download(be, m->losses_host, a->losses, (size_t)N * sizeof(float)));
         double sum = 0.0;
         for (int i = 0; i < N; i++) sum += (double)m->losses_host[i];
@@ -805,7 +813,20 @@ fm_status fm_model_forward(fm_model *m, const int32_t *tokens, const int32_t *ta
         m->have_loss = 1;
     }
     FM_TRY(ops->sync(be));
-    m->have_forward = 1;
+    m->have_forward = !fused;
+    m->have_dlogits = fused;
+    return NULL;
+}
+
+fm_status fm_model_set_fused_loss_scale(fm_model *m, float loss_scale)
+{
+    if (m->mode != FM_MODEL_TRAIN)
+        return FM_ERR(FM_ERR_INTERNAL, "model: the fused classifier is for training models (this one "
+                      "has no backward)");
+    if (!isfinite(loss_scale) || loss_scale < 0.0f)
+        return FM_ERR(FM_ERR_INTERNAL, "model: fused classifier loss_scale %g (expected finite and "
+                      ">= 0; 0 turns it off)", (double)loss_scale);
+    m->fused_scale = loss_scale;
     return NULL;
 }
 
@@ -825,6 +846,10 @@ fm_status fm_model_sequence_losses(const fm_model *m, double *out)
 
 fm_status fm_model_logits(fm_model *m, int b, int t, float *host)
 {
+    if (m->have_dlogits)
+        return FM_ERR(FM_ERR_INTERNAL, "model: no logits (the last forward's fused classifier turned "
+                      "them into their gradient; turn it off with fm_model_set_fused_loss_scale(m, 0) "
+                      "to read logits)");
     if (!m->have_forward)
         return FM_ERR(FM_ERR_INTERNAL, "model: no logits (no forward since the last backward)");
     if (b < 0 || b >= m->B || t < 0 || t >= m->T)
@@ -851,11 +876,19 @@ fm_status fm_model_backward(fm_model *m, float loss_scale, fm_model_grad_ready_f
     const int V = m->shape.vocab_size, Vp = m->Vp;
     const int B = m->B, T = m->T, N = B * T;
     views *a = &m->v;
+    if (m->have_dlogits && loss_scale != m->fused_scale)
+        return FM_ERR(FM_ERR_INTERNAL, "model: backward with loss_scale %g after a fused forward for "
+                      "loss_scale %g (fm_model_set_fused_loss_scale: they must be equal)",
+                      (double)loss_scale, (double)m->fused_scale);
     m->have_targets = 0;
     m->have_forward = 0;
 
-    /* head: dlogits in place, then d x_L into dres and the head tensors' gradients */
-    ops->softmax_xent_backward(be, a->logits, a->loss_lse, a->targets, loss_scale / (float)N, N, V, Vp);
+    /* head: dlogits in place (unless the fused forward made them), then d x_L into dres and the
+     * head tensors' gradients */
+    if (!m->have_dlogits)
+        ops->softmax_xent_backward(be, a->logits, a->loss_lse, a->targets, loss_scale / (float)N, N,
+                                   V, Vp);
+    m->have_dlogits = 0;
     ops->zero(be, a->dres, (size_t)N * (size_t)C * sizeof(float));
     fm_family_call c = family_call(m, B, T, -1, a->head_acts, 0);
     m->fam->head_backward(&c, block_out(m, L - 1), a->logits, a->dres);

@@ -272,6 +272,16 @@ fm_status fm_model_sequence_losses(const fm_model *m, double *out);
  * forward has run; logits already consumed by backward. (Logits are fp32 in every precision.) */
 fm_status fm_model_logits(fm_model *m, int b, int t, float *host);
 
+/* The one-pass classifier of training: with loss_scale > 0, every later forward with targets on this
+ * training model also turns the logits into their gradient in the same pass over them (the backend's
+ * softmax_xent_fused: one read of the (B*T, Vp) logits less per step), for a backward called with
+ * exactly this loss_scale, which then starts from those dlogits; fm_model_logits fails after such a
+ * forward (the logits are gone). 0 turns it off (the default): forward keeps the logits, backward
+ * computes dlogits. Losses, gradients and everything after are the same bits either way (the fused
+ * op's contract, kernels.h). Errors: not a training model, loss_scale not finite or < 0
+ * (FM_ERR_INTERNAL). */
+fm_status fm_model_set_fused_loss_scale(fm_model *m, float loss_scale);
+
 /* Called by fm_model_backward as soon as a contiguous range of gradients [offset, offset+count)
  * (floats of the layout) holds its final value for this backward pass: each layer's range right after
  * that layer's backward (layers L-1 down to 0), then the head range last (GPT-2: wte, wpe, ln_f).
@@ -282,9 +292,10 @@ typedef fm_status (*fm_model_grad_ready_fn)(void *ctx, size_t offset, size_t cou
 /* Back-propagates the loss of the last forward (which must have had targets; a training model) and
  * ACCUMULATES (+=) the parameter gradients. `loss_scale` is the weight of this micro-batch's mean loss in the objective
  * being differentiated: 1 for one micro-batch, 1/grad_accum when accumulating (each position then
- * gets d/dloss = loss_scale/(B*T)). `ready` may be NULL. The logits are overwritten by dlogits.
- * Errors: a model that is not a training model, no forward with targets since the last backward
- * (FM_ERR_INTERNAL); an error returned by `ready`. */
+ * gets d/dloss = loss_scale/(B*T)). `ready` may be NULL. The logits are overwritten by dlogits (or
+ * already were, by a fused forward: fm_model_set_fused_loss_scale).
+ * Errors: a model that is not a training model, no forward with targets since the last backward,
+ * a loss_scale other than the fused forward's (FM_ERR_INTERNAL); an error returned by `ready`. */
 fm_status fm_model_backward(fm_model *m, float loss_scale, fm_model_grad_ready_fn ready, void *ctx);
 
 /* ---- decoding with a KV cache (decode models) --------------------------------------------------- */

@@ -445,6 +445,9 @@ static fm_status create_model(fm_trainer *t)
     FM_TRY(fm_model_create(&t->shape, t->be, t->B, &t->model));
     FM_TRY(fm_model_init_weights(t->model, t->cfg.run_seed));
     FM_TRY(fm_optimizer_create(t->model, &t->opt));
+    /* every backward of accumulate_grads uses 1/grad_accum: the forward makes dlogits in its pass
+     * (the same bits; evaluation forwards on this model get dlogits too and never read logits) */
+    FM_TRY(fm_model_set_fused_loss_scale(t->model, 1.0f / (float)t->ga));
     return NULL;
 }
 

@@ -36,8 +36,10 @@
  *   op                     outputs                 vs double (rtol, atol)  vs cpu (rtol, atol)
  *   encoder_forward        out                     exact                   exact
  *   encoder_backward       dwte, dwpe (+=)         1e-6, 2e-6              exact
+ *                          (atol 2e-4 at B*T = 8192, ids from a power law: ~560 repeats)
  *   embedding_forward      out                     exact                   exact
  *   embedding_backward     dwte (+=)               1e-6, 2e-6              exact
+ *                          (atol 2e-4 at B*T = 8192, ids from a power law: ~560 repeats)
  *   layernorm_forward      out, mean, rstd         2e-5, 2e-5              1e-5, 1e-5
  *   layernorm_backward     dinp (+=)               2e-4, 2e-5              1e-4, 1e-5
  *                          dweight, dbias (+=)     2e-4, 2e-4              1e-4, 1e-4
@@ -62,6 +64,8 @@
  *                          kcache, vcache          exact (new rows = k, v; the others untouched)
  *   softmax_xent_forward   losses, lse             2e-5, 2e-5              1e-5, 1e-5
  *   softmax_xent_backward  dlogits (in place)      2e-4, 2e-8              1e-4, 1e-8
+ *   softmax_xent_fused     losses, lse, dlogits    as forward, backward    as forward, backward
+ *                          and the same bits as forward + backward on the same backend
  *   adamw_update           params, m, v            2e-5, 2e-7              1e-5, 1e-7
  *                          grads                   exactly 0               exact
  *                          params_bf16 (2nd case)  8e-3, 2e-7              8e-3, 2e-7
@@ -532,26 +536,56 @@ static void call_encoder_forward(fm_backend *be, void *const *d, const op_case *
     be->ops->encoder_forward(be, F(3), CI(0), CF(1), CF(2), c->i[0], c->i[1], c->i[2]);
 }
 
+/* Shapes of the embedding cases: the small original one; C % 4 != 0 (the CUDA backend's one-channel
+ * path); GPT-2's padded vocabulary with N = B*T = 8192 positions whose ids are drawn from a steep
+ * power law (id 0 about 560 times: the embedding backward's long buckets, and CUB's multi-block sort
+ * path), the first and last real ids included. */
+static const int enc_shapes[][6] = { /* B, T, C, Vp, maxT, ids drawn from [0, V) */
+    {3, 17, 40, 128, 20, 10},
+    {2, 33, 30, 128, 40, 128},
+    {8, 1024, 96, 50304, 1024, 50257},
+};
+#define N_ENC_SHAPES ((int)(sizeof enc_shapes / sizeof enc_shapes[0]))
+
+/* ids of shape s: uniform for the small shapes (the original cases' seeds), else V*u^4 */
+static int32_t *enc_ids(int s, uint64_t seed)
+{
+    const int B = enc_shapes[s][0], T = enc_shapes[s][1], V = enc_shapes[s][5];
+    const size_t n = (size_t)B * T;
+    if (s < 2) return rndi(seed + 100u * (uint64_t)s, n, V);
+    int32_t *x = malloc(n * sizeof *x);
+    assert_non_null(x);
+    for (size_t i = 0; i < n; i++) {
+        const double u = uni(&seed);
+        x[i] = (int32_t)(u * u * u * u * V);
+    }
+    x[1] = V - 1, x[n - 1] = V - 1, x[n - 2] = 0;
+    return x;
+}
+
 static void test_encoder_forward(void **state)
 {
     (void)state;
-    const int B = 3, T = 17, C = 40, Vp = 128, maxT = 20;
-    op_case *c = new_case("encoder_forward B=%d T=%d C=%d", B, T, C);
-    int32_t *tok = rndi(1, (size_t)B * T, 10);
-    tok[2] = Vp - 1;
-    float *wte = rndf(2, (size_t)Vp * C, -1, 1), *wpe = rndf(3, (size_t)maxT * C, -1, 1);
-    double *ref = zd((size_t)B * T * C);
-    for (int bt = 0; bt < B * T; bt++)
-        for (int ch = 0; ch < C; ch++)
-            ref[(size_t)bt * C + ch] =
-                (double)wte[(size_t)tok[bt] * C + ch] + (double)wpe[(size_t)(bt % T) * C + ch];
-    add_in(c, "tokens", I32, (size_t)B * T, tok);
-    add_in(c, "wte", F32, (size_t)Vp * C, wte);
-    add_in(c, "wpe", F32, (size_t)maxT * C, wpe);
-    add(c, "out", F32, OUT, (size_t)B * T * C, NULL, ref, EXACT, EXACT);
-    c->i[0] = B, c->i[1] = T, c->i[2] = C;
-    c->call = call_encoder_forward;
-    run_case(c);
+    for (int s = 0; s < N_ENC_SHAPES; s++) {
+        const int B = enc_shapes[s][0], T = enc_shapes[s][1], C = enc_shapes[s][2];
+        const int Vp = enc_shapes[s][3], maxT = enc_shapes[s][4];
+        op_case *c = new_case("encoder_forward B=%d T=%d C=%d Vp=%d", B, T, C, Vp);
+        int32_t *tok = enc_ids(s, 1);
+        tok[2] = Vp - 1;
+        float *wte = rndf(2, (size_t)Vp * C, -1, 1), *wpe = rndf(3, (size_t)maxT * C, -1, 1);
+        double *ref = zd((size_t)B * T * C);
+        for (int bt = 0; bt < B * T; bt++)
+            for (int ch = 0; ch < C; ch++)
+                ref[(size_t)bt * C + ch] =
+                    (double)wte[(size_t)tok[bt] * C + ch] + (double)wpe[(size_t)(bt % T) * C + ch];
+        add_in(c, "tokens", I32, (size_t)B * T, tok);
+        add_in(c, "wte", F32, (size_t)Vp * C, wte);
+        add_in(c, "wpe", F32, (size_t)maxT * C, wpe);
+        add(c, "out", F32, OUT, (size_t)B * T * C, NULL, ref, EXACT, EXACT);
+        c->i[0] = B, c->i[1] = T, c->i[2] = C;
+        c->call = call_encoder_forward;
+        run_case(c);
+    }
 }
 
 static void call_encoder_backward(fm_backend *be, void *const *d, const op_case *c)
@@ -559,28 +593,36 @@ static void call_encoder_backward(fm_backend *be, void *const *d, const op_case 
     be->ops->encoder_backward(be, F(0), F(1), CF(2), CI(3), c->i[0], c->i[1], c->i[2]);
 }
 
+/* vs cpu EXACT: every backend adds each id's rows (and each position's batch rows) to the
+ * accumulated gradient one by one in row order (kernels/cpu/encoder.c, kernels/cuda/encoder.cu) */
 static void test_encoder_backward(void **state)
 {
     (void)state;
-    const int B = 3, T = 17, C = 40, Vp = 128, maxT = 20;
-    op_case *c = new_case("encoder_backward B=%d T=%d C=%d (repeated tokens)", B, T, C);
-    int32_t *tok = rndi(4, (size_t)B * T, 10);
-    float *dwte = rndf(5, (size_t)Vp * C, -1, 1), *dwpe = rndf(6, (size_t)maxT * C, -1, 1);
-    float *dout = rndf(7, (size_t)B * T * C, -1, 1);
-    double *rte = dbl(dwte, (size_t)Vp * C), *rpe = dbl(dwpe, (size_t)maxT * C);
-    for (int bt = 0; bt < B * T; bt++)
-        for (int ch = 0; ch < C; ch++) {
-            rte[(size_t)tok[bt] * C + ch] += dout[(size_t)bt * C + ch];
-            rpe[(size_t)(bt % T) * C + ch] += dout[(size_t)bt * C + ch];
-        }
-    const tol r = {1e-6, 2e-6};
-    add(c, "dwte", F32, INOUT, (size_t)Vp * C, dwte, rte, r, EXACT);
-    add(c, "dwpe", F32, INOUT, (size_t)maxT * C, dwpe, rpe, r, EXACT);
-    add_in(c, "dout", F32, (size_t)B * T * C, dout);
-    add_in(c, "tokens", I32, (size_t)B * T, tok);
-    c->i[0] = B, c->i[1] = T, c->i[2] = C;
-    c->call = call_encoder_backward;
-    run_case(c);
+    for (int s = 0; s < N_ENC_SHAPES; s++) {
+        const int B = enc_shapes[s][0], T = enc_shapes[s][1], C = enc_shapes[s][2];
+        const int Vp = enc_shapes[s][3], maxT = enc_shapes[s][4];
+        op_case *c =
+            new_case("encoder_backward B=%d T=%d C=%d Vp=%d (repeated tokens)", B, T, C, Vp);
+        int32_t *tok = enc_ids(s, 4);
+        float *dwte = rndf(5, (size_t)Vp * C, -1, 1), *dwpe = rndf(6, (size_t)maxT * C, -1, 1);
+        float *dout = rndf(7, (size_t)B * T * C, -1, 1);
+        double *rte = dbl(dwte, (size_t)Vp * C), *rpe = dbl(dwpe, (size_t)maxT * C);
+        for (int bt = 0; bt < B * T; bt++)
+            for (int ch = 0; ch < C; ch++) {
+                rte[(size_t)tok[bt] * C + ch] += dout[(size_t)bt * C + ch];
+                rpe[(size_t)(bt % T) * C + ch] += dout[(size_t)bt * C + ch];
+            }
+        /* 1e-6 relative for ~560 additions of values in [-1, 1] to one element: the fp32 sum's
+         * rounding error grows with the count, so the long buckets get an absolute allowance */
+        const tol r = {1e-6, s < 2 ? 2e-6 : 2e-4};
+        add(c, "dwte", F32, INOUT, (size_t)Vp * C, dwte, rte, r, EXACT);
+        add(c, "dwpe", F32, INOUT, (size_t)maxT * C, dwpe, rpe, r, EXACT);
+        add_in(c, "dout", F32, (size_t)B * T * C, dout);
+        add_in(c, "tokens", I32, (size_t)B * T, tok);
+        c->i[0] = B, c->i[1] = T, c->i[2] = C;
+        c->call = call_encoder_backward;
+        run_case(c);
+    }
 }
 
 /* ---- layernorm --------------------------------------------------------------------------------- */
@@ -1157,20 +1199,23 @@ static void call_embedding_forward(fm_backend *be, void *const *d, const op_case
 static void test_embedding_forward(void **state)
 {
     (void)state;
-    const int B = 3, T = 17, C = 40, Vp = 128;
-    op_case *c = new_case("embedding_forward B=%d T=%d C=%d", B, T, C);
-    int32_t *tok = rndi(8, (size_t)B * T, 10);
-    tok[2] = Vp - 1;
-    float *wte = rndf(9, (size_t)Vp * C, -1, 1);
-    double *ref = zd((size_t)B * T * C);
-    for (int bt = 0; bt < B * T; bt++)
-        for (int ch = 0; ch < C; ch++) ref[(size_t)bt * C + ch] = wte[(size_t)tok[bt] * C + ch];
-    add_in(c, "tokens", I32, (size_t)B * T, tok);
-    add_in(c, "wte", F32, (size_t)Vp * C, wte);
-    add(c, "out", F32, OUT, (size_t)B * T * C, NULL, ref, EXACT, EXACT);
-    c->i[0] = B, c->i[1] = T, c->i[2] = C;
-    c->call = call_embedding_forward;
-    run_case(c);
+    for (int sh = 0; sh < N_ENC_SHAPES; sh++) {
+        const int B = enc_shapes[sh][0], T = enc_shapes[sh][1], C = enc_shapes[sh][2];
+        const int Vp = enc_shapes[sh][3];
+        op_case *c = new_case("embedding_forward B=%d T=%d C=%d Vp=%d", B, T, C, Vp);
+        int32_t *tok = enc_ids(sh, 8);
+        tok[2] = Vp - 1;
+        float *wte = rndf(9, (size_t)Vp * C, -1, 1);
+        double *ref = zd((size_t)B * T * C);
+        for (int bt = 0; bt < B * T; bt++)
+            for (int ch = 0; ch < C; ch++) ref[(size_t)bt * C + ch] = wte[(size_t)tok[bt] * C + ch];
+        add_in(c, "tokens", I32, (size_t)B * T, tok);
+        add_in(c, "wte", F32, (size_t)Vp * C, wte);
+        add(c, "out", F32, OUT, (size_t)B * T * C, NULL, ref, EXACT, EXACT);
+        c->i[0] = B, c->i[1] = T, c->i[2] = C;
+        c->call = call_embedding_forward;
+        run_case(c);
+    }
 }
 
 static void call_embedding_backward(fm_backend *be, void *const *d, const op_case *c)
@@ -1181,19 +1226,24 @@ static void call_embedding_backward(fm_backend *be, void *const *d, const op_cas
 static void test_embedding_backward(void **state)
 {
     (void)state;
-    const int B = 3, T = 17, C = 40, Vp = 128;
-    op_case *c = new_case("embedding_backward B=%d T=%d C=%d (repeated tokens)", B, T, C);
-    int32_t *tok = rndi(11, (size_t)B * T, 10);
-    float *dwte = rndf(12, (size_t)Vp * C, -1, 1), *dout = rndf(13, (size_t)B * T * C, -1, 1);
-    double *rte = dbl(dwte, (size_t)Vp * C);
-    for (int bt = 0; bt < B * T; bt++)
-        for (int ch = 0; ch < C; ch++) rte[(size_t)tok[bt] * C + ch] += dout[(size_t)bt * C + ch];
-    add(c, "dwte", F32, INOUT, (size_t)Vp * C, dwte, rte, (tol){1e-6, 2e-6}, EXACT);
-    add_in(c, "dout", F32, (size_t)B * T * C, dout);
-    add_in(c, "tokens", I32, (size_t)B * T, tok);
-    c->i[0] = B, c->i[1] = T, c->i[2] = C;
-    c->call = call_embedding_backward;
-    run_case(c);
+    for (int sh = 0; sh < N_ENC_SHAPES; sh++) {
+        const int B = enc_shapes[sh][0], T = enc_shapes[sh][1], C = enc_shapes[sh][2];
+        const int Vp = enc_shapes[sh][3];
+        op_case *c =
+            new_case("embedding_backward B=%d T=%d C=%d Vp=%d (repeated tokens)", B, T, C, Vp);
+        int32_t *tok = enc_ids(sh, 11);
+        float *dwte = rndf(12, (size_t)Vp * C, -1, 1), *dout = rndf(13, (size_t)B * T * C, -1, 1);
+        double *rte = dbl(dwte, (size_t)Vp * C);
+        for (int bt = 0; bt < B * T; bt++)
+            for (int ch = 0; ch < C; ch++) rte[(size_t)tok[bt] * C + ch] += dout[(size_t)bt * C + ch];
+        add(c, "dwte", F32, INOUT, (size_t)Vp * C, dwte, rte, (tol){1e-6, sh < 2 ? 2e-6 : 2e-4},
+            EXACT);
+        add_in(c, "dout", F32, (size_t)B * T * C, dout);
+        add_in(c, "tokens", I32, (size_t)B * T, tok);
+        c->i[0] = B, c->i[1] = T, c->i[2] = C;
+        c->call = call_embedding_backward;
+        run_case(c);
+    }
 }
 
 /* ---- RMSNorm (Llama) ------------------------------------------------------------------------------- */
@@ -1421,7 +1471,25 @@ static void test_rope_backward(void **state)
 
 /* ---- softmax + cross-entropy ------------------------------------------------------------------- */
 
-static const int xent_shapes[][3] = {{13, 1000, 1024}, {7, 100, 128}, {4, 50257, 50304}};
+/* N, V, Vp: GPT-2's padded vocabulary with 4 and 33 rows; Vp % 4 != 0 (the CUDA backend's
+ * one-column path; the model pads to a multiple of 128) */
+static const int xent_shapes[][3] = {
+    {13, 1000, 1024}, {7, 100, 128}, {4, 50257, 50304}, {33, 50257, 50304}, {3, 1001, 1003},
+};
+#define N_XENT_SHAPES ((int)(sizeof xent_shapes / sizeof xent_shapes[0]))
+
+/* logits of shape s: uniform in [-5, 5], padding 1e4 (it would dominate if it were counted), and row
+ * 1 a ramp from -40 to 40 over the real columns (every running max keeps growing: the online
+ * softmax's rescaling) */
+static float *xent_logits(int s, uint64_t seed)
+{
+    const int N = xent_shapes[s][0], V = xent_shapes[s][1], Vp = xent_shapes[s][2];
+    float *lg = rndf(seed, (size_t)N * Vp, -5, 5);
+    for (int n = 0; n < N; n++)
+        for (int v = V; v < Vp; v++) lg[(size_t)n * Vp + v] = 1e4f;
+    for (int v = 0; v < V; v++) lg[(size_t)Vp + v] = (float)(-40.0 + 80.0 * v / V);
+    return lg;
+}
 
 static void xent_ref(const float *lg, const int32_t *tg, int N, int V, int Vp, double *loss,
                      double *lse)
@@ -1444,14 +1512,12 @@ static void call_softmax_xent_forward(fm_backend *be, void *const *d, const op_c
 static void test_softmax_xent_forward(void **state)
 {
     (void)state;
-    for (int s = 0; s < 3; s++) {
+    for (int s = 0; s < N_XENT_SHAPES; s++) {
         const int N = xent_shapes[s][0], V = xent_shapes[s][1], Vp = xent_shapes[s][2];
         op_case *c = new_case("softmax_xent_forward N=%d V=%d Vp=%d", N, V, Vp);
-        float *lg = rndf(500 + s, (size_t)N * Vp, -5, 5);
-        for (int n = 0; n < N; n++) /* padding that would dominate if it were counted */
-            for (int v = V; v < Vp; v++) lg[(size_t)n * Vp + v] = 1e4f;
+        float *lg = xent_logits(s, 500 + s);
         int32_t *tg = rndi(510 + s, (size_t)N, V);
-        tg[0] = V - 1;
+        tg[0] = V - 1, tg[N - 1] = 0;
         double *loss = zd(N), *lse = zd(N);
         xent_ref(lg, tg, N, V, Vp, loss, lse);
         const tol r = {2e-5, 2e-5}, x1 = {1e-5, 1e-5};
@@ -1473,14 +1539,12 @@ static void call_softmax_xent_backward(fm_backend *be, void *const *d, const op_
 static void test_softmax_xent_backward(void **state)
 {
     (void)state;
-    for (int s = 0; s < 3; s++) {
+    for (int s = 0; s < N_XENT_SHAPES; s++) {
         const int N = xent_shapes[s][0], V = xent_shapes[s][1], Vp = xent_shapes[s][2];
         op_case *c = new_case("softmax_xent_backward N=%d V=%d Vp=%d (in place)", N, V, Vp);
-        float *lg = rndf(520 + s, (size_t)N * Vp, -5, 5);
-        for (int n = 0; n < N; n++)
-            for (int v = V; v < Vp; v++) lg[(size_t)n * Vp + v] = 1e4f;
+        float *lg = xent_logits(s, 520 + s);
         int32_t *tg = rndi(530 + s, (size_t)N, V);
-        tg[0] = V - 1;
+        tg[0] = V - 1, tg[N - 1] = 0;
         double *loss = zd(N), *ld = zd(N);
         xent_ref(lg, tg, N, V, Vp, loss, ld);
         float *lse = flt(ld, N);
@@ -1502,43 +1566,114 @@ static void test_softmax_xent_backward(void **state)
     }
 }
 
-/* ---- optimizer --------------------------------------------------------------------------------- */
-
-static void call_adamw_update(fm_backend *be, void *const *d, const op_case *c)
+/* The fused op, and on the same backend softmax_xent_forward then softmax_xent_backward (with the
+ * lse that forward wrote) on a copy of the logits: both against the references, and the fused op's
+ * outputs must be the same bits as the two calls' (kernels.h: "the same bits as those two calls";
+ * the model relies on it, fm_model_set_fused_loss_scale). */
+static void call_softmax_xent_fused(fm_backend *be, void *const *d, const op_case *c)
 {
-    be->ops->adamw_update(be, F(0), c->i[2] ? d[4] : NULL, F(1), F(2), F(3), (size_t)c->i[0],
-                          c->f[0], c->f[1], c->f[2], c->f[3], c->f[4], c->f[5], (int64_t)c->i[1]);
+    const int N = c->i[0], V = c->i[1], Vp = c->i[2];
+    be->ops->softmax_xent_fused(be, F(0), F(1), F(2), CI(3), c->f[0], N, V, Vp);
+    be->ops->softmax_xent_forward(be, F(4), F(5), CF(6), CI(3), N, V, Vp);
+    be->ops->softmax_xent_backward(be, F(6), CF(5), CI(3), c->f[0], N, V, Vp);
 }
 
-static void adamw_case(int with_copy)
+static void test_softmax_xent_fused(void **state)
 {
-    const size_t n = 10007;
+    (void)state;
+    for (int s = 0; s < N_XENT_SHAPES; s++) {
+        const int N = xent_shapes[s][0], V = xent_shapes[s][1], Vp = xent_shapes[s][2];
+        op_case *c = new_case("softmax_xent_fused N=%d V=%d Vp=%d (in place)", N, V, Vp);
+        float *lg = xent_logits(s, 540 + s);
+        int32_t *tg = rndi(550 + s, (size_t)N, V);
+        tg[0] = V - 1, tg[N - 1] = 0;
+        double *loss = zd(N), *lse = zd(N);
+        xent_ref(lg, tg, N, V, Vp, loss, lse);
+        const float dloss = 0.5f / (float)N; /* a loss_scale of 1/2 (grad_accum 2) */
+        double *ref = zd((size_t)N * Vp);
+        for (int n = 0; n < N; n++)
+            for (int v = 0; v < V; v++)
+                ref[(size_t)n * Vp + v] =
+                    (exp((double)lg[(size_t)n * Vp + v] - lse[n]) - (v == tg[n])) * dloss;
+        const size_t nl = (size_t)N * Vp;
+        float *lg2 = malloc(nl * sizeof *lg2);
+        assert_non_null(lg2);
+        memcpy(lg2, lg, nl * sizeof *lg2);
+        const tol r = {2e-5, 2e-5}, x1 = {1e-5, 1e-5}, rg = {2e-4, 2e-8}, xg = {1e-4, 1e-8};
+        add(c, "losses", F32, OUT, N, NULL, loss, r, x1);
+        add(c, "lse", F32, OUT, N, NULL, lse, r, x1);
+        add(c, "dlogits", F32, INOUT, nl, lg, ref, rg, xg);
+        add_in(c, "targets", I32, N, tg);
+        double *loss2 = zd(N), *lse2 = zd(N), *ref2 = zd(nl);
+        memcpy(loss2, loss, (size_t)N * sizeof *loss2);
+        memcpy(lse2, lse, (size_t)N * sizeof *lse2);
+        memcpy(ref2, ref, nl * sizeof *ref2);
+        add(c, "losses2", F32, OUT, N, NULL, loss2, r, x1);
+        add(c, "lse2", F32, OUT, N, NULL, lse2, r, x1);
+        add(c, "dlogits2", F32, INOUT, nl, lg2, ref2, rg, xg);
+        for (int k = 0; k < 3; k++) /* max-norm relative 0: equal bits */
+            c->t[k].match = 4 + (k == 2 ? 2 : k), c->t[k].match_tol = 0.0, c->t[k].match_tol16 = 0.0;
+        c->i[0] = N, c->i[1] = V, c->i[2] = Vp;
+        c->f[0] = dloss;
+        c->call = call_softmax_xent_fused;
+        run_case(c);
+    }
+}
+
+/* ---- optimizer --------------------------------------------------------------------------------- */
+
+/* i[3]: the run's offset into the tensors (the optimizer updates runs of a flat buffer that start
+ * at any parameter: on the CUDA backend an offset of 3 leaves a misaligned head before the 128-bit
+ * body) */
+static void call_adamw_update(fm_backend *be, void *const *d, const op_case *c)
+{
+    const size_t off = (size_t)c->i[3];
+    be->ops->adamw_update(be, F(0) + off, c->i[2] ? (char *)d[4] + 2 * off : NULL, F(1) + off,
+                          F(2) + off, F(3) + off, (size_t)c->i[0], c->f[0], c->f[1], c->f[2],
+                          c->f[3], c->f[4], c->f[5], (int64_t)c->i[1]);
+}
+
+/* n parameters at offset off of tensors of off + n + 5 elements: the elements outside the run must
+ * stay as they were */
+static void adamw_case(int with_copy, size_t off)
+{
+    const size_t n = 10007, nt = off + n + (off ? 5 : 0);
     const float lr = 1e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, gs = 0.7f;
     const int t = 3;
-    op_case *c = new_case("adamw_update n=%zu t=%d%s", n, t, with_copy ? ", with the bf16 copy" : "");
-    float *p = rndf(600, n, -1, 1), *g = rndf(601, n, -0.1, 0.1), *m = rndf(602, n, -0.01, 0.01);
-    float *v = rndf(603, n, 0, 1e-4);
-    g[7] = 0.0f;
-    double *rp = zd(n), *rg = zd(n), *rm = zd(n), *rv = zd(n);
-    for (size_t i = 0; i < n; i++) {
+    op_case *c = new_case("adamw_update n=%zu t=%d%s, offset %zu", n, t,
+                          with_copy ? ", with the bf16 copy" : "", off);
+    float *p = rndf(600, nt, -1, 1), *g = rndf(601, nt, -0.1, 0.1), *m = rndf(602, nt, -0.01, 0.01);
+    float *v = rndf(603, nt, 0, 1e-4);
+    g[off + 7] = 0.0f;
+    double *rp = dbl(p, nt), *rg = dbl(g, nt), *rm = dbl(m, nt), *rv = dbl(v, nt);
+    for (size_t i = off; i < off + n; i++) {
         const double gi = (double)g[i] * gs;
         rm[i] = b1 * (double)m[i] + (1.0 - b1) * gi;
         rv[i] = b2 * (double)v[i] + (1.0 - b2) * gi * gi;
         const double mh = rm[i] / (1.0 - pow(b1, t)), vh = rv[i] / (1.0 - pow(b2, t));
         rp[i] = p[i] - lr * (mh / (sqrt(vh) + eps) + wd * (double)p[i]);
+        rg[i] = 0.0;
     }
     const tol r = {2e-5, 2e-7}, x1 = {1e-5, 1e-7};
-    add(c, "params", F32, INOUT, n, p, rp, r, x1);
-    add(c, "grads", F32, INOUT, n, g, rg, EXACT, EXACT);
-    add(c, "m", F32, INOUT, n, m, rm, r, x1);
-    add(c, "v", F32, INOUT, n, v, rv, r, x1);
+    add(c, "params", F32, INOUT, nt, p, rp, r, x1);
+    add(c, "grads", F32, INOUT, nt, g, rg, EXACT, EXACT);
+    add(c, "m", F32, INOUT, nt, m, rm, r, x1);
+    add(c, "v", F32, INOUT, nt, v, rv, r, x1);
     if (with_copy) { /* the updated params, rounded once (u = 2^-8 relative) */
         const tol b = {8e-3, 2e-7};
-        float *pf = flt(rp, n);
-        bf16_tol(c, add(c, "params_bf16", BF16, OUT, n, NULL, dbl(pf, n), b, b), b);
+        float *pf = flt(rp, nt);
+        if (off == 0) {
+            bf16_tol(c, add(c, "params_bf16", BF16, OUT, nt, NULL, dbl(pf, nt), b, b), b);
+        } else { /* elements outside the run keep their (bf16-rounded) initial values */
+            float *pb = rndf(604, nt, -1, 1);
+            double *rb = dbl(pf, nt);
+            for (size_t i = 0; i < nt; i++)
+                if (i < off || i >= off + n) rb[i] = ref_bf16(pb[i]);
+            bf16_tol(c, add(c, "params_bf16", BF16, INOUT, nt, pb, rb, b, b), b);
+        }
         free(pf);
     }
-    c->i[0] = (int)n, c->i[1] = t, c->i[2] = with_copy;
+    c->i[0] = (int)n, c->i[1] = t, c->i[2] = with_copy, c->i[3] = (int)off;
     c->f[0] = lr, c->f[1] = b1, c->f[2] = b2, c->f[3] = eps, c->f[4] = wd, c->f[5] = gs;
     c->call = call_adamw_update;
     run_case(c);
@@ -1547,8 +1682,9 @@ static void adamw_case(int with_copy)
 static void test_adamw_update(void **state)
 {
     (void)state;
-    adamw_case(0);
-    adamw_case(1);
+    adamw_case(0, 0);
+    adamw_case(1, 0);
+    adamw_case(1, 3);
 }
 
 /* The result is delivered on the host; it is uploaded into tensor 1 (one double) for comparison. */
@@ -1562,7 +1698,7 @@ static void call_sum_squares(fm_backend *be, void *const *d, const op_case *c)
 static void test_sum_squares(void **state)
 {
     (void)state;
-    const size_t sizes[] = {1, 255, 257, 1000003, 3000017};
+    const size_t sizes[] = {1, 255, 257, 1000003, 3000017, 16777219};
     for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
         const size_t n = sizes[s];
         op_case *c = new_case("sum_squares n=%zu", n);
@@ -1658,7 +1794,8 @@ static const op_entry g_ops[] = {
     OP_CASE(gelu_backward),        OP_CASE(swiglu_forward),        OP_CASE(swiglu_backward),
     OP_CASE(rope_forward),         OP_CASE(rope_backward),         OP_CASE(attention_forward),
     OP_CASE(attention_backward),   OP_CASE(attention_decode),      OP_CASE(softmax_xent_forward),
-    OP_CASE(softmax_xent_backward), OP_CASE(adamw_update),         OP_CASE(sum_squares),
+    OP_CASE(softmax_xent_backward), OP_CASE(softmax_xent_fused),   OP_CASE(adamw_update),
+    OP_CASE(sum_squares),
     OP_CASE(to_bf16),
 };
 #define N_OPS ((int)(sizeof g_ops / sizeof g_ops[0]))

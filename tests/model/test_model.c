@@ -710,6 +710,67 @@ static void test_bf16_weight_copy(void **state)
     free(p);
 }
 
+/* The fused classifier (fm_model_set_fused_loss_scale): the same losses and gradients, bit for bit,
+ * as forward + backward, in fp32 and bf16, over two accumulated micro-batches (loss_scale 1/2); a
+ * backward with another loss_scale and fm_model_logits after a fused forward are refused; 0 turns it
+ * off (logits readable again); not on a forward-only model. */
+static void test_fused_classifier(void **state)
+{
+    (void)state;
+    for (int pi = 0; pi < 2; pi++) {
+        const unsigned prec = pi ? FM_PRECISION_BF16 : FM_PRECISION_FP32;
+        if (pi && !have_bf16()) continue;
+        fm_backend *be = NULL;
+        fm_model *a = NULL, *b = NULL;
+        FM_ASSERT_OK(fm_backend_create_precision("cpu", 2, -1, prec, &be));
+        FM_ASSERT_OK(fm_model_create(&TINY, be, 3, &a));
+        FM_ASSERT_OK(fm_model_create(&TINY, be, 3, &b));
+        FM_ASSERT_OK(fm_model_init_weights(a, 21));
+        FM_ASSERT_OK(fm_model_init_weights(b, 21));
+        FM_ASSERT_OK(fm_model_set_fused_loss_scale(b, 0.5f));
+        const size_t n = fm_model_num_params(a);
+        int32_t tok[3 * 19], tgt[3 * 19];
+        float *ga = malloc(n * sizeof(float)), *gb = malloc(n * sizeof(float));
+        assert_non_null(ga);
+        assert_non_null(gb);
+        for (int k = 0; k < 2; k++) {
+            float la, lb;
+            make_batch(30 + (uint64_t)k, 3 * 19, 100, tok, tgt);
+            FM_ASSERT_OK(fm_model_forward(a, tok, tgt, 3, 19, &la));
+            FM_ASSERT_OK(fm_model_forward(b, tok, tgt, 3, 19, &lb));
+            assert_true(la == lb);
+            FM_ASSERT_OK(fm_model_backward(a, 0.5f, NULL, NULL));
+            FM_ASSERT_OK(fm_model_backward(b, 0.5f, NULL, NULL));
+        }
+        FM_ASSERT_OK(fm_model_get_grads(a, ga));
+        FM_ASSERT_OK(fm_model_get_grads(b, gb));
+        assert_memory_equal(ga, gb, n * sizeof(float));
+        /* refusals */
+        float lg[128];
+        FM_ASSERT_OK(fm_model_forward(b, tok, tgt, 3, 19, NULL));
+        fm_status st = fm_model_logits(b, 0, 0, lg);
+        assert_int_equal(fm_status_code(st), FM_ERR_INTERNAL);
+        fm_status_free(&st);
+        st = fm_model_backward(b, 1.0f, NULL, NULL);
+        assert_int_equal(fm_status_code(st), FM_ERR_INTERNAL);
+        fm_status_free(&st);
+        st = fm_model_set_fused_loss_scale(b, NAN);
+        assert_int_equal(fm_status_code(st), FM_ERR_INTERNAL);
+        fm_status_free(&st);
+        FM_ASSERT_OK(fm_model_set_fused_loss_scale(b, 0.0f)); /* off: logits again */
+        FM_ASSERT_OK(fm_model_forward(b, tok, tgt, 3, 19, NULL));
+        FM_ASSERT_OK(fm_model_logits(b, 0, 0, lg));
+        free(ga), free(gb);
+        fm_model_free(&a), fm_model_free(&b);
+        FM_ASSERT_OK(fm_model_create_opts(&TINY, be, &(fm_model_options){FM_MODEL_EVAL, 1}, &a));
+        st = fm_model_set_fused_loss_scale(a, 1.0f);
+        assert_int_equal(fm_status_code(st), FM_ERR_INTERNAL);
+        fm_status_free(&st);
+        fm_model_free(&a);
+        fm_backend_free(&be);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -726,6 +787,7 @@ int main(void)
         cmocka_unit_test(test_backward_callback),
         cmocka_unit_test(test_grad_accumulation),
         cmocka_unit_test(test_logits_and_loss),
+        cmocka_unit_test(test_fused_classifier),
         cmocka_unit_test(test_input_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
