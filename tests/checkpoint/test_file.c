@@ -536,7 +536,7 @@ static void test_hints_and_alignment(void **state)
     t[1].offset = 10;
     float *buf = calloc(10 + 65536, sizeof(float));
     assert_non_null(buf);
-    fm_checkpoint_group g = {"params", t, 2, buf, 10 + 65536};
+    fm_checkpoint_group g = {"params", t, 2, buf, 10 + 65536, NULL, 0};
     char path[512];
     ckpt_path(path, sizeof path, 51);
     fm_checkpoint_file *f = NULL;
@@ -674,7 +674,8 @@ static void test_partition(void **state)
             t[i].offset = off;
             off += n;
         }
-        fm_checkpoint_group g[2] = {{"a", t, nt, NULL, off}, {"b", t, nt, NULL, off}};
+        fm_checkpoint_group g[2] = {{"a", t, nt, NULL, off, NULL, 0},
+                                    {"b", t, nt, NULL, off, NULL, 0}};
         int nranks = 1 + (int)(ckpt_mix(rng++) % 8);
         for (int gi = 0; gi < 2; gi++)
             for (int i = 0; i < nt; i++) {
