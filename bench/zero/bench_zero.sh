@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# bench_zero.sh — ZeRO stages and data-parallel efficiency on one machine, measured interleaved.
+#
+# Usage: bench/zero/bench_zero.sh BUILD_DIR [ROUNDS] [STEPS]   (defaults: 3 rounds of 12 steps)
+#
+# Model: GPT-2 124M shape (12 layers, 12 heads, 768) with vocabulary 8192, seq_len 64, global batch
+# 8 sequences, on a synthetic dataset (uniform random tokens: the speed does not depend on them).
+# Each round runs, one after the other, so that they share the machine's neighbours alike:
+#   1 rank  x 2 threads, micro_batch 4 x grad_accum 2, zero 0  (the data-parallel reference)
+#   2 ranks x 1 thread,  micro_batch 4 x grad_accum 1, zero 0, 1, 2
+# Every run prints its per-step timeline (fmtrain-bench-zero: max over ranks of compute, exposed
+# gradient wait, norm, update, exposed all-gather wait) and a summary; this script prints one table
+# row per run with the 1-minute load average before and after it, then per round the step-time
+# ratios zero 1 / zero 0 and zero 2 / zero 0 (ratios of the runs' throughput: >= 1 means not
+# slower) and the data-parallel efficiency = tokens/s of 2 ranks x 1 thread / tokens/s of
+# 1 rank x 2 threads, for each zero stage. The step times are medians over the steps after the
+# first two. The machine is shared: read the load column before the numbers.
+set -euo pipefail
+build=${1:?usage: bench_zero.sh BUILD_DIR [ROUNDS] [STEPS]}
+rounds=${2:-3}
+steps=${3:-12}
+exe=$build/bench/zero/fmtrain-bench-zero
+mkds=$build/tests/train/train_make_dataset
+[ -x "$exe" ] && [ -x "$mkds" ] || { echo "build $build first (fmtrain-bench-zero, train_make_dataset)" >&2; exit 2; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OMP_WAIT_POLICY=passive
+unset OMP_NUM_THREADS SLURM_JOB_ID SLURM_JOB_END_TIME FMTRAIN_END_TIME
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+"$mkds" "$dir/d.h5" random 64 400 8 1 >/dev/null
+cat >"$dir/p.ini" <<INI
+[run]
+dir = $dir/run
+seed = 1
+stop_margin_minutes = 0
+[model]
+n_layer = 12
+n_head = 12
+d_model = 768
+seq_len = 64
+vocab_size = 8192
+[data]
+train = $dir/d.h5
+[train]
+steps = $steps
+lr = 6e-4
+warmup_steps = 2
+eval_every = 0
+[checkpoint]
+every_steps = 0
+every_minutes = 0
+resume = never
+[runtime]
+device = cpu
+bind = none
+log_every = 1000
+hang_factor = 0
+INI
+load() { cut -d' ' -f1 /proc/loadavg; }
+declare -A tps
+printf '%-5s %-22s %9s %9s %8s %8s %6s %7s %8s %8s %6s  %s\n' round run step_ms tok/s compute \
+  grad_wait norm update gather other comm% "load before -> after"
+run() { # run ROUND NAME NP THREADS GA ZERO
+  local r=$1 name=$2 np=$3 th=$4 ga=$5 z=$6 l0 l1 line
+  l0=$(load)
+  mpiexec -n "$np" --oversubscribe "$exe" train "$dir/p.ini" --set run.dir="$dir/run-$name-$r" \
+    --set runtime.threads="$th" --set train.micro_batch=4 --set train.grad_accum="$ga" \
+    --set train.zero="$z" >"$dir/$name-$r.out" 2>"$dir/$name-$r.err" ||
+    { cat "$dir/$name-$r.err" >&2; exit 1; }
+  l1=$(load)
+  line=$(grep '^zero-summary' "$dir/$name-$r.err")
+  get() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$line"; }
+  local st tp c gw n u gt other
+  st=$(get median_step_ms) tp=$(get tokens_per_s) c=$(get compute) gw=$(get grad_wait)
+  n=$(get norm) u=$(get update) gt=$(get gather_wait)
+  other=$(awk -v s="$st" -v c="$c" -v g="$gw" -v n="$n" -v u="$u" -v t="$gt" 'BEGIN { printf "%.1f", s-c-g-n-u-t }')
+  printf '%-5s %-22s %9s %9s %8s %8s %6s %7s %8s %8s %6s  %s -> %s\n' "$r" "$name" "$st" "$tp" "$c" \
+    "$gw" "$n" "$u" "$gt" "$other" "$(get comm_exposed_pct)" "$l0" "$l1"
+  tps[$name-$r]=$tp
+  if [ -n "${BENCH_ZERO_TIMELINE:-}" ]; then grep '^zero-step' "$dir/$name-$r.err" | sed 's/^/      /'; fi
+}
+for r in $(seq 1 "$rounds"); do
+  run "$r" "1rank-2thr-zero0" 1 2 2 0
+  run "$r" "2ranks-1thr-zero0" 2 1 1 0
+  run "$r" "2ranks-1thr-zero1" 2 1 1 1
+  run "$r" "2ranks-1thr-zero2" 2 1 1 2
+done
+echo
+printf '%-5s %18s %18s %14s %14s %14s\n' round "zero1/zero0 speed" "zero2/zero0 speed" "DP eff zero0" \
+  "DP eff zero1" "DP eff zero2"
+for r in $(seq 1 "$rounds"); do
+  awk -v one="${tps[1rank-2thr-zero0-$r]}" -v z0="${tps[2ranks-1thr-zero0-$r]}" \
+      -v z1="${tps[2ranks-1thr-zero1-$r]}" -v z2="${tps[2ranks-1thr-zero2-$r]}" -v r="$r" \
+    'BEGIN { printf "%-5s %18.3f %18.3f %14.3f %14.3f %14.3f\n", r, z1/z0, z2/z0, z0/one, z1/one, z2/one }'
+done
