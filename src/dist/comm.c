@@ -323,17 +323,28 @@ typedef struct bucket {
     int scaled;           /* already multiplied by 1/size (all-reduce mode) */
 } bucket;
 
-/* Reduce-scatter mode: one segment of a bucket, the part of it that one rank (the owner) keeps, at
- * most seg_elems long, reduced along a chain in a fixed order (see comm.h): the rank after the owner
- * sends its contribution, every following rank adds its own to what it received and passes it on,
- * the owner adds its own last and scales. Roles of this rank in the chain: */
+/* Ordered modes (fixed reduction order): one segment of a bucket, the part of it in one rank's (the
+ * owner's) shard, at most seg_elems long, reduced along a chain (see comm.h): the rank after the
+ * owner sends its contribution, every following rank adds its own to what it received and passes
+ * it on, the owner adds its own last and scales. In ordered all-reduce mode the owner's result
+ * then travels the same way round (owner -> owner+1 -> ... -> owner-1), each rank receiving it
+ * into its buffer once its own contribution has left. Roles of this rank in the chain: */
 enum { RS_START, RS_MID, RS_OWNER };
-/* Where a segment stands on this rank. */
-enum { RS_WAIT_SLOT, RS_RECV, RS_SEND, RS_DONE };
+/* Where a segment stands on this rank: at most one request in flight per segment. */
+enum {
+    RS_WAIT_SLOT, /* MID, OWNER: waiting for a scratch slot to receive the partial sum into */
+    RS_RECV,      /* MID, OWNER: receiving the partial sum */
+    RS_SEND,      /* START: sending its contribution; MID: passing the partial sum on */
+    RS_RES_SEND,  /* OWNER (all-reduce): sending the result to the next rank */
+    RS_RES_RECV,  /* START, MID (all-reduce): receiving the result into the buffer */
+    RS_RES_FWD,   /* START, MID (all-reduce): passing the result on (not the owner's last) */
+    RS_DONE
+};
 
 typedef struct rs_seg {
     size_t offset, count; /* elements of the gradient buffer */
     int owner, role, state;
+    int pos;              /* this rank's place in the chain owner+1, ..., owner: 0 .. size-1 */
     int slot;             /* scratch slot holding the partial sum (RS_MID, RS_OWNER), or -1 */
 } rs_seg;
 
@@ -344,7 +355,8 @@ struct fm_comm_allreduce {
     size_t max_elems; /* longest bucket (elements), <= INT_MAX */
     size_t min_elems; /* shorter ranges wait to be merged */
     float scale;      /* 1/size */
-    int scatter;      /* 1: reduce-scatter mode (fm_comm_reduce_scatter_init) */
+    int ordered;      /* 1: fmtrain's fixed reduction order (the chains below), 0: MPI_Iallreduce */
+    int scatter;      /* ordered: 1 reduce-scatter (the shard only), 0 all-reduce (everything) */
 
     /* The current step. */
     bucket *buckets;        /* started buckets, in start order */
@@ -356,8 +368,9 @@ struct fm_comm_allreduce {
     fm_status err;          /* the first error of the step */
     fm_comm_allreduce_stats last;
 
-    /* Reduce-scatter mode. */
-    MPI_Comm rs_comm;       /* own duplicate of the world (MPI_ERRORS_RETURN): tags are segments */
+    /* Ordered modes. */
+    MPI_Comm rs_comm;       /* own duplicate of the world (MPI_ERRORS_RETURN): tags are segments
+                               (2i: partial sums, 2i+1: results) */
     size_t *bounds;         /* (size+1): rank r keeps [bounds[r], bounds[r+1]) */
     size_t seg_elems;       /* longest segment */
     int tag_ub;
@@ -407,7 +420,7 @@ static fm_status start_one(fm_comm_allreduce *ar, size_t off, size_t n, int earl
     ar->buckets[i] = (bucket){off, n, 0};
     ar->requests[i] = MPI_REQUEST_NULL;
     if (early) ar->early++;
-    if (ar->comm->size > 1 && ar->scatter) FM_TRY(rs_add_bucket(ar, off, n));
+    if (ar->comm->size > 1 && ar->ordered) FM_TRY(rs_add_bucket(ar, off, n));
     else if (ar->comm->size > 1)
         FM_MPI_TRY(MPI_Iallreduce(MPI_IN_PLACE, ar->grads + off, (int)n, MPI_FLOAT, MPI_SUM,
                                   ar->comm->world, &ar->requests[i]));
@@ -440,12 +453,12 @@ static fm_status flush_pending(fm_comm_allreduce *ar, int early)
 static fm_status rs_progress(fm_comm_allreduce *ar, int block);
 
 /* Completes what has finished (MPI_Testsome also drives Open MPI's progress engine) and scales the
- * completed buckets while the others are still in flight; in reduce-scatter mode it moves the
+ * completed buckets while the others are still in flight; in the ordered modes it moves the
  * chains on. */
 static fm_status progress(fm_comm_allreduce *ar)
 {
     if (ar->comm->size == 1) return NULL;
-    if (ar->scatter) return rs_progress(ar, 0);
+    if (ar->ordered) return rs_progress(ar, 0);
     if (ar->nbuckets == 0) return NULL;
     int outcount = 0;
     FM_MPI_TRY(MPI_Testsome(ar->nbuckets, ar->requests, &outcount, ar->done, MPI_STATUSES_IGNORE));
@@ -454,7 +467,7 @@ static fm_status progress(fm_comm_allreduce *ar)
     return NULL;
 }
 
-/* ---- reduce-scatter: the fixed-order chain ---------------------------------------------------- */
+/* ---- the ordered modes: fixed-order chains ------------------------------------------------------ */
 
 static fm_status rs_grow(fm_comm_allreduce *ar)
 {
@@ -472,9 +485,11 @@ static fm_status rs_grow(fm_comm_allreduce *ar)
     return NULL;
 }
 
-static int rs_tag(const fm_comm_allreduce *ar, int seg)
+/* Tags: 2i for segment i's partial sums, 2i+1 for its result; MPI_TAG_UB is at least 32767 (Open
+ * MPI's is 2^31-1), and a step would need 16384 segments (64 GiB of gradients) to wrap. */
+static int rs_tag(const fm_comm_allreduce *ar, int seg, int result)
 {
-    return seg % (ar->tag_ub + 1);
+    return (int)((2 * (int64_t)seg + result) % ((int64_t)ar->tag_ub + 1));
 }
 
 /* Adds the segments of bucket [off, off+n): its part in each rank's shard, cut into pieces of at
@@ -494,6 +509,7 @@ static fm_status rs_add_bucket(fm_comm_allreduce *ar, size_t off, size_t n)
             sg->count = b - a < ar->seg_elems ? b - a : ar->seg_elems;
             sg->owner = q;
             int k = ((me - q - 1) % N + N) % N; /* this rank's place in the chain q+1, ..., q */
+            sg->pos = k;
             sg->role = k == N - 1 ? RS_OWNER : k == 0 ? RS_START : RS_MID;
             sg->slot = -1;
             ar->seg_req[i] = MPI_REQUEST_NULL;
@@ -501,7 +517,7 @@ static fm_status rs_add_bucket(fm_comm_allreduce *ar, size_t off, size_t n)
             if (sg->role == RS_START) {
                 sg->state = RS_SEND;
                 FM_MPI_TRY(MPI_Isend(ar->grads + sg->offset, (int)sg->count, MPI_FLOAT, (me + 1) % N,
-                                     rs_tag(ar, i), ar->rs_comm, &ar->seg_req[i]));
+                                     rs_tag(ar, i, 0), ar->rs_comm, &ar->seg_req[i]));
             } else {
                 sg->state = RS_WAIT_SLOT;
             }
@@ -524,7 +540,7 @@ static fm_status rs_post(fm_comm_allreduce *ar)
             sg->slot = ar->free_slots[--ar->nfree];
             sg->state = RS_RECV;
             FM_MPI_TRY(MPI_Irecv(ar->scratch + (size_t)sg->slot * ar->seg_elems, (int)sg->count,
-                                 MPI_FLOAT, (me - 1 + N) % N, rs_tag(ar, i), ar->rs_comm,
+                                 MPI_FLOAT, (me - 1 + N) % N, rs_tag(ar, i, 0), ar->rs_comm,
                                  &ar->seg_req[i]));
         }
         ar->next_post++;
@@ -532,12 +548,32 @@ static fm_status rs_post(fm_comm_allreduce *ar)
     return NULL;
 }
 
-static void rs_release(fm_comm_allreduce *ar, rs_seg *sg)
+static void rs_done(fm_comm_allreduce *ar, rs_seg *sg)
+{
+    sg->state = RS_DONE;
+    ar->pending--;
+}
+
+static void rs_free_slot(fm_comm_allreduce *ar, rs_seg *sg)
 {
     ar->free_slots[ar->nfree++] = sg->slot;
     sg->slot = -1;
-    sg->state = RS_DONE;
-    ar->pending--;
+}
+
+/* This rank's contribution to segment i has left its buffer: in all-reduce mode the buffer now
+ * waits for the result (from the previous rank), otherwise the segment is done here. */
+static fm_status rs_await_result(fm_comm_allreduce *ar, int i)
+{
+    const int N = ar->comm->size, me = ar->comm->rank;
+    rs_seg *sg = &ar->segs[i];
+    if (ar->scatter) {
+        rs_done(ar, sg);
+        return NULL;
+    }
+    sg->state = RS_RES_RECV;
+    FM_MPI_TRY(MPI_Irecv(ar->grads + sg->offset, (int)sg->count, MPI_FLOAT, (me - 1 + N) % N,
+                         rs_tag(ar, i, 1), ar->rs_comm, &ar->seg_req[i]));
+    return NULL;
 }
 
 /* Segment i's request completed: the next move of its chain on this rank. */
@@ -546,29 +582,51 @@ static fm_status rs_advance(fm_comm_allreduce *ar, int i)
     const int N = ar->comm->size, me = ar->comm->rank;
     rs_seg *sg = &ar->segs[i];
     float *g = ar->grads + sg->offset;
-    if (sg->state == RS_SEND) {
-        if (sg->role == RS_START) {
-            sg->state = RS_DONE;
-            ar->pending--;
-        } else {
-            rs_release(ar, sg); /* a middle rank's forwarded partial sum has left */
-        }
-        return NULL;
-    }
-    /* RS_RECV: the partial sum of the ranks before this one in the chain arrived. */
-    float *part = ar->scratch + (size_t)sg->slot * ar->seg_elems;
     const size_t n = sg->count;
-    if (sg->role == RS_OWNER) {
-        const float sc = ar->scale;
-        for (size_t j = 0; j < n; j++) g[j] = (part[j] + g[j]) * sc;
-        rs_release(ar, sg);
+    switch (sg->state) {
+    case RS_SEND:
+        if (sg->role == RS_MID) rs_free_slot(ar, sg); /* the forwarded partial sum has left */
+        return rs_await_result(ar, i);
+    case RS_RECV: {
+        /* The partial sum of the ranks before this one in the chain arrived. */
+        float *part = ar->scratch + (size_t)sg->slot * ar->seg_elems;
+        if (sg->role == RS_OWNER) {
+            const float sc = ar->scale;
+            for (size_t j = 0; j < n; j++) g[j] = (part[j] + g[j]) * sc;
+            rs_free_slot(ar, sg);
+            if (ar->scatter) {
+                rs_done(ar, sg);
+                return NULL;
+            }
+            sg->state = RS_RES_SEND;
+            FM_MPI_TRY(MPI_Isend(g, (int)n, MPI_FLOAT, (me + 1) % N, rs_tag(ar, i, 1), ar->rs_comm,
+                                 &ar->seg_req[i]));
+            return NULL;
+        }
+        for (size_t j = 0; j < n; j++) part[j] = part[j] + g[j];
+        sg->state = RS_SEND;
+        FM_MPI_TRY(MPI_Isend(part, (int)n, MPI_FLOAT, (me + 1) % N, rs_tag(ar, i, 0), ar->rs_comm,
+                             &ar->seg_req[i]));
         return NULL;
     }
-    for (size_t j = 0; j < n; j++) part[j] = part[j] + g[j];
-    sg->state = RS_SEND;
-    FM_MPI_TRY(MPI_Isend(part, (int)n, MPI_FLOAT, (me + 1) % N, rs_tag(ar, i), ar->rs_comm,
-                         &ar->seg_req[i]));
-    return NULL;
+    case RS_RES_RECV:
+        /* The result arrived; pass it on unless the next rank is the owner. */
+        if (sg->pos == N - 2) {
+            rs_done(ar, sg);
+            return NULL;
+        }
+        sg->state = RS_RES_FWD;
+        FM_MPI_TRY(MPI_Isend(g, (int)n, MPI_FLOAT, (me + 1) % N, rs_tag(ar, i, 1), ar->rs_comm,
+                             &ar->seg_req[i]));
+        return NULL;
+    case RS_RES_SEND:
+    case RS_RES_FWD:
+        rs_done(ar, sg);
+        return NULL;
+    default:
+        return FM_ERR(FM_ERR_INTERNAL, "reduction chain: segment %d completed a request in state %d",
+                      i, sg->state);
+    }
 }
 
 /* Completes what has finished and moves the chains on; with block, waits until every segment of
@@ -586,7 +644,7 @@ static fm_status rs_progress(fm_comm_allreduce *ar, int block)
                                     MPI_STATUSES_IGNORE));
         if (outcount == MPI_UNDEFINED) {
             if (block)
-                return FM_ERR(FM_ERR_INTERNAL, "reduce-scatter: %d segments pending with no "
+                return FM_ERR(FM_ERR_INTERNAL, "reduction chain: %d segments pending with no "
                               "request in flight", ar->pending);
             break;
         }
@@ -681,11 +739,12 @@ static void drain(fm_comm_allreduce *ar)
 {
     if (ar->comm->size <= 1) return;
     fm_status st = NULL;
-    if (ar->nbuckets > 0 && !ar->scatter)
+    if (ar->nbuckets > 0 && !ar->ordered)
         FM_MPI_KEEP(st, MPI_Waitall(ar->nbuckets, ar->requests, MPI_STATUSES_IGNORE));
-    for (int i = 0; ar->scatter && i < ar->nsegs; i++) {
+    for (int i = 0; ar->ordered && i < ar->nsegs; i++) {
         if (ar->seg_req[i] == MPI_REQUEST_NULL) continue;
-        if (ar->segs[i].state == RS_RECV) FM_MPI_KEEP(st, MPI_Cancel(&ar->seg_req[i]));
+        if (ar->segs[i].state == RS_RECV || ar->segs[i].state == RS_RES_RECV)
+            FM_MPI_KEEP(st, MPI_Cancel(&ar->seg_req[i]));
         FM_MPI_KEEP(st, MPI_Wait(&ar->seg_req[i], MPI_STATUS_IGNORE));
     }
     fm_status_free(&st);
@@ -710,7 +769,7 @@ fm_status fm_comm_allreduce_wait_all(fm_comm_allreduce *ar)
     ar->err = NULL;
     if (!st) st = flush_pending(ar, 0);
     if (!st) st = start_gaps(ar);
-    if (!st && ar->comm->size > 1 && ar->scatter) st = rs_progress(ar, 1);
+    if (!st && ar->comm->size > 1 && ar->ordered) st = rs_progress(ar, 1);
     else if (!st && ar->comm->size > 1)
         FM_MPI_KEEP(st, MPI_Waitall(ar->nbuckets, ar->requests, MPI_STATUSES_IGNORE));
     if (st) {
@@ -718,7 +777,7 @@ fm_status fm_comm_allreduce_wait_all(fm_comm_allreduce *ar)
         reset_step(ar);
         return fm_status_trace(st, __FILE__, __LINE__, __func__);
     }
-    if (!ar->scatter)
+    if (!ar->ordered)
         for (int i = 0; i < ar->nbuckets; i++) scale_range(ar, &ar->buckets[i]);
     ar->last.buckets = ar->nbuckets;
     ar->last.early_buckets = ar->early;
@@ -815,15 +874,17 @@ size_t fm_comm_reduce_scatter_scratch_for(size_t count, int size, size_t max_buc
     return (size_t)nslots * seg * sizeof(float);
 }
 
-fm_status fm_comm_reduce_scatter_init(fm_comm_allreduce **out, const fm_comm *c, float *grads,
-                                      size_t count, const size_t *bounds, size_t max_bucket_bytes,
-                                      size_t min_bucket_bytes, size_t scratch_bytes)
+/* An engine in one of the ordered modes (scatter: reduce-scatter, else all-reduce). */
+static fm_status ordered_init(fm_comm_allreduce **out, const fm_comm *c, float *grads, size_t count,
+                              const size_t *bounds, int scatter, size_t max_bucket_bytes,
+                              size_t min_bucket_bytes, size_t scratch_bytes)
 {
     *out = NULL;
     FM_TRY(fm_comm_check_bounds(c, bounds, count));
     fm_comm_allreduce *ar = NULL;
     FM_TRY(engine_new(&ar, c, grads, count, max_bucket_bytes, min_bucket_bytes));
-    ar->scatter = 1;
+    ar->ordered = 1;
+    ar->scatter = scatter;
     fm_status st = NULL;
     ar->bounds = malloc(sizeof *ar->bounds * ((size_t)c->size + 1));
     if (!ar->bounds) {
@@ -864,9 +925,28 @@ fail:
     return NULL;
 }
 
+fm_status fm_comm_reduce_scatter_init(fm_comm_allreduce **out, const fm_comm *c, float *grads,
+                                      size_t count, const size_t *bounds, size_t max_bucket_bytes,
+                                      size_t min_bucket_bytes, size_t scratch_bytes)
+{
+    FM_TRY(ordered_init(out, c, grads, count, bounds, 1, max_bucket_bytes, min_bucket_bytes,
+                        scratch_bytes));
+    return NULL;
+}
+
+fm_status fm_comm_allreduce_init_ordered(fm_comm_allreduce **out, const fm_comm *c, float *grads,
+                                         size_t count, const size_t *bounds,
+                                         size_t max_bucket_bytes, size_t min_bucket_bytes,
+                                         size_t scratch_bytes)
+{
+    FM_TRY(ordered_init(out, c, grads, count, bounds, 0, max_bucket_bytes, min_bucket_bytes,
+                        scratch_bytes));
+    return NULL;
+}
+
 size_t fm_comm_reduce_scatter_scratch_bytes(const fm_comm_allreduce *ar)
 {
-    return ar && ar->scatter ? (size_t)ar->nslots * ar->seg_elems * sizeof(float) : 0;
+    return ar && ar->ordered ? (size_t)ar->nslots * ar->seg_elems * sizeof(float) : 0;
 }
 
 void fm_comm_allreduce_free(fm_comm_allreduce **ar)

@@ -9,10 +9,12 @@
  *   - the gradient reduction engine (fm_comm_allreduce): buckets of a flat float buffer are
  *     reduced as soon as the model reports them final during the backward pass, so communication
  *     overlaps compute; fm_comm_allreduce_wait_all completes them and averages (scales by 1/size).
- *     Two modes: all-reduce (fm_comm_allreduce_init: non-blocking MPI_Iallreduce per bucket, every
- *     rank gets the whole average; [train] zero = 0 and 1) and reduce-scatter
- *     (fm_comm_reduce_scatter_init: each rank gets the average of its own shard only, reduced in a
- *     fixed order by point-to-point messages; zero = 2);
+ *     Three modes: ordered all-reduce (fm_comm_allreduce_init_ordered: every rank gets the whole
+ *     average, summed in fmtrain's own fixed order by point-to-point messages; what the trainer uses
+ *     with [train] zero = 0 and 1), ordered reduce-scatter (fm_comm_reduce_scatter_init: each rank
+ *     gets the average of its own shard only, the same order; zero = 2) and MPI's all-reduce
+ *     (fm_comm_allreduce_init: non-blocking MPI_Iallreduce per bucket, the order Open MPI's
+ *     algorithm takes; kept for comparison, bench/zero measures both);
  *   - the all-gather of shards (fm_comm_allgather): each rank sends its shard of a flat buffer (the
  *     weights it updated) to every other rank while it is still updating the rest, and receives
  *     theirs (zero >= 1);
@@ -35,19 +37,26 @@
  * outside OpenMP parallel regions.
  *
  * Determinism: for a fixed number of ranks and a fixed sequence of fm_comm_allreduce_ready calls the
- * bucket boundaries, and therefore the MPI reductions performed, are the same on every run. In
- * all-reduce mode the order in which ranks' values are added is Open MPI's: its reduction
- * algorithms are deterministic for a fixed communicator size and message length (the component and
- * algorithm are chosen from those two, and from MCA settings, which a job keeps). The reduce-scatter
- * mode does not rely on that: the order is fmtrain's own, the same for every message size, MPI
- * library and setting (Open MPI's non-blocking collectives come from coll/libnbc, whose algorithms
- * coll_tuned's forced-algorithm parameters do not pin, and other components — han, ucc, hcoll — may
- * be selected elsewhere). Element i of the shard of rank q is
+ * bucket boundaries are the same on every run. In the ordered modes the order in which the ranks'
+ * values are added is fmtrain's own, fixed by the shard plan `bounds` alone: the same for every
+ * bucket size, message size, MPI library and MCA setting. (Open MPI's reduction algorithms are
+ * deterministic for a fixed communicator size and message length, but which one runs depends on
+ * both and on the component: its non-blocking collectives come from coll/libnbc, whose algorithms
+ * coll_tuned's forced-algorithm parameters — coll_tuned_use_dynamic_rules with
+ * coll_tuned_reduce_scatter_block_algorithm and the like — do not pin, and other sites select han,
+ * ucc or hcoll. So an MPI_Ireduce_scatter would sum in another order than MPI_Iallreduce, and
+ * [train] zero = 2 would not match zero = 0.) Element i of the shard of rank q is
  *     ((...((g_{q+1} + g_{q+2}) + g_{q+3}) + ...) + g_{q-1}) + g_q,   times 1/size
  * (rank indices mod size): a chain in which rank q+1 sends its contribution to q+2, every rank adds
- * its own to the partial sum it received and passes it on, and the owner q adds its own last. The
- * sum of doubles of fm_comm_sum_ordered adds the ranks' values in rank order 0, 1, ..., size-1 on
- * every rank (an all-gather, then a local loop). The all-gather only moves bytes.
+ * its own to the partial sum it received and passes it on, and the owner q adds its own last; in
+ * ordered all-reduce mode the owner's result is then passed round the ring (q -> q+1 -> ... ->
+ * q-1), unchanged. So the ordered all-reduce and the reduce-scatter over the same bounds give the
+ * same bits, and [train] zero = 0, 1 and 2 the same gradients. The chain moves (size-1)/size of the
+ * buffer per rank for the reduce-scatter (the ring's volume; each element needs size-1 hops, so a
+ * segment's latency grows with size: fine on a node and a few nodes, a tree of the same fixed shape
+ * would be the next step beyond). The sum of doubles of fm_comm_sum_ordered adds the ranks' values
+ * in rank order 0, 1, ..., size-1 on every rank (an all-gather, then a local loop). The all-gather
+ * only moves bytes. With MPI's all-reduce mode the order is Open MPI's (see above).
  */
 #ifndef FM_COMM_H
 #define FM_COMM_H
@@ -201,15 +210,16 @@ typedef struct fm_comm_allreduce fm_comm_allreduce;
 
 /* What the last completed step did (fm_comm_allreduce_wait_all fills it). */
 typedef struct fm_comm_allreduce_stats {
-    int buckets;        /* buckets of the step (all-reduce mode: MPI_Iallreduce calls) */
+    int buckets;        /* buckets of the step (MPI's mode: MPI_Iallreduce calls) */
     int early_buckets;  /* of those, started from fm_comm_allreduce_ready (overlapping backward) */
-    int segments;       /* reduce-scatter mode: chain segments of the step (0 in all-reduce mode) */
+    int segments;       /* ordered modes: chain segments of the step (0 in MPI's mode) */
     size_t bytes;       /* bytes reduced (the whole buffer) */
     double wait_s;      /* seconds spent inside fm_comm_allreduce_wait_all (exposed communication) */
 } fm_comm_allreduce_stats;
 
-/* Creates an engine over the flat gradient buffer grads[0..count) (owned by the caller, which must
- * keep it alive and at the same address until fm_comm_allreduce_free).
+/* Creates an engine in MPI's all-reduce mode (MPI_Iallreduce per bucket, Open MPI's order) over the
+ * flat gradient buffer grads[0..count) (owned by the caller, which must keep it alive and at the
+ * same address until fm_comm_allreduce_free).
  *   max_bucket_bytes: a reported range longer than this is split into equal pieces no longer than
  *                     it (0 = FM_COMM_BUCKET_MAX_DEFAULT);
  *   min_bucket_bytes: a reported range shorter than this is held back and merged with the next
@@ -218,6 +228,18 @@ typedef struct fm_comm_allreduce_stats {
  * Not collective, but every rank must create it with the same count and sizes. */
 fm_status fm_comm_allreduce_init(fm_comm_allreduce **out, const fm_comm *c, float *grads,
                                  size_t count, size_t max_bucket_bytes, size_t min_bucket_bytes);
+
+/* The same engine in ordered all-reduce mode: the average of every element on every rank, summed
+ * in the fixed order above over the shard plan `bounds` (size+1 values, non-decreasing from 0 to
+ * count, the same on every rank; copied; any plan works, the trainer passes the model's shard plan
+ * so that every zero stage adds in the same order). Each segment is reduced to its owner as in
+ * reduce-scatter mode, then the owner's result goes round the ring: per rank and step about
+ * 2 (size-1)/size of the buffer is sent and received, what a ring all-reduce moves. Scratch and
+ * collectivity as fm_comm_reduce_scatter_init. */
+fm_status fm_comm_allreduce_init_ordered(fm_comm_allreduce **out, const fm_comm *c, float *grads,
+                                         size_t count, const size_t *bounds,
+                                         size_t max_bucket_bytes, size_t min_bucket_bytes,
+                                         size_t scratch_bytes);
 
 /* The same engine in reduce-scatter mode, for [train] zero = 2. Rank r keeps the shard
  * [bounds[r], bounds[r+1]) of grads (bounds: size+1 values, non-decreasing from 0 to count, the same
@@ -236,7 +258,7 @@ fm_status fm_comm_reduce_scatter_init(fm_comm_allreduce **out, const fm_comm *c,
                                       size_t count, const size_t *bounds, size_t max_bucket_bytes,
                                       size_t min_bucket_bytes, size_t scratch_bytes);
 
-/* Bytes of the reduce-scatter scratch pool (0 for an all-reduce engine or one rank). */
+/* Bytes of the scratch pool of an ordered engine (0 for MPI's all-reduce mode or one rank). */
 size_t fm_comm_reduce_scatter_scratch_bytes(const fm_comm_allreduce *ar);
 /* The same figure before creating the engine, for a buffer of `count` floats over `size` ranks and
  * the same sizes (0: the defaults): at most scratch_bytes, less for a buffer smaller than that. */

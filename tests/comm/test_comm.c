@@ -2,8 +2,9 @@
  * checksum compare, the MPI error convention (FM_MPI_* macros, fm_comm_dup, fm_comm_agree) and the
  * bucketed non-blocking gradient all-reduce (values, averaging, backward
  * and shuffled order, splitting and merging, ranges left to wait_all, errors, determinism), the
- * reduce-scatter mode (the documented fixed reduction order, bit for bit, with a scratch of one
- * segment; gaps; errors), the all-gather of shards and the sums in rank order.
+ * ordered modes (reduce-scatter and all-reduce: the documented fixed reduction order, bit for bit,
+ * with a scratch of one segment; gaps; errors), the all-gather of shards and the sums in rank
+ * order.
  * Runs under mpiexec with 2 and 3 ranks (and 1 rank: the single-process path makes no MPI calls). */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
@@ -610,13 +611,16 @@ static void rs_bounds(int size, size_t count, size_t *b)
 
 /* Every rank checks its buffer, then all agree, so that a wrong element fails the test on every
  * rank at once (a rank failing alone would leave the others waiting in the next collective). */
-static void rs_check(const fm_comm *c, const float *g, size_t count, const size_t *b, int step)
+static void rs_check_mode(const fm_comm *c, const float *g, size_t count, const size_t *b, int step,
+                          int scatter)
 {
     long bad = -1;
     float got = 0.0f, want = 0.0f;
     for (size_t i = 0; i < count && bad < 0; i++) {
-        int mine = i >= b[c->rank] && i < b[c->rank + 1];
-        want = mine ? rs_expected(c->size, c->rank, i, step) : rs_value(c->rank, i, step);
+        int q = 0;
+        while (q < c->size - 1 && i >= b[q + 1]) q++;
+        int mine = q == c->rank;
+        want = mine || !scatter ? rs_expected(c->size, q, i, step) : rs_value(c->rank, i, step);
         got = g[i];
         if (memcmp(&want, &got, sizeof want) != 0) bad = (long)i;
     }
@@ -626,6 +630,14 @@ static void rs_check(const fm_comm *c, const float *g, size_t count, const size_
         fail_msg("rank %d, step %d, element %ld: %.9g, expected %.9g", c->rank, step, bad,
                  (double)got, (double)want);
     if (worst >= 0) fail_msg("another rank found a wrong element (step %d)", step);
+}
+
+/* Every rank checks its buffer, then all agree, so that a wrong element fails the test on every
+ * rank at once (a rank failing alone would leave the others waiting in the next collective).
+ * Reduce-scatter: this rank's shard holds the ordered average, the rest its own values. */
+static void rs_check(const fm_comm *c, const float *g, size_t count, const size_t *b, int step)
+{
+    rs_check_mode(c, g, count, b, step, 1);
 }
 
 /* Layers reported last to first (split, merged, the last held back for wait_all); a one-segment
@@ -666,6 +678,19 @@ static void test_reduce_scatter_order(void **state)
         fm_comm_allreduce_free(&ar);
         assert_null(ar);
     }
+    /* Ordered all-reduce over the same plan: every element everywhere, the same bits as the
+     * reduce-scatter's owner got (so zero 0, 1 and 2 compute the same gradients). */
+    fm_comm_allreduce *ar = NULL;
+    FM_ASSERT_OK(fm_comm_allreduce_init_ordered(&ar, c, g, count, b, 256 * sizeof(float),
+                                                100 * sizeof(float), 1));
+    for (int step = 0; step < 3; step++) {
+        for (size_t i = 0; i < count; i++) g[i] = rs_value(c->rank, i, step);
+        for (int l = nl - 1; l >= 0; l--) fm_comm_allreduce_ready(ar, off[l], sizes[l]);
+        FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+        rs_check_mode(c, g, count, b, step, 0);
+    }
+    FM_ASSERT_OK(fm_comm_check_identical(c, g, sizeof *g * count, "averaged gradients"));
+    fm_comm_allreduce_free(&ar);
     free(g);
     free(b);
 }
