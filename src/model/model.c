@@ -468,7 +468,7 @@ fm_status fm_model_zero_memory(const fm_model_shape *shape, int stage, int nrank
     out->params = 4 * P;
     out->grads = 4 * P;
     out->optim = 8 * (stage == 0 ? P : largest);
-    out->comm = stage == 2 && nranks > 1 ? comm_bytes : 0;
+    out->comm = nranks > 1 ? comm_bytes : 0;
     out->total = out->params + out->grads + out->optim + out->comm;
     return NULL;
 }

@@ -184,8 +184,8 @@ typedef struct fm_model_zero_bytes {
                       buffer; stage 2 reduce-scatters it, but the buffer itself stays whole */
     size_t optim;  /* AdamW m and v: 8 P in stage 0; 8 x the largest shard (about 8 P / nranks) in
                       stages 1 and 2 */
-    size_t comm;   /* communication buffers counted here: `comm_bytes` in stage 2 on several ranks
-                      (the reduce-scatter's receive scratch, dist/comm.h), else 0 */
+    size_t comm;   /* communication buffers counted here: `comm_bytes` on several ranks (the
+                      receive scratch of the fixed-order gradient reduction, dist/comm.h), else 0 */
     size_t total;  /* the sum */
 } fm_model_zero_bytes;
 

@@ -113,13 +113,21 @@ size_t fm_optimizer_state_bytes(const fm_optimizer *o)
     return 2 * (o->hi > o->lo ? o->hi - o->lo : 1) * sizeof(float);
 }
 
-fm_status fm_optimizer_grad_sumsq(fm_optimizer *o, double *sumsq)
+fm_status fm_optimizer_grad_sumsq_range(fm_optimizer *o, size_t lo, size_t hi, double *sumsq)
 {
+    if (lo > hi || hi > o->n)
+        return FM_ERR(FM_ERR_INTERNAL, "optimizer: range [%zu, %zu) is not inside the layout of %zu "
+                      "floats", lo, hi, o->n);
     double ss = 0.0;
-    if (o->hi > o->lo)
-        o->be->ops->sum_squares(o->be, &ss, fm_model_grads(o->model) + o->lo, o->hi - o->lo);
+    if (hi > lo) o->be->ops->sum_squares(o->be, &ss, fm_model_grads(o->model) + lo, hi - lo);
     FM_TRY(o->be->ops->sync(o->be));
     *sumsq = ss;
+    return NULL;
+}
+
+fm_status fm_optimizer_grad_sumsq(fm_optimizer *o, double *sumsq)
+{
+    FM_TRY(fm_optimizer_grad_sumsq_range(o, o->lo, o->hi, sumsq));
     return NULL;
 }
 

@@ -68,6 +68,10 @@ fm_status fm_optimizer_grad_norm(fm_optimizer *opt, double *norm);
  * the global norm under ZeRO. The trainer adds the ranks' parts in rank order
  * (fm_comm_sum_ordered), so the norm is the same on every rank and every run of a layout. */
 fm_status fm_optimizer_grad_sumsq(fm_optimizer *opt, double *sumsq);
+/* sum g^2 over any range [lo, hi) of the layout (lo <= hi <= the layout's size): with zero = 0 each
+ * rank computes every shard's part itself and adds them in rank order, so that every zero stage
+ * takes the same norm. Errors: a range outside the layout (FM_ERR_INTERNAL). */
+fm_status fm_optimizer_grad_sumsq_range(fm_optimizer *opt, size_t lo, size_t hi, double *sumsq);
 
 /* The factor that clips a gradient of norm `norm` to `max_norm`, as torch.nn.utils.clip_grad_norm_:
  * min(1, max_norm / (norm + 1e-6)); 1 when max_norm <= 0 (no clipping). Pass it as grad_scale. */

@@ -48,8 +48,10 @@ struct fm_trainer {
     float *host_grads; /* device backends on several ranks: gradients staged through the host for
                           MPI (no CUDA-aware MPI assumed); NULL otherwise
                           (grads_staged_through_host) */
-    /* [train] zero >= 1 (sharding the optimizer, trainer.h): */
-    size_t *shard;            /* (ranks+1) fm_model_shard_bounds; NULL with zero = 0 */
+    /* The shard plan (ranks+1, fm_model_shard_bounds): with zero >= 1 the optimizer's ranges; in
+     * every stage the owners of the fixed-order gradient reduction (comm.h), so that all stages add
+     * in the same order, and the parts of the gradient norm. */
+    size_t *shard;
     fm_comm_allgather *ag;    /* the updated shards to every rank; NULL with zero = 0 */
     float *host_params;       /* device backends on several ranks: the weights staged through the
                                  host for the all-gather; NULL otherwise */
@@ -413,13 +415,12 @@ static fm_status describe_model(fm_trainer *t)
         fm_util_format_bytes((double)mem.total_bytes, bytes, sizeof bytes));
     say_memory(t, &mem);
     char z0[32], z1[32], z2[32], sc[32];
-    say(t, "  model state per rank (parameters + gradients + AdamW) on %d rank%s by [train] zero: "
-           "0: %s, 1: %s, 2: %s (2 includes %s of reduce-scatter scratch); activations come on top",
-        t->comm->size, t->comm->size == 1 ? "" : "s",
-        fm_util_format_bytes((double)zb[0].total, z0, sizeof z0),
+    say(t, "  model state per rank (parameters + gradients + AdamW + %s of reduction scratch) on %d "
+           "rank%s by [train] zero: 0: %s, 1: %s, 2: %s; activations come on top",
+        fm_util_format_bytes((double)zb[2].comm, sc, sizeof sc), t->comm->size,
+        t->comm->size == 1 ? "" : "s", fm_util_format_bytes((double)zb[0].total, z0, sizeof z0),
         fm_util_format_bytes((double)zb[1].total, z1, sizeof z1),
-        fm_util_format_bytes((double)zb[2].total, z2, sizeof z2),
-        fm_util_format_bytes((double)zb[2].comm, sc, sizeof sc));
+        fm_util_format_bytes((double)zb[2].total, z2, sizeof z2));
     t->flops_per_token = fm_model_flops_per_token(&t->shape, t->T); /* the family's real FLOPs */
     return NULL;
 }
@@ -454,12 +455,12 @@ static fm_status create_model(fm_trainer *t)
 {
     FM_TRY(fm_model_create(&t->shape, t->be, t->B, &t->model));
     FM_TRY(fm_model_init_weights(t->model, t->cfg.run_seed));
+    const int n = t->comm->size, r = t->comm->rank;
+    t->shard = malloc(sizeof *t->shard * ((size_t)n + 1));
+    FM_CHECK_ALLOC(t->shard, sizeof *t->shard * ((size_t)n + 1));
+    FM_TRY(fm_model_shard_bounds(&t->shape, n, t->shard));
     double rss0 = resident_bytes();
     if (t->cfg.train_zero > 0) {
-        const int n = t->comm->size, r = t->comm->rank;
-        t->shard = malloc(sizeof *t->shard * ((size_t)n + 1));
-        FM_CHECK_ALLOC(t->shard, sizeof *t->shard * ((size_t)n + 1));
-        FM_TRY(fm_model_shard_bounds(&t->shape, n, t->shard));
         FM_TRY(fm_optimizer_create_shard(t->model, t->shard[r], t->shard[r + 1], &t->opt));
     } else {
         FM_TRY(fm_optimizer_create(t->model, &t->opt));
@@ -520,7 +521,7 @@ static fm_status create_grad_allreduce(fm_trainer *t)
     if (t->cfg.train_zero == 2)
         FM_TRY(fm_comm_reduce_scatter_init(&t->ar, t->comm, buf, n, t->shard, 0, 0, 0));
     else
-        FM_TRY(fm_comm_allreduce_init(&t->ar, t->comm, buf, n, 0, 0));
+        FM_TRY(fm_comm_allreduce_init_ordered(&t->ar, t->comm, buf, n, t->shard, 0, 0, 0));
     if (t->cfg.train_zero > 0) {
         /* The weights the shards updated, to every rank: over the model's parameters, or over a
          * host copy of them for a device backend (the same staging as the gradients'). */
@@ -702,7 +703,10 @@ fm_metrics *fm_trainer_metrics(fm_trainer *t) { return t->metrics; }
 const char *fm_trainer_run_dir(const fm_trainer *t) { return t->run_dir; }
 fm_watchdog *fm_trainer_watchdog(fm_trainer *t) { return t ? t->wd : NULL; }
 const fm_model_shape *fm_trainer_shape(const fm_trainer *t) { return &t->shape; }
-const size_t *fm_trainer_shard_bounds(const fm_trainer *t) { return t->shard; }
+const size_t *fm_trainer_shard_bounds(const fm_trainer *t)
+{
+    return t->cfg.train_zero > 0 ? t->shard : NULL;
+}
 void fm_trainer_last_timeline(const fm_trainer *t, fm_trainer_timeline *tl) { *tl = t->tl; }
 
 void fm_trainer_set_test_hooks(fm_trainer *t, const fm_trainer_test_hooks *hooks)
@@ -796,14 +800,28 @@ static fm_status average_grads(fm_trainer *t)
     return NULL;
 }
 
-/* The global gradient norm: the whole buffer's (zero = 0), or the ranks' sums of squares over their
- * shards added in rank order (zero >= 1), the same on every rank. */
+/* The global gradient norm: the sums of squares over the shards of the plan added in rank order,
+ * the same on every rank and in every zero stage: with zero >= 1 each rank contributes its own
+ * shard's (fm_comm_sum_ordered), with zero = 0 each rank holds every averaged gradient and adds the
+ * same parts itself. One rank: the whole buffer's. */
 static fm_status global_grad_norm(fm_trainer *t, double *norm)
 {
-    if (!t->shard) return fm_optimizer_grad_norm(t->opt, norm);
+    const int n = t->comm->size;
     double ss = 0.0;
-    FM_TRY(fm_optimizer_grad_sumsq(t->opt, &ss));
-    FM_TRY(fm_comm_sum_ordered(t->comm, &ss, 1));
+    if (n == 1) {
+        FM_TRY(fm_optimizer_grad_norm(t->opt, norm));
+        return NULL;
+    }
+    if (t->cfg.train_zero > 0) {
+        FM_TRY(fm_optimizer_grad_sumsq(t->opt, &ss));
+        FM_TRY(fm_comm_sum_ordered(t->comm, &ss, 1));
+    } else {
+        for (int r = 0; r < n; r++) {
+            double part = 0.0;
+            FM_TRY(fm_optimizer_grad_sumsq_range(t->opt, t->shard[r], t->shard[r + 1], &part));
+            ss += part;
+        }
+    }
     *norm = sqrt(ss);
     return NULL;
 }
