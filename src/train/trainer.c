@@ -402,17 +402,18 @@ static fm_status describe_model(fm_trainer *t)
     size_t scratch = fm_comm_reduce_scatter_scratch_for(mem.n_params_padded, t->comm->size, 0, 0);
     for (int z = 0; z < 3; z++)
         FM_TRY(fm_model_zero_memory(&t->shape, z, t->comm->size, scratch, &zb[z]));
-    mem.total_bytes = mem.total_bytes - mem.optim_bytes + zb[t->cfg.train_zero].optim +
-                      zb[t->cfg.train_zero].comm;
+    mem.total_bytes = mem.total_bytes - mem.optim_bytes + zb[t->cfg.train_zero].optim;
     mem.optim_bytes = zb[t->cfg.train_zero].optim;
+    const double per_rank = (double)(mem.total_bytes + zb[t->cfg.train_zero].comm);
     char cnt[40], bytes[32];
     say(t, "model: %s, %d layers, %d heads, d_model %d, seq_len %d, vocabulary %d: %s parameters",
         t->shape.arch, t->shape.n_layer, t->shape.n_head, t->shape.d_model, t->shape.max_seq_len,
         t->shape.vocab_size, group_digits((long long)mem.n_params, cnt, sizeof cnt));
-    say(t, "memory per rank (backend %s, %d thread%s, [train] zero = %d on %d rank%s): %s",
+    say(t, "memory per rank (backend %s, %d thread%s, [train] zero = %d on %d rank%s): %s (the "
+           "model's below, and the gradient reduction's scratch)",
         t->be->ops->name, t->plan.threads, t->plan.threads == 1 ? "" : "s", t->cfg.train_zero,
         t->comm->size, t->comm->size == 1 ? "" : "s",
-        fm_util_format_bytes((double)mem.total_bytes, bytes, sizeof bytes));
+        fm_util_format_bytes(per_rank, bytes, sizeof bytes));
     say_memory(t, &mem);
     char z0[32], z1[32], z2[32], sc[32];
     say(t, "  model state per rank (parameters + gradients + AdamW + %s of reduction scratch) on %d "

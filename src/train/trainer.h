@@ -2,7 +2,9 @@
  *
  * What it is: every rank holds the full model. A step runs grad_accum micro-batches of micro_batch
  * sequences of seq_len tokens on each rank (global batch = micro_batch x grad_accum x ranks x
- * seq_len tokens); the gradients are averaged over ranks by the comm engine's bucketed all-reduce.
+ * seq_len tokens); the gradients are averaged over ranks by the comm engine's bucketed all-reduce,
+ * which adds the ranks' values in a fixed order of fmtrain's own (dist/comm.h, over the model's
+ * shard plan), so a layout trains bit-identically in every [train] zero stage.
  * Overlap, where it happens: on the CPU backend, during the backward pass of the LAST micro-batch
  * the model reports each finished layer's gradient range and that bucket's all-reduce starts at
  * once (the earlier micro-batches of a grad_accum > 1 step only accumulate, with nothing in
