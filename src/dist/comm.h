@@ -288,10 +288,10 @@ fm_status fm_comm_allreduce_wait_all(fm_comm_allreduce *ar);
 /* Statistics of the last completed step (zeros before the first). */
 fm_comm_allreduce_stats fm_comm_allreduce_last_stats(const fm_comm_allreduce *ar);
 
-/* Completes any request still in flight (without reporting errors; reduce-scatter receives that
- * can no longer match are cancelled), frees the engine, sets *ar to NULL. Safe on NULL. Not
- * collective (a reduce-scatter engine frees its duplicate communicator, which MPI does without
- * waiting for the other ranks). */
+/* Completes any request still in flight (without reporting errors; receives of an ordered engine
+ * that can no longer match are cancelled), frees the engine, sets *ar to NULL. Safe on NULL. An
+ * ordered engine frees its duplicate communicator (MPI_Comm_free, collective): call it on every rank
+ * (MPI's all-reduce mode: not collective). */
 void fm_comm_allreduce_free(fm_comm_allreduce **ar);
 
 /* ---- the all-gather of shards ------------------------------------------------------------------ */
@@ -330,7 +330,8 @@ fm_status fm_comm_allgather_wait_all(fm_comm_allgather *ag);
 
 fm_comm_allgather_stats fm_comm_allgather_last_stats(const fm_comm_allgather *ag);
 
-/* Cancels and completes what is in flight, frees, sets *ag to NULL. Safe on NULL. */
+/* Cancels and completes what is in flight, frees, sets *ag to NULL. Safe on NULL. Collective on
+ * several ranks (it frees its duplicate communicator). */
 void fm_comm_allgather_free(fm_comm_allgather **ag);
 
 #endif /* FM_COMM_H */
