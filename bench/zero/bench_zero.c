@@ -13,7 +13,8 @@
  * step minus the phases (loss average, bookkeeping), slowest_compute the largest compute time of
  * any rank (a straggler shows there); and after the last step one summary line
  *   zero-summary zero=Z ranks=N threads=P steps=S median_step_ms=... tokens_per_s=... compute=...
- *     grad_wait=... norm=... update=... gather_wait=... comm_exposed_pct=...
+ *     grad_wait=... norm=... update=... gather_wait=... data=... slowest_compute=... other=...
+ *     comm_exposed_pct=...
  * with the medians over the steps after the first `FMTRAIN_BENCH_SKIP` (default 2: allocation and
  * page faults), taken per column. bench_zero.sh drives it.
  * It is the fmtrain program (fm_main) with one test hook: same code, same numbers. */
@@ -27,8 +28,8 @@
 #include "dist/comm.h"
 #include "train/trainer.h"
 
-enum { NPH = 8 }; /* step (max), compute, grad_wait, norm, update, gather_wait, data (means),
-                     compute (max) */
+enum { NPH = 9 }; /* step (max), compute, grad_wait, norm, update, gather_wait, data (means),
+                     compute (max), other (step minus the means) */
 
 typedef struct bench {
     double *rows; /* (steps, NPH) maxima over ranks, rank 0 */
@@ -61,14 +62,15 @@ static fm_status after_step(void *ctx, fm_trainer *t, int64_t step, const fm_tra
     const fm_comm *c = fm_trainer_comm(t);
     const fm_config *cfg = fm_trainer_config(t);
     double mine[NPH] = {tl->step_s, tl->compute_s, tl->grad_wait_s, tl->norm_s, tl->update_s,
-                        tl->gather_wait_s, tl->data_s, tl->compute_s};
+                        tl->gather_wait_s, tl->data_s, tl->compute_s, 0.0};
     double sum[NPH], most[NPH], mx[NPH];
     FM_MPI_TRY(MPI_Reduce(mine, sum, NPH, MPI_DOUBLE, MPI_SUM, 0, c->world));
     FM_MPI_TRY(MPI_Reduce(mine, most, NPH, MPI_DOUBLE, MPI_MAX, 0, c->world));
     if (c->rank != 0) return NULL;
     for (int k = 0; k < NPH; k++) mx[k] = sum[k] / c->size;
     mx[0] = most[0];
-    mx[NPH - 1] = most[NPH - 1];
+    mx[7] = most[7];
+    mx[8] = mx[0] - mx[1] - mx[2] - mx[3] - mx[4] - mx[5] - mx[6];
     if (b->n == b->cap) {
         int64_t cap = b->cap ? 2 * b->cap : 256;
         double *r = realloc(b->rows, sizeof *r * (size_t)cap * NPH);
@@ -78,12 +80,11 @@ static fm_status after_step(void *ctx, fm_trainer *t, int64_t step, const fm_tra
     }
     memcpy(b->rows + b->n * NPH, mx, sizeof mx);
     b->n++;
-    double other = mx[0] - mx[1] - mx[2] - mx[3] - mx[4] - mx[5] - mx[6];
     fprintf(stderr,
             "zero-step %lld step_ms %.1f compute %.1f grad_wait %.1f norm %.1f update %.1f "
             "gather_wait %.1f data %.1f other %.1f slowest_compute %.1f buckets %d/%d\n",
             (long long)step, 1e3 * mx[0], 1e3 * mx[1], 1e3 * mx[2], 1e3 * mx[3], 1e3 * mx[4],
-            1e3 * mx[5], 1e3 * mx[6], 1e3 * other, 1e3 * mx[7], tl->early_buckets, tl->buckets);
+            1e3 * mx[5], 1e3 * mx[6], 1e3 * mx[8], 1e3 * mx[7], tl->early_buckets, tl->buckets);
     if (step == cfg->train_steps) {
         double med[NPH];
         for (int k = 0; k < NPH; k++) med[k] = median_col(b, k);
@@ -93,10 +94,10 @@ static fm_status after_step(void *ctx, fm_trainer *t, int64_t step, const fm_tra
         fprintf(stderr,
                 "zero-summary zero=%d ranks=%d threads=%d steps=%lld median_step_ms=%.1f "
                 "tokens_per_s=%.1f compute=%.1f grad_wait=%.1f norm=%.1f update=%.1f "
-                "gather_wait=%.1f data=%.1f slowest_compute=%.1f comm_exposed_pct=%.1f\n",
+                "gather_wait=%.1f data=%.1f slowest_compute=%.1f other=%.1f comm_exposed_pct=%.1f\n",
                 cfg->train_zero, c->size, cfg->runtime_threads, (long long)(b->n - b->skip),
                 1e3 * med[0], med[0] > 0 ? tokens / med[0] : 0.0, 1e3 * med[1], 1e3 * med[2],
-                1e3 * med[3], 1e3 * med[4], 1e3 * med[5], 1e3 * med[6], 1e3 * med[7],
+                1e3 * med[3], 1e3 * med[4], 1e3 * med[5], 1e3 * med[6], 1e3 * med[7], 1e3 * med[8],
                 med[0] > 0 ? 100.0 * comm / med[0] : 0.0);
     }
     return NULL;

@@ -10,7 +10,9 @@
 #   2 ranks x 1 thread,  micro_batch 4 x grad_accum 1, zero 0, 1, 2
 # Every run prints its per-step timeline (fmtrain-bench-zero: max over ranks of compute, exposed
 # gradient wait, norm, update, exposed all-gather wait) and a summary; this script prints one table
-# row per run with the 1-minute load average before and after it, then per round the step-time
+# row per run (medians in ms: step = the slowest rank's, phases = means over ranks, "slowest" = the
+# slowest rank's compute, comm% = exposed gradient and all-gather waits / step) with the 1-minute
+# load average before and after it, then per round the step-time
 # ratios zero 1 / zero 0 and zero 2 / zero 0 (ratios of the runs' throughput: >= 1 means not
 # slower) and the data-parallel efficiency = tokens/s of 2 ranks x 1 thread / tokens/s of
 # 1 rank x 2 threads, for each zero stage. The step times are medians over the steps after the
@@ -58,8 +60,8 @@ hang_factor = 0
 INI
 load() { cut -d' ' -f1 /proc/loadavg; }
 declare -A tps
-printf '%-5s %-22s %9s %9s %8s %8s %6s %7s %8s %8s %6s  %s\n' round run step_ms tok/s compute \
-  grad_wait norm update gather other comm% "load before -> after"
+printf '%-5s %-19s %8s %7s %8s %9s %6s %7s %7s %6s %8s %6s  %s\n' round run step_ms tok/s compute \
+  grad_wait norm update gather other slowest comm% "load before -> after"
 run() { # run ROUND NAME NP THREADS GA ZERO
   local r=$1 name=$2 np=$3 th=$4 ga=$5 z=$6 l0 l1 line
   l0=$(load)
@@ -73,23 +75,23 @@ run() { # run ROUND NAME NP THREADS GA ZERO
   local st tp c gw n u gt other
   st=$(get median_step_ms) tp=$(get tokens_per_s) c=$(get compute) gw=$(get grad_wait)
   n=$(get norm) u=$(get update) gt=$(get gather_wait)
-  other=$(awk -v s="$st" -v c="$c" -v g="$gw" -v n="$n" -v u="$u" -v t="$gt" 'BEGIN { printf "%.1f", s-c-g-n-u-t }')
-  printf '%-5s %-22s %9s %9s %8s %8s %6s %7s %8s %8s %6s  %s -> %s\n' "$r" "$name" "$st" "$tp" "$c" \
-    "$gw" "$n" "$u" "$gt" "$other" "$(get comm_exposed_pct)" "$l0" "$l1"
+  other=$(get other)
+  printf '%-5s %-19s %8s %7s %8s %9s %6s %7s %7s %6s %8s %6s  %s -> %s\n' "$r" "$name" "$st" "$tp" \
+    "$c" "$gw" "$n" "$u" "$gt" "$other" "$(get slowest_compute)" "$(get comm_exposed_pct)" "$l0" "$l1"
   tps[$name-$r]=$tp
   if [ -n "${BENCH_ZERO_TIMELINE:-}" ]; then grep '^zero-step' "$dir/$name-$r.err" | sed 's/^/      /'; fi
 }
 for r in $(seq 1 "$rounds"); do
-  run "$r" "1rank-2thr-zero0" 1 2 2 0
-  run "$r" "2ranks-1thr-zero0" 2 1 1 0
-  run "$r" "2ranks-1thr-zero1" 2 1 1 1
-  run "$r" "2ranks-1thr-zero2" 2 1 1 2
+  run "$r" "1rank-2thr" 1 2 2 0
+  run "$r" "2ranks-zero0" 2 1 1 0
+  run "$r" "2ranks-zero1" 2 1 1 1
+  run "$r" "2ranks-zero2" 2 1 1 2
 done
 echo
 printf '%-5s %18s %18s %14s %14s %14s\n' round "zero1/zero0 speed" "zero2/zero0 speed" "DP eff zero0" \
   "DP eff zero1" "DP eff zero2"
 for r in $(seq 1 "$rounds"); do
-  awk -v one="${tps[1rank-2thr-zero0-$r]}" -v z0="${tps[2ranks-1thr-zero0-$r]}" \
-      -v z1="${tps[2ranks-1thr-zero1-$r]}" -v z2="${tps[2ranks-1thr-zero2-$r]}" -v r="$r" \
+  awk -v one="${tps[1rank-2thr-$r]}" -v z0="${tps[2ranks-zero0-$r]}" \
+      -v z1="${tps[2ranks-zero1-$r]}" -v z2="${tps[2ranks-zero2-$r]}" -v r="$r" \
     'BEGIN { printf "%-5s %18.3f %18.3f %14.3f %14.3f %14.3f\n", r, z1/z0, z2/z0, z0/one, z1/one, z2/one }'
 done
