@@ -73,6 +73,40 @@ if(FM_HAVE_OPENBLAS)
 endif()
 string(REPLACE ";" " " FM_BLAS_LIBRARIES_STR "${BLAS_LIBRARIES}")
 
+# oneDNN (optional): the CPU backend's GEMM library (fp32 and bf16 matmul primitives; bf16 needs it).
+# Without it the CPU matmuls are tiles of single-threaded CBLAS sgemm and the CPU backend is fp32
+# only. Found through its CMake package (dnnl-config.cmake, target DNNL::dnnl): Debian's libdnnl-dev,
+# Spack's onednn, EasyBuild's oneDNN (module load oneDNN), or -Ddnnl_DIR=<prefix>/lib/cmake/dnnl.
+# Only a build with the OpenMP threading runtime runs on fmtrain's one OpenMP pool per rank
+# (docs/performance.md); a TBB or sequential build is not used.
+set(FMTRAIN_ONEDNN "AUTO" CACHE STRING
+    "Use oneDNN for the CPU matmuls (fp32 and bf16): AUTO (when found), ON (required), OFF (CBLAS)")
+set_property(CACHE FMTRAIN_ONEDNN PROPERTY STRINGS AUTO ON OFF)
+set(FM_HAVE_ONEDNN 0)
+set(FM_ONEDNN_WHY "FMTRAIN_ONEDNN=OFF")
+if(NOT FMTRAIN_ONEDNN STREQUAL "OFF")
+  find_package(dnnl CONFIG QUIET)
+  if(NOT dnnl_FOUND)
+    set(FM_ONEDNN_WHY "oneDNN not found (Debian: apt-get install libdnnl-dev; Spack: onednn; "
+        "EasyBuild: module load oneDNN; or set dnnl_DIR)")
+  elseif(NOT DNNL_CPU_RUNTIME STREQUAL "OMP")
+    set(FM_ONEDNN_WHY "the oneDNN found (${dnnl_DIR}) uses the ${DNNL_CPU_RUNTIME} threading runtime, "
+        "not OpenMP: it would not share the rank's OpenMP pool (Spack: onednn cpu_runtime=omp)")
+  else()
+    set(FM_HAVE_ONEDNN 1)
+  endif()
+  if(NOT FM_HAVE_ONEDNN AND FMTRAIN_ONEDNN STREQUAL "ON")
+    message(FATAL_ERROR "FMTRAIN_ONEDNN=ON, but ${FM_ONEDNN_WHY}. Configure with "
+            "-DFMTRAIN_ONEDNN=AUTO or OFF to build with the CBLAS fallback (fp32 only).")
+  endif()
+endif()
+if(FM_HAVE_ONEDNN)
+  set(FM_GEMM_DESC "oneDNN ${dnnl_VERSION} (${dnnl_DIR}, ${DNNL_CPU_RUNTIME} runtime): fp32 and bf16")
+else()
+  set(FM_GEMM_DESC "CBLAS ${FM_BLAS_VENDOR} (fp32 only; ${FM_ONEDNN_WHY})")
+endif()
+message(STATUS "fmtrain: CPU GEMM library: ${FM_GEMM_DESC}")
+
 # CUDA (optional): AUTO builds the backend when nvcc is found
 set(FM_HAVE_CUDA 0)
 # The backend's sources live in kernels/cuda (kernels/cuda/CMakeLists.txt); without them there is

@@ -12,8 +12,9 @@
 
 typedef struct backend_entry {
     const char *name;
-    /* Fills be (ops, threads, device, impl) or returns an error; NULL: known, not compiled in. */
-    fm_status (*init)(fm_backend *be, int threads, int device);
+    /* Fills be (ops, threads, device, impl, precision) for the precision asked (FM_PRECISION_*, AUTO
+     * included) or returns an error; NULL: known, not compiled in. */
+    fm_status (*init)(fm_backend *be, int threads, int device, unsigned precision);
     /* Usable devices; *why (never NULL here) receives the reason for a 0. */
     int (*device_count)(const char **why);
     const char *missing; /* when init is NULL: how to build a binary that has it */
@@ -109,6 +110,13 @@ static void known_names(char *buf, size_t n)
 
 fm_status fm_backend_create(const char *name, int threads, int device, fm_backend **out)
 {
+    FM_TRY(fm_backend_create_precision(name, threads, device, FM_PRECISION_FP32, out));
+    return NULL;
+}
+
+fm_status fm_backend_create_precision(const char *name, int threads, int device, unsigned precision,
+                                      fm_backend **out)
+{
     *out = NULL;
     const backend_entry *e = find(name);
     if (!e) {
@@ -123,7 +131,7 @@ fm_status fm_backend_create(const char *name, int threads, int device, fm_backen
     fm_backend *be = calloc(1, sizeof *be);
     FM_CHECK_ALLOC(be, sizeof *be);
     be->device = -1;
-    fm_status st = e->init(be, threads, device);
+    fm_status st = e->init(be, threads, device, precision);
     if (st) {
         free(be);
         return fm_status_trace(st, __FILE__, __LINE__, __func__);
@@ -141,3 +149,15 @@ void fm_backend_free(fm_backend **be)
 }
 
 const char *fm_backend_blas_info(void) { return fm_cpu_blas_info(); }
+
+const char *fm_backend_gemm_info(void) { return fm_cpu_gemm_info(); }
+
+const char *fm_precision_name(unsigned precision)
+{
+    switch (precision) {
+    case FM_PRECISION_AUTO: return "auto";
+    case FM_PRECISION_FP32: return "fp32";
+    case FM_PRECISION_BF16: return "bf16";
+    default: return "?";
+    }
+}

@@ -14,7 +14,8 @@ build_pkgs=(build-essential cmake pkg-config
             openmpi-bin libopenmpi-dev          # module load openmpi
             libhdf5-openmpi-dev hdf5-tools      # module load hdf5/parallel
             libhwloc-dev hwloc                  # module load hwloc
-            libopenblas-dev)                    # module load openblas (or the vendor BLAS)
+            libopenblas-dev                     # module load openblas (or the vendor BLAS)
+            libdnnl-dev)                        # module load oneDNN: the CPU matmuls, fp32 and bf16
 test_pkgs=(libcmocka-dev                        # unit tests
            python3-torch python3-h5py python3-numpy  # PyTorch reference comparison
            python3-pip                          # tests/reference/install_transformers.sh (HF comparison, --target)

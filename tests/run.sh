@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 modules/setup-debian.sh
-# transformers 4.40.2 for the Llama comparison with Hugging Face (tests/reference): quiet, cached in
+# transformers 4.40.2 for the comparisons with Hugging Face (tests/reference: Llama; tests/hf:
+# export, import, tokenizer.json): quiet, cached in
 # ~/.cache/fmtrain, optional (FM_TEST_HF=0 skips it; without it those tests report SKIPPED)
 if [ "${FM_TEST_HF:-1}" != 0 ]; then tests/reference/install_transformers.sh || true; fi
 

@@ -1,13 +1,15 @@
 /* kernel_profile.c — where a training step's time goes, kernel by kernel.
  *
- * Builds a GPT-2- or Llama-shaped model (--arch) on the CPU backend, puts an instrumented operation table between the
+ * Builds a GPT-2- or Llama-shaped model (--arch) on the CPU backend in the precision asked
+ * (--precision fp32|bf16, default fp32), puts an instrumented operation table between the
  * model and the backend (every op is timed, then forwarded), runs warm-up steps and timed steps
  * (forward + backward + grad norm + AdamW) and prints seconds per step by op, with the FLOPs of the
  * matmul and attention ops, and the GEMM peak measured through the backend's matmul_forward
- * (square n=2048, same threads). Usage:
+ * (square n=2048, same threads, same precision). Usage:
  *   fmtrain-kernel-profile [--layers 12] [--heads 12] [--dim 768] [--vocab 50257] [--seq 64]
  *                          [--batch 4] [--threads 2] [--steps 5] [--warmup 2] [--clock wall|cpu]
  *                          [--arch gpt2|llama] [--kv-heads NKV] [--ffn F]   (llama; 0: defaults)
+ *                          [--precision fp32|bf16]
  * Kernel experiments belong here, not in kernels/cpu. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -22,7 +24,7 @@
 enum {
     P_ENC_F, P_ENC_B, P_EMB_F, P_EMB_B, P_LN_F, P_LN_B, P_RMS_F, P_RMS_B, P_RES_F, P_MM_F, P_MM_B,
     P_LMH_F, P_LMH_B, P_GELU_F, P_GELU_B, P_SWIGLU_F, P_SWIGLU_B, P_ROPE_F, P_ROPE_B, P_ATT_F,
-    P_ATT_B, P_ATT_D, P_XENT_F, P_XENT_B, P_ADAM, P_SUMSQ, P_ZERO, P_OTHER, P_N
+    P_ATT_B, P_ATT_D, P_XENT_F, P_XENT_B, P_ADAM, P_SUMSQ, P_TO_BF16, P_ZERO, P_OTHER, P_N
 };
 static const char *const pname[P_N] = {
     "encoder_forward", "encoder_backward", "embedding_forward", "embedding_backward",
@@ -31,7 +33,7 @@ static const char *const pname[P_N] = {
     "lm_head_forward", "lm_head_backward", "gelu_forward", "gelu_backward", "swiglu_forward",
     "swiglu_backward", "rope_forward", "rope_backward",
     "attention_forward", "attention_backward", "attention_decode", "softmax_xent_forward", "softmax_xent_backward",
-    "adamw_update", "sum_squares", "zero", "alloc/copy/sync"};
+    "adamw_update", "sum_squares", "to_bf16", "zero", "alloc/copy/sync"};
 
 typedef struct prof {
     fm_backend *inner;
@@ -191,17 +193,22 @@ static void w_xent_b(fm_backend *be, float *lg, const float *lse, const int32_t 
 {
     TIMED(P_XENT_B, 0, IN(be)->ops->softmax_xent_backward(IN(be), lg, lse, tg, dl, N, V, Vp));
 }
-static void w_adam(fm_backend *be, float *p, float *g, float *m, float *v, size_t n, float lr,
-                   float b1, float b2, float eps, float wd, float gs, int64_t t)
+static void w_adam(fm_backend *be, float *p, void *pb, float *g, float *m, float *v, size_t n,
+                   float lr, float b1, float b2, float eps, float wd, float gs, int64_t t)
 {
-    TIMED(P_ADAM, 0, IN(be)->ops->adamw_update(IN(be), p, g, m, v, n, lr, b1, b2, eps, wd, gs, t));
+    TIMED(P_ADAM, 0,
+          IN(be)->ops->adamw_update(IN(be), p, pb, g, m, v, n, lr, b1, b2, eps, wd, gs, t));
+}
+static void w_to_bf16(fm_backend *be, void *d, const float *s, size_t n)
+{
+    TIMED(P_TO_BF16, 0, IN(be)->ops->to_bf16(IN(be), d, s, n));
 }
 static void w_sumsq(fm_backend *be, double *o, const float *g, size_t n)
 {
     TIMED(P_SUMSQ, 0, IN(be)->ops->sum_squares(IN(be), o, g, n));
 }
 
-static fm_kernel_ops prof_ops = { /* .caps: the inner backend's, set by main */
+static fm_kernel_ops prof_ops = { /* .caps, .act_bytes: the inner backend's, set by main */
     .name = "cpu", .act_bytes = 4, .destroy = w_destroy, .describe = w_describe,
     .alloc = w_alloc, .free = w_free, .upload = w_upload, .download = w_download, .zero = w_zero,
     .sync = w_sync, .encoder_forward = w_enc_f, .encoder_backward = w_enc_b,
@@ -213,7 +220,7 @@ static fm_kernel_ops prof_ops = { /* .caps: the inner backend's, set by main */
     .rope_forward = w_rope_f, .rope_backward = w_rope_b,
     .attention_forward = w_att_f, .attention_backward = w_att_b,
     .attention_decode = w_att_d, .softmax_xent_forward = w_xent_f, .softmax_xent_backward = w_xent_b,
-    .adamw_update = w_adam, .sum_squares = w_sumsq};
+    .adamw_update = w_adam, .sum_squares = w_sumsq, .to_bf16 = w_to_bf16};
 
 static int die(fm_status st)
 {
@@ -233,11 +240,19 @@ int main(int argc, char **argv)
     int L = 12, NH = 12, C = 768, V = 50257, T = 64, B = 4, threads = 2, steps = 5, warmup = 2;
     int NKV = 0, F = 0;
     const char *arch = "gpt2";
+    unsigned precision = FM_PRECISION_FP32;
     for (int i = 1; i + 1 < argc; i += 2) {
         int v = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "--clock")) g_clock = strcmp(argv[i + 1], "cpu") ? CLOCK_MONOTONIC :
                                                    CLOCK_PROCESS_CPUTIME_ID;
         else if (!strcmp(argv[i], "--arch")) arch = argv[i + 1];
+        else if (!strcmp(argv[i], "--precision")) {
+            if (!strcmp(argv[i + 1], "bf16")) precision = FM_PRECISION_BF16;
+            else if (strcmp(argv[i + 1], "fp32") != 0) {
+                fprintf(stderr, "fmtrain-kernel-profile: --precision must be fp32 or bf16\n");
+                return 2;
+            }
+        }
         else if (!strcmp(argv[i], "--kv-heads")) NKV = v;
         else if (!strcmp(argv[i], "--ffn")) F = v;
         else if (!strcmp(argv[i], "--layers")) L = v;
@@ -255,24 +270,32 @@ int main(int argc, char **argv)
         }
     }
     fm_backend *cpu = NULL;
-    fm_status st = fm_backend_create("cpu", threads, -1, &cpu);
+    fm_status st = fm_backend_create_precision("cpu", threads, -1, precision, &cpu);
     if (st) return die(st);
     prof pr;
     memset(&pr, 0, sizeof pr);
     pr.inner = cpu;
     pr.Vp = fm_model_padded_vocab(V);
     prof_ops.caps = cpu->ops->caps;
-    fm_backend wrap = {&prof_ops, cpu->threads, -1, &pr};
+    prof_ops.act_bytes = cpu->ops->act_bytes;
+    fm_backend wrap = {&prof_ops, cpu->threads, -1, &pr, cpu->precision};
     fm_backend *be = &wrap;
 
-    /* GEMM peak through the backend (square n, same threads and tiling as the model) */
+    /* GEMM peak through the backend (square n, same threads, GEMM library and precision as the
+     * model: the inputs converted by to_bf16 for bf16) */
     const int n = 2048;
     float *a = NULL, *b = NULL, *c = NULL;
     if ((st = cpu->ops->alloc(cpu, (void **)&a, (size_t)n * n * 4)) ||
         (st = cpu->ops->alloc(cpu, (void **)&b, (size_t)n * n * 4)) ||
         (st = cpu->ops->alloc(cpu, (void **)&c, (size_t)n * n * 4)))
         return die(st);
-    for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = (float)(i % 13) * 0.01f;
+    for (size_t i = 0; i < (size_t)n * n; i++) c[i] = (float)(i % 13) * 0.01f;
+    if (cpu->ops->act_bytes == 2) {
+        cpu->ops->to_bf16(cpu, a, c, (size_t)n * n);
+        cpu->ops->to_bf16(cpu, b, c, (size_t)n * n);
+    } else {
+        memcpy(a, c, (size_t)n * n * 4), memcpy(b, c, (size_t)n * n * 4);
+    }
     double best = 1e30;
     for (int r = 0; r < 4; r++) {
         double t0 = now();
@@ -280,6 +303,7 @@ int main(int argc, char **argv)
         double dt = now() - t0;
         if (r > 0 && dt < best) best = dt;
     }
+    if ((st = cpu->ops->sync(cpu))) return die(st);
     const double peak = 2.0 * n * (double)n * n / best;
     cpu->ops->free(cpu, a), cpu->ops->free(cpu, b), cpu->ops->free(cpu, c);
 
@@ -312,9 +336,12 @@ int main(int argc, char **argv)
     const double med = dts[steps / 2];
     const double np = (double)fm_model_num_params(model);
     const double fl_tok = fm_model_flops_per_token(&shape, T); /* the family's (model.h) */
-    printf("shape: %s L=%d NH=%d NKV=%d C=%d F=%d V=%d (Vp=%d) T=%d B=%d threads=%d params=%.0f\n",
+    printf("shape: %s L=%d NH=%d NKV=%d C=%d F=%d V=%d (Vp=%d) T=%d B=%d threads=%d params=%.0f "
+           "precision=%s\n",
            fm_model_arch(model), L, NH, fm_model_get_shape(model)->n_kv_head, C,
-           fm_model_get_shape(model)->ffn_dim, V, pr.Vp, T, B, cpu->threads, np);
+           fm_model_get_shape(model)->ffn_dim, V, pr.Vp, T, B, cpu->threads, np,
+           fm_precision_name(cpu->precision));
+    printf("GEMM: %s\n", fm_backend_gemm_info());
     printf("%-24s %10s %7s %8s %10s\n", "op", "ms/step", "share", "calls", "GFLOP/s");
     double sum = 0.0;
     for (int k = 0; k < P_N; k++) sum += pr.t[k];

@@ -1,11 +1,15 @@
 /* bench_model.c — `fmtrain-bench`: training-step throughput of a model family (GPT-2, Llama, or
- * both in one run) on a backend, against the machine's single-precision GEMM peak measured in the
- * same run.
+ * both in one run) on a backend in one precision, against the machine's fastest GEMM in that
+ * precision measured in the same run.
  *
  * Usage: fmtrain-bench --layers L --heads NH --dim C --vocab V --seq T --batch B --threads P
  *                      [--arch gpt2|llama|gpt2,llama] [--kv-heads NKV] [--ffn F] [--tie]
  *                      [--max-seq M] [--steps S] [--warmup W] [--peak-size n]
  *                      [--clock wall|cpu] [--device cpu|cuda] [--gpu N] [--peak-tflops X]
+ *                      [--precision fp32|bf16|auto]
+ *
+ * --precision (default fp32) creates the backend in that activation precision
+ * (fm_backend_create_precision; kernels.h, "Precision"); auto is the backend's choice, printed.
  *
  * --arch picks the model family (default gpt2); a comma-separated list ("gpt2,llama") builds each
  * family's model of the same L, NH, C, V, T and B and times their steps ALTERNATELY (step i of each
@@ -33,16 +37,21 @@
  * rows included; embedding gathers, norms, biases not) + 6*L*T*C (attention's QK^T and AV, forward +
  * backward, causal).
  *
- * The peak is an n x n x n sgemm (default n = 2048) at the same thread count, measured two ways and
- * the larger taken: through the backend's matmul_forward (the tiling the model uses: one
- * single-threaded sgemm per OpenMP thread) and as one cblas_sgemm call with the BLAS library's own
- * threads set to P (restored to 1 afterwards). Best of 5 after a warm-up, measured once before and
- * once after the timed steps; the largest figure is the peak (on a shared machine this favours the
- * peak, never the model). The load average is printed before and after.
+ * The peak is the fastest n x n x n GEMM (default n = 2048) this machine offers in the run's
+ * precision, at the same thread count: the backend's own matmul_forward (the GEMM library and
+ * threading the model uses: oneDNN's fp32 or bf16 matmul, or tiles of CBLAS sgemm without oneDNN;
+ * bf16 inputs made by to_bf16) and, on host-memory backends, one cblas_sgemm call with the BLAS
+ * library's own threads set to P (restored to 1 afterwards): for fp32 the larger of the two is the
+ * peak, for bf16 only the backend's counts (the BLAS figure is fp32, printed for reference:
+ * OpenBLAS has no bf16 GEMM here). Best of 5 after a warm-up, measured once before and once after
+ * the timed steps; the largest figure is the peak (on a shared machine this favours the peak, never
+ * the model). The load average is printed before and after, and on the result line.
  *
  * With one family it ends with exactly one line:
  *   tokens_per_s=<x> model_gflops=<y> gemm_peak_gflops=<z> fraction_of_peak=<f>
- * With several, one such line per family, prefixed with "arch=<name> ", then a last line
+ *     precision=<p> blas_sgemm_gflops=<b> fraction_of_blas_sgemm=<g> load=<1-min load average>
+ * (one line; the fields after fraction_of_peak were added with --precision). With several, one such
+ * line per family, prefixed with "arch=<name> ", then a last line
  *   fraction_of_peak <name>=<f> ... ratio=<last family's / first family's>
  * This is a benchmark, not a test: it checks nothing but that the loss is finite.
  */
@@ -106,16 +115,23 @@ static void print_machine(FILE *out)
         fprintf(out, "machine: %s\n", model);
 }
 
-static void print_load(FILE *out, const char *when)
+/* /proc/loadavg's first line into buf ("?" when unreadable) */
+static const char *loadavg(char *buf, size_t n)
 {
-    char buf[128] = "?";
+    snprintf(buf, n, "?");
     FILE *f = fopen("/proc/loadavg", "r");
     if (f) {
-        if (!fgets(buf, sizeof buf, f)) strcpy(buf, "?");
+        if (!fgets(buf, (int)n, f)) snprintf(buf, n, "?");
         fclose(f);
     }
     buf[strcspn(buf, "\n")] = '\0';
-    fprintf(out, "load average (%s): %s\n", when, buf);
+    return buf;
+}
+
+static void print_load(FILE *out, const char *when)
+{
+    char buf[128];
+    fprintf(out, "load average (%s): %s\n", when, loadavg(buf, sizeof buf));
 }
 
 /* Fills n floats with small deterministic values. */
@@ -128,14 +144,15 @@ static void fill(float *x, size_t n, unsigned seed)
     }
 }
 
-/* Best GFLOP/s of an n^3 sgemm: through the backend (tiled over its threads) and through BLAS threads. */
+/* Best GFLOP/s of an n^3 GEMM: through the backend's matmul_forward (its GEMM library, threads and
+ * precision) and through BLAS threads (cblas_sgemm, fp32). */
 static fm_status gemm_peak(fm_backend *be, int n, int threads, int cpu_clock,
                            double *backend_gflops, double *blas_gflops)
 {
     const size_t nn = (size_t)n * (size_t)n;
     float *host = malloc(nn * sizeof(float));
     FM_CHECK_ALLOC(host, nn * sizeof(float));
-    float *a = NULL, *b = NULL, *c = NULL;
+    float *a = NULL, *b = NULL, *c = NULL, *a16 = NULL, *b16 = NULL;
     fm_status st = NULL;
     FM_TRY_GOTO(st, done, be->ops->alloc(be, (void **)&a, nn * sizeof(float)));
     FM_TRY_GOTO(st, done, be->ops->alloc(be, (void **)&b, nn * sizeof(float)));
@@ -144,12 +161,20 @@ static fm_status gemm_peak(fm_backend *be, int n, int threads, int cpu_clock,
     FM_TRY_GOTO(st, done, be->ops->upload(be, a, host, nn * sizeof(float)));
     fill(host, nn, 2);
     FM_TRY_GOTO(st, done, be->ops->upload(be, b, host, nn * sizeof(float)));
+    const float *ma = a, *mb = b; /* the matmul's inputs: fp32, or their bf16 rounding */
+    if (be->ops->act_bytes == 2) {
+        FM_TRY_GOTO(st, done, be->ops->alloc(be, (void **)&a16, nn * 2));
+        FM_TRY_GOTO(st, done, be->ops->alloc(be, (void **)&b16, nn * 2));
+        be->ops->to_bf16(be, a16, a, nn);
+        be->ops->to_bf16(be, b16, b, nn);
+        ma = a16, mb = b16;
+    }
     const double flops = 2.0 * (double)n * (double)n * (double)n;
 
     double best = 0.0;
     for (int r = 0; r < 6; r++) { /* first one is the warm-up */
         double t0 = bench_clock(cpu_clock, threads);
-        be->ops->matmul_forward(be, c, a, b, NULL, n, n, n);
+        be->ops->matmul_forward(be, c, ma, mb, NULL, n, n, n);
         FM_TRY_GOTO(st, done, be->ops->sync(be));
         double g = flops / (bench_clock(cpu_clock, threads) - t0) / 1e9;
         if (r > 0 && g > best) best = g;
@@ -178,6 +203,8 @@ done:
     if (a) be->ops->free(be, a);
     if (b) be->ops->free(be, b);
     if (c) be->ops->free(be, c);
+    if (a16) be->ops->free(be, a16);
+    if (b16) be->ops->free(be, b16);
     free(host);
     return st;
 }
@@ -189,6 +216,7 @@ typedef struct bench_args {
     long long kv_heads, ffn; /* 0: the family's default */
     int tie;                 /* --tie: FM_TIE_YES, else the family's default */
     int cpu_clock;
+    unsigned precision; /* FM_PRECISION_* asked (AUTO: the backend's choice) */
     const char *device;
     double peak_tflops; /* 0 = not given */
     int narch;
@@ -197,7 +225,7 @@ typedef struct bench_args {
 
 static fm_status parse(int argc, char **argv, bench_args *a)
 {
-    const char *s[19] = {0};
+    const char *s[20] = {0};
     int tie = 0;
     const fm_cli_opt opts[] = {
         {"layers", FM_CLI_STRING, &s[0]}, {"heads", FM_CLI_STRING, &s[1]},
@@ -209,7 +237,7 @@ static fm_status parse(int argc, char **argv, bench_args *a)
         {"device", FM_CLI_STRING, &s[12]}, {"gpu", FM_CLI_STRING, &s[13]},
         {"peak-tflops", FM_CLI_STRING, &s[14]}, {"arch", FM_CLI_STRING, &s[15]},
         {"kv-heads", FM_CLI_STRING, &s[16]}, {"ffn", FM_CLI_STRING, &s[17]},
-        {"tie", FM_CLI_FLAG, &tie},
+        {"tie", FM_CLI_FLAG, &tie}, {"precision", FM_CLI_STRING, &s[19]},
     };
     const char *names[10] = {"layers", "heads", "dim", "vocab", "seq", "batch", "threads", "steps",
                              "warmup", "peak-size"};
@@ -252,6 +280,16 @@ static fm_status parse(int argc, char **argv, bench_args *a)
     if (s[16]) FM_TRY(fm_cli_int("kv-heads", s[16], 1, 1024, &a->kv_heads));
     if (s[17]) FM_TRY(fm_cli_int("ffn", s[17], 1, 1 << 30, &a->ffn));
     a->tie = tie ? FM_TIE_YES : FM_TIE_DEFAULT;
+    const char *prec = s[19] ? s[19] : "fp32";
+    if (strcmp(prec, "fp32") == 0)
+        a->precision = FM_PRECISION_FP32;
+    else if (strcmp(prec, "bf16") == 0)
+        a->precision = FM_PRECISION_BF16;
+    else if (strcmp(prec, "auto") == 0)
+        a->precision = FM_PRECISION_AUTO;
+    else
+        return FM_ERR(FM_ERR_USAGE, "fmtrain-bench: --precision must be 'fp32', 'bf16' or 'auto', "
+                      "got '%s'", prec);
     /* --arch: one family or a comma-separated list */
     const char *list = s[15] ? s[15] : "gpt2";
     a->narch = 0;
@@ -342,13 +380,18 @@ static fm_status bench(const bench_args *ar)
             sh->n_kv_head = sh->ffn_dim = sh->tie_embeddings = 0;
         FM_TRY(fm_model_shape_check(sh));
     }
-    FM_TRY_GOTO(st, done, fm_backend_create(ar->device, P, strcmp(ar->device, "cpu") ? (int)ar->gpu : -1, &be));
+    FM_TRY_GOTO(st, done, fm_backend_create_precision(ar->device, P,
+                                                      strcmp(ar->device, "cpu") ? (int)ar->gpu : -1,
+                                                      ar->precision, &be));
+    const int bf16 = be->precision == FM_PRECISION_BF16;
     char dev[256];
     be->ops->describe(be, dev, sizeof dev);
-    printf("fmtrain-bench: training step (forward + backward + grad norm + AdamW), fp32, %s backend, "
-           "%s clock\n", be->ops->name, ar->cpu_clock ? "CPU-time-per-thread" : "wall");
+    printf("fmtrain-bench: training step (forward + backward + grad norm + AdamW), %s, %s backend, "
+           "%s clock\n", fm_precision_name(be->precision), be->ops->name,
+           ar->cpu_clock ? "CPU-time-per-thread" : "wall");
     printf("device: %s\n", dev);
     print_machine(stdout);
+    printf("GEMM: %s\n", fm_backend_gemm_info());
     printf("BLAS: %s\n", fm_backend_blas_info());
     for (int a = 0; a < NA; a++) {
         bench_run *r = &runs[a];
@@ -380,8 +423,9 @@ static fm_status bench(const bench_args *ar)
     fflush(stdout);
     double pk_be[2] = {0, 0}, pk_blas[2] = {0, 0};
     FM_TRY_GOTO(st, done, gemm_peak(be, (int)ar->peak, P, ar->cpu_clock, &pk_be[0], &pk_blas[0]));
-    printf("sgemm peak before the steps, n=%lld, %d thread(s): backend tiling %.1f GFLOP/s, BLAS threads "
-           "%.1f GFLOP/s (best of 5)\n", ar->peak, P, pk_be[0], pk_blas[0]);
+    printf("GEMM peak before the steps, n=%lld, %d thread(s): backend %s matmul %.1f GFLOP/s, BLAS "
+           "sgemm on its threads %.1f GFLOP/s (best of 5)\n", ar->peak, P,
+           fm_precision_name(be->precision), pk_be[0], pk_blas[0]);
     fflush(stdout);
 
     tok = malloc((size_t)B * T * sizeof *tok);
@@ -414,14 +458,24 @@ static fm_status bench(const bench_args *ar)
         fm_model_free(&runs[a].m);
     }
     FM_TRY_GOTO(st, done, gemm_peak(be, (int)ar->peak, P, ar->cpu_clock, &pk_be[1], &pk_blas[1]));
-    printf("sgemm peak after the steps, n=%lld, %d thread(s): backend tiling %.1f GFLOP/s, BLAS threads "
-           "%.1f GFLOP/s (best of 5)\n", ar->peak, P, pk_be[1], pk_blas[1]);
-    double peak = 0.0;
+    printf("GEMM peak after the steps, n=%lld, %d thread(s): backend %s matmul %.1f GFLOP/s, BLAS "
+           "sgemm on its threads %.1f GFLOP/s (best of 5)\n", ar->peak, P,
+           fm_precision_name(be->precision), pk_be[1], pk_blas[1]);
+    /* the fastest GEMM in the run's precision: the backend's, and for fp32 also BLAS's sgemm */
+    double peak = 0.0, blas = 0.0;
     for (int i = 0; i < 2; i++) {
         if (pk_be[i] > peak) peak = pk_be[i];
-        if (pk_blas[i] > peak) peak = pk_blas[i];
+        if (pk_blas[i] > blas) blas = pk_blas[i];
     }
+    if (!bf16 && blas > peak) peak = blas;
+    printf("GEMM peak (%s): %.1f GFLOP/s (%s); BLAS sgemm for reference: %.1f GFLOP/s\n",
+           fm_precision_name(be->precision), peak,
+           bf16 ? "the backend's bf16 matmul" : "the faster of the backend's matmul and BLAS sgemm",
+           blas);
     print_load(stdout, "end");
+    char la[128];
+    loadavg(la, sizeof la);
+    la[strcspn(la, " ")] = '\0'; /* the 1-minute figure */
     double frac[BENCH_MAX_ARCH];
     for (int a = 0; a < NA; a++) {
         const double tps = (double)B * T / step_s[a];
@@ -431,9 +485,11 @@ static fm_status bench(const bench_args *ar)
             printf("%s%s%smfu=%.4f stated_peak_tflops=%g\n", NA > 1 ? "arch=" : "",
                    NA > 1 ? runs[a].shape.arch : "", NA > 1 ? " " : "",
                    gflops / (1000.0 * ar->peak_tflops), ar->peak_tflops);
-        printf("%s%s%stokens_per_s=%.1f model_gflops=%.2f gemm_peak_gflops=%.2f fraction_of_peak=%.3f\n",
+        printf("%s%s%stokens_per_s=%.1f model_gflops=%.2f gemm_peak_gflops=%.2f fraction_of_peak=%.3f "
+               "precision=%s blas_sgemm_gflops=%.2f fraction_of_blas_sgemm=%.3f load=%s\n",
                NA > 1 ? "arch=" : "", NA > 1 ? runs[a].shape.arch : "", NA > 1 ? " " : "", tps,
-               gflops, peak, frac[a]);
+               gflops, peak, frac[a], fm_precision_name(be->precision), blas,
+               blas > 0 ? gflops / blas : 0.0, la);
     }
     if (NA > 1) {
         printf("fraction_of_peak");

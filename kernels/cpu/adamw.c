@@ -1,17 +1,20 @@
 /* adamw.c — the optimizer step fused with zeroing the gradient, and the gradient's sum of squares
  * (CPU). The AdamW pass is the largest non-GEMM memory stream of a training step: per
- * parameter it reads p, g, m, v and writes p, g (= 0), m, v: 32 bytes. */
+ * parameter it reads p, g, m, v and writes p, g (= 0), m, v: 32 bytes, and with a bf16 copy of the
+ * parameters (bf16 precision) 2 more. */
 #include <math.h>
 #include <omp.h>
 
 #include "cpu_internal.h"
 #include "cpu_kernels.h"
 
-/* params, grads, m, v: (n). Operation order as torch.optim.AdamW (single-tensor path): decay first,
- * m by lerp, denominator sqrt(v)/sqrt(bias_correction2) + eps. grads := 0 afterwards. */
-void fm_cpu_adamw_update(fm_backend *be, float *params, float *grads, float *m, float *v, size_t n,
-                         float lr, float beta1, float beta2, float eps, float weight_decay,
-                         float grad_scale, int64_t t)
+/* params, grads, m, v: (n); params_bf16 (n) or NULL. Operation order as torch.optim.AdamW
+ * (single-tensor path): decay first, m by lerp, denominator sqrt(v)/sqrt(bias_correction2) + eps.
+ * grads := 0 afterwards; params_bf16 := the updated params rounded to bf16 (2 more bytes per
+ * parameter in the same pass). */
+void fm_cpu_adamw_update(fm_backend *be, float *params, void *params_bf16, float *grads, float *m,
+                         float *v, size_t n, float lr, float beta1, float beta2, float eps,
+                         float weight_decay, float grad_scale, int64_t t)
 {
     const double bc1 = 1.0 - pow((double)beta1, (double)t);
     const double bc2 = 1.0 - pow((double)beta2, (double)t);
@@ -19,7 +22,24 @@ void fm_cpu_adamw_update(fm_backend *be, float *params, float *grads, float *m, 
     const float bc2_sqrt = (float)sqrt(bc2);
     const float decay = 1.0f - lr * weight_decay;
     const float omb1 = 1.0f - beta1, omb2 = 1.0f - beta2;
+    fm_bf16 *pb = params_bf16;
     int nt = fm_cpu_team(be->threads, n, FM_CPU_ELEMWISE_SERIAL);
+    if (pb) {
+#pragma omp parallel for simd num_threads(nt) schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            const float g = grads[i] * grad_scale;
+            const float mi = m[i] + omb1 * (g - m[i]);
+            const float vi = beta2 * v[i] + omb2 * g * g;
+            const float denom = sqrtf(vi) / bc2_sqrt + eps;
+            const float p = params[i] * decay - step_size * (mi / denom);
+            params[i] = p;
+            pb[i] = fm_cpu_round_bf16(p);
+            m[i] = mi;
+            v[i] = vi;
+            grads[i] = 0.0f;
+        }
+        return;
+    }
 #pragma omp parallel for simd num_threads(nt) schedule(static)
     for (size_t i = 0; i < n; i++) {
         const float g = grads[i] * grad_scale;

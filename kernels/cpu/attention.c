@@ -16,7 +16,13 @@
  * 2*BQ*BK + 4*BQ floats = 66 KiB, independent of T.
  *
  * FLOPs: forward 2*T*T*hs per head (two products over the causal half, counting the masked part of
- * diagonal blocks), backward 2.5x that. */
+ * diagonal blocks), backward 2.5x that.
+ *
+ * Precision: q, k, v, lse and every gradient are fp32 in both tables (kernels.h); the bf16 table's
+ * kernels differ only in the attention output `out`, a matmul input: accumulated in fp32 (the
+ * forward's block in the thread's BQ x hs workspace), rounded to bf16 once when stored, and read back
+ * as bf16 by the backward for D = rowsum(dO * O). The block products stay fp32 CBLAS calls: at GPT-2's
+ * shapes attention is a few per cent of a step (docs/performance.md). */
 #include <math.h>
 #include <omp.h>
 
@@ -36,9 +42,11 @@ static int att_team(int threads, double work, int items)
     return nt < 1 ? 1 : nt;
 }
 
-/* out (B,T,C), lse (B,NH,T); qkv (B,T,W) */
-void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const float *qkv, int B,
-                              int T, int C, int NH, int NKV)
+/* out (B,T,C) as fp32 (o32) or bf16 (o16, the other NULL), lse (B,NH,T); qkv (B,T,W). The output
+ * block is accumulated in fp32: in place in o32, or (bf16) in the thread's BQ x hs buffer obuf
+ * (nt * BQ * hs floats) and rounded once when its rows are final. */
+static void att_forward(fm_backend *be, float *o32, fm_bf16 *o16, float *obuf, float *lse,
+                        const float *qkv, int B, int T, int C, int NH, int NKV)
 {
     const fm_cpu_ctx *cx = fm_cpu_cx(be);
     const int hs = C / NH, W = (NH + 2 * NKV) * hs, grp = NH / NKV; /* W: the row width of qkv */
@@ -48,20 +56,24 @@ void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const floa
     {
         float *S = cx->scratch + (size_t)omp_get_thread_num() * cx->scratch_floats;
         float *mrow = S + 2 * BQ * BK, *lrow = mrow + BQ;
+        float *ob_thread = o16 ? obuf + (size_t)omp_get_thread_num() * BQ * (size_t)hs : NULL;
 #pragma omp for schedule(static)
         for (int bh = 0; bh < B * NH; bh++) {
             const int b = bh / NH, h = bh % NH;
             const float *q = qkv + (size_t)b * T * W + (size_t)h * hs;
             const float *k = qkv + (size_t)b * T * W + (size_t)C + (size_t)(h / grp) * hs;
             const float *v = k + (size_t)NKV * hs;
-            float *o = out + (size_t)b * T * C + (size_t)h * hs;
+            const size_t ooff = (size_t)b * T * C + (size_t)h * hs; /* (b, t=0, head h) of out */
             float *lse_bh = lse + (size_t)bh * T;
             for (int i0 = 0; i0 < T; i0 += BQ) {
                 const int i1 = i0 + BQ < T ? i0 + BQ : T, nr = i1 - i0;
+                /* the block's fp32 output rows: out itself (fp32) or the thread's buffer (bf16) */
+                float *ob = o16 ? ob_thread : o32 + ooff + (size_t)i0 * C;
+                const int ldo = o16 ? hs : C;
                 for (int r = 0; r < nr; r++) {
                     mrow[r] = -INFINITY;
                     lrow[r] = 0.0f;
-                    float *orow = o + (size_t)(i0 + r) * C;
+                    float *orow = ob + (size_t)r * ldo;
                     for (int d = 0; d < hs; d++) orow[d] = 0.0f;
                 }
                 for (int j0 = 0; j0 < i1; j0 += BK) {
@@ -92,19 +104,25 @@ void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const floa
                         lrow[r] = lrow[r] * corr + sum;
                         mrow[r] = mnew;
                         if (corr != 1.0f) {
-                            float *orow = o + (size_t)(i0 + r) * C;
+                            float *orow = ob + (size_t)r * ldo;
 #pragma omp simd
                             for (int d = 0; d < hs; d++) orow[d] *= corr;
                         }
                     }
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, hs, nk, 1.0f, S, BK,
-                                v + (size_t)j0 * W, W, 1.0f, o + (size_t)i0 * C, C);
+                                v + (size_t)j0 * W, W, 1.0f, ob, ldo);
                 }
                 for (int r = 0; r < nr; r++) {
-                    float *orow = o + (size_t)(i0 + r) * C;
+                    float *orow = ob + (size_t)r * ldo;
                     const float inv = 1.0f / lrow[r];
+                    if (o16) {
+                        fm_bf16 *h16 = o16 + ooff + (size_t)(i0 + r) * C;
 #pragma omp simd
-                    for (int d = 0; d < hs; d++) orow[d] *= inv;
+                        for (int d = 0; d < hs; d++) h16[d] = fm_cpu_round_bf16(orow[d] * inv);
+                    } else {
+#pragma omp simd
+                        for (int d = 0; d < hs; d++) orow[d] *= inv;
+                    }
                     lse_bh[i0 + r] = mrow[r] + logf(lrow[r]);
                 }
             }
@@ -112,10 +130,27 @@ void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const floa
     }
 }
 
-/* dqkv (B,T,W) overwritten; dout (B,T,C), qkv (B,T,W), out (B,T,C), lse (B,NH,T) */
-void fm_cpu_attention_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
-                               const float *out, const float *lse, int B, int T, int C, int NH,
-                               int NKV)
+/* out (B,T,C), lse (B,NH,T); qkv (B,T,W) */
+void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const float *qkv, int B,
+                              int T, int C, int NH, int NKV)
+{
+    att_forward(be, out, NULL, NULL, lse, qkv, B, T, C, NH, NKV);
+}
+
+/* bf16 table: out (B,T,C) bf16; the rest as fm_cpu_attention_forward */
+void fm_cpu_attention_forward_bf16(fm_backend *be, float *out, float *lse, const float *qkv, int B,
+                                   int T, int C, int NH, int NKV)
+{
+    float *obuf = fm_cpu_work(be, (size_t)be->threads * BQ * (size_t)(C / NH) * sizeof(float));
+    if (!obuf) return;
+    att_forward(be, NULL, (fm_bf16 *)out, obuf, lse, qkv, B, T, C, NH, NKV);
+}
+
+/* dqkv (B,T,W) overwritten; dout (B,T,C), qkv (B,T,W), out (B,T,C) fp32 (o32) or bf16 (o16, the
+ * other NULL), lse (B,NH,T) */
+static void att_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
+                         const float *o32, const fm_bf16 *o16, const float *lse, int B, int T, int C,
+                         int NH, int NKV)
 {
     const fm_cpu_ctx *cx = fm_cpu_cx(be);
     const int hs = C / NH, W = (NH + 2 * NKV) * hs, grp = NH / NKV; /* W: the row width of qkv */
@@ -139,7 +174,7 @@ void fm_cpu_attention_backward(fm_backend *be, float *dqkv, const float *dout, c
             for (int h = g * grp; h < (g + 1) * grp; h++) { /* the group's query heads, in order */
                 const float *q = qkv + (size_t)b * T * W + (size_t)h * hs;
                 float *dq = dqkv + (size_t)b * T * W + (size_t)h * hs;
-                const float *o = out + (size_t)b * T * C + (size_t)h * hs;
+                const size_t ooff = (size_t)b * T * C + (size_t)h * hs;
                 const float *dO = dout + (size_t)b * T * C + (size_t)h * hs;
                 const float *lse_bh = lse + ((size_t)b * NH + (size_t)h) * T;
                 for (int t = 0; t < T; t++) {
@@ -149,10 +184,18 @@ void fm_cpu_attention_backward(fm_backend *be, float *dqkv, const float *dout, c
                 for (int i0 = 0; i0 < T; i0 += BQ) {
                     const int i1 = i0 + BQ < T ? i0 + BQ : T, nr = i1 - i0;
                     for (int r = 0; r < nr; r++) { /* D_i = dO_i . O_i */
-                        const float *a = dO + (size_t)(i0 + r) * C, *c = o + (size_t)(i0 + r) * C;
+                        const float *a = dO + (size_t)(i0 + r) * C;
+                        const size_t orow = ooff + (size_t)(i0 + r) * C;
                         float s = 0.0f;
+                        if (o16) {
+                            const fm_bf16 *c = o16 + orow;
 #pragma omp simd reduction(+ : s)
-                        for (int d = 0; d < hs; d++) s += a[d] * c[d];
+                            for (int d = 0; d < hs; d++) s += a[d] * fm_cpu_bf16_to_f32(c[d]);
+                        } else {
+                            const float *c = o32 + orow;
+#pragma omp simd reduction(+ : s)
+                            for (int d = 0; d < hs; d++) s += a[d] * c[d];
+                        }
                         Drow[r] = s;
                     }
                     for (int j0 = 0; j0 < i1; j0 += BK) {
@@ -195,15 +238,31 @@ void fm_cpu_attention_backward(fm_backend *be, float *dqkv, const float *dout, c
     }
 }
 
+/* dqkv (B,T,W) overwritten; dout (B,T,C), qkv (B,T,W), out (B,T,C), lse (B,NH,T) */
+void fm_cpu_attention_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
+                               const float *out, const float *lse, int B, int T, int C, int NH,
+                               int NKV)
+{
+    att_backward(be, dqkv, dout, qkv, out, NULL, lse, B, T, C, NH, NKV);
+}
+
+/* bf16 table: out (B,T,C) (forward's output) bf16; the rest as fm_cpu_attention_backward */
+void fm_cpu_attention_backward_bf16(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
+                                    const float *out, const float *lse, int B, int T, int C, int NH,
+                                    int NKV)
+{
+    att_backward(be, dqkv, dout, qkv, NULL, (const fm_bf16 *)out, lse, B, T, C, NH, NKV);
+}
+
 /* Inference with a key/value cache (kernels.h, attention_decode).
  * out (B,Tq,C); kcache, vcache (B,maxT,KW), KW = NKV*hs: rows pos0..pos0+Tq-1 are written first (the
  * new k, v), rows 0..pos0-1 hold earlier positions; qkv (B,Tq,W) the new positions' [q | k | v].
  * Work item: one (b, h, i) query row, i in 0..Tq-1 at absolute position pos0+i; one thread computes
  * it entirely (online softmax over the same key blocks of BK columns as attention_forward, keys in
  * index order), so the result does not depend on the thread count. Scratch: BK floats per thread. */
-void fm_cpu_attention_decode(fm_backend *be, float *out, float *kcache, float *vcache,
-                             const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH,
-                             int NKV)
+static void att_decode(fm_backend *be, float *o32, fm_bf16 *o16, float *obuf, float *kcache,
+                       float *vcache, const float *qkv, int B, int Tq, int pos0, int maxT, int C,
+                       int NH, int NKV)
 {
     const fm_cpu_ctx *cx = fm_cpu_cx(be);
     if (B <= 0 || Tq <= 0) return;
@@ -215,6 +274,7 @@ void fm_cpu_attention_decode(fm_backend *be, float *out, float *kcache, float *v
 #pragma omp parallel num_threads(nt)
     {
         float *s = cx->scratch + (size_t)omp_get_thread_num() * cx->scratch_floats; /* BK scores */
+        float *ob_thread = o16 ? obuf + (size_t)omp_get_thread_num() * (size_t)hs : NULL;
 #pragma omp for schedule(static)
         for (int bi = 0; bi < B * Tq; bi++) { /* the new k and v into the caches */
             const int b = bi / Tq, i = bi % Tq;
@@ -233,7 +293,8 @@ void fm_cpu_attention_decode(fm_backend *be, float *out, float *kcache, float *v
             const float *q = qkv + ((size_t)b * Tq + i) * W + (size_t)h * hs;
             const float *kb = kcache + (size_t)b * maxT * KW + (size_t)(h / grp) * hs;
             const float *vb = vcache + (size_t)b * maxT * KW + (size_t)(h / grp) * hs;
-            float *o = out + ((size_t)b * Tq + i) * C + (size_t)h * hs;
+            const size_t ooff = ((size_t)b * Tq + i) * C + (size_t)h * hs;
+            float *o = o16 ? ob_thread : o32 + ooff; /* fp32 accumulator of the row */
             for (int d = 0; d < hs; d++) o[d] = 0.0f;
             float m = -INFINITY, l = 0.0f;
             for (int j0 = 0; j0 <= last; j0 += BK) {
@@ -270,8 +331,32 @@ void fm_cpu_attention_decode(fm_backend *be, float *out, float *kcache, float *v
                 }
             }
             const float inv = 1.0f / l;
+            if (o16) {
+                fm_bf16 *h16 = o16 + ooff;
 #pragma omp simd
-            for (int d = 0; d < hs; d++) o[d] *= inv;
+                for (int d = 0; d < hs; d++) h16[d] = fm_cpu_round_bf16(o[d] * inv);
+            } else {
+#pragma omp simd
+                for (int d = 0; d < hs; d++) o[d] *= inv;
+            }
         }
     }
+}
+
+void fm_cpu_attention_decode(fm_backend *be, float *out, float *kcache, float *vcache,
+                             const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH,
+                             int NKV)
+{
+    att_decode(be, out, NULL, NULL, kcache, vcache, qkv, B, Tq, pos0, maxT, C, NH, NKV);
+}
+
+/* bf16 table: out (B,Tq,C) bf16 (each row accumulated in fp32 in the thread's hs floats of the
+ * workspace, rounded once); the caches and qkv fp32 as in fm_cpu_attention_decode */
+void fm_cpu_attention_decode_bf16(fm_backend *be, float *out, float *kcache, float *vcache,
+                                  const float *qkv, int B, int Tq, int pos0, int maxT, int C,
+                                  int NH, int NKV)
+{
+    float *obuf = fm_cpu_work(be, (size_t)be->threads * (size_t)(C / NH) * sizeof(float));
+    if (!obuf) return;
+    att_decode(be, NULL, (fm_bf16 *)out, obuf, kcache, vcache, qkv, B, Tq, pos0, maxT, C, NH, NKV);
 }

@@ -1,11 +1,13 @@
-/* cpu_backend.c — the CPU backend: context (thread pool size, per-thread scratch), the BLAS threading
- * policy, the BLAS description string, memory, capabilities, and the fm_kernel_ops table that points
- * at the typed kernels of kernels/cpu/<op>.c. It computes nothing itself.
+/* cpu_backend.c — the CPU backend: context (thread pool size, per-thread scratch, workspace, deferred
+ * error, oneDNN state), the BLAS threading policy, the BLAS and GEMM description strings, memory,
+ * capabilities, and the fm_kernel_ops tables (fp32, and bf16 in builds with oneDNN) that point at the
+ * typed kernels of kernels/cpu/<op>.c. It computes nothing itself.
  *
- * Threading policy (measured and explained in docs/performance.md, "Threads and BLAS"): one OpenMP
- * pool of `threads` threads runs every kernel; matrix products are tiled over that pool and each tile is
- * one single-threaded BLAS call. The BLAS library's own threading is therefore set to 1 here, whatever
- * its build (pthreads or OpenMP), so that no second pool of threads competes for the rank's cores. */
+ * Threading policy (measured and explained in docs/performance.md, "Threads and GEMMs"): one OpenMP
+ * pool of `threads` threads runs every kernel; a matrix product is one oneDNN primitive running on
+ * that pool (or, without oneDNN, tiles of single-threaded BLAS calls inside it). The BLAS library's
+ * own threading is therefore set to 1 here, whatever its build (pthreads or OpenMP), so that no
+ * second pool of threads competes for the rank's cores. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <omp.h>
@@ -54,9 +56,40 @@ static fm_status ctx_create(int threads, fm_cpu_ctx **out)
 static void ctx_free(fm_cpu_ctx **cx)
 {
     if (!cx || !*cx) return;
+#if FM_HAVE_ONEDNN
+    fm_cpu_dnnl_free(&(*cx)->dnnl);
+#endif
+    fm_status_free(&(*cx)->error);
+    free((*cx)->work);
     free((*cx)->scratch);
     free(*cx);
     *cx = NULL;
+}
+
+void fm_cpu_fail(fm_backend *be, fm_status st)
+{
+    fm_cpu_ctx *cx = be->impl;
+    if (!cx->error)
+        cx->error = st;
+    else
+        fm_status_free(&st);
+}
+
+void *fm_cpu_work(fm_backend *be, size_t bytes)
+{
+    fm_cpu_ctx *cx = be->impl;
+    if (bytes <= cx->work_bytes) return cx->work;
+    const size_t rounded = (bytes + 63u) / 64u * 64u;
+    void *p = aligned_alloc(64, rounded);
+    if (!p) {
+        fm_cpu_fail(be, FM_ERR(FM_ERR_NOMEM, "CPU backend: out of memory growing the kernels' "
+                               "workspace to %zu bytes", rounded));
+        return NULL;
+    }
+    free(cx->work);
+    cx->work = p;
+    cx->work_bytes = rounded;
+    return p;
 }
 
 /* ---- BLAS description ------------------------------------------------------------------------ */
@@ -75,13 +108,18 @@ static void blas_info_fill(void)
     int par = openblas_get_parallel();
     const char *model = par == 0 ? "sequential build" : par == 1 ? "pthreads build" :
                         par == 2 ? "OpenMP build" : "unknown threading";
-    snprintf(g_blas_info.text, sizeof g_blas_info.text,
-             "%s (%s); fmtrain tiles GEMMs over its OpenMP pool, one BLAS thread per tile",
-             cfg ? cfg : "OpenBLAS", model);
+#if FM_HAVE_ONEDNN
+    const char *use = "one BLAS thread per call, for attention's blocks (matmuls: oneDNN)";
+#else
+    const char *use = "fmtrain tiles GEMMs over its OpenMP pool, one BLAS thread per tile";
+#endif
+    snprintf(g_blas_info.text, sizeof g_blas_info.text, "%s (%s); %s", cfg ? cfg : "OpenBLAS", model,
+             use);
 #else
     snprintf(g_blas_info.text, sizeof g_blas_info.text,
-             "CBLAS (vendor not identified at run time); fmtrain tiles GEMMs over its OpenMP pool and "
-             "calls BLAS inside parallel regions (nested BLAS threading must be off)");
+             "CBLAS (vendor not identified at run time); fmtrain calls BLAS inside its OpenMP "
+             "parallel regions (%s; nested BLAS threading must be off)",
+             FM_HAVE_ONEDNN ? "attention's blocks" : "GEMM tiles and attention's blocks");
 #endif
 }
 
@@ -89,6 +127,16 @@ const char *fm_cpu_blas_info(void)
 {
     pthread_once(&g_blas_info.once, blas_info_fill);
     return g_blas_info.text;
+}
+
+const char *fm_cpu_gemm_info(void)
+{
+#if FM_HAVE_ONEDNN
+    return fm_cpu_dnnl_info();
+#else
+    return "CBLAS (built without oneDNN): fp32 only, tiles of single-threaded sgemm on the rank's "
+           "OpenMP pool";
+#endif
 }
 
 /* ---- operation table ------------------------------------------------------------------------- */
@@ -144,10 +192,13 @@ static void cpu_zero(fm_backend *be, void *ptr, size_t bytes)
     zero_parallel(ptr, bytes, bytes < (1u << 20) ? 1 : be->threads);
 }
 
+/* Every kernel has finished when it returns; sync hands over the first error a kernel recorded. */
 static fm_status cpu_sync(fm_backend *be)
 {
-    (void)be;
-    return NULL;
+    fm_cpu_ctx *cx = be->impl;
+    fm_status st = cx->error;
+    cx->error = NULL;
+    return st;
 }
 
 static void cpu_destroy(fm_backend *be)
@@ -160,14 +211,27 @@ static void cpu_destroy(fm_backend *be)
 static void cpu_describe(fm_backend *be, char *buf, size_t n)
 {
     if (n == 0) return;
-    snprintf(buf, n, "CPU, %d OpenMP thread%s", be->threads, be->threads == 1 ? "" : "s");
+#if FM_HAVE_ONEDNN
+    const char *gemm = "oneDNN";
+#else
+    const char *gemm = "CBLAS";
+#endif
+    snprintf(buf, n, "CPU, %d OpenMP thread%s, %s, %s GEMMs", be->threads, be->threads == 1 ? "" : "s",
+             fm_precision_name(be->precision), gemm);
 }
+
+/* bf16 needs oneDNN's bf16 matmul; fp32 runs on either GEMM engine */
+#if FM_HAVE_ONEDNN
+#define CPU_PRECISIONS (FM_PRECISION_FP32 | FM_PRECISION_BF16)
+#else
+#define CPU_PRECISIONS FM_PRECISION_FP32
+#endif
 
 static const fm_kernel_ops cpu_ops = {
     .name = "cpu",
     .act_bytes = 4,
-    /* host memory, synchronous, fp32; no datasheet peak for a rank's cores: MFU from its matmul */
-    .caps = {.host_memory = 1, .async = 0, .precisions = FM_PRECISION_FP32, .peak_from_matmul = 1},
+    /* host memory, synchronous; no datasheet peak for a rank's cores: MFU from its matmul */
+    .caps = {.host_memory = 1, .async = 0, .precisions = CPU_PRECISIONS, .peak_from_matmul = 1},
     .destroy = cpu_destroy,
     .describe = cpu_describe,
     .alloc = cpu_alloc,
@@ -200,15 +264,82 @@ static const fm_kernel_ops cpu_ops = {
     .softmax_xent_backward = fm_cpu_softmax_xent_backward,
     .adamw_update = fm_cpu_adamw_update,
     .sum_squares = fm_cpu_sum_squares,
+    .to_bf16 = fm_cpu_to_bf16,
 };
 
-fm_status fm_cpu_backend_init(fm_backend *be, int threads, int device)
+#if FM_HAVE_ONEDNN
+/* The bf16 table (kernels.h, "Precision"): the fp32 table but for the ops with "act" arguments */
+static const fm_kernel_ops cpu_ops_bf16 = {
+    .name = "cpu",
+    .act_bytes = 2,
+    .caps = {.host_memory = 1, .async = 0, .precisions = CPU_PRECISIONS, .peak_from_matmul = 1},
+    .destroy = cpu_destroy,
+    .describe = cpu_describe,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .zero = cpu_zero,
+    .sync = cpu_sync,
+    .encoder_forward = fm_cpu_encoder_forward,
+    .encoder_backward = fm_cpu_encoder_backward,
+    .embedding_forward = fm_cpu_embedding_forward,
+    .embedding_backward = fm_cpu_embedding_backward,
+    .layernorm_forward = fm_cpu_layernorm_forward_bf16,
+    .layernorm_backward = fm_cpu_layernorm_backward,
+    .rmsnorm_forward = fm_cpu_rmsnorm_forward_bf16,
+    .rmsnorm_backward = fm_cpu_rmsnorm_backward,
+    .residual_forward = fm_cpu_residual_forward,
+    .matmul_forward = fm_cpu_matmul_forward_bf16,
+    .matmul_backward = fm_cpu_matmul_backward_bf16,
+    .gelu_forward = fm_cpu_gelu_forward_bf16,
+    .gelu_backward = fm_cpu_gelu_backward,
+    .swiglu_forward = fm_cpu_swiglu_forward_bf16,
+    .swiglu_backward = fm_cpu_swiglu_backward,
+    .rope_forward = fm_cpu_rope_forward,
+    .rope_backward = fm_cpu_rope_backward,
+    .attention_forward = fm_cpu_attention_forward_bf16,
+    .attention_backward = fm_cpu_attention_backward_bf16,
+    .attention_decode = fm_cpu_attention_decode_bf16,
+    .softmax_xent_forward = fm_cpu_softmax_xent_forward,
+    .softmax_xent_backward = fm_cpu_softmax_xent_backward,
+    .adamw_update = fm_cpu_adamw_update,
+    .sum_squares = fm_cpu_sum_squares,
+    .to_bf16 = fm_cpu_to_bf16,
+};
+#endif
+
+/* The precision of a new backend: the one asked, or AUTO's choice; errors for one it cannot run. */
+static fm_status resolve_precision(unsigned asked, unsigned *out)
+{
+    *out = FM_PRECISION_FP32;
+    if (asked == FM_PRECISION_FP32) return NULL;
+    if (asked != FM_PRECISION_AUTO && asked != FM_PRECISION_BF16)
+        return FM_ERR(FM_ERR_CONFIG, "CPU backend: unknown precision %u (expected fp32, bf16 or "
+                      "auto)", asked);
+#if FM_HAVE_ONEDNN
+    /* auto: bf16 where oneDNN has bf16 dot products on this CPU (twice the fp32 rate); emulated bf16
+     * is slower than fp32 */
+    if (asked == FM_PRECISION_BF16 || fm_cpu_dnnl_bf16_native()) *out = FM_PRECISION_BF16;
+    return NULL;
+#else
+    if (asked == FM_PRECISION_AUTO) return NULL;
+    return FM_ERR(FM_ERR_CONFIG, "CPU backend: precision = bf16 needs oneDNN's bf16 matmul, but this "
+                  "fmtrain was built without oneDNN (%s); install it (Debian: apt-get install "
+                  "libdnnl-dev; Spack: onednn; EasyBuild: oneDNN) and configure again, or set "
+                  "[runtime] precision = fp32 or auto", fm_cpu_gemm_info());
+#endif
+}
+
+fm_status fm_cpu_backend_init(fm_backend *be, int threads, int device, unsigned precision)
 {
     (void)device;
     if (threads <= 0) threads = omp_get_max_threads();
     if (threads > 4096)
         return FM_ERR(FM_ERR_CONFIG, "CPU backend: %d threads requested, at most 4096 supported",
                       threads);
+    unsigned prec = FM_PRECISION_FP32;
+    FM_TRY(resolve_precision(precision, &prec));
     fm_cpu_ctx *cx = NULL;
     FM_TRY(ctx_create(threads, &cx));
 #if FM_HAVE_OPENBLAS
@@ -219,5 +350,21 @@ fm_status fm_cpu_backend_init(fm_backend *be, int threads, int device)
     be->threads = threads;
     be->device = -1;
     be->impl = cx;
+    be->precision = prec;
+#if FM_HAVE_ONEDNN
+    fm_status st = fm_cpu_dnnl_create(&cx->dnnl);
+    if (!st && prec == FM_PRECISION_BF16) {
+        st = fm_cpu_dnnl_probe_bf16(be);
+        if (st)
+            st = fm_status_prefix(st, "CPU backend: precision = bf16 is not available on this CPU "
+                                  "(set [runtime] precision = fp32 or auto): ");
+        be->ops = &cpu_ops_bf16;
+    }
+    if (st) {
+        ctx_free(&cx);
+        be->impl = NULL;
+        return st;
+    }
+#endif
     return NULL;
 }

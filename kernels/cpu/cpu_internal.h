@@ -1,5 +1,6 @@
 /* cpu_internal.h — what the CPU kernel files share (not a public header): the backend's private
- * state, a vectorisable expf, the split of a range over threads, and the tile split used for matrix
+ * state (scratch, workspace, the deferred error, the oneDNN context), bf16 conversions, a
+ * vectorisable expf, the split of a range over threads, and the tile split used for matrix
  * products. */
 #ifndef FM_CPU_INTERNAL_H
 #define FM_CPU_INTERNAL_H
@@ -10,17 +11,89 @@
 
 #include "../kernels.h"
 
+typedef struct fm_cpu_dnnl fm_cpu_dnnl; /* onednn.c: engine, stream, primitive cache */
+
 /* The CPU backend's private state (fm_backend.impl), created by fm_cpu_backend_init. The thread count
- * every kernel uses is the handle's: be->threads (>= 1). */
+ * every kernel uses is the handle's: be->threads (>= 1). Kernels run one at a time (a backend is used
+ * by one thread, kernels.h), so the mutable fields below are only touched outside parallel regions. */
 typedef struct fm_cpu_ctx {
     size_t scratch_floats; /* per-thread scratch size in floats */
     float *scratch;        /* be->threads * scratch_floats floats, 64-byte aligned per thread */
+    void *work;            /* workspace of fm_cpu_work (grows, never shrinks), 64-byte aligned */
+    size_t work_bytes;
+    fm_status error;       /* first kernel error since the last sync (returned and cleared there) */
+    fm_cpu_dnnl *dnnl;     /* oneDNN state; NULL in a build without oneDNN */
 } fm_cpu_ctx;
 
 /* The context of a CPU backend (the first line of a kernel that needs its scratch). */
 static inline const fm_cpu_ctx *fm_cpu_cx(const fm_backend *be)
 {
     return (const fm_cpu_ctx *)be->impl;
+}
+
+/* Records a kernel's error (kernels do not fail, kernels.h: it surfaces at the next sync); the first
+ * one is kept, later ones are freed. Takes ownership of st. */
+void fm_cpu_fail(fm_backend *be, fm_status st);
+
+/* A workspace of at least `bytes` bytes (64-byte aligned, contents undefined), valid until the next
+ * call; NULL after recording FM_ERR_NOMEM (fm_cpu_fail). Call outside parallel regions. */
+void *fm_cpu_work(fm_backend *be, size_t bytes);
+
+/* ---- GEMM through oneDNN (onednn.c; builds with FM_HAVE_ONEDNN only) ---------------------------- */
+
+/* One row-major product C (M,N) = op(A) (M,K) @ op(B) (K,N) [+ bias (N)], or C += when accumulate.
+ * trans_a 0: A is (M,K) with row stride lda; 1: A is stored as its transpose (K,M), row stride lda.
+ * trans_b likewise for B (1: stored (N,K)). bf16 1: A and B are bf16, else fp32; C and bias fp32. */
+typedef struct fm_cpu_gemm {
+    int M, N, K;
+    int trans_a, trans_b;
+    int lda, ldb, ldc;
+    int bf16;
+    int accumulate;
+} fm_cpu_gemm;
+
+#if FM_HAVE_ONEDNN
+/* Engine, stream, empty primitive cache. Errors: oneDNN's. */
+fm_status fm_cpu_dnnl_create(fm_cpu_dnnl **out);
+void fm_cpu_dnnl_free(fm_cpu_dnnl **d);
+/* The product g through a cached oneDNN matmul primitive on be->threads threads (never call it
+ * inside a parallel region); errors are recorded (fm_cpu_fail). bias may be NULL. */
+void fm_cpu_dnnl_gemm(fm_backend *be, const fm_cpu_gemm *g, const void *A, const void *B,
+                      const float *bias, float *C);
+/* Creates a small bf16 matmul primitive: an error when oneDNN has none for this CPU. */
+fm_status fm_cpu_dnnl_probe_bf16(fm_backend *be);
+/* 1 when the CPU has bf16 dot products that oneDNN uses (AVX512_BF16, AMX). */
+int fm_cpu_dnnl_bf16_native(void);
+/* oneDNN's implementation name of the cached primitive for g (with or without bias), or NULL. */
+const char *fm_cpu_dnnl_impl(fm_backend *be, const fm_cpu_gemm *g, int with_bias);
+/* "oneDNN 2.6.3 (OpenMP runtime, CPU ISA ..., bf16 native); ..." */
+const char *fm_cpu_dnnl_info(void);
+#endif
+
+/* ---- bf16 (kernels.h, "Precision") ------------------------------------------------------------- */
+
+/* bf16 storage: the upper 16 bits of an fp32 */
+typedef uint16_t fm_bf16;
+
+/* fp32 -> bf16, round to nearest, ties to even; NaN stays NaN (quiet, same sign). Overflow carries
+ * into the exponent and gives infinity; subnormals round like normal numbers (no flush). Branch-free
+ * integer arithmetic, so loops around it vectorise. */
+static inline fm_bf16 fm_cpu_round_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t nan = (u >> 16) | 0x0040u; /* a quiet NaN keeps the sign and the top payload */
+    return (fm_bf16)((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
+}
+
+/* bf16 -> fp32, exact */
+static inline float fm_cpu_bf16_to_f32(fm_bf16 h)
+{
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
 }
 
 /* exp(x) in fp32 without a function call, so loops around it vectorise (Cephes expf: range reduction

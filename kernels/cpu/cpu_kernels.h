@@ -5,23 +5,30 @@
  *
  * Legend as in kernels.h: B batch, T sequence, C channels, NH (query) heads (hs = C/NH), NKV key/value
  * heads, W = (NH + 2 NKV) hs the fused qkv row, V vocabulary, Vp padded vocabulary, N = B*T rows, OC
- * output channels, F SwiGLU hidden size. All tensors are fp32, row-major, contiguous unless a stride
- * is named. (A bf16 activation path will dispatch inside each kernel on be->ops->act_bytes: the
- * signatures, which take activations as handles, do not change.)
+ * output channels, F SwiGLU hidden size. All tensors are row-major, contiguous unless a stride is
+ * named, and fp32 except the "act" arguments of the *_bf16 kernels, which are bf16 (kernels.h,
+ * "Precision"). The backend has two tables (cpu_backend.c): fp32 (these kernels) and, in builds with
+ * oneDNN, bf16, which differs only in the kernels with a *_bf16 variant below; every other slot points
+ * at the same fp32 kernel in both.
  *
- * Threading (docs/performance.md, "Threads and BLAS"): every kernel runs on ONE OpenMP pool of
- * be->threads threads. Matrix products are split into tiles by the kernels themselves and each tile is
- * computed by a single-threaded cblas_sgemm call inside the OpenMP region; creating the backend sets
- * the BLAS library's own threading to 1, so BLAS threads and OpenMP threads never compete for cores.
+ * Threading (docs/performance.md, "Threads and GEMMs"): every kernel runs on ONE OpenMP pool of
+ * be->threads threads. With oneDNN a matrix product is one oneDNN matmul primitive, which runs its own
+ * parallel region on that pool (same libgomp); without it, products are split into tiles by the
+ * kernels themselves and each tile is one single-threaded cblas_sgemm call inside the OpenMP region.
+ * Creating the backend sets the BLAS library's own threading to 1, so BLAS threads and OpenMP threads
+ * never compete for cores; attention's block products are single-threaded cblas_sgemm calls.
  *
  * Determinism: the same inputs and thread count give bit-identical outputs (every reduction has a
  * fixed order; no atomics). Kernels whose reductions are partitioned over a thread-count independent
  * index (all but matmul) are also identical across thread counts; see docs/performance.md for the
  * matmul statement and tests/kernels/test_cpu.c for the test of it.
  *
- * What this is not: no allocation happens inside a kernel; the only memory a kernel uses beyond its
- * arguments is the context's per-thread scratch (attention blocks, RoPE's angles; fixed size: threads *
- * (2*BQ*BK + 4*BQ) floats = 66 KiB per thread).
+ * Memory: beyond its arguments a kernel uses the context's per-thread scratch (attention blocks,
+ * RoPE's angles; fixed size: threads * (2*BQ*BK + 4*BQ) floats = 66 KiB per thread) and the
+ * backend's workspace (fm_cpu_work: bf16 dout of matmul_backward, N*OC*2 bytes; bf16 attention's fp32
+ * output block, threads*BQ*hs floats), which grows to the largest call and is then reused; oneDNN's
+ * primitives and their scratchpad are cached per backend (onednn.c). An allocation that fails is
+ * reported by the next sync().
  */
 #ifndef FM_CPU_KERNELS_H
 #define FM_CPU_KERNELS_H
@@ -37,12 +44,17 @@
 #define FM_CPU_ATT_BK 128
 
 /* ---- cpu_backend.c: the registry's entry points (kernels/registry.c) ------------------------- */
-/* Fills be: ops = the CPU table, impl = a new context of `threads` threads (<= 0:
- * omp_get_max_threads()); sets the BLAS library's own thread count to 1 (OpenBLAS) and the OpenMP
- * default team size to `threads`; `device` is ignored. Errors: too many threads, out of memory. */
-fm_status fm_cpu_backend_init(fm_backend *be, int threads, int device);
+/* Fills be: ops = the CPU table of `precision` (FM_PRECISION_FP32, FM_PRECISION_BF16, or
+ * FM_PRECISION_AUTO: bf16 when built with oneDNN and the CPU has native bf16 dot products, else
+ * fp32), be->precision, impl = a new context of `threads` threads (<= 0: omp_get_max_threads());
+ * sets the BLAS library's own thread count to 1 (OpenBLAS) and the OpenMP default team size to
+ * `threads`; `device` is ignored. Errors: too many threads, out of memory, bf16 without oneDNN or on
+ * a CPU oneDNN has no bf16 matmul for (FM_ERR_CONFIG, saying what to do). */
+fm_status fm_cpu_backend_init(fm_backend *be, int threads, int device, unsigned precision);
 /* The BLAS in use (vendor, threading model): fm_backend_blas_info(). */
 const char *fm_cpu_blas_info(void);
+/* The GEMM library of the matmuls (oneDNN or CBLAS): fm_backend_gemm_info(). */
+const char *fm_cpu_gemm_info(void);
 
 /* ---- encoder.c ------------------------------------------------------------------------------ */
 /* out (B,T,C) = wte[tokens[b,t]] + wpe[t]; tokens (B,T) in [0,Vp); wte (Vp,C); wpe (>=T,C) */
@@ -64,6 +76,10 @@ void fm_cpu_embedding_backward(fm_backend *be, float *dwte, const float *dout,
 void fm_cpu_layernorm_forward(fm_backend *be, float *out, float *mean, float *rstd,
                               const float *inp, const float *weight, const float *bias, int N,
                               int C);
+/* bf16 table: out (N,C) bf16, the statistics and the normalisation fp32 */
+void fm_cpu_layernorm_forward_bf16(fm_backend *be, float *out, float *mean, float *rstd,
+                                   const float *inp, const float *weight, const float *bias, int N,
+                                   int C);
 /* dinp (N,C) ACCUMULATES; dweight (C), dbias (C) accumulate; dout (N,C), inp (N,C), weight (C),
  * mean (N), rstd (N) */
 void fm_cpu_layernorm_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
@@ -74,6 +90,9 @@ void fm_cpu_layernorm_backward(fm_backend *be, float *dinp, float *dweight, floa
 /* out (N,C) = inp * rstd * weight, rstd (N) = 1/sqrt(mean(inp^2) + eps); inp (N,C), weight (C) */
 void fm_cpu_rmsnorm_forward(fm_backend *be, float *out, float *rstd, const float *inp,
                             const float *weight, int N, int C, float eps);
+/* bf16 table: out (N,C) bf16 */
+void fm_cpu_rmsnorm_forward_bf16(fm_backend *be, float *out, float *rstd, const float *inp,
+                                 const float *weight, int N, int C, float eps);
 /* dinp (N,C) ACCUMULATES; dweight (C) accumulates; dout (N,C), inp (N,C), weight (C), rstd (N) */
 void fm_cpu_rmsnorm_backward(fm_backend *be, float *dinp, float *dweight, const float *dout,
                              const float *inp, const float *weight, const float *rstd, int N,
@@ -92,10 +111,20 @@ void fm_cpu_matmul_forward(fm_backend *be, float *out, const float *inp, const f
 void fm_cpu_matmul_backward(fm_backend *be, float *dinp, float *dweight, float *dbias,
                             const float *dout, const float *inp, const float *weight, int N, int C,
                             int OC);
+/* bf16 table (oneDNN builds): inp (N,C) and weight (OC,C) bf16; out (N,OC), bias fp32 */
+void fm_cpu_matmul_forward_bf16(fm_backend *be, float *out, const float *inp, const float *weight,
+                                const float *bias, int N, int C, int OC);
+/* bf16 table (oneDNN builds): inp, weight bf16; dinp, dweight, dbias, dout fp32 (dout rounded to
+ * bf16 in the workspace for the two products) */
+void fm_cpu_matmul_backward_bf16(fm_backend *be, float *dinp, float *dweight, float *dbias,
+                                 const float *dout, const float *inp, const float *weight, int N,
+                                 int C, int OC);
 
 /* ---- gelu.c --------------------------------------------------------------------------------- */
 /* out (n) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), x = inp (n); out may alias inp */
 void fm_cpu_gelu_forward(fm_backend *be, float *out, const float *inp, size_t n);
+/* bf16 table: out (n) bf16, inp (n) fp32 (no aliasing) */
+void fm_cpu_gelu_forward_bf16(fm_backend *be, float *out, const float *inp, size_t n);
 /* dinp (n) = gelu'(inp) * dout; dinp may alias dout */
 void fm_cpu_gelu_backward(fm_backend *be, float *dinp, const float *inp, const float *dout,
                           size_t n);
@@ -103,6 +132,8 @@ void fm_cpu_gelu_backward(fm_backend *be, float *dinp, const float *inp, const f
 /* ---- swiglu.c ------------------------------------------------------------------------------- */
 /* out (N,F) = silu(gate) * up; inp (N,2F) = [gate | up] */
 void fm_cpu_swiglu_forward(fm_backend *be, float *out, const float *inp, int N, int F);
+/* bf16 table: out (N,F) bf16 */
+void fm_cpu_swiglu_forward_bf16(fm_backend *be, float *out, const float *inp, int N, int F);
 /* dinp (N,2F) = [dgate | dup] OVERWRITTEN; inp (N,2F), dout (N,F); dinp may alias inp */
 void fm_cpu_swiglu_backward(fm_backend *be, float *dinp, const float *inp, const float *dout, int N,
                             int F);
@@ -124,12 +155,19 @@ void fm_cpu_rope_backward(fm_backend *be, float *dqkv, int B, int T, int C, int 
  * Parallel over (b, h). */
 void fm_cpu_attention_forward(fm_backend *be, float *out, float *lse, const float *qkv, int B,
                               int T, int C, int NH, int NKV);
+/* bf16 table: out (B,T,C) bf16 */
+void fm_cpu_attention_forward_bf16(fm_backend *be, float *out, float *lse, const float *qkv, int B,
+                                   int T, int C, int NH, int NKV);
 /* dqkv (B,T,W) OVERWRITTEN; dout (B,T,C); qkv (B,T,W); out (B,T,C), lse (B,NH,T) from forward.
  * Recomputes each score block from qkv and lse. Parallel over (b, key/value head): the group's query
  * heads in order, so dk and dv sum over them in a fixed order. */
 void fm_cpu_attention_backward(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
                                const float *out, const float *lse, int B, int T, int C, int NH,
                                int NKV);
+/* bf16 table: out (B,T,C) from forward bf16 */
+void fm_cpu_attention_backward_bf16(fm_backend *be, float *dqkv, const float *dout, const float *qkv,
+                                    const float *out, const float *lse, int B, int T, int C, int NH,
+                                    int NKV);
 /* KV-cache inference: Tq new positions pos0..pos0+Tq-1. qkv (B,Tq,W); kcache, vcache
  * (B,maxT,NKV*hs): rows pos0..pos0+Tq-1 are first overwritten with the new k, v; out (B,Tq,C) =
  * causal attention of each new query over cache rows 0..pos0+i (as attention_forward for those rows).
@@ -137,6 +175,10 @@ void fm_cpu_attention_backward(fm_backend *be, float *dqkv, const float *dout, c
 void fm_cpu_attention_decode(fm_backend *be, float *out, float *kcache, float *vcache,
                              const float *qkv, int B, int Tq, int pos0, int maxT, int C, int NH,
                              int NKV);
+/* bf16 table: out (B,Tq,C) bf16 */
+void fm_cpu_attention_decode_bf16(fm_backend *be, float *out, float *kcache, float *vcache,
+                                  const float *qkv, int B, int Tq, int pos0, int maxT, int C,
+                                  int NH, int NKV);
 
 /* ---- softmax_xent.c ------------------------------------------------------------------------- */
 /* losses (N) = lse - logits[n,target]; lse (N) = log sum_{c<V} exp(logits[n,c]); logits (N,Vp),
@@ -148,15 +190,20 @@ void fm_cpu_softmax_xent_backward(fm_backend *be, float *logits, const float *ls
                                   const int32_t *targets, float dloss, int N, int V, int Vp);
 
 /* ---- adamw.c -------------------------------------------------------------------------------- */
-/* AdamW as torch.optim.AdamW (decoupled decay), then grads := 0. params, grads, m, v: (n).
+/* AdamW as torch.optim.AdamW (decoupled decay), then grads := 0. params, grads, m, v: (n) fp32;
+ * params_bf16 (n) bf16 or NULL (then set to the updated params rounded to bf16).
  *   g = grads*grad_scale; m += (1-b1)(g - m); v = b2 v + (1-b2) g^2;
  *   p = p (1 - lr wd) - (lr/(1-b1^t)) * m / (sqrt(v)/sqrt(1-b2^t) + eps) */
-void fm_cpu_adamw_update(fm_backend *be, float *params, float *grads, float *m, float *v, size_t n,
-                         float lr, float beta1, float beta2, float eps, float weight_decay,
-                         float grad_scale, int64_t t);
+void fm_cpu_adamw_update(fm_backend *be, float *params, void *params_bf16, float *grads, float *m,
+                         float *v, size_t n, float lr, float beta1, float beta2, float eps,
+                         float weight_decay, float grad_scale, int64_t t);
 /* *out = sum grads[i]^2 (n) in double: fixed blocks of FM_CPU_SUMSQ_BLOCK elements, each summed in 8
  * lanes, blocks added in index order; identical for every thread count. */
 #define FM_CPU_SUMSQ_BLOCK 16384
 void fm_cpu_sum_squares(fm_backend *be, double *out, const float *grads, size_t n);
+
+/* ---- convert.c ------------------------------------------------------------------------------ */
+/* dst (n) bf16 = src (n) rounded to nearest, ties to even (kernels.h, to_bf16) */
+void fm_cpu_to_bf16(fm_backend *be, void *dst, const float *src, size_t n);
 
 #endif /* FM_CPU_KERNELS_H */

@@ -12,16 +12,27 @@
 #define GELU_S 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_K 0.044715f
 
+static inline float gelu(float x)
+{
+    float u = GELU_S * (x + GELU_K * x * x * x);
+    return x / (1.0f + fm_cpu_expf(-2.0f * u));
+}
+
 /* out (n) = gelu(inp (n)); out may alias inp */
 void fm_cpu_gelu_forward(fm_backend *be, float *out, const float *inp, size_t n)
 {
     int nt = fm_cpu_team(be->threads, n, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for simd num_threads(nt) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float u = GELU_S * (x + GELU_K * x * x * x);
-        out[i] = x / (1.0f + fm_cpu_expf(-2.0f * u));
-    }
+    for (size_t i = 0; i < n; i++) out[i] = gelu(inp[i]);
+}
+
+/* bf16 table: out (n) bf16 = gelu(inp (n) fp32), computed in fp32 and rounded once */
+void fm_cpu_gelu_forward_bf16(fm_backend *be, float *out, const float *inp, size_t n)
+{
+    fm_bf16 *o = (fm_bf16 *)out;
+    int nt = fm_cpu_team(be->threads, n, FM_CPU_ELEMWISE_SERIAL);
+#pragma omp parallel for simd num_threads(nt) schedule(static)
+    for (size_t i = 0; i < n; i++) o[i] = fm_cpu_round_bf16(gelu(inp[i]));
 }
 
 /* dinp (n) = gelu'(inp (n)) * dout (n); dinp may alias dout */

@@ -1,5 +1,6 @@
 /* layernorm.c — LayerNorm over the last dimension (eps 1e-5, biased variance, as torch), CPU.
- * Forward: per row, two passes (mean, then variance of x - mean: no cancellation) and the output pass.
+ * Forward: per row, two passes (mean, then variance of x - mean: no cancellation) and the output pass
+ * (stored in fp32, or rounded to bf16 by the bf16 table's kernel).
  * Backward: rows in parallel for dinp; dweight/dbias in a second pass over channel slices so that
  * each sums its rows in order (deterministic for any thread count). */
 #include <math.h>
@@ -10,16 +11,15 @@
 
 #define LN_EPS 1e-5f
 
-/* out (N,C), mean (N), rstd (N); inp (N,C), weight (C), bias (C) */
-void fm_cpu_layernorm_forward(fm_backend *be, float *out, float *mean, float *rstd,
-                              const float *inp, const float *weight, const float *bias, int N,
-                              int C)
+/* out (N,C) as fp32 (o32) or bf16 (o16, the other NULL), mean (N), rstd (N); inp (N,C), weight (C),
+ * bias (C). The statistics and the normalisation are fp32 in both; bf16 only rounds the store. */
+static void ln_forward(fm_backend *be, float *o32, fm_bf16 *o16, float *mean, float *rstd,
+                       const float *inp, const float *weight, const float *bias, int N, int C)
 {
     int nt = fm_cpu_team(be->threads, (size_t)N * (size_t)C, FM_CPU_ELEMWISE_SERIAL);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * (size_t)C;
-        float *o = out + (size_t)n * (size_t)C;
         float s = 0.0f;
 #pragma omp simd reduction(+ : s)
         for (int c = 0; c < C; c++) s += x[c];
@@ -31,11 +31,34 @@ void fm_cpu_layernorm_forward(fm_backend *be, float *out, float *mean, float *rs
             v += d * d;
         }
         float r = 1.0f / sqrtf(v / (float)C + LN_EPS);
+        if (o16) {
+            fm_bf16 *o = o16 + (size_t)n * (size_t)C;
 #pragma omp simd
-        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * r * weight[c] + bias[c];
+            for (int c = 0; c < C; c++) o[c] = fm_cpu_round_bf16((x[c] - m) * r * weight[c] + bias[c]);
+        } else {
+            float *o = o32 + (size_t)n * (size_t)C;
+#pragma omp simd
+            for (int c = 0; c < C; c++) o[c] = (x[c] - m) * r * weight[c] + bias[c];
+        }
         mean[n] = m;
         rstd[n] = r;
     }
+}
+
+/* out (N,C), mean (N), rstd (N); inp (N,C), weight (C), bias (C) */
+void fm_cpu_layernorm_forward(fm_backend *be, float *out, float *mean, float *rstd,
+                              const float *inp, const float *weight, const float *bias, int N,
+                              int C)
+{
+    ln_forward(be, out, NULL, mean, rstd, inp, weight, bias, N, C);
+}
+
+/* bf16 table: out (N,C) bf16; the rest as fm_cpu_layernorm_forward */
+void fm_cpu_layernorm_forward_bf16(fm_backend *be, float *out, float *mean, float *rstd,
+                                   const float *inp, const float *weight, const float *bias, int N,
+                                   int C)
+{
+    ln_forward(be, NULL, (fm_bf16 *)out, mean, rstd, inp, weight, bias, N, C);
 }
 
 /* dinp (N,C) accumulates; dweight (C), dbias (C) accumulate; dout (N,C), inp (N,C), weight (C),

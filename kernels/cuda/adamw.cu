@@ -1,6 +1,7 @@
 /* adamw.cu — the optimizer step fused with zeroing the gradient, and the gradient's sum of squares
  * (CUDA, fp32). AdamW uses the CPU kernel's operation order (torch.optim.AdamW single-tensor
- * path) and the same host-side bias corrections in double.
+ * path) and the same host-side bias corrections in double; with params_bf16 it also writes the bf16
+ * copy of the updated parameters (fm_cuda_round_bf16, the CPU's rounding).
  * sum_squares is deterministic: pass 1 has a fixed number of blocks (a function of n only), each
  * thread sums a grid-strided subset in double, each block reduces in a fixed tree; pass 2 (one block)
  * reduces the block sums in a fixed tree; the result is copied to pinned host memory and the stream
@@ -11,9 +12,9 @@
 
 #define SUMSQ_THREADS 256
 
-__global__ void adamw_k(float *params, float *grads, float *m, float *v, size_t n, float beta1,
-                        float beta2, float eps, float decay, float grad_scale, float step_size,
-                        float bc2_sqrt)
+__global__ void adamw_k(float *params, unsigned short *params_bf16, float *grads, float *m,
+                        float *v, size_t n, float beta1, float beta2, float eps, float decay,
+                        float grad_scale, float step_size, float bc2_sqrt)
 {
     const float omb1 = 1.0f - beta1, omb2 = 1.0f - beta2;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
@@ -22,7 +23,9 @@ __global__ void adamw_k(float *params, float *grads, float *m, float *v, size_t 
         const float mi = m[i] + omb1 * (g - m[i]);
         const float vi = beta2 * v[i] + omb2 * g * g;
         const float denom = sqrtf(vi) / bc2_sqrt + eps;
-        params[i] = params[i] * decay - step_size * (mi / denom);
+        const float p = params[i] * decay - step_size * (mi / denom);
+        params[i] = p;
+        if (params_bf16) params_bf16[i] = fm_cuda_round_bf16(p);
         m[i] = mi;
         v[i] = vi;
         grads[i] = 0.0f;
@@ -51,9 +54,9 @@ __global__ void sumsq_final_k(double *part, int nparts)
     if (threadIdx.x == 0) part[nparts] = v;
 }
 
-void fm_cuda_adamw_update(fm_backend *be, float *params, float *grads, float *m, float *v, size_t n,
-                          float lr, float beta1, float beta2, float eps, float weight_decay,
-                          float grad_scale, int64_t t)
+void fm_cuda_adamw_update(fm_backend *be, float *params, void *params_bf16, float *grads, float *m,
+                          float *v, size_t n, float lr, float beta1, float beta2, float eps,
+                          float weight_decay, float grad_scale, int64_t t)
 {
     fm_cuda_ctx *cx = FM_CUDA_CX(be);
     if (n == 0) return;
@@ -62,9 +65,9 @@ void fm_cuda_adamw_update(fm_backend *be, float *params, float *grads, float *m,
     const float step_size = (float)((double)lr / bc1);
     const float bc2_sqrt = (float)sqrt(bc2);
     const float decay = 1.0f - lr * weight_decay;
-    adamw_k<<<fm_cuda_grid(cx, n, 256), 256, 0, cx->stream>>>(params, grads, m, v, n, beta1,
-                                                              beta2, eps, decay, grad_scale,
-                                                              step_size, bc2_sqrt);
+    adamw_k<<<fm_cuda_grid(cx, n, 256), 256, 0, cx->stream>>>(
+        params, (unsigned short *)params_bf16, grads, m, v, n, beta1, beta2, eps, decay, grad_scale,
+        step_size, bc2_sqrt);
     fm_cuda_check_launch(cx, "adamw_update");
 }
 

@@ -102,11 +102,15 @@ static void ctx_destroy(fm_cuda_ctx *cx)
 
 static const fm_kernel_ops *cuda_ops_table(void);
 
-fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device)
+fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device, unsigned precision)
 {
     fm_status st = NULL;
     fm_cuda_ctx *cx = NULL;
     const char *why = NULL;
+    if (precision != FM_PRECISION_FP32 && precision != FM_PRECISION_AUTO)
+        return FM_ERR(FM_ERR_CONFIG, "CUDA backend: precision = %s is not implemented yet (this "
+                                     "backend computes in fp32); set [runtime] precision = fp32 or "
+                                     "auto", fm_precision_name(precision));
     int n = fm_cuda_device_count(&why);
     if (device < 0) device = 0;
     if (n <= 0)
@@ -142,6 +146,7 @@ fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device)
     be->threads = threads > 0 ? threads : 1;
     be->device = device;
     be->impl = cx;
+    be->precision = FM_PRECISION_FP32; /* auto: the only precision this backend implements */
     return NULL;
 fail:
     ctx_destroy(cx);
@@ -247,7 +252,8 @@ static fm_kernel_ops cuda_ops_make(void)
     memset(&o, 0, sizeof o);
     o.name = "cuda";
     o.act_bytes = 4; /* fp32 activations */
-    /* device memory, asynchronous (one stream), fp32; MFU against [runtime] peak_tflops */
+    /* device memory, asynchronous (one stream); fp32 only so far (the bf16 contract of kernels.h is
+     * issue 15's work); MFU against [runtime] peak_tflops */
     o.caps.host_memory = 0;
     o.caps.async = 1;
     o.caps.precisions = FM_PRECISION_FP32;
@@ -284,6 +290,7 @@ static fm_kernel_ops cuda_ops_make(void)
     o.softmax_xent_backward = fm_cuda_softmax_xent_backward;
     o.adamw_update = fm_cuda_adamw_update;
     o.sum_squares = fm_cuda_sum_squares;
+    o.to_bf16 = fm_cuda_to_bf16;
     return o;
 }
 

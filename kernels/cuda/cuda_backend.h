@@ -11,9 +11,11 @@
 #include "../kernels.h"
 
 /* Defined in cuda_backend.cu; only compiled (and only referenced by registry.c) when FM_HAVE_CUDA. */
-/* Fills be: ops = the CUDA table, impl = stream, cuBLAS handles and workspace on `device` (< 0: 0).
- * Errors: FM_ERR_DEVICE (no device, ordinal out of range, initialisation failed), FM_ERR_NOMEM. */
-fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device);
+/* Fills be: ops = the CUDA table, impl = stream, cuBLAS handles and workspace on `device` (< 0: 0);
+ * precision FM_PRECISION_FP32 or FM_PRECISION_AUTO (both fp32: the only one implemented so far).
+ * Errors: FM_ERR_DEVICE (no device, ordinal out of range, initialisation failed), FM_ERR_NOMEM,
+ * FM_ERR_CONFIG (bf16). */
+fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device, unsigned precision);
 /* cudaGetDeviceCount (honours CUDA_VISIBLE_DEVICES). For 0, *why receives the CUDA error text (e.g.
  * "CUDA driver version is insufficient for CUDA runtime version") or says that no device is
  * visible; NULL otherwise. `why` must not be NULL. */

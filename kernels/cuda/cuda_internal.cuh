@@ -171,5 +171,17 @@ FM_CUDA_KERNEL(softmax_xent_forward);  /* softmax_xent.cu */
 FM_CUDA_KERNEL(softmax_xent_backward); /* softmax_xent.cu */
 FM_CUDA_KERNEL(adamw_update);          /* adamw.cu */
 FM_CUDA_KERNEL(sum_squares);           /* adamw.cu */
+FM_CUDA_KERNEL(to_bf16);               /* convert.cu */
+
+/* fp32 -> bf16 bits, round to nearest, ties to even, NaN kept (quiet, same sign): the integer formula
+ * of the CPU backend (kernels/cpu/cpu_internal.h, fm_cpu_round_bf16), so both give the same bits,
+ * subnormals and NaN payloads included (kernels.h, "Precision"). */
+__device__ __forceinline__ unsigned short fm_cuda_round_bf16(float f)
+{
+    const unsigned u = __float_as_uint(f);
+    const unsigned rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    const unsigned nan = (u >> 16) | 0x0040u;
+    return (unsigned short)((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
+}
 
 #endif /* FM_CUDA_INTERNAL_CUH */

@@ -328,6 +328,19 @@ static fm_status open_checkpoint(MPI_Comm comm, const char *path, const fm_check
     return NULL;
 }
 
+/* A file that holds a model only (written by `fmtrain import`: root attribute reason = "import", no
+ * optimizer or trainer state) cannot be resumed; it starts a run through [checkpoint] init_from. */
+static fm_status refuse_model_only(fm_checkpoint_file *f, const char *path)
+{
+    if (fm_checkpoint_file_exists(f, "/trainer")) return NULL;
+    return fm_status_collective(FM_ERR(
+        FM_ERR_CONFIG,
+        "%s holds a model without optimizer or trainer state (made by `fmtrain import`): it cannot be "
+        "resumed; start a run from it with [checkpoint] init_from = %s (fresh optimizer, step 0, the "
+        "schedule from its start) and resume = auto or never",
+        path, path));
+}
+
 /* ---- prepare ------------------------------------------------------------------------------- */
 
 /* fm_checkpoint_prepare in named steps: ctx_new (settings, communicator), load_dataset_tokenizer,
@@ -449,7 +462,7 @@ static fm_status plan_from(fm_checkpoint_ctx *c, const char *path, fm_config *cf
 {
     fm_checkpoint_file *f = NULL;
     FM_TRY(open_checkpoint(c->comm, path, &c->io, NULL, &f));
-    fm_status st = NULL;
+    fm_status st = refuse_model_only(f, path);
     fm_config *saved = malloc(sizeof *saved);
     if (!st && !saved) st = FM_ERR(FM_ERR_NOMEM, "out of memory");
     int saved_ranks = 0;
@@ -576,6 +589,43 @@ static const char *reason_name(fm_trainer_save_reason r)
     return "unknown";
 }
 
+/* /model: the family and shape (what fm_checkpoint_load_model reads back). */
+static fm_status write_model_attrs(fm_checkpoint_file *f, fm_model *model)
+{
+    const fm_model_shape *shape = fm_model_get_shape(model);
+    fm_model_memory_info mem;
+    fm_model_memory(model, &mem);
+    FM_TRY(fm_checkpoint_file_attr_str(f, "/model", "arch", fm_model_arch(model)));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_layer", shape->n_layer));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_head", shape->n_head));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "d_model", shape->d_model));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "max_seq_len", shape->max_seq_len));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "vocab_size", shape->vocab_size));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_kv_head", shape->n_kv_head));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "ffn_dim", shape->ffn_dim));
+    FM_TRY(fm_checkpoint_file_attr_f64(f, "/model", "rope_theta", shape->rope_theta));
+    FM_TRY(fm_checkpoint_file_attr_f64(f, "/model", "norm_eps", shape->norm_eps));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "tie_embeddings",
+                                       shape->tie_embeddings == FM_TIE_YES));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "padded_vocab", fm_model_get_padded_vocab(model)));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_params", (int64_t)mem.n_params));
+    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_params_stored", (int64_t)mem.n_params_padded));
+    return NULL;
+}
+
+/* The Hugging Face name and layout of every /params dataset. */
+static fm_status write_hf_attrs(fm_checkpoint_file *f, fm_model *model)
+{
+    for (int i = 0; i < fm_model_num_tensors(model); i++) {
+        const fm_model_tensor_info *ti = fm_model_tensor(model, i);
+        char d[FM_CHECKPOINT_NAME_MAX + 16];
+        snprintf(d, sizeof d, "/params/%s", ti->name);
+        FM_TRY(fm_checkpoint_file_attr_str(f, d, "hf_name", ti->hf_name));
+        FM_TRY(fm_checkpoint_file_attr_i64(f, d, "hf_transposed", ti->hf_transposed));
+    }
+    return NULL;
+}
+
 /* `path` made absolute as rank 0 sees it: a relative path is joined to rank 0's working directory
  * (leading "./" dropped); an absolute one, or one too long to join, is kept. The same text on every
  * rank (attributes are written collectively), so that a checkpoint names its data in a way that can
@@ -608,7 +658,6 @@ static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoin
     const fm_config *cfg = fm_trainer_config(t);
     fm_model *model = fm_trainer_model(t);
     fm_optimizer *opt = fm_trainer_optimizer(t);
-    const fm_model_shape *shape = fm_model_get_shape(model);
     fm_trainer_state ts;
     fm_trainer_get_state(t, &ts);
 
@@ -633,23 +682,7 @@ static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoin
     FM_TRY(fm_checkpoint_file_attr_i64(f, "/", "tokens_seen", ts.tokens_seen));
 
     /* The model's shape. */
-    fm_model_memory_info mem;
-    fm_model_memory(model, &mem);
-    FM_TRY(fm_checkpoint_file_attr_str(f, "/model", "arch", fm_model_arch(model)));
-    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_layer", shape->n_layer));
-    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_head", shape->n_head));
-    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "d_model", shape->d_model));
-    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "max_seq_len", shape->max_seq_len));
-    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "vocab_size", shape->vocab_size));
-    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_kv_head", shape->n_kv_head));
-    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "ffn_dim", shape->ffn_dim));
-    FM_TRY(fm_checkpoint_file_attr_f64(f, "/model", "rope_theta", shape->rope_theta));
-    FM_TRY(fm_checkpoint_file_attr_f64(f, "/model", "norm_eps", shape->norm_eps));
-    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "tie_embeddings",
-                                       shape->tie_embeddings == FM_TIE_YES));
-    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "padded_vocab", fm_model_get_padded_vocab(model)));
-    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_params", (int64_t)mem.n_params));
-    FM_TRY(fm_checkpoint_file_attr_i64(f, "/model", "n_params_stored", (int64_t)mem.n_params_padded));
+    FM_TRY(write_model_attrs(f, model));
 
     /* Parameters and moments, each rank writing its share. */
     fm_checkpoint_tensor *table = NULL;
@@ -665,13 +698,7 @@ static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoin
     }
     host_state_free(&h);
     /* Hugging Face names and layouts, on the parameter datasets. */
-    for (int i = 0; i < nt && !st; i++) {
-        const fm_model_tensor_info *ti = fm_model_tensor(model, i);
-        char d[FM_CHECKPOINT_NAME_MAX + 16];
-        snprintf(d, sizeof d, "/params/%s", ti->name);
-        st = fm_checkpoint_file_attr_str(f, d, "hf_name", ti->hf_name);
-        if (!st) st = fm_checkpoint_file_attr_i64(f, d, "hf_transposed", ti->hf_transposed);
-    }
+    if (!st) st = write_hf_attrs(f, model);
     free(table);
     if (st) return st;
 
@@ -833,7 +860,7 @@ static fm_status check_model_attrs(fm_checkpoint_file *f, const char *path, cons
         if (v != k[i].now)
             return FM_ERR(FM_ERR_CONFIG,
                           "checkpoint %s holds a model with %s = %lld, the configured model has %lld: "
-                          "%s must match to resume",
+                          "%s must match to resume or start from it",
                           path, k[i].attr, (long long)v, k[i].now, k[i].key);
     }
     fm_model_shape saved = *s; /* the family's attributes, resolved as the model's were */
@@ -934,10 +961,50 @@ fm_status fm_checkpoint_load(fm_checkpoint_ctx *c, fm_trainer *t, const char *pa
 
 /* ---- hooks ---------------------------------------------------------------------------------- */
 
+static fm_status resume_planned(fm_checkpoint_ctx *c, fm_trainer *t, int *resumed);
+
 static fm_status load_cb(void *user, const char *path)
 {
     fm_checkpoint_ctx *c = user;
     return fm_checkpoint_load(c, c->trainer, path);
+}
+
+/* [checkpoint] init_from: the parameters of checkpoint `path` (any fmtrain checkpoint, or a model made
+ * by `fmtrain import`) replace the initial weights of a fresh run; the optimizer's moments stay zero,
+ * the step 0. Collective. */
+static fm_status init_params_from(fm_checkpoint_ctx *c, fm_trainer *t, const char *path)
+{
+    double t0 = fm_util_now();
+    fm_checkpoint_file *f = NULL;
+    FM_TRY(fm_status_prefix(open_checkpoint(c->comm, path, &c->io, NULL, &f), "[checkpoint] init_from = %s: ",
+                            path));
+    fm_model *model = fm_trainer_model(t);
+    fm_status st = check_model_attrs(f, path, model);
+    if (st) st = fm_status_prefix(st, "[checkpoint] init_from: ");
+    st = fm_comm_agree(c->comm, st);
+    fm_checkpoint_tensor *table = NULL;
+    int nt = 0;
+    float *host = NULL;
+    int on_host = fm_model_get_backend(model)->ops->caps.host_memory;
+    if (!st) st = model_table(model, &table, &nt);
+    if (!st) {
+        host = on_host ? fm_model_params(model) : malloc(fm_model_num_params(model) * sizeof(float));
+        if (!host) st = FM_ERR(FM_ERR_NOMEM, "out of memory reading %s", path);
+    }
+    st = fm_comm_agree(c->comm, st);
+    if (!st) {
+        fm_checkpoint_group g = {"params", table, nt, host, fm_model_num_params(model), NULL, 0};
+        st = fm_checkpoint_file_read_groups(f, &g, 1, 1);
+    }
+    fm_checkpoint_file_close(&f);
+    if (!st && !on_host) st = fm_model_set_params(model, host);
+    if (!on_host) free(host);
+    free(table);
+    st = fm_comm_agree(c->comm, st);
+    if (st) return st;
+    say(c, t, "initialised the parameters from %s (read and verified in %.2f s); fresh optimizer, step 0, "
+        "schedule from its start", path, fm_util_now() - t0);
+    return NULL;
 }
 
 static fm_status hook_resume(void *ctx, fm_trainer *t, int *resumed)
@@ -945,6 +1012,19 @@ static fm_status hook_resume(void *ctx, fm_trainer *t, int *resumed)
     fm_checkpoint_ctx *c = ctx;
     c->trainer = t;
     *resumed = 0;
+    FM_TRY(resume_planned(c, t, resumed));
+    const char *init = fm_trainer_config(t)->checkpoint_init_from;
+    if (!init[0]) return NULL;
+    if (*resumed) {
+        say(c, t, "[checkpoint] init_from = %s is ignored: the run resumed from a checkpoint", init);
+        return NULL;
+    }
+    return init_params_from(c, t, init);
+}
+
+/* Resumes as prepare planned (nothing for a fresh start). */
+static fm_status resume_planned(fm_checkpoint_ctx *c, fm_trainer *t, int *resumed)
+{
     if (c->mode == FM_RESUME_NEVER || (c->mode == FM_RESUME_AUTO && !c->plan_path[0])) return NULL;
     if (c->mode == FM_RESUME_PATH) {
         FM_TRY(fm_checkpoint_load(c, t, c->plan_path));
@@ -1043,7 +1123,11 @@ fm_status fm_checkpoint_inspect(const char *path, FILE *out)
     }
     fprintf(out, "parameters      %lld (%lld stored with the padded vocabulary)\n",
             attr_i64_or(f, "/model", "n_params", -1), attr_i64_or(f, "/model", "n_params_stored", -1));
-    fprintf(out, "optimizer       AdamW, step %lld\n", attr_i64_or(f, "/optimizer", "step", -1));
+    if (fm_checkpoint_file_exists(f, "/optimizer"))
+        fprintf(out, "optimizer       AdamW, step %lld\n", attr_i64_or(f, "/optimizer", "step", -1));
+    else
+        fprintf(out, "optimizer       none stored (a model alone, e.g. from `fmtrain import`: a run starts "
+                     "from it with [checkpoint] init_from)\n");
     uint64_t rs[3] = {0, 0, 0};
     fm_status st = fm_checkpoint_file_read_u64(f, "/trainer/reader_state", rs, 3);
     if (!st)
@@ -1279,6 +1363,76 @@ fm_status fm_checkpoint_load_model_opts(const char *path, fm_backend *be, const 
                                "oldest",
                          dir, n);
     return last;
+}
+
+/* ---- a model alone (fmtrain import) ------------------------------------------------------------ */
+
+fm_status fm_checkpoint_write_model(MPI_Comm comm, const char *path, fm_model *model, const fm_tokenizer *tok,
+                                    const char *config_text, const char *source)
+{
+    int rank = 0, size = 1;
+    FM_MPI_TRY(MPI_Comm_rank(comm, &rank));
+    FM_MPI_TRY(MPI_Comm_size(comm, &size));
+    fm_checkpoint_tensor *table = NULL;
+    float *host = NULL;
+    int nt = 0;
+    FM_TRY(model_table(model, &table, &nt));
+    fm_checkpoint_group est = {"params", table, nt, NULL, fm_model_num_params(model), NULL, 0};
+    fm_checkpoint_io_opts io = {(int64_t)1 << 20, NULL, 0};
+    io.expected_bytes = fm_checkpoint_file_estimate_bytes(&est, 1, io.align_bytes); /* a full disk: refused first */
+    fm_checkpoint_file *f = NULL;
+    fm_status st = fm_checkpoint_file_create(comm, path, FM_CHECKPOINT_FORMAT, FM_CHECKPOINT_VERSION, &io, &f);
+    if (st) {
+        free(table);
+        return fm_status_trace(st, __FILE__, __LINE__, __func__);
+    }
+    char host_name[256] = "";
+    if (rank == 0 && gethostname(host_name, sizeof host_name - 1) != 0) fm_util_strlcpy(host_name, "?", sizeof host_name);
+    double wall = fm_util_wall_time();
+    FM_MPI_KEEP(st, MPI_Bcast(host_name, sizeof host_name, MPI_CHAR, 0, comm));
+    FM_MPI_KEEP(st, MPI_Bcast(&wall, 1, MPI_DOUBLE, 0, comm));
+    time_t secs = (time_t)wall;
+    struct tm tmv;
+    char iso[64];
+    gmtime_r(&secs, &tmv);
+    strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+    if (!st) st = fm_checkpoint_file_attr_str(f, "/", "fmtrain_version", FM_VERSION);
+    if (!st) st = fm_checkpoint_file_attr_i64(f, "/", "writer_ranks", size);
+    if (!st) st = fm_checkpoint_file_attr_f64(f, "/", "wall_time", wall);
+    if (!st) st = fm_checkpoint_file_attr_str(f, "/", "wall_time_utc", iso);
+    if (!st) st = fm_checkpoint_file_attr_str(f, "/", "hostname", host_name);
+    if (!st) st = fm_checkpoint_file_attr_str(f, "/", "reason", "import");
+    if (!st) st = fm_checkpoint_file_attr_str(f, "/", "source", source);
+    if (!st) st = fm_checkpoint_file_attr_i64(f, "/", "step", 0);
+    if (!st) st = fm_checkpoint_file_attr_i64(f, "/", "tokens_seen", 0);
+    if (!st) st = write_model_attrs(f, model);
+    if (!st) {
+        host = malloc(fm_model_num_params(model) * sizeof *host);
+        if (!host) st = FM_ERR(FM_ERR_NOMEM, "out of memory writing %s", path);
+    }
+    if (!st) st = fm_model_get_params(model, host);
+    st = fm_comm_agree(comm, st);
+    if (!st) {
+        fm_checkpoint_group g = {"params", table, nt, host, fm_model_num_params(model), NULL, 0};
+        st = fm_checkpoint_file_write_groups(f, &g, 1);
+    }
+    if (!st) st = write_hf_attrs(f, model);
+    if (!st) st = fm_checkpoint_file_write_text(f, "/config", config_text);
+    if (!st) st = fm_checkpoint_file_attr_str(f, "/data", "train", "");
+    if (!st) st = fm_checkpoint_file_attr_str(f, "/data", "val", "");
+    if (!st && tok) {
+        st = fm_comm_agree(comm, fm_tokenizer_save(tok, fm_checkpoint_file_hid(f), "tokenizer"));
+        if (!st) st = fm_checkpoint_file_attr_str(f, "/data", "tokenizer", "stored in /tokenizer");
+    } else if (!st) {
+        st = fm_checkpoint_file_attr_str(f, "/data", "tokenizer", "none stored");
+    }
+    free(host);
+    free(table);
+    if (st) {
+        fm_checkpoint_file_abort(&f);
+        return fm_status_prefix(st, "%s not written", path);
+    }
+    return fm_checkpoint_file_commit(&f, -1, NULL);
 }
 
 /* ---- what a checkpoint says about its run ----------------------------------------------------- */

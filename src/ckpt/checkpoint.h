@@ -23,7 +23,13 @@
  *         is reported and the previous one used; none: a fresh start.
  *   never a fresh start; refused (FM_ERR_CONFIG) when the run directory already holds checkpoints,
  *         unless `overwrite` is set, which deletes them first.
- *   PATH  that file (may belong to another run: the new run directory starts from it).
+ *   PATH  that file (may belong to another run: the new run directory starts from it); a model made by
+ *         `fmtrain import` (no optimizer or trainer state) is refused with FM_ERR_CONFIG naming
+ *         [checkpoint] init_from.
+ * [checkpoint] init_from (a fresh start only; ignored, with a line in the log, when the run resumes):
+ * the parameters of that checkpoint replace the initial weights; the optimizer starts from zero
+ * moments at step 0 and the schedule from its start, the data order from [run] seed. The model's
+ * shape must match [model] (FM_ERR_CONFIG naming the setting).
  * The stored configuration is compared with the current one: a change of [model] arch, n_layer,
  * n_head, d_model, seq_len, vocab_size (tensor shapes) or [run] seed (data order) is FM_ERR_CONFIG
  * naming the setting; other changes are allowed and logged (rank 0) one per line. A different rank
@@ -134,5 +140,15 @@ typedef struct fm_checkpoint_meta {
  * for the file a directory stands for). Serial. Errors: FM_ERR_INPUT for a missing, foreign or
  * damaged file or a stored configuration that does not parse. */
 fm_status fm_checkpoint_read_meta(const char *path, fm_checkpoint_meta *out);
+
+/* Writes `path` (atomically, no `latest`) as a checkpoint that holds a model only: the root attributes
+ * (reason = "import", step 0, `source` describing where the model came from), /model, /params (with
+ * crc32, hf_name and hf_transposed), /config (config_text: the configuration to train it with), /data
+ * and /tokenizer when tok is not NULL — no /optimizer and no /trainer. `fmtrain import` writes such
+ * files; `fmtrain sample`, `inspect` and `export` read them like any checkpoint; a run starts from one
+ * with [checkpoint] init_from (resume refuses it). Collective over comm (every rank passes the same
+ * model and tokenizer). */
+fm_status fm_checkpoint_write_model(MPI_Comm comm, const char *path, fm_model *model, const fm_tokenizer *tok,
+                                    const char *config_text, const char *source);
 
 #endif /* FM_CHECKPOINT_H */

@@ -1017,6 +1017,7 @@ static fm_status publish(const fm_checkpoint_file *f, int keep_last, uint64_t *f
     add_warning(warn, wsize, fsync_path(dir, 1));
     const char *base = strrchr(f->path, '/');
     base = base ? base + 1 : f->path;
+    if (keep_last < 0) return NULL; /* a file outside a run's checkpoints (fmtrain import) */
     add_warning(warn, wsize, fm_checkpoint_dir_write_latest(dir, base));
     if (keep_last > 0) {
         fm_status pst = fm_checkpoint_dir_prune(dir, keep_last, base);

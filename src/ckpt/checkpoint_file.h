@@ -167,7 +167,8 @@ hid_t fm_checkpoint_file_hid(const fm_checkpoint_file *f);
  * rename <path>.tmp -> <path>, fsync of the directory, then `latest` in the same directory is rewritten
  * (latest.tmp, fsync, rename, fsync directory) to hold the file name, and, when keep_last > 0, older
  * checkpoints named step-<digits>.h5 beyond the newest keep_last (by step; never `path` itself) are
- * deleted. Frees *f and sets it to NULL whether or not it succeeds; on failure the temporary file is
+ * deleted; keep_last < 0 publishes the file alone (no `latest`, no pruning: a file that is not one
+ * of a run's checkpoints). Frees *f and sets it to NULL whether or not it succeeds; on failure the temporary file is
  * removed and no existing checkpoint or `latest` is changed. Once the rename is done the checkpoint
  * is written: what fails after it is not an error but stats->warning (rank 0). `stats` may be
  * NULL. */

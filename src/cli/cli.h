@@ -52,6 +52,8 @@ extern const fm_command fm_cmd_topology;
 extern const fm_command fm_cmd_plot;
 extern const fm_command fm_cmd_sample;
 extern const fm_command fm_cmd_eval;
+extern const fm_command fm_cmd_export;
+extern const fm_command fm_cmd_import;
 
 /* The table, NULL-terminated (src/cli/commands.c). */
 extern const fm_command *const fm_commands[];

@@ -28,6 +28,7 @@
 #include "data/h5util.h"
 #include "data/tokenizer.h"
 #include "core/util.h"
+#include "hf/hf_tokenizer.h"
 
 #define FM_PREPARE_BLOCK ((size_t)1 << 20)
 #define FM_PREPARE_MAX_WORDS 4000000u
@@ -35,7 +36,7 @@
 
 static const char prepare_help[] =
     "Usage: fmtrain prepare --input FILE... --output DATA.h5 --vocab-size N [options]\n"
-    "       fmtrain prepare --input FILE... --output DATA.h5 --tokenizer-from OTHER.h5 [options]\n"
+    "       fmtrain prepare --input FILE... --output DATA.h5 --tokenizer-from OTHER.h5|tokenizer.json [options]\n"
     "       fmtrain prepare --tokens FILE.bin... --vocab-size N --eot ID --output DATA.h5 [options]\n"
     "\n"
     "Makes one self-describing HDF5 dataset (docs/dataset-format.md) for `fmtrain train`.\n"
@@ -54,7 +55,10 @@ static const char prepare_help[] =
     "  --dtype uint16|uint32   tokens mode, raw files: the id width (default: uint16 if N <= 65536)\n"
     "  --val-fraction F        fraction of the input for /val (0..0.5, default 0.01)\n"
     "  --seed S                chooses which segments go to /val (default 1)\n"
-    "  --tokenizer-from FILE   reuse the tokenizer stored in FILE (a dataset or checkpoint)\n"
+    "  --tokenizer-from FILE   reuse the tokenizer stored in FILE (a dataset or checkpoint), or a Hugging\n"
+    "                          Face tokenizer.json (byte-level BPE of GPT-2's or Llama 3's kind; its\n"
+    "                          end-of-text token: eos_token of tokenizer_config.json beside it, else\n"
+    "                          <|endoftext|> or <|end_of_text|>)\n"
     "  --tokenizer-train-bytes B  train the tokenizer on at most the first B bytes (default 1073741824)\n"
     "  --force                 overwrite an existing output\n"
     "  --quiet                 no progress lines\n"
@@ -191,13 +195,15 @@ typedef struct prep {
 
 /* ---- text mode --------------------------------------------------------------------------------------- */
 
-/* Streams a file through `fn` in pieces that end at safe cuts (at most `piece` bytes each, except
- * that a piece with no safe cut is cut at `piece`). Reads FM_PREPARE_BLOCK at a time. Stops early
- * when fn sets *stop. */
+/* Streams a file through `fn` in pieces that end at safe cuts of the pre-split rule of `tok` (fmtrain's
+ * rule when tok is NULL): at most `piece` bytes each, except that a piece with no safe cut (one word
+ * longer than the piece, possible only with the unbounded rules of tokenizers read from tokenizer.json)
+ * is cut at `piece` and counted in *forced. Reads FM_PREPARE_BLOCK at a time. Stops early when fn sets
+ * *stop. */
 typedef fm_status (*piece_fn)(void *user, int doc, const uint8_t *text, size_t n, int *stop);
 
-static fm_status stream_text(const char *path, int doc, size_t piece, uint8_t *buf, piece_fn fn,
-                             void *user, progress *pg, int *stop)
+static fm_status stream_text(const char *path, int doc, size_t piece, uint8_t *buf, const fm_tokenizer *tok,
+                             piece_fn fn, void *user, progress *pg, int *stop, uint64_t *forced)
 {
     FILE *fp = fopen(path, "rb");
     if (!fp) return FM_ERR(FM_ERR_INPUT, "cannot read input %s: %s", path, strerror(errno));
@@ -222,7 +228,9 @@ static fm_status stream_text(const char *path, int doc, size_t piece, uint8_t *b
         while (!*stop && (have - pos > piece + 1 || (eof && pos < have))) {
             size_t n = have - pos;
             if (n > piece) {
-                size_t c = fm_tokenizer_safe_cut(buf + pos, n < piece + 2 ? n : piece + 2);
+                /* the words that end in the first `piece` bytes whatever follows */
+                size_t c = tok ? fm_tokenizer_cut(tok, buf + pos, piece) : fm_tokenizer_safe_cut(buf + pos, piece);
+                if (!c) ++*forced;
                 n = c ? c : piece;
             }
             FM_TRY_GOTO(st, done, fn(user, doc, buf + pos, n, stop));
@@ -276,8 +284,22 @@ static uint64_t segment_len(uint64_t total, double f, uint64_t lo, uint64_t hi)
     return (uint64_t)s;
 }
 
+/* 1 when `path` looks like JSON (its first non-blank byte is '{'): a Hugging Face tokenizer.json. */
+static int is_json_file(const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return 0;
+    int c;
+    while ((c = fgetc(fp)) == ' ' || c == '\n' || c == '\r' || c == '\t') {
+    }
+    fclose(fp);
+    return c == '{';
+}
+
 static fm_status load_tokenizer_from(const char *path, fm_tokenizer **tok)
 {
+    if (is_json_file(path))
+        return fm_status_prefix(fm_hf_read_tokenizer(path, -1, tok), "--tokenizer-from %s: ", path);
     char fmt[64];
     FM_TRY(fm_dataset_file_format(path, fmt, sizeof fmt));
     fm_h5_quiet q;
@@ -313,6 +335,7 @@ static fm_status run_text(prep *p, const char *tmp, const char *source)
     encode_ctx ec = {0};
     fm_dataset_writer *w = NULL;
     train_ctx tc = {0};
+    uint64_t forced = 0;
     if (!buf) return FM_ERR(FM_ERR_NOMEM, "out of memory for the read buffer");
     progress pg;
     if (p->tokfrom) {
@@ -330,8 +353,8 @@ static fm_status run_text(prep *p, const char *tmp, const char *source)
         progress_start(&pg, "tokenizer: counting words", tb, "MB", 1e6, p->tty, p->quiet);
         int stop = 0;
         for (int i = 0; i < p->nfiles && !stop; i++)
-            FM_TRY_GOTO(st, done, stream_text(p->files[i], i, FM_PREPARE_BLOCK - 4096, buf, train_piece, &tc,
-                                              &pg, &stop));
+            FM_TRY_GOTO(st, done, stream_text(p->files[i], i, FM_PREPARE_BLOCK - 4096, buf, NULL, train_piece, &tc,
+                                              &pg, &stop, &forced));
         progress_show(&pg, 1);
         if (!p->quiet && tc.fed < p->total)
             fprintf(stderr, "tokenizer: trained on the first %" PRIu64 " bytes (%zu distinct words)\n", tc.fed,
@@ -348,9 +371,15 @@ static fm_status run_text(prep *p, const char *tmp, const char *source)
     size_t seg = (size_t)segment_len(p->total, p->valf, 4096, FM_PREPARE_BLOCK - 4096);
     progress_start(&pg, "encoding", (double)p->total, "MB", 1e6, p->tty, p->quiet);
     int stop = 0;
+    forced = 0;
     for (int i = 0; i < p->nfiles; i++)
-        FM_TRY_GOTO(st, done, stream_text(p->files[i], i, seg, buf, encode_piece, &ec, &pg, &stop));
+        FM_TRY_GOTO(st, done, stream_text(p->files[i], i, seg, buf, tok, encode_piece, &ec, &pg, &stop, &forced));
     progress_show(&pg, 1);
+    if (forced && !p->quiet)
+        fprintf(stderr, "warning: %" PRIu64 " word%s of the pre-split rule (%s) longer than %zu bytes %s cut there; "
+                        "Hugging Face's tokenizers would encode %s whole, so the ids differ inside %s\n",
+                forced, forced == 1 ? "" : "s", fm_presplit_name(fm_tokenizer_presplit(tok)), seg,
+                forced == 1 ? "was" : "were", forced == 1 ? "it" : "each", forced == 1 ? "it" : "them");
     FM_TRY_GOTO(st, done, fm_dataset_writer_close(&w));
 done:
     fm_dataset_writer_free(&w);

@@ -11,6 +11,8 @@ const fm_command *const fm_commands[] = {
     &fm_cmd_plot,
     &fm_cmd_sample,
     &fm_cmd_eval,
+    &fm_cmd_export,
+    &fm_cmd_import,
     NULL,
 };
 

@@ -68,6 +68,7 @@ void fm_version_print(FILE *out)
 
     unsigned hw = hwloc_get_api_version();
     fprintf(out, "  hwloc:   %u.%u.%u (API)\n", hw >> 16, (hw >> 8) & 0xff, hw & 0xff);
+    fprintf(out, "  GEMM:    %s\n", fm_backend_gemm_info());
     fprintf(out, "  BLAS:    %s\n", fm_backend_blas_info());
     fprintf(out, "  OpenMP:  %s (%d), %d threads available\n", openmp_spec(_OPENMP), _OPENMP,
             omp_get_max_threads());

@@ -89,7 +89,7 @@ typedef struct entry {
 _Static_assert(sizeof(fm_schedule) == sizeof(int) && sizeof(fm_device) == sizeof(int) &&
                    sizeof(fm_bind) == sizeof(int) && sizeof(fm_on_nan) == sizeof(int) &&
                    sizeof(fm_arch) == sizeof(int) && sizeof(fm_resume) == sizeof(int) &&
-                   sizeof(fm_tie_emb) == sizeof(int),
+                   sizeof(fm_tie_emb) == sizeof(int) && sizeof(fm_runtime_precision) == sizeof(int),
                "enum fields are stored through int");
 
 static const char *const arch_values[] = {"gpt2", "llama", NULL};
@@ -97,6 +97,7 @@ static const char *const tie_values[] = {"auto", "true", "false", NULL};
 static const char *const schedule_values[] = {"cosine", "linear", "constant", "wsd", NULL};
 static const char *const on_nan_values[] = {"stop", "skip", NULL};
 static const char *const device_values[] = {"cpu", "cuda", "auto", NULL};
+static const char *const precision_values[] = {"auto", "fp32", "bf16", NULL};
 static const char *const bind_values[] = {"auto", "socket", "numa", "core", "none", NULL};
 
 #define FM_STR_(x) #x
@@ -210,6 +211,10 @@ static const entry schema[] = {
      "auto", 0, 0, 0, 0, 0, NULL,
      "auto: continue from the newest complete checkpoint in the run directory, if any; never: "
      "start fresh; otherwise the path of a checkpoint to start from"},
+    E_TEXT("checkpoint", "init_from", T_PATH, checkpoint_init_from, "", EMPTY_OK,
+           "a checkpoint whose parameters a fresh run starts from (a model made by `fmtrain import`, "
+           "or any fmtrain checkpoint), with a fresh optimizer, step 0 and the schedule from its "
+           "start; ignored when the run resumes from a checkpoint; empty: random initialisation"),
     E_INT64("checkpoint", "align_bytes", checkpoint_align_bytes, "1048576", 1, INT64_C(1) << 30,
             POW2,
             "alignment of large datasets in checkpoint files (a power of two; match the file "
@@ -221,6 +226,12 @@ static const entry schema[] = {
     /* [runtime] */
     E_ENUM("runtime", "device", runtime_device, fm_device, "auto", device_values,
            "compute backend; auto: CUDA when built in and a GPU is visible, else CPU"),
+    E_ENUM("runtime", "precision", runtime_precision, fm_runtime_precision, "auto", precision_values,
+           "precision of the matrix products: fp32, or bf16 (mixed precision: bf16 matmul inputs "
+           "and a bf16 copy of the weights; master weights, gradients, AdamW state, norms, softmax "
+           "and loss stay fp32; docs/backends.md); auto: bf16 where the backend has native bf16 "
+           "GEMMs (CPU: a build with oneDNN on a CPU with AVX512_BF16 or AMX), else fp32. "
+           "Checkpoints are fp32 in every precision, so a run may change it when it resumes"),
     E_INT("runtime", "threads", runtime_threads, "0", 0, 65536, 0,
           "OpenMP threads per rank; 0: all cores of the rank's binding"),
     E_ENUM("runtime", "bind", runtime_bind, fm_bind, "auto", bind_values,

@@ -28,6 +28,8 @@
 
 typedef enum { FM_SCHED_COSINE, FM_SCHED_LINEAR, FM_SCHED_CONSTANT, FM_SCHED_WSD } fm_schedule;
 typedef enum { FM_DEVICE_CPU, FM_DEVICE_CUDA, FM_DEVICE_AUTO } fm_device;
+/* [runtime] precision: the activation precision of the backend (kernels/kernels.h, "Precision") */
+typedef enum { FM_RUNTIME_PRECISION_AUTO, FM_RUNTIME_PRECISION_FP32, FM_RUNTIME_PRECISION_BF16 } fm_runtime_precision;
 typedef enum { FM_BIND_AUTO, FM_BIND_SOCKET, FM_BIND_NUMA, FM_BIND_CORE, FM_BIND_NONE } fm_bind;
 typedef enum { FM_ON_NAN_STOP, FM_ON_NAN_SKIP } fm_on_nan;
 typedef enum { FM_ARCH_GPT2, FM_ARCH_LLAMA } fm_arch;
@@ -87,11 +89,13 @@ typedef struct fm_config {
     int checkpoint_keep_last;
     fm_resume checkpoint_resume;
     char checkpoint_resume_path[FM_CONFIG_PATH_MAX]; /* when checkpoint_resume == FM_RESUME_PATH */
+    char checkpoint_init_from[FM_CONFIG_PATH_MAX];   /* "" = random initialisation */
     int64_t checkpoint_align_bytes;
     char checkpoint_mpiio_hints[FM_CONFIG_HINTS_MAX]; /* "key=value,key=value" */
 
     /* [runtime] */
     fm_device runtime_device;
+    fm_runtime_precision runtime_precision;
     int runtime_threads; /* 0 = all cores of the rank's binding */
     fm_bind runtime_bind;
     int64_t runtime_log_every;

@@ -3,6 +3,7 @@
  * Not here: reading input files or dataset files (cmd_prepare.c, dataset.c). */
 #include "data/tokenizer.h"
 #include "data/h5util.h"
+#include "data/presplit.h"
 #include "dist/comm.h"
 
 #include <inttypes.h>
@@ -137,68 +138,36 @@ static fm_status ids_reserve(fm_tokenizer_ids *v, size_t extra)
     return NULL;
 }
 
-/* ---- pre-split ---------------------------------------------------------------------------------- */
-
-enum { CL_LETTER = 0, CL_DIGIT = 1, CL_SPACE = 2, CL_OTHER = 3 };
-
-static inline int byte_class(uint8_t c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80) return CL_LETTER;
-    if (c >= '0' && c <= '9') return CL_DIGIT;
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r') return CL_SPACE;
-    return CL_OTHER;
-}
+/* ---- pre-split (data/presplit.h) ---------------------------------------------------------------- */
 
 size_t fm_tokenizer_word_length(const uint8_t *t, size_t len)
 {
-    if (len == 0) return 0;
-    size_t n;
-    uint8_t c = t[0];
-    if (c == '\'' && len >= 2) {
-        uint8_t d = t[1];
-        if (d == 's' || d == 't' || d == 'm' || d == 'd') return 2;
-        if (len >= 3 && ((d == 'r' && t[2] == 'e') || (d == 'v' && t[2] == 'e') ||
-                         (d == 'l' && t[2] == 'l')))
-            return 3;
-    }
-    int cl = byte_class(c);
-    if (c == ' ' && len >= 2 && byte_class(t[1]) != CL_SPACE) {
-        int cl1 = byte_class(t[1]);
-        n = 2;
-        while (n < len && byte_class(t[n]) == cl1) n++;
-    } else if (cl == CL_SPACE) {
-        n = 1;
-        while (n < len && byte_class(t[n]) == CL_SPACE) n++;
-        if (n < len && n >= 2 && t[n - 1] == ' ') n--; /* leave " " for the next word */
-    } else {
-        n = 1;
-        while (n < len && byte_class(t[n]) == cl) n++;
-    }
-    return n < FM_TOKENIZER_MAX_WORD ? n : FM_TOKENIZER_MAX_WORD;
+    return fm_presplit_next(FM_PRESPLIT_FMTRAIN, t, len, 1, NULL);
 }
 
-size_t fm_tokenizer_safe_cut(const uint8_t *t, size_t len)
-{
-    if (len < 3) return 0;
-    for (size_t c = len - 2; c >= 1; c--) {
-        int prev = byte_class(t[c - 1]);
-        if (t[c] == ' ' && prev != CL_SPACE && byte_class(t[c + 1]) != CL_SPACE) return c;
-        if (prev == CL_SPACE && t[c - 1] != ' ' && byte_class(t[c]) != CL_SPACE) return c;
-    }
-    return 0;
-}
+size_t fm_tokenizer_safe_cut(const uint8_t *t, size_t len) { return fm_presplit_cut(FM_PRESPLIT_FMTRAIN, t, len); }
 
 /* ---- the tokenizer object ----------------------------------------------------------------------- */
 
 #define CACHE_BITS 16 /* 65536 cached words at most; the cache is cleared when half full */
+#define CACHE_MAX_WORD 1024 /* longer words are not cached */
+#define SHORT_WORD 256 /* BPE of words up to this many bytes scans; longer ones use a heap */
 
 struct fm_tokenizer {
     uint32_t vocab;
     uint32_t n_merges;
-    uint32_t *merges;   /* (n_merges, 2) */
-    uint64_t *off;      /* (vocab+1) */
-    uint8_t *bytes;     /* token strings concatenated */
-    u64map merge_rank;  /* (a<<32|b) -> rank+1 */
+    int version;           /* HDF5 layout: 1 or 2 */
+    fm_presplit rule;
+    int ignore_merges;
+    uint32_t eot;
+    uint32_t byte_id[256];
+    uint32_t *merges;      /* (n_merges, 2) */
+    uint32_t *merge_res;   /* (n_merges) the id merge k makes */
+    uint8_t *special;      /* (vocab) */
+    uint64_t *off;         /* (vocab+1) */
+    uint8_t *bytes;        /* token strings concatenated */
+    u64map merge_rank;     /* (a<<32|b) -> rank+1 */
+    u64map word_id;        /* ignore_merges: hash of a non-special token's bytes -> id+1 */
     /* encode cache: word bytes -> ids, in arenas; cleared when full */
     uint64_t *c_hash;   /* (1<<CACHE_BITS) 0 = empty */
     uint32_t *c_key;    /* offset into c_kbytes */
@@ -208,22 +177,48 @@ struct fm_tokenizer {
     uint8_t *c_kbytes;
     uint32_t *c_ids;
     size_t c_kused, c_iused, c_n;
+    /* scratch of the heap BPE for long words */
+    uint32_t *h_sym;
+    int64_t *h_prev, *h_next;
+    uint64_t *h_heap;
+    size_t h_cap, h_heap_cap;
 };
 
 #define CACHE_KBYTES ((size_t)(1u << CACHE_BITS) * 16u)
 #define CACHE_IDS ((size_t)(1u << CACHE_BITS) * 8u)
 
 uint32_t fm_tokenizer_vocab_size(const fm_tokenizer *tok) { return tok->vocab; }
-uint32_t fm_tokenizer_eot_id(const fm_tokenizer *tok) { return tok->vocab - 1; }
+uint32_t fm_tokenizer_eot_id(const fm_tokenizer *tok) { return tok->eot; }
+fm_presplit fm_tokenizer_presplit(const fm_tokenizer *tok) { return tok->rule; }
+int fm_tokenizer_version(const fm_tokenizer *tok) { return tok->version; }
+int fm_tokenizer_ignore_merges(const fm_tokenizer *tok) { return tok->ignore_merges; }
+int fm_tokenizer_is_special(const fm_tokenizer *tok, uint32_t id) { return id < tok->vocab && tok->special[id]; }
+uint32_t fm_tokenizer_byte_id(const fm_tokenizer *tok, uint8_t b) { return tok->byte_id[b]; }
+uint32_t fm_tokenizer_n_merges(const fm_tokenizer *tok) { return tok->n_merges; }
+
+void fm_tokenizer_merge(const fm_tokenizer *tok, uint32_t k, uint32_t *a, uint32_t *b, uint32_t *c)
+{
+    *a = tok->merges[2 * k];
+    *b = tok->merges[2 * k + 1];
+    *c = tok->merge_res[k];
+}
+
+size_t fm_tokenizer_cut(const fm_tokenizer *tok, const uint8_t *text, size_t len)
+{
+    return fm_presplit_cut(tok->rule, text, len);
+}
 
 void fm_tokenizer_free(fm_tokenizer **tokp)
 {
     if (!tokp || !*tokp) return;
     fm_tokenizer *t = *tokp;
     free(t->merges);
+    free(t->merge_res);
+    free(t->special);
     free(t->off);
     free(t->bytes);
     u64map_free(&t->merge_rank);
+    u64map_free(&t->word_id);
     free(t->c_hash);
     free(t->c_key);
     free(t->c_klen);
@@ -231,13 +226,49 @@ void fm_tokenizer_free(fm_tokenizer **tokp)
     free(t->c_vlen);
     free(t->c_kbytes);
     free(t->c_ids);
+    free(t->h_sym);
+    free(t->h_prev);
+    free(t->h_next);
+    free(t->h_heap);
     free(t);
     *tokp = NULL;
 }
 
-/* Builds a tokenizer from a merge list (already validated: each merge refers to ids < 256+k).
- * Takes ownership of `merges`. */
-static fm_status tokenizer_from_merges(uint32_t vocab, uint32_t n_merges, uint32_t *merges,
+static const uint8_t *tok_bytes(const fm_tokenizer *t, uint32_t id, size_t *len)
+{
+    *len = (size_t)(t->off[id + 1] - t->off[id]);
+    return t->bytes + t->off[id];
+}
+
+/* The merge table and, with ignore_merges, the word table; `what` names the source in messages. */
+static fm_status build_maps(fm_tokenizer *t, const char *what)
+{
+    FM_TRY(u64map_init(&t->merge_rank, (size_t)t->n_merges + 16));
+    for (uint32_t k = 0; k < t->n_merges; k++) {
+        uint64_t key = ((uint64_t)t->merges[2 * k] << 32) | t->merges[2 * k + 1];
+        if (u64map_get(&t->merge_rank, key))
+            return FM_ERR(FM_ERR_INPUT, "%s: merge %u repeats the pair of ids (%u, %u)", what, k, t->merges[2 * k],
+                          t->merges[2 * k + 1]);
+        FM_TRY(u64map_put(&t->merge_rank, key, k + 1));
+    }
+    if (t->ignore_merges) {
+        FM_TRY(u64map_init(&t->word_id, (size_t)t->vocab + 16));
+        for (uint32_t id = 0; id < t->vocab; id++) {
+            if (t->special[id]) continue;
+            size_t l;
+            const uint8_t *b = tok_bytes(t, id, &l);
+            uint64_t h = hash_bytes(b, l);
+            /* distinct bytes were checked; equal hashes of different bytes: the first id keeps the slot and
+             * the other is found by merging, which reaches the same token */
+            if (!u64map_get(&t->word_id, h)) FM_TRY(u64map_put(&t->word_id, h, id + 1));
+        }
+    }
+    return NULL;
+}
+
+/* Builds a trained-layout tokenizer (bytes = ids 0..255, merge k -> 256+k, last id special eot) from a
+ * merge list (already validated: each merge refers to ids < 256+k). Takes ownership of `merges`. */
+static fm_status tokenizer_from_merges(uint32_t vocab, uint32_t n_merges, uint32_t *merges, int version,
                                        fm_tokenizer **out)
 {
     fm_status st = NULL;
@@ -249,13 +280,22 @@ static fm_status tokenizer_from_merges(uint32_t vocab, uint32_t n_merges, uint32
     t->vocab = vocab;
     t->n_merges = n_merges;
     t->merges = merges;
+    t->version = version;
+    t->rule = version == 1 ? FM_PRESPLIT_FMTRAIN_V1 : FM_PRESPLIT_FMTRAIN;
+    t->eot = vocab - 1;
+    for (int b = 0; b < 256; b++) t->byte_id[b] = (uint32_t)b;
     t->off = malloc(((size_t)vocab + 1) * sizeof *t->off);
-    if (!t->off) {
-        st = FM_ERR(FM_ERR_NOMEM, "out of memory for %u token offsets", vocab);
+    t->merge_res = malloc(((size_t)n_merges + 1) * sizeof *t->merge_res);
+    t->special = calloc(vocab, 1);
+    if (!t->off || !t->merge_res || !t->special) {
+        st = FM_ERR(FM_ERR_NOMEM, "out of memory for a tokenizer of %u ids", vocab);
         goto fail;
     }
+    t->special[vocab - 1] = 1;
+    for (uint32_t k = 0; k < n_merges; k++) t->merge_res[k] = 256 + k;
     /* lengths first */
     uint64_t total = 0;
+    const uint64_t max_len = version == 1 ? FM_PRESPLIT_MAX_RUN : 4 * (FM_PRESPLIT_MAX_RUN + 1);
     t->off[0] = 0;
     for (uint32_t id = 0; id < vocab; id++) {
         uint64_t l;
@@ -264,11 +304,11 @@ static fm_status tokenizer_from_merges(uint32_t vocab, uint32_t n_merges, uint32
             uint32_t a = merges[2 * (id - 256)], b = merges[2 * (id - 256) + 1];
             l = (t->off[a + 1] - t->off[a]) + (t->off[b + 1] - t->off[b]);
         } else l = strlen(FM_TOKENIZER_EOT_TEXT);
-        if (l > FM_TOKENIZER_MAX_WORD) {
+        if (l > max_len) {
             /* merges never cross words, so no trained token is longer than a word */
             st = FM_ERR(FM_ERR_INPUT, "tokenizer token %u would be %" PRIu64 " bytes long, more than a word "
-                                      "(%d bytes): the merges are damaged",
-                        id, l, FM_TOKENIZER_MAX_WORD);
+                                      "(%" PRIu64 " bytes): the merges are damaged",
+                        id, l, max_len);
             goto fail;
         }
         total += l;
@@ -289,19 +329,106 @@ static fm_status tokenizer_from_merges(uint32_t vocab, uint32_t n_merges, uint32
             memcpy(dst + la, t->bytes + t->off[b], lb);
         } else memcpy(dst, FM_TOKENIZER_EOT_TEXT, strlen(FM_TOKENIZER_EOT_TEXT));
     }
-    FM_TRY_GOTO(st, fail, u64map_init(&t->merge_rank, n_merges + 16));
-    for (uint32_t k = 0; k < n_merges; k++) {
-        uint64_t key = ((uint64_t)merges[2 * k] << 32) | merges[2 * k + 1];
-        if (u64map_get(&t->merge_rank, key)) {
-            st = FM_ERR(FM_ERR_INPUT, "tokenizer merge %u repeats the pair (%u, %u)", k, merges[2 * k],
-                        merges[2 * k + 1]);
-            goto fail;
-        }
-        FM_TRY_GOTO(st, fail, u64map_put(&t->merge_rank, key, k + 1));
-    }
+    FM_TRY_GOTO(st, fail, build_maps(t, "tokenizer"));
     *out = t;
     return NULL;
 fail:
+    fm_tokenizer_free(&t);
+    return st;
+}
+
+fm_status fm_tokenizer_from_spec(const fm_tokenizer_spec *sp, const char *what, fm_tokenizer **out)
+{
+    *out = NULL;
+    const uint32_t V = sp->vocab_size;
+    if (V < 257 || V > FM_TOKENIZER_MAX_VOCAB)
+        return FM_ERR(FM_ERR_INPUT, "%s: %u tokens; a byte-level BPE vocabulary has 257..%u (256 bytes, merges, "
+                      "special tokens)", what, V, FM_TOKENIZER_MAX_VOCAB);
+    if (sp->presplit == FM_PRESPLIT_FMTRAIN_V1)
+        return FM_ERR(FM_ERR_INTERNAL, "%s: a described tokenizer cannot use the version-1 pre-split", what);
+    if (sp->eot_id >= V || !sp->special[sp->eot_id])
+        return FM_ERR(FM_ERR_INPUT, "%s: the end-of-text id %u is not a special token of the vocabulary", what,
+                      sp->eot_id);
+    fm_status st = NULL;
+    fm_tokenizer *t = calloc(1, sizeof *t);
+    u64map seen = {0};
+    if (!t) return FM_ERR(FM_ERR_NOMEM, "out of memory allocating a tokenizer");
+    t->vocab = V;
+    t->n_merges = sp->n_merges;
+    t->version = 2;
+    t->rule = sp->presplit;
+    t->ignore_merges = sp->ignore_merges;
+    t->eot = sp->eot_id;
+    uint64_t total = sp->offsets[V];
+    t->off = malloc(((size_t)V + 1) * sizeof *t->off);
+    t->bytes = malloc(total ? (size_t)total : 1);
+    t->special = malloc(V);
+    t->merges = malloc(((size_t)sp->n_merges + 1) * 2 * sizeof *t->merges);
+    t->merge_res = malloc(((size_t)sp->n_merges + 1) * sizeof *t->merge_res);
+    if (!t->off || !t->bytes || !t->special || !t->merges || !t->merge_res) {
+        st = FM_ERR(FM_ERR_NOMEM, "out of memory for a tokenizer of %u ids", V);
+        goto fail;
+    }
+    memcpy(t->off, sp->offsets, ((size_t)V + 1) * sizeof *t->off);
+    memcpy(t->bytes, sp->bytes, (size_t)total);
+    memcpy(t->special, sp->special, V);
+    for (int b = 0; b < 256; b++) t->byte_id[b] = UINT32_MAX;
+    FM_TRY_GOTO(st, fail, u64map_init(&seen, (size_t)V + 16));
+    for (uint32_t id = 0; id < V; id++) {
+        if (t->off[id + 1] < t->off[id] || t->off[id + 1] > total) {
+            st = FM_ERR(FM_ERR_INPUT, "%s: the byte offsets of token %u are out of order", what, id);
+            goto fail;
+        }
+        size_t l;
+        const uint8_t *b = tok_bytes(t, id, &l);
+        if (l == 0) {
+            st = FM_ERR(FM_ERR_INPUT, "%s: token %u is empty", what, id);
+            goto fail;
+        }
+        if (t->special[id]) continue;
+        if (l == 1) t->byte_id[b[0]] = id;
+        uint64_t h = hash_bytes(b, l);
+        uint32_t prev = u64map_get(&seen, h);
+        if (prev) {
+            size_t pl;
+            const uint8_t *pb = tok_bytes(t, prev - 1, &pl);
+            if (pl == l && memcmp(pb, b, l) == 0) {
+                st = FM_ERR(FM_ERR_INPUT, "%s: tokens %u and %u have the same bytes; a vocabulary maps each string "
+                            "to one id", what, prev - 1, id);
+                goto fail;
+            }
+        } else FM_TRY_GOTO(st, fail, u64map_put(&seen, h, id + 1));
+    }
+    for (int b = 0; b < 256; b++)
+        if (t->byte_id[b] == UINT32_MAX) {
+            st = FM_ERR(FM_ERR_INPUT, "%s: no token is the single byte 0x%02x, so some text cannot be encoded (a "
+                        "byte-level BPE vocabulary has all 256 bytes)", what, b);
+            goto fail;
+        }
+    for (uint32_t k = 0; k < sp->n_merges; k++) {
+        uint32_t a = sp->merges[3 * k], b = sp->merges[3 * k + 1], c = sp->merges[3 * k + 2];
+        if (a >= V || b >= V || c >= V || t->special[a] || t->special[b] || t->special[c]) {
+            st = FM_ERR(FM_ERR_INPUT, "%s: merge %u (%u, %u -> %u) names an id that is not an ordinary token", what,
+                        k, a, b, c);
+            goto fail;
+        }
+        size_t la, lb, lc;
+        const uint8_t *pa = tok_bytes(t, a, &la), *pb = tok_bytes(t, b, &lb), *pc = tok_bytes(t, c, &lc);
+        if (lc != la + lb || memcmp(pc, pa, la) != 0 || memcmp(pc + la, pb, lb) != 0) {
+            st = FM_ERR(FM_ERR_INPUT, "%s: merge %u joins tokens %u and %u, but token %u is not their bytes joined",
+                        what, k, a, b, c);
+            goto fail;
+        }
+        t->merges[2 * k] = a;
+        t->merges[2 * k + 1] = b;
+        t->merge_res[k] = c;
+    }
+    FM_TRY_GOTO(st, fail, build_maps(t, what));
+    u64map_free(&seen);
+    *out = t;
+    return NULL;
+fail:
+    u64map_free(&seen);
     fm_tokenizer_free(&t);
     return st;
 }
@@ -315,15 +442,19 @@ const uint8_t *fm_tokenizer_token(const fm_tokenizer *tok, uint32_t id, size_t *
 
 /* ---- encoding ----------------------------------------------------------------------------------- */
 
-/* BPE on one word (n <= FM_TOKENIZER_MAX_WORD bytes): repeatedly merge the adjacent pair with the
- * lowest merge rank (leftmost first among equal ranks). ranks[i] caches the rank of (s[i], s[i+1]). */
-static size_t bpe_word(const fm_tokenizer *tok, const uint8_t *w, size_t n, uint32_t *s)
+static inline uint32_t rank_of(const fm_tokenizer *tok, uint32_t a, uint32_t b)
 {
-    uint32_t rank[FM_TOKENIZER_MAX_WORD];
-    for (size_t i = 0; i < n; i++) s[i] = w[i];
+    return u64map_get(&tok->merge_rank, ((uint64_t)a << 32) | b);
+}
+
+/* BPE on one short word (n <= SHORT_WORD bytes): repeatedly merge the adjacent pair with the lowest
+ * merge rank (leftmost first among equal ranks). rank[i] caches the rank of (s[i], s[i+1]). */
+static size_t bpe_short(const fm_tokenizer *tok, const uint8_t *w, size_t n, uint32_t *s)
+{
+    uint32_t rank[SHORT_WORD];
+    for (size_t i = 0; i < n; i++) s[i] = tok->byte_id[w[i]];
     if (n < 2 || tok->n_merges == 0) return n;
-    for (size_t i = 0; i + 1 < n; i++)
-        rank[i] = u64map_get(&tok->merge_rank, ((uint64_t)s[i] << 32) | s[i + 1]);
+    for (size_t i = 0; i + 1 < n; i++) rank[i] = rank_of(tok, s[i], s[i + 1]);
     for (;;) {
         uint32_t best = 0;
         size_t bi = 0;
@@ -333,14 +464,135 @@ static size_t bpe_word(const fm_tokenizer *tok, const uint8_t *w, size_t n, uint
                 bi = i;
             }
         if (!best) break;
-        s[bi] = 256 + (best - 1);
+        s[bi] = tok->merge_res[best - 1];
         memmove(s + bi + 1, s + bi + 2, (n - bi - 2) * sizeof *s);
         memmove(rank + bi + 1, rank + bi + 2, (n > bi + 3 ? n - bi - 3 : 0) * sizeof *rank);
         n--;
-        if (bi > 0) rank[bi - 1] = u64map_get(&tok->merge_rank, ((uint64_t)s[bi - 1] << 32) | s[bi]);
-        if (bi + 1 < n) rank[bi] = u64map_get(&tok->merge_rank, ((uint64_t)s[bi] << 32) | s[bi + 1]);
+        if (bi > 0) rank[bi - 1] = rank_of(tok, s[bi - 1], s[bi]);
+        if (bi + 1 < n) rank[bi] = rank_of(tok, s[bi], s[bi + 1]);
     }
     return n;
+}
+
+/* The same for a long word, in O(n log n): symbols in a linked list, candidate merges in a binary
+ * min-heap keyed by (rank, position of the left symbol) — the order Hugging Face's BPE model uses;
+ * entries whose symbols have changed since they were pushed are skipped when popped. */
+static void heap_up(uint64_t *h, size_t i)
+{
+    uint64_t x = h[i];
+    while (i > 0 && h[(i - 1) / 2] > x) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h[i] = x;
+}
+
+static uint64_t heap_take(uint64_t *h, size_t *n)
+{
+    uint64_t top = h[0], x = h[--*n];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        uint64_t best = x;
+        if (l < *n && h[l] < best) m = l, best = h[l];
+        if (l + 1 < *n && h[l + 1] < best) m = l + 1;
+        if (m == i) break;
+        h[i] = h[m];
+        i = m;
+    }
+    if (*n) h[i] = x;
+    return top;
+}
+
+static fm_status bpe_long(fm_tokenizer *tok, const uint8_t *w, size_t n, uint32_t *out, size_t *nout)
+{
+    if ((uint64_t)n >= ((uint64_t)1 << 32))
+        return FM_ERR(FM_ERR_INPUT, "a word of %zu bytes is too long to encode (at most 4 GiB)", n);
+    if (n > tok->h_cap) {
+        free(tok->h_sym);
+        free(tok->h_prev);
+        free(tok->h_next);
+        free(tok->h_heap);
+        tok->h_sym = malloc(n * sizeof *tok->h_sym);
+        tok->h_prev = malloc(n * sizeof *tok->h_prev);
+        tok->h_next = malloc(n * sizeof *tok->h_next);
+        tok->h_heap = malloc(3 * n * sizeof *tok->h_heap);
+        tok->h_cap = n;
+        if (!tok->h_sym || !tok->h_prev || !tok->h_next || !tok->h_heap) {
+            tok->h_cap = 0;
+            return FM_ERR(FM_ERR_NOMEM, "out of memory encoding a word of %zu bytes", n);
+        }
+    }
+    uint32_t *sym = tok->h_sym;
+    int64_t *prev = tok->h_prev, *next = tok->h_next;
+    uint64_t *hp = tok->h_heap;
+    size_t nh = 0; /* at most n-1 initial pairs + 2 per merge (<= n-1 merges) < 3n entries */
+    for (size_t i = 0; i < n; i++) {
+        sym[i] = tok->byte_id[w[i]];
+        prev[i] = (int64_t)i - 1;
+        next[i] = i + 1 < n ? (int64_t)i + 1 : -1;
+    }
+    /* heap key: rank (high 32 bits, 1-based) | position (low 32 bits); words < 2^32 bytes */
+    for (size_t i = 0; i + 1 < n; i++) {
+        uint32_t r = rank_of(tok, sym[i], sym[i + 1]);
+        if (r) {
+            hp[nh] = (uint64_t)r << 32 | i;
+            heap_up(hp, nh++);
+        }
+    }
+    while (nh) {
+        uint64_t e = heap_take(hp, &nh);
+        uint32_t r = (uint32_t)(e >> 32);
+        size_t i = (size_t)(uint32_t)e;
+        if (sym[i] == UINT32_MAX || next[i] < 0) continue; /* merged away, or now last */
+        size_t j = (size_t)next[i];
+        if (rank_of(tok, sym[i], sym[j]) != r) continue; /* stale */
+        sym[i] = tok->merge_res[r - 1];
+        sym[j] = UINT32_MAX;
+        next[i] = next[j];
+        if (next[j] >= 0) prev[next[j]] = (int64_t)i;
+        /* the new pairs (prev, i) and (i, next) */
+        if (prev[i] >= 0) {
+            uint32_t r2 = rank_of(tok, sym[prev[i]], sym[i]);
+            if (r2) {
+                hp[nh] = (uint64_t)r2 << 32 | (uint64_t)prev[i];
+                heap_up(hp, nh++);
+            }
+        }
+        if (next[i] >= 0) {
+            uint32_t r2 = rank_of(tok, sym[i], sym[next[i]]);
+            if (r2) {
+                hp[nh] = (uint64_t)r2 << 32 | i;
+                heap_up(hp, nh++);
+            }
+        }
+    }
+    size_t k = 0;
+    for (int64_t i = 0; i >= 0; i = next[i]) out[k++] = sym[i];
+    *nout = k;
+    return NULL;
+}
+
+/* The ids of one word into s (at most n). */
+static fm_status encode_word(fm_tokenizer *tok, const uint8_t *w, size_t n, uint32_t *s, size_t *ns)
+{
+    if (tok->ignore_merges) {
+        uint32_t v = u64map_get(&tok->word_id, hash_bytes(w, n));
+        if (v) {
+            size_t l;
+            const uint8_t *b = tok_bytes(tok, v - 1, &l);
+            if (l == n && memcmp(b, w, n) == 0) {
+                s[0] = v - 1;
+                *ns = 1;
+                return NULL;
+            }
+        }
+    }
+    if (n <= SHORT_WORD) {
+        *ns = bpe_short(tok, w, n, s);
+        return NULL;
+    }
+    return bpe_long(tok, w, n, s, ns);
 }
 
 /* The encode cache is allocated on first use (decode-only users never pay for it). */
@@ -379,11 +631,21 @@ fm_status fm_tokenizer_encode(fm_tokenizer *tok, const uint8_t *text, size_t len
     const size_t mask = ((size_t)1 << CACHE_BITS) - 1;
     size_t pos = 0;
     while (pos < len) {
-        size_t wl = fm_tokenizer_word_length(text + pos, len - pos);
+        size_t wl = fm_presplit_next(tok->rule, text + pos, len - pos, 1, NULL);
         const uint8_t *w = text + pos;
         pos += wl;
         if (wl == 1) {
-            *dst++ = w[0];
+            *dst++ = tok->byte_id[w[0]];
+            continue;
+        }
+        if (wl > CACHE_MAX_WORD) {
+            size_t nv = 0;
+            fm_status st = encode_word(tok, w, wl, dst, &nv);
+            if (st) {
+                out->n = (size_t)(dst - out->ids);
+                return fm_status_trace(st, __FILE__, __LINE__, __func__);
+            }
+            dst += nv;
             continue;
         }
         uint64_t h = hash_bytes(w, wl) | 1;
@@ -401,7 +663,12 @@ fm_status fm_tokenizer_encode(fm_tokenizer *tok, const uint8_t *text, size_t len
             dst += nv;
             continue;
         }
-        size_t nv = bpe_word(tok, w, wl, dst);
+        size_t nv = 0;
+        fm_status st = encode_word(tok, w, wl, dst, &nv);
+        if (st) {
+            out->n = (size_t)(dst - out->ids);
+            return fm_status_trace(st, __FILE__, __LINE__, __func__);
+        }
         if (tok->c_n * 2 >= mask || tok->c_kused + wl > CACHE_KBYTES || tok->c_iused + nv > CACHE_IDS) {
             cache_clear(tok);
             i = h & mask;
@@ -726,12 +993,34 @@ fm_status fm_tokenizer_trainer_finish(fm_tokenizer_trainer *tr, uint32_t vocab_s
     pair_tab pt = {0};
     heap hp = {0};
     uint32_t done = 0;
-    if (!merges || !sym) {
+    /* every token's bytes (tb_off/tb_len into tb) and a map from their hash to id+1: a pair whose bytes
+     * joined are already a token is never merged, so that each token's bytes are unique */
+    const size_t max_tok = 4 * (FM_PRESPLIT_MAX_RUN + 1);
+    uint64_t *tb_off = malloc(((size_t)want + 256) * sizeof *tb_off);
+    uint32_t *tb_len = malloc(((size_t)want + 256) * sizeof *tb_len);
+    uint8_t *tb = NULL, joined[2 * 4 * (FM_PRESPLIT_MAX_RUN + 1)];
+    size_t tb_used = 0, tb_cap = 0;
+    u64map strings = {0};
+    if (!merges || !sym || !tb_off || !tb_len) {
         st = FM_ERR(FM_ERR_NOMEM, "out of memory for the tokenizer trainer (%zu words)", tr->n);
         goto out;
     }
     for (size_t i = 0; i < tr->arena_used; i++) sym[i] = tr->arena[i];
     FM_TRY_GOTO(st, out, u64map_init(&pt.map, 1 << 12));
+    FM_TRY_GOTO(st, out, u64map_init(&strings, (size_t)want + 256));
+    tb_cap = 4096;
+    tb = malloc(tb_cap);
+    if (!tb) {
+        st = FM_ERR(FM_ERR_NOMEM, "out of memory for the tokenizer trainer");
+        goto out;
+    }
+    for (uint32_t b = 0; b < 256; b++) {
+        tb[b] = (uint8_t)b;
+        tb_off[b] = b;
+        tb_len[b] = 1;
+        FM_TRY_GOTO(st, out, u64map_put(&strings, hash_bytes(tb + b, 1), b + 1));
+    }
+    tb_used = 256;
     /* initial pair counts */
     for (size_t w = 0; w < tr->n; w++) {
         const uint32_t *s = sym + tr->w_off[w];
@@ -755,6 +1044,27 @@ fm_status fm_tokenizer_trainer_finish(fm_tokenizer_trainer *tr, uint32_t vocab_s
             continue;
         }
         uint32_t a = (uint32_t)(top.key >> 32), b = (uint32_t)top.key, c = 256 + done;
+        size_t jl = (size_t)tb_len[a] + tb_len[b];
+        if (jl > max_tok) continue; /* cannot happen: merges stay inside words */
+        memcpy(joined, tb + tb_off[a], tb_len[a]);
+        memcpy(joined + tb_len[a], tb + tb_off[b], tb_len[b]);
+        uint64_t jh = hash_bytes(joined, jl);
+        if (u64map_get(&strings, jh)) continue; /* already a token (or a 64-bit hash twin): never merged */
+        if (tb_used + jl > tb_cap) {
+            size_t nc = 2 * tb_cap + jl;
+            uint8_t *g = realloc(tb, nc);
+            if (!g) {
+                st = FM_ERR(FM_ERR_NOMEM, "out of memory for the tokenizer trainer's token strings");
+                goto out;
+            }
+            tb = g;
+            tb_cap = nc;
+        }
+        memcpy(tb + tb_used, joined, jl);
+        tb_off[c] = tb_used;
+        tb_len[c] = (uint32_t)jl;
+        tb_used += jl;
+        FM_TRY_GOTO(st, out, u64map_put(&strings, jh, c + 1));
         merges[2 * done] = a;
         merges[2 * done + 1] = b;
         done++;
@@ -818,9 +1128,13 @@ fm_status fm_tokenizer_trainer_finish(fm_tokenizer_trainer *tr, uint32_t vocab_s
                     done + FM_TOKENIZER_MIN_VOCAB, done, vocab_size);
         goto out;
     }
-    st = tokenizer_from_merges(vocab_size, done, merges, out);
+    st = tokenizer_from_merges(vocab_size, done, merges, FM_TOKENIZER_VERSION, out);
     merges = NULL;
 out:
+    free(tb_off);
+    free(tb_len);
+    free(tb);
+    u64map_free(&strings);
     free(merges);
     free(sym);
     pairs_free(&pt);
@@ -909,11 +1223,19 @@ static fm_status tokenizer_save(const fm_tokenizer *tok, hid_t loc, const char *
     snprintf(where, sizeof where, "tokenizer group '%s'", name);
     int par = 0, myrank = 0;
     FM_TRY(fm_status_prefix(h5_parallel_rank(loc, &par, &myrank), "saving the %s", where));
+    uint32_t *special_ids = malloc(((size_t)tok->vocab + 1) * sizeof *special_ids);
+    FM_CHECK_ALLOC(special_ids, ((size_t)tok->vocab + 1) * sizeof *special_ids);
+    uint64_t n_special = 0;
+    for (uint32_t id = 0; id < tok->vocab; id++)
+        if (tok->special[id]) special_ids[n_special++] = id;
     hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0) return FM_ERR(FM_ERR_IO, "cannot create the %s (does it exist already?)", where);
+    if (g < 0) {
+        free(special_ids);
+        return FM_ERR(FM_ERR_IO, "cannot create the %s (does it exist already?)", where);
+    }
     fm_status st = NULL;
-    uint64_t vocab = tok->vocab, eot = tok->vocab - 1, nm = tok->n_merges;
-    int32_t version = FM_TOKENIZER_VERSION;
+    uint64_t vocab = tok->vocab, eot = tok->eot, nm = tok->n_merges;
+    int32_t version = tok->version;
     FM_TRY_GOTO(st, done, fm_h5_attr_write_str(g, "kind", FM_TOKENIZER_KIND, where));
     FM_TRY_GOTO(st, done, fm_h5_attr_write(g, "version", H5T_NATIVE_INT32, H5T_STD_I32LE, &version, where));
     FM_TRY_GOTO(st, done, fm_h5_attr_write(g, "vocab_size", H5T_NATIVE_UINT64, H5T_STD_U64LE, &vocab, where));
@@ -922,6 +1244,19 @@ static fm_status tokenizer_save(const fm_tokenizer *tok, hid_t loc, const char *
     hsize_t dm[2] = {tok->n_merges, 2};
     FM_TRY_GOTO(st, done, h5_write_array(g, "merges", H5T_STD_U32LE, H5T_NATIVE_UINT32, 2, dm,
                                          tok->merges, par, myrank, where));
+    if (tok->version >= 2) {
+        int32_t im = tok->ignore_merges;
+        FM_TRY_GOTO(st, done, fm_h5_attr_write_str(g, "pre_split", fm_presplit_name(tok->rule), where));
+        FM_TRY_GOTO(st, done, fm_h5_attr_write_str(g, "pre_split_regex", fm_presplit_regex(tok->rule), where));
+        FM_TRY_GOTO(st, done, fm_h5_attr_write(g, "ignore_merges", H5T_NATIVE_INT32, H5T_STD_I32LE, &im, where));
+        hsize_t dn = tok->n_merges, d256 = 256, ds = n_special;
+        FM_TRY_GOTO(st, done, h5_write_array(g, "merge_ids", H5T_STD_U32LE, H5T_NATIVE_UINT32, 1, &dn,
+                                             tok->merge_res, par, myrank, where));
+        FM_TRY_GOTO(st, done, h5_write_array(g, "byte_ids", H5T_STD_U32LE, H5T_NATIVE_UINT32, 1, &d256,
+                                             tok->byte_id, par, myrank, where));
+        FM_TRY_GOTO(st, done, h5_write_array(g, "special_ids", H5T_STD_U32LE, H5T_NATIVE_UINT32, 1, &ds,
+                                             special_ids, par, myrank, where));
+    }
     hsize_t doff = (hsize_t)tok->vocab + 1;
     FM_TRY_GOTO(st, done, h5_write_array(g, "token_offsets", H5T_STD_U64LE, H5T_NATIVE_UINT64, 1, &doff,
                                          tok->off, par, myrank, where));
@@ -929,6 +1264,7 @@ static fm_status tokenizer_save(const fm_tokenizer *tok, hid_t loc, const char *
     FM_TRY_GOTO(st, done, h5_write_array(g, "token_bytes", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &db,
                                          tok->bytes, par, myrank, where));
 done:
+    free(special_ids);
     H5Gclose(g);
     return st;
 }
@@ -1010,43 +1346,21 @@ done:
     return st;
 }
 
-static fm_status tokenizer_load(hid_t loc, const char *name, fm_tokenizer **out)
+/* Version 1: the trained layout, checked against its merges. */
+static fm_status load_v1(hid_t g, const char *where, uint64_t vocab, uint64_t eot, uint64_t nm, fm_tokenizer **out)
 {
-    char where[300];
-    snprintf(where, sizeof where, "tokenizer group '%s'", name);
-    if (!tokenizer_exists(loc, name)) return FM_ERR(FM_ERR_INPUT, "there is no %s", where);
-    hid_t g = H5Gopen2(loc, name, H5P_DEFAULT);
-    if (g < 0) return FM_ERR(FM_ERR_INPUT, "cannot open the %s", where);
     fm_status st = NULL;
-    char kind[64];
-    uint64_t version, vocab, eot, nm;
     uint32_t *merges = NULL;
     uint64_t *off = NULL;
     uint8_t *bytes = NULL;
     fm_tokenizer *t = NULL;
     hsize_t dm[2] = {0, 0}, doff[1] = {0}, db[1] = {0};
-    FM_TRY_GOTO(st, done, fm_h5_attr_read_str(g, "kind", kind, sizeof kind, where));
-    if (strcmp(kind, FM_TOKENIZER_KIND) != 0) {
-        st = FM_ERR(FM_ERR_INPUT, "the %s is of kind '%s'; this fmtrain reads '%s' tokenizers", where,
-                    kind, FM_TOKENIZER_KIND);
-        goto done;
-    }
-    FM_TRY_GOTO(st, done, fm_h5_attr_read_u64(g, "version", &version, where));
-    if (version != FM_TOKENIZER_VERSION) {
-        st = FM_ERR(FM_ERR_INPUT, "the %s has version %" PRIu64 "; this fmtrain reads version %d", where,
-                    version, FM_TOKENIZER_VERSION);
-        goto done;
-    }
-    FM_TRY_GOTO(st, done, fm_h5_attr_read_u64(g, "vocab_size", &vocab, where));
-    FM_TRY_GOTO(st, done, fm_h5_attr_read_u64(g, "eot_id", &eot, where));
-    FM_TRY_GOTO(st, done, fm_h5_attr_read_u64(g, "n_merges", &nm, where));
-    if (vocab < FM_TOKENIZER_MIN_VOCAB || vocab > FM_TOKENIZER_MAX_VOCAB ||
-        nm != vocab - FM_TOKENIZER_MIN_VOCAB || eot != vocab - 1) {
-        st = FM_ERR(FM_ERR_INPUT,
-                    "the %s is inconsistent: vocab_size %" PRIu64 ", n_merges %" PRIu64 ", eot_id %" PRIu64
-                    " (expected n_merges = vocab_size - 257, eot_id = vocab_size - 1)",
-                    where, vocab, nm, eot);
-        goto done;
+    if (vocab < FM_TOKENIZER_MIN_VOCAB || vocab > FM_TOKENIZER_MAX_VOCAB || nm != vocab - FM_TOKENIZER_MIN_VOCAB ||
+        eot != vocab - 1) {
+        return FM_ERR(FM_ERR_INPUT,
+                      "the %s is inconsistent: vocab_size %" PRIu64 ", n_merges %" PRIu64 ", eot_id %" PRIu64
+                      " (expected n_merges = vocab_size - 257, eot_id = vocab_size - 1)",
+                      where, vocab, nm, eot);
     }
     FM_TRY_GOTO(st, done, h5_read_array(g, "merges", H5T_NATIVE_UINT32, 2, dm, 2 * nm + 2, (void **)&merges,
                                         where));
@@ -1063,7 +1377,7 @@ static fm_status tokenizer_load(hid_t loc, const char *name, fm_tokenizer **out)
         }
     uint32_t *owned = merges; /* tokenizer_from_merges takes ownership, also on failure */
     merges = NULL;
-    FM_TRY_GOTO(st, done, tokenizer_from_merges((uint32_t)vocab, (uint32_t)nm, owned, &t));
+    FM_TRY_GOTO(st, done, tokenizer_from_merges((uint32_t)vocab, (uint32_t)nm, owned, 1, &t));
     FM_TRY_GOTO(st, done, h5_read_array(g, "token_offsets", H5T_NATIVE_UINT64, 1, doff, vocab + 1,
                                         (void **)&off, where));
     FM_TRY_GOTO(st, done, h5_read_array(g, "token_bytes", H5T_NATIVE_UINT8, 1, db, t->off[vocab],
@@ -1082,6 +1396,121 @@ done:
     free(off);
     free(bytes);
     fm_tokenizer_free(&t);
+    return st;
+}
+
+/* Version 2: a tokenizer spec, checked by fm_tokenizer_from_spec. */
+static fm_status load_v2(hid_t g, const char *where, uint64_t vocab, uint64_t eot, uint64_t nm, fm_tokenizer **out)
+{
+    if (vocab < 257 || vocab > FM_TOKENIZER_MAX_VOCAB || nm > 64 * (uint64_t)FM_TOKENIZER_MAX_VOCAB || eot >= vocab)
+        return FM_ERR(FM_ERR_INPUT, "the %s is inconsistent: vocab_size %" PRIu64 ", n_merges %" PRIu64
+                      ", eot_id %" PRIu64, where, vocab, nm, eot);
+    fm_status st = NULL;
+    char rule_name[32], regex[1024];
+    uint64_t im = 0;
+    uint32_t *pairs = NULL, *res = NULL, *byte_ids = NULL, *special_ids = NULL, *merges = NULL;
+    uint64_t *off = NULL;
+    uint8_t *bytes = NULL, *special = NULL;
+    hsize_t dm[2] = {0, 0}, dn[1] = {0}, d256[1] = {0}, ds[1] = {0}, doff[1] = {0}, db[1] = {0};
+    FM_TRY_GOTO(st, done, fm_h5_attr_read_str(g, "pre_split", rule_name, sizeof rule_name, where));
+    FM_TRY_GOTO(st, done, fm_h5_attr_read_str(g, "pre_split_regex", regex, sizeof regex, where));
+    FM_TRY_GOTO(st, done, fm_h5_attr_read_u64(g, "ignore_merges", &im, where));
+    fm_presplit rule;
+    if (!fm_presplit_from_regex(regex, &rule) || strcmp(fm_presplit_name(rule), rule_name) != 0) {
+        st = FM_ERR(FM_ERR_INPUT, "the %s has pre_split '%s' with a regular expression this fmtrain does not "
+                    "know; it knows fmtrain, gpt2 and llama3", where, rule_name);
+        goto done;
+    }
+    FM_TRY_GOTO(st, done, h5_read_array(g, "merges", H5T_NATIVE_UINT32, 2, dm, 2 * nm + 2, (void **)&pairs, where));
+    FM_TRY_GOTO(st, done, h5_read_array(g, "merge_ids", H5T_NATIVE_UINT32, 1, dn, nm + 1, (void **)&res, where));
+    FM_TRY_GOTO(st, done, h5_read_array(g, "byte_ids", H5T_NATIVE_UINT32, 1, d256, 256, (void **)&byte_ids, where));
+    FM_TRY_GOTO(st, done, h5_read_array(g, "special_ids", H5T_NATIVE_UINT32, 1, ds, vocab, (void **)&special_ids,
+                                        where));
+    FM_TRY_GOTO(st, done, h5_read_array(g, "token_offsets", H5T_NATIVE_UINT64, 1, doff, vocab + 1, (void **)&off,
+                                        where));
+    if (dm[0] != nm || dm[1] != 2 || dn[0] != nm || d256[0] != 256 || doff[0] != vocab + 1 || off[0] != 0) {
+        st = FM_ERR(FM_ERR_INPUT, "the %s is damaged: its merges, merge_ids, byte_ids or token_offsets do not have "
+                    "the shapes its attributes imply", where);
+        goto done;
+    }
+    for (uint64_t i = 0; i < vocab; i++)
+        if (off[i + 1] < off[i] || off[i + 1] - off[i] > ((uint64_t)1 << 20)) {
+            st = FM_ERR(FM_ERR_INPUT, "the %s is damaged: token_offsets are not increasing at id %" PRIu64, where, i);
+            goto done;
+        }
+    FM_TRY_GOTO(st, done, h5_read_array(g, "token_bytes", H5T_NATIVE_UINT8, 1, db, off[vocab], (void **)&bytes,
+                                        where));
+    if (db[0] != off[vocab]) {
+        st = FM_ERR(FM_ERR_INPUT, "the %s is damaged: token_bytes has %llu bytes, token_offsets say %" PRIu64, where,
+                    (unsigned long long)db[0], off[vocab]);
+        goto done;
+    }
+    special = calloc(vocab, 1);
+    merges = malloc((nm + 1) * 3 * sizeof *merges);
+    if (!special || !merges) {
+        st = FM_ERR(FM_ERR_NOMEM, "out of memory reading the %s", where);
+        goto done;
+    }
+    for (hsize_t i = 0; i < ds[0]; i++) {
+        if (special_ids[i] >= vocab) {
+            st = FM_ERR(FM_ERR_INPUT, "the %s is damaged: special id %u is not in the vocabulary", where, special_ids[i]);
+            goto done;
+        }
+        special[special_ids[i]] = 1;
+    }
+    for (uint64_t k = 0; k < nm; k++) {
+        merges[3 * k] = pairs[2 * k];
+        merges[3 * k + 1] = pairs[2 * k + 1];
+        merges[3 * k + 2] = res[k];
+    }
+    fm_tokenizer_spec sp = {(uint32_t)vocab, off, bytes, special, (uint32_t)nm, merges, (uint32_t)eot, rule, (int)im};
+    FM_TRY_GOTO(st, done, fm_tokenizer_from_spec(&sp, where, out));
+    for (int b = 0; b < 256; b++)
+        if ((*out)->byte_id[b] != byte_ids[b]) {
+            st = FM_ERR(FM_ERR_INPUT, "the %s is damaged: byte_ids[%d] = %u, but token %u is that byte", where, b,
+                        byte_ids[b], (*out)->byte_id[b]);
+            fm_tokenizer_free(out);
+            goto done;
+        }
+done:
+    free(pairs);
+    free(res);
+    free(byte_ids);
+    free(special_ids);
+    free(merges);
+    free(off);
+    free(bytes);
+    free(special);
+    return st;
+}
+
+static fm_status tokenizer_load(hid_t loc, const char *name, fm_tokenizer **out)
+{
+    char where[300];
+    snprintf(where, sizeof where, "tokenizer group '%s'", name);
+    if (!tokenizer_exists(loc, name)) return FM_ERR(FM_ERR_INPUT, "there is no %s", where);
+    hid_t g = H5Gopen2(loc, name, H5P_DEFAULT);
+    if (g < 0) return FM_ERR(FM_ERR_INPUT, "cannot open the %s", where);
+    fm_status st = NULL;
+    char kind[64];
+    uint64_t version, vocab, eot, nm;
+    FM_TRY_GOTO(st, done, fm_h5_attr_read_str(g, "kind", kind, sizeof kind, where));
+    if (strcmp(kind, FM_TOKENIZER_KIND) != 0) {
+        st = FM_ERR(FM_ERR_INPUT, "the %s is of kind '%s'; this fmtrain reads '%s' tokenizers", where,
+                    kind, FM_TOKENIZER_KIND);
+        goto done;
+    }
+    FM_TRY_GOTO(st, done, fm_h5_attr_read_u64(g, "version", &version, where));
+    if (version != 1 && version != 2) {
+        st = FM_ERR(FM_ERR_INPUT, "the %s has version %" PRIu64 "; this fmtrain reads versions 1 and 2 (a newer "
+                    "fmtrain wrote it)", where, version);
+        goto done;
+    }
+    FM_TRY_GOTO(st, done, fm_h5_attr_read_u64(g, "vocab_size", &vocab, where));
+    FM_TRY_GOTO(st, done, fm_h5_attr_read_u64(g, "eot_id", &eot, where));
+    FM_TRY_GOTO(st, done, fm_h5_attr_read_u64(g, "n_merges", &nm, where));
+    st = version == 1 ? load_v1(g, where, vocab, eot, nm, out) : load_v2(g, where, vocab, eot, nm, out);
+done:
     H5Gclose(g);
     return st;
 }

@@ -69,8 +69,10 @@ typedef struct fm_tensor_spec {
 typedef struct fm_buffer_spec {
     const char *name;   /* for messages and docs ("qkv") */
     int64_t per_row;    /* elements per row: C, 3C, NH, 1 */
-    int fp32;           /* 1: always 4-byte floats (statistics: mean, rstd, log-sum-exp); 0: activation
-                           precision (the backend's act_bytes) */
+    int fp32;           /* 1: always 4-byte floats (statistics, the residual stream, matmul outputs,
+                           anything an op reads or writes as fp32 in every precision); 0: a matmul
+                           input, in the activation precision (ops->act_bytes; kernels.h,
+                           "Precision": the "act" arguments) */
     int train_only;     /* scratch only: used by backward alone, so a decode model has none (its
                            view is NULL) */
 } fm_buffer_spec;
@@ -85,7 +87,8 @@ typedef struct fm_family_layout {
     fm_tensor_spec layer_tensors[FM_FAMILY_MAX];
     int n_layer_acts;                        /* one block's activations kept for backward */
     fm_buffer_spec layer_acts[FM_FAMILY_MAX];
-    int layer_out;                           /* which layer_acts entry is the block output (N,C) */
+    int layer_out;                           /* which layer_acts entry is the block output (N,C):
+                                                the residual stream, fp32 in every precision */
     int n_head_acts;                         /* the head's activations kept for backward */
     fm_buffer_spec head_acts[FM_FAMILY_MAX];
     int n_scratch;                           /* buffers reused by every block, forward or backward */
@@ -102,7 +105,10 @@ typedef struct fm_family_call {
     int B, T;               /* B sequences of T new tokens each (N = B*T rows of every view) */
     int layer;              /* block index; -1 for embed_* and head_* */
     float *const *p;        /* the range's parameter tensors, spec order (head range for embed_* and
-                               head_*, layer `layer`'s range for layer_*) */
+                               head_*, layer `layer`'s range for layer_*): the fp32 masters */
+    float *const *w;        /* the same tensors as the matmuls read them: the bf16 weight copy with
+                               bf16 activations, else the same pointers as p. Pass w[i] as a
+                               matmul's weight, p[i] everywhere else (biases, norms, embeddings) */
     float *const *g;        /* their gradients, same order; NULL in a decode model */
     float *const *a;        /* activations, spec order: layer_acts (layer_*) or head_acts (head_*);
                                NULL for embed_* */

@@ -13,6 +13,7 @@
  * Memory plan (why the buffers are what they are):
  *   - kept for backward, per layer: ln1, qkv, atty, res2, ln2, fch, fch_gelu, res3 (16*N*C elements),
  *     LayerNorm mean/rstd (4*N fp32) and the attention log-sum-exp (NH*N fp32). No (T,T) tensor.
+ *     With bf16 activations the matmul inputs ln1, atty, ln2, fch_gelu (7*N*C) are bf16, the rest fp32.
  *   - the outputs of attn.c_proj and mlp.c_proj are not kept: they only feed a residual add, whose
  *     backward does not need them, so they go to the scratch buffer dln.
  *   - backward needs no residual_backward: the residual stream's gradient dx (the core's (N,C)
@@ -83,15 +84,17 @@ static void gpt2_layout(const fm_model_shape *s, int Vp, fm_family_layout *o)
                      sd_resid, 1},
         [FCPROJB] = {"mlp.c_proj.bias", "mlp.c_proj.bias", C, 0, C, 0, 0, FM_INIT_ZERO, 0},
     };
-    /* name, per_row, fp32, train_only */
+    /* name, per_row, fp32, train_only. fp32 0 (the activation precision) are the matmul inputs ln1,
+     * atty, ln2, fch_gelu, lnf; qkv, fch (matmul outputs), the residuals and the scratch (matmul
+     * outputs and gradients) are fp32 in every precision (kernels.h, "Precision") */
     const fm_buffer_spec acts[N_LAYER_ACTS] = {
         [A_LN1] = {"ln1", C, 0, 0},           [A_LN1_MEAN] = {"ln1_mean", 1, 1, 0},
-        [A_LN1_RSTD] = {"ln1_rstd", 1, 1, 0}, [A_QKV] = {"qkv", 3 * C, 0, 0},
+        [A_LN1_RSTD] = {"ln1_rstd", 1, 1, 0}, [A_QKV] = {"qkv", 3 * C, 1, 0},
         [A_ATTY] = {"atty", C, 0, 0},         [A_ATT_LSE] = {"att_lse", s->n_head, 1, 0},
-        [A_RES2] = {"res2", C, 0, 0},         [A_LN2] = {"ln2", C, 0, 0},
+        [A_RES2] = {"res2", C, 1, 0},         [A_LN2] = {"ln2", C, 0, 0},
         [A_LN2_MEAN] = {"ln2_mean", 1, 1, 0}, [A_LN2_RSTD] = {"ln2_rstd", 1, 1, 0},
-        [A_FCH] = {"fch", 4 * C, 0, 0},       [A_FCH_GELU] = {"fch_gelu", 4 * C, 0, 0},
-        [A_RES3] = {"res3", C, 0, 0},
+        [A_FCH] = {"fch", 4 * C, 1, 0},       [A_FCH_GELU] = {"fch_gelu", 4 * C, 0, 0},
+        [A_RES3] = {"res3", C, 1, 0},
     };
     const fm_buffer_spec hacts[N_HEAD_ACTS] = {
         [H_LNF] = {"lnf", C, 0, 0},
@@ -99,8 +102,8 @@ static void gpt2_layout(const fm_model_shape *s, int Vp, fm_family_layout *o)
         [H_LNF_RSTD] = {"lnf_rstd", 1, 1, 0},
     };
     const fm_buffer_spec scratch[N_SCRATCH] = {
-        [S_DLN] = {"dln", C, 0, 0},
-        [S_DBIG] = {"dbig", 4 * C, 0, 1},
+        [S_DLN] = {"dln", C, 1, 0},
+        [S_DBIG] = {"dbig", 4 * C, 1, 1},
     };
     *o = (fm_family_layout){0};
     o->n_head_tensors = N_HEAD_TENSORS;
@@ -139,22 +142,22 @@ static void gpt2_layer_forward(const fm_family_call *c, const float *x)
     fm_backend *be = c->be;
     const int C = c->shape->d_model, NH = c->shape->n_head, N = c->B * c->T;
     const size_t NC = (size_t)N * (size_t)C;
-    float *const *p = c->p, *const *a = c->a;
+    float *const *p = c->p, *const *w = c->w, *const *a = c->a;
     float *proj = c->s[S_DLN]; /* (N,C) c_proj outputs, not kept */
     ops->layernorm_forward(be, a[A_LN1], a[A_LN1_MEAN], a[A_LN1_RSTD], x, p[LN1W], p[LN1B], N, C);
-    ops->matmul_forward(be, a[A_QKV], a[A_LN1], p[QKVW], p[QKVB], N, C, 3 * C);
+    ops->matmul_forward(be, a[A_QKV], a[A_LN1], w[QKVW], p[QKVB], N, C, 3 * C);
     if (c->kcache)
         ops->attention_decode(be, a[A_ATTY], c->kcache, c->vcache, a[A_QKV], c->B, c->T, c->pos0,
                               c->shape->max_seq_len, C, NH, NH);
     else
         ops->attention_forward(be, a[A_ATTY], a[A_ATT_LSE], a[A_QKV], c->B, c->T, C, NH, NH);
-    ops->matmul_forward(be, proj, a[A_ATTY], p[ATTPROJW], p[ATTPROJB], N, C, C);
+    ops->matmul_forward(be, proj, a[A_ATTY], w[ATTPROJW], p[ATTPROJB], N, C, C);
     ops->residual_forward(be, a[A_RES2], x, proj, NC);
     ops->layernorm_forward(be, a[A_LN2], a[A_LN2_MEAN], a[A_LN2_RSTD], a[A_RES2], p[LN2W], p[LN2B],
                            N, C);
-    ops->matmul_forward(be, a[A_FCH], a[A_LN2], p[FCW], p[FCB], N, C, 4 * C);
+    ops->matmul_forward(be, a[A_FCH], a[A_LN2], w[FCW], p[FCB], N, C, 4 * C);
     ops->gelu_forward(be, a[A_FCH_GELU], a[A_FCH], 4 * NC);
-    ops->matmul_forward(be, proj, a[A_FCH_GELU], p[FCPROJW], p[FCPROJB], N, 4 * C, C);
+    ops->matmul_forward(be, proj, a[A_FCH_GELU], w[FCPROJW], p[FCPROJB], N, 4 * C, C);
     ops->residual_forward(be, a[A_RES3], a[A_RES2], proj, NC);
 }
 
@@ -165,18 +168,18 @@ static void gpt2_layer_backward(const fm_family_call *c, const float *x, float *
     const fm_kernel_ops *ops = c->be->ops;
     fm_backend *be = c->be;
     const int C = c->shape->d_model, NH = c->shape->n_head, B = c->B, T = c->T, N = B * T;
-    float *const *p = c->p, *const *g = c->g, *const *a = c->a;
+    float *const *p = c->p, *const *w = c->w, *const *g = c->g, *const *a = c->a;
     float *dln = c->s[S_DLN], *dbig = c->s[S_DBIG];
     /* MLP */
-    ops->matmul_backward(be, dbig, g[FCPROJW], g[FCPROJB], dx, a[A_FCH_GELU], p[FCPROJW], N, 4 * C, C);
+    ops->matmul_backward(be, dbig, g[FCPROJW], g[FCPROJB], dx, a[A_FCH_GELU], w[FCPROJW], N, 4 * C, C);
     ops->gelu_backward(be, dbig, a[A_FCH], dbig, (size_t)N * 4 * (size_t)C);
-    ops->matmul_backward(be, dln, g[FCW], g[FCB], dbig, a[A_LN2], p[FCW], N, C, 4 * C);
+    ops->matmul_backward(be, dln, g[FCW], g[FCB], dbig, a[A_LN2], w[FCW], N, C, 4 * C);
     ops->layernorm_backward(be, dx, g[LN2W], g[LN2B], dln, a[A_RES2], p[LN2W], a[A_LN2_MEAN],
                             a[A_LN2_RSTD], N, C);
     /* attention */
-    ops->matmul_backward(be, dln, g[ATTPROJW], g[ATTPROJB], dx, a[A_ATTY], p[ATTPROJW], N, C, C);
+    ops->matmul_backward(be, dln, g[ATTPROJW], g[ATTPROJB], dx, a[A_ATTY], w[ATTPROJW], N, C, C);
     ops->attention_backward(be, dbig, dln, a[A_QKV], a[A_ATTY], a[A_ATT_LSE], B, T, C, NH, NH);
-    ops->matmul_backward(be, dln, g[QKVW], g[QKVB], dbig, a[A_LN1], p[QKVW], N, C, 3 * C);
+    ops->matmul_backward(be, dln, g[QKVW], g[QKVB], dbig, a[A_LN1], w[QKVW], N, C, 3 * C);
     ops->layernorm_backward(be, dx, g[LN1W], g[LN1B], dln, x, p[LN1W], a[A_LN1_MEAN],
                             a[A_LN1_RSTD], N, C);
 }
@@ -188,7 +191,7 @@ static void gpt2_head_forward(const fm_family_call *c, const float *x, float *lo
     const int C = c->shape->d_model, N = c->B * c->T;
     float *const *p = c->p, *const *a = c->a;
     ops->layernorm_forward(c->be, a[H_LNF], a[H_LNF_MEAN], a[H_LNF_RSTD], x, p[LNFW], p[LNFB], N, C);
-    ops->matmul_forward(c->be, logits, a[H_LNF], p[WTE], NULL, N, C, c->Vp);
+    ops->matmul_forward(c->be, logits, a[H_LNF], c->w[WTE], NULL, N, C, c->Vp);
 }
 
 /* dwte accumulates the tied head's gradient (the embedding's comes at the very end of backward);
@@ -199,7 +202,7 @@ static void gpt2_head_backward(const fm_family_call *c, const float *x, const fl
     const int C = c->shape->d_model, N = c->B * c->T;
     float *const *p = c->p, *const *g = c->g, *const *a = c->a;
     float *dln = c->s[S_DLN];
-    ops->matmul_backward(c->be, dln, g[WTE], NULL, dlogits, a[H_LNF], p[WTE], N, C, c->Vp);
+    ops->matmul_backward(c->be, dln, g[WTE], NULL, dlogits, a[H_LNF], c->w[WTE], N, C, c->Vp);
     ops->layernorm_backward(c->be, dx, g[LNFW], g[LNFB], dln, x, p[LNFW], a[H_LNF_MEAN],
                             a[H_LNF_RSTD], N, C);
 }

@@ -101,27 +101,29 @@ static void llama_layout(const fm_model_shape *s, int Vp, fm_family_layout *o)
         [DOWNW] = {"mlp.down_proj.weight", "mlp.down_proj.weight", C, F, C, 0, 1, FM_INIT_NORMAL, sd,
                    1},
     };
-    /* name, per_row, fp32, train_only */
+    /* name, per_row, fp32, train_only. fp32 0 (the activation precision) are the matmul inputs rms1,
+     * atty, rms2, swiglu, rmsf; qkv and gate_up (matmul outputs, rotated / differentiated in place in
+     * fp32), the residuals and the scratch are fp32 in every precision (kernels.h, "Precision") */
     const fm_buffer_spec acts[N_LAYER_ACTS] = {
         [A_RMS1] = {"rms1", C, 0, 0},
         [A_RMS1_RSTD] = {"rms1_rstd", 1, 1, 0},
-        [A_QKV] = {"qkv", W, 0, 0},
+        [A_QKV] = {"qkv", W, 1, 0},
         [A_ATTY] = {"atty", C, 0, 0},
         [A_ATT_LSE] = {"att_lse", s->n_head, 1, 0},
-        [A_RES2] = {"res2", C, 0, 0},
+        [A_RES2] = {"res2", C, 1, 0},
         [A_RMS2] = {"rms2", C, 0, 0},
         [A_RMS2_RSTD] = {"rms2_rstd", 1, 1, 0},
-        [A_GU] = {"gate_up", 2 * F, 0, 0},
+        [A_GU] = {"gate_up", 2 * F, 1, 0},
         [A_SW] = {"swiglu", F, 0, 0},
-        [A_RES3] = {"res3", C, 0, 0},
+        [A_RES3] = {"res3", C, 1, 0},
     };
     const fm_buffer_spec hacts[N_HEAD_ACTS] = {
         [H_RMSF] = {"rmsf", C, 0, 0},
         [H_RMSF_RSTD] = {"rmsf_rstd", 1, 1, 0},
     };
     const fm_buffer_spec scratch[N_SCRATCH] = {
-        [S_DLN] = {"dln", C, 0, 0},
-        [S_DBIG] = {"dbig", W > F ? W : F, 0, 1},
+        [S_DLN] = {"dln", C, 1, 0},
+        [S_DBIG] = {"dbig", W > F ? W : F, 1, 1},
     };
     *o = (fm_family_layout){0};
     o->n_head_tensors = tie ? LMHEAD : N_HEAD_TENSORS_MAX;
@@ -160,22 +162,22 @@ static void llama_layer_forward(const fm_family_call *c, const float *x)
     const int W = (int)qkv_width(s), N = c->B * c->T;
     const size_t NC = (size_t)N * (size_t)C;
     const float eps = (float)s->norm_eps, theta = (float)s->rope_theta;
-    float *const *p = c->p, *const *a = c->a;
+    float *const *p = c->p, *const *w = c->w, *const *a = c->a;
     float *proj = c->s[S_DLN]; /* (N,C) o_proj and down_proj outputs, not kept */
     ops->rmsnorm_forward(be, a[A_RMS1], a[A_RMS1_RSTD], x, p[LN1W], N, C, eps);
-    ops->matmul_forward(be, a[A_QKV], a[A_RMS1], p[QW], NULL, N, C, W); /* q|k|v: one matmul */
+    ops->matmul_forward(be, a[A_QKV], a[A_RMS1], w[QW], NULL, N, C, W); /* q|k|v: one matmul */
     ops->rope_forward(be, a[A_QKV], c->B, c->T, C, NH, NKV, c->pos0, theta);
     if (c->kcache)
         ops->attention_decode(be, a[A_ATTY], c->kcache, c->vcache, a[A_QKV], c->B, c->T, c->pos0,
                               s->max_seq_len, C, NH, NKV);
     else
         ops->attention_forward(be, a[A_ATTY], a[A_ATT_LSE], a[A_QKV], c->B, c->T, C, NH, NKV);
-    ops->matmul_forward(be, proj, a[A_ATTY], p[OW], NULL, N, C, C);
+    ops->matmul_forward(be, proj, a[A_ATTY], w[OW], NULL, N, C, C);
     ops->residual_forward(be, a[A_RES2], x, proj, NC);
     ops->rmsnorm_forward(be, a[A_RMS2], a[A_RMS2_RSTD], a[A_RES2], p[LN2W], N, C, eps);
-    ops->matmul_forward(be, a[A_GU], a[A_RMS2], p[GATEW], NULL, N, C, 2 * F); /* gate|up */
+    ops->matmul_forward(be, a[A_GU], a[A_RMS2], w[GATEW], NULL, N, C, 2 * F); /* gate|up */
     ops->swiglu_forward(be, a[A_SW], a[A_GU], N, F);
-    ops->matmul_forward(be, proj, a[A_SW], p[DOWNW], NULL, N, F, C);
+    ops->matmul_forward(be, proj, a[A_SW], w[DOWNW], NULL, N, F, C);
     ops->residual_forward(be, a[A_RES3], a[A_RES2], proj, NC);
 }
 
@@ -189,18 +191,18 @@ static void llama_layer_backward(const fm_family_call *c, const float *x, float 
     const int C = s->d_model, NH = s->n_head, NKV = s->n_kv_head, F = s->ffn_dim;
     const int W = (int)qkv_width(s), B = c->B, T = c->T, N = B * T;
     const float theta = (float)s->rope_theta;
-    float *const *p = c->p, *const *g = c->g, *const *a = c->a;
+    float *const *p = c->p, *const *w = c->w, *const *g = c->g, *const *a = c->a;
     float *dln = c->s[S_DLN], *dbig = c->s[S_DBIG];
     /* MLP */
-    ops->matmul_backward(be, dbig, g[DOWNW], NULL, dx, a[A_SW], p[DOWNW], N, F, C); /* dswiglu */
+    ops->matmul_backward(be, dbig, g[DOWNW], NULL, dx, a[A_SW], w[DOWNW], N, F, C); /* dswiglu */
     ops->swiglu_backward(be, a[A_GU], a[A_GU], dbig, N, F); /* in place: d gate|up */
-    ops->matmul_backward(be, dln, g[GATEW], NULL, a[A_GU], a[A_RMS2], p[GATEW], N, C, 2 * F);
+    ops->matmul_backward(be, dln, g[GATEW], NULL, a[A_GU], a[A_RMS2], w[GATEW], N, C, 2 * F);
     ops->rmsnorm_backward(be, dx, g[LN2W], dln, a[A_RES2], p[LN2W], a[A_RMS2_RSTD], N, C);
     /* attention */
-    ops->matmul_backward(be, dln, g[OW], NULL, dx, a[A_ATTY], p[OW], N, C, C);
+    ops->matmul_backward(be, dln, g[OW], NULL, dx, a[A_ATTY], w[OW], N, C, C);
     ops->attention_backward(be, dbig, dln, a[A_QKV], a[A_ATTY], a[A_ATT_LSE], B, T, C, NH, NKV);
     ops->rope_backward(be, dbig, B, T, C, NH, NKV, 0, theta);
-    ops->matmul_backward(be, dln, g[QW], NULL, dbig, a[A_RMS1], p[QW], N, C, W);
+    ops->matmul_backward(be, dln, g[QW], NULL, dbig, a[A_RMS1], w[QW], N, C, W);
     ops->rmsnorm_backward(be, dx, g[LN1W], dln, x, p[LN1W], a[A_RMS1_RSTD], N, C);
 }
 
@@ -212,7 +214,8 @@ static void llama_head_forward(const fm_family_call *c, const float *x, float *l
     const int C = s->d_model, N = c->B * c->T;
     float *const *p = c->p, *const *a = c->a;
     ops->rmsnorm_forward(c->be, a[H_RMSF], a[H_RMSF_RSTD], x, p[NORM], N, C, (float)s->norm_eps);
-    ops->matmul_forward(c->be, logits, a[H_RMSF], tied(s) ? p[EMB] : p[LMHEAD], NULL, N, C, c->Vp);
+    ops->matmul_forward(c->be, logits, a[H_RMSF], tied(s) ? c->w[EMB] : c->w[LMHEAD], NULL, N, C,
+                        c->Vp);
 }
 
 /* dlm_head (or, tied, dembed_tokens, before the embedding's part) accumulates; dx (N,C) accumulates
@@ -226,7 +229,7 @@ static void llama_head_backward(const fm_family_call *c, const float *x, const f
     float *const *p = c->p, *const *g = c->g, *const *a = c->a;
     float *dln = c->s[S_DLN];
     ops->matmul_backward(c->be, dln, t ? g[EMB] : g[LMHEAD], NULL, dlogits, a[H_RMSF],
-                         t ? p[EMB] : p[LMHEAD], N, C, c->Vp);
+                         t ? c->w[EMB] : c->w[LMHEAD], N, C, c->Vp);
     ops->rmsnorm_backward(c->be, dx, g[NORM], dln, x, p[NORM], a[H_RMSF_RSTD], N, C);
 }
 

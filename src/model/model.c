@@ -8,6 +8,14 @@
  * the host and schedules. Nothing here knows a tensor's name or what a block computes. Shapes: B
  * sequences, T tokens, C channels, L layers, V vocabulary, Vp padded vocabulary, N = B*T rows.
  *
+ * Precision (kernels.h, "Precision"): on a backend whose activations are bf16 (act_bytes 2) the model
+ * also holds a bf16 copy of the parameters, the weights its matmuls read (fm_family_call.w); the
+ * buffers a family declares as matmul inputs (fm_buffer_spec.fp32 == 0) take act_bytes per element,
+ * everything else in the arena (x0, the residual stream, logits, losses, dres, the K/V caches, the
+ * scratch of gradients and matmul outputs) is fp32 in every precision. The copy is re-made with one
+ * to_bf16 pass whenever the masters may have changed behind it (fm_model_params handed out a
+ * writable pointer), at the next forward or decode; the optimizer's AdamW pass keeps it current.
+ *
  * The arena (one backend allocation; every view 64-byte aligned, sized for the largest call; a
  * smaller call uses the first rows of each view, so each stays a contiguous (B,T,...) array):
  *   training:  tokens (N) | targets (N) | x0 (N,C) | L x the family's layer activations (N rows) |
@@ -75,10 +83,13 @@ struct fm_model {
     size_t layer_offset0;          /* offset of layer 0 = size of the head range */
     size_t layer_numel;            /* floats per layer */
 
-    float *params; /* (nparams) */
-    float *grads;  /* (nparams); NULL in decode */
-    float **pview; /* (ntensors) parameter tensor i = params + tensors[i].offset */
-    float **gview; /* (ntensors) the same in grads; NULL in decode */
+    float *params;       /* (nparams) fp32 masters */
+    void *params_bf16;   /* (nparams) bf16 copy the matmuls read; NULL in fp32 */
+    int bf16_stale;      /* 1: params may have changed since params_bf16 was made */
+    float *grads;        /* (nparams); NULL in decode */
+    float **pview;       /* (ntensors) parameter tensor i = params + tensors[i].offset */
+    float **wview;       /* (ntensors) tensor i as matmuls read it: in params_bf16 (bf16) or pview */
+    float **gview;       /* (ntensors) the same in grads; NULL in decode */
 
     void *arena;
     size_t arena_bytes;
@@ -289,7 +300,7 @@ static void plan_arena(const fm_family_layout *lay, const fm_model_shape *s, int
 
     v->tokens = carve(&c, N * sizeof(int32_t));
     v->targets = decode ? NULL : carve(&c, N * sizeof(int32_t));
-    v->x0 = carve(&c, N * C * e);
+    v->x0 = carve(&c, N * C * 4); /* the residual stream: fp32 */
     for (int set = 0; set < nsets; set++)
         for (int i = 0; i < lay->n_layer_acts; i++) {
             float *p = carve(&c, buffer_bytes(&lay->layer_acts[i], N, e));
@@ -300,16 +311,17 @@ static void plan_arena(const fm_family_layout *lay, const fm_model_shape *s, int
     v->losses = decode ? NULL : carve(&c, N * 4);
     v->loss_lse = decode ? NULL : carve(&c, N * 4);
     const size_t act_end = c.off;
-    v->logits = carve(&c, logit_rows * (size_t)Vp * e);
+    v->logits = carve(&c, logit_rows * (size_t)Vp * 4); /* a matmul output: fp32 */
     const size_t logits_end = c.off;
-    v->dres = train ? carve(&c, N * C * e) : NULL;
+    v->dres = train ? carve(&c, N * C * 4) : NULL; /* a gradient: fp32 */
     for (int i = 0; i < lay->n_scratch; i++)
         v->scratch[i] = !train && lay->scratch[i].train_only
                             ? NULL
                             : carve(&c, buffer_bytes(&lay->scratch[i], N, e));
     const size_t scratch_end = c.off;
     if (decode) {
-        const size_t cache = (size_t)o->max_batch * (size_t)s->max_seq_len * (size_t)lay->kv_per_row * e;
+        /* k and v come from the fp32 q|k|v matmul output; the caches are fp32 in every precision */
+        const size_t cache = (size_t)o->max_batch * (size_t)s->max_seq_len * (size_t)lay->kv_per_row * 4;
         for (int l = 0; l < s->n_layer; l++) {
             float *k = carve(&c, cache), *vv = carve(&c, cache);
             if (fill) {
@@ -358,6 +370,7 @@ fm_status fm_model_memory_estimate_opts(const fm_model_shape *shape, const fm_mo
     out->n_params_padded = np;
     out->n_params = nreal;
     out->param_bytes = 4 * np;
+    out->param_copy_bytes = act_elem_bytes == 2 ? 2 * np : 0;
     out->grad_bytes = train ? 4 * np : 0;
     out->optim_bytes = train ? 8 * np : 0;
     arena_sizes as;
@@ -366,8 +379,9 @@ fm_status fm_model_memory_estimate_opts(const fm_model_shape *shape, const fm_mo
     out->logits_bytes = as.logits;
     out->scratch_bytes = as.scratch;
     out->kv_bytes = as.kv;
-    out->total_bytes = out->param_bytes + out->grad_bytes + out->optim_bytes + out->act_bytes +
-                       out->logits_bytes + out->scratch_bytes + out->kv_bytes;
+    out->total_bytes = out->param_bytes + out->param_copy_bytes + out->grad_bytes +
+                       out->optim_bytes + out->act_bytes + out->logits_bytes + out->scratch_bytes +
+                       out->kv_bytes;
     return NULL;
 }
 
@@ -489,7 +503,7 @@ static const char *group_digits(size_t v, char *buf, size_t n)
 
 void fm_model_memory_print(const fm_model_memory_info *mem, FILE *out)
 {
-    char a[32], b[32], p[32], g[32], o[32], act[32], lg[32], sc[32], kv[32], tot[32];
+    char a[32], b[32], p[32], g[32], o[32], act[32], lg[32], sc[32], kv[32], tot[32], cp[64];
     fprintf(out, "model: %s parameters (%s in the layout with the padded vocabulary)\n",
             group_digits(mem->n_params, a, sizeof a),
             group_digits(mem->n_params_padded, b, sizeof b));
@@ -499,10 +513,16 @@ void fm_model_memory_print(const fm_model_memory_info *mem, FILE *out)
         snprintf(kv, sizeof kv, "K/V cache %s, ",
                  fm_util_format_bytes((double)mem->kv_bytes, k, sizeof k));
     }
+    cp[0] = '\0';
+    if (mem->param_copy_bytes) {
+        char k[32];
+        snprintf(cp, sizeof cp, "bf16 weight copy %s, ",
+                 fm_util_format_bytes((double)mem->param_copy_bytes, k, sizeof k));
+    }
     fprintf(out,
-            "model memory: parameters %s, gradients %s, AdamW state %s, activations %s, "
+            "model memory: parameters %s, %sgradients %s, AdamW state %s, activations %s, "
             "logits %s, scratch %s, %stotal %s\n",
-            fm_util_format_bytes((double)mem->param_bytes, p, sizeof p),
+            fm_util_format_bytes((double)mem->param_bytes, p, sizeof p), cp,
             fm_util_format_bytes((double)mem->grad_bytes, g, sizeof g),
             fm_util_format_bytes((double)mem->optim_bytes, o, sizeof o),
             fm_util_format_bytes((double)mem->act_bytes, act, sizeof act),
@@ -556,13 +576,14 @@ fm_status fm_model_create_opts(const fm_model_shape *shape, fm_backend *be,
     layout_sizes(&m->lay, L, &m->nparams, NULL, &m->layer_offset0, &m->layer_numel);
     m->tensors = calloc((size_t)m->ntensors, sizeof *m->tensors);
     m->pview = calloc((size_t)m->ntensors, sizeof *m->pview);
+    m->wview = calloc((size_t)m->ntensors, sizeof *m->wview);
     m->gview = train ? calloc((size_t)m->ntensors, sizeof *m->gview) : NULL;
     m->v.layer_acts = calloc((size_t)m->nsets * (size_t)m->lay.n_layer_acts, sizeof(float *));
     m->v.kcache = decode ? calloc((size_t)L, sizeof(float *)) : NULL;
     m->v.vcache = decode ? calloc((size_t)L, sizeof(float *)) : NULL;
     const size_t BTmax = (size_t)opts->max_batch * (size_t)shape->max_seq_len;
     m->losses_host = losses ? malloc(BTmax * sizeof(float)) : NULL;
-    if (!m->tensors || !m->pview || (train && !m->gview) || (losses && !m->losses_host) ||
+    if (!m->tensors || !m->pview || !m->wview || (train && !m->gview) || (losses && !m->losses_host) ||
         !m->v.layer_acts || (decode && (!m->v.kcache || !m->v.vcache))) {
         st = FM_ERR(FM_ERR_NOMEM, "model: out of memory for the tensor table");
         goto fail;
@@ -571,6 +592,9 @@ fm_status fm_model_create_opts(const fm_model_shape *shape, fm_backend *be,
 
     const size_t pbytes = m->nparams * sizeof(float);
     FM_TRY_GOTO(st, fail, alloc_named(m, (void **)&m->params, pbytes, "parameters"));
+    if (mem.param_copy_bytes)
+        FM_TRY_GOTO(st, fail, alloc_named(m, &m->params_bf16, mem.param_copy_bytes,
+                                          "the bf16 weight copy"));
     if (train) FM_TRY_GOTO(st, fail, alloc_named(m, (void **)&m->grads, pbytes, "gradients"));
     m->arena_bytes = mem.act_bytes + mem.logits_bytes + mem.scratch_bytes + mem.kv_bytes;
     FM_TRY_GOTO(st, fail, alloc_named(m, &m->arena, m->arena_bytes,
@@ -579,8 +603,11 @@ fm_status fm_model_create_opts(const fm_model_shape *shape, fm_backend *be,
     plan_arena(&m->lay, shape, m->Vp, opts, m->ops->act_bytes, m->arena, &m->v, &as);
     for (int i = 0; i < m->ntensors; i++) {
         m->pview[i] = m->params + m->tensors[i].offset;
+        m->wview[i] = m->params_bf16 ? (float *)((char *)m->params_bf16 + 2 * m->tensors[i].offset)
+                                     : m->pview[i];
         if (train) m->gview[i] = m->grads + m->tensors[i].offset;
     }
+    m->bf16_stale = m->params_bf16 != NULL; /* zero masters, zero copy: consistent, but made once */
     *out = m;
     return NULL;
 fail:
@@ -601,10 +628,12 @@ void fm_model_free(fm_model **pm)
     if (!pm || !*pm) return;
     fm_model *m = *pm;
     if (m->params) m->ops->free(m->be, m->params);
+    if (m->params_bf16) m->ops->free(m->be, m->params_bf16);
     if (m->grads) m->ops->free(m->be, m->grads);
     if (m->arena) m->ops->free(m->be, m->arena);
     free(m->tensors);
     free(m->pview);
+    free(m->wview);
     free(m->gview);
     free(m->v.layer_acts);
     free(m->v.kcache);
@@ -623,7 +652,27 @@ fm_backend *fm_model_get_backend(const fm_model *m) { return m->be; }
 void fm_model_memory(const fm_model *m, fm_model_memory_info *out) { *out = m->mem; }
 size_t fm_model_num_params(const fm_model *m) { return m->nparams; }
 int fm_model_num_tensors(const fm_model *m) { return m->ntensors; }
-float *fm_model_params(fm_model *m) { return m->params; }
+float *fm_model_params(fm_model *m)
+{
+    m->bf16_stale = m->params_bf16 != NULL; /* the caller may write the masters */
+    return m->params;
+}
+
+float *fm_model_params_for_update(fm_model *m, void **params_bf16)
+{
+    *params_bf16 = m->params_bf16;
+    return m->params;
+}
+
+/* Re-makes the bf16 copy from the masters when they may have changed (no-op in fp32). */
+static fm_status refresh_bf16(fm_model *m)
+{
+    if (!m->params_bf16 || !m->bf16_stale) return NULL;
+    m->ops->to_bf16(m->be, m->params_bf16, m->params, m->nparams);
+    FM_TRY(m->ops->sync(m->be));
+    m->bf16_stale = 0;
+    return NULL;
+}
 float *fm_model_grads(fm_model *m) { return m->grads; }
 
 const fm_model_tensor_info *fm_model_tensor(const fm_model *m, int i)
@@ -658,6 +707,8 @@ fm_status fm_model_get_params(fm_model *m, float *host)
 fm_status fm_model_set_params(fm_model *m, const float *host)
 {
     FM_TRY(m->ops->upload(m->be, m->params, host, m->nparams * sizeof(float)));
+    m->bf16_stale = m->params_bf16 != NULL;
+    FM_TRY(refresh_bf16(m));
     return NULL;
 }
 
@@ -711,6 +762,8 @@ fm_status fm_model_init_weights(fm_model *m, uint64_t seed)
                     m->ops->upload(m->be, m->params + t->offset, host, t->numel * sizeof(float)));
     }
     FM_TRY_GOTO(st, done, m->ops->sync(m->be));
+    m->bf16_stale = m->params_bf16 != NULL;
+    FM_TRY_GOTO(st, done, refresh_bf16(m));
 done:
     free(host);
     return st;
@@ -734,6 +787,7 @@ static fm_family_call family_call(const fm_model *m, int B, int T, int layer, fl
         .T = T,
         .layer = layer,
         .p = m->pview + first,
+        .w = m->wview + first,
         .g = m->gview ? m->gview + first : NULL,
         .a = acts,
         .s = m->v.scratch,
@@ -794,6 +848,7 @@ fm_status fm_model_forward(fm_model *m, const int32_t *tokens, const int32_t *ta
     m->have_forward = 0;
     m->have_targets = 0;
     m->have_loss = 0;
+    FM_TRY(refresh_bf16(m));
     const int N = B * T;
     views *a = &m->v;
     FM_TRY(ops->upload(be, a->tokens, tokens, (size_t)N * sizeof(int32_t)));
@@ -844,9 +899,6 @@ fm_status fm_model_logits(fm_model *m, int b, int t, float *host)
     if (b < 0 || b >= m->B || t < 0 || t >= m->T)
         return FM_ERR(FM_ERR_INTERNAL, "model: logits of (%d, %d) requested, the last forward had "
                       "B = %d, T = %d", b, t, m->B, m->T);
-    if (m->ops->act_bytes != 4)
-        return FM_ERR(FM_ERR_INTERNAL, "model: logits download needs fp32 activations (backend "
-                      "'%s' uses %d bytes)", m->ops->name, m->ops->act_bytes);
     size_t row = (size_t)b * (size_t)m->T + (size_t)t;
     FM_TRY(m->ops->download(m->be, host, m->v.logits + row * (size_t)m->Vp,
                             (size_t)m->Vp * sizeof(float)));
@@ -873,7 +925,7 @@ fm_status fm_model_backward(fm_model *m, float loss_scale, fm_model_grad_ready_f
 
     /* head: dlogits in place, then d x_L into dres and the head tensors' gradients */
     ops->softmax_xent_backward(be, a->logits, a->loss_lse, a->targets, loss_scale / (float)N, N, V, Vp);
-    ops->zero(be, a->dres, (size_t)N * (size_t)C * (size_t)ops->act_bytes);
+    ops->zero(be, a->dres, (size_t)N * (size_t)C * sizeof(float));
     fm_family_call c = family_call(m, B, T, -1, a->head_acts, 0);
     m->fam->head_backward(&c, block_out(m, L - 1), a->logits, a->dres);
 
@@ -929,12 +981,10 @@ fm_status fm_model_decode(fm_model *m, const int32_t *tokens, int B, int n, floa
     if (n > maxT - m->dec_pos)
         return FM_ERR(FM_ERR_USAGE, "model: the KV cache is full: %d tokens + %d new exceed the "
                       "model's seq_len %d (reset and feed a shorter context)", m->dec_pos, n, maxT);
-    if (logits && ops->act_bytes != 4)
-        return FM_ERR(FM_ERR_INTERNAL, "model: logits download needs fp32 activations (backend "
-                      "'%s' uses %d bytes)", ops->name, ops->act_bytes);
     FM_TRY(check_ids(tokens, "tokens", B, n, m->shape.vocab_size));
 
     const int pos0 = m->dec_pos;
+    FM_TRY(refresh_bf16(m));
     FM_TRY(ops->upload(be, m->v.tokens, tokens, (size_t)B * (size_t)n * sizeof(int32_t)));
     fm_family_call c = family_call(m, B, n, -1, NULL, pos0);
     m->fam->embed_forward(&c, m->v.x0);
@@ -948,7 +998,7 @@ fm_status fm_model_decode(fm_model *m, const int32_t *tokens, int B, int n, floa
     m->dec_B = B;
     if (logits) {
         /* the head on each sequence's last new row only: (1,C) -> (1,Vp), logits row b */
-        const size_t e = (size_t)ops->act_bytes, C = (size_t)m->shape.d_model;
+        const size_t e = sizeof(float), C = (size_t)m->shape.d_model; /* block outputs, logits: fp32 */
         float *x = (float *)block_out(m, L - 1);
         for (int b = 0; b < B; b++) {
             c = family_call(m, 1, 1, -1, m->v.head_acts, pos0 + n - 1);

@@ -44,6 +44,14 @@
  * without the "transformer." prefix: "wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias",
  * "h.<l>.ln_1.weight", "h.<l>.attn.c_attn.weight", "h.<l>.mlp.c_proj.bias", ...
  *
+ * Precision: the backend's (kernels.h, "Precision"). With bf16 activations (ops->act_bytes 2) the
+ * model keeps, beside the fp32 parameters, a bf16 copy of them that its matmuls read (refreshed by the
+ * optimizer's update, by fm_model_set_params / fm_model_init_weights, and before the next forward or
+ * decode after fm_model_params handed out a writable pointer), and stores the matmul inputs its
+ * family declares (fm_buffer_spec.fp32 == 0) in bf16; logits, losses, the residual stream, gradients
+ * and the K/V caches are fp32 in every precision. Parameters, gradients and checkpoints are the same
+ * in both precisions.
+ *
  * Memory: see fm_model_memory_estimate and docs/model.md for the formula.
  *
  * Threading: a model is used by one thread at a time (the kernels parallelise internally).
@@ -139,6 +147,8 @@ typedef struct fm_model_memory_info {
     size_t n_params;        /* parameters of the real model (vocabulary V, as GPT-2 counts them) */
     size_t n_params_padded; /* floats in the layout (vocabulary Vp) */
     size_t param_bytes;     /* 4 * n_params_padded */
+    size_t param_copy_bytes; /* bf16 activations: 2 * n_params_padded (the bf16 weight copy the
+                                matmuls read); 0 in fp32 */
     size_t grad_bytes;      /* 4 * n_params_padded (0 for a decode model) */
     size_t optim_bytes;     /* 8 * n_params_padded (AdamW m and v, held by the optimizer; 0 for a
                                decode model, which cannot be trained) */
@@ -147,12 +157,12 @@ typedef struct fm_model_memory_info {
                                (B,Vp)) */
     size_t scratch_bytes;   /* reused buffers for activation gradients and projection outputs */
     size_t kv_bytes;        /* K and V caches (decode models; 0 for a training model) */
-    size_t total_bytes;     /* sum of the seven above */
+    size_t total_bytes;     /* sum of the eight above */
 } fm_model_memory_info;
 
-/* The byte breakdown for `shape` created with `opts`, on a backend whose activations take
- * `act_elem_bytes` bytes per element (ops->act_bytes; 4 on the CPU). Pure arithmetic, the formula of
- * docs/model.md; fm_model_memory() of a created model returns the same figures.
+/* The byte breakdown for `shape` created with `opts`, on a backend whose matmul-input activations
+ * take `act_elem_bytes` bytes per element (ops->act_bytes: 4 fp32, 2 bf16). Pure arithmetic, the
+ * formula of docs/model.md; fm_model_memory() of a created model returns the same figures.
  * Errors: bad shape (fm_model_shape_check), mode, max_batch or element size. */
 fm_status fm_model_memory_estimate_opts(const fm_model_shape *shape, const fm_model_options *opts,
                                         int act_elem_bytes, fm_model_memory_info *out);
@@ -248,9 +258,18 @@ void fm_model_layer_range(const fm_model *m, int layer, size_t *offset, size_t *
 
 /* Device pointers (backend memory: dereference on the host only where the backend's memory is host
  * memory) to the parameters and gradients, fm_model_num_params floats each. Owned by the model.
- * A decode model has no gradients: fm_model_grads returns NULL. */
+ * A decode model has no gradients: fm_model_grads returns NULL. The parameters are writable: with
+ * bf16 activations the model therefore re-makes its bf16 weight copy (one to_bf16 pass) before the
+ * next forward or decode after each call of fm_model_params. */
 float *fm_model_params(fm_model *m);
 float *fm_model_grads(fm_model *m);
+
+/* For an update that writes the parameters AND their bf16 copy consistently (the optimizer's
+ * adamw_update, which rounds every parameter it writes into the copy): the parameters, as
+ * fm_model_params, and in *params_bf16 the bf16 copy (fm_model_num_params bf16 values in the layout;
+ * NULL with fp32 activations). Unlike fm_model_params it does not schedule a re-make of the copy: a
+ * caller that writes a parameter must write its copy too. */
+float *fm_model_params_for_update(fm_model *m, void **params_bf16);
 
 /* Host copies of all parameters / gradients: `host` holds fm_model_num_params floats.
  * fm_model_get_grads of a decode model is an error (FM_ERR_INTERNAL). */
@@ -284,8 +303,7 @@ fm_status fm_model_sequence_losses(const fm_model *m, double *out);
 /* Copies the logits (Vp floats; columns >= V are padding, not probabilities) of sequence b, position
  * t of the last forward into `host`. Valid between a forward and the next backward (backward turns
  * the logits into their gradient in place). Errors: b or t outside the last forward's B, T; no
- * forward has run; logits already consumed by backward; activations that are not fp32 (the
- * backend's act_bytes != 4). */
+ * forward has run; logits already consumed by backward. (Logits are fp32 in every precision.) */
 fm_status fm_model_logits(fm_model *m, int b, int t, float *host);
 
 /* Called by fm_model_backward as soon as a contiguous range of gradients [offset, offset+count)
@@ -318,7 +336,7 @@ int fm_model_decode_position(const fm_model *m);
  * logits of each sequence's last new token: host (B,Vp), columns >= V padding. They equal
  * fm_model_forward's logits at the same positions up to float rounding (tested).
  * Errors: a training model, B outside 1..max_batch or not the B of the calls since the last reset,
- * n < 1, logits requested from activations that are not fp32 (FM_ERR_INTERNAL); pos + n >
+ * n < 1 (FM_ERR_INTERNAL); pos + n >
  * max_seq_len (FM_ERR_USAGE: the cache is full; reset and feed a shorter context, as
  * fm_sampler_generate does); a token out of range (FM_ERR_INPUT naming it); upload/download. */
 fm_status fm_model_decode(fm_model *m, const int32_t *tokens, int B, int n, float *logits);

@@ -1,6 +1,7 @@
 /* optimizer.c — AdamW state and update for an fm_model, whole or one ZeRO shard (see optimizer.h).
- * All tensor work goes through the backend: adamw_update (which also zeroes the gradients),
- * sum_squares, and zero (a shard's step clears the gradients outside its range). */
+ * All tensor work goes through the backend: adamw_update (which also zeroes the gradients and, with
+ * bf16 activations, refreshes the model's bf16 weight copy in the same pass), sum_squares, and zero
+ * (a shard's step clears the gradients outside its range). */
 #define _POSIX_C_SOURCE 200809L
 
 #include "train/optimizer.h"
@@ -171,7 +172,9 @@ fm_status fm_optimizer_step_notify(fm_optimizer *o, const fm_adamw_params *hp, f
 {
     FM_TRY(check_hyper(hp));
     o->t++;
-    float *p = fm_model_params(o->model), *g = fm_model_grads(o->model);
+    /* the masters and, with bf16 activations, their bf16 copy: the update writes both in one pass */
+    void *pb = NULL;
+    float *p = fm_model_params_for_update(o->model, &pb), *g = fm_model_grads(o->model);
     /* Each decay run's part inside [lo, hi), in pieces; m and v are indexed from lo. */
     for (int r = 0; r < o->nruns; r++) {
         const decay_run *run = &o->runs[r];
@@ -179,8 +182,9 @@ fm_status fm_optimizer_step_notify(fm_optimizer *o, const fm_adamw_params *hp, f
         size_t b = run->offset + run->count < o->hi ? run->offset + run->count : o->hi;
         while (a < b) {
             size_t n = piece > 0 && b - a > piece ? piece : b - a;
-            o->be->ops->adamw_update(o->be, p + a, g + a, o->m + (a - o->lo), o->v + (a - o->lo), n,
-                                     hp->lr, hp->beta1, hp->beta2, hp->eps,
+            void *pb_a = pb ? (char *)pb + 2 * a : NULL; /* bf16: 2 bytes per parameter */
+            o->be->ops->adamw_update(o->be, p + a, pb_a, g + a, o->m + (a - o->lo),
+                                     o->v + (a - o->lo), n, hp->lr, hp->beta1, hp->beta2, hp->eps,
                                      run->decay ? hp->weight_decay : 0.0f, grad_scale, o->t);
             if (ready) {
                 FM_TRY(o->be->ops->sync(o->be));

@@ -1,16 +1,19 @@
 /* optimizer.h — AdamW with decoupled weight decay and global gradient-norm clipping for an fm_model.
  *
  * What it is: the optimizer state (first and second moments m and v, each ONE contiguous backend
- * allocation in the model's parameter layout, see model.h; the step counter t) and the update, which
- * runs through ops->adamw_update (that kernel also zeroes the gradients it consumed).
+ * allocation in the model's parameter layout, see model.h; the step counter t) and the
+ * update, which runs through ops->adamw_update (that kernel also zeroes the gradients it consumed and,
+ * when the model has a bf16 weight copy (bf16 activations, model.h), rewrites the copy from the
+ * updated fp32 parameters in the same pass: the state is fp32 in every precision).
  * Weight decay applies to the tensors whose fm_model_tensor_info.decay is 1 (embeddings and matrices),
  * never to LayerNorm parameters and biases; the update is issued once per maximal run of contiguous
  * tensors with the same decay flag.
  * An optimizer covers either the whole layout (fm_optimizer_create: [train] zero = 0) or one rank's
  * SHARD of it (fm_optimizer_create_shard: zero >= 1, the range [lo, hi) of fm_model_shard_bounds):
  * then m and v hold only hi-lo floats (element i of them is element lo+i of the layout), the update
- * touches only the parameters of the shard, and the other ranks' shards reach this rank through
- * the trainer's all-gather (dist/comm.h). The arithmetic of every element is the same in both, so
+ * touches only the parameters of the shard (and of the bf16 copy, if any), and the other ranks'
+ * shards reach this rank through the trainer's all-gather (dist/comm.h; the all-gather moves the
+ * fp32 masters only, and the trainer re-makes the bf16 copy of the others' ranges from them). The arithmetic of every element is the same in both, so
  * a shard's parameters after a step equal the full optimizer's bit for bit (tested).
  * What it is not: no learning-rate schedule (the trainer computes lr for each step), no communication
  * (gradients are reduced by the caller before the step, the shards' results gathered after it).

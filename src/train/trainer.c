@@ -106,6 +106,17 @@ static const char *device_name(const fm_config *cfg)
     return "cpu";
 }
 
+/* [runtime] precision as the backend's FM_PRECISION_* (auto: the backend's choice, kernels.h) */
+static unsigned precision_of(const fm_config *cfg)
+{
+    switch (cfg->runtime_precision) {
+    case FM_RUNTIME_PRECISION_FP32: return FM_PRECISION_FP32;
+    case FM_RUNTIME_PRECISION_BF16: return FM_PRECISION_BF16;
+    case FM_RUNTIME_PRECISION_AUTO: return FM_PRECISION_AUTO;
+    }
+    return FM_PRECISION_AUTO;
+}
+
 /* Whether placement gives each rank a GPU: the run uses a GPU backend. */
 static int uses_gpus(const fm_config *cfg)
 {
@@ -322,7 +333,9 @@ static fm_status measure_peak(fm_trainer *t)
         how = "from [runtime] peak_tflops";
     } else if (peak_measurable(t)) {
         FM_TRY(fm_metrics_measure_peak_flops(t->be, &peak));
-        how = "measured at start: the backend's 1024^3 fp32 matmul on this rank's threads";
+        how = t->be->precision == FM_PRECISION_BF16
+                  ? "measured at start: the backend's 1024^3 bf16 matmul on this rank's threads"
+                  : "measured at start: the backend's 1024^3 fp32 matmul on this rank's threads";
     } else {
         how = "unknown for this backend: set [runtime] peak_tflops";
     }
@@ -443,7 +456,12 @@ static fm_status prepare(fm_trainer *t)
     if (!t->opts.dry_run) FM_TRY(open_run_files(t));
     say_start(t);
     FM_TRY(place(t));
-    FM_TRY(fm_backend_create(device_name(&t->cfg), t->plan.threads, t->plan.gpu, &t->be));
+    FM_TRY(fm_backend_create_precision(device_name(&t->cfg), t->plan.threads, t->plan.gpu,
+                                       precision_of(&t->cfg), &t->be));
+    char dev[256];
+    t->be->ops->describe(t->be, dev, sizeof dev);
+    say(t, "compute: %s; precision %s ([runtime] precision = %s)", dev,
+        fm_precision_name(t->be->precision), fm_precision_name(precision_of(&t->cfg)));
     say_dataset(t);
     FM_TRY(describe_model(t));
     say_schedule(t);
@@ -845,13 +863,31 @@ static fm_status handle_non_finite(fm_trainer *t, step_result *r)
     return NULL;
 }
 
+/* zero >= 1 with bf16 activations: the optimizer's update rewrote the bf16 weight copy of this
+ * rank's shard in its pass, the all-gather delivered the other ranks' fp32 masters only; re-make
+ * the copy of those from them (to_bf16 is adamw_update's rounding, kernels.h "Precision", so the
+ * copy is bit for bit what a zero 0 rank's update writes). Nothing with fp32 activations. */
+static fm_status refresh_bf16_outside_shard(fm_trainer *t)
+{
+    void *pb = NULL;
+    float *p = fm_model_params_for_update(t->model, &pb);
+    if (!pb) return NULL;
+    size_t lo = 0, hi = 0, n = fm_model_num_params(t->model);
+    fm_optimizer_range(t->opt, &lo, &hi);
+    if (lo > 0) t->be->ops->to_bf16(t->be, pb, p, lo);
+    if (n > hi) t->be->ops->to_bf16(t->be, (char *)pb + 2 * hi, p + hi, n - hi);
+    FM_TRY(t->be->ops->sync(t->be));
+    return NULL;
+}
+
 /* zero >= 1 with a device backend on several ranks: this rank's updated shard goes down to the
  * host copy, the all-gather fills in the others', which go up again (no overlap). */
 static fm_status gather_staged(fm_trainer *t)
 {
     size_t lo = 0, hi = 0, n = fm_model_num_params(t->model);
     fm_optimizer_range(t->opt, &lo, &hi);
-    float *p = fm_model_params(t->model);
+    void *pb_unused = NULL; /* the bf16 copy: refresh_bf16_outside_shard, after this */
+    float *p = fm_model_params_for_update(t->model, &pb_unused);
     if (hi > lo)
         FM_TRY(t->be->ops->download(t->be, t->host_params + lo, p + lo, (hi - lo) * sizeof(float)));
     FM_TRY(fm_comm_allgather_start(t->ag));
@@ -883,7 +919,10 @@ static fm_status apply_update(fm_trainer *t, const step_result *r)
         double u1 = fm_util_now();
         t->tl.update_s = u1 - u0;
         FM_TRY(gather_staged(t));
-        t->tl.gather_wait_s = fm_util_now() - u1;
+        double u2 = fm_util_now();
+        t->tl.gather_wait_s = u2 - u1;
+        FM_TRY(refresh_bf16_outside_shard(t));
+        t->tl.update_s += fm_util_now() - u2;
         return NULL;
     }
     FM_TRY(fm_comm_allgather_start(t->ag));
@@ -892,7 +931,10 @@ static fm_status apply_update(fm_trainer *t, const step_result *r)
     double u1 = fm_util_now();
     t->tl.update_s = u1 - u0;
     FM_TRY(fm_comm_allgather_wait_all(t->ag));
-    t->tl.gather_wait_s = fm_util_now() - u1;
+    double u2 = fm_util_now();
+    t->tl.gather_wait_s = u2 - u1;
+    FM_TRY(refresh_bf16_outside_shard(t)); /* compute: counted with the update */
+    t->tl.update_s += fm_util_now() - u2;
     return NULL;
 }
 

@@ -178,7 +178,8 @@ typedef struct fm_trainer_timeline {
     double grad_wait_s;   /* completing the gradient all-reduce / reduce-scatter (exposed) */
     double norm_s;        /* the gradient norm (zero >= 1: this rank's shard and the sum over ranks) */
     double update_s;      /* AdamW over this rank's range, with the all-gather's sends started from
-                             it (zero >= 1) */
+                             it (zero >= 1), and with bf16 activations the bf16 copy of the
+                             gathered weights */
     double gather_wait_s; /* completing the all-gather of the updated weights (exposed; zero >= 1) */
     double step_s;        /* the whole step (the sum of the above, the loss average and small
                              bookkeeping) */

@@ -56,6 +56,7 @@ every_minutes = 0
 keep_last = 5
 [runtime]
 device = cpu
+precision = fp32  # fmtrain eval computes in fp32: the logged val loss must be fp32 too
 threads = 1
 bind = none
 log_every = 1

@@ -17,6 +17,14 @@
  *     is checked), outputs it overwrites with garbage (so a missed element shows), and every output is
  *     compared. Each op is run twice and must give bit-identical results (determinism). Backends after
  *     the first ("cpu", the reference backend) are also compared with the cpu backend's results.
+ *   - Precisions (kernels.h, "Precision"): a backend whose caps.precisions lists bf16 is also run as a
+ *     bf16 instance ("cpu/bf16"), on every op: the "act" tensors (ACT below) are then bf16, uploaded
+ *     rounded to nearest-even by this test's own rounding (ref_bf16) and widened when downloaded.
+ *     Each output of a bf16 instance is checked twice: against the fp32 reference with the stated
+ *     bf16 tolerance (the error bf16 adds, "bf16 vs double" below), and, where bf16 inputs change the
+ *     result, against a double reference computed from the bf16-rounded inputs with the fp32
+ *     tolerance (the contract: exact products, fp32 sums, "bf16 in"). A bf16 instance after the
+ *     first (a GPU's, one day) is compared with cpu/bf16 within the bf16 tolerance.
  * A backend with no device (e.g. "cuda" on a machine without a GPU) is reported as SKIPPED with its
  * reason and the other backends' cases still run and must pass. FM_TEST_REQUIRE_BACKENDS="cuda" (names
  * separated by spaces or commas) turns such a skip into a failure (tests/cuda/run-on-gpu.sh sets it).
@@ -56,7 +64,21 @@
  *   softmax_xent_backward  dlogits (in place)      2e-4, 2e-8              1e-4, 1e-8
  *   adamw_update           params, m, v            2e-5, 2e-7              1e-5, 1e-7
  *                          grads                   exactly 0               exact
+ *                          params_bf16 (2nd case)  8e-3, 2e-7              8e-3, 2e-7
  *   sum_squares            the double result       1e-12 relative (long double reference), both
+ *   to_bf16                dst                     exact (ref_bf16; NaN: a NaN of the same sign)
+ *
+ * bf16 instances, where an op has "act" tensors (every other tensor: the fp32 tolerances above):
+ *   op                     tensor                  bf16 vs double (rtol, atol)  bf16 in (rtol, atol)
+ *   layernorm, rmsnorm,    out (bf16)              8e-3, 2e-5 (u = 2^-8)        -
+ *   gelu, swiglu forward,
+ *   attention forward/decode
+ *   attention_decode       out vs forward          max-norm relative 8e-3 (one bf16 step)
+ *   matmul_forward         out                     2e-2, 1e-1                   2e-4, 2e-4
+ *   matmul_backward        dinp, dweight           2e-2, 1e-1                   2e-4, 2e-4
+ *                          dbias (fp32 dout)       2e-4, 2e-4                   -
+ *   attention_backward     dqkv (bf16 out read)    1e-2, 1e-2                   2e-4, 2e-4
+ *   adamw_update           params_bf16             8e-3, 2e-7                   -
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -76,8 +98,16 @@
 /* ---- the backends under test ------------------------------------------------------------------- */
 
 #define MAX_BE 8
-static fm_backend *g_be[MAX_BE]; /* backends with a device, in registry order ("cpu" first) */
+/* instances under test: every backend with a device, in registry order ("cpu" first), in fp32, each
+ * followed by a bf16 instance when its caps.precisions lists bf16 */
+static fm_backend *g_be[MAX_BE];
+static char g_be_name[MAX_BE][32]; /* "cpu", "cpu/bf16", "cuda" */
 static int g_nbe;
+
+static int is_bf16(const fm_backend *be)
+{
+    return be->precision == FM_PRECISION_BF16;
+}
 
 typedef void (*fn_ptr)(void);
 
@@ -127,26 +157,86 @@ static float *flt(const double *x, size_t n) /* the fp32 input an op receives fr
     return f;
 }
 
+/* ---- bf16, written here independently of the backends' bit formula -------------------------------- */
+
+static float bits_f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* fp32 -> the nearest bf16 value (ties to the even significand), as IEEE 754 rounds with an 8-bit
+ * significand: the two neighbours by truncation, compared in double; beyond the largest bf16 the
+ * upper neighbour is 2^128, i.e. overflow to infinity. NaN and infinities stay. */
+static float ref_bf16(float x)
+{
+    if (isnan(x) || isinf(x)) return x;
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    const uint32_t lo = u & 0xFFFF0000u, hi = lo + 0x10000u; /* magnitudes below / above */
+    const double dl = fabs((double)x - (double)bits_f(lo));
+    const int hi_inf = (hi & 0x7F800000u) == 0x7F800000u;
+    const double hv = hi_inf ? copysign(ldexp(1.0, 128), (double)x) : (double)bits_f(hi);
+    const double dh = fabs(hv - (double)x);
+    if (dl < dh || (dl == dh && ((lo >> 16) & 1u) == 0)) return bits_f(lo);
+    return bits_f(hi); /* +-inf when hi_inf */
+}
+
+static uint16_t bf16_bits(float x) /* x must be a bf16 value (ref_bf16's result or NaN) */
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if (isnan(x)) return (uint16_t)((u >> 16) | 0x0040u);
+    return (uint16_t)(u >> 16);
+}
+
+/* x rounded to bf16, in double: the input an op of a bf16 instance receives in an "act" argument */
+static double *dbl16(const float *x, size_t n)
+{
+    double *d = zd(n);
+    for (size_t i = 0; i < n; i++) d[i] = ref_bf16(x[i]);
+    return d;
+}
+
 /* ---- a case: tensors, their expected values, and the call ------------------------------------ */
 
 typedef struct tol {
     double rtol, atol;
 } tol;
 static const tol EXACT = {0.0, 0.0};
+/* bf16 instances (see the table at the top). bf16 has an 8-bit significand: rounding to nearest is off
+ * by at most u = 2^-8 relative. An output stored in bf16 carries that on top of its fp32 error: */
+static const tol TOL_BF16_OUT = {8e-3, 2e-5};
+/* a matmul with bf16 inputs in [-1, 1], K <= 200 terms, against the product of the fp32 inputs: each
+ * product is off by up to 2u relative, so an element by up to 2^-7 sum|x w| (~0.4 for K = 200,
+ * about sqrt(K) times less in practice: 0.044 measured); the tight check is the one against ref16 */
+static const tol TOL_BF16_MM = {2e-2, 1e-1};
+/* attention_backward reads forward's output rounded to bf16 (D = rowsum(dO * O) is off by up to
+ * u sum|dO O|): 5e-3 measured */
+static const tol TOL_BF16_ATT_BWD = {1e-2, 1e-2};
 
-enum { F32, I32, F64 };        /* element types */
+/* element types. ACT: an "act" argument of kernels.h, fp32 on an fp32 instance and bf16 on a bf16
+ * one; BF16: bf16 on every instance. Host values of F32, ACT and BF16 tensors are floats (bf16
+ * uploads round them with ref_bf16; downloads widen them exactly). */
+enum { F32, I32, F64, ACT, BF16 };
 enum { IN, INOUT, OUT, TEMP }; /* TEMP: device scratch the call may use, not compared */
 
 typedef struct tensor {
     const char *name;
     int type, role;
-    size_t n;    /* elements */
-    void *init;  /* IN, INOUT: initial contents (owned) */
-    double *ref; /* INOUT, OUT: expected values (owned) */
-    tol vs_ref;  /* against ref */
-    tol vs_cpu;  /* against the reference backend's result */
-    int match;   /* >= 0: also within match_tol (max-norm relative) of tensor `match` */
-    double match_tol;
+    size_t n;      /* elements */
+    void *init;    /* IN, INOUT: initial contents (owned) */
+    double *ref;   /* INOUT, OUT: expected values from the fp32 inputs (owned) */
+    tol vs_ref;    /* against ref, on fp32 instances */
+    tol vs_cpu;    /* against the reference backend's result (fp32 instances) */
+    tol vs_bf16;   /* against ref on bf16 instances, and bf16 instances against cpu/bf16 (default:
+                      vs_ref; the error that bf16 inputs and outputs add, stated per case) */
+    double *ref16; /* NULL, or expected values from the inputs rounded to bf16 as a bf16 instance
+                      receives them (owned): the contract check, compared within vs_ref16 */
+    tol vs_ref16;
+    int match; /* >= 0: also within match_tol (max-norm relative) of tensor `match` */
+    double match_tol, match_tol16; /* fp32 / bf16 instances */
 } tensor;
 
 #define MAX_TENSORS 10
@@ -160,7 +250,16 @@ struct op_case {
     void (*call)(fm_backend *be, void *const *d, const op_case *c);
 };
 
-static size_t elem_bytes(int type)
+/* bytes per element of tensor type `type` on instance be (device), and in the host copies */
+static int is16(int type, const fm_backend *be)
+{
+    return type == BF16 || (type == ACT && be->ops->act_bytes == 2);
+}
+static size_t elem_bytes(int type, const fm_backend *be)
+{
+    return type == F64 ? 8 : is16(type, be) ? 2 : 4;
+}
+static size_t host_bytes(int type)
 {
     return type == F64 ? 8 : 4;
 }
@@ -170,21 +269,42 @@ static int add(op_case *c, const char *name, int type, int role, size_t n, void 
 {
     assert_true(c->nt < MAX_TENSORS);
     tensor *t = &c->t[c->nt];
-    *t = (tensor){name, type, role, n, init, ref, vs_ref, vs_cpu, -1, 0.0};
+    *t = (tensor){name, type, role, n, init, ref, vs_ref, vs_cpu, vs_ref, NULL, EXACT, -1, 0.0, 0.0};
     return c->nt++;
+}
+
+/* the tolerance of tensor k against the fp32 reference on bf16 instances */
+static void bf16_tol(op_case *c, int k, tol t)
+{
+    c->t[k].vs_bf16 = t;
+}
+
+/* the expected values of tensor k from bf16-rounded inputs (owned), within t on bf16 instances */
+static void bf16_ref(op_case *c, int k, double *ref16, tol t)
+{
+    c->t[k].ref16 = ref16;
+    c->t[k].vs_ref16 = t;
 }
 static int add_in(op_case *c, const char *name, int type, size_t n, void *init)
 {
     return add(c, name, type, IN, n, init, NULL, EXACT, EXACT);
 }
 
-/* Downloads tensor t of backend be (run r) into a new host buffer. */
+/* Downloads tensor t of backend be (run r) into a new host buffer (bf16 widened to float). */
 static void *fetch(fm_backend *be, void *d, const tensor *t)
 {
-    const size_t bytes = t->n * elem_bytes(t->type);
-    void *h = malloc(bytes ? bytes : 1);
+    const size_t bytes = t->n * elem_bytes(t->type, be);
+    void *h = malloc(t->n ? t->n * host_bytes(t->type) : 1);
     assert_non_null(h);
-    FM_ASSERT_OK(be->ops->download(be, h, d, bytes));
+    if (!is16(t->type, be)) {
+        FM_ASSERT_OK(be->ops->download(be, h, d, bytes));
+        return h;
+    }
+    uint16_t *b = malloc(bytes ? bytes : 1);
+    assert_non_null(b);
+    FM_ASSERT_OK(be->ops->download(be, b, d, bytes));
+    for (size_t i = 0; i < t->n; i++) ((float *)h)[i] = bits_f((uint32_t)b[i] << 16);
+    free(b);
     return h;
 }
 
@@ -193,18 +313,20 @@ static double val(const tensor *t, const void *h, size_t i)
     return t->type == F64 ? ((const double *)h)[i] : (double)((const float *)h)[i];
 }
 
-/* Element-wise comparison of got against want (want_is_ref: the double reference, compared after
- * rounding to fp32 for fp32 tensors). Prints the worst element; returns the number outside. */
+/* Element-wise comparison of got against want (want_is_ref: a double reference, compared after
+ * rounding to fp32 for fp32 tensors of an fp32 instance). Prints the worst element; returns the number
+ * outside. Two NaNs of the same sign are equal (to_bf16 keeps NaN); any other NaN fails. */
 static int compare(const char *be_name, const op_case *c, const tensor *t, const void *got,
-                   const void *want, int want_is_ref, tol tl, const char *against)
+                   const void *want, int want_is_ref, int f32, tol tl, const char *against)
 {
     double worst = 0.0, maxerr = 0.0;
     size_t wi = 0;
     int bad = 0;
     for (size_t i = 0; i < t->n; i++) {
         double w = want_is_ref ? ((const double *)want)[i] : val(t, want, i);
-        if (want_is_ref && t->type == F32) w = (double)(float)w;
+        if (want_is_ref && f32) w = (double)(float)w;
         const double g = val(t, got, i), err = fabs(g - w), lim = tl.atol + tl.rtol * fabs(w);
+        if (g == w || (isnan(g) && isnan(w) && signbit(g) == signbit(w))) continue; /* also inf */
         if (!(err <= lim)) bad++; /* NaN fails */
         const double ratio = lim > 0.0 ? err / lim : (err > 0.0 ? INFINITY : 0.0);
         if (!(ratio <= worst)) worst = ratio, wi = i;
@@ -240,19 +362,20 @@ static int compare_match(const char *be_name, const op_case *c, const tensor *t,
     return bad;
 }
 
-/* Runs case c on backend be once: fresh buffers, inputs uploaded, overwritten outputs pre-filled with
- * garbage that depends on `run`; returns the downloaded INOUT/OUT tensors (NULL for the others). */
+/* Runs case c on backend be once: fresh buffers, inputs uploaded (bf16 tensors rounded with
+ * ref_bf16), overwritten outputs pre-filled with garbage that depends on `run`; returns the downloaded
+ * INOUT/OUT tensors (NULL for the others). */
 static void run_once(fm_backend *be, const op_case *c, int run, void **host)
 {
     void *d[MAX_TENSORS] = {NULL};
     for (int k = 0; k < c->nt; k++) {
         const tensor *t = &c->t[k];
-        const size_t bytes = t->n * elem_bytes(t->type);
+        const size_t bytes = t->n * elem_bytes(t->type, be);
         FM_ASSERT_OK(be->ops->alloc(be, &d[k], bytes));
-        if (t->role == IN || t->role == INOUT) {
-            FM_ASSERT_OK(be->ops->upload(be, d[k], t->init, bytes));
-        } else if (t->role == OUT) {
-            void *g = malloc(bytes ? bytes : 1);
+        const void *src = t->init;
+        void *g = NULL;
+        if (t->role == OUT) {
+            g = malloc(t->n ? t->n * host_bytes(t->type) : 1);
             assert_non_null(g);
             uint64_t s = 1000003u * (uint64_t)(run + 1) + 7919u * (uint64_t)k;
             for (size_t i = 0; i < t->n; i++) {
@@ -262,9 +385,20 @@ static void run_once(fm_backend *be, const op_case *c, int run, void **host)
                 else
                     ((float *)g)[i] = (float)v;
             }
-            FM_ASSERT_OK(be->ops->upload(be, d[k], g, bytes));
-            free(g);
+            src = g;
         }
+        if (src && (t->role == IN || t->role == INOUT || t->role == OUT)) {
+            if (is16(t->type, be)) {
+                uint16_t *b = malloc(bytes ? bytes : 1);
+                assert_non_null(b);
+                for (size_t i = 0; i < t->n; i++) b[i] = bf16_bits(ref_bf16(((const float *)src)[i]));
+                FM_ASSERT_OK(be->ops->upload(be, d[k], b, bytes));
+                free(b);
+            } else {
+                FM_ASSERT_OK(be->ops->upload(be, d[k], src, bytes));
+            }
+        }
+        free(g);
     }
     c->call(be, d, c);
     FM_ASSERT_OK(be->ops->sync(be));
@@ -280,38 +414,52 @@ static void free_all(void **host, int n)
     for (int k = 0; k < n; k++) free(host[k]), host[k] = NULL;
 }
 
-/* Runs case c on every backend: reference, determinism, agreement with cpu; frees the case. */
+/* Runs case c on every instance: reference(s), determinism, agreement with the cpu instance of the
+ * same precision (the first one); frees the case. */
 static void run_case(op_case *c)
 {
     printf(" %s\n", c->name);
-    void *cpu[MAX_TENSORS] = {NULL};
-    int bad = 0;
+    void *first[2][MAX_TENSORS] = {{NULL}}; /* results of the first fp32 / bf16 instance */
+    int have[2] = {0, 0}, bad = 0;
     for (int b = 0; b < g_nbe; b++) {
         fm_backend *be = g_be[b];
-        const char *bn = be->ops->name;
+        const char *bn = g_be_name[b];
+        const int p16 = is_bf16(be);
         void *h0[MAX_TENSORS] = {NULL}, *h1[MAX_TENSORS] = {NULL};
         run_once(be, c, 0, h0);
         run_once(be, c, 1, h1);
         for (int k = 0; k < c->nt; k++) {
             const tensor *t = &c->t[k];
             if (!h0[k]) continue;
-            bad += compare(bn, c, t, h0[k], t->ref, 1, t->vs_ref, "double");
-            if (memcmp(h0[k], h1[k], t->n * elem_bytes(t->type)) != 0) {
+            const int f32 = t->type == F32 || (t->type == ACT && !p16);
+            bad += compare(bn, c, t, h0[k], t->ref, 1, f32, p16 ? t->vs_bf16 : t->vs_ref, "double");
+            if (p16 && t->ref16)
+                bad += compare(bn, c, t, h0[k], t->ref16, 1, f32, t->vs_ref16, "bf16 in");
+            if (memcmp(h0[k], h1[k], t->n * host_bytes(t->type)) != 0) {
                 print_error("%s on %s: %s: two runs on the same inputs differ\n", c->name, bn,
                             t->name);
                 bad++;
             }
-            if (t->match >= 0) bad += compare_match(bn, c, t, h0[k], &c->t[t->match], h0[t->match]);
-            if (b > 0) bad += compare(bn, c, t, h0[k], cpu[k], 0, t->vs_cpu, "cpu");
+            if (t->match >= 0) {
+                tensor tm = *t;
+                tm.match_tol = p16 ? t->match_tol16 : t->match_tol;
+                bad += compare_match(bn, c, &tm, h0[k], &c->t[t->match], h0[t->match]);
+            }
+            if (have[p16])
+                bad += compare(bn, c, t, h0[k], first[p16][k], 0, f32, p16 ? t->vs_bf16 : t->vs_cpu,
+                               p16 ? "cpu/bf16" : "cpu");
         }
         free_all(h1, c->nt);
-        if (b == 0)
-            memcpy(cpu, h0, sizeof cpu);
-        else
+        if (!have[p16]) {
+            memcpy(first[p16], h0, sizeof first[p16]);
+            have[p16] = 1;
+        } else {
             free_all(h0, c->nt);
+        }
     }
-    free_all(cpu, c->nt);
-    for (int k = 0; k < c->nt; k++) free(c->t[k].init), free(c->t[k].ref);
+    free_all(first[0], c->nt);
+    free_all(first[1], c->nt);
+    for (int k = 0; k < c->nt; k++) free(c->t[k].init), free(c->t[k].ref), free(c->t[k].ref16);
     if (bad) fail_msg("%s: %d check(s) failed (see above)", c->name, bad);
 }
 
@@ -424,7 +572,7 @@ static void test_layernorm_forward(void **state)
         double *out = zd(NC), *mean = zd(N), *rstd = zd(N);
         ln_ref(x, w, b, N, C, out, mean, rstd);
         const tol r = {2e-5, 2e-5}, x1 = {1e-5, 1e-5};
-        add(c, "out", F32, OUT, NC, NULL, out, r, x1);
+        bf16_tol(c, add(c, "out", ACT, OUT, NC, NULL, out, r, x1), TOL_BF16_OUT);
         add(c, "mean", F32, OUT, N, NULL, mean, r, x1);
         add(c, "rstd", F32, OUT, N, NULL, rstd, r, x1);
         add_in(c, "inp", F32, NC, x);
@@ -539,17 +687,24 @@ static void test_matmul_forward(void **state)
                               with_bias, off);
         float *x = rndf(200 + s, (size_t)N * C, -1, 1), *w = rndf(210 + s, (size_t)OC * C, -1, 1);
         float *bias = rndf(220 + s, (size_t)OC + 1, -1, 1);
-        double *ref = zd((size_t)N * OC);
+        double *ref = zd((size_t)N * OC), *ref16 = zd((size_t)N * OC);
         for (int n = 0; n < N; n++)
             for (int o = 0; o < OC; o++) {
-                double acc = with_bias ? bias[off + o] : 0.0;
-                for (int i = 0; i < C; i++)
-                    acc += (double)x[(size_t)n * C + i] * w[(size_t)o * C + i];
+                double acc = with_bias ? bias[off + o] : 0.0, acc16 = acc;
+                for (int i = 0; i < C; i++) {
+                    const float xv = x[(size_t)n * C + i], wv = w[(size_t)o * C + i];
+                    acc += (double)xv * wv;
+                    acc16 += (double)ref_bf16(xv) * ref_bf16(wv);
+                }
                 ref[(size_t)n * OC + o] = acc;
+                ref16[(size_t)n * OC + o] = acc16;
             }
-        add(c, "out", F32, OUT, (size_t)N * OC, NULL, ref, (tol){2e-4, 2e-4}, (tol){1e-4, 1e-4});
-        add_in(c, "inp", F32, (size_t)N * C, x);
-        add_in(c, "weight", F32, (size_t)OC * C, w);
+        const int k = add(c, "out", F32, OUT, (size_t)N * OC, NULL, ref, (tol){2e-4, 2e-4},
+                          (tol){1e-4, 1e-4});
+        bf16_tol(c, k, TOL_BF16_MM);
+        bf16_ref(c, k, ref16, (tol){2e-4, 2e-4});
+        add_in(c, "inp", ACT, (size_t)N * C, x);
+        add_in(c, "weight", ACT, (size_t)OC * C, w);
         add_in(c, "bias", F32, (size_t)OC + 1, bias);
         c->i[0] = N, c->i[1] = C, c->i[2] = OC, c->i[3] = with_bias, c->i[4] = off;
         c->call = call_matmul_forward;
@@ -578,31 +733,45 @@ static void test_matmul_backward(void **state)
         float *dinp = rndf(280 + s, (size_t)N * C, 100, 200); /* stays when dinp is NULL */
         double *rdi = dbl(dinp, (size_t)N * C), *rdw = dbl(dw, (size_t)OC * C);
         double *rdb = dbl(db, (size_t)OC + 1);
+        /* bf16 instance: dout (fp32) is rounded to bf16 by the op, inp and weight arrive rounded */
+        double *si = dbl(dinp, (size_t)N * C), *sw = dbl(dw, (size_t)OC * C);
+        double *d16 = dbl16(dout, (size_t)N * OC), *x16 = dbl16(x, (size_t)N * C);
+        double *w16 = dbl16(w, (size_t)OC * C);
         for (int n = 0; n < N; n++)
             for (int i = 0; i < C; i++) {
-                double acc = 0.0;
-                for (int o = 0; o < OC; o++)
+                double acc = 0.0, acc16 = 0.0;
+                for (int o = 0; o < OC; o++) {
                     acc += (double)dout[(size_t)n * OC + o] * w[(size_t)o * C + i];
-                if (with_dinp) rdi[(size_t)n * C + i] = acc;
+                    acc16 += d16[(size_t)n * OC + o] * w16[(size_t)o * C + i];
+                }
+                if (with_dinp) rdi[(size_t)n * C + i] = acc, si[(size_t)n * C + i] = acc16;
             }
         for (int o = 0; o < OC; o++) {
             for (int i = 0; i < C; i++) {
-                double acc = 0.0;
-                for (int n = 0; n < N; n++)
+                double acc = 0.0, acc16 = 0.0;
+                for (int n = 0; n < N; n++) {
                     acc += (double)dout[(size_t)n * OC + o] * x[(size_t)n * C + i];
+                    acc16 += d16[(size_t)n * OC + o] * x16[(size_t)n * C + i];
+                }
                 rdw[(size_t)o * C + i] += acc;
+                sw[(size_t)o * C + i] += acc16;
             }
             double acc = 0.0;
             for (int n = 0; n < N; n++) acc += dout[(size_t)n * OC + o];
             if (with_bias) rdb[off + o] += acc;
         }
         const tol r = {2e-4, 2e-4}, x1 = {1e-4, 1e-4};
-        add(c, "dinp", F32, INOUT, (size_t)N * C, dinp, rdi, r, x1);
-        add(c, "dweight", F32, INOUT, (size_t)OC * C, dw, rdw, r, x1);
-        add(c, "dbias", F32, INOUT, (size_t)OC + 1, db, rdb, r, x1);
+        int k = add(c, "dinp", F32, INOUT, (size_t)N * C, dinp, rdi, r, x1);
+        bf16_tol(c, k, TOL_BF16_MM);
+        bf16_ref(c, k, si, r);
+        k = add(c, "dweight", F32, INOUT, (size_t)OC * C, dw, rdw, r, x1);
+        bf16_tol(c, k, TOL_BF16_MM);
+        bf16_ref(c, k, sw, r);
+        add(c, "dbias", F32, INOUT, (size_t)OC + 1, db, rdb, r, x1); /* fp32 dout in both */
         add_in(c, "dout", F32, (size_t)N * OC, dout);
-        add_in(c, "inp", F32, (size_t)N * C, x);
-        add_in(c, "weight", F32, (size_t)OC * C, w);
+        add_in(c, "inp", ACT, (size_t)N * C, x);
+        add_in(c, "weight", ACT, (size_t)OC * C, w);
+        free(d16), free(x16), free(w16);
         c->i[0] = N, c->i[1] = C, c->i[2] = OC, c->i[3] = with_bias, c->i[4] = off;
         c->i[5] = with_dinp;
         c->call = call_matmul_backward;
@@ -635,7 +804,8 @@ static void test_gelu_forward(void **state)
     double *ref = zd(n), dd;
     for (size_t i = 0; i < n; i++) ref[i] = gelu_ref(x[i], &dd);
     add_in(c, "inp", F32, n, x);
-    add(c, "out", F32, OUT, n, NULL, ref, (tol){2e-5, 2e-6}, (tol){1e-5, 1e-6});
+    bf16_tol(c, add(c, "out", ACT, OUT, n, NULL, ref, (tol){2e-5, 2e-6}, (tol){1e-5, 1e-6}),
+             TOL_BF16_OUT);
     c->i[0] = (int)n;
     c->call = call_gelu_forward;
     run_case(c);
@@ -736,7 +906,8 @@ static void test_attention_forward(void **state)
         float *qkv = rndf(400 + s, n3, -2, 2);
         double *out = zd(n1), *lse = zd(nl);
         att_ref(qkv, B, T, C, NH, NKV, out, lse);
-        add(c, "out", F32, OUT, n1, NULL, out, (tol){2e-4, 2e-5}, (tol){1e-4, 1e-5});
+        bf16_tol(c, add(c, "out", ACT, OUT, n1, NULL, out, (tol){2e-4, 2e-5}, (tol){1e-4, 1e-5}),
+                 TOL_BF16_OUT);
         add(c, "lse", F32, OUT, nl, NULL, lse, (tol){2e-4, 2e-5}, (tol){1e-4, 1e-5});
         add_in(c, "qkv", F32, n3, qkv);
         c->i[0] = B, c->i[1] = T, c->i[2] = C, c->i[3] = NH, c->i[4] = NKV;
@@ -765,8 +936,10 @@ static void test_attention_backward(void **state)
         att_ref(qkv, B, T, C, NH, NKV, od, ld);
         float *out = flt(od, n1),
               *lse = flt(ld, nl); /* forward's fp32 results, as the op gets them */
-        double *dq = zd(n3);
+        /* dq: from forward's fp32 out; dq16: from out rounded to bf16 (a bf16 instance's "act" out) */
+        double *dq = zd(n3), *dq16 = zd(n3), *o16 = dbl16(out, n1);
         const double scale = 1.0 / sqrt((double)hs);
+        for (int pass = 0; pass < 2; pass++)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++)
                 for (int i = 0; i < T; i++) {
@@ -774,8 +947,10 @@ static void test_attention_backward(void **state)
                     const size_t kk = (size_t)C + (size_t)(h / (NH / NKV)) * hs; /* k column */
                     const size_t vv = kk + (size_t)NKV * hs;                      /* v column */
                     const float *q = qkv + ri * W + hh, *dO = dout + ri * C + hh;
+                    double *dqp = pass ? dq16 : dq;
                     double D = 0.0;
-                    for (int e = 0; e < hs; e++) D += (double)dO[e] * out[ri * C + hh + e];
+                    for (int e = 0; e < hs; e++)
+                        D += (double)dO[e] * (pass ? o16[ri * C + hh + e] : out[ri * C + hh + e]);
                     for (int j = 0; j <= i; j++) {
                         const size_t rj = (size_t)b * T + j;
                         const float *k = qkv + rj * W + kk, *v = qkv + rj * W + vv;
@@ -785,21 +960,23 @@ static void test_attention_backward(void **state)
                         const double p = exp(sc * scale - lse[((size_t)b * NH + h) * T + i]);
                         const double ds = p * (dp - D) * scale;
                         for (int e = 0; e < hs; e++) {
-                            dq[ri * W + hh + e] += ds * k[e];
-                            dq[rj * W + kk + e] += ds * q[e];
-                            dq[rj * W + vv + e] += p * dO[e];
+                            dqp[ri * W + hh + e] += ds * k[e];
+                            dqp[rj * W + kk + e] += ds * q[e];
+                            dqp[rj * W + vv + e] += p * dO[e];
                         }
                     }
                 }
-        add(c, "dqkv", F32, OUT, n3, NULL, dq, (tol){2e-4, 2e-4}, (tol){1e-4, 1e-4});
+        const int k = add(c, "dqkv", F32, OUT, n3, NULL, dq, (tol){2e-4, 2e-4}, (tol){1e-4, 1e-4});
+        bf16_tol(c, k, TOL_BF16_ATT_BWD);
+        bf16_ref(c, k, dq16, (tol){2e-4, 2e-4});
         add_in(c, "dout", F32, n1, dout);
         add_in(c, "qkv", F32, n3, qkv);
-        add_in(c, "out", F32, n1, out);
+        add_in(c, "out", ACT, n1, out);
         add_in(c, "lse", F32, nl, lse);
         c->i[0] = B, c->i[1] = T, c->i[2] = C, c->i[3] = NH, c->i[4] = NKV;
         c->call = call_attention_backward;
         run_case(c);
-        free(od), free(ld);
+        free(od), free(ld), free(o16);
     }
 }
 
@@ -810,21 +987,21 @@ static void test_attention_backward(void **state)
 static void call_attention_decode(fm_backend *be, void *const *d, const op_case *c)
 {
     const int B = c->i[0], T = c->i[1], C = c->i[2], NH = c->i[3], maxT = c->i[4], NKV = c->i[5];
-    const size_t W = (size_t)(NH + 2 * NKV) * (size_t)(C / NH);
+    const size_t W = (size_t)(NH + 2 * NKV) * (size_t)(C / NH), e = (size_t)be->ops->act_bytes;
     be->ops->attention_forward(be, F(5), F(6), CF(4), B, T, C, NH, NKV);
-    float *all = malloc((size_t)B * T * C * sizeof *all), *chunk = malloc((size_t)B * T * C * 4);
+    char *all = malloc((size_t)B * T * C * e), *chunk = malloc((size_t)B * T * C * e); /* "act" */
     assert_true(all && chunk);
     const int len[3] = {1, 3, T - 4};
     for (int k = 0, pos0 = 0; k < 3; pos0 += len[k], k++) {
         const int Tq = len[k];
         be->ops->attention_decode(be, F(7), F(1), F(2), CF(3) + (size_t)B * pos0 * W, B, Tq, pos0,
                                   maxT, C, NH, NKV);
-        FM_ASSERT_OK(be->ops->download(be, chunk, d[7], (size_t)B * Tq * C * sizeof *chunk));
+        FM_ASSERT_OK(be->ops->download(be, chunk, d[7], (size_t)B * Tq * C * e));
         for (int b = 0; b < B; b++)
-            memcpy(all + ((size_t)b * T + pos0) * C, chunk + (size_t)b * Tq * C,
-                   (size_t)Tq * C * sizeof *chunk);
+            memcpy(all + ((size_t)b * T + pos0) * C * e, chunk + (size_t)b * Tq * C * e,
+                   (size_t)Tq * C * e);
     }
-    FM_ASSERT_OK(be->ops->upload(be, d[0], all, (size_t)B * T * C * sizeof *all));
+    FM_ASSERT_OK(be->ops->upload(be, d[0], all, (size_t)B * T * C * e));
     free(all), free(chunk);
 }
 
@@ -860,15 +1037,18 @@ static void test_attention_decode(void **state)
         att_ref(qkv, B, T, C, NH, NKV, out, lse);
         memcpy(fwd, out, n1 * sizeof *fwd);
         const tol r = {2e-4, 2e-5}, x1 = {1e-4, 1e-5};
-        const int o = add(c, "out", F32, OUT, n1, NULL, out, r, x1);
+        const int o = add(c, "out", ACT, OUT, n1, NULL, out, r, x1);
+        bf16_tol(c, o, TOL_BF16_OUT);
         add(c, "kcache", F32, INOUT, nc, kc, rk, EXACT, EXACT);
         add(c, "vcache", F32, INOUT, nc, vc, rv, EXACT, EXACT);
         add_in(c, "qkv chunks", F32, n3, bychunk);
         add_in(c, "qkv", F32, n3, qkv);
-        const int f = add(c, "forward", F32, OUT, n1, NULL, fwd, r, x1);
+        const int f = add(c, "forward", ACT, OUT, n1, NULL, fwd, r, x1);
+        bf16_tol(c, f, TOL_BF16_OUT);
         add(c, "lse", F32, OUT, nl, NULL, lse, r, x1);
-        add(c, "chunk out", F32, TEMP, n1, NULL, NULL, EXACT, EXACT);
-        c->t[o].match = f, c->t[o].match_tol = 1e-5;
+        add(c, "chunk out", ACT, TEMP, n1, NULL, NULL, EXACT, EXACT);
+        /* bf16: both rounded from fp32 values within 1e-5, so at most one bf16 step (2^-8) apart */
+        c->t[o].match = f, c->t[o].match_tol = 1e-5, c->t[o].match_tol16 = 8e-3;
         c->i[0] = B, c->i[1] = T, c->i[2] = C, c->i[3] = NH, c->i[4] = maxT, c->i[5] = NKV;
         c->call = call_attention_decode;
         run_case(c);
@@ -957,7 +1137,7 @@ static void test_rmsnorm_forward(void **state)
         double *out = zd(NC), *rstd = zd(N);
         rms_ref(x, w, N, C, eps, out, rstd);
         const tol r = {2e-5, 2e-5}, x1 = {1e-5, 1e-5};
-        add(c, "out", F32, OUT, NC, NULL, out, r, x1);
+        bf16_tol(c, add(c, "out", ACT, OUT, NC, NULL, out, r, x1), TOL_BF16_OUT);
         add(c, "rstd", F32, OUT, N, NULL, rstd, r, x1);
         add_in(c, "inp", F32, NC, x);
         add_in(c, "weight", F32, C, w);
@@ -1038,7 +1218,8 @@ static void test_swiglu_forward(void **state)
             ref[(size_t)n * Fd + f] = g / (1.0 + exp(-g)) * u;
         }
     add_in(c, "inp", F32, ni, x);
-    add(c, "out", F32, OUT, no, NULL, ref, (tol){2e-5, 2e-6}, (tol){1e-5, 1e-6});
+    bf16_tol(c, add(c, "out", ACT, OUT, no, NULL, ref, (tol){2e-5, 2e-6}, (tol){1e-5, 1e-6}),
+             TOL_BF16_OUT);
     c->i[0] = N, c->i[1] = Fd;
     c->call = call_swiglu_forward;
     run_case(c);
@@ -1233,17 +1414,16 @@ static void test_softmax_xent_backward(void **state)
 
 static void call_adamw_update(fm_backend *be, void *const *d, const op_case *c)
 {
-    be->ops->adamw_update(be, F(0), F(1), F(2), F(3), (size_t)c->i[0], c->f[0], c->f[1], c->f[2],
-                          c->f[3], c->f[4], c->f[5], (int64_t)c->i[1]);
+    be->ops->adamw_update(be, F(0), c->i[2] ? d[4] : NULL, F(1), F(2), F(3), (size_t)c->i[0],
+                          c->f[0], c->f[1], c->f[2], c->f[3], c->f[4], c->f[5], (int64_t)c->i[1]);
 }
 
-static void test_adamw_update(void **state)
+static void adamw_case(int with_copy)
 {
-    (void)state;
     const size_t n = 10007;
     const float lr = 1e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, gs = 0.7f;
     const int t = 3;
-    op_case *c = new_case("adamw_update n=%zu t=%d", n, t);
+    op_case *c = new_case("adamw_update n=%zu t=%d%s", n, t, with_copy ? ", with the bf16 copy" : "");
     float *p = rndf(600, n, -1, 1), *g = rndf(601, n, -0.1, 0.1), *m = rndf(602, n, -0.01, 0.01);
     float *v = rndf(603, n, 0, 1e-4);
     g[7] = 0.0f;
@@ -1260,10 +1440,23 @@ static void test_adamw_update(void **state)
     add(c, "grads", F32, INOUT, n, g, rg, EXACT, EXACT);
     add(c, "m", F32, INOUT, n, m, rm, r, x1);
     add(c, "v", F32, INOUT, n, v, rv, r, x1);
-    c->i[0] = (int)n, c->i[1] = t;
+    if (with_copy) { /* the updated params, rounded once (u = 2^-8 relative) */
+        const tol b = {8e-3, 2e-7};
+        float *pf = flt(rp, n);
+        bf16_tol(c, add(c, "params_bf16", BF16, OUT, n, NULL, dbl(pf, n), b, b), b);
+        free(pf);
+    }
+    c->i[0] = (int)n, c->i[1] = t, c->i[2] = with_copy;
     c->f[0] = lr, c->f[1] = b1, c->f[2] = b2, c->f[3] = eps, c->f[4] = wd, c->f[5] = gs;
     c->call = call_adamw_update;
     run_case(c);
+}
+
+static void test_adamw_update(void **state)
+{
+    (void)state;
+    adamw_case(0);
+    adamw_case(1);
 }
 
 /* The result is delivered on the host; it is uploaded into tensor 1 (one double) for comparison. */
@@ -1299,6 +1492,60 @@ static void test_sum_squares(void **state)
     }
 }
 
+/* ---- precision --------------------------------------------------------------------------------- */
+
+static void call_to_bf16(fm_backend *be, void *const *d, const op_case *c)
+{
+    be->ops->to_bf16(be, d[1], CF(0), (size_t)c->i[0]);
+}
+
+/* Random values of every magnitude, and the special cases: exact ties (to even, up and down), the
+ * largest bf16 and the values that overflow to infinity, subnormals (also ties), signed zeros,
+ * infinities and NaNs of both signs. The reference is ref_bf16 (neighbours compared in double);
+ * every element must be exact. */
+static void test_to_bf16(void **state)
+{
+    (void)state;
+    const size_t n = 100003; /* above the CPU's serial threshold */
+    op_case *c = new_case("to_bf16 n=%zu (ties, overflow, subnormals, zeros, inf, NaN)", n);
+    float *x = malloc(n * sizeof *x);
+    assert_non_null(x);
+    uint64_t sd = 77;
+    for (size_t i = 0; i < n; i++) { /* random bit patterns: all exponents, both signs */
+        uint32_t u = (uint32_t)(uni(&sd) * 4294967296.0);
+        if ((u & 0x7F800000u) == 0x7F800000u) u &= 0xBFFFFFFFu; /* keep NaN/inf to the list below */
+        x[i] = bits_f(u);
+    }
+    const uint32_t special[] = {
+        0x3F808000u, /* 1 + 2^-8: a tie, lower neighbour even -> down */
+        0x3F818000u, /* a tie, lower neighbour odd -> up */
+        0x3F808001u, /* just above a tie -> up */
+        0x3F807FFFu, /* just below a tie -> down */
+        0xBF818000u, /* negative tie -> away from zero here (odd lower neighbour) */
+        0x7F7F0000u, /* the largest bf16 */
+        0x7F7F7FFFu, /* below the overflow tie: stays finite */
+        0x7F7F8000u, /* the overflow tie: rounds to the even neighbour, infinity */
+        0x7F7FFFFFu, /* FLT_MAX -> infinity */
+        0xFF7FFFFFu, /* -FLT_MAX -> -infinity */
+        0x00008000u, /* subnormal tie (even -> down to 0) */
+        0x00018000u, /* subnormal tie (odd -> up) */
+        0x00000001u, /* smallest subnormal -> 0 */
+        0x807FFFFFu, /* largest negative subnormal -> -smallest normal */
+        0x00000000u, 0x80000000u, /* signed zeros */
+        0x7F800000u, 0xFF800000u, /* infinities */
+        0x7FC00000u, 0xFFC00001u, /* quiet NaNs */
+        0x7F800001u, 0xFF800001u, /* signalling NaNs with payloads only in the low half */
+    };
+    for (size_t k = 0; k < sizeof special / sizeof *special; k++) x[k] = bits_f(special[k]);
+    double *ref = zd(n);
+    for (size_t i = 0; i < n; i++) ref[i] = ref_bf16(x[i]);
+    add_in(c, "src", F32, n, x);
+    add(c, "dst", BF16, OUT, n, NULL, ref, EXACT, EXACT);
+    c->i[0] = (int)n;
+    c->call = call_to_bf16;
+    run_case(c);
+}
+
 /* ---- the cases, one per compute op ------------------------------------------------------------- */
 
 typedef struct op_entry {
@@ -1320,6 +1567,7 @@ static const op_entry g_ops[] = {
     OP_CASE(rope_forward),         OP_CASE(rope_backward),         OP_CASE(attention_forward),
     OP_CASE(attention_backward),   OP_CASE(attention_decode),      OP_CASE(softmax_xent_forward),
     OP_CASE(softmax_xent_backward), OP_CASE(adamw_update),         OP_CASE(sum_squares),
+    OP_CASE(to_bf16),
 };
 #define N_OPS ((int)(sizeof g_ops / sizeof g_ops[0]))
 
@@ -1412,7 +1660,58 @@ static void test_registry(void **state)
     assert_int_equal(be->threads, 3);
     assert_int_equal(be->device, -1);
     assert_non_null(be->impl);
+    assert_int_equal(be->precision, FM_PRECISION_FP32); /* fm_backend_create: fp32 */
     fm_backend_free(&be);
+    /* precisions: auto resolves to one the backend lists; bf16 exactly where caps lists it */
+    assert_string_equal(fm_precision_name(FM_PRECISION_FP32), "fp32");
+    assert_string_equal(fm_precision_name(FM_PRECISION_BF16), "bf16");
+    assert_string_equal(fm_precision_name(FM_PRECISION_AUTO), "auto");
+    FM_ASSERT_OK(fm_backend_create_precision("cpu", 1, -1, FM_PRECISION_AUTO, &be));
+    assert_true(be->precision == FM_PRECISION_FP32 || be->precision == FM_PRECISION_BF16);
+    assert_true(be->ops->caps.precisions & be->precision);
+    const unsigned cpu_precisions = be->ops->caps.precisions;
+    printf("  cpu: precisions 0x%x, auto -> %s; GEMM: %s\n", cpu_precisions,
+           fm_precision_name(be->precision), fm_backend_gemm_info());
+    fm_backend_free(&be);
+    st = fm_backend_create_precision("cpu", 1, -1, FM_PRECISION_BF16, &be);
+    if (cpu_precisions & FM_PRECISION_BF16) {
+        FM_ASSERT_OK(st);
+        assert_int_equal(be->precision, FM_PRECISION_BF16);
+        assert_int_equal(be->ops->act_bytes, 2);
+        fm_backend_free(&be);
+    } else { /* a build without oneDNN: refused, saying what to do */
+        assert_non_null(st);
+        assert_int_equal(fm_status_code(st), FM_ERR_CONFIG);
+        assert_non_null(strstr(fm_status_message(st), "oneDNN"));
+        assert_null(be);
+        fm_status_free(&st);
+    }
+    st = fm_backend_create_precision("cpu", 1, -1, 12345u, &be);
+    assert_non_null(st);
+    assert_int_equal(fm_status_code(st), FM_ERR_CONFIG);
+    assert_null(be);
+    fm_status_free(&st);
+    /* every backend with a device: auto gives a listed precision, an unlisted one is refused */
+    for (int i = 0; i < n; i++) {
+        const char *name = fm_backend_name(i);
+        if (fm_backend_device_count(name, NULL) <= 0) continue;
+        FM_ASSERT_OK(fm_backend_create_precision(name, 1, 0, FM_PRECISION_AUTO, &be));
+        const unsigned listed = be->ops->caps.precisions;
+        assert_true(listed & be->precision);
+        fm_backend_free(&be);
+        for (unsigned p = FM_PRECISION_FP32; p <= FM_PRECISION_BF16; p <<= 1) {
+            st = fm_backend_create_precision(name, 1, 0, p, &be);
+            if (listed & p) {
+                FM_ASSERT_OK(st);
+                assert_int_equal(be->precision, p);
+                fm_backend_free(&be);
+            } else {
+                assert_int_equal(fm_status_code(st), FM_ERR_CONFIG);
+                printf("  %s refuses %s: %s\n", name, fm_precision_name(p), fm_status_message(st));
+                fm_status_free(&st);
+            }
+        }
+    }
     assert_null(be);
     fm_backend_free(&be); /* safe on NULL */
     fm_backend_free(NULL);
@@ -1446,6 +1745,7 @@ static void test_tables(void **state)
         assert_int_equal(cp->precisions & ~(unsigned)(FM_PRECISION_FP32 | FM_PRECISION_BF16), 0);
         assert_true(o->act_bytes == 4 || o->act_bytes == 2);
         assert_true(cp->precisions & (o->act_bytes == 4 ? FM_PRECISION_FP32 : FM_PRECISION_BF16));
+        assert_int_equal(be->precision, o->act_bytes == 4 ? FM_PRECISION_FP32 : FM_PRECISION_BF16);
         assert_true(be->threads >= 1);
         assert_true(be->device >= -1);
         /* describe */
@@ -1454,8 +1754,8 @@ static void test_tables(void **state)
         o->describe(be, d, sizeof d);
         assert_non_null(memchr(d, '\0', sizeof d));
         assert_true(strlen(d) > 0);
-        printf("  %-5s %s; host_memory %d, async %d, precisions 0x%x, peak_from_matmul %d\n",
-               o->name, d, cp->host_memory, cp->async, cp->precisions, cp->peak_from_matmul);
+        printf("  %-8s %s; host_memory %d, async %d, precisions 0x%x, peak_from_matmul %d\n",
+               g_be_name[b], d, cp->host_memory, cp->async, cp->precisions, cp->peak_from_matmul);
         char small[6];
         memset(small, 'x', sizeof small);
         o->describe(be, small, sizeof small);
@@ -1536,16 +1836,21 @@ static int setup(void **state)
             missing += required(name);
             continue;
         }
-        fm_status st = fm_backend_create(name, 2, 0, &g_be[g_nbe]);
-        if (st) {
-            fm_status_print(st, stderr, 1);
-            fm_status_free(&st);
-            return -1;
+        for (int p = 0; p < 2 && g_nbe < MAX_BE; p++) { /* fp32, then bf16 where listed */
+            const unsigned prec = p ? FM_PRECISION_BF16 : FM_PRECISION_FP32;
+            if (p && !(g_be[g_nbe - 1]->ops->caps.precisions & FM_PRECISION_BF16)) break;
+            fm_status st = fm_backend_create_precision(name, 2, 0, prec, &g_be[g_nbe]);
+            if (st) {
+                fm_status_print(st, stderr, 1);
+                fm_status_free(&st);
+                return -1;
+            }
+            snprintf(g_be_name[g_nbe], sizeof g_be_name[g_nbe], "%s%s", name, p ? "/bf16" : "");
+            char d[256];
+            g_be[g_nbe]->ops->describe(g_be[g_nbe], d, sizeof d);
+            printf("[ BACKEND  ] %s: %s\n", g_be_name[g_nbe], d);
+            g_nbe++;
         }
-        char d[256];
-        g_be[g_nbe]->ops->describe(g_be[g_nbe], d, sizeof d);
-        printf("[ BACKEND  ] %s: %s\n", name, d);
-        g_nbe++;
     }
     if (g_nbe == 0 || strcmp(g_be[0]->ops->name, "cpu") != 0) return -1; /* cpu: the reference */
     return missing ? -1 : 0;

@@ -919,7 +919,7 @@ static void test_adamw(void **state)
             double mh = em[i] / (1.0 - pow(b1, (double)t)), vh = ev[i] / (1.0 - pow(b2, (double)t));
             ep[i] -= lr * (mh / (sqrt(vh) + eps) + wd * ep[i]);
         }
-        fm_cpu_adamw_update(be, p, g, m, v, n, lr, b1, b2, eps, wd, gs, t);
+        fm_cpu_adamw_update(be, p, NULL, g, m, v, n, lr, b1, b2, eps, wd, gs, t);
         for (size_t i = 0; i < n; i++) assert_true(g[i] == 0.0f);
         free(g);
     }
@@ -1004,7 +1004,7 @@ static void det_run(int threads, det_out *d)
     memcpy(d->xent, logits, (size_t)N * Vp * 4);
     fm_cpu_softmax_xent_forward(be, losses, xl, d->xent, tok, N, V, Vp);
     fm_cpu_softmax_xent_backward(be, d->xent, xl, tok, 1.0f / N, N, V, Vp);
-    fm_cpu_adamw_update(be, d->adam, grads, m, v, (size_t)3 * C * C, 1e-3f, 0.9f, 0.95f, 1e-8f,
+    fm_cpu_adamw_update(be, d->adam, NULL, grads, m, v, (size_t)3 * C * C, 1e-3f, 0.9f, 0.95f, 1e-8f,
                         0.1f, 1.0f, 1);
     /* Llama's kernels; attention with 4 query heads on 2 key/value heads (W = 2C) */
     d->emb = calloc(nc, 4), d->demb = calloc((size_t)Vp * C, 4), d->rms = calloc(nc, 4);
@@ -1085,9 +1085,119 @@ static void test_determinism(void **state)
     det_free(&a), det_free(&b), det_free(&c);
 }
 
+/* ---- bf16 (kernels.h, "Precision") ------------------------------------------------------------- */
+
+static float bits_f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* The rounding kernels.h states, computed another way: the two bf16 neighbours (by truncation and
+ * one step up in magnitude; 2^128 above the largest bf16) compared in double, ties to the even one;
+ * NaN: the quiet NaN with the same sign and top payload bits. Returns the bf16 bits. */
+static uint16_t ref_bf16_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if (isnan(x)) return (uint16_t)((u >> 16) | 0x0040u);
+    if (isinf(x)) return (uint16_t)(u >> 16);
+    const uint32_t lo = u & 0xFFFF0000u, hi = lo + 0x10000u;
+    const double dl = fabs((double)x - (double)bits_f(lo));
+    const double hv = (hi & 0x7F800000u) == 0x7F800000u ? copysign(ldexp(1.0, 128), (double)x)
+                                                        : (double)bits_f(hi);
+    const double dh = fabs(hv - (double)x);
+    return (uint16_t)((dl < dh || (dl == dh && ((lo >> 16) & 1u) == 0) ? lo : hi) >> 16);
+}
+
+/* Every upper half (all exponents, signs, NaN/inf patterns) with the lower halves that matter
+ * (0, 1, just below / at / above the tie, the largest, a few others): fm_cpu_round_bf16 and the
+ * to_bf16 kernel (2 threads) equal the reference bit for bit; bf16 -> fp32 is exact. */
+static void test_bf16_rounding(void **state)
+{
+    (void)state;
+    const uint32_t lows[] = {0x0000u, 0x0001u, 0x3FFFu, 0x7FFFu, 0x8000u, 0x8001u, 0xC000u, 0xFFFFu};
+    const size_t nl = sizeof lows / sizeof *lows, n = 65536 * nl;
+    float *x = malloc(n * sizeof *x);
+    fm_bf16 *y = malloc(n * sizeof *y);
+    assert_true(x && y);
+    for (uint32_t hi = 0; hi < 65536; hi++)
+        for (size_t k = 0; k < nl; k++) x[hi * nl + k] = bits_f(hi << 16 | lows[k]);
+    fm_backend *be = be_new(2);
+    fm_cpu_to_bf16(be, y, x, n);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        const uint16_t want = ref_bf16_bits(x[i]);
+        if (fm_cpu_round_bf16(x[i]) != want || y[i] != want) {
+            if (bad++ < 5)
+                print_error("bf16 of 0x%08x: scalar 0x%04x, kernel 0x%04x, expected 0x%04x\n",
+                            (unsigned)(*(const uint32_t *)(const void *)&x[i]),
+                            fm_cpu_round_bf16(x[i]), y[i], want);
+        }
+        uint32_t back;
+        const float f = fm_cpu_bf16_to_f32(want);
+        memcpy(&back, &f, sizeof back);
+        if (back != (uint32_t)want << 16) bad++;
+    }
+    assert_int_equal(bad, 0);
+    fm_backend_free(&be);
+    free(x), free(y);
+}
+
+/* adamw_update's bf16 copy: the updated params rounded by fm_cpu_round_bf16, element for element,
+ * and the fp32 update identical with and without the copy. */
+static void test_adamw_bf16_copy(void **state)
+{
+    (void)state;
+    const size_t n = 100003;
+    rng r = {81};
+    float *p1 = randf(&r, n, -1, 1), *g1 = randf(&r, n, -0.1, 0.1), *m1 = randf(&r, n, -0.01, 0.01);
+    float *v1 = randf(&r, n, 0, 1e-4);
+    float *p2 = copyf(p1, n), *g2 = copyf(g1, n), *m2 = copyf(m1, n), *v2 = copyf(v1, n);
+    fm_bf16 *pb = malloc(n * sizeof *pb);
+    assert_non_null(pb);
+    fm_backend *be = be_new(2);
+    fm_cpu_adamw_update(be, p1, NULL, g1, m1, v1, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.7f, 3);
+    fm_cpu_adamw_update(be, p2, pb, g2, m2, v2, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.7f, 3);
+    assert_memory_equal(p1, p2, n * 4);
+    assert_memory_equal(m1, m2, n * 4);
+    assert_memory_equal(v1, v2, n * 4);
+    for (size_t i = 0; i < n; i++) assert_int_equal(pb[i], fm_cpu_round_bf16(p2[i]));
+    fm_backend_free(&be);
+    free(p1), free(g1), free(m1), free(v1), free(p2), free(g2), free(m2), free(v2), free(pb);
+}
+
+/* Under AddressSanitizer an impossible allocation must return NULL (as the C library's does) instead
+ * of aborting, for test_deferred_error; read by the sanitizer's runtime, unused otherwise. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+
+/* A kernel that cannot get its workspace records the error; sync() returns it once. */
+static void test_deferred_error(void **state)
+{
+    (void)state;
+    fm_backend *be = be_new(1);
+    assert_null(fm_cpu_work(be, (size_t)1 << 62));
+    fm_status st = be->ops->sync(be);
+    assert_non_null(st);
+    assert_int_equal(fm_status_code(st), FM_ERR_NOMEM);
+    assert_non_null(strstr(fm_status_message(st), "workspace"));
+    fm_status_free(&st);
+    assert_null(be->ops->sync(be)); /* reported once */
+    assert_non_null(fm_cpu_work(be, 1000)); /* and the workspace works again */
+    assert_null(be->ops->sync(be));
+    fm_backend_free(&be);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bf16_rounding),   cmocka_unit_test(test_adamw_bf16_copy),
+        cmocka_unit_test(test_deferred_error),
         cmocka_unit_test(test_expf),
         cmocka_unit_test(test_encoder),         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_residual),        cmocka_unit_test(test_matmul),

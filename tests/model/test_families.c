@@ -94,7 +94,7 @@ static void check_layout(const fm_family *fam, const fm_model *m)
     assert_true(lay.n_layer_tensors >= 1 && lay.n_layer_tensors <= FM_FAMILY_MAX);
     assert_true(lay.layer_out >= 0 && lay.layer_out < lay.n_layer_acts);
     assert_int_equal(lay.layer_acts[lay.layer_out].per_row, C);
-    assert_int_equal(lay.layer_acts[lay.layer_out].fp32, 0);
+    assert_int_equal(lay.layer_acts[lay.layer_out].fp32, 1); /* the residual stream: fp32 */
     assert_true(lay.kv_per_row >= 1);
     for (int i = 0; i < lay.n_layer_acts; i++) assert_true(lay.layer_acts[i].per_row >= 1);
     for (int i = 0; i < lay.n_head_acts; i++) assert_true(lay.head_acts[i].per_row >= 1);

@@ -12,9 +12,9 @@
 #     checkpoint prints the val loss training logged at step 40;
 #  6. `fmtrain sample` (KV-cache decoding): the same seed gives the same text, past seq_len (the
 #     window slides), greedy output independent of the seed; the banner names the family;
-#  7. the Llama loading snippet of docs/checkpoint-format.md yields Hugging Face LlamaForCausalLM's
-#     names and shapes (tied and untied), and, where transformers is installed (test_llama.py's
-#     lookup), loads into LlamaForCausalLM with no missing or unexpected key.
+#  7. `fmtrain export` writes Hugging Face LlamaForCausalLM's names, shapes and config.json (tied and
+#     untied), and, where transformers is installed (test_llama.py's lookup), the directory loads into
+#     LlamaForCausalLM with no missing or unexpected key (tests/hf/test_llama.py compares the numbers).
 set -euo pipefail
 : "${FMTRAIN_EXE:?}" "${FMTRAIN_BINARY_DIR:?}" "${FMTRAIN_SOURCE_DIR:?}"
 source "$(dirname "$0")/../train/lib.sh"
@@ -121,30 +121,30 @@ g2=$("$FMTRAIN_EXE" sample --checkpoint "$dir/a" --tokens 30 --temperature 0 --s
 [ "$g1" = "$g2" ] || { echo "greedy output depends on the seed"; exit 1; }
 echo "  sample: $s1"
 
-echo "== the Llama loading snippet of docs/checkpoint-format.md"
+echo "== fmtrain export of a Llama (docs/checkpoint-format.md)"
 mpirun_n 1 train "$dir/p.ini" "${common[@]}" --set run.dir="$dir/t" --set train.steps=2 --set train.warmup_steps=0 \
   --set model.tie_embeddings=true --set checkpoint.every_steps=2 >/dev/null
-"$PY" - "$FMTRAIN_SOURCE_DIR/docs/checkpoint-format.md" "$dir/a/checkpoints/step-00000040.h5" \
-  "$dir/t/checkpoints/step-00000002.h5" <<'PYEOF'
-import os, re, sys
-doc = open(sys.argv[1]).read()
-m = re.search(r"<!-- snippet:hf-load-llama -->\s*```python\n(.*?)```", doc, re.S)
-assert m, "snippet not found in the document"
-ns = {}
-exec(m.group(1), ns)
+"$FMTRAIN_EXE" export "$dir/a/checkpoints/step-00000040.h5" --format hf --output "$dir/hf_untied" >/dev/null
+"$FMTRAIN_EXE" export "$dir/t/checkpoints/step-00000002.h5" --format hf --output "$dir/hf_tied" >/dev/null
+"$PY" - "$dir/hf_untied" "$dir/hf_tied" <<'PYEOF'
+import json, os, struct, sys
 cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
 hf = os.environ.get("FM_HF_PYTHONPATH") or os.path.join(cache, "fmtrain", "pydeps-transformers-4.40.2")
 try:
     sys.path.insert(0, hf)
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 except Exception as e:  # noqa: BLE001
     LlamaForCausalLM = None
     print("  (transformers not found in %s: names and shapes only; %s)" % (hf, e))
-for path, tied in zip(sys.argv[2:], (False, True)):
-    sd, cfg = ns["load_llama_state_dict"](path)
+for d, tied in zip(sys.argv[1:], (False, True)):
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    raw = open(os.path.join(d, "model.safetensors"), "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    hdr = {k: v for k, v in json.loads(raw[8:8 + n]).items() if k != "__metadata__"}
     L, C, V, F = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["vocab_size"], cfg["intermediate_size"]
     NKV, hs = cfg["num_key_value_heads"], C // cfg["num_attention_heads"]
+    assert cfg["architectures"] == ["LlamaForCausalLM"], cfg
     assert (L, C, F, NKV, cfg["tie_word_embeddings"]) == (2, 64, 90, 2, tied), cfg
     assert cfg["rope_theta"] == 10000.0 and cfg["rms_norm_eps"] == 1e-5, cfg
     want = {"model.embed_tokens.weight": (V, C), "model.norm.weight": (C,)}
@@ -157,18 +157,17 @@ for path, tied in zip(sys.argv[2:], (False, True)):
                      p + "self_attn.v_proj.weight": (NKV * hs, C), p + "self_attn.o_proj.weight": (C, C),
                      p + "mlp.gate_proj.weight": (F, C), p + "mlp.up_proj.weight": (F, C),
                      p + "mlp.down_proj.weight": (C, F)})
-    assert set(sd) == set(want), sorted(set(sd) ^ set(want))
+    assert set(hdr) == set(want), sorted(set(hdr) ^ set(want))
     for k, shape in want.items():
-        assert tuple(sd[k].shape) == shape, (k, tuple(sd[k].shape), shape)
-    msg = "%d tensors with LlamaForCausalLM's names and shapes (%s head)" % (len(sd), "tied" if tied else "untied")
+        assert tuple(hdr[k]["shape"]) == shape, (k, hdr[k]["shape"], shape)
+    msg = "%d tensors with LlamaForCausalLM's names and shapes (%s head)" % (len(hdr), "tied" if tied else "untied")
     if LlamaForCausalLM is not None:
-        model = LlamaForCausalLM(LlamaConfig(**cfg, attn_implementation="eager"))
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        assert not unexpected and set(missing) <= ({"lm_head.weight"} if tied else set()), (missing, unexpected)
+        model, info = LlamaForCausalLM.from_pretrained(d, output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"], info
         with torch.no_grad():
             out = model(input_ids=torch.arange(10).view(1, 10) % V).logits
         assert torch.isfinite(out).all()
-        msg += "; loaded into LlamaForCausalLM"
+        msg += "; loaded into LlamaForCausalLM with no missing or unexpected key"
     print("  " + msg)
 PYEOF
 echo "llama cli ok"

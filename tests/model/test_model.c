@@ -69,14 +69,16 @@ static void test_shape_errors(void **state)
 
 static size_t up64(size_t x) { return (x + 63) / 64 * 64; }
 
-/* The formula of docs/model.md, written out independently of model.c's arena planner. */
+/* The formula of docs/model.md, written out independently of model.c's arena planner. e = bytes of
+ * a matmul input (ln1, atty, ln2, fch_gelu, lnf); everything else is fp32 in every precision. */
 static size_t formula_act(size_t B, size_t T, size_t C, size_t L, size_t NH, size_t e)
 {
     size_t BT = B * T;
-    size_t per_layer = up64(BT * C * e) * 5 /* ln1 atty res2 ln2 res3 */ + up64(3 * BT * C * e) +
-                       2 * up64(4 * BT * C * e) /* fch fch_gelu */ + 4 * up64(BT * 4) /* mean,rstd */ +
+    size_t per_layer = up64(BT * C * e) * 3 /* ln1 atty ln2 */ + up64(BT * C * 4) * 2 /* res2 res3 */ +
+                       up64(3 * BT * C * 4) /* qkv */ + up64(4 * BT * C * 4) /* fch */ +
+                       up64(4 * BT * C * e) /* fch_gelu */ + 4 * up64(BT * 4) /* mean,rstd */ +
                        up64(NH * BT * 4);
-    return 2 * up64(BT * 4) /* tokens targets */ + up64(BT * C * e) /* encoded */ + L * per_layer +
+    return 2 * up64(BT * 4) /* tokens targets */ + up64(BT * C * 4) /* encoded */ + L * per_layer +
            up64(BT * C * e) /* lnf */ + 4 * up64(BT * 4) /* lnf mean rstd, losses, lse */;
 }
 
@@ -90,6 +92,7 @@ static void test_memory_formula(void **state)
     assert_int_equal(mem.n_params, 124439808);
     assert_int_equal(mem.n_params_padded, 124439808 + (50304 - 50257) * 768);
     assert_int_equal(mem.param_bytes, 4 * mem.n_params_padded);
+    assert_int_equal(mem.param_copy_bytes, 0); /* fp32: no bf16 weight copy */
     assert_int_equal(mem.grad_bytes, 4 * mem.n_params_padded);
     assert_int_equal(mem.optim_bytes, 8 * mem.n_params_padded);
     assert_int_equal(mem.act_bytes, formula_act(4, 1024, 768, 12, 12, 4));
@@ -99,24 +102,38 @@ static void test_memory_formula(void **state)
     assert_int_equal(mem.total_bytes, mem.param_bytes + mem.grad_bytes + mem.optim_bytes +
                                           mem.act_bytes + mem.logits_bytes + mem.scratch_bytes);
     assert_true(mem.total_bytes < ((size_t)16 << 30));
-    /* odd sizes exercise the 64-byte rounding; bf16 activations halve the activation part */
+    /* odd sizes exercise the 64-byte rounding; bf16 halves the matmul inputs and adds the bf16
+     * weight copy; logits, scratch and the residual stream stay fp32 */
     fm_model_shape odd = {3, 3, 33, 17, 1001, .arch = "gpt2"};
     FM_ASSERT_OK(fm_model_memory_estimate(&odd, 3, 2, &mem));
     assert_int_equal(mem.act_bytes, formula_act(3, 17, 33, 3, 3, 2));
-    assert_int_equal(mem.logits_bytes, up64((size_t)3 * 17 * 1024 * 2));
-    /* a created model reports the estimate */
-    fm_backend *be = NULL;
-    fm_model *m = NULL;
-    FM_ASSERT_OK(fm_backend_create("cpu", 2, -1, &be));
-    FM_ASSERT_OK(fm_model_create(&odd, be, 3, &m));
-    fm_model_memory_info got, want;
-    fm_model_memory(m, &got);
-    FM_ASSERT_OK(fm_model_memory_estimate(&odd, 3, be->ops->act_bytes, &want));
-    assert_memory_equal(&got, &want, sizeof got);
-    assert_int_equal(fm_model_num_params(m), want.n_params_padded);
-    fm_model_free(&m);
-    assert_null(m);
-    fm_backend_free(&be);
+    assert_int_equal(mem.logits_bytes, up64((size_t)3 * 17 * 1024 * 4));
+    assert_int_equal(mem.scratch_bytes, up64((size_t)3 * 17 * 33 * 4) * 2 + up64((size_t)3 * 17 * 33 * 4 * 4));
+    assert_int_equal(mem.param_copy_bytes, 2 * mem.n_params_padded);
+    assert_int_equal(mem.total_bytes, mem.param_bytes + mem.param_copy_bytes + mem.grad_bytes +
+                                          mem.optim_bytes + mem.act_bytes + mem.logits_bytes +
+                                          mem.scratch_bytes);
+    /* a created model reports the estimate, in each precision the CPU backend implements */
+    for (int p = 0; p < 2; p++) {
+        fm_backend *be = NULL;
+        fm_model *m = NULL;
+        const unsigned prec = p ? FM_PRECISION_BF16 : FM_PRECISION_FP32;
+        FM_ASSERT_OK(fm_backend_create("cpu", 2, -1, &be));
+        const int has = (be->ops->caps.precisions & prec) != 0;
+        fm_backend_free(&be);
+        if (!has) continue; /* bf16 without oneDNN */
+        FM_ASSERT_OK(fm_backend_create_precision("cpu", 2, -1, prec, &be));
+        FM_ASSERT_OK(fm_model_create(&odd, be, 3, &m));
+        fm_model_memory_info got, want;
+        fm_model_memory(m, &got);
+        FM_ASSERT_OK(fm_model_memory_estimate(&odd, 3, be->ops->act_bytes, &want));
+        assert_memory_equal(&got, &want, sizeof got);
+        assert_int_equal(got.param_copy_bytes, p ? 2 * got.n_params_padded : 0);
+        assert_int_equal(fm_model_num_params(m), want.n_params_padded);
+        fm_model_free(&m);
+        assert_null(m);
+        fm_backend_free(&be);
+    }
 }
 
 static void test_tensor_table(void **state)
@@ -257,13 +274,14 @@ typedef struct run_result {
     size_t n;
 } run_result;
 
-/* 20 AdamW steps with clipping on changing batches (B=3 of 2 micro-batches, T=29: odd sizes). */
-static void train_run(int threads, uint64_t seed, run_result *r)
+/* 20 AdamW steps with clipping on changing batches (B=3 of 2 micro-batches, T=29: odd sizes), in
+ * an activation precision (kernels.h). */
+static void train_run_p(int threads, uint64_t seed, unsigned precision, run_result *r)
 {
     fm_backend *be = NULL;
     fm_model *m = NULL;
     fm_optimizer *opt = NULL;
-    FM_ASSERT_OK(fm_backend_create("cpu", threads, -1, &be));
+    FM_ASSERT_OK(fm_backend_create_precision("cpu", threads, -1, precision, &be));
     FM_ASSERT_OK(fm_model_create(&TINY, be, 3, &m));
     FM_ASSERT_OK(fm_model_init_weights(m, seed));
     FM_ASSERT_OK(fm_optimizer_create(m, &opt));
@@ -305,6 +323,11 @@ static void train_run(int threads, uint64_t seed, run_result *r)
     assert_null(opt);
     fm_model_free(&m);
     fm_backend_free(&be);
+}
+
+static void train_run(int threads, uint64_t seed, run_result *r)
+{
+    train_run_p(threads, seed, FM_PRECISION_FP32, r);
 }
 
 static void run_free(run_result *r)
@@ -605,9 +628,93 @@ static void test_input_errors(void **state)
     fm_backend_free(&be);
 }
 
+/* ---- bf16 activations (kernels.h, "Precision") -------------------------------------------------- */
+
+static int have_bf16(void)
+{
+    fm_backend *be = NULL;
+    FM_ASSERT_OK(fm_backend_create("cpu", 1, -1, &be));
+    const int has = (be->ops->caps.precisions & FM_PRECISION_BF16) != 0;
+    fm_backend_free(&be);
+    if (!has) print_message("[ SKIPPED  ] no bf16 in this build (%s)\n", fm_backend_gemm_info());
+    return has;
+}
+
+/* bf16: the same seed and threads give bit-identical losses, parameters and moments; the losses
+ * follow the fp32 run's within 1 % at every step of 20 and fall. */
+static void test_bf16_training(void **state)
+{
+    (void)state;
+    if (!have_bf16()) return;
+    run_result a, b, f;
+    train_run_p(2, 7, FM_PRECISION_BF16, &a);
+    train_run_p(2, 7, FM_PRECISION_BF16, &b);
+    train_run_p(2, 7, FM_PRECISION_FP32, &f);
+    assert_memory_equal(a.losses, b.losses, sizeof a.losses);
+    assert_memory_equal(a.params, b.params, a.n * sizeof(float));
+    assert_memory_equal(a.m, b.m, a.n * sizeof(float));
+    assert_memory_equal(a.v, b.v, a.n * sizeof(float));
+    double worst = 0.0;
+    for (int s = 0; s < 20; s++) {
+        const double d = fabs((double)a.losses[s] - f.losses[s]) / f.losses[s];
+        worst = d > worst ? d : worst;
+    }
+    print_message("bf16 vs fp32 over 20 steps: losses %.4f -> %.4f vs %.4f -> %.4f, worst relative "
+                  "difference %.2e\n", a.losses[0], a.losses[19], f.losses[0], f.losses[19], worst);
+    assert_true(worst <= 1e-2);
+    assert_true(worst > 0.0); /* bf16 does round: the runs are not the fp32 run */
+    assert_true(a.losses[19] < a.losses[0] - 0.1f);
+    run_free(&a), run_free(&b), run_free(&f);
+}
+
+/* The bf16 weight copy follows the masters however they were written: set_params, init, a write
+ * through the fm_model_params pointer (a checkpoint reads into it), and the optimizer's step (through
+ * adamw_update's copy, checked against a model whose copy is re-made from the same masters). */
+static void test_bf16_weight_copy(void **state)
+{
+    (void)state;
+    if (!have_bf16()) return;
+    fm_backend *be = NULL;
+    FM_ASSERT_OK(fm_backend_create_precision("cpu", 2, -1, FM_PRECISION_BF16, &be));
+    fm_model *a = NULL, *b = NULL;
+    FM_ASSERT_OK(fm_model_create(&TINY, be, 2, &a));
+    FM_ASSERT_OK(fm_model_create(&TINY, be, 2, &b));
+    FM_ASSERT_OK(fm_model_init_weights(a, 5));
+    const size_t n = fm_model_num_params(a);
+    float *p = malloc(n * sizeof *p);
+    assert_non_null(p);
+    FM_ASSERT_OK(fm_model_get_params(a, p));
+    memcpy(fm_model_params(b), p, n * sizeof *p); /* host memory: a direct write, as checkpoints do */
+    const int B = 2, T = 29;
+    int32_t tok[2 * 29], tgt[2 * 29];
+    make_batch(3, B * T, TINY.vocab_size, tok, tgt);
+    float la, lb;
+    FM_ASSERT_OK(fm_model_forward(a, tok, tgt, B, T, &la));
+    FM_ASSERT_OK(fm_model_forward(b, tok, tgt, B, T, &lb));
+    assert_true(la == lb); /* a stale (zero) copy in b would give ln(V) = 4.6 */
+    /* a step of a's optimizer writes a's copy; b gets a's new masters through set_params */
+    fm_optimizer *opt = NULL;
+    FM_ASSERT_OK(fm_optimizer_create(a, &opt));
+    FM_ASSERT_OK(fm_model_backward(a, 1.0f, NULL, NULL));
+    const fm_adamw_params hp = {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f};
+    FM_ASSERT_OK(fm_optimizer_step(opt, &hp, 1.0f));
+    FM_ASSERT_OK(fm_model_get_params(a, p));
+    FM_ASSERT_OK(fm_model_set_params(b, p));
+    FM_ASSERT_OK(fm_model_forward(a, tok, tgt, B, T, &la));
+    FM_ASSERT_OK(fm_model_forward(b, tok, tgt, B, T, &lb));
+    assert_true(la == lb);
+    print_message("bf16 weight copy: losses %.6f, %.6f after one step\n", la, lb);
+    fm_optimizer_free(&opt);
+    fm_model_free(&a), fm_model_free(&b);
+    fm_backend_free(&be);
+    free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bf16_training),
+        cmocka_unit_test(test_bf16_weight_copy),
         cmocka_unit_test(test_padded_vocab),
         cmocka_unit_test(test_shape_errors),
         cmocka_unit_test(test_memory_formula),

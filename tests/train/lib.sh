@@ -16,7 +16,9 @@ mpirun_n() {
   mpiexec -n "$n" --oversubscribe "$FMTRAIN_EXE" "$@"
 }
 
-# write_ini PATH DATA RUN_DIR [section.key=value ...] : a tiny model for the stride task.
+# write_ini PATH DATA RUN_DIR [section.key=value ...] : a tiny model for the stride task. fp32: the
+# tolerances these tests state (rank counts, resumes, eval == logged) are fp32 rounding; bf16 runs
+# have their own test (test_bf16.sh).
 write_ini() {
   local path=$1 data=$2 run=$3
   shift 3
@@ -55,6 +57,7 @@ resume = never
 
 [runtime]
 device = cpu
+precision = fp32
 threads = 1
 bind = none
 log_every = 10

@@ -11,8 +11,8 @@ from spack.package import *
 
 class Fmtrain(CMakePackage, CudaPackage):
     """fmtrain trains GPT-2-style transformer language models on supercomputers: one MPI
-    executable, an OpenMP + BLAS CPU core, an optional CUDA backend, parallel HDF5 datasets and
-    checkpoints, hwloc placement, batch scripts for Slurm."""
+    executable, an OpenMP + oneDNN/BLAS CPU core (fp32 and bf16), an optional CUDA backend,
+    parallel HDF5 datasets and checkpoints, hwloc placement, batch scripts for Slurm."""
 
     homepage = "https://example.org/fmtrain"  # the project has no public home page yet
     git = "https://example.org/fmtrain.git"   # replace with the repository you build from
@@ -23,6 +23,8 @@ class Fmtrain(CMakePackage, CudaPackage):
     version("main", branch="main")
 
     variant("native", default=False, description="Optimise for the build machine's CPU (-march=native)")
+    variant("onednn", default=True,
+            description="oneDNN for the CPU matmuls (fp32, and bf16 mixed precision); off: CBLAS, fp32 only")
     variant("tests", default=False, description="Build the test suite (needs cmocka)")
 
     depends_on("c", type="build")
@@ -32,6 +34,8 @@ class Fmtrain(CMakePackage, CudaPackage):
     depends_on("hdf5+mpi")
     depends_on("hwloc@2:")
     depends_on("blas")
+    # the OpenMP runtime: oneDNN's matmuls then run on fmtrain's one OpenMP pool per rank
+    depends_on("onednn cpu_runtime=omp", when="+onednn")
     depends_on("cmocka", when="+tests", type=("build", "link"))
 
     def cmake_args(self):
@@ -40,6 +44,7 @@ class Fmtrain(CMakePackage, CudaPackage):
             self.define_from_variant("FMTRAIN_NATIVE", "native"),
             self.define_from_variant("FMTRAIN_TESTS", "tests"),
             self.define("FMTRAIN_CUDA", "ON" if spec.satisfies("+cuda") else "OFF"),
+            self.define("FMTRAIN_ONEDNN", "ON" if spec.satisfies("+onednn") else "OFF"),
             self.define("HDF5_ROOT", spec["hdf5"].prefix),
             # Spack generates the modulefiles; do not record the build environment's modules.
             self.define("FMTRAIN_MODULE_DEPENDS", "none"),

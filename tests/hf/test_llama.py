@@ -1,0 +1,240 @@
+#!/usr/bin/python3
+"""test_llama.py — `fmtrain export` / `fmtrain import` of the Llama family against transformers'
+LlamaForCausalLM (PyPI transformers 4.40.2 with Debian's torch):
+  * a LlamaForCausalLM made by transformers from a random configuration (grouped-query attention 4:2,
+    RoPE theta 10000, RMSNorm eps 1e-5, untied head, then tied; weights perturbed), saved with
+    save_pretrained with a Llama-3-style tokenizer.json, imported: fmtrain's loss and logits on windows
+    match transformers' within 1e-5, `fmtrain eval` gives transformers' loss on a dataset prepared with
+    that tokenizer, greedy generation is the same, and export gives back every tensor bit for bit;
+  * a Llama trained by fmtrain, exported: transformers loads it with no missing or unexpected keys and
+    computes fmtrain's logits;
+  * a configuration fmtrain does not compute (rope_scaling) is refused naming the field.
+Usage: test_llama.py (FMTRAIN_EXE, FMTRAIN_BINARY_DIR set by CTest)"""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hfenv  # noqa: E402
+
+hfenv.need("numpy", "torch", "h5py", "transformers", "tokenizers", "safetensors")
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from safetensors.numpy import load_file  # noqa: E402
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
+
+EXE = os.environ["FMTRAIN_EXE"]
+BIN = os.environ["FMTRAIN_BINARY_DIR"]
+LOGITS = os.path.join(BIN, "tests", "hf", "hf_logits")
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_btl="self,vader")
+transformers.logging.set_verbosity_error()
+LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+          r"\s*[\r\n]+|\s+(?!\S)|\s+")
+failures = []
+
+
+def run(*args, mpi=False, check=True):
+    cmd = (["mpiexec", "-n", "1", EXE] if mpi else [EXE]) + list(args)
+    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        print(r.stdout, r.stderr)
+        raise SystemExit("FAIL: %s exited %d" % (" ".join(cmd), r.returncode))
+    return r
+
+
+def check(ok, what):
+    print(("ok    " if ok else "FAIL  ") + what)
+    if not ok:
+        failures.append(what)
+
+
+def fm_logits(ckpt, w, tmp):
+    B, T1 = w.shape
+    wp, op = os.path.join(tmp, "w.i32"), os.path.join(tmp, "l.bin")
+    w.astype("<i4").tofile(wp)
+    subprocess.run([LOGITS, ckpt, wp, str(B), str(T1 - 1), op], check=True)
+    raw = open(op, "rb").read()
+    return struct.unpack("<d", raw[:8])[0], np.frombuffer(raw[8:], dtype="<f4").reshape(B, T1 - 1, -1)
+
+
+def hf_forward(model, w):
+    x, y = torch.tensor(w[:, :-1], dtype=torch.long), torch.tensor(w[:, 1:], dtype=torch.long)
+    with torch.no_grad():
+        lg = model(x).logits.float()
+    return float(torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), y.reshape(-1))), lg.numpy()
+
+
+def rel(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="fm_llama_")
+    kjv = [t for n, t in hfenv.corpora() if n in ("kjv", "licences")]
+    text = "\n".join(kjv)[:300000] if kjv else "In the beginning God created the heaven and the earth.\n" * 3000
+    src = os.path.join(tmp, "text.txt")
+    open(src, "w", encoding="utf-8", newline="").write(text)
+    tok = Tokenizer(models.BPE(ignore_merges=True))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3), behavior="isolated"),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([text], trainer=trainers.BpeTrainer(
+        vocab_size=600, special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    eot = tok.token_to_id("<|end_of_text|>")
+    ids = tok.encode(text[:20000], add_special_tokens=False).ids
+    B, T = 3, 100
+    w = np.array(ids[:B * (T + 1)], dtype=np.int32).reshape(B, T + 1)
+
+    for tied in (False, True):
+        name = "tied" if tied else "untied"
+        torch.manual_seed(5)
+        cfg = transformers.LlamaConfig(vocab_size=600, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                       rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=tied,
+                                       bos_token_id=tok.token_to_id("<|begin_of_text|>"), eos_token_id=eot)
+        model = transformers.LlamaForCausalLM(cfg)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        model.eval()
+        hf = os.path.join(tmp, "hf_" + name)
+        model.save_pretrained(hf, safe_serialization=True)
+        tok.save(os.path.join(hf, "tokenizer.json"))
+        ck = os.path.join(tmp, name + ".h5")
+        run("import", "--from-hf", hf, "--output", ck, mpi=True)
+        fl, flog = fm_logits(ck, w, tmp)
+        hl, hlog = hf_forward(model, w)
+        check(abs(fl - hl) / hl <= 1e-5 and rel(flog, hlog) <= 1e-5,
+              "%s Llama imported: loss fmtrain %.8f, transformers %.8f; logits max |diff| / max |logit| = %.2e"
+              % (name, fl, hl, rel(flog, hlog)))
+        if not tied:
+            data = os.path.join(tmp, "d.h5")
+            run("prepare", "--input", src, "--output", data, "--tokenizer-from", os.path.join(hf, "tokenizer.json"),
+                "--val-fraction", "0.02", "--quiet")
+            ev = json.loads(run("eval", "--checkpoint", ck, "--data", data, "--all", "--json", mpi=True).stdout)
+            with h5py.File(data, "r") as f:
+                val = f["val/tokens"][:].astype(np.int64)
+            Te = 128
+            nw = (len(val) - 1) // Te
+            tot = sum(hf_forward(model, val[v * Te:v * Te + Te + 1][None])[0] for v in range(nw)) / nw
+            check(ev["windows"] == nw and abs(ev["loss"] - tot) / tot <= 1e-5,
+                  "fmtrain eval of the imported Llama: %.8f on %d windows, transformers %.8f" % (ev["loss"], nw, tot))
+            prompt = "And God said"
+            pids = tok.encode(prompt, add_special_tokens=False).ids
+            model.generation_config.eos_token_id = None
+            gen = model.generate(torch.tensor([pids]), max_new_tokens=25, do_sample=False, pad_token_id=0)
+            hf_text = tok.decode(gen[0].tolist(), skip_special_tokens=False)
+            r = subprocess.run([EXE, "sample", "--checkpoint", ck, "--prompt", prompt, "--tokens", "25",
+                                "--temperature", "0", "--device", "cpu", "--eot-prefix", "no"], env=ENV,
+                               capture_output=True)
+            fm_text = r.stdout.decode("utf-8", "replace").rstrip("\n").replace("\n<|end_of_text|>\n", "<|end_of_text|>")
+            check(fm_text == hf_text, "greedy generation of the imported Llama: fmtrain %r, transformers %r" %
+                  (fm_text[-30:], hf_text[-30:]))
+        if tied:
+            # the [model] keys import prints start a run from the model ([checkpoint] init_from)
+            r = run("import", "--from-hf", hf, "--output", ck, "--force", mpi=True)
+            keys = r.stdout[r.stdout.index("[model]"):]
+            data = os.path.join(tmp, "d.h5")
+            ini = os.path.join(tmp, "init.ini")
+            open(ini, "w").write(keys + """
+[run]
+dir = %s
+[data]
+train = %s
+[train]
+micro_batch = 2
+steps = 1
+eval_every = 0
+[runtime]
+device = cpu
+threads = 1
+bind = none
+""" % (os.path.join(tmp, "run_init"), data))
+            r = run("train", ini, mpi=True)
+            check("initialised the parameters from " + ck in r.stdout + r.stderr,
+                  "the [model] keys import printed start a Llama run from the imported model (init_from)")
+        out = os.path.join(tmp, "out_" + name)
+        run("export", ck, "--format", "hf", "--output", out)
+        orig, back = load_file(os.path.join(hf, "model.safetensors")), load_file(os.path.join(out, "model.safetensors"))
+        params = {k for k in orig if not (tied and k == "lm_head.weight")}
+        same = set(back) == params and all(np.array_equal(orig[k], back[k]) for k in params)
+        check(same, "%s Llama: import -> export gives the %d tensors bit for bit" % (name, len(params)))
+        m2, info = transformers.AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+        m2.eval()
+        _, l2 = hf_forward(m2, w)
+        check(not info["missing_keys"] and not info["unexpected_keys"] and np.array_equal(l2, hlog),
+              "%s Llama: transformers loads the export (no missing/unexpected keys, same logits)" % name)
+
+    # a Llama that fmtrain trains, exported
+    data = os.path.join(tmp, "d.h5")
+    ini = os.path.join(tmp, "p.ini")
+    open(ini, "w").write("""[run]
+dir = %s
+seed = 3
+stop_margin_minutes = 0
+[model]
+arch = llama
+n_layer = 2
+n_head = 4
+n_kv_head = 2
+d_model = 64
+ffn_dim = 96
+seq_len = 64
+rope_theta = 10000
+[data]
+train = %s
+[train]
+micro_batch = 4
+steps = 30
+lr = 3e-3
+warmup_steps = 3
+eval_every = 0
+[checkpoint]
+every_steps = 0
+every_minutes = 0
+resume = never
+[runtime]
+device = cpu
+threads = 1
+bind = none
+""" % (os.path.join(tmp, "run"), data))
+    run("train", ini, mpi=True)
+    out = os.path.join(tmp, "out_trained")
+    run("export", os.path.join(tmp, "run"), "--format", "hf", "--output", out)
+    m3, info = transformers.AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+    m3.eval()
+    with h5py.File(data, "r") as f:
+        val = f["val/tokens"][:].astype(np.int32)
+    w2 = val[:3 * 65].reshape(3, 65)
+    fl, flog = fm_logits(os.path.join(tmp, "run"), w2, tmp)
+    hl, hlog = hf_forward(m3, w2)
+    check(type(m3).__name__ == "LlamaForCausalLM" and not info["missing_keys"] and not info["unexpected_keys"]
+          and rel(flog, hlog) <= 1e-5 and abs(fl - hl) / hl <= 1e-5,
+          "trained Llama exported: %s loads with no missing/unexpected keys; logits max |diff| / max |logit| = "
+          "%.2e, loss %.8f vs %.8f" % (type(m3).__name__, rel(flog, hlog), fl, hl))
+
+    # refusal
+    bad = os.path.join(tmp, "hf_scaled")
+    shutil.copytree(os.path.join(tmp, "hf_untied"), bad)
+    c = json.load(open(os.path.join(bad, "config.json")))
+    c["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0}
+    json.dump(c, open(os.path.join(bad, "config.json"), "w"))
+    r = run("import", "--from-hf", bad, "--output", os.path.join(tmp, "x.h5"), mpi=True, check=False)
+    check(r.returncode == 3 and "rope_scaling" in r.stderr, "rope_scaling is refused (exit %d)" % r.returncode)
+
+    if failures:
+        print("%d check(s) failed; files kept in %s" % (len(failures), tmp))
+        sys.exit(1)
+    shutil.rmtree(tmp)
+    print("llama: all checks passed (transformers %s)" % transformers.__version__)
+
+
+main()
