@@ -17,13 +17,19 @@
 # slower) and the data-parallel efficiency = tokens/s of 2 ranks x 1 thread / tokens/s of
 # 1 rank x 2 threads, for each zero stage. The step times are medians over the steps after the
 # first two. The machine is shared: read the load column before the numbers.
+# BENCH_ZERO_PRECISION (default auto: bf16 with oneDNN on a CPU with bf16 dot products, else fp32)
+# sets [runtime] precision; the first run's compute line (precision, GEMM library) is printed.
 set -euo pipefail
 build=${1:?usage: bench_zero.sh BUILD_DIR [ROUNDS] [STEPS]}
 rounds=${2:-3}
 steps=${3:-12}
+precision=${BENCH_ZERO_PRECISION:-auto}
 exe=$build/bench/zero/fmtrain-bench-zero
 mkds=$build/tests/train/train_make_dataset
-[ -x "$exe" ] && [ -x "$mkds" ] || { echo "build $build first (fmtrain-bench-zero, train_make_dataset)" >&2; exit 2; }
+if [ ! -x "$exe" ] || [ ! -x "$mkds" ]; then
+  echo "build $build first (fmtrain-bench-zero, train_make_dataset)" >&2
+  exit 2
+fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export OMP_WAIT_POLICY=passive
 unset OMP_NUM_THREADS SLURM_JOB_ID SLURM_JOB_END_TIME FMTRAIN_END_TIME
@@ -54,6 +60,7 @@ every_minutes = 0
 resume = never
 [runtime]
 device = cpu
+precision = $precision
 bind = none
 log_every = 1000
 hang_factor = 0
@@ -70,6 +77,7 @@ run() { # run ROUND NAME NP THREADS GA ZERO
     --set train.zero="$z" >"$dir/$name-$r.out" 2>"$dir/$name-$r.err" ||
     { cat "$dir/$name-$r.err" >&2; exit 1; }
   l1=$(load)
+  if [ -z "${shown:-}" ]; then grep -m1 'compute:' "$dir/$name-$r.out" "$dir/$name-$r.err" | sed 's/^[^:]*://'; shown=1; fi
   line=$(grep '^zero-summary' "$dir/$name-$r.err")
   get() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$line"; }
   local st tp c gw n u gt other

@@ -41,8 +41,9 @@ set +e
 rc=$?
 set -e
 if ! grep -q "oneDNN GEMMs" "$dir/dry.txt"; then
-  [ "$rc" -eq 2 ] && grep -q "precision = bf16 needs oneDNN" "$dir/dry.txt" ||
-    { cat "$dir/dry.txt"; echo "a build without oneDNN must refuse bf16 (exit 2), got $rc"; exit 1; }
+  if [ "$rc" -ne 2 ] || ! grep -q "precision = bf16 needs oneDNN" "$dir/dry.txt"; then
+    cat "$dir/dry.txt"; echo "a build without oneDNN must refuse bf16 (exit 2), got $rc"; exit 1
+  fi
   echo "refused without oneDNN: $(grep -o 'precision = bf16 needs oneDNN[^;]*' "$dir/dry.txt")"
   echo "SKIPPED: this build's CPU backend has no bf16 (built without oneDNN)"
   exit 77
