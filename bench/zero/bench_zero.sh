@@ -17,6 +17,8 @@
 # slower) and the data-parallel efficiency = tokens/s of 2 ranks x 1 thread / tokens/s of
 # 1 rank x 2 threads, for each zero stage. The step times are medians over the steps after the
 # first two. The machine is shared: read the load column before the numbers.
+# cpu_ms is the CPU time all the run's processes used per step (median), the column to read when
+# the machine is loaded by others.
 # BENCH_ZERO_PRECISION (default auto: bf16 with oneDNN on a CPU with bf16 dot products, else fp32)
 # sets [runtime] precision; the first run's compute line (precision, GEMM library) is printed.
 set -euo pipefail
@@ -66,9 +68,9 @@ log_every = 1000
 hang_factor = 0
 INI
 load() { cut -d' ' -f1 /proc/loadavg; }
-declare -A tps
-printf '%-5s %-19s %8s %7s %8s %9s %6s %7s %7s %6s %8s %6s  %s\n' round run step_ms tok/s compute \
-  grad_wait norm update gather other slowest comm% "load before -> after"
+declare -A tps cpus
+printf '%-5s %-13s %8s %7s %8s %9s %6s %7s %7s %6s %8s %6s %7s  %s\n' round run step_ms tok/s compute \
+  grad_wait norm update gather other slowest comm% cpu_ms "load before -> after"
 run() { # run ROUND NAME NP THREADS GA ZERO
   local r=$1 name=$2 np=$3 th=$4 ga=$5 z=$6 l0 l1 line
   l0=$(load)
@@ -84,9 +86,11 @@ run() { # run ROUND NAME NP THREADS GA ZERO
   st=$(get median_step_ms) tp=$(get tokens_per_s) c=$(get compute) gw=$(get grad_wait)
   n=$(get norm) u=$(get update) gt=$(get gather_wait)
   other=$(get other)
-  printf '%-5s %-19s %8s %7s %8s %9s %6s %7s %7s %6s %8s %6s  %s -> %s\n' "$r" "$name" "$st" "$tp" \
-    "$c" "$gw" "$n" "$u" "$gt" "$other" "$(get slowest_compute)" "$(get comm_exposed_pct)" "$l0" "$l1"
+  printf '%-5s %-13s %8s %7s %8s %9s %6s %7s %7s %6s %8s %6s %7s  %s -> %s\n' "$r" "$name" "$st" "$tp" \
+    "$c" "$gw" "$n" "$u" "$gt" "$other" "$(get slowest_compute)" "$(get comm_exposed_pct)" \
+    "$(get cpu)" "$l0" "$l1"
   tps[$name-$r]=$tp
+  cpus[$name-$r]=$(get cpu)
   if [ -n "${BENCH_ZERO_TIMELINE:-}" ]; then grep '^zero-step' "$dir/$name-$r.err" | sed 's/^/      /'; fi
 }
 for r in $(seq 1 "$rounds"); do
@@ -96,10 +100,15 @@ for r in $(seq 1 "$rounds"); do
   run "$r" "2ranks-zero2" 2 1 1 2
 done
 echo
-printf '%-5s %18s %18s %14s %14s %14s\n' round "zero1/zero0 speed" "zero2/zero0 speed" "DP eff zero0" \
-  "DP eff zero1" "DP eff zero2"
+# wall: ratios of tokens/s; cpu: ratios of CPU time per step (the reference's over the run's), the
+# same figures counted in CPU time spent by the runs themselves
+printf '%-5s %-5s %18s %18s %14s %14s %14s\n' round clock "zero1/zero0 speed" "zero2/zero0 speed" \
+  "DP eff zero0" "DP eff zero1" "DP eff zero2"
 for r in $(seq 1 "$rounds"); do
   awk -v one="${tps[1rank-2thr-$r]}" -v z0="${tps[2ranks-zero0-$r]}" \
       -v z1="${tps[2ranks-zero1-$r]}" -v z2="${tps[2ranks-zero2-$r]}" -v r="$r" \
-    'BEGIN { printf "%-5s %18.3f %18.3f %14.3f %14.3f %14.3f\n", r, z1/z0, z2/z0, z0/one, z1/one, z2/one }'
+    'BEGIN { printf "%-5s %-5s %18.3f %18.3f %14.3f %14.3f %14.3f\n", r, "wall", z1/z0, z2/z0, z0/one, z1/one, z2/one }'
+  awk -v one="${cpus[1rank-2thr-$r]}" -v z0="${cpus[2ranks-zero0-$r]}" \
+      -v z1="${cpus[2ranks-zero1-$r]}" -v z2="${cpus[2ranks-zero2-$r]}" -v r="$r" \
+    'BEGIN { printf "%-5s %-5s %18.3f %18.3f %14.3f %14.3f %14.3f\n", r, "cpu", z0/z1, z0/z2, one/z0, one/z1, one/z2 }'
 done
