@@ -79,11 +79,13 @@ int main(int argc, char **argv)
                 fm_status_free(&st);
                 return 1;
             }
-            tot[z] = (double)zb.total + act;
+            /* bf16 (2-byte activations): the bf16 weight copy, whole on every rank (model.h) */
+            tot[z] = (double)zb.total + (double)mem.param_copy_bytes + act;
         }
         /* ZeRO-3: every state sharded, two layers' parameters gathered at a time (prefetch) */
         double layer = (double)(mem.n_params_padded) / s.n_layer;
-        tot[3] = 16.0 * (double)mem.n_params_padded / ranks + 2 * 4.0 * layer + act;
+        tot[3] = 16.0 * (double)mem.n_params_padded / ranks + 2 * 4.0 * layer + act +
+                 (double)mem.param_copy_bytes / ranks; /* the bf16 copy sharded with the weights */
         printf("| %s | %.2f B | %.1f | %.1f | %.1f | %.1f | %.1f |", shapes[i].name,
                (double)mem.n_params / 1e9, act / 1e9, tot[0] / 1e9, tot[1] / 1e9, tot[2] / 1e9,
                tot[3] / 1e9);
