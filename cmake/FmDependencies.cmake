@@ -1,6 +1,10 @@
 # Finds every dependency of fmtrain and stops with a message that says how to get what is missing.
 # On Debian: modules/setup-debian.sh; on a supercomputer: modules/sites/<site>.sh (module loads).
 
+if(FMTRAIN_BARE_GPU)
+  message(STATUS "fmtrain: FMTRAIN_BARE_GPU=ON: no MPI, HDF5 or hwloc; building the kernels, the "
+          "model, fmtrain-bench and the CUDA tests only (no fmtrain executable)")
+else()
 # MPI (C bindings)
 find_package(MPI REQUIRED COMPONENTS C)
 
@@ -23,12 +27,16 @@ target_include_directories(fm_hdf5 INTERFACE ${HDF5_C_INCLUDE_DIRS})
 target_link_libraries(fm_hdf5 INTERFACE ${HDF5_C_LIBRARIES} MPI::MPI_C)
 target_compile_definitions(fm_hdf5 INTERFACE ${HDF5_C_DEFINITIONS})
 
+endif() # NOT FMTRAIN_BARE_GPU
+
 # OpenMP (the CPU compute core)
 find_package(OpenMP REQUIRED COMPONENTS C)
 
-# hwloc (placement), through pkg-config
 find_package(PkgConfig REQUIRED)
-pkg_check_modules(HWLOC REQUIRED IMPORTED_TARGET hwloc>=2.0)
+if(NOT FMTRAIN_BARE_GPU)
+  # hwloc (placement), through pkg-config
+  pkg_check_modules(HWLOC REQUIRED IMPORTED_TARGET hwloc>=2.0)
+endif()
 
 # BLAS with a CBLAS interface; BLA_VENDOR is honoured (OpenBLAS on Debian, the vendor BLAS elsewhere)
 if(NOT DEFINED BLA_VENDOR AND NOT DEFINED ENV{BLA_VENDOR})

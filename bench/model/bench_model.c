@@ -59,6 +59,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -344,9 +345,12 @@ static fm_status run_step(const bench_args *ar, bench_run *r, const int32_t *tok
     if (!isfinite(loss))
         return FM_ERR(FM_ERR_NUMERIC, "fmtrain-bench: %s: non-finite loss at step %d",
                       fm_model_arch(r->m), i);
-    printf("%s %s %d: %.3f s (forward %.3f, backward %.3f, norm+AdamW %.3f) loss %.4f\n",
+    uint32_t bits; /* the loss's exact bits: two runs are compared bit for bit (run-on-gpu.sh) */
+    memcpy(&bits, &loss, sizeof bits);
+    printf("%s %s %d: %.3f s (forward %.3f, backward %.3f, norm+AdamW %.3f) loss %.4f "
+           "loss_bits=%08x\n",
            fm_model_arch(r->m), i < 0 ? "warm-up" : "step", i < 0 ? i + (int)ar->warmup : i,
-           t3 - t0, t1 - t0, t2 - t1, t3 - t2, (double)loss);
+           t3 - t0, t1 - t0, t2 - t1, t3 - t2, (double)loss, (unsigned)bits);
     fflush(stdout);
     if (i >= 0) {
         r->t_step[i] = t3 - t0;

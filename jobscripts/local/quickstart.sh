@@ -4,19 +4,20 @@
 #      gnuplot-nox; sudo when needed),
 #   2. builds fmtrain with the release preset (build/release/fmtrain; not the test suite),
 #   3. turns the King James Bible (package bible-kjv) into a token dataset with `fmtrain prepare`
-#      (byte-level BPE, 1024 tokens) at data/kjv.h5,
-#   4. trains the tiny GPT of inputs/tiny-cpu.ini on 2 MPI ranks (`mpiexec -n 2`) for a few minutes,
+#      (byte-level BPE, 2048 tokens) at data/kjv.h5,
+#   4. trains the small GPT of inputs/kjv-small.ini on 2 MPI ranks (`mpiexec -n 2`) for 3-5 minutes,
 #      writing checkpoints, metrics and logs to runs/quickstart,
 #   5. prints a sample from the final model, the loss against ln(vocab) and the corpus's unigram
 #      entropy (the loss of the best model that ignores context), and where the metrics and plot are.
 #
-# Environment: FM_QS_STEPS (default 600) training steps; FM_QS_RANKS (default 2); FM_QS_SKIP_SETUP=1
+# Environment: FM_QS_STEPS (default 1500) training steps; FM_QS_RANKS (default 2); FM_QS_SKIP_SETUP=1
 # skips step 1 (packages); FM_QS_EXE=/path/to/fmtrain uses that build instead of step 2.
 # Re-running starts the run afresh (runs/quickstart is replaced).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
-steps=${FM_QS_STEPS:-600}
+steps=${FM_QS_STEPS:-1500}
+vocab_size=2048
 ranks=${FM_QS_RANKS:-2}
 run=runs/quickstart
 say() { printf '\n=== %s\n' "$*"; }
@@ -56,12 +57,18 @@ fi
 
 say "3/5 dataset: the King James Bible -> data/kjv.h5"
 mkdir -p data
-if [ ! -s data/kjv.h5 ]; then
+have_vocab=""
+if [ -s data/kjv.h5 ]; then
+  have_vocab=$(h5dump -a /vocab_size data/kjv.h5 2>/dev/null | awk '/\(0\)/ { print $2 }') || true
+  [ "$have_vocab" = "$vocab_size" ] ||
+    echo "data/kjv.h5 has a vocabulary of ${have_vocab:-?}, not $vocab_size: rebuilding it"
+fi
+if [ "$have_vocab" != "$vocab_size" ]; then
   # one verse per line; drop the "Ge1:1" references so the model learns the text itself
   bible -f Gen1:1-Rev22:21 | sed 's/^[^ ]* //' >data/kjv.txt
-  "$exe" prepare --input data/kjv.txt --output data/kjv.h5 --vocab-size 1024
+  "$exe" prepare --input data/kjv.txt --output data/kjv.h5 --vocab-size "$vocab_size" --force
 else
-  echo "data/kjv.h5 exists: reusing it (delete it to rebuild)"
+  echo "data/kjv.h5 exists with vocabulary $vocab_size: reusing it (delete it to rebuild)"
 fi
 # the unigram entropy of the training tokens (nats): h5dump lists them, awk counts
 read -r vocab unigram < <(
@@ -70,12 +77,12 @@ read -r vocab unigram < <(
     awk -v v="$v" '{ gsub(/[ ,]/, "") } /^[0-9]+$/ { c[$0]++; n++ }
       END { for (k in c) { p = c[k] / n; h -= p * log(p) }; printf "%d %.6f\n", v, h }')
 
-say "4/5 training: mpiexec -n $ranks fmtrain train inputs/tiny-cpu.ini ($steps steps)"
+say "4/5 training: mpiexec -n $ranks fmtrain train inputs/kjv-small.ini ($steps steps)"
 rm -rf "$run"
 export OMPI_MCA_rmaps_base_oversubscribe=1
 if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-mpiexec -n "$ranks" "$exe" train inputs/tiny-cpu.ini --set run.dir="$run" \
-  --set train.steps="$steps" --set train.eval_every=100 --set checkpoint.every_steps=200 \
+mpiexec -n "$ranks" "$exe" train inputs/kjv-small.ini --set run.dir="$run" \
+  --set train.steps="$steps" --set train.eval_every=250 --set checkpoint.every_steps=500 \
   --set checkpoint.resume=never
 
 say "5/5 results"

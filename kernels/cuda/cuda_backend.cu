@@ -31,17 +31,53 @@ void fm_cuda_check(fm_cuda_ctx *cx, cudaError_t e, const char *what)
     fm_cuda_fail(cx, what, d);
 }
 
+void fm_cuda_debug_sync(fm_cuda_ctx *cx, const char *what)
+{
+    if (!cx->sync_check || cx->failed) return;
+    const cudaError_t e = cudaStreamSynchronize(cx->stream);
+    if (e == cudaSuccess) return;
+    char d[320];
+    snprintf(d, sizeof d, "%s (%s), found by FM_CUDA_SYNC_CHECK=1 right after this op",
+             cudaGetErrorString(e), cudaGetErrorName(e));
+    fm_cuda_fail(cx, what, d);
+}
+
 void fm_cuda_check_launch(fm_cuda_ctx *cx, const char *what)
 {
     fm_cuda_check(cx, cudaGetLastError(), what);
+    fm_cuda_debug_sync(cx, what);
 }
 
 void fm_cuda_check_blas(fm_cuda_ctx *cx, cublasStatus_t s, const char *what)
 {
-    if (s == CUBLAS_STATUS_SUCCESS) return;
-    char d[256];
-    snprintf(d, sizeof d, "%s (%s)", cublasGetStatusString(s), cublasGetStatusName(s));
-    fm_cuda_fail(cx, what, d);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        char d[256];
+        snprintf(d, sizeof d, "%s (%s)", cublasGetStatusString(s), cublasGetStatusName(s));
+        fm_cuda_fail(cx, what, d);
+    }
+    fm_cuda_debug_sync(cx, what);
+}
+
+void *fm_cuda_scratch(fm_cuda_ctx *cx, size_t bytes, const char *what)
+{
+    if (bytes <= cx->scratch_bytes && cx->scratch) return cx->scratch;
+    const size_t rounded = (bytes + ((size_t)1 << 20) - 1) / ((size_t)1 << 20) * ((size_t)1 << 20);
+    (void)cudaStreamSynchronize(cx->stream); /* the old buffer may still be read */
+    if (cx->scratch) (void)cudaFree(cx->scratch);
+    cx->scratch = NULL;
+    cx->scratch_bytes = 0;
+    const cudaError_t e = cudaMalloc(&cx->scratch, rounded);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        cx->scratch = NULL;
+        char d[256];
+        snprintf(d, sizeof d, "allocating %zu bytes of scratch failed: %s (reduce the micro-batch "
+                 "size)", rounded, cudaGetErrorString(e));
+        fm_cuda_fail(cx, what, d);
+        return NULL;
+    }
+    cx->scratch_bytes = rounded;
+    return cx->scratch;
 }
 
 /* The recorded error as a status (NULL when none). The error stays recorded: after a device fault
@@ -54,13 +90,72 @@ static fm_status cuda_status(const fm_cuda_ctx *cx)
 
 /* ---- context --------------------------------------------------------------------------------- */
 
+/* What a failing cudaGetDeviceCount means and what to do (static text). */
+static const char *device_count_advice(cudaError_t e)
+{
+    switch (e) {
+    case cudaErrorNoDevice:
+        return "cudaGetDeviceCount: no CUDA-capable device is detected (cudaErrorNoDevice): this "
+               "node has no NVIDIA GPU visible to the process; check the job's GPU request "
+               "(e.g. --gpus / --gres=gpu:N) and that CUDA_VISIBLE_DEVICES is not empty";
+    case cudaErrorInsufficientDriver:
+        return "cudaGetDeviceCount: the NVIDIA driver is older than the CUDA runtime fmtrain was "
+               "built with (cudaErrorInsufficientDriver): upgrade the driver (nvidia-smi shows its "
+               "version and the newest CUDA it supports) or rebuild fmtrain with an older CUDA "
+               "toolkit";
+    case cudaErrorInitializationError:
+        return "cudaGetDeviceCount: the CUDA driver failed to initialise "
+               "(cudaErrorInitializationError): check that the nvidia kernel module is loaded "
+               "(nvidia-smi) and /dev/nvidia* are accessible in this container or job";
+    case cudaErrorSystemDriverMismatch:
+        return "cudaGetDeviceCount: the NVIDIA kernel module and the user-space driver library "
+               "differ in version (cudaErrorSystemDriverMismatch): reboot the node or reinstall "
+               "the driver so both match";
+    case cudaErrorCompatNotSupportedOnDevice:
+        return "cudaGetDeviceCount: the CUDA forward-compatibility package in use does not support "
+               "this GPU (cudaErrorCompatNotSupportedOnDevice): remove the compat libraries from "
+               "LD_LIBRARY_PATH or upgrade the driver";
+    case cudaErrorDevicesUnavailable:
+        return "cudaGetDeviceCount: all CUDA devices are busy or unavailable "
+               "(cudaErrorDevicesUnavailable): the GPUs are in exclusive-process mode and used by "
+               "another process, or were taken away";
+    case cudaErrorOperatingSystem:
+        return "cudaGetDeviceCount: an operating-system call failed inside the CUDA driver "
+               "(cudaErrorOperatingSystem): check dmesg for NVIDIA driver errors";
+    default:
+        return NULL;
+    }
+}
+
 int fm_cuda_device_count(const char **why)
 {
     int n = 0;
     const cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
         (void)cudaGetLastError(); /* clear the (non-sticky) error */
-        *why = cudaGetErrorString(e); /* static text, e.g. "no CUDA-capable device is detected" */
+        const char *advice = device_count_advice(e);
+        /* static text, e.g. "no CUDA-capable device is detected" */
+        *why = advice ? advice : cudaGetErrorString(e);
+        if (e == cudaErrorInsufficientDriver) {
+            /* tell "no driver at all" from "a driver too old", with the versions */
+            static char msg[512]; /* written once per failing call; the registry is not threaded */
+            int drv = 0, rt = 0;
+            (void)cudaDriverGetVersion(&drv);
+            (void)cudaRuntimeGetVersion(&rt);
+            if (drv == 0)
+                snprintf(msg, sizeof msg, "cudaGetDeviceCount: no NVIDIA driver found "
+                         "(cudaErrorInsufficientDriver, libcuda.so.1 absent or not loadable): this "
+                         "is not a GPU node, or the driver is not visible in this container/job; "
+                         "fmtrain's CUDA runtime is %d.%d", rt / 1000, (rt % 1000) / 10);
+            else
+                snprintf(msg, sizeof msg, "cudaGetDeviceCount: the NVIDIA driver supports CUDA "
+                         "%d.%d, older than the CUDA runtime %d.%d fmtrain was built with "
+                         "(cudaErrorInsufficientDriver): upgrade the driver, or rebuild fmtrain "
+                         "with a CUDA toolkit no newer than %d.%d", drv / 1000, (drv % 1000) / 10,
+                         rt / 1000, (rt % 1000) / 10, drv / 1000, (drv % 1000) / 10);
+            (void)cudaGetLastError();
+            *why = msg;
+        }
         return 0;
     }
     *why = n > 0 ? NULL : "cudaGetDeviceCount reports no device (check the job's GPU allocation "
@@ -77,6 +172,7 @@ static void ctx_destroy(fm_cuda_ctx *cx)
     if (cx->workspace) (void)cudaFree(cx->workspace);
     if (cx->sumsq_part) (void)cudaFree(cx->sumsq_part);
     if (cx->sumsq_host) (void)cudaFreeHost(cx->sumsq_host);
+    if (cx->scratch) (void)cudaFree(cx->scratch);
     if (cx->stream) (void)cudaStreamDestroy(cx->stream);
     free(cx);
 }
@@ -100,17 +196,25 @@ static void ctx_destroy(fm_cuda_ctx *cx)
         }                                                                                         \
     } while (0)
 
-static const fm_kernel_ops *cuda_ops_table(void);
+static const fm_kernel_ops *cuda_ops_table(unsigned precision);
+
+/* Non-zero when environment variable `name` is set to something other than "" or "0". */
+static int env_flag(const char *name, int dflt)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) return dflt;
+    return strcmp(v, "0") != 0;
+}
 
 fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device, unsigned precision)
 {
     fm_status st = NULL;
     fm_cuda_ctx *cx = NULL;
     const char *why = NULL;
-    if (precision != FM_PRECISION_FP32 && precision != FM_PRECISION_AUTO)
-        return FM_ERR(FM_ERR_CONFIG, "CUDA backend: precision = %s is not implemented yet (this "
-                                     "backend computes in fp32); set [runtime] precision = fp32 or "
-                                     "auto", fm_precision_name(precision));
+    if (precision != FM_PRECISION_FP32 && precision != FM_PRECISION_BF16 &&
+        precision != FM_PRECISION_AUTO)
+        return FM_ERR(FM_ERR_CONFIG, "CUDA backend: unknown precision %u (expected fp32, bf16 or "
+                                     "auto)", precision);
     int n = fm_cuda_device_count(&why);
     if (device < 0) device = 0;
     if (n <= 0)
@@ -129,8 +233,30 @@ fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device, unsigned
     {
         cudaDeviceProp prop;
         INIT_CUDA(cudaGetDeviceProperties(&prop, device));
-        snprintf(cx->describe, sizeof cx->describe, "%.200s (device %d, sm_%d%d, %d SMs)", prop.name,
-                 device, prop.major, prop.minor, prop.multiProcessorCount);
+        cx->cc_major = prop.major;
+        cx->cc_minor = prop.minor;
+        /* auto: bf16 where the tensor cores have bf16 (sm_80, Ampere, and newer) */
+        if (precision == FM_PRECISION_AUTO)
+            precision = prop.major >= 8 ? FM_PRECISION_BF16 : FM_PRECISION_FP32;
+        if (precision == FM_PRECISION_BF16 && prop.major < 8) {
+            st = FM_ERR(FM_ERR_CONFIG, "CUDA backend: precision = bf16 needs a GPU of compute "
+                                       "capability 8.0 (A100) or newer, but device %d (%.100s) is "
+                                       "sm_%d%d; set [runtime] precision = fp32 or auto",
+                        device, prop.name, prop.major, prop.minor);
+            goto fail;
+        }
+        cx->precision = precision;
+        cx->tf32 = precision == FM_PRECISION_FP32 && env_flag("FM_CUDA_TF32", 1);
+        cx->sync_check = env_flag("FM_CUDA_SYNC_CHECK", 0);
+        cx->dout16_bytes = FM_CUDA_DOUT16_BYTES;
+        const char *chunk = getenv("FM_CUDA_DOUT16_BYTES"); /* a testing knob (cuda_internal.cuh) */
+        if (chunk && strtoull(chunk, NULL, 10) > 0) cx->dout16_bytes = strtoull(chunk, NULL, 10);
+        snprintf(cx->describe, sizeof cx->describe, "%.160s (device %d, sm_%d%d, %d SMs), %s%s%s",
+                 prop.name, device, prop.major, prop.minor, prop.multiProcessorCount,
+                 fm_precision_name(precision),
+                 precision == FM_PRECISION_FP32 ? (cx->tf32 ? ", TF32 matmuls" : ", fp32 matmuls")
+                                                : ", bf16 matmuls",
+                 cx->sync_check ? ", FM_CUDA_SYNC_CHECK" : "");
     }
     INIT_CUDA(cudaStreamCreateWithFlags(&cx->stream, cudaStreamNonBlocking));
     cx->workspace_bytes = FM_CUDA_WORKSPACE_BYTES;
@@ -140,13 +266,14 @@ fm_status fm_cuda_backend_init(fm_backend *be, int threads, int device, unsigned
     INIT_BLAS(cublasCreate(&cx->blas));
     INIT_BLAS(cublasSetStream(cx->blas, cx->stream));
     INIT_BLAS(cublasSetWorkspace(cx->blas, cx->workspace, cx->workspace_bytes));
-    INIT_BLAS(cublasSetMathMode(cx->blas, CUBLAS_DEFAULT_MATH)); /* fp32, no TF32 */
+    /* the cuBLAS fallback of the fp32 table follows the cuBLASLt choice (matmul.cu) */
+    INIT_BLAS(cublasSetMathMode(cx->blas, cx->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
     INIT_BLAS(cublasLtCreate(&cx->lt));
-    be->ops = cuda_ops_table();
+    be->ops = cuda_ops_table(cx->precision);
     be->threads = threads > 0 ? threads : 1;
     be->device = device;
     be->impl = cx;
-    be->precision = FM_PRECISION_FP32; /* auto: the only precision this backend implements */
+    be->precision = cx->precision;
     return NULL;
 fail:
     ctx_destroy(cx);
@@ -238,7 +365,9 @@ static void cuda_zero(fm_backend *be, void *ptr, size_t bytes)
 static fm_status cuda_sync(fm_backend *be)
 {
     fm_cuda_ctx *cx = FM_CUDA_CX(be);
-    fm_cuda_check(cx, cudaStreamSynchronize(cx->stream), "sync");
+    fm_cuda_check(cx, cudaStreamSynchronize(cx->stream),
+                  cx->sync_check ? "sync" : "sync (an asynchronous error of an earlier op; rerun "
+                                            "with FM_CUDA_SYNC_CHECK=1 to name the op)");
     fm_cuda_check(cx, cudaGetLastError(), "sync");
     return cuda_status(cx);
 }
@@ -252,11 +381,11 @@ static fm_kernel_ops cuda_ops_make(void)
     memset(&o, 0, sizeof o);
     o.name = "cuda";
     o.act_bytes = 4; /* fp32 activations */
-    /* device memory, asynchronous (one stream); fp32 only so far (the bf16 contract of kernels.h is
-     * issue 15's work); MFU against [runtime] peak_tflops */
+    /* device memory, asynchronous (one stream); fp32 and bf16 (fm_cuda_backend_init refuses bf16 on
+     * a GPU older than sm_80); MFU against [runtime] peak_tflops */
     o.caps.host_memory = 0;
     o.caps.async = 1;
-    o.caps.precisions = FM_PRECISION_FP32;
+    o.caps.precisions = FM_PRECISION_FP32 | FM_PRECISION_BF16;
     o.caps.peak_from_matmul = 0;
     o.destroy = cuda_destroy;
     o.describe = cuda_describe;
@@ -294,8 +423,26 @@ static fm_kernel_ops cuda_ops_make(void)
     return o;
 }
 
-static const fm_kernel_ops *cuda_ops_table(void)
+/* The bf16 table (kernels.h, "Precision"): the fp32 table but for the ops with "act" arguments */
+static fm_kernel_ops cuda_ops_make_bf16(void)
 {
-    static const fm_kernel_ops ops = cuda_ops_make(); /* initialised once, thread-safe (C++11) */
-    return &ops;
+    fm_kernel_ops o = cuda_ops_make();
+    o.act_bytes = 2;
+    o.layernorm_forward = fm_cuda_layernorm_forward_bf16;
+    o.rmsnorm_forward = fm_cuda_rmsnorm_forward_bf16;
+    o.matmul_forward = fm_cuda_matmul_forward_bf16;
+    o.matmul_backward = fm_cuda_matmul_backward_bf16;
+    o.gelu_forward = fm_cuda_gelu_forward_bf16;
+    o.swiglu_forward = fm_cuda_swiglu_forward_bf16;
+    o.attention_forward = fm_cuda_attention_forward_bf16;
+    o.attention_backward = fm_cuda_attention_backward_bf16;
+    o.attention_decode = fm_cuda_attention_decode_bf16;
+    return o;
+}
+
+static const fm_kernel_ops *cuda_ops_table(unsigned precision)
+{
+    /* initialised once, thread-safe (C++11) */
+    static const fm_kernel_ops ops = cuda_ops_make(), ops_bf16 = cuda_ops_make_bf16();
+    return precision == FM_PRECISION_BF16 ? &ops_bf16 : &ops;
 }

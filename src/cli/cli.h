@@ -54,6 +54,7 @@ extern const fm_command fm_cmd_sample;
 extern const fm_command fm_cmd_eval;
 extern const fm_command fm_cmd_export;
 extern const fm_command fm_cmd_import;
+extern const fm_command fm_cmd_plan;
 
 /* The table, NULL-terminated (src/cli/commands.c). */
 extern const fm_command *const fm_commands[];

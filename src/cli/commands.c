@@ -13,6 +13,7 @@ const fm_command *const fm_commands[] = {
     &fm_cmd_eval,
     &fm_cmd_export,
     &fm_cmd_import,
+    &fm_cmd_plan,
     NULL,
 };
 

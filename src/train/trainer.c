@@ -462,6 +462,19 @@ static fm_status prepare(fm_trainer *t)
     t->be->ops->describe(t->be, dev, sizeof dev);
     say(t, "compute: %s; precision %s ([runtime] precision = %s)", dev,
         fm_precision_name(t->be->precision), fm_precision_name(precision_of(&t->cfg)));
+    if (t->cfg.runtime_device == FM_DEVICE_AUTO && !fm_backend_uses_gpus(t->be->ops->name)) {
+        /* device = auto fell back to the CPU: say why (no silent fallback) */
+        for (int i = 0; i < fm_backend_count(); i++) {
+            const char *name = fm_backend_name(i), *why = NULL;
+            if (!fm_backend_uses_gpus(name)) continue;
+            if (fm_backend_device_count(name, &why) <= 0)
+                say(t, "device = auto chose the CPU: backend %s: %s", name,
+                    why ? why : "no device");
+        }
+        if (fm_backend_count() == 1)
+            say(t, "device = auto chose the CPU: this fmtrain has no GPU backend (configure with "
+                   "-DFMTRAIN_CUDA=ON where nvcc is available)");
+    }
     say_dataset(t);
     FM_TRY(describe_model(t));
     say_schedule(t);

@@ -4,7 +4,12 @@
  * picks it exactly when a device is visible; with no visible device fm_backend_create("cuda") fails with
  * FM_ERR_DEVICE and a message that says so and gives the reason (never a crash); with a device it
  * succeeds with the CUDA capabilities and a description naming the device, and an out-of-range
- * ordinal fails with FM_ERR_DEVICE. */
+ * ordinal fails with FM_ERR_DEVICE. Precisions: caps list fp32 and bf16; precision = auto gives bf16
+ * exactly on sm_80 and newer, and the bf16 table has act_bytes 2.
+ * sync_check (GPU only, last: it leaves the device context broken on purpose): with
+ * FM_CUDA_SYNC_CHECK=1 an op that faults (residual_forward writing through a bad device pointer) is
+ * named in the error that the next sync returns. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include "cuda_test_util.h"
 
 static void test_registry(void **state)
@@ -48,7 +53,25 @@ static void test_registry(void **state)
         assert_non_null(strstr(d, "device 0"));
         assert_non_null(strstr(d, "sm_"));
         assert_non_null(strstr(d, "SMs"));
+        assert_int_equal(be->ops->caps.precisions, FM_PRECISION_FP32 | FM_PRECISION_BF16);
+        const char *sm = strstr(d, "sm_");
+        const int major = sm ? atoi(sm + 3) / 10 : 0;
         fm_backend_free(&be);
+        cuda_test_ok(fm_backend_create_precision("cuda", 1, 0, FM_PRECISION_AUTO, &be));
+        printf("  precision = auto on sm_%dx: %s (%s)\n", major, fm_precision_name(be->precision),
+               be->ops->name);
+        assert_int_equal(be->precision, major >= 8 ? FM_PRECISION_BF16 : FM_PRECISION_FP32);
+        assert_int_equal(be->ops->act_bytes, major >= 8 ? 2 : 4);
+        fm_backend_free(&be);
+        st = fm_backend_create_precision("cuda", 1, 0, FM_PRECISION_BF16, &be);
+        if (major >= 8) {
+            cuda_test_ok(st);
+            assert_int_equal(be->ops->act_bytes, 2);
+            fm_backend_free(&be);
+        } else {
+            assert_int_equal(fm_status_code(st), FM_ERR_CONFIG);
+            fm_status_free(&st);
+        }
         assert_null(be);
         st = fm_backend_create("cuda", 1, n, &be);
         assert_non_null(st);
@@ -57,8 +80,34 @@ static void test_registry(void **state)
     }
 }
 
+static void test_sync_check(void **state)
+{
+    (void)state;
+    if (fm_backend_device_count("cuda", NULL) <= 0) {
+        printf("  no GPU: nothing to check\n");
+        return;
+    }
+    setenv("FM_CUDA_SYNC_CHECK", "1", 1);
+    fm_backend *be = NULL;
+    cuda_test_ok(fm_backend_create("cuda", 1, 0, &be));
+    float *a = NULL;
+    cuda_test_ok(be->ops->alloc(be, (void **)&a, 64 * sizeof(float)));
+    be->ops->residual_forward(be, (float *)(uintptr_t)0x10, a, a, 64); /* faults on purpose */
+    fm_status st = be->ops->sync(be);
+    assert_non_null(st);
+    printf("  the faulting op reported as: %s\n", fm_status_message(st));
+    assert_non_null(strstr(fm_status_message(st), "residual_forward"));
+    assert_non_null(strstr(fm_status_message(st), "FM_CUDA_SYNC_CHECK"));
+    fm_status_free(&st);
+    /* the context is unusable now: teardown's CUDA calls fail quietly; no further device work */
+    be->ops->free(be, a);
+    fm_backend_free(&be);
+    unsetenv("FM_CUDA_SYNC_CHECK");
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_registry)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_registry),
+                                       cmocka_unit_test(test_sync_check)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -79,6 +79,11 @@
  *                          dbias (fp32 dout)       2e-4, 2e-4                   -
  *   attention_backward     dqkv (bf16 out read)    1e-2, 1e-2                   2e-4, 2e-4
  *   adamw_update           params_bf16             8e-3, 2e-7                   -
+ *
+ * TF32: an fp32 instance after the reference (a GPU: the CUDA backend's fp32 table multiplies on TF32
+ * tensor cores unless FM_CUDA_TF32=0) is held to TOL_TF32_MM on the matmul products (matmul_forward
+ * out, matmul_backward dinp and dweight), against double and against cpu: TF32 keeps a 10-bit
+ * significand (u = 2^-11, 2^-10 if truncated), 1/8 of bf16's error, K <= 288 terms: 1e-2, 3e-2.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -215,6 +220,8 @@ static const tol TOL_BF16_MM = {2e-2, 1e-1};
 /* attention_backward reads forward's output rounded to bf16 (D = rowsum(dO * O) is off by up to
  * u sum|dO O|): 5e-3 measured */
 static const tol TOL_BF16_ATT_BWD = {1e-2, 1e-2};
+/* matmul products on an fp32 instance that uses TF32 tensor cores (see the table at the top) */
+static const tol TOL_TF32_MM = {1e-2, 3e-2};
 
 /* element types. ACT: an "act" argument of kernels.h, fp32 on an fp32 instance and bf16 on a bf16
  * one; BF16: bf16 on every instance. Host values of F32, ACT and BF16 tensors are floats (bf16
@@ -237,6 +244,7 @@ typedef struct tensor {
     tol vs_ref16;
     int match; /* >= 0: also within match_tol (max-norm relative) of tensor `match` */
     double match_tol, match_tol16; /* fp32 / bf16 instances */
+    int tf32; /* a matmul product: TOL_TF32_MM on fp32 instances after the reference (TF32) */
 } tensor;
 
 #define MAX_TENSORS 10
@@ -269,7 +277,7 @@ static int add(op_case *c, const char *name, int type, int role, size_t n, void 
 {
     assert_true(c->nt < MAX_TENSORS);
     tensor *t = &c->t[c->nt];
-    *t = (tensor){name, type, role, n, init, ref, vs_ref, vs_cpu, vs_ref, NULL, EXACT, -1, 0.0, 0.0};
+    *t = (tensor){name, type, role, n, init, ref, vs_ref, vs_cpu, vs_ref, NULL, EXACT, -1, 0.0, 0.0, 0};
     return c->nt++;
 }
 
@@ -432,7 +440,9 @@ static void run_case(op_case *c)
             const tensor *t = &c->t[k];
             if (!h0[k]) continue;
             const int f32 = t->type == F32 || (t->type == ACT && !p16);
-            bad += compare(bn, c, t, h0[k], t->ref, 1, f32, p16 ? t->vs_bf16 : t->vs_ref, "double");
+            const int tf = t->tf32 && !p16 && b > 0; /* a GPU's fp32: TF32 products */
+            bad += compare(bn, c, t, h0[k], t->ref, 1, f32,
+                           p16 ? t->vs_bf16 : tf ? TOL_TF32_MM : t->vs_ref, "double");
             if (p16 && t->ref16)
                 bad += compare(bn, c, t, h0[k], t->ref16, 1, f32, t->vs_ref16, "bf16 in");
             if (memcmp(h0[k], h1[k], t->n * host_bytes(t->type)) != 0) {
@@ -446,7 +456,8 @@ static void run_case(op_case *c)
                 bad += compare_match(bn, c, &tm, h0[k], &c->t[t->match], h0[t->match]);
             }
             if (have[p16])
-                bad += compare(bn, c, t, h0[k], first[p16][k], 0, f32, p16 ? t->vs_bf16 : t->vs_cpu,
+                bad += compare(bn, c, t, h0[k], first[p16][k], 0, f32,
+                               p16 ? t->vs_bf16 : tf ? TOL_TF32_MM : t->vs_cpu,
                                p16 ? "cpu/bf16" : "cpu");
         }
         free_all(h1, c->nt);
@@ -703,6 +714,7 @@ static void test_matmul_forward(void **state)
                           (tol){1e-4, 1e-4});
         bf16_tol(c, k, TOL_BF16_MM);
         bf16_ref(c, k, ref16, (tol){2e-4, 2e-4});
+        c->t[k].tf32 = 1;
         add_in(c, "inp", ACT, (size_t)N * C, x);
         add_in(c, "weight", ACT, (size_t)OC * C, w);
         add_in(c, "bias", F32, (size_t)OC + 1, bias);
@@ -764,9 +776,11 @@ static void test_matmul_backward(void **state)
         int k = add(c, "dinp", F32, INOUT, (size_t)N * C, dinp, rdi, r, x1);
         bf16_tol(c, k, TOL_BF16_MM);
         bf16_ref(c, k, si, r);
+        c->t[k].tf32 = 1;
         k = add(c, "dweight", F32, INOUT, (size_t)OC * C, dw, rdw, r, x1);
         bf16_tol(c, k, TOL_BF16_MM);
         bf16_ref(c, k, sw, r);
+        c->t[k].tf32 = 1;
         add(c, "dbias", F32, INOUT, (size_t)OC + 1, db, rdb, r, x1); /* fp32 dout in both */
         add_in(c, "dout", F32, (size_t)N * OC, dout);
         add_in(c, "inp", ACT, (size_t)N * C, x);

@@ -200,7 +200,7 @@ static void test_decode_memory_and_init(void **state)
     assert_string_equal(fm_model_arch(f->dec), "gpt2");
     assert_int_equal(fm_model_get_mode(f->dec), FM_MODEL_DECODE);
 
-    const size_t B = 3, T = 17, C = 33, L = 3, NH = 3, Vp = 1024, e = 2, N = B * T;
+    const size_t B = 3, T = 17, C = 33, L = 3, NH = 3, Vp = 1024, e = 4, N = B * T; /* fp32: every row e bytes */
     const fm_model_shape odd = {(int)L, (int)NH, (int)C, (int)T, 1001, .arch = "gpt2"};
     const fm_model_options o3 = {FM_MODEL_DECODE, (int)B};
     FM_ASSERT_OK(fm_model_memory_estimate_opts(&odd, &o3, (int)e, &got));
