@@ -39,18 +39,20 @@ struct fm_checkpoint_ctx {
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
-/* Host views of the model's parameters and the optimizer's moments: the backend's buffers on the
- * CPU backend, host copies otherwise. */
+/* Host views of the model's parameters (all n of the layout) and the optimizer's moments (its range
+ * [lo, hi): the whole layout, or this rank's ZeRO shard): the backend's buffers on the CPU backend,
+ * host copies otherwise. */
 typedef struct host_state {
     float *p, *m, *v;
     int owned;
-    size_t n;
+    size_t n, lo, hi;
 } host_state;
 
 static fm_status host_state_get(fm_model *model, fm_optimizer *opt, int fill, host_state *h)
 {
     memset(h, 0, sizeof *h);
     h->n = fm_model_num_params(model);
+    fm_optimizer_range(opt, &h->lo, &h->hi);
     fm_backend *be = fm_model_get_backend(model);
     if (be->ops->caps.host_memory) {
         h->p = fm_model_params(model);
@@ -59,16 +61,17 @@ static fm_status host_state_get(fm_model *model, fm_optimizer *opt, int fill, ho
         return NULL;
     }
     h->owned = 1;
+    const size_t ms = h->hi > h->lo ? h->hi - h->lo : 1;
     h->p = malloc(h->n * sizeof(float));
-    h->m = malloc(h->n * sizeof(float));
-    h->v = malloc(h->n * sizeof(float));
+    h->m = malloc(ms * sizeof(float));
+    h->v = malloc(ms * sizeof(float));
     if (!h->p || !h->m || !h->v) {
         free(h->p);
         free(h->m);
         free(h->v);
         memset(h, 0, sizeof *h);
         return FM_ERR(FM_ERR_NOMEM, "out of memory for host copies of the model state (%zu bytes)",
-                      3 * h->n * sizeof(float));
+                      (h->n + 2 * ms) * sizeof(float));
     }
     if (fill) {
         FM_TRY(fm_model_get_params(model, h->p));
@@ -106,12 +109,16 @@ static fm_status model_table(const fm_model *model, fm_checkpoint_tensor **out, 
     return NULL;
 }
 
+/* The three tensor groups. With `shards` (the trainer's ZeRO shard plan, [train] zero >= 1) each
+ * rank moves exactly its shard of the moments (held from element h->lo on) and, when
+ * `params_sharded`, of the weights (writing; reading needs every weight on every rank, so the
+ * weights then use the default partition and are replicated). */
 static void make_groups(fm_checkpoint_group g[3], const fm_checkpoint_tensor *table, int nt,
-                        const host_state *h)
+                        const host_state *h, const size_t *shards, int params_sharded)
 {
-    g[0] = (fm_checkpoint_group){"params", table, nt, h->p, h->n};
-    g[1] = (fm_checkpoint_group){"adam_m", table, nt, h->m, h->n};
-    g[2] = (fm_checkpoint_group){"adam_v", table, nt, h->v, h->n};
+    g[0] = (fm_checkpoint_group){"params", table, nt, h->p, h->n, params_sharded ? shards : NULL, 0};
+    g[1] = (fm_checkpoint_group){"adam_m", table, nt, h->m, h->n, shards, shards ? h->lo : 0};
+    g[2] = (fm_checkpoint_group){"adam_v", table, nt, h->v, h->n, shards, shards ? h->lo : 0};
 }
 
 /* Prints on rank 0: into the trainer's metrics (console + train.log) when there is a trainer,
@@ -686,7 +693,7 @@ static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoin
     st = fm_comm_agree(c->comm, st);
     if (!st) {
         fm_checkpoint_group g[3];
-        make_groups(g, table, nt, &h);
+        make_groups(g, table, nt, &h, fm_trainer_shard_bounds(t), 1);
         st = fm_checkpoint_file_write_groups(f, g, 3);
     }
     host_state_free(&h);
@@ -749,9 +756,9 @@ static fm_status expected_size(const fm_checkpoint_ctx *c, const fm_model *model
     fm_checkpoint_tensor *table = NULL;
     int nt = 0;
     FM_TRY(model_table(model, &table, &nt));
-    host_state h = {NULL, NULL, NULL, 0, fm_model_num_params(model)};
+    host_state h = {NULL, NULL, NULL, 0, fm_model_num_params(model), 0, fm_model_num_params(model)};
     fm_checkpoint_group g[3];
-    make_groups(g, table, nt, &h);
+    make_groups(g, table, nt, &h, NULL, 0);
     *bytes = fm_checkpoint_file_estimate_bytes(g, 3, c->io.align_bytes);
     if (c->tok) *bytes += (uint64_t)fm_tokenizer_vocab_size(c->tok) * 64; /* vocabulary, merges */
     free(table);
@@ -913,7 +920,7 @@ fm_status fm_checkpoint_load(fm_checkpoint_ctx *c, fm_trainer *t, const char *pa
     st = fm_comm_agree(c->comm, st);
     if (!st) {
         fm_checkpoint_group g[3];
-        make_groups(g, table, nt, &h);
+        make_groups(g, table, nt, &h, fm_trainer_shard_bounds(t), 0);
         st = fm_checkpoint_file_read_groups(f, g, 3, 1);
     }
     fm_trainer_state ts;
@@ -986,7 +993,7 @@ static fm_status init_params_from(fm_checkpoint_ctx *c, fm_trainer *t, const cha
     }
     st = fm_comm_agree(c->comm, st);
     if (!st) {
-        fm_checkpoint_group g = {"params", table, nt, host, fm_model_num_params(model)};
+        fm_checkpoint_group g = {"params", table, nt, host, fm_model_num_params(model), NULL, 0};
         st = fm_checkpoint_file_read_groups(f, &g, 1, 1);
     }
     fm_checkpoint_file_close(&f);
@@ -1262,7 +1269,7 @@ static fm_status load_model_file(const char *path, fm_backend *be, const fm_mode
         host = on_host ? fm_model_params(m) : malloc(fm_model_num_params(m) * sizeof(float));
         if (!host) st = FM_ERR(FM_ERR_NOMEM, "out of memory loading %s", path);
         if (!st) {
-            fm_checkpoint_group g = {"params", table, nt, host, fm_model_num_params(m)};
+            fm_checkpoint_group g = {"params", table, nt, host, fm_model_num_params(m), NULL, 0};
             st = fm_checkpoint_file_read_groups(f, &g, 1, 1);
         }
         if (!st && !on_host) st = fm_model_set_params(m, host);
@@ -1370,7 +1377,7 @@ fm_status fm_checkpoint_write_model(MPI_Comm comm, const char *path, fm_model *m
     float *host = NULL;
     int nt = 0;
     FM_TRY(model_table(model, &table, &nt));
-    fm_checkpoint_group est = {"params", table, nt, NULL, fm_model_num_params(model)};
+    fm_checkpoint_group est = {"params", table, nt, NULL, fm_model_num_params(model), NULL, 0};
     fm_checkpoint_io_opts io = {(int64_t)1 << 20, NULL, 0};
     io.expected_bytes = fm_checkpoint_file_estimate_bytes(&est, 1, io.align_bytes); /* a full disk: refused first */
     fm_checkpoint_file *f = NULL;
@@ -1406,7 +1413,7 @@ fm_status fm_checkpoint_write_model(MPI_Comm comm, const char *path, fm_model *m
     if (!st) st = fm_model_get_params(model, host);
     st = fm_comm_agree(comm, st);
     if (!st) {
-        fm_checkpoint_group g = {"params", table, nt, host, fm_model_num_params(model)};
+        fm_checkpoint_group g = {"params", table, nt, host, fm_model_num_params(model), NULL, 0};
         st = fm_checkpoint_file_write_groups(f, &g, 1);
     }
     if (!st) st = write_hf_attrs(f, model);

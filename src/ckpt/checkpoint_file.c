@@ -238,12 +238,68 @@ static void part_of(size_t start, size_t n, size_t row, size_t total, int nranks
     if (*hi < *lo) *hi = *lo;
 }
 
+/* Elements of the tensors of the groups that use the default partition (no explicit parts). */
 static size_t total_elements(const fm_checkpoint_group *groups, int ngroups)
 {
     size_t total = 0;
     for (int g = 0; g < ngroups; g++)
-        for (int i = 0; i < groups[g].ntensors; i++) total += tensor_numel(&groups[g].tensors[i]);
+        for (int i = 0; groups[g].parts == NULL && i < groups[g].ntensors; i++)
+            total += tensor_numel(&groups[g].tensors[i]);
     return total;
+}
+
+/* A group's explicit parts against its table: nranks+1 offsets from 0 to numel, non-decreasing,
+ * each on a row boundary of the tensor it falls in. The same answer on every rank. */
+static fm_status check_parts(const fm_checkpoint_group *g, int nranks)
+{
+    const size_t *p = g->parts;
+    if (p[0] != 0 || p[nranks] != g->numel)
+        return FM_ERR(FM_ERR_INTERNAL, "checkpoint: the parts of group %s run from %zu to %zu, "
+                      "expected 0 to %zu over %d ranks", g->name, p[0], p[nranks], g->numel, nranks);
+    for (int r = 0; r < nranks; r++)
+        if (p[r + 1] < p[r])
+            return FM_ERR(FM_ERR_INTERNAL, "checkpoint: part %d of group %s ends (%zu) before it "
+                          "starts (%zu)", r, g->name, p[r + 1], p[r]);
+    for (int r = 1; r < nranks; r++)
+        for (int i = 0; i < g->ntensors; i++) {
+            const fm_checkpoint_tensor *t = &g->tensors[i];
+            size_t a = t->offset, n = tensor_numel(t);
+            if (p[r] > a && p[r] < a + n && (p[r] - a) % tensor_row(t) != 0)
+                return FM_ERR(FM_ERR_INTERNAL, "checkpoint: part boundary %zu of group %s cuts a "
+                              "row of tensor %s (rows of %zu elements from %zu)", p[r], g->name,
+                              t->name, tensor_row(t), a);
+        }
+    return NULL;
+}
+
+/* This rank's buffers hold its parts: a buffer that starts at `base` starts no later than the part
+ * (checked for the calling rank only: the others' buffers are theirs). */
+static fm_status check_bases(const fm_checkpoint_group *groups, int ngroups, int rank)
+{
+    for (int g = 0; g < ngroups; g++)
+        if (groups[g].parts && groups[g].base > groups[g].parts[rank])
+            return FM_ERR(FM_ERR_INTERNAL, "checkpoint: group %s's buffer starts at element %zu, "
+                          "after this rank's part [%zu, %zu)", groups[g].name, groups[g].base,
+                          groups[g].parts[rank], groups[g].parts[rank + 1]);
+    return NULL;
+}
+
+/* The element range [*lo, *hi) of tensor i of group g that `rank` moves: from the group's explicit
+ * parts, or from the default rule (`start`: the tensor's index in the concatenation of the default
+ * groups, `total` its length). */
+static void tensor_part(const fm_checkpoint_group *g, int i, size_t start, size_t total, int nranks,
+                        int rank, size_t *lo, size_t *hi)
+{
+    const fm_checkpoint_tensor *t = &g->tensors[i];
+    size_t n = tensor_numel(t);
+    if (!g->parts) {
+        part_of(start, n, tensor_row(t), total, nranks, rank, lo, hi);
+        return;
+    }
+    size_t a = g->parts[rank], b = g->parts[rank + 1];
+    *lo = a <= t->offset ? 0 : a - t->offset < n ? a - t->offset : n;
+    *hi = b <= t->offset ? 0 : b - t->offset < n ? b - t->offset : n;
+    if (*hi < *lo) *hi = *lo;
 }
 
 fm_status fm_checkpoint_file_part(const fm_checkpoint_group *groups, int ngroups, int nranks,
@@ -253,18 +309,23 @@ fm_status fm_checkpoint_file_part(const fm_checkpoint_group *groups, int ngroups
     if (nranks < 1 || rank < 0 || rank >= nranks || group < 0 || group >= ngroups || tensor < 0 ||
         tensor >= groups[group].ntensors)
         return FM_ERR(FM_ERR_INTERNAL, "checkpoint: bad part query");
+    if (groups[group].parts) FM_TRY(check_parts(&groups[group], nranks));
     size_t total = total_elements(groups, ngroups), start = 0;
     for (int g = 0; g < ngroups; g++)
         for (int i = 0; i < groups[g].ntensors; i++) {
-            const fm_checkpoint_tensor *t = &groups[g].tensors[i];
-            size_t n = tensor_numel(t);
             if (g == group && i == tensor) {
-                part_of(start, n, tensor_row(t), total, nranks, rank, lo, hi);
+                tensor_part(&groups[g], i, start, total, nranks, rank, lo, hi);
                 return NULL;
             }
-            start += n;
+            if (!groups[g].parts) start += tensor_numel(&groups[g].tensors[i]);
         }
     return FM_ERR(FM_ERR_INTERNAL, "checkpoint: tensor not found");
+}
+
+/* Element e of group g's layout in its buffer (which holds [base, ...)). */
+static float *elem_ptr(const fm_checkpoint_group *g, size_t e)
+{
+    return g->data + (e - g->base);
 }
 
 /* One tensor as seen by the I/O loops. */
@@ -282,6 +343,11 @@ static fm_status plan_jobs(const fm_checkpoint_group *groups, int ngroups, int n
     *jobs_out = NULL;
     *njobs_out = 0;
     FM_TRY(check_tables(groups, ngroups));
+    for (int g = 0; g < ngroups; g++)
+        if (groups[g].parts) FM_TRY(check_parts(&groups[g], nranks));
+        else if (groups[g].base != 0)
+            return FM_ERR(FM_ERR_INTERNAL, "checkpoint: group %s has a buffer that starts at "
+                          "element %zu but no explicit parts", groups[g].name, groups[g].base);
     int nj = 0;
     for (int g = 0; g < ngroups; g++) nj += groups[g].ntensors;
     tensor_job *jobs = calloc(nj > 0 ? (size_t)nj : 1, sizeof *jobs);
@@ -297,20 +363,20 @@ static fm_status plan_jobs(const fm_checkpoint_group *groups, int ngroups, int n
             jb->numel = tensor_numel(jb->t);
             jb->row = tensor_row(jb->t);
             jb->start = start;
-            part_of(start, jb->numel, jb->row, total, nranks, rank, &jb->lo, &jb->hi);
+            tensor_part(&groups[g], i, start, total, nranks, rank, &jb->lo, &jb->hi);
             /* Rows per collective call, the same on every rank; rounds = max over ranks. */
             size_t rows_per_call = FM_CKPT_MAX_PIECE_BYTES / (jb->row * sizeof(float));
             if (rows_per_call < 1) rows_per_call = 1;
             int rounds = 0;
             for (int r = 0; r < nranks; r++) {
                 size_t lo, hi;
-                part_of(start, jb->numel, jb->row, total, nranks, r, &lo, &hi);
+                tensor_part(&groups[g], i, start, total, nranks, r, &lo, &hi);
                 size_t rows = (hi - lo) / jb->row;
                 int c = (int)((rows + rows_per_call - 1) / rows_per_call);
                 if (c > rounds) rounds = c;
             }
             jb->rounds = rounds;
-            start += jb->numel;
+            if (!groups[g].parts) start += jb->numel;
         }
     *jobs_out = jobs;
     *njobs_out = nj;
@@ -703,6 +769,7 @@ fm_status fm_checkpoint_file_write_groups(fm_checkpoint_file *f, const fm_checkp
     int nj = 0;
     uint64_t *mine = NULL, *all = NULL;
     fm_status st = plan_jobs(groups, ngroups, f->nranks, f->rank, &jobs, &nj);
+    if (!st) st = check_bases(groups, ngroups, f->rank);
     st = fm_comm_agree(f->comm, st);
     if (st) return st;
     fm_h5_quiet q;
@@ -722,9 +789,11 @@ fm_status fm_checkpoint_file_write_groups(fm_checkpoint_file *f, const fm_checkp
     st = fm_comm_agree(f->comm, st);
     if (st) goto done;
     for (int j = 0; j < nj; j++) {
-        const float *base = groups[jobs[j].group].data + jobs[j].t->offset;
         size_t bytes = (jobs[j].hi - jobs[j].lo) * sizeof(float);
-        mine[2 * j] = bytes ? fm_checkpoint_crc32(base + jobs[j].lo, bytes) : 0;
+        mine[2 * j] = bytes ? fm_checkpoint_crc32(elem_ptr(&groups[jobs[j].group],
+                                                           jobs[j].t->offset + jobs[j].lo),
+                                                  bytes)
+                            : 0;
         mine[2 * j + 1] = bytes;
     }
     if (per > 0)
@@ -750,13 +819,14 @@ fm_status fm_checkpoint_file_write_groups(fm_checkpoint_file *f, const fm_checkp
             uint32_t crc = crc_combine_parts(&all[2 * (size_t)j], &all[2 * (size_t)j + 1], f->nranks, per);
             if (!lst) lst = set_crc_attr(d, crc, dpath);
             lst = fm_comm_agree(f->comm, lst);
-            const float *base = groups[g].data + t->offset;
             for (int r = 0; r < jb->rounds && !lst; r++) {
                 size_t r0, r1;
                 round_rows(jb, r, &r0, &r1);
                 hid_t fs = -1, ms = -1;
+                const float *src = r1 > r0 ? elem_ptr(&groups[g], t->offset + r0 * jb->row)
+                                           : groups[g].data;
                 lst = select_rows(t, jb->row, r0, r1, &fs, &ms);
-                if (!lst && H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, f->dxpl, base + r0 * jb->row) < 0) {
+                if (!lst && H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, f->dxpl, src) < 0) {
                     char note[FM_CKPT_PATH_MAX + 64];
                     lst = H5ERR(FM_ERR_IO, "cannot write %s of %s (%s)", dpath, f->tmp_path,
                                 free_space_note(f->path, note, sizeof note));
@@ -1159,10 +1229,15 @@ static fm_status replicate_parts(fm_checkpoint_file *f, const fm_checkpoint_grou
         tensor_job *jobs = NULL;
         int nj = 0;
         FM_TRY(plan_jobs(groups, ngroups, f->nranks, r, &jobs, &nj));
-        /* Coalesce rank r's parts into maximal contiguous ranges of each flat buffer. */
+        /* Coalesce rank r's parts into maximal contiguous ranges of each flat buffer. Groups with
+         * explicit parts stay where they were read. */
         int j = 0;
         while (j < nj) {
             int g = jobs[j].group;
+            if (groups[g].parts) {
+                j++;
+                continue;
+            }
             size_t a = jobs[j].t->offset + jobs[j].lo, b = jobs[j].t->offset + jobs[j].hi;
             int k = j + 1;
             while (k < nj && jobs[k].group == g) {
@@ -1199,6 +1274,7 @@ fm_status fm_checkpoint_file_read_groups(fm_checkpoint_file *f, const fm_checkpo
     tensor_job *jobs = NULL;
     int nj = 0;
     fm_status st = plan_jobs(groups, ngroups, f->nranks, f->rank, &jobs, &nj);
+    if (!st) st = check_bases(groups, ngroups, f->rank);
     st = fm_comm_agree(f->comm, st);
     if (st) return st;
     fm_h5_quiet q;
@@ -1247,13 +1323,14 @@ fm_status fm_checkpoint_file_read_groups(fm_checkpoint_file *f, const fm_checkpo
         }
         if (!lst) lst = read_stored_crc(d, dpath, f->path, &stored[j]);
         lst = fm_comm_agree(f->comm, lst);
-        float *base = groups[jb->group].data + t->offset;
+        const fm_checkpoint_group *grp = &groups[jb->group];
         for (int r = 0; r < jb->rounds && !lst; r++) {
             size_t r0, r1;
             round_rows(jb, r, &r0, &r1);
             hid_t fs = -1, ms = -1;
+            float *dst = r1 > r0 ? elem_ptr(grp, t->offset + r0 * jb->row) : grp->data;
             lst = select_rows(t, jb->row, r0, r1, &fs, &ms);
-            if (!lst && H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, f->dxpl, base + r0 * jb->row) < 0)
+            if (!lst && H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, f->dxpl, dst) < 0)
                 lst = H5ERR(FM_ERR_INPUT, "%s: cannot read %s (truncated file?)", f->path, dpath);
             close_id(&fs, H5Sclose);
             close_id(&ms, H5Sclose);
@@ -1262,7 +1339,7 @@ fm_status fm_checkpoint_file_read_groups(fm_checkpoint_file *f, const fm_checkpo
         if (d >= 0) H5Dclose(d);
         if (!lst) {
             size_t bytes = (jb->hi - jb->lo) * sizeof(float);
-            mine[2 * j] = bytes ? fm_checkpoint_crc32(base + jb->lo, bytes) : 0;
+            mine[2 * j] = bytes ? fm_checkpoint_crc32(elem_ptr(grp, t->offset + jb->lo), bytes) : 0;
             mine[2 * j + 1] = bytes;
         }
         st = lst;

@@ -23,7 +23,11 @@
  * fm_checkpoint_file_write_groups call are concatenated (group order, then table order) into one
  * sequence of T floats; rank r writes elements [T*r/N, T*(r+1)/N) of it, each boundary moved to the
  * nearest row (first-dimension index) of the tensor it falls in. Reading uses the same rule for the
- * reading communicator's size, so any rank count reads a file written by any other.
+ * reading communicator's size, so any rank count reads a file written by any other. A group may
+ * instead name its own partition (fm_checkpoint_group.parts: rank r moves elements
+ * [parts[r], parts[r+1]) of the group's layout, boundaries on rows) and hold only part of the layout
+ * in memory (base): that is how each rank writes exactly its ZeRO shard of the weights and AdamW
+ * moments, and reads its shard back on any rank count. The file is the same either way.
  *
  * Integrity: every dataset this layer writes carries a uint32 attribute "crc32", zlib's CRC-32 of
  * the dataset's bytes in C order as stored (little-endian). Ranks compute the CRC of their parts
@@ -75,8 +79,19 @@ typedef struct fm_checkpoint_group {
     const char *name;                     /* "params", "adam_m", "adam_v" */
     const fm_checkpoint_tensor *tensors;  /* table, not owned */
     int ntensors;
-    float *data;                          /* host buffer of `numel` floats, not owned */
-    size_t numel;
+    float *data;                          /* host buffer, not owned: element e of the layout is
+                                             data[e - base] */
+    size_t numel;                         /* elements of the layout (the tables' tensors lie in
+                                             [0, numel)) */
+    const size_t *parts;                  /* NULL: the default partition above. Otherwise nranks+1
+                                             element offsets of the layout, non-decreasing from 0 to
+                                             numel, each on a row boundary of the tensor it falls in
+                                             (else FM_ERR_INTERNAL): rank r writes or reads exactly
+                                             [parts[r], parts[r+1]); the group is never replicated.
+                                             Not owned */
+    size_t base;                          /* the layout element data[0] holds: 0, or with parts a
+                                             buffer of this rank's part only (base <= parts[rank],
+                                             room up to parts[rank+1]) */
 } fm_checkpoint_group;
 
 /* What one fm_checkpoint_file_commit measured (rank 0's clock; identical on all ranks). */
@@ -181,8 +196,9 @@ fm_status fm_checkpoint_file_open(MPI_Comm comm, const char *path, const char *f
 /* Reads every tensor of groups[0..ngroups) into the flat buffers, checking that each dataset exists
  * with the table's shape (else FM_ERR_INPUT naming the dataset and both shapes) and that its CRC-32
  * matches (else FM_ERR_INPUT naming the dataset). Each rank reads its part; with `replicate` the parts
- * are then exchanged so every rank holds the whole buffers, otherwise a rank's buffers are valid
- * only in the elements it read (fm_checkpoint_file_my_part says which). */
+ * of the groups without explicit parts are then exchanged so every rank holds those buffers whole;
+ * otherwise (and always for groups with parts) a rank's buffers are valid only in the elements it
+ * read (fm_checkpoint_file_part says which). */
 fm_status fm_checkpoint_file_read_groups(fm_checkpoint_file *f, const fm_checkpoint_group *groups,
                                          int ngroups, int replicate);
 

@@ -194,6 +194,11 @@ static const entry schema[] = {
             "Cannot be combined with an eval_windows other than the default"),
     E_ENUM("train", "on_nan", train_on_nan, fm_on_nan, "stop", on_nan_values,
            "on a NaN/Inf loss or gradient norm: stop (exit code 4) or skip the step"),
+    E_INT("train", "zero", train_zero, "0", 0, 2, 0,
+          "ZeRO stage of data parallelism: 0 every rank holds the AdamW state; 1 each rank holds "
+          "and updates only its shard of the AdamW state and weights (the updated weights are "
+          "all-gathered); 2 as 1, and the gradients are reduce-scattered instead of all-reduced "
+          "(docs/training.md, \"Sharding the optimizer\")"),
 
     /* [checkpoint] */
     E_INT64("checkpoint", "every_steps", checkpoint_every_steps, "1000", 0, BIG, 0,

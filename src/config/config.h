@@ -80,6 +80,8 @@ typedef struct fm_config {
     int64_t train_eval_windows; /* the validation set's size: use fm_config_eval_windows() */
     int64_t train_eval_batches; /* old key: > 0 = eval_batches x micro_batch windows; 0 = unused */
     fm_on_nan train_on_nan;
+    int train_zero; /* ZeRO stage: 0 replicated optimizer, 1 sharded AdamW state and update,
+                       2 also the gradients reduce-scattered (docs/training.md) */
 
     /* [checkpoint] */
     int64_t checkpoint_every_steps;  /* 0 = not by steps */

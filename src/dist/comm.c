@@ -320,8 +320,33 @@ done:
 
 typedef struct bucket {
     size_t offset, count; /* elements of the gradient buffer */
-    int scaled;           /* already multiplied by 1/size */
+    int scaled;           /* already multiplied by 1/size (all-reduce mode) */
 } bucket;
+
+/* Ordered modes (fixed reduction order): one segment of a bucket, the part of it in one rank's (the
+ * owner's) shard, at most seg_elems long, reduced along a chain (see comm.h): the rank after the
+ * owner sends its contribution, every following rank adds its own to what it received and passes
+ * it on, the owner adds its own last and scales. In ordered all-reduce mode the owner's result
+ * then travels the same way round (owner -> owner+1 -> ... -> owner-1), each rank receiving it
+ * into its buffer once its own contribution has left. Roles of this rank in the chain: */
+enum { RS_START, RS_MID, RS_OWNER };
+/* Where a segment stands on this rank: at most one request in flight per segment. */
+enum {
+    RS_WAIT_SLOT, /* MID, OWNER: waiting for a scratch slot to receive the partial sum into */
+    RS_RECV,      /* MID, OWNER: receiving the partial sum */
+    RS_SEND,      /* START: sending its contribution; MID: passing the partial sum on */
+    RS_RES_SEND,  /* OWNER (all-reduce): sending the result to the next rank */
+    RS_RES_RECV,  /* START, MID (all-reduce): receiving the result into the buffer */
+    RS_RES_FWD,   /* START, MID (all-reduce): passing the result on (not the owner's last) */
+    RS_DONE
+};
+
+typedef struct rs_seg {
+    size_t offset, count; /* elements of the gradient buffer */
+    int owner, role, state;
+    int pos;              /* this rank's place in the chain owner+1, ..., owner: 0 .. size-1 */
+    int slot;             /* scratch slot holding the partial sum (RS_MID, RS_OWNER), or -1 */
+} rs_seg;
 
 struct fm_comm_allreduce {
     const fm_comm *comm;
@@ -330,16 +355,34 @@ struct fm_comm_allreduce {
     size_t max_elems; /* longest bucket (elements), <= INT_MAX */
     size_t min_elems; /* shorter ranges wait to be merged */
     float scale;      /* 1/size */
+    int ordered;      /* 1: fmtrain's fixed reduction order (the chains below), 0: MPI_Iallreduce */
+    int scatter;      /* ordered: 1 reduce-scatter (the shard only), 0 all-reduce (everything) */
 
     /* The current step. */
     bucket *buckets;        /* started buckets, in start order */
-    MPI_Request *requests;  /* one per bucket; MPI_REQUEST_NULL once complete */
+    MPI_Request *requests;  /* one per bucket (all-reduce mode); MPI_REQUEST_NULL once complete */
     int *done;              /* scratch for MPI_Testsome indices */
     int nbuckets, cap;
     int early;              /* buckets started by fm_comm_allreduce_ready */
     size_t pend_off, pend_count; /* reported but held back for merging (pend_count 0: none) */
     fm_status err;          /* the first error of the step */
     fm_comm_allreduce_stats last;
+
+    /* Ordered modes. */
+    MPI_Comm rs_comm;       /* own duplicate of the world (MPI_ERRORS_RETURN): tags are segments
+                               (2i: partial sums, 2i+1: results) */
+    size_t *bounds;         /* (size+1): rank r keeps [bounds[r], bounds[r+1]) */
+    size_t seg_elems;       /* longest segment */
+    int tag_ub;
+    float *scratch;         /* nslots x seg_elems: partial sums received */
+    int nslots, nfree;
+    int *free_slots;        /* stack of free slot indices */
+    rs_seg *segs;           /* this step's segments, in start order (the same on every rank) */
+    MPI_Request *seg_req;   /* one per segment: its receive or send in flight, or MPI_REQUEST_NULL */
+    int *seg_done;          /* scratch for MPI_Testsome indices */
+    int nsegs, seg_cap;
+    int next_post;          /* segments before it have their receive posted (or need none) */
+    int pending;            /* segments not RS_DONE */
 };
 
 static void scale_range(fm_comm_allreduce *ar, bucket *b)
@@ -367,6 +410,8 @@ static fm_status grow(fm_comm_allreduce *ar)
     return NULL;
 }
 
+static fm_status rs_add_bucket(fm_comm_allreduce *ar, size_t off, size_t n);
+
 /* Starts one bucket of at most max_elems elements. */
 static fm_status start_one(fm_comm_allreduce *ar, size_t off, size_t n, int early)
 {
@@ -375,7 +420,8 @@ static fm_status start_one(fm_comm_allreduce *ar, size_t off, size_t n, int earl
     ar->buckets[i] = (bucket){off, n, 0};
     ar->requests[i] = MPI_REQUEST_NULL;
     if (early) ar->early++;
-    if (ar->comm->size > 1)
+    if (ar->comm->size > 1 && ar->ordered) FM_TRY(rs_add_bucket(ar, off, n));
+    else if (ar->comm->size > 1)
         FM_MPI_TRY(MPI_Iallreduce(MPI_IN_PLACE, ar->grads + off, (int)n, MPI_FLOAT, MPI_SUM,
                                   ar->comm->world, &ar->requests[i]));
     return NULL;
@@ -404,15 +450,208 @@ static fm_status flush_pending(fm_comm_allreduce *ar, int early)
     return NULL;
 }
 
+static fm_status rs_progress(fm_comm_allreduce *ar, int block);
+
 /* Completes what has finished (MPI_Testsome also drives Open MPI's progress engine) and scales the
- * completed buckets while the others are still in flight. */
+ * completed buckets while the others are still in flight; in the ordered modes it moves the
+ * chains on. */
 static fm_status progress(fm_comm_allreduce *ar)
 {
-    if (ar->comm->size == 1 || ar->nbuckets == 0) return NULL;
+    if (ar->comm->size == 1) return NULL;
+    if (ar->ordered) return rs_progress(ar, 0);
+    if (ar->nbuckets == 0) return NULL;
     int outcount = 0;
     FM_MPI_TRY(MPI_Testsome(ar->nbuckets, ar->requests, &outcount, ar->done, MPI_STATUSES_IGNORE));
     if (outcount == MPI_UNDEFINED) return NULL;
     for (int k = 0; k < outcount; k++) scale_range(ar, &ar->buckets[ar->done[k]]);
+    return NULL;
+}
+
+/* ---- the ordered modes: fixed-order chains ------------------------------------------------------ */
+
+static fm_status rs_grow(fm_comm_allreduce *ar)
+{
+    if (ar->nsegs < ar->seg_cap) return NULL;
+    int cap = ar->seg_cap ? 2 * ar->seg_cap : 256;
+    rs_seg *s = realloc(ar->segs, sizeof *s * (size_t)cap);
+    if (s) ar->segs = s;
+    MPI_Request *r = realloc(ar->seg_req, sizeof *r * (size_t)cap);
+    if (r) ar->seg_req = r;
+    int *d = realloc(ar->seg_done, sizeof *d * (size_t)cap);
+    if (d) ar->seg_done = d;
+    if (!s || !r || !d)
+        return FM_ERR(FM_ERR_NOMEM, "out of memory for %d reduce-scatter segments", cap);
+    ar->seg_cap = cap;
+    return NULL;
+}
+
+/* Tags: 2i for segment i's partial sums, 2i+1 for its result; MPI_TAG_UB is at least 32767 (Open
+ * MPI's is 2^31-1), and a step would need 16384 segments (64 GiB of gradients) to wrap. */
+static int rs_tag(const fm_comm_allreduce *ar, int seg, int result)
+{
+    return (int)((2 * (int64_t)seg + result) % ((int64_t)ar->tag_ub + 1));
+}
+
+/* Adds the segments of bucket [off, off+n): its part in each rank's shard, cut into pieces of at
+ * most seg_elems, in rank order. The first rank of each chain sends at once; the others wait for a
+ * scratch slot (rs_post). */
+static fm_status rs_add_bucket(fm_comm_allreduce *ar, size_t off, size_t n)
+{
+    const int N = ar->comm->size, me = ar->comm->rank;
+    for (int q = 0; q < N; q++) {
+        size_t a = off > ar->bounds[q] ? off : ar->bounds[q];
+        size_t b = off + n < ar->bounds[q + 1] ? off + n : ar->bounds[q + 1];
+        for (; a < b; a += ar->seg_elems) {
+            FM_TRY(rs_grow(ar));
+            int i = ar->nsegs++;
+            rs_seg *sg = &ar->segs[i];
+            sg->offset = a;
+            sg->count = b - a < ar->seg_elems ? b - a : ar->seg_elems;
+            sg->owner = q;
+            int k = ((me - q - 1) % N + N) % N; /* this rank's place in the chain q+1, ..., q */
+            sg->pos = k;
+            sg->role = k == N - 1 ? RS_OWNER : k == 0 ? RS_START : RS_MID;
+            sg->slot = -1;
+            ar->seg_req[i] = MPI_REQUEST_NULL;
+            ar->pending++;
+            if (sg->role == RS_START) {
+                sg->state = RS_SEND;
+                FM_MPI_TRY(MPI_Isend(ar->grads + sg->offset, (int)sg->count, MPI_FLOAT, (me + 1) % N,
+                                     rs_tag(ar, i, 0), ar->rs_comm, &ar->seg_req[i]));
+            } else {
+                sg->state = RS_WAIT_SLOT;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Posts the receives of waiting segments, strictly in segment order, while scratch slots are free
+ * (the order is what keeps the bounded scratch free of deadlock: the oldest unfinished segment
+ * always gets its slot on every rank of its chain). */
+static fm_status rs_post(fm_comm_allreduce *ar)
+{
+    const int N = ar->comm->size, me = ar->comm->rank;
+    while (ar->next_post < ar->nsegs) {
+        int i = ar->next_post;
+        rs_seg *sg = &ar->segs[i];
+        if (sg->state == RS_WAIT_SLOT) {
+            if (ar->nfree == 0) break;
+            sg->slot = ar->free_slots[--ar->nfree];
+            sg->state = RS_RECV;
+            FM_MPI_TRY(MPI_Irecv(ar->scratch + (size_t)sg->slot * ar->seg_elems, (int)sg->count,
+                                 MPI_FLOAT, (me - 1 + N) % N, rs_tag(ar, i, 0), ar->rs_comm,
+                                 &ar->seg_req[i]));
+        }
+        ar->next_post++;
+    }
+    return NULL;
+}
+
+static void rs_done(fm_comm_allreduce *ar, rs_seg *sg)
+{
+    sg->state = RS_DONE;
+    ar->pending--;
+}
+
+static void rs_free_slot(fm_comm_allreduce *ar, rs_seg *sg)
+{
+    ar->free_slots[ar->nfree++] = sg->slot;
+    sg->slot = -1;
+}
+
+/* This rank's contribution to segment i has left its buffer: in all-reduce mode the buffer now
+ * waits for the result (from the previous rank), otherwise the segment is done here. */
+static fm_status rs_await_result(fm_comm_allreduce *ar, int i)
+{
+    const int N = ar->comm->size, me = ar->comm->rank;
+    rs_seg *sg = &ar->segs[i];
+    if (ar->scatter) {
+        rs_done(ar, sg);
+        return NULL;
+    }
+    sg->state = RS_RES_RECV;
+    FM_MPI_TRY(MPI_Irecv(ar->grads + sg->offset, (int)sg->count, MPI_FLOAT, (me - 1 + N) % N,
+                         rs_tag(ar, i, 1), ar->rs_comm, &ar->seg_req[i]));
+    return NULL;
+}
+
+/* Segment i's request completed: the next move of its chain on this rank. */
+static fm_status rs_advance(fm_comm_allreduce *ar, int i)
+{
+    const int N = ar->comm->size, me = ar->comm->rank;
+    rs_seg *sg = &ar->segs[i];
+    float *g = ar->grads + sg->offset;
+    const size_t n = sg->count;
+    switch (sg->state) {
+    case RS_SEND:
+        if (sg->role == RS_MID) rs_free_slot(ar, sg); /* the forwarded partial sum has left */
+        return rs_await_result(ar, i);
+    case RS_RECV: {
+        /* The partial sum of the ranks before this one in the chain arrived. */
+        float *part = ar->scratch + (size_t)sg->slot * ar->seg_elems;
+        if (sg->role == RS_OWNER) {
+            const float sc = ar->scale;
+            for (size_t j = 0; j < n; j++) g[j] = (part[j] + g[j]) * sc;
+            rs_free_slot(ar, sg);
+            if (ar->scatter) {
+                rs_done(ar, sg);
+                return NULL;
+            }
+            sg->state = RS_RES_SEND;
+            FM_MPI_TRY(MPI_Isend(g, (int)n, MPI_FLOAT, (me + 1) % N, rs_tag(ar, i, 1), ar->rs_comm,
+                                 &ar->seg_req[i]));
+            return NULL;
+        }
+        for (size_t j = 0; j < n; j++) part[j] = part[j] + g[j];
+        sg->state = RS_SEND;
+        FM_MPI_TRY(MPI_Isend(part, (int)n, MPI_FLOAT, (me + 1) % N, rs_tag(ar, i, 0), ar->rs_comm,
+                             &ar->seg_req[i]));
+        return NULL;
+    }
+    case RS_RES_RECV:
+        /* The result arrived; pass it on unless the next rank is the owner. */
+        if (sg->pos == N - 2) {
+            rs_done(ar, sg);
+            return NULL;
+        }
+        sg->state = RS_RES_FWD;
+        FM_MPI_TRY(MPI_Isend(g, (int)n, MPI_FLOAT, (me + 1) % N, rs_tag(ar, i, 1), ar->rs_comm,
+                             &ar->seg_req[i]));
+        return NULL;
+    case RS_RES_SEND:
+    case RS_RES_FWD:
+        rs_done(ar, sg);
+        return NULL;
+    default:
+        return FM_ERR(FM_ERR_INTERNAL, "reduction chain: segment %d completed a request in state %d",
+                      i, sg->state);
+    }
+}
+
+/* Completes what has finished and moves the chains on; with block, waits until every segment of
+ * the step is done. */
+static fm_status rs_progress(fm_comm_allreduce *ar, int block)
+{
+    FM_TRY(rs_post(ar));
+    while (ar->pending > 0) {
+        int outcount = 0;
+        if (block)
+            FM_MPI_TRY(MPI_Waitsome(ar->nsegs, ar->seg_req, &outcount, ar->seg_done,
+                                    MPI_STATUSES_IGNORE));
+        else
+            FM_MPI_TRY(MPI_Testsome(ar->nsegs, ar->seg_req, &outcount, ar->seg_done,
+                                    MPI_STATUSES_IGNORE));
+        if (outcount == MPI_UNDEFINED) {
+            if (block)
+                return FM_ERR(FM_ERR_INTERNAL, "reduction chain: %d segments pending with no "
+                              "request in flight", ar->pending);
+            break;
+        }
+        for (int k = 0; k < outcount; k++) FM_TRY(rs_advance(ar, ar->seg_done[k]));
+        FM_TRY(rs_post(ar));
+        if (!block && outcount == 0) break;
+    }
     return NULL;
 }
 
@@ -494,12 +733,20 @@ static fm_status start_gaps(fm_comm_allreduce *ar)
 }
 
 /* Waits for every request in flight (used on the error path and by free): a failure is not reported,
- * the step has already failed or the engine is being released. */
+ * the step has already failed or the engine is being released. A reduce-scatter chain broken by an
+ * error on another rank may leave receives that can never match: they are cancelled. */
 static void drain(fm_comm_allreduce *ar)
 {
-    if (ar->comm->size <= 1 || ar->nbuckets == 0) return;
+    if (ar->comm->size <= 1) return;
     fm_status st = NULL;
-    FM_MPI_KEEP(st, MPI_Waitall(ar->nbuckets, ar->requests, MPI_STATUSES_IGNORE));
+    if (ar->nbuckets > 0 && !ar->ordered)
+        FM_MPI_KEEP(st, MPI_Waitall(ar->nbuckets, ar->requests, MPI_STATUSES_IGNORE));
+    for (int i = 0; ar->ordered && i < ar->nsegs; i++) {
+        if (ar->seg_req[i] == MPI_REQUEST_NULL) continue;
+        if (ar->segs[i].state == RS_RECV || ar->segs[i].state == RS_RES_RECV)
+            FM_MPI_KEEP(st, MPI_Cancel(&ar->seg_req[i]));
+        FM_MPI_KEEP(st, MPI_Wait(&ar->seg_req[i], MPI_STATUS_IGNORE));
+    }
     fm_status_free(&st);
 }
 
@@ -508,6 +755,11 @@ static void reset_step(fm_comm_allreduce *ar)
     ar->nbuckets = 0;
     ar->early = 0;
     ar->pend_count = 0;
+    ar->nsegs = 0;
+    ar->next_post = 0;
+    ar->pending = 0;
+    ar->nfree = ar->nslots;
+    for (int k = 0; k < ar->nslots; k++) ar->free_slots[k] = k;
 }
 
 fm_status fm_comm_allreduce_wait_all(fm_comm_allreduce *ar)
@@ -517,16 +769,19 @@ fm_status fm_comm_allreduce_wait_all(fm_comm_allreduce *ar)
     ar->err = NULL;
     if (!st) st = flush_pending(ar, 0);
     if (!st) st = start_gaps(ar);
-    if (!st && ar->comm->size > 1)
+    if (!st && ar->comm->size > 1 && ar->ordered) st = rs_progress(ar, 1);
+    else if (!st && ar->comm->size > 1)
         FM_MPI_KEEP(st, MPI_Waitall(ar->nbuckets, ar->requests, MPI_STATUSES_IGNORE));
     if (st) {
         drain(ar);
         reset_step(ar);
         return fm_status_trace(st, __FILE__, __LINE__, __func__);
     }
-    for (int i = 0; i < ar->nbuckets; i++) scale_range(ar, &ar->buckets[i]);
+    if (!ar->ordered)
+        for (int i = 0; i < ar->nbuckets; i++) scale_range(ar, &ar->buckets[i]);
     ar->last.buckets = ar->nbuckets;
     ar->last.early_buckets = ar->early;
+    ar->last.segments = ar->nsegs;
     ar->last.bytes = ar->count * sizeof(float);
     ar->last.wait_s = fm_util_now() - t0;
     reset_step(ar);
@@ -538,8 +793,9 @@ fm_comm_allreduce_stats fm_comm_allreduce_last_stats(const fm_comm_allreduce *ar
     return ar->last;
 }
 
-fm_status fm_comm_allreduce_init(fm_comm_allreduce **out, const fm_comm *c, float *grads,
-                                 size_t count, size_t max_bucket_bytes, size_t min_bucket_bytes)
+/* The fields both modes share. */
+static fm_status engine_new(fm_comm_allreduce **out, const fm_comm *c, float *grads, size_t count,
+                            size_t max_bucket_bytes, size_t min_bucket_bytes)
 {
     *out = NULL;
     if (!c || (!grads && count > 0))
@@ -561,8 +817,136 @@ fm_status fm_comm_allreduce_init(fm_comm_allreduce **out, const fm_comm *c, floa
     ar->max_elems = max_elems;
     ar->min_elems = min_elems;
     ar->scale = (float)(1.0 / (double)c->size);
+    ar->rs_comm = MPI_COMM_NULL;
     *out = ar;
     return NULL;
+}
+
+fm_status fm_comm_allreduce_init(fm_comm_allreduce **out, const fm_comm *c, float *grads,
+                                 size_t count, size_t max_bucket_bytes, size_t min_bucket_bytes)
+{
+    FM_TRY(engine_new(out, c, grads, count, max_bucket_bytes, min_bucket_bytes));
+    return NULL;
+}
+
+fm_status fm_comm_check_bounds(const fm_comm *c, const size_t *bounds, size_t count)
+{
+    if (!bounds) return FM_ERR(FM_ERR_INTERNAL, "fm_comm: no shard bounds");
+    if (bounds[0] != 0 || bounds[c->size] != count)
+        return FM_ERR(FM_ERR_INTERNAL, "fm_comm: shard bounds run from %zu to %zu, expected 0 to %zu",
+                      bounds[0], bounds[c->size], count);
+    for (int r = 0; r < c->size; r++)
+        if (bounds[r + 1] < bounds[r])
+            return FM_ERR(FM_ERR_INTERNAL, "fm_comm: shard bound %d (%zu) is below bound %d (%zu)",
+                          r + 1, bounds[r + 1], r, bounds[r]);
+    return NULL;
+}
+
+/* The reduce-scatter's segment length and scratch slots for a buffer of `count` floats over `size`
+ * ranks: segments of FM_COMM_RS_SEGMENT_BYTES (at most a bucket, at most the buffer); as many slots
+ * as scratch_bytes holds, at least one, and no more than the buffer's segments plus one per rank
+ * (a small model needs no more). */
+static void rs_plan(size_t count, int size, size_t max_elems, size_t scratch_bytes, size_t *seg,
+                    int *nslots)
+{
+    if (scratch_bytes == 0) scratch_bytes = FM_COMM_RS_SCRATCH_DEFAULT;
+    size_t s = FM_COMM_RS_SEGMENT_BYTES / sizeof(float);
+    if (s > max_elems) s = max_elems;
+    if (s > count) s = count;
+    if (s == 0) s = 1;
+    size_t k = scratch_bytes / (s * sizeof(float)), most = (count + s - 1) / s + (size_t)size;
+    if (k > most) k = most;
+    if (k < 1) k = 1;
+    if (k > (size_t)INT_MAX) k = (size_t)INT_MAX;
+    *seg = s;
+    *nslots = size > 1 ? (int)k : 0;
+}
+
+size_t fm_comm_reduce_scatter_scratch_for(size_t count, int size, size_t max_bucket_bytes,
+                                          size_t scratch_bytes)
+{
+    if (max_bucket_bytes == 0) max_bucket_bytes = FM_COMM_BUCKET_MAX_DEFAULT;
+    size_t max_elems = max_bucket_bytes / sizeof(float), seg = 0;
+    if (max_elems == 0) max_elems = 1;
+    if (max_elems > (size_t)INT_MAX) max_elems = (size_t)INT_MAX;
+    int nslots = 0;
+    rs_plan(count, size, max_elems, scratch_bytes, &seg, &nslots);
+    return (size_t)nslots * seg * sizeof(float);
+}
+
+/* An engine in one of the ordered modes (scatter: reduce-scatter, else all-reduce). */
+static fm_status ordered_init(fm_comm_allreduce **out, const fm_comm *c, float *grads, size_t count,
+                              const size_t *bounds, int scatter, size_t max_bucket_bytes,
+                              size_t min_bucket_bytes, size_t scratch_bytes)
+{
+    *out = NULL;
+    FM_TRY(fm_comm_check_bounds(c, bounds, count));
+    fm_comm_allreduce *ar = NULL;
+    FM_TRY(engine_new(&ar, c, grads, count, max_bucket_bytes, min_bucket_bytes));
+    ar->ordered = 1;
+    ar->scatter = scatter;
+    fm_status st = NULL;
+    ar->bounds = malloc(sizeof *ar->bounds * ((size_t)c->size + 1));
+    if (!ar->bounds) {
+        st = FM_ERR(FM_ERR_NOMEM, "out of memory for the reduce-scatter plan");
+        goto fail;
+    }
+    memcpy(ar->bounds, bounds, sizeof *ar->bounds * ((size_t)c->size + 1));
+    rs_plan(count, c->size, ar->max_elems, scratch_bytes, &ar->seg_elems, &ar->nslots);
+    if (c->size > 1) {
+        ar->scratch = malloc((size_t)ar->nslots * ar->seg_elems * sizeof(float));
+        ar->free_slots = malloc(sizeof *ar->free_slots * (size_t)ar->nslots);
+        if (!ar->scratch || !ar->free_slots) {
+            st = FM_ERR(FM_ERR_NOMEM, "out of memory for %zu bytes of reduce-scatter scratch",
+                        (size_t)ar->nslots * ar->seg_elems * sizeof(float));
+            goto fail;
+        }
+    }
+    reset_step(ar);
+fail:
+    /* The duplicate is collective: every rank makes it, whatever happened above (the checks before
+     * engine_new give the same answer on every rank: same bounds, same count). */
+    if (c->size > 1) {
+        fm_status dst = fm_comm_dup(c->world, &ar->rs_comm);
+        if (!st) st = dst;
+        else fm_status_free(&dst);
+        if (!st) {
+            void *ub = NULL;
+            int flag = 0;
+            FM_MPI_KEEP(st, MPI_Comm_get_attr(ar->rs_comm, MPI_TAG_UB, &ub, &flag));
+            ar->tag_ub = flag && ub ? *(int *)ub : 32767;
+        }
+    }
+    if (st) {
+        fm_comm_allreduce_free(&ar);
+        return st;
+    }
+    *out = ar;
+    return NULL;
+}
+
+fm_status fm_comm_reduce_scatter_init(fm_comm_allreduce **out, const fm_comm *c, float *grads,
+                                      size_t count, const size_t *bounds, size_t max_bucket_bytes,
+                                      size_t min_bucket_bytes, size_t scratch_bytes)
+{
+    FM_TRY(ordered_init(out, c, grads, count, bounds, 1, max_bucket_bytes, min_bucket_bytes,
+                        scratch_bytes));
+    return NULL;
+}
+
+fm_status fm_comm_allreduce_init_ordered(fm_comm_allreduce **out, const fm_comm *c, float *grads,
+                                         size_t count, const size_t *bounds,
+                                         size_t max_bucket_bytes, size_t min_bucket_bytes,
+                                         size_t scratch_bytes)
+{
+    FM_TRY(ordered_init(out, c, grads, count, bounds, 0, max_bucket_bytes, min_bucket_bytes,
+                        scratch_bytes));
+    return NULL;
+}
+
+size_t fm_comm_reduce_scatter_scratch_bytes(const fm_comm_allreduce *ar)
+{
+    return ar && ar->ordered ? (size_t)ar->nslots * ar->seg_elems * sizeof(float) : 0;
 }
 
 void fm_comm_allreduce_free(fm_comm_allreduce **ar)
@@ -570,9 +954,211 @@ void fm_comm_allreduce_free(fm_comm_allreduce **ar)
     if (!ar || !*ar) return;
     drain(*ar);
     fm_status_free(&(*ar)->err);
+    fm_comm_dup_free(&(*ar)->rs_comm);
     free((*ar)->buckets);
     free((*ar)->requests);
     free((*ar)->done);
+    free((*ar)->bounds);
+    free((*ar)->scratch);
+    free((*ar)->free_slots);
+    free((*ar)->segs);
+    free((*ar)->seg_req);
+    free((*ar)->seg_done);
     free(*ar);
     *ar = NULL;
+}
+
+/* ---- the all-gather of the shards -------------------------------------------------------------- */
+
+struct fm_comm_allgather {
+    const fm_comm *comm;
+    MPI_Comm ag_comm;      /* own duplicate (MPI_ERRORS_RETURN) */
+    float *buf;
+    size_t count;
+    size_t *bounds;        /* (size+1) */
+    size_t chunk;          /* elements per message */
+    MPI_Request *req;      /* receives of every peer's chunks, then this rank's sends */
+    int nreq, cap;
+    size_t mark;           /* [bounds[me], mark) reported final */
+    size_t sent;           /* [bounds[me], sent) sent to every peer */
+    int started;
+    fm_comm_allgather_stats last;
+    double t_start;
+};
+
+static size_t chunks_of(size_t lo, size_t hi, size_t chunk)
+{
+    return hi > lo ? (hi - lo + chunk - 1) / chunk : 0;
+}
+
+fm_status fm_comm_allgather_init(fm_comm_allgather **out, const fm_comm *c, float *buf, size_t count,
+                                 const size_t *bounds, size_t chunk_bytes)
+{
+    *out = NULL;
+    FM_TRY(fm_comm_check_bounds(c, bounds, count));
+    fm_comm_allgather *ag = calloc(1, sizeof *ag);
+    FM_CHECK_ALLOC(ag, sizeof *ag);
+    ag->comm = c;
+    ag->buf = buf;
+    ag->count = count;
+    ag->ag_comm = MPI_COMM_NULL;
+    if (chunk_bytes == 0) chunk_bytes = FM_COMM_RS_SEGMENT_BYTES;
+    ag->chunk = chunk_bytes / sizeof(float);
+    if (ag->chunk == 0) ag->chunk = 1;
+    if (ag->chunk > (size_t)INT_MAX) ag->chunk = (size_t)INT_MAX;
+    fm_status st = NULL;
+    ag->bounds = malloc(sizeof *ag->bounds * ((size_t)c->size + 1));
+    /* requests: every chunk of the buffer once as a receive or (to each peer) a send */
+    size_t most = 0;
+    for (int r = 0; r < c->size; r++) most += chunks_of(bounds[r], bounds[r + 1], ag->chunk);
+    size_t mine = chunks_of(bounds[c->rank], bounds[c->rank + 1], ag->chunk);
+    size_t nreq = most - mine + mine * (size_t)(c->size - 1);
+    if (nreq > (size_t)INT_MAX / 2) {
+        st = FM_ERR(FM_ERR_INTERNAL, "all-gather: %zu messages per step are too many; use larger "
+                    "chunks", nreq);
+    } else {
+        ag->cap = (int)nreq;
+        ag->req = malloc(sizeof *ag->req * (size_t)(ag->cap > 0 ? ag->cap : 1));
+    }
+    if (!st && (!ag->bounds || !ag->req))
+        st = FM_ERR(FM_ERR_NOMEM, "out of memory for the all-gather plan");
+    if (ag->bounds) memcpy(ag->bounds, bounds, sizeof *ag->bounds * ((size_t)c->size + 1));
+    if (c->size > 1) {
+        fm_status dst = fm_comm_dup(c->world, &ag->ag_comm);
+        if (!st) st = dst;
+        else fm_status_free(&dst);
+    }
+    if (st) {
+        fm_comm_allgather_free(&ag);
+        return st;
+    }
+    *out = ag;
+    return NULL;
+}
+
+fm_status fm_comm_allgather_start(fm_comm_allgather *ag)
+{
+    const int N = ag->comm->size, me = ag->comm->rank;
+    if (ag->started)
+        return FM_ERR(FM_ERR_INTERNAL, "all-gather: started twice without wait_all in between");
+    ag->started = 1;
+    ag->t_start = fm_util_now();
+    ag->nreq = 0;
+    ag->mark = ag->sent = ag->bounds[me];
+    ag->last.wait_s = 0.0;
+    if (N == 1) return NULL;
+    /* Every peer's shard, chunk by chunk in order: tag 0, the order of the sends matches. */
+    for (int q = 0; q < N; q++) {
+        if (q == me) continue;
+        for (size_t a = ag->bounds[q]; a < ag->bounds[q + 1]; a += ag->chunk) {
+            size_t n = ag->bounds[q + 1] - a < ag->chunk ? ag->bounds[q + 1] - a : ag->chunk;
+            FM_MPI_TRY(MPI_Irecv(ag->buf + a, (int)n, MPI_FLOAT, q, 0, ag->ag_comm,
+                                 &ag->req[ag->nreq++]));
+        }
+    }
+    return NULL;
+}
+
+/* Sends every chunk of this rank's shard that lies wholly below `upto` to every peer, in order. */
+static fm_status ag_send(fm_comm_allgather *ag, size_t upto)
+{
+    const int N = ag->comm->size, me = ag->comm->rank;
+    const size_t hi = ag->bounds[me + 1];
+    while (ag->sent < hi) {
+        /* chunks start at lo + k*chunk: the receivers cut the same way */
+        size_t n = hi - ag->sent < ag->chunk ? hi - ag->sent : ag->chunk;
+        if (ag->sent + n > upto) break;
+        for (int k = 1; k < N; k++) {
+            int q = (me + k) % N;
+            FM_MPI_TRY(MPI_Isend(ag->buf + ag->sent, (int)n, MPI_FLOAT, q, 0, ag->ag_comm,
+                                 &ag->req[ag->nreq++]));
+        }
+        ag->sent += n;
+    }
+    return NULL;
+}
+
+fm_status fm_comm_allgather_ready(void *ctx, size_t offset, size_t count)
+{
+    fm_comm_allgather *ag = ctx;
+    const int me = ag->comm->rank;
+    if (!ag->started)
+        return FM_ERR(FM_ERR_INTERNAL, "all-gather: a range was reported before the start");
+    if (offset != ag->mark || count > ag->bounds[me + 1] - offset)
+        return FM_ERR(FM_ERR_INTERNAL,
+                      "all-gather: range [%zu, %zu) reported, expected the next part of this rank's "
+                      "shard [%zu, %zu) from %zu on, in order",
+                      offset, offset + count, ag->bounds[me], ag->bounds[me + 1], ag->mark);
+    ag->mark += count;
+    if (ag->comm->size == 1) return NULL;
+    FM_TRY(ag_send(ag, ag->mark));
+    int flag = 0;
+    FM_MPI_TRY(MPI_Testall(ag->nreq, ag->req, &flag, MPI_STATUSES_IGNORE));
+    return NULL;
+}
+
+fm_status fm_comm_allgather_wait_all(fm_comm_allgather *ag)
+{
+    double t0 = fm_util_now();
+    const int me = ag->comm->rank;
+    fm_status st = NULL;
+    if (!ag->started) return FM_ERR(FM_ERR_INTERNAL, "all-gather: wait_all without a start");
+    ag->started = 0;
+    if (ag->comm->size > 1) {
+        ag->mark = ag->bounds[me + 1];
+        st = ag_send(ag, ag->mark);
+        FM_MPI_KEEP(st, MPI_Waitall(ag->nreq, ag->req, MPI_STATUSES_IGNORE));
+    }
+    ag->last.messages = ag->nreq;
+    ag->last.bytes = (ag->count - (ag->bounds[me + 1] - ag->bounds[me])) * sizeof(float);
+    ag->last.wait_s = fm_util_now() - t0;
+    ag->last.total_s = fm_util_now() - ag->t_start;
+    ag->nreq = 0;
+    return st;
+}
+
+fm_comm_allgather_stats fm_comm_allgather_last_stats(const fm_comm_allgather *ag)
+{
+    return ag->last;
+}
+
+void fm_comm_allgather_free(fm_comm_allgather **ag)
+{
+    if (!ag || !*ag) return;
+    fm_comm_allgather *g = *ag;
+    if (g->started && g->comm->size > 1) {
+        fm_status st = NULL;
+        for (int i = 0; i < g->nreq; i++) {
+            int done = 0;
+            FM_MPI_KEEP(st, MPI_Test(&g->req[i], &done, MPI_STATUS_IGNORE));
+            if (!done) FM_MPI_KEEP(st, MPI_Cancel(&g->req[i]));
+            FM_MPI_KEEP(st, MPI_Wait(&g->req[i], MPI_STATUS_IGNORE));
+        }
+        fm_status_free(&st);
+    }
+    fm_comm_dup_free(&g->ag_comm);
+    free(g->bounds);
+    free(g->req);
+    free(g);
+    *ag = NULL;
+}
+
+/* ---- sums in rank order ------------------------------------------------------------------------ */
+
+fm_status fm_comm_sum_ordered(const fm_comm *c, double *vals, int n)
+{
+    if (n < 0) return FM_ERR(FM_ERR_INTERNAL, "fm_comm: negative count %d", n);
+    if (n == 0 || c->size == 1) return NULL;
+    double *all = malloc(sizeof *all * (size_t)n * (size_t)c->size);
+    fm_status st = all ? NULL : FM_ERR(FM_ERR_NOMEM, "out of memory for %d x %d doubles", n, c->size);
+    FM_TRY_GOTO(st, done, fm_comm_agree(c->world, st));
+    FM_MPI_TRY_GOTO(st, done, MPI_Allgather(vals, n, MPI_DOUBLE, all, n, MPI_DOUBLE, c->world));
+    for (int i = 0; i < n; i++) {
+        double sum = 0.0;
+        for (int r = 0; r < c->size; r++) sum += all[(size_t)r * (size_t)n + (size_t)i];
+        vals[i] = sum;
+    }
+done:
+    free(all);
+    return st;
 }

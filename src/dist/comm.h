@@ -6,10 +6,20 @@
  *   - small collectives: broadcast from rank 0, "did any rank set this flag", sums/maxima of
  *     doubles, a gather to rank 0, and a check that a buffer (the parameters) is identical on every
  *     rank;
- *   - the gradient all-reduce engine (fm_comm_allreduce): buckets of a flat float buffer are
- *     all-reduced with non-blocking MPI_Iallreduce as soon as the model reports them final during
- *     the backward pass, so communication overlaps compute; fm_comm_allreduce_wait_all completes
- *     them and averages (scales by 1/size);
+ *   - the gradient reduction engine (fm_comm_allreduce): buckets of a flat float buffer are
+ *     reduced as soon as the model reports them final during the backward pass, so communication
+ *     overlaps compute; fm_comm_allreduce_wait_all completes them and averages (scales by 1/size).
+ *     Three modes: ordered all-reduce (fm_comm_allreduce_init_ordered: every rank gets the whole
+ *     average, summed in fmtrain's own fixed order by point-to-point messages; what the trainer uses
+ *     with [train] zero = 0 and 1), ordered reduce-scatter (fm_comm_reduce_scatter_init: each rank
+ *     gets the average of its own shard only, the same order; zero = 2) and MPI's all-reduce
+ *     (fm_comm_allreduce_init: non-blocking MPI_Iallreduce per bucket, the order Open MPI's
+ *     algorithm takes; kept for comparison, bench/zero measures both);
+ *   - the all-gather of shards (fm_comm_allgather): each rank sends its shard of a flat buffer (the
+ *     weights it updated) to every other rank while it is still updating the rest, and receives
+ *     theirs (zero >= 1);
+ *   - fm_comm_sum_ordered: a sum of doubles over ranks taken in rank order (the gradient norm over
+ *     the shards);
  *   - fmtrain's MPI error convention, used by every module that calls MPI: the FM_MPI_* macros that
  *     check each return code, fm_comm_dup (communicators that return errors instead of aborting)
  *     and fm_comm_agree (one error, the same on every rank, so a rank-local failure still ends
@@ -27,8 +37,26 @@
  * outside OpenMP parallel regions.
  *
  * Determinism: for a fixed number of ranks and a fixed sequence of fm_comm_allreduce_ready calls the
- * bucket boundaries, and therefore the MPI reductions performed, are the same on every run; Open
- * MPI's reduction algorithms are deterministic for a fixed communicator size and message length.
+ * bucket boundaries are the same on every run. In the ordered modes the order in which the ranks'
+ * values are added is fmtrain's own, fixed by the shard plan `bounds` alone: the same for every
+ * bucket size, message size, MPI library and MCA setting. (Open MPI's reduction algorithms are
+ * deterministic for a fixed communicator size and message length, but which one runs depends on
+ * both and on the component: its non-blocking collectives come from coll/libnbc, whose algorithms
+ * coll_tuned's forced-algorithm parameters — coll_tuned_use_dynamic_rules with
+ * coll_tuned_reduce_scatter_block_algorithm and the like — do not pin, and other sites select han,
+ * ucc or hcoll. So an MPI_Ireduce_scatter would sum in another order than MPI_Iallreduce, and
+ * [train] zero = 2 would not match zero = 0.) Element i of the shard of rank q is
+ *     ((...((g_{q+1} + g_{q+2}) + g_{q+3}) + ...) + g_{q-1}) + g_q,   times 1/size
+ * (rank indices mod size): a chain in which rank q+1 sends its contribution to q+2, every rank adds
+ * its own to the partial sum it received and passes it on, and the owner q adds its own last; in
+ * ordered all-reduce mode the owner's result is then passed round the ring (q -> q+1 -> ... ->
+ * q-1), unchanged. So the ordered all-reduce and the reduce-scatter over the same bounds give the
+ * same bits, and [train] zero = 0, 1 and 2 the same gradients. The chain moves (size-1)/size of the
+ * buffer per rank for the reduce-scatter (the ring's volume; each element needs size-1 hops, so a
+ * segment's latency grows with size: fine on a node and a few nodes, a tree of the same fixed shape
+ * would be the next step beyond). The sum of doubles of fm_comm_sum_ordered adds the ranks' values
+ * in rank order 0, 1, ..., size-1 on every rank (an all-gather, then a local loop). The all-gather
+ * only moves bytes. With MPI's all-reduce mode the order is Open MPI's (see above).
  */
 #ifndef FM_COMM_H
 #define FM_COMM_H
@@ -163,23 +191,35 @@ uint64_t fm_comm_hash64(const void *data, size_t bytes);
  * A differing byte count is reported the same way. */
 fm_status fm_comm_check_identical(const fm_comm *c, const void *buf, size_t bytes, const char *what);
 
-/* ---- the gradient all-reduce engine ---------------------------------------------------------- */
+/* Element-wise sums of n doubles over ranks, added in rank order 0, 1, ..., size-1 (not in MPI's
+ * order), the same result on every rank and run of a layout. Collective. */
+fm_status fm_comm_sum_ordered(const fm_comm *c, double *vals, int n);
+
+/* Checks a shard plan over c->size ranks: bounds[0..size] non-decreasing from 0 to count
+ * (FM_ERR_INTERNAL otherwise). */
+fm_status fm_comm_check_bounds(const fm_comm *c, const size_t *bounds, size_t count);
+
+/* ---- the gradient reduction engine ------------------------------------------------------------- */
 
 #define FM_COMM_BUCKET_MAX_DEFAULT ((size_t)25 << 20) /* 25 MiB: longer ranges are split */
 #define FM_COMM_BUCKET_MIN_DEFAULT ((size_t)1 << 20)  /* 1 MiB: shorter neighbours are merged */
+#define FM_COMM_RS_SEGMENT_BYTES ((size_t)4 << 20)    /* reduce-scatter chain and all-gather message */
+#define FM_COMM_RS_SCRATCH_DEFAULT (2 * FM_COMM_BUCKET_MAX_DEFAULT) /* receive scratch (50 MiB) */
 
 typedef struct fm_comm_allreduce fm_comm_allreduce;
 
 /* What the last completed step did (fm_comm_allreduce_wait_all fills it). */
 typedef struct fm_comm_allreduce_stats {
-    int buckets;        /* MPI_Iallreduce calls of the step */
+    int buckets;        /* buckets of the step (MPI's mode: MPI_Iallreduce calls) */
     int early_buckets;  /* of those, started from fm_comm_allreduce_ready (overlapping backward) */
+    int segments;       /* ordered modes: chain segments of the step (0 in MPI's mode) */
     size_t bytes;       /* bytes reduced (the whole buffer) */
     double wait_s;      /* seconds spent inside fm_comm_allreduce_wait_all (exposed communication) */
 } fm_comm_allreduce_stats;
 
-/* Creates an engine over the flat gradient buffer grads[0..count) (owned by the caller, which must
- * keep it alive and at the same address until fm_comm_allreduce_free).
+/* Creates an engine in MPI's all-reduce mode (MPI_Iallreduce per bucket, Open MPI's order) over the
+ * flat gradient buffer grads[0..count) (owned by the caller, which must keep it alive and at the
+ * same address until fm_comm_allreduce_free).
  *   max_bucket_bytes: a reported range longer than this is split into equal pieces no longer than
  *                     it (0 = FM_COMM_BUCKET_MAX_DEFAULT);
  *   min_bucket_bytes: a reported range shorter than this is held back and merged with the next
@@ -189,10 +229,48 @@ typedef struct fm_comm_allreduce_stats {
 fm_status fm_comm_allreduce_init(fm_comm_allreduce **out, const fm_comm *c, float *grads,
                                  size_t count, size_t max_bucket_bytes, size_t min_bucket_bytes);
 
+/* The same engine in ordered all-reduce mode: the average of every element on every rank, summed
+ * in the fixed order above over the shard plan `bounds` (size+1 values, non-decreasing from 0 to
+ * count, the same on every rank; copied; any plan works, the trainer passes the model's shard plan
+ * so that every zero stage adds in the same order). Each segment is reduced to its owner as in
+ * reduce-scatter mode, then the owner's result goes round the ring: per rank and step about
+ * 2 (size-1)/size of the buffer is sent and received, what a ring all-reduce moves. Scratch and
+ * collectivity as fm_comm_reduce_scatter_init. */
+fm_status fm_comm_allreduce_init_ordered(fm_comm_allreduce **out, const fm_comm *c, float *grads,
+                                         size_t count, const size_t *bounds,
+                                         size_t max_bucket_bytes, size_t min_bucket_bytes,
+                                         size_t scratch_bytes);
+
+/* The same engine in reduce-scatter mode, for [train] zero = 2. Rank r keeps the shard
+ * [bounds[r], bounds[r+1]) of grads (bounds: size+1 values, non-decreasing from 0 to count, the same
+ * on every rank; copied). Buckets form exactly as in all-reduce mode; each bucket's part in each
+ * rank's shard is cut into segments of at most FM_COMM_RS_SEGMENT_BYTES and reduced along a chain
+ * of point-to-point messages in the fixed order given at the top of this file. After wait_all,
+ * grads[bounds[rank], bounds[rank+1]) holds the average over ranks; the rest of the buffer still
+ * holds this rank's own contributions (the caller zeroes it before the next accumulation).
+ * Per rank and step it sends and receives about (size-1)/size of the buffer, half of what an
+ * all-reduce moves. Received partial sums go to a scratch pool of `scratch_bytes`
+ * (0 = FM_COMM_RS_SCRATCH_DEFAULT; at least one segment): receives are posted in segment order as
+ * slots free up, so the pool bounds the memory whatever the model size, at the price of waiting
+ * for slots when the pool is small. Collective over c->world (it duplicates the communicator,
+ * whose messages are tagged by segment). */
+fm_status fm_comm_reduce_scatter_init(fm_comm_allreduce **out, const fm_comm *c, float *grads,
+                                      size_t count, const size_t *bounds, size_t max_bucket_bytes,
+                                      size_t min_bucket_bytes, size_t scratch_bytes);
+
+/* Bytes of the scratch pool of an ordered engine (0 for MPI's all-reduce mode or one rank). */
+size_t fm_comm_reduce_scatter_scratch_bytes(const fm_comm_allreduce *ar);
+/* The same figure before creating the engine, for a buffer of `count` floats over `size` ranks and
+ * the same sizes (0: the defaults): at most scratch_bytes, less for a buffer smaller than that. */
+size_t fm_comm_reduce_scatter_scratch_for(size_t count, int size, size_t max_bucket_bytes,
+                                          size_t scratch_bytes);
+
 /* The model's backward callback (ctx = the engine): grads[offset, offset+count) are final for this
- * step and will not be written again until wait_all returns. Starts (MPI_Iallreduce, in place,
- * MPI_SUM) every bucket that became ready and progresses the ones in flight (MPI_Testsome), because
- * Open MPI only advances non-blocking collectives inside MPI calls. Ranges may come in any order
+ * step and will not be written again until wait_all returns. Starts every bucket that became ready
+ * (all-reduce mode: MPI_Iallreduce, in place, MPI_SUM; reduce-scatter mode: the first sends of its
+ * chains) and progresses the ones in flight (MPI_Testsome; in reduce-scatter mode also adding the
+ * partial sums that arrived and passing them on), because Open MPI only advances non-blocking
+ * operations inside MPI calls. Ranges may come in any order
  * (backward order is the usual one) but must not overlap within a step. Errors (a range out of
  * bounds or reported twice, an MPI failure) are kept and returned by wait_all; later calls of the
  * step are then ignored. Every rank must report the same ranges in the same order.
@@ -201,7 +279,8 @@ void fm_comm_allreduce_ready(void *ctx, size_t offset, size_t count);
 
 /* Completes the step: starts every part of the buffer not reported yet (e.g. tied embeddings that
  * the model leaves to the end, or everything when no callback ran), waits for all buckets, and
- * multiplies the buffer by 1/size, so each element becomes the average over ranks. Collective.
+ * multiplies the buffer by 1/size, so each element becomes the average over ranks (reduce-scatter
+ * mode: the elements of this rank's shard). Collective.
  * Afterwards the engine is ready for the next step. On error, all requests in flight have been
  * completed before returning, so the buffer may be reused or freed. */
 fm_status fm_comm_allreduce_wait_all(fm_comm_allreduce *ar);
@@ -209,8 +288,50 @@ fm_status fm_comm_allreduce_wait_all(fm_comm_allreduce *ar);
 /* Statistics of the last completed step (zeros before the first). */
 fm_comm_allreduce_stats fm_comm_allreduce_last_stats(const fm_comm_allreduce *ar);
 
-/* Completes any request still in flight (without reporting errors), frees the engine, sets *ar
- * to NULL. Safe on NULL. */
+/* Completes any request still in flight (without reporting errors; receives of an ordered engine
+ * that can no longer match are cancelled), frees the engine, sets *ar to NULL. Safe on NULL. An
+ * ordered engine frees its duplicate communicator (MPI_Comm_free, collective): call it on every rank
+ * (MPI's all-reduce mode: not collective). */
 void fm_comm_allreduce_free(fm_comm_allreduce **ar);
+
+/* ---- the all-gather of shards ------------------------------------------------------------------ */
+
+typedef struct fm_comm_allgather fm_comm_allgather;
+
+typedef struct fm_comm_allgather_stats {
+    int messages;  /* sends and receives of the step */
+    size_t bytes;  /* bytes received (the other ranks' shards) */
+    double wait_s; /* seconds inside fm_comm_allgather_wait_all (exposed) */
+    double total_s; /* from fm_comm_allgather_start to the end of wait_all */
+} fm_comm_allgather_stats;
+
+/* An all-gather over buf[0..count) (owned by the caller, kept alive and in place until free): rank
+ * r owns [bounds[r], bounds[r+1]) (size+1 values as in fm_comm_reduce_scatter_init; copied) and
+ * after a step every rank holds every rank's shard. Messages are chunks of at most chunk_bytes
+ * (0 = FM_COMM_RS_SEGMENT_BYTES), cut from each shard's start, sent directly to every other rank.
+ * Collective over c->world (duplicates it). */
+fm_status fm_comm_allgather_init(fm_comm_allgather **out, const fm_comm *c, float *buf, size_t count,
+                                 const size_t *bounds, size_t chunk_bytes);
+
+/* Begins a step: posts the receives of every other rank's shard (their ranges of buf must not be
+ * read or written until wait_all). */
+fm_status fm_comm_allgather_start(fm_comm_allgather *ag);
+
+/* ctx = the engine: this rank's buf[offset, offset+count) is final. Ranges must cover the shard in
+ * order, each starting where the previous ended (what fm_optimizer_step_notify reports); every
+ * chunk that became whole is sent to every other rank at once, and the messages in flight are
+ * progressed. Its signature is fm_optimizer_ready_fn's. Errors: a range out of order
+ * (FM_ERR_INTERNAL), MPI. */
+fm_status fm_comm_allgather_ready(void *ctx, size_t offset, size_t count);
+
+/* Sends what was not reported yet and waits for every message: then buf is whole on every rank.
+ * Collective. */
+fm_status fm_comm_allgather_wait_all(fm_comm_allgather *ag);
+
+fm_comm_allgather_stats fm_comm_allgather_last_stats(const fm_comm_allgather *ag);
+
+/* Cancels and completes what is in flight, frees, sets *ag to NULL. Safe on NULL. Collective on
+ * several ranks (it frees its duplicate communicator). */
+void fm_comm_allgather_free(fm_comm_allgather **ag);
 
 #endif /* FM_COMM_H */

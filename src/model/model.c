@@ -420,6 +420,75 @@ fm_status fm_model_memory_estimate(const fm_model_shape *shape, int max_batch, i
     return NULL;
 }
 
+/* ---- ZeRO shards of the layout and the model state per rank ([train] zero) ---------------- */
+
+/* Where split point p (a float of the layout) lands when moved to the nearest row boundary of the
+ * tensor [start, start+n) with rows of `row` floats that holds it (ties go up, past the end never):
+ * the checkpoint file layer's rule, so a rank's part of every tensor is whole rows. */
+static size_t snap_to_row(size_t p, size_t start, size_t n, size_t row)
+{
+    size_t x = p - start, down = x - x % row, up = down + row;
+    return start + ((x - down) * 2 < row || up > n ? down : up);
+}
+
+fm_status fm_model_shard_bounds(const fm_model_shape *shape, int nranks, size_t *bounds)
+{
+    if (nranks < 1)
+        return FM_ERR(FM_ERR_INTERNAL, "model: shard plan over %d ranks (expected >= 1)", nranks);
+    fm_model_shape s;
+    FM_TRY(fm_model_shape_resolve(shape, &s));
+    const fm_family *fam = fm_family_find(s.arch);
+    fm_family_layout lay;
+    fam->layout(&s, fm_model_padded_vocab(s.vocab_size), &lay);
+    size_t P = 0;
+    layout_sizes(&lay, s.n_layer, &P, NULL, NULL, NULL);
+    const size_t q = P / (size_t)nranks, rem = P % (size_t)nranks;
+    bounds[0] = 0;
+    bounds[nranks] = P;
+    /* Walk the tensors once; split points increase with r. */
+    const int ntensors = lay.n_head_tensors + s.n_layer * lay.n_layer_tensors;
+    size_t start = 0;
+    int i = 0;
+    for (int r = 1; r < nranks; r++) {
+        size_t p = q * (size_t)r + (rem * (size_t)r) / (size_t)nranks;
+        const fm_tensor_spec *sp = spec_of(&lay, i);
+        while (i < ntensors - 1 && p >= start + spec_numel(sp)) {
+            start += spec_numel(sp);
+            sp = spec_of(&lay, ++i);
+        }
+        size_t b = snap_to_row(p, start, spec_numel(sp), (size_t)(sp->cols ? sp->cols : 1));
+        bounds[r] = b < bounds[r - 1] ? bounds[r - 1] : b;
+    }
+    return NULL;
+}
+
+fm_status fm_model_zero_memory(const fm_model_shape *shape, int stage, int nranks,
+                               size_t comm_bytes, fm_model_zero_bytes *out)
+{
+    memset(out, 0, sizeof *out);
+    if (stage < 0 || stage > 2)
+        return FM_ERR(FM_ERR_INTERNAL, "model: ZeRO stage %d (expected 0, 1 or 2)", stage);
+    size_t *b = malloc(((size_t)(nranks > 0 ? nranks : 1) + 1) * sizeof *b);
+    FM_CHECK_ALLOC(b, ((size_t)(nranks > 0 ? nranks : 1) + 1) * sizeof *b);
+    fm_status st = fm_model_shard_bounds(shape, nranks, b);
+    if (st) {
+        free(b);
+        return st;
+    }
+    size_t P = b[nranks], largest = 0;
+    for (int r = 0; r < nranks; r++)
+        if (b[r + 1] - b[r] > largest) largest = b[r + 1] - b[r];
+    free(b);
+    out->stage = stage;
+    out->nranks = nranks;
+    out->params = 4 * P;
+    out->grads = 4 * P;
+    out->optim = 8 * (stage == 0 ? P : largest);
+    out->comm = nranks > 1 ? comm_bytes : 0;
+    out->total = out->params + out->grads + out->optim + out->comm;
+    return NULL;
+}
+
 /* "124,439,808" */
 static const char *group_digits(size_t v, char *buf, size_t n)
 {

@@ -170,6 +170,40 @@ fm_status fm_model_memory_estimate_opts(const fm_model_shape *shape, const fm_mo
 fm_status fm_model_memory_estimate(const fm_model_shape *shape, int max_batch, int act_elem_bytes,
                                    fm_model_memory_info *out);
 
+/* ---- ZeRO: the layout cut into per-rank shards, and the model state per rank ([train] zero) ---- */
+
+/* The shard plan of `shape`'s parameter layout over `nranks` ranks: bounds[0..nranks] (nranks+1
+ * values) with bounds[0] = 0 and bounds[nranks] = n_params_padded; rank r owns the floats
+ * [bounds[r], bounds[r+1]) of the layout (under [train] zero >= 1: its AdamW state, its part of the
+ * update, of the gradient norm and of the checkpoint). Rule: the split point
+ * floor(P*r/nranks) moved to the nearest row boundary of the tensor it falls in (a matrix
+ * (rows, cols) is cut between rows, a vector anywhere; ties go up), never before bounds[r-1]: so every
+ * rank's part of every tensor is whole rows, which is what the checkpoint file layer writes
+ * (ckpt/checkpoint_file.h). It depends on the shape and nranks only (the same on every rank and run);
+ * a shard is empty only when there are more ranks than rows. Errors: a bad shape, nranks < 1. */
+fm_status fm_model_shard_bounds(const fm_model_shape *shape, int nranks, size_t *bounds);
+
+/* The model state one rank holds under [train] zero = `stage` on `nranks` ranks, in bytes (P =
+ * n_params_padded). Activations are not included: they are the same in every stage
+ * (fm_model_memory_estimate). */
+typedef struct fm_model_zero_bytes {
+    int stage, nranks;
+    size_t params; /* 4 P in every stage: the forward reads the whole fp32 weights (the updated
+                      shards are all-gathered after each step) */
+    size_t grads;  /* 4 P in every stage: the backward accumulates into the model's one gradient
+                      buffer; stage 2 reduce-scatters it, but the buffer itself stays whole */
+    size_t optim;  /* AdamW m and v: 8 P in stage 0; 8 x the largest shard (about 8 P / nranks) in
+                      stages 1 and 2 */
+    size_t comm;   /* communication buffers counted here: `comm_bytes` on several ranks (the
+                      receive scratch of the fixed-order gradient reduction, dist/comm.h), else 0 */
+    size_t total;  /* the sum */
+} fm_model_zero_bytes;
+
+/* Fills *out for `stage` (0, 1, 2) on `nranks` ranks (shards from fm_model_shard_bounds). Pure
+ * arithmetic: what --dry-run and the start banner print. Errors: bad shape, stage or nranks. */
+fm_status fm_model_zero_memory(const fm_model_shape *shape, int stage, int nranks,
+                               size_t comm_bytes, fm_model_zero_bytes *out);
+
 typedef struct fm_model fm_model;
 
 /* Creates a model of `shape`'s family on backend `be` (not owned; must outlive the model) as `opts`

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "train/evaluate.h"
 #include "train/schedule.h"
@@ -47,6 +48,16 @@ struct fm_trainer {
     float *host_grads; /* device backends on several ranks: gradients staged through the host for
                           MPI (no CUDA-aware MPI assumed); NULL otherwise
                           (grads_staged_through_host) */
+    /* The shard plan (ranks+1, fm_model_shard_bounds): with zero >= 1 the optimizer's ranges; in
+     * every stage the owners of the fixed-order gradient reduction (comm.h), so that all stages add
+     * in the same order, and the parts of the gradient norm. */
+    size_t *shard;
+    fm_comm_allgather *ag;    /* the updated shards to every rank; NULL with zero = 0 */
+    float *host_params;       /* device backends on several ranks: the weights staged through the
+                                 host for the all-gather; NULL otherwise */
+    double opt_rss_bytes;     /* this rank's resident memory growth while the optimizer allocated
+                                 its state (-1: unknown) */
+    fm_trainer_timeline tl;   /* the phases of the last step on this rank */
     fm_trainer_test_hooks test; /* installed by test executables only; all NULL in fmtrain */
     /* The hang watchdog (trainer.h): NULL when hang_factor = 0 or outside fm_trainer_run. */
     fm_watchdog *wd;
@@ -142,6 +153,20 @@ static const char *group_digits(long long v, char *buf, size_t n)
     }
     buf[o] = '\0';
     return buf;
+}
+
+/* This process's resident set size in bytes (/proc/self/statm), or -1 where it cannot be read: the
+ * measured side of the optimizer's memory (a backend's allocation of host memory is touched when it
+ * is zeroed, so it is resident at once). */
+static double resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return -1.0;
+    unsigned long long size = 0, resident = 0;
+    int n = fscanf(f, "%llu %llu", &size, &resident);
+    fclose(f);
+    long page = sysconf(_SC_PAGESIZE);
+    return n == 2 && page > 0 ? (double)resident * (double)page : -1.0;
 }
 
 /* Prints the model's memory breakdown (fm_model_memory_print) through `say` line by line. */
@@ -385,13 +410,31 @@ static fm_status describe_model(fm_trainer *t)
 {
     fm_model_memory_info mem;
     FM_TRY(fm_model_memory_estimate(&t->shape, t->B, t->be->ops->act_bytes, &mem));
+    /* This rank's AdamW state under [train] zero: a shard of it (the largest rank's). */
+    fm_model_zero_bytes zb[3];
+    size_t scratch = fm_comm_reduce_scatter_scratch_for(mem.n_params_padded, t->comm->size, 0, 0);
+    for (int z = 0; z < 3; z++)
+        FM_TRY(fm_model_zero_memory(&t->shape, z, t->comm->size, scratch, &zb[z]));
+    mem.total_bytes = mem.total_bytes - mem.optim_bytes + zb[t->cfg.train_zero].optim;
+    mem.optim_bytes = zb[t->cfg.train_zero].optim;
+    const double per_rank = (double)(mem.total_bytes + zb[t->cfg.train_zero].comm);
     char cnt[40], bytes[32];
     say(t, "model: %s, %d layers, %d heads, d_model %d, seq_len %d, vocabulary %d: %s parameters",
         t->shape.arch, t->shape.n_layer, t->shape.n_head, t->shape.d_model, t->shape.max_seq_len,
         t->shape.vocab_size, group_digits((long long)mem.n_params, cnt, sizeof cnt));
-    say(t, "memory per rank (backend %s, %d thread%s): %s", t->be->ops->name, t->plan.threads,
-        t->plan.threads == 1 ? "" : "s", fm_util_format_bytes((double)mem.total_bytes, bytes, sizeof bytes));
+    say(t, "memory per rank (backend %s, %d thread%s, [train] zero = %d on %d rank%s): %s (the "
+           "model's below, and the gradient reduction's scratch)",
+        t->be->ops->name, t->plan.threads, t->plan.threads == 1 ? "" : "s", t->cfg.train_zero,
+        t->comm->size, t->comm->size == 1 ? "" : "s",
+        fm_util_format_bytes(per_rank, bytes, sizeof bytes));
     say_memory(t, &mem);
+    char z0[32], z1[32], z2[32], sc[32];
+    say(t, "  model state per rank (parameters + gradients + AdamW + %s of reduction scratch) on %d "
+           "rank%s by [train] zero: 0: %s, 1: %s, 2: %s; activations come on top",
+        fm_util_format_bytes((double)zb[2].comm, sc, sizeof sc), t->comm->size,
+        t->comm->size == 1 ? "" : "s", fm_util_format_bytes((double)zb[0].total, z0, sizeof z0),
+        fm_util_format_bytes((double)zb[1].total, z1, sizeof z1),
+        fm_util_format_bytes((double)zb[2].total, z2, sizeof z2));
     t->flops_per_token = fm_model_flops_per_token(&t->shape, t->T); /* the family's real FLOPs */
     return NULL;
 }
@@ -444,11 +487,57 @@ static fm_status create_model(fm_trainer *t)
 {
     FM_TRY(fm_model_create(&t->shape, t->be, t->B, &t->model));
     FM_TRY(fm_model_init_weights(t->model, t->cfg.run_seed));
-    FM_TRY(fm_optimizer_create(t->model, &t->opt));
+    const int n = t->comm->size, r = t->comm->rank;
+    t->shard = malloc(sizeof *t->shard * ((size_t)n + 1));
+    FM_CHECK_ALLOC(t->shard, sizeof *t->shard * ((size_t)n + 1));
+    FM_TRY(fm_model_shard_bounds(&t->shape, n, t->shard));
+    double rss0 = resident_bytes();
+    if (t->cfg.train_zero > 0) {
+        FM_TRY(fm_optimizer_create_shard(t->model, t->shard[r], t->shard[r + 1], &t->opt));
+    } else {
+        FM_TRY(fm_optimizer_create(t->model, &t->opt));
+    }
+    double rss1 = resident_bytes();
+    t->opt_rss_bytes = rss0 >= 0 && rss1 >= 0 ? rss1 - rss0 : -1.0;
     /* every backward of accumulate_grads uses 1/grad_accum: the forward makes dlogits in its pass
      * (the same bits; evaluation forwards on this model get dlogits too and never read logits) */
     FM_TRY(fm_model_set_fused_loss_scale(t->model, 1.0f / (float)t->ga));
     return NULL;
+}
+
+/* The optimizer state each rank allocated and its measured resident growth, gathered on rank 0 and
+ * printed as the smallest and largest over ranks (the start banner; tests read it). */
+static fm_status say_optimizer_memory(fm_trainer *t)
+{
+    const int n = t->comm->size;
+    double mine[2] = {(double)fm_optimizer_state_bytes(t->opt), t->opt_rss_bytes};
+    double *all = t->comm->rank == 0 ? malloc(sizeof *all * 2 * (size_t)n) : NULL;
+    fm_status st = t->comm->rank == 0 && !all ? FM_ERR(FM_ERR_NOMEM, "out of memory") : NULL;
+    FM_TRY(fm_comm_agree(t->comm->world, st));
+    st = fm_comm_gather(t->comm, mine, sizeof mine, all);
+    if (!st && all) {
+        double amin = all[0], amax = all[0], rmin = all[1], rmax = all[1];
+        for (int r = 1; r < n; r++) {
+            if (all[2 * r] < amin) amin = all[2 * r];
+            if (all[2 * r] > amax) amax = all[2 * r];
+            if (all[2 * r + 1] < rmin) rmin = all[2 * r + 1];
+            if (all[2 * r + 1] > rmax) rmax = all[2 * r + 1];
+        }
+        char a0[32], a1[32], r0[32], r1[32];
+        if (rmin >= 0)
+            say(t, "optimizer state per rank ([train] zero = %d, %d rank%s): allocated %s .. %s, "
+                   "measured resident growth %s .. %s (%.0f .. %.0f bytes)",
+                t->cfg.train_zero, n, n == 1 ? "" : "s", fm_util_format_bytes(amin, a0, sizeof a0),
+                fm_util_format_bytes(amax, a1, sizeof a1), fm_util_format_bytes(rmin, r0, sizeof r0),
+                fm_util_format_bytes(rmax, r1, sizeof r1), rmin, rmax);
+        else
+            say(t, "optimizer state per rank ([train] zero = %d, %d rank%s): allocated %s .. %s "
+                   "(resident growth not measurable here)",
+                t->cfg.train_zero, n, n == 1 ? "" : "s", fm_util_format_bytes(amin, a0, sizeof a0),
+                fm_util_format_bytes(amax, a1, sizeof a1));
+    }
+    free(all);
+    return st;
 }
 
 /* The gradient all-reduce, over the model's gradients or over their host copy
@@ -464,7 +553,23 @@ static fm_status create_grad_allreduce(fm_trainer *t)
                           n * sizeof(float));
         buf = t->host_grads;
     }
-    FM_TRY(fm_comm_allreduce_init(&t->ar, t->comm, buf, n, 0, 0));
+    if (t->cfg.train_zero == 2)
+        FM_TRY(fm_comm_reduce_scatter_init(&t->ar, t->comm, buf, n, t->shard, 0, 0, 0));
+    else
+        FM_TRY(fm_comm_allreduce_init_ordered(&t->ar, t->comm, buf, n, t->shard, 0, 0, 0));
+    if (t->cfg.train_zero > 0) {
+        /* The weights the shards updated, to every rank: over the model's parameters, or over a
+         * host copy of them for a device backend (the same staging as the gradients'). */
+        float *pbuf = fm_model_params(t->model);
+        if (grads_staged_through_host(t)) {
+            t->host_params = malloc(n * sizeof(float));
+            if (!t->host_params)
+                return FM_ERR(FM_ERR_NOMEM, "out of memory allocating %zu bytes of host weights",
+                              n * sizeof(float));
+            pbuf = t->host_params;
+        }
+        FM_TRY(fm_comm_allgather_init(&t->ag, t->comm, pbuf, n, t->shard, 0));
+    }
     return NULL;
 }
 
@@ -510,6 +615,7 @@ static fm_status alloc_token_buffers(fm_trainer *t)
 static fm_status allocate(fm_trainer *t)
 {
     FM_TRY(create_model(t));
+    FM_TRY(say_optimizer_memory(t));
     FM_TRY(create_grad_allreduce(t));
     FM_TRY(open_reader(t));
     FM_TRY(alloc_token_buffers(t));
@@ -605,11 +711,14 @@ void fm_trainer_free(fm_trainer **pt)
     fm_metrics_close(&t->metrics);
     fm_reader_free(&t->reader);
     fm_comm_allreduce_free(&t->ar);
+    fm_comm_allgather_free(&t->ag);
     fm_optimizer_free(&t->opt);
     fm_model_free(&t->model);
     fm_backend_free(&t->be);
     fm_comm_free(&t->comm);
     free(t->host_grads);
+    free(t->host_params);
+    free(t->shard);
     free(t->rank_ms);
     free(t->windows);
     free(t->inp);
@@ -629,6 +738,11 @@ fm_metrics *fm_trainer_metrics(fm_trainer *t) { return t->metrics; }
 const char *fm_trainer_run_dir(const fm_trainer *t) { return t->run_dir; }
 fm_watchdog *fm_trainer_watchdog(fm_trainer *t) { return t ? t->wd : NULL; }
 const fm_model_shape *fm_trainer_shape(const fm_trainer *t) { return &t->shape; }
+const size_t *fm_trainer_shard_bounds(const fm_trainer *t)
+{
+    return t->cfg.train_zero > 0 ? t->shard : NULL;
+}
+void fm_trainer_last_timeline(const fm_trainer *t, fm_trainer_timeline *tl) { *tl = t->tl; }
 
 void fm_trainer_set_test_hooks(fm_trainer *t, const fm_trainer_test_hooks *hooks)
 {
@@ -706,15 +820,44 @@ static fm_status accumulate_grads(fm_trainer *t, double *loss)
     return NULL;
 }
 
-/* Completes the all-reduce: afterwards the model's gradients are the average over ranks (staged
- * through host memory: downloaded before, uploaded after). */
+/* Completes the all-reduce (reduce-scatter with zero = 2): afterwards the model's gradients are the
+ * average over ranks (zero = 2: in this rank's shard; staged through host memory: downloaded
+ * before, uploaded after, only the shard with zero = 2). */
 static fm_status average_grads(fm_trainer *t)
 {
-    size_t gbytes = fm_model_num_params(t->model) * sizeof(float);
+    size_t lo = 0, hi = fm_model_num_params(t->model);
     if (t->host_grads) FM_TRY(fm_model_get_grads(t->model, t->host_grads));
     FM_TRY(fm_comm_allreduce_wait_all(t->ar));
-    if (t->host_grads)
-        FM_TRY(t->be->ops->upload(t->be, fm_model_grads(t->model), t->host_grads, gbytes));
+    if (t->cfg.train_zero == 2) fm_optimizer_range(t->opt, &lo, &hi);
+    if (t->host_grads && hi > lo)
+        FM_TRY(t->be->ops->upload(t->be, fm_model_grads(t->model) + lo, t->host_grads + lo,
+                                  (hi - lo) * sizeof(float)));
+    return NULL;
+}
+
+/* The global gradient norm: the sums of squares over the shards of the plan added in rank order,
+ * the same on every rank and in every zero stage: with zero >= 1 each rank contributes its own
+ * shard's (fm_comm_sum_ordered), with zero = 0 each rank holds every averaged gradient and adds the
+ * same parts itself. One rank: the whole buffer's. */
+static fm_status global_grad_norm(fm_trainer *t, double *norm)
+{
+    const int n = t->comm->size;
+    double ss = 0.0;
+    if (n == 1) {
+        FM_TRY(fm_optimizer_grad_norm(t->opt, norm));
+        return NULL;
+    }
+    if (t->cfg.train_zero > 0) {
+        FM_TRY(fm_optimizer_grad_sumsq(t->opt, &ss));
+        FM_TRY(fm_comm_sum_ordered(t->comm, &ss, 1));
+    } else {
+        for (int r = 0; r < n; r++) {
+            double part = 0.0;
+            FM_TRY(fm_optimizer_grad_sumsq_range(t->opt, t->shard[r], t->shard[r + 1], &part));
+            ss += part;
+        }
+    }
+    *norm = sqrt(ss);
     return NULL;
 }
 
@@ -736,13 +879,78 @@ static fm_status handle_non_finite(fm_trainer *t, step_result *r)
     return NULL;
 }
 
-/* AdamW at the step's learning rate, the gradients clipped to [train] clip_grad. */
+/* zero >= 1 with bf16 activations: the optimizer's update rewrote the bf16 weight copy of this
+ * rank's shard in its pass, the all-gather delivered the other ranks' fp32 masters only; re-make
+ * the copy of those from them (to_bf16 is adamw_update's rounding, kernels.h "Precision", so the
+ * copy is bit for bit what a zero 0 rank's update writes). Nothing with fp32 activations. */
+static fm_status refresh_bf16_outside_shard(fm_trainer *t)
+{
+    void *pb = NULL;
+    float *p = fm_model_params_for_update(t->model, &pb);
+    if (!pb) return NULL;
+    size_t lo = 0, hi = 0, n = fm_model_num_params(t->model);
+    fm_optimizer_range(t->opt, &lo, &hi);
+    if (lo > 0) t->be->ops->to_bf16(t->be, pb, p, lo);
+    if (n > hi) t->be->ops->to_bf16(t->be, (char *)pb + 2 * hi, p + hi, n - hi);
+    FM_TRY(t->be->ops->sync(t->be));
+    return NULL;
+}
+
+/* zero >= 1 with a device backend on several ranks: this rank's updated shard goes down to the
+ * host copy, the all-gather fills in the others', which go up again (no overlap). */
+static fm_status gather_staged(fm_trainer *t)
+{
+    size_t lo = 0, hi = 0, n = fm_model_num_params(t->model);
+    fm_optimizer_range(t->opt, &lo, &hi);
+    void *pb_unused = NULL; /* the bf16 copy: refresh_bf16_outside_shard, after this */
+    float *p = fm_model_params_for_update(t->model, &pb_unused);
+    if (hi > lo)
+        FM_TRY(t->be->ops->download(t->be, t->host_params + lo, p + lo, (hi - lo) * sizeof(float)));
+    FM_TRY(fm_comm_allgather_start(t->ag));
+    FM_TRY(fm_comm_allgather_ready(t->ag, lo, hi - lo));
+    FM_TRY(fm_comm_allgather_wait_all(t->ag));
+    if (lo > 0) FM_TRY(t->be->ops->upload(t->be, p, t->host_params, lo * sizeof(float)));
+    if (n > hi)
+        FM_TRY(t->be->ops->upload(t->be, p + hi, t->host_params + hi, (n - hi) * sizeof(float)));
+    return NULL;
+}
+
+/* AdamW at the step's learning rate, the gradients clipped to [train] clip_grad. With zero >= 1 the
+ * optimizer updates this rank's shard piece by piece and each piece is sent to the other ranks as
+ * soon as it is done (the all-gather overlaps the rest of the update); afterwards every rank holds
+ * every updated weight. */
 static fm_status apply_update(fm_trainer *t, const step_result *r)
 {
     fm_adamw_params hp = {(float)r->lr, (float)t->cfg.train_beta1, (float)t->cfg.train_beta2,
                           (float)t->cfg.train_eps, (float)t->cfg.train_weight_decay};
-    FM_TRY(fm_optimizer_step(t->opt, &hp,
-                             fm_optimizer_clip_scale(r->grad_norm, t->cfg.train_clip_grad)));
+    float scale = fm_optimizer_clip_scale(r->grad_norm, t->cfg.train_clip_grad);
+    double u0 = fm_util_now();
+    if (!t->ag) {
+        FM_TRY(fm_optimizer_step(t->opt, &hp, scale));
+        t->tl.update_s = fm_util_now() - u0;
+        return NULL;
+    }
+    if (t->host_params) {
+        FM_TRY(fm_optimizer_step(t->opt, &hp, scale));
+        double u1 = fm_util_now();
+        t->tl.update_s = u1 - u0;
+        FM_TRY(gather_staged(t));
+        double u2 = fm_util_now();
+        t->tl.gather_wait_s = u2 - u1;
+        FM_TRY(refresh_bf16_outside_shard(t));
+        t->tl.update_s += fm_util_now() - u2;
+        return NULL;
+    }
+    FM_TRY(fm_comm_allgather_start(t->ag));
+    FM_TRY(fm_optimizer_step_notify(t->opt, &hp, scale, FM_COMM_RS_SEGMENT_BYTES / sizeof(float),
+                                    fm_comm_allgather_ready, t->ag));
+    double u1 = fm_util_now();
+    t->tl.update_s = u1 - u0;
+    FM_TRY(fm_comm_allgather_wait_all(t->ag));
+    double u2 = fm_util_now();
+    t->tl.gather_wait_s = u2 - u1;
+    FM_TRY(refresh_bf16_outside_shard(t)); /* compute: counted with the update */
+    t->tl.update_s += fm_util_now() - u2;
     return NULL;
 }
 
@@ -752,6 +960,7 @@ static fm_status apply_update(fm_trainer *t, const step_result *r)
 static fm_status train_step(fm_trainer *t, step_result *r)
 {
     double c0 = fm_util_now();
+    memset(&t->tl, 0, sizeof t->tl);
     fm_watchdog_where(t->wd, "reading the step's data (from the read-ahead thread)");
     FM_TRY(fm_reader_next(t->reader, t->windows));
     if (t->test.before_compute) {
@@ -759,11 +968,19 @@ static fm_status train_step(fm_trainer *t, step_result *r)
         FM_TRY(t->test.before_compute(t->test.ctx, t, t->state.step + 1));
     }
     double loss = 0.0;
+    double c1 = fm_util_now();
+    t->tl.data_s = c1 - c0;
     fm_watchdog_where(t->wd, "computing the forward and backward passes");
     FM_TRY(accumulate_grads(t, &loss));
-    r->compute_s = fm_util_now() - c0;
-    fm_watchdog_where(t->wd, "waiting for the gradient all-reduce (all ranks)");
+    double c2 = fm_util_now();
+    r->compute_s = c2 - c0;
+    t->tl.compute_s = c2 - c1;
+    fm_watchdog_where(t->wd, t->cfg.train_zero == 2
+                                 ? "waiting for the gradient reduce-scatter (all ranks)"
+                                 : "waiting for the gradient all-reduce (all ranks)");
     FM_TRY(average_grads(t));
+    double c3 = fm_util_now();
+    t->tl.grad_wait_s = c3 - c2;
     if (t->test.after_allreduce) {
         fm_watchdog_where(t->wd, "in a test executable's hook (after_allreduce)");
         FM_TRY(t->test.after_allreduce(t->test.ctx, t, t->state.step + 1, &loss));
@@ -771,16 +988,29 @@ static fm_status train_step(fm_trainer *t, step_result *r)
     fm_watchdog_where(t->wd, "waiting for the loss all-reduce (all ranks)");
     FM_TRY(fm_comm_sum_doubles(t->comm, &loss, 1));
     r->loss = loss / t->comm->size;
-    fm_watchdog_where(t->wd, "computing the gradient norm and the update");
-    FM_TRY(fm_optimizer_grad_norm(t->opt, &r->grad_norm));
+    fm_watchdog_where(t->wd, "computing the gradient norm (all ranks with [train] zero >= 1)");
+    double c4 = fm_util_now();
+    FM_TRY(global_grad_norm(t, &r->grad_norm));
+    t->tl.norm_s = fm_util_now() - c4;
     r->lr = fm_schedule_lr(&t->sched, t->state.step);
     r->skipped = 0;
+    fm_watchdog_where(t->wd, t->ag ? "updating this rank's shard and all-gathering the weights "
+                                     "(all ranks)"
+                                   : "computing the update");
     if (!isfinite(r->loss) || !isfinite(r->grad_norm))
         FM_TRY(handle_non_finite(t, r));
     else
         FM_TRY(apply_update(t, r));
+    fm_comm_allreduce_stats as = fm_comm_allreduce_last_stats(t->ar);
+    t->tl.buckets = as.buckets;
+    t->tl.early_buckets = as.early_buckets;
+    t->tl.step_s = fm_util_now() - c0;
     t->state.step++;
     t->state.tokens_seen += t->global_tokens;
+    if (t->test.after_step) {
+        fm_watchdog_where(t->wd, "in a test executable's hook (after_step)");
+        FM_TRY(t->test.after_step(t->test.ctx, t, t->state.step, &t->tl));
+    }
     return NULL;
 }
 

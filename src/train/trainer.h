@@ -2,7 +2,9 @@
  *
  * What it is: every rank holds the full model. A step runs grad_accum micro-batches of micro_batch
  * sequences of seq_len tokens on each rank (global batch = micro_batch x grad_accum x ranks x
- * seq_len tokens); the gradients are averaged over ranks by the comm engine's bucketed all-reduce.
+ * seq_len tokens); the gradients are averaged over ranks by the comm engine's bucketed all-reduce,
+ * which adds the ranks' values in a fixed order of fmtrain's own (dist/comm.h, over the model's
+ * shard plan), so a layout trains bit-identically in every [train] zero stage.
  * Overlap, where it happens: on the CPU backend, during the backward pass of the LAST micro-batch
  * the model reports each finished layer's gradient range and that bucket's all-reduce starts at
  * once (the earlier micro-batches of a grad_accum > 1 step only accumulate, with nothing in
@@ -11,6 +13,16 @@
  * all-reduced on the host and uploaded again. (With one rank there is nothing to reduce.) Then the
  * step waits for all buckets, computes the global gradient norm, clips, checks for NaN/Inf
  * ([train] on_nan), applies AdamW at the schedule's learning rate, and logs (rank 0).
+ * Sharding the optimizer ([train] zero, ZeRO stages 1 and 2; docs/training.md): with zero >= 1 the
+ * layout is cut into one shard per rank (fm_model_shard_bounds) and each rank's optimizer holds the
+ * AdamW moments of its shard only. The step then: the gradients are all-reduced as above (zero = 1)
+ * or reduce-scattered (zero = 2: the same buckets, overlapped the same way, but each rank receives
+ * only its shard's average, in a fixed reduction order, comm.h); the gradient norm is the ranks'
+ * sums of squares over their shards added in rank order; each rank updates the weights of its shard
+ * piece by piece and sends each piece to every other rank as soon as it is done (the all-gather
+ * overlaps the rest of the update), so every rank ends the step with every updated weight. A device
+ * backend stages both through host memory as it does the gradients. With one rank every zero stage
+ * computes exactly what zero = 0 does.
  * Around the loop: placement (hwloc), the start banner (placement table, parameter count, memory,
  * global batch, MFU reference), evaluation every eval_every steps (and at the end) on a fixed set of
  * eval_windows windows of the val split with the work shared by all ranks (train/evaluate.h), stop requests (SIGUSR1/SIGTERM, the Slurm wall-time limit)
@@ -38,7 +50,8 @@
  *
  * ---- Checkpoint integration (the ckpt module) ----------------------------------------------------
  * The whole resumable state is: the model parameters (fm_model_get/set_params), the optimizer
- * moments and step (fm_optimizer_get/set_state, _get/set_step), and fm_trainer_state below (which
+ * moments and step (fm_optimizer_get/set_state, _get/set_step: with zero >= 1 each rank's optimizer
+ * holds the moments of its shard, fm_trainer_shard_bounds), and fm_trainer_state below (which
  * includes the data reader's position). The hooks are called on EVERY rank, at a step boundary, with
  * gradients zero and no all-reduce in flight:
  *   resume(ctx, t, &resumed): once, after the weights are initialised from [run] seed and before the
@@ -152,6 +165,27 @@ const char *fm_trainer_run_dir(const fm_trainer *t);
 fm_watchdog *fm_trainer_watchdog(fm_trainer *t); /* NULL outside fm_trainer_run or when disabled */
 /* The model's shape (known after fm_trainer_create, also in a dry run). */
 const fm_model_shape *fm_trainer_shape(const fm_trainer *t);
+/* [train] zero >= 1: the shard plan, ranks+1 values (fm_model_shard_bounds; rank r's optimizer owns
+ * [b[r], b[r+1]) of the layout); NULL with zero = 0. Owned by the trainer. */
+const size_t *fm_trainer_shard_bounds(const fm_trainer *t);
+
+/* Where the last step's time went on this rank (seconds; wall clock). Communication that overlaps
+ * compute is inside compute_s and update_s; the *_wait_s fields are what was left exposed. */
+typedef struct fm_trainer_timeline {
+    double data_s;        /* reading the step's windows (the read-ahead thread's queue) */
+    double compute_s;     /* forward and backward of every micro-batch, with the gradient buckets
+                             started (and progressed) from the backward's callbacks */
+    double grad_wait_s;   /* completing the gradient all-reduce / reduce-scatter (exposed) */
+    double norm_s;        /* the gradient norm (zero >= 1: this rank's shard and the sum over ranks) */
+    double update_s;      /* AdamW over this rank's range, with the all-gather's sends started from
+                             it (zero >= 1), and with bf16 activations the bf16 copy of the
+                             gathered weights */
+    double gather_wait_s; /* completing the all-gather of the updated weights (exposed; zero >= 1) */
+    double step_s;        /* the whole step (the sum of the above, the loss average and small
+                             bookkeeping) */
+    int buckets, early_buckets; /* gradient buckets, and those started during the backward */
+} fm_trainer_timeline;
+void fm_trainer_last_timeline(const fm_trainer *t, fm_trainer_timeline *tl);
 
 /* The current state (reader position included). */
 void fm_trainer_get_state(const fm_trainer *t, fm_trainer_state *state);
@@ -165,7 +199,8 @@ fm_status fm_trainer_set_state(fm_trainer *t, const fm_trainer_state *state);
 /* What a test may do inside a step. Every hook may be NULL. */
 typedef struct fm_trainer_test_hooks {
     /* Called on every rank in every step, after the gradients are averaged over ranks (the model's
-     * gradients hold the average) and before the loss is averaged over ranks and the gradient norm
+     * gradients hold the average; with [train] zero = 2 only in this rank's shard, the rest holds
+     * this rank's own gradients) and before the loss is averaged over ranks and the gradient norm
      * taken. step: the step being computed, 1-based (the state's step + 1); *loss: this rank's mean
      * loss over its micro-batches, which the hook may change, as it may change the gradients
      * (fm_model_grads of fm_trainer_model). An error fails the step like any other. */
@@ -175,6 +210,10 @@ typedef struct fm_trainer_test_hooks {
      * stall it (the hang watchdog). step: 1-based, as above. */
     fm_status (*before_compute)(void *ctx, fm_trainer *t, int64_t step);
     void *ctx;
+    /* Called on every rank at the end of every step (after the update and, with zero >= 1, the
+     * all-gather), with the step's timeline on this rank (bench/zero prints it). step: the step
+     * just completed, 1-based. */
+    fm_status (*after_step)(void *ctx, fm_trainer *t, int64_t step, const fm_trainer_timeline *tl);
 } fm_trainer_test_hooks;
 
 /* Installs test hooks (copied; NULL removes them). For test executables: the fmtrain program never

@@ -2,7 +2,8 @@
  * round trips, files written by N ranks read by M ranks (parallel and serial mode), CRC-32 values,
  * damaged files (bit flip, truncation), the directory (latest, keep_last, stale temporaries),
  * resume = auto falling back past a damaged checkpoint, an error on one rank only (agreed, collective),
- * the shared directory scan, MPI-IO hints, alignment, the partition. */
+ * the shared directory scan, MPI-IO hints, alignment, the partition, explicit per-rank parts with
+ * partial buffers (how each rank writes its ZeRO shard). */
 #define _XOPEN_SOURCE 700
 #include <fcntl.h>
 #include <ftw.h>
@@ -536,7 +537,7 @@ static void test_hints_and_alignment(void **state)
     t[1].offset = 10;
     float *buf = calloc(10 + 65536, sizeof(float));
     assert_non_null(buf);
-    fm_checkpoint_group g = {"params", t, 2, buf, 10 + 65536};
+    fm_checkpoint_group g = {"params", t, 2, buf, 10 + 65536, NULL, 0};
     char path[512];
     ckpt_path(path, sizeof path, 51);
     fm_checkpoint_file *f = NULL;
@@ -674,7 +675,8 @@ static void test_partition(void **state)
             t[i].offset = off;
             off += n;
         }
-        fm_checkpoint_group g[2] = {{"a", t, nt, NULL, off}, {"b", t, nt, NULL, off}};
+        fm_checkpoint_group g[2] = {{"a", t, nt, NULL, off, NULL, 0},
+                                    {"b", t, nt, NULL, off, NULL, 0}};
         int nranks = 1 + (int)(ckpt_mix(rng++) % 8);
         for (int gi = 0; gi < 2; gi++)
             for (int i = 0; i < nt; i++) {
@@ -697,6 +699,104 @@ static void test_partition(void **state)
     }
 }
 
+/* A ZeRO-like plan for the synthetic table: nranks+1 offsets, each split point moved down to a row
+ * boundary of its tensor; with 3 or more ranks rank 1's part is empty. */
+static void shard_parts(const ckpt_synth *s, int nranks, size_t *parts)
+{
+    parts[0] = 0;
+    parts[nranks] = s->numel;
+    for (int r = 1; r < nranks; r++) {
+        size_t p = s->numel * (size_t)r / (size_t)nranks;
+        for (int i = 0; i < s->ntensors; i++) {
+            const fm_checkpoint_tensor *t = &s->table[i];
+            size_t n = 1, row = 1;
+            for (int k = 0; k < t->ndim; k++) n *= (size_t)t->shape[k];
+            for (int k = 1; k < t->ndim; k++) row *= (size_t)t->shape[k];
+            if (p >= t->offset && p < t->offset + n) p -= (p - t->offset) % row;
+        }
+        parts[r] = p < parts[r - 1] ? parts[r - 1] : p;
+    }
+    if (nranks >= 3) parts[2] = parts[1];
+}
+
+/* Each rank writes exactly its part of every group from buffers that hold only that part (the ZeRO
+ * writer); the file is the ordinary one (any rank count reads it whole, CRCs included), and a
+ * reader takes back its own part into a partial buffer; plans that cut a row are refused. */
+static void test_shard_parts(void **state)
+{
+    (void)state;
+    ckpt_synth s;
+    assert_int_equal(ckpt_synth_gpt2(&s, 300, 16, 2, 12, 4242), 0);
+    size_t *parts = malloc(sizeof *parts * ((size_t)g_size + 1));
+    assert_non_null(parts);
+    shard_parts(&s, g_size, parts);
+    const size_t lo = parts[g_rank], hi = parts[g_rank + 1], mine = hi > lo ? hi - lo : 1;
+    float *part[3];
+    for (int g = 0; g < 3; g++) {
+        part[g] = malloc(mine * sizeof(float));
+        assert_non_null(part[g]);
+        for (size_t i = lo; i < hi; i++) part[g][i - lo] = s.buf[g][i];
+        /* params keep the whole buffer, moments only this rank's part */
+        s.groups[g].parts = parts;
+        if (g > 0) {
+            s.groups[g].data = part[g];
+            s.groups[g].base = lo;
+        }
+    }
+    char path[512];
+    ckpt_path(path, sizeof path, 30);
+    fm_checkpoint_io_opts def = {1 << 20, NULL, 0};
+    fm_checkpoint_file *f = NULL;
+    expect_ok(fm_checkpoint_file_create(MPI_COMM_WORLD, path, FORMAT, 1, &def, &f));
+    expect_ok(fm_checkpoint_file_write_groups(f, s.groups, 3));
+    fm_checkpoint_write_stats ws;
+    expect_ok(fm_checkpoint_file_commit(&f, 0, &ws));
+    fm_status st = NULL;
+    assert_int_equal(read_ckpt(MPI_COMM_WORLD, 30, 4242, &st), -1);
+    if (g_rank == 0) assert_int_equal(read_ckpt(MPI_COMM_NULL, 30, 4242, &st), -1);
+    MPI_Barrier(MPI_COMM_WORLD);
+
+    /* Read back: params whole (default partition, replicated), moments into the partial buffers. */
+    for (int g = 0; g < 3; g++) {
+        memset(part[g], 0, mine * sizeof(float));
+        if (g == 0) {
+            memset(s.buf[0], 0, s.numel * sizeof(float));
+            s.groups[0].parts = NULL;
+        }
+    }
+    int version = 0;
+    expect_ok(fm_checkpoint_file_open(MPI_COMM_WORLD, path, FORMAT, &version, NULL, &f));
+    expect_ok(fm_checkpoint_file_read_groups(f, s.groups, 3, 1));
+    for (size_t i = 0; i < s.numel; i++) assert_true(s.buf[0][i] == ckpt_value(4242, 0, i));
+    for (int g = 1; g < 3; g++)
+        for (size_t i = lo; i < hi; i++) assert_true(part[g][i - lo] == ckpt_value(4242, g, i));
+
+    /* A boundary inside a row of wte (16 floats per row) is refused on every rank. */
+    size_t *bad = malloc(sizeof *bad * ((size_t)g_size + 2));
+    assert_non_null(bad);
+    for (int r = 0; r <= g_size; r++) bad[r] = r == 0 ? 0 : s.numel;
+    if (g_size > 1) bad[1] = 16 * 5 + 3;
+    fm_checkpoint_group bg = s.groups[1];
+    bg.parts = bad;
+    bg.data = s.buf[1];
+    bg.base = 0;
+    st = fm_checkpoint_file_read_groups(f, &bg, 1, 0);
+    if (g_size > 1) {
+        assert_non_null(st);
+        assert_non_null(strstr(fm_status_message(st), "cuts a row of tensor wte.weight"));
+        fm_status_free(&st);
+    } else {
+        expect_ok(st);
+    }
+    fm_checkpoint_file_close(&f);
+    free(bad);
+    for (int g = 0; g < 3; g++) free(part[g]);
+    s.groups[1].data = s.buf[1];
+    s.groups[2].data = s.buf[2];
+    free(parts);
+    ckpt_synth_free(&s);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -708,6 +808,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_roundtrip, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_crc_attribute, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_cross_rank_counts, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_shard_parts, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_damage_detected, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_directory, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_load_newest, setup_dir, teardown_dir),

@@ -1,8 +1,11 @@
 /* test_comm.c — MPI tests of src/dist/comm.c: the process context, the small collectives, the parameter
  * checksum compare, the MPI error convention (FM_MPI_* macros, fm_comm_dup, fm_comm_agree) and the
  * bucketed non-blocking gradient all-reduce (values, averaging, backward
- * and shuffled order, splitting and merging, ranges left to wait_all, errors, determinism).
- * Runs under mpiexec with 2 ranks (and 1 rank: the single-process path makes no MPI calls). */
+ * and shuffled order, splitting and merging, ranges left to wait_all, errors, determinism), the
+ * ordered modes (reduce-scatter and all-reduce: the documented fixed reduction order, bit for bit,
+ * with a scratch of one segment; gaps; errors), the all-gather of shards and the sums in rank
+ * order.
+ * Runs under mpiexec with 2 and 3 ranks (and 1 rank: the single-process path makes no MPI calls). */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
@@ -576,6 +579,230 @@ static void test_allreduce_deterministic(void **state)
     free(first);
 }
 
+/* ---- the reduce-scatter engine, the all-gather and ordered sums -------------------------------- */
+
+/* Rank r's gradient i: arbitrary floats (not exact sums), the same function on every rank, so each
+ * rank can compute what every other rank contributes. */
+static float rs_value(int rank, size_t i, int step)
+{
+    uint64_t z = ((uint64_t)rank << 40) ^ ((uint64_t)step << 32) ^ (uint64_t)i;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)((double)(z >> 11) / 9007199254740992.0 - 0.5) * (float)(1 + rank);
+}
+
+/* The documented order for element i of rank q's shard: ((g_{q+1} + g_{q+2}) + ... + g_q) / size. */
+static float rs_expected(int size, int q, size_t i, int step)
+{
+    float sum = rs_value((q + 1) % size, i, step);
+    for (int k = 2; k <= size; k++) sum = sum + rs_value((q + k) % size, i, step);
+    return size > 1 ? sum * (float)(1.0 / size) : sum;
+}
+
+/* An uneven shard plan over count elements (rank 1's shard empty when there are 3 or more ranks). */
+static void rs_bounds(int size, size_t count, size_t *b)
+{
+    b[0] = 0;
+    for (int r = 1; r < size; r++) b[r] = count * (size_t)r / (size_t)size + (size_t)(r * 7 % 13);
+    if (size >= 3) b[2] = b[1];
+    b[size] = count;
+}
+
+/* Every rank checks its buffer, then all agree, so that a wrong element fails the test on every
+ * rank at once (a rank failing alone would leave the others waiting in the next collective). */
+static void rs_check_mode(const fm_comm *c, const float *g, size_t count, const size_t *b, int step,
+                          int scatter)
+{
+    long bad = -1;
+    float got = 0.0f, want = 0.0f;
+    for (size_t i = 0; i < count && bad < 0; i++) {
+        int q = 0;
+        while (q < c->size - 1 && i >= b[q + 1]) q++;
+        int mine = q == c->rank;
+        want = mine || !scatter ? rs_expected(c->size, q, i, step) : rs_value(c->rank, i, step);
+        got = g[i];
+        if (memcmp(&want, &got, sizeof want) != 0) bad = (long)i;
+    }
+    long worst = bad;
+    MPI_Allreduce(&bad, &worst, 1, MPI_LONG, MPI_MAX, MPI_COMM_WORLD);
+    if (bad >= 0)
+        fail_msg("rank %d, step %d, element %ld: %.9g, expected %.9g", c->rank, step, bad,
+                 (double)got, (double)want);
+    if (worst >= 0) fail_msg("another rank found a wrong element (step %d)", step);
+}
+
+/* Every rank checks its buffer, then all agree, so that a wrong element fails the test on every
+ * rank at once (a rank failing alone would leave the others waiting in the next collective).
+ * Reduce-scatter: this rank's shard holds the ordered average, the rest its own values. */
+static void rs_check(const fm_comm *c, const float *g, size_t count, const size_t *b, int step)
+{
+    rs_check_mode(c, g, count, b, step, 1);
+}
+
+/* Layers reported last to first (split, merged, the last held back for wait_all); a one-segment
+ * scratch, so every receive waits for the previous one to free its slot; several steps. */
+static void test_reduce_scatter_order(void **state)
+{
+    const fm_comm *c = *state;
+    static const size_t sizes[] = {7, 300, 1000, 64, 2500, 13, 4000, 1, 2115};
+    const int nl = (int)(sizeof sizes / sizeof sizes[0]);
+    size_t count = 0, off[16];
+    for (int l = 0; l < nl; l++) {
+        off[l] = count;
+        count += sizes[l];
+    }
+    size_t *b = malloc(sizeof *b * ((size_t)c->size + 1));
+    float *g = malloc(sizeof *g * count);
+    assert_true(b && g);
+    rs_bounds(c->size, count, b);
+    for (int scratch = 0; scratch < 2; scratch++) {
+        fm_comm_allreduce *ar = NULL;
+        /* 256-float buckets (and segments), merged under 100; scratch: one slot, or the default */
+        FM_ASSERT_OK(fm_comm_reduce_scatter_init(&ar, c, g, count, b, 256 * sizeof(float),
+                                                 100 * sizeof(float), scratch ? 0 : 1));
+        assert_true(fm_comm_reduce_scatter_scratch_bytes(ar) ==
+                    fm_comm_reduce_scatter_scratch_for(count, c->size, 256 * sizeof(float),
+                                                       scratch ? 0 : 1));
+        if (c->size > 1 && !scratch)
+            assert_int_equal(fm_comm_reduce_scatter_scratch_bytes(ar), 256 * sizeof(float));
+        for (int step = 0; step < 3; step++) {
+            for (size_t i = 0; i < count; i++) g[i] = rs_value(c->rank, i, step);
+            for (int l = nl - 1; l >= 0; l--) fm_comm_allreduce_ready(ar, off[l], sizes[l]);
+            FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+            rs_check(c, g, count, b, step);
+            fm_comm_allreduce_stats s = fm_comm_allreduce_last_stats(ar);
+            assert_int_equal(s.early_buckets, s.buckets - 1);
+            if (c->size > 1) assert_true(s.segments >= s.buckets);
+        }
+        fm_comm_allreduce_free(&ar);
+        assert_null(ar);
+    }
+    /* Ordered all-reduce over the same plan: every element everywhere, the same bits as the
+     * reduce-scatter's owner got (so zero 0, 1 and 2 compute the same gradients). */
+    fm_comm_allreduce *ar = NULL;
+    FM_ASSERT_OK(fm_comm_allreduce_init_ordered(&ar, c, g, count, b, 256 * sizeof(float),
+                                                100 * sizeof(float), 1));
+    for (int step = 0; step < 3; step++) {
+        for (size_t i = 0; i < count; i++) g[i] = rs_value(c->rank, i, step);
+        for (int l = nl - 1; l >= 0; l--) fm_comm_allreduce_ready(ar, off[l], sizes[l]);
+        FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+        rs_check_mode(c, g, count, b, step, 0);
+    }
+    FM_ASSERT_OK(fm_comm_check_identical(c, g, sizeof *g * count, "averaged gradients"));
+    fm_comm_allreduce_free(&ar);
+    free(g);
+    free(b);
+}
+
+/* Shuffled ranges, ranges never reported, nothing reported; the errors of the all-reduce mode. */
+static void test_reduce_scatter_gaps_errors(void **state)
+{
+    const fm_comm *c = *state;
+    enum { N = 40, L = 53 };
+    size_t count = (size_t)N * L;
+    size_t *b = malloc(sizeof *b * ((size_t)c->size + 1));
+    float *g = malloc(sizeof *g * count);
+    assert_true(b && g);
+    rs_bounds(c->size, count, b);
+    fm_comm_allreduce *ar = NULL;
+    FM_ASSERT_OK(fm_comm_reduce_scatter_init(&ar, c, g, count, b, 64 * sizeof(float),
+                                             80 * sizeof(float), 5 * 64 * sizeof(float)));
+    for (int step = 0; step < 3; step++) {
+        for (size_t i = 0; i < count; i++) g[i] = rs_value(c->rank, i, step);
+        for (int i = 0; step < 2 && i < N; i += step + 2)
+            fm_comm_allreduce_ready(ar, (size_t)((i * 17) % N) * L, L);
+        FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+        rs_check(c, g, count, b, step);
+    }
+    fm_comm_allreduce_ready(ar, 0, 50);
+    fm_comm_allreduce_ready(ar, 40, 20); /* overlaps the first */
+    fm_status st = fm_comm_allreduce_wait_all(ar);
+    assert_non_null(st);
+    assert_non_null(strstr(fm_status_message(st), "twice"));
+    fm_status_free(&st);
+    for (size_t i = 0; i < count; i++) g[i] = rs_value(c->rank, i, 9);
+    FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar)); /* usable again */
+    rs_check(c, g, count, b, 9);
+    fm_comm_allreduce_free(&ar);
+
+    /* Bad plans are refused before anything is created (the same answer on every rank). */
+    b[c->size] = count + 1;
+    st = fm_comm_reduce_scatter_init(&ar, c, g, count, b, 0, 0, 0);
+    assert_non_null(st);
+    assert_null(ar);
+    assert_non_null(strstr(fm_status_message(st), "shard bounds"));
+    fm_status_free(&st);
+    free(g);
+    free(b);
+}
+
+/* Each rank fills its shard (in the pieces an optimizer reports), the others arrive. */
+static void test_allgather(void **state)
+{
+    const fm_comm *c = *state;
+    const size_t count = 5000;
+    size_t *b = malloc(sizeof *b * ((size_t)c->size + 1));
+    float *buf = malloc(sizeof *buf * count);
+    assert_true(b && buf);
+    rs_bounds(c->size, count, b);
+    fm_comm_allgather *ag = NULL;
+    FM_ASSERT_OK(fm_comm_allgather_init(&ag, c, buf, count, b, 100 * sizeof(float)));
+    for (int step = 0; step < 3; step++) {
+        for (size_t i = 0; i < count; i++) buf[i] = -1.0f;
+        FM_ASSERT_OK(fm_comm_allgather_start(ag));
+        size_t lo = b[c->rank], hi = b[c->rank + 1];
+        for (size_t a = lo; a < hi;) {
+            size_t n = (size_t)(37 + 61 * step) < hi - a ? (size_t)(37 + 61 * step) : hi - a;
+            if (step == 2 && a > lo) break; /* the rest is left to wait_all */
+            for (size_t i = a; i < a + n; i++) buf[i] = rs_value(7, i, step);
+            FM_ASSERT_OK(fm_comm_allgather_ready(ag, a, n));
+            a += n;
+        }
+        for (size_t i = lo; i < hi; i++) buf[i] = rs_value(7, i, step);
+        FM_ASSERT_OK(fm_comm_allgather_wait_all(ag));
+        for (size_t i = 0; i < count; i++)
+            if (buf[i] != rs_value(7, i, step))
+                fail_msg("step %d, element %zu: %g", step, i, (double)buf[i]);
+        fm_comm_allgather_stats s = fm_comm_allgather_last_stats(ag);
+        assert_int_equal(s.bytes, (count - (hi - lo)) * sizeof(float));
+    }
+    /* Out of order, and wait_all without start: refused. */
+    FM_ASSERT_OK(fm_comm_allgather_start(ag));
+    fm_status st = b[c->rank + 1] > b[c->rank] + 1 ? fm_comm_allgather_ready(ag, b[c->rank] + 1, 1)
+                                                  : fm_comm_allgather_ready(ag, count, 1);
+    assert_non_null(st);
+    assert_non_null(strstr(fm_status_message(st), "in order"));
+    fm_status_free(&st);
+    for (size_t i = b[c->rank]; i < b[c->rank + 1]; i++) buf[i] = 3.0f;
+    FM_ASSERT_OK(fm_comm_allgather_wait_all(ag));
+    for (size_t i = 0; i < count; i++) assert_true(buf[i] == 3.0f);
+    st = fm_comm_allgather_wait_all(ag);
+    assert_non_null(st);
+    fm_status_free(&st);
+    fm_comm_allgather_free(&ag);
+    assert_null(ag);
+    fm_comm_allgather_free(&ag);
+    free(buf);
+    free(b);
+}
+
+/* Rank order, not MPI's: 1e16 + 1 - 1e16 style sums whose value depends on it. */
+static void test_sum_ordered(void **state)
+{
+    const fm_comm *c = *state;
+    double v[3] = {c->rank == 0 ? 1e16 : 1.0, (double)c->rank, c->rank % 2 ? -1e16 : 0.5};
+    double want[3] = {0, 0, 0};
+    for (int r = 0; r < c->size; r++) {
+        want[0] += r == 0 ? 1e16 : 1.0;
+        want[1] += (double)r;
+        want[2] += r % 2 ? -1e16 : 0.5;
+    }
+    FM_ASSERT_OK(fm_comm_sum_ordered(c, v, 3));
+    for (int k = 0; k < 3; k++) assert_memory_equal(&v[k], &want[k], sizeof(double));
+    FM_ASSERT_OK(fm_comm_sum_ordered(c, v, 0));
+}
+
 int main(int argc, char **argv)
 {
     int provided;
@@ -598,6 +825,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_allreduce_shuffled_and_gaps),
         cmocka_unit_test(test_allreduce_errors),
         cmocka_unit_test(test_allreduce_deterministic),
+        cmocka_unit_test(test_reduce_scatter_order),
+        cmocka_unit_test(test_reduce_scatter_gaps_errors),
+        cmocka_unit_test(test_allgather),
+        cmocka_unit_test(test_sum_ordered),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     MPI_Finalize();

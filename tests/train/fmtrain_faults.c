@@ -198,7 +198,7 @@ int main(int argc, char **argv)
     }
     int compute = f.stall_step > 0 || f.slow_rank >= 0;
     fm_trainer_test_hooks trainer_hooks = {f.nan_step > 0 ? inject_nan : NULL,
-                                           compute ? slow_or_stall : NULL, &f};
+                                           compute ? slow_or_stall : NULL, &f, NULL};
     fm_main_hooks hooks = {&trainer_hooks};
     return fm_main(argc, argv, &hooks);
 }

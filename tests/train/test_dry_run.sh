@@ -10,7 +10,7 @@
 #  4. a file system without room for keep_last + 1 checkpoints: exit 1 naming both figures;
 #  5. a run directory locked by another trainer: exit 2 naming it;
 #  6. a good one: exit 0, and the output is still a parameter file ("# " lines) that says what it
-#     checked.
+#     checked, with the memory per rank of each [train] zero stage.
 # Parts 3 and 4 need a small tmpfs (root in CI containers) and are skipped without one.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -63,6 +63,9 @@ grep -q "^# dataset ids: all 131073 training and 513 validation tokens are below
 grep -q "^# run directory $dir/run: will be created" "$dir/good.txt"
 grep -q "^# run directory lock: free" "$dir/good.txt"
 grep -q "^# checkpoints: about .* each; keep_last + 1 = 3 with 0 already there need .* more; .* free" "$dir/good.txt"
+# the model state per rank for each [train] zero stage (issue 19)
+grep -q "^#   model state per rank (parameters + gradients + AdamW + .* of reduction scratch) on 2 ranks by \[train\] zero: 0: .*, 1: .*, 2: .*; activations come on top" "$dir/good.txt"
+grep -q "^# memory per rank (backend cpu, 1 thread, \[train\] zero = 0 on 2 ranks)" "$dir/good.txt"
 [ ! -e "$dir/run" ] || { echo "FAIL: the dry run created the run directory"; exit 1; }
 grep -v '^#' "$dir/good.txt" | grep -v '^\[' | grep -v '^[a-z_0-9]* = ' | grep -v '^$' &&
   { echo "FAIL: the dry run printed lines that are not a parameter file"; exit 1; }

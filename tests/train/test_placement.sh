@@ -15,7 +15,7 @@ cat "$dir/dry.txt"
 # the parameter count of this shape (2 layers, d_model 64, seq_len 32, 256 tokens): 118,528
 grep -qE "^# model: .*: 118,528 parameters$" "$dir/dry.txt" || { echo "no or a wrong parameter count"; exit 1; }
 grep -q "global batch: 8 micro_batch x 1 grad_accum x 2 ranks x 32 seq_len = 512 tokens" "$dir/dry.txt"
-grep -qE "^# memory per rank \(backend cpu, 1 thread\): [0-9.]+ [KMG]?i?B$" "$dir/dry.txt" ||
+grep -qE "^# memory per rank \(backend cpu, 1 thread, \[train\] zero = 0 on 2 ranks\): [0-9.]+ [KMG]?i?B \(" "$dir/dry.txt" ||
   { echo "no memory estimate line"; exit 1; }
 # the placement table: one row per rank, ranks 0 and 1 in order, both without a GPU (device = cpu)
 grep -q "^# placement: 2 ranks on 1 node" "$dir/dry.txt"
