@@ -321,33 +321,42 @@ static void join(fm_checkpoint_async *a)
     a->joined = 1;
 }
 
-fm_status fm_checkpoint_async_settle(fm_checkpoint_async *a, int wait, fm_watchdog *wd,
-                                     int *published, fm_checkpoint_async_result *res)
+fm_status fm_checkpoint_async_ready(fm_checkpoint_async *a, int *ready)
 {
-    *published = 0;
+    *ready = 0;
     if (!fm_checkpoint_async_in_flight(a)) return NULL;
     double t0 = fm_util_now();
-    if (wait) join(a);
-    /* Is every rank's thread done? (One all-reduce; the threads make no MPI call.) */
     int busy = !atomic_load(&a->done);
     fm_status st = NULL;
     FM_MPI_KEEP(st, MPI_Allreduce(MPI_IN_PLACE, &busy, 1, MPI_INT, MPI_MAX, a->comm));
     st = fm_comm_agree(a->comm, st);
-    if (!st && busy) {
-        a->stall_s += fm_util_now() - t0;
-        return NULL;
-    }
+    a->stall_s += fm_util_now() - t0;
     if (st) {
         /* MPI itself failed: nothing can be agreed or closed collectively. */
         fm_checkpoint_async_abandon(a);
         return st;
     }
+    *ready = !busy;
+    return NULL;
+}
+
+fm_status fm_checkpoint_async_settle(fm_checkpoint_async *a, int wait, fm_watchdog *wd,
+                                     int *published, fm_checkpoint_async_result *res)
+{
+    *published = 0;
+    if (!fm_checkpoint_async_in_flight(a)) return NULL;
+    double t0 = fm_util_now(), base = a->stall_s; /* this call's time is added once, at the end */
+    if (wait) join(a);
+    /* Is every rank's thread done? (One all-reduce; the threads make no MPI call.) */
+    int ready = 0;
+    FM_TRY(fm_checkpoint_async_ready(a, &ready));
+    if (!ready) return NULL;
     join(a);
     char path[4096];
     fm_util_strlcpy(path, fm_checkpoint_file_path(a->f), sizeof path);
     fm_status mine = a->thread_st;
     a->thread_st = NULL;
-    st = fm_comm_agree(a->comm, mine);
+    fm_status st = fm_comm_agree(a->comm, mine);
     if (!st) st = fm_checkpoint_file_finish_groups(a->f, a->groups, a->ngroups, a->crc_len);
     if (st) {
         fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
@@ -362,7 +371,7 @@ fm_status fm_checkpoint_async_settle(fm_checkpoint_async *a, int wait, fm_watchd
     memset(&ws, 0, sizeof ws);
     st = fm_checkpoint_file_commit(&a->f, a->keep_last, &ws); /* frees the file either way */
     int64_t step = a->step;
-    double stall = a->stall_s + (fm_util_now() - t0);
+    double stall = base + (fm_util_now() - t0);
     reset_job(a);
     if (st)
         return fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",

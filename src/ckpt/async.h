@@ -92,6 +92,10 @@ int fm_checkpoint_async_in_flight(const fm_checkpoint_async *a);
 /* The step of the write in flight (-1: none). */
 int64_t fm_checkpoint_async_step(const fm_checkpoint_async *a);
 
+/* Asks every rank whether its writer is done (one small all-reduce; the answer, *ready, is the same
+ * on every rank; 0 when nothing is in flight). The time it takes counts as stall. Collective. */
+fm_status fm_checkpoint_async_ready(fm_checkpoint_async *a, int *ready);
+
 /* Settles the write in flight (see the protocol above): *published = 1 and *res filled when it was
  * published now; 0 when nothing is in flight or (wait = 0) some rank's thread is still writing.
  * `wd` (may be NULL) bounds the close after an agreed error. Errors: the thread's (FM_ERR_IO naming

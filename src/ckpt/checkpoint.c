@@ -859,20 +859,25 @@ static fm_status settle(fm_checkpoint_ctx *c, fm_trainer *t, int wait)
     if (!fm_checkpoint_async_in_flight(c->bg)) return NULL;
     int64_t step = fm_checkpoint_async_step(c->bg);
     fm_watchdog *wd = fm_trainer_watchdog(t);
-    if (wait) {
-        fm_model *model = fm_trainer_model(t);
-        double slow = 3.0 * (double)fm_model_num_params(model) * sizeof(float) / 10e6;
-        fm_trainer_arm(t, "waiting for the background write of the checkpoint of step", step,
-                       c->bg_write_s, "the previous background write", slow);
-        fm_watchdog_where(wd, "waiting for this rank's checkpoint writer thread, then for all "
-                              "ranks to publish the checkpoint");
-    } else {
+    if (!wait) {
+        /* Under the step's limit; the publication, once every rank is done, under a write's. */
         fm_watchdog_where(wd, "asking whether every rank's background checkpoint write is done "
                               "(all ranks)");
+        int ready = 0;
+        FM_TRY(fm_checkpoint_async_ready(c->bg, &ready));
+        if (!ready) return NULL;
     }
+    fm_model *model = fm_trainer_model(t);
+    double slow = 3.0 * (double)fm_model_num_params(model) * sizeof(float) / 10e6;
+    fm_trainer_arm(t, wait ? "waiting for the background write of the checkpoint of step"
+                           : "publishing the checkpoint of step",
+                   step, c->bg_write_s, "the previous background write", slow);
+    fm_watchdog_where(wd, wait ? "waiting for this rank's checkpoint writer thread, then for all "
+                                 "ranks to publish the checkpoint"
+                               : "publishing the checkpoint written in the background (all ranks)");
     fm_checkpoint_async_result r;
     int published = 0;
-    FM_TRY(fm_checkpoint_async_settle(c->bg, wait, wd, &published, &r));
+    FM_TRY(fm_checkpoint_async_settle(c->bg, 1, wd, &published, &r));
     if (!published) return NULL;
     c->bg_write_s = r.write_s;
     const char *base = strrchr(r.path, '/') ? strrchr(r.path, '/') + 1 : r.path;
