@@ -9,8 +9,9 @@
 #   WORK_DIR   where the run directories go (default: a new directory under /tmp); its file system
 #              is the one measured
 #   PAIRS      sync/async pairs, run alternately (default 2)
-# Each run trains 21 steps: periodic checkpoints at steps 10 and 20, the final one at 21 (always
-# synchronous: the run exits after it). From metrics.jsonl's checkpoint records (rank 0):
+# Each run trains 25 steps: periodic checkpoints at steps 10 and 20, the final one at 25 (always
+# synchronous: the run exits after it, waiting first for the step-20 write if it is still in flight:
+# with fewer steps after it that wait would count as the step-20 checkpoint's stall). From metrics.jsonl's checkpoint records (rank 0):
 #   sync:  write_s of the periodic checkpoints = the training time they stall (checkpoint_stall_s);
 #   async: checkpoint_stall_s of the periodic checkpoints (state copy + dataset creation + the
 #          publication at a step boundary + any wait) and write_s (creation to publication);
@@ -48,7 +49,7 @@ train = $work/d.h5
 [train]
 micro_batch = 1
 grad_accum = 1
-steps = 21
+steps = 25
 lr = 3e-4
 warmup_steps = 2
 eval_every = 0
