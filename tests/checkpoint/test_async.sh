@@ -7,7 +7,8 @@
 #     metrics.jsonl has a checkpoint record per checkpoint with checkpoint_stall_s;
 #  2. kill -9 while a background write is in flight: fmtrain_faults delays every background write by
 #     3 s (a slow file system), so training runs on past step 20 while the step-20 checkpoint is
-#     still being written; both ranks are killed then. The step-20 file is not published, `latest`
+#     still being written; both ranks are killed once step 23 is logged with it still in flight
+#     (training did not wait for it). The step-20 file is not published, `latest`
 #     names step 10, and the same command resumes from step 10 and ends bit-identical to the sync
 #     run (losses of steps 11..30 and the final checkpoint's tensors): a resumed async run equals a
 #     sync run;
@@ -91,7 +92,8 @@ mpi=$!
 pids+=("$mpi")
 killed=0
 for _ in $(seq 1 1200); do
-  if [ -f "$run/checkpoints/step-00000020.h5.tmp" ] && grep -q '"step":2[1-9],' "$run/metrics.jsonl" 2>/dev/null; then
+  # Three steps past 20 with the step-20 write still in flight: training did not wait for it.
+  if [ -f "$run/checkpoints/step-00000020.h5.tmp" ] && grep -q '"step":2[3-9],' "$run/metrics.jsonl" 2>/dev/null; then
     # shellcheck disable=SC2046
     kill -KILL $(pgrep -P "$mpi" -f fmtrain_faults) 2>/dev/null || true
     killed=1
@@ -101,7 +103,7 @@ for _ in $(seq 1 1200); do
   sleep 0.05
 done
 wait "$mpi" 2>/dev/null || true
-[ "$killed" = 1 ] || { cat "$dir/k.txt"; echo "FAIL: never saw training past step 20 with the step-20 write in flight"; exit 1; }
+[ "$killed" = 1 ] || { cat "$dir/k.txt"; echo "FAIL: never saw training 3 steps past step 20 with the step-20 write in flight"; exit 1; }
 sleep 0.2
 last=$("$PY" -c "import json,sys; print(max(r['step'] for r in map(json.loads, open(sys.argv[1])) if r['type']=='train'))" "$run/metrics.jsonl")
 [ ! -e "$run/checkpoints/step-00000020.h5" ] || { echo "FAIL: the step-20 checkpoint was published before the kill"; exit 1; }
@@ -120,7 +122,7 @@ FMTRAIN_TEST_CKPT_WRITE=delay:2 mpiexec -n 2 --oversubscribe "$FAULTS" train "$d
 mpi=$!
 pids+=("$mpi")
 for _ in $(seq 1 1200); do
-  if [ -f "$run/checkpoints/step-00000010.h5.tmp" ] && grep -q '"step":1[1-9],' "$run/metrics.jsonl" 2>/dev/null; then
+  if [ -f "$run/checkpoints/step-00000010.h5.tmp" ] && grep -q '"step":1[3-9],' "$run/metrics.jsonl" 2>/dev/null; then
     # shellcheck disable=SC2046
     kill -USR1 $(pgrep -P "$mpi" -f fmtrain_faults) 2>/dev/null || true
     break
