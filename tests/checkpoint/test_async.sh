@@ -137,8 +137,9 @@ set -e
 grep -q "checkpoint step-00000010.h5: .* written in the background" "$dir/s.txt" ||
   { cat "$dir/s.txt"; echo "FAIL: the write in flight was not published before the exit"; exit 1; }
 stop_step=$(sed -n 's/.*stopping at step \([0-9]*\)\/.*/\1/p' "$dir/s.txt")
-[ -e "$run/checkpoints/step-00000010.h5" ] && [ -e "$run/checkpoints/$(printf 'step-%08d.h5' "$stop_step")" ] ||
-  { ls "$run/checkpoints"; echo "FAIL: missing checkpoints after the stop"; exit 1; }
+if [ ! -e "$run/checkpoints/step-00000010.h5" ] || [ ! -e "$run/checkpoints/$(printf 'step-%08d.h5' "$stop_step")" ]; then
+  ls "$run/checkpoints"; echo "FAIL: missing checkpoints after the stop"; exit 1
+fi
 echo "3. SIGUSR1 at step $stop_step with step 10 in flight: published, stop checkpoint written, exit 75"
 mpirun_n 2 train "$dir/p.ini" "${common[@]}" --set run.dir="$run" --set checkpoint.async=true \
   >"$dir/s2.txt" 2>&1 || { cat "$dir/s2.txt"; exit 1; }
