@@ -110,6 +110,11 @@ typedef struct fm_kernel_ops {
     fm_status (*download)(fm_backend *be, void *dst_host, const void *src_dev, size_t bytes);
     void (*zero)(fm_backend *be, void *ptr, size_t bytes);
     fm_status (*sync)(fm_backend *be);
+    /* Host memory the device copies to and from at full speed (page-locked on a GPU, malloc on the
+     * CPU), for staging buffers such as an asynchronous checkpoint's snapshot (ckpt/async.h). Not
+     * zeroed. host_free(be, NULL) does nothing. */
+    fm_status (*host_alloc)(fm_backend *be, void **ptr, size_t bytes);
+    void (*host_free)(fm_backend *be, void *ptr);
 
     /* ---- embedding ----------------------------------------------------------------------- */
     /* out (B,T,C) = wte[tokens[b,t]] + wpe[t]; tokens (B,T) int32 in [0,V), wte (Vp,C), wpe (maxT,C) */

@@ -201,6 +201,23 @@ static fm_status cpu_sync(fm_backend *be)
     return st;
 }
 
+/* Staging memory is ordinary host memory here. */
+static fm_status cpu_host_alloc(fm_backend *be, void **ptr, size_t bytes)
+{
+    (void)be;
+    *ptr = malloc(bytes > 0 ? bytes : 1);
+    if (!*ptr)
+        return FM_ERR(FM_ERR_NOMEM, "CPU backend: out of memory for a %zu-byte host buffer; free memory or run fewer ranks per node",
+                      bytes);
+    return NULL;
+}
+
+static void cpu_host_free(fm_backend *be, void *ptr)
+{
+    (void)be;
+    free(ptr);
+}
+
 static void cpu_destroy(fm_backend *be)
 {
     fm_cpu_ctx *cx = be->impl;
@@ -240,6 +257,8 @@ static const fm_kernel_ops cpu_ops = {
     .download = cpu_download,
     .zero = cpu_zero,
     .sync = cpu_sync,
+    .host_alloc = cpu_host_alloc,
+    .host_free = cpu_host_free,
     .encoder_forward = fm_cpu_encoder_forward,
     .encoder_backward = fm_cpu_encoder_backward,
     .embedding_forward = fm_cpu_embedding_forward,
@@ -282,6 +301,8 @@ static const fm_kernel_ops cpu_ops_bf16 = {
     .download = cpu_download,
     .zero = cpu_zero,
     .sync = cpu_sync,
+    .host_alloc = cpu_host_alloc,
+    .host_free = cpu_host_free,
     .encoder_forward = fm_cpu_encoder_forward,
     .encoder_backward = fm_cpu_encoder_backward,
     .embedding_forward = fm_cpu_embedding_forward,

@@ -373,6 +373,28 @@ static fm_status cuda_sync(fm_backend *be)
     return cuda_status(cx);
 }
 
+/* Page-locked host memory: device-to-host copies into it run at the link's full speed. */
+static fm_status cuda_host_alloc(fm_backend *be, void **ptr, size_t bytes)
+{
+    fm_cuda_ctx *cx = FM_CUDA_CX(be);
+    *ptr = NULL;
+    cudaError_t e = cudaMallocHost(ptr, bytes > 0 ? bytes : 1);
+    if (e != cudaSuccess) {
+        *ptr = NULL;
+        (void)cudaGetLastError();
+        return FM_ERR(FM_ERR_NOMEM, "CUDA backend: cannot allocate %zu bytes of page-locked host "
+                      "memory on device %d: %s; lower the model size or the rank count per node",
+                      bytes, cx->device, cudaGetErrorString(e));
+    }
+    return NULL;
+}
+
+static void cuda_host_free(fm_backend *be, void *ptr)
+{
+    (void)be;
+    if (ptr) (void)cudaFreeHost(ptr);
+}
+
 /* ---- operation table ------------------------------------------------------------------------- */
 
 /* The table by field name (C++17 has no designated initialisers; assignments keep the names). */
@@ -396,6 +418,8 @@ static fm_kernel_ops cuda_ops_make(void)
     o.download = cuda_download;
     o.zero = cuda_zero;
     o.sync = cuda_sync;
+    o.host_alloc = cuda_host_alloc;
+    o.host_free = cuda_host_free;
     o.encoder_forward = fm_cuda_encoder_forward;
     o.encoder_backward = fm_cuda_encoder_backward;
     o.embedding_forward = fm_cuda_embedding_forward;

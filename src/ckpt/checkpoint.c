@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "build_info.h"
+#include "ckpt/async.h"
 #include "ckpt/checkpoint_dir.h"
 #include "core/util.h"
 #include "data/h5util.h"
@@ -35,6 +36,8 @@ struct fm_checkpoint_ctx {
     int keep_last;
     fm_tokenizer *tok; /* the training dataset's tokenizer, or NULL */
     fm_trainer *trainer;
+    fm_checkpoint_async *bg; /* [checkpoint] async = true: the background writer; else NULL */
+    double bg_write_s;       /* the last background write's duration (the watchdog's "usual") */
 };
 
 /* ---- small helpers ------------------------------------------------------------------------- */
@@ -376,6 +379,8 @@ static fm_status ctx_new(const fm_config *cfg, MPI_Comm comm, FILE *log, fm_chec
         fm_util_strlcpy(c->run_dir, fm_config_run_dir(cfg, buf, sizeof buf), sizeof c->run_dir);
         st = fm_checkpoint_dir_of_run(c->run_dir, c->dir, sizeof c->dir);
     }
+    if (!st && cfg->checkpoint_async == FM_CKPT_ASYNC_TRUE)
+        st = fm_checkpoint_async_create(c->comm, &c->bg);
     st = fm_comm_agree(comm, st); /* the caller's communicator: the duplicate may be missing */
     if (st) {
         fm_checkpoint_ctx_free(&c);
@@ -553,6 +558,7 @@ void fm_checkpoint_ctx_free(fm_checkpoint_ctx **cp)
     fm_checkpoint_ctx *c = *cp;
     if (!c) return;
     fm_tokenizer_free(&c->tok);
+    fm_checkpoint_async_free(&c->bg); /* before the communicator it borrows */
     fm_comm_dup_free(&c->comm);
     free(c);
     *cp = NULL;
@@ -652,8 +658,38 @@ static fm_status absolute_path(fm_checkpoint_ctx *c, const char *path, char out[
     return NULL;
 }
 
+/* The parameters and both moments, each rank writing its share: now (stage = 0) or, with stage,
+ * datasets created and this rank's share copied for the background writer (ckpt/async.h). */
+static fm_status write_tensors(fm_checkpoint_ctx *c, fm_trainer *t, fm_model *model,
+                               fm_optimizer *opt, fm_checkpoint_file *f,
+                               const fm_checkpoint_tensor *table, int nt, int stage)
+{
+    const size_t *shards = fm_trainer_shard_bounds(t);
+    if (stage) {
+        /* Backend memory, read only (so not fm_model_params, which would re-make a bf16 copy); the
+         * moments of a ZeRO shard optimizer hold [lo, hi) only (make_groups' base). */
+        void *bf16 = NULL;
+        host_state live = {fm_model_params_for_update(model, &bf16), fm_optimizer_m(opt),
+                           fm_optimizer_v(opt), 0, fm_model_num_params(model), 0, 0};
+        fm_optimizer_range(opt, &live.lo, &live.hi);
+        fm_checkpoint_group g[3];
+        make_groups(g, table, nt, &live, shards, 1);
+        return fm_checkpoint_async_stage(c->bg, f, g, 3, fm_model_get_backend(model));
+    }
+    host_state h;
+    fm_status st = host_state_get(model, opt, 1, &h);
+    st = fm_comm_agree(c->comm, st);
+    if (!st) {
+        fm_checkpoint_group g[3];
+        make_groups(g, table, nt, &h, shards, 1);
+        st = fm_checkpoint_file_write_groups(f, g, 3);
+    }
+    host_state_free(&h);
+    return st;
+}
+
 static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoint_file *f,
-                               fm_trainer_save_reason reason)
+                               fm_trainer_save_reason reason, int stage)
 {
     const fm_config *cfg = fm_trainer_config(t);
     fm_model *model = fm_trainer_model(t);
@@ -687,16 +723,8 @@ static fm_status write_content(fm_checkpoint_ctx *c, fm_trainer *t, fm_checkpoin
     /* Parameters and moments, each rank writing its share. */
     fm_checkpoint_tensor *table = NULL;
     int nt = 0;
-    host_state h;
     FM_TRY(model_table(model, &table, &nt));
-    fm_status st = host_state_get(model, opt, 1, &h);
-    st = fm_comm_agree(c->comm, st);
-    if (!st) {
-        fm_checkpoint_group g[3];
-        make_groups(g, table, nt, &h, fm_trainer_shard_bounds(t), 1);
-        st = fm_checkpoint_file_write_groups(f, g, 3);
-    }
-    host_state_free(&h);
+    fm_status st = write_tensors(c, t, model, opt, f, table, nt, stage);
     /* Hugging Face names and layouts, on the parameter datasets. */
     if (!st) st = write_hf_attrs(f, model);
     free(table);
@@ -765,9 +793,26 @@ static fm_status expected_size(const fm_checkpoint_ctx *c, const fm_model *model
     return NULL;
 }
 
+/* The checkpoint's record in metrics.jsonl (rank 0). */
+static void log_record(fm_checkpoint_ctx *c, fm_trainer *t, int64_t step, const char *base,
+                       const char *reason, int async, uint64_t tensor_bytes, uint64_t file_bytes,
+                       double write_s, double stall_s)
+{
+    fm_metrics_checkpoint rec = {step,         base,       reason,  async,
+                                 tensor_bytes, file_bytes, write_s, stall_s};
+    fm_status st = fm_metrics_log_checkpoint(t ? fm_trainer_metrics(t) : NULL, &rec);
+    if (st) {
+        /* The checkpoint is published; a metrics file that cannot be written is reported. */
+        say(c, t, "warning: the record of checkpoint %s was not written: %s", base,
+            fm_status_message(st));
+        fm_status_free(&st);
+    }
+}
+
 fm_status fm_checkpoint_save(fm_checkpoint_ctx *c, fm_trainer *t, fm_trainer_save_reason reason,
                              fm_checkpoint_write_stats *stats)
 {
+    double t0 = fm_util_now();
     fm_trainer_state ts;
     fm_trainer_get_state(t, &ts);
     char path[CK_PATH_MAX];
@@ -784,7 +829,7 @@ fm_status fm_checkpoint_save(fm_checkpoint_ctx *c, fm_trainer *t, fm_trainer_sav
     if (st)
         return fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
                                 path);
-    st = write_content(c, t, f, reason);
+    st = write_content(c, t, f, reason, 0);
     if (st) {
         /* The error is agreed on every rank; what remains is closing the HDF5 file, which writes
          * metadata and could block on a file system that keeps failing: the watchdog bounds it and
@@ -808,7 +853,95 @@ fm_status fm_checkpoint_save(fm_checkpoint_ctx *c, fm_trainer *t, fm_trainer_sav
         ws.seconds > 0 ? (double)ws.tensor_bytes / ws.seconds / 1e9 : 0.0);
     if (ws.warning[0])
         say(c, t, "warning: checkpoint %s is written and complete, but: %s", base, ws.warning);
+    log_record(c, t, ts.step, base, reason_name(reason), 0, ws.tensor_bytes, ws.file_bytes,
+               ws.seconds, fm_util_now() - t0);
     if (stats) *stats = ws;
+    return NULL;
+}
+
+/* ---- asynchronous save ([checkpoint] async = true, ckpt/async.h) ------------------------------ */
+
+/* Settles the background write in flight, if any: with `wait` the caller needs it published now
+ * (the next checkpoint, a stop, the end), under the watchdog's limit for a checkpoint write;
+ * otherwise it is published only when every rank's writer is done. Collective. */
+static fm_status settle(fm_checkpoint_ctx *c, fm_trainer *t, int wait)
+{
+    if (!fm_checkpoint_async_in_flight(c->bg)) return NULL;
+    int64_t step = fm_checkpoint_async_step(c->bg);
+    fm_watchdog *wd = fm_trainer_watchdog(t);
+    if (!wait) {
+        /* Under the step's limit; the publication, once every rank is done, under a write's. */
+        fm_watchdog_where(wd, "asking whether every rank's background checkpoint write is done "
+                              "(all ranks)");
+        int ready = 0;
+        FM_TRY(fm_checkpoint_async_ready(c->bg, &ready));
+        if (!ready) return NULL;
+    }
+    fm_model *model = fm_trainer_model(t);
+    double slow = 3.0 * (double)fm_model_num_params(model) * sizeof(float) / 10e6;
+    fm_trainer_arm(t, wait ? "waiting for the background write of the checkpoint of step"
+                           : "publishing the checkpoint of step",
+                   step, c->bg_write_s, "the previous background write", slow);
+    fm_watchdog_where(wd, wait ? "waiting for this rank's checkpoint writer thread, then for all "
+                                 "ranks to publish the checkpoint"
+                               : "publishing the checkpoint written in the background (all ranks)");
+    fm_checkpoint_async_result r;
+    int published = 0;
+    FM_TRY(fm_checkpoint_async_settle(c->bg, 1, wd, &published, &r));
+    if (!published) return NULL;
+    c->bg_write_s = r.write_s;
+    const char *base = strrchr(r.path, '/') ? strrchr(r.path, '/') + 1 : r.path;
+    char sz[32], fsz[32];
+    say(c, t,
+        "checkpoint %s: %s of tensors (file %s) written in the background in %.2f s, %.2f GB/s; "
+        "training stalled %.3f s",
+        base, fm_util_format_bytes((double)r.tensor_bytes, sz, sizeof sz),
+        fm_util_format_bytes((double)r.file_bytes, fsz, sizeof fsz), r.write_s,
+        r.write_s > 0 ? (double)r.tensor_bytes / r.write_s / 1e9 : 0.0, r.stall_s);
+    if (r.warning[0])
+        say(c, t, "warning: checkpoint %s is written and complete, but: %s", base, r.warning);
+    log_record(c, t, r.step, base, "periodic", 1, r.tensor_bytes, r.file_bytes, r.write_s,
+               r.stall_s);
+    return NULL;
+}
+
+/* A periodic checkpoint written in the background: the file and its datasets are created, this
+ * rank's part of the state copied, the rest of the content written, and the writer thread started;
+ * training goes on. Collective. */
+static fm_status save_async(fm_checkpoint_ctx *c, fm_trainer *t)
+{
+    double t0 = fm_util_now();
+    fm_trainer_state ts;
+    fm_trainer_get_state(t, &ts);
+    char path[CK_PATH_MAX];
+    FM_TRY(fm_checkpoint_dir_file_path(c->run_dir, ts.step, path, sizeof path));
+    fm_checkpoint_io_opts io = c->io;
+    FM_TRY(expected_size(c, fm_trainer_model(t), &io.expected_bytes));
+    fm_checkpoint_file *f = NULL;
+    fm_status st = fm_checkpoint_file_create(c->comm, path, FM_CHECKPOINT_FORMAT,
+                                             FM_CHECKPOINT_VERSION, &io, &f);
+    if (st)
+        return fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
+                                path);
+    st = write_content(c, t, f, FM_TRAINER_SAVE_PERIODIC, 1);
+    if (st) {
+        fm_checkpoint_async_abandon(c->bg); /* forgets what was staged; the file is closed here */
+        fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
+                         path);
+        fm_watchdog_expect(fm_trainer_watchdog(t), "closing the checkpoint file after an error",
+                           fm_status_exit_code(st), fm_status_message(st));
+        fm_checkpoint_file_abort(&f);
+        return st;
+    }
+    st = fm_checkpoint_async_launch(c->bg, &f, ts.step, c->keep_last, io.expected_bytes,
+                                    fm_util_now() - t0);
+    if (st)
+        return fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
+                                path);
+    if (t && fm_trainer_metrics(t))
+        fm_metrics_logf(fm_trainer_metrics(t),
+                        "checkpoint %s: state copied in %.3f s, written in the background",
+                        strrchr(path, '/') + 1, fm_util_now() - t0);
     return NULL;
 }
 
@@ -1038,16 +1171,53 @@ static fm_status resume_planned(fm_checkpoint_ctx *c, fm_trainer *t, int *resume
     return NULL;
 }
 
+/* With [checkpoint] async the checkpoint before this one is published first (the next checkpoint
+ * waits for the previous); a periodic one is then written in the background, a stop's and the
+ * final one at once (the run exits after them). */
 static fm_status hook_save(void *ctx, fm_trainer *t, fm_trainer_save_reason reason)
 {
     fm_checkpoint_ctx *c = ctx;
     c->trainer = t;
-    return fm_checkpoint_save(c, t, reason, NULL);
+    if (!c->bg) return fm_checkpoint_save(c, t, reason, NULL);
+    FM_TRY(settle(c, t, 1));
+    if (reason != FM_TRAINER_SAVE_PERIODIC) return fm_checkpoint_save(c, t, reason, NULL);
+    return save_async(c, t);
+}
+
+/* At every step boundary: publishes a background write that every rank has finished. */
+static fm_status hook_poll(void *ctx, fm_trainer *t)
+{
+    fm_checkpoint_ctx *c = ctx;
+    return c->bg ? settle(c, t, 0) : NULL;
+}
+
+/* As the run returns: a write still in flight is waited for and published when the ranks agree on
+ * the run's outcome (st NULL or collective); after a rank-local error it is abandoned (no MPI).
+ * Then the snapshot buffer is released while the backend that allocated it still exists. */
+static fm_status hook_finish(void *ctx, fm_trainer *t, fm_status st)
+{
+    fm_checkpoint_ctx *c = ctx;
+    if (!c->bg) return st;
+    if (fm_checkpoint_async_in_flight(c->bg)) {
+        if (!st || fm_status_is_collective(st)) {
+            fm_status s2 = settle(c, t, 1);
+            if (s2 && !st) {
+                st = s2;
+            } else if (s2) {
+                say(c, t, "also: %s", fm_status_message(s2));
+                fm_status_free(&s2);
+            }
+        } else {
+            fm_checkpoint_async_abandon(c->bg);
+        }
+    }
+    if (!fm_checkpoint_async_in_flight(c->bg)) fm_checkpoint_async_release(c->bg);
+    return st;
 }
 
 fm_trainer_hooks fm_checkpoint_hooks(fm_checkpoint_ctx *ctx)
 {
-    fm_trainer_hooks h = {hook_resume, hook_save, ctx};
+    fm_trainer_hooks h = {hook_resume, hook_save, ctx, hook_poll, hook_finish};
     return h;
 }
 

@@ -7,6 +7,10 @@
  * dataset and attribute. Tensors are stored in their global shape under the model's stable names
  * (/params/<name>, /adam_m/<name>, /adam_v/<name>), so a file does not depend on the rank count that
  * wrote it.
+ * With [checkpoint] async = true the periodic checkpoints are written by a background thread
+ * (src/ckpt/async.h): the save hook snapshots the state and returns; the poll hook publishes the
+ * write once every rank's thread is done; the next save, a STOP or FINAL save and the finish hook
+ * wait for it first. STOP and FINAL checkpoints are always written at once.
  * What it is not: it does not decide when to save (the trainer's cadence: [checkpoint] every_steps,
  * every_minutes, stop signals, the end of training); it provides the trainer's hooks.
  *
@@ -66,7 +70,8 @@ typedef struct fm_checkpoint_ctx fm_checkpoint_ctx;
 fm_status fm_checkpoint_prepare(fm_config *cfg, MPI_Comm comm, int overwrite, FILE *log,
                                 fm_checkpoint_ctx **out);
 
-/* The trainer hooks bound to ctx (ctx must outlive the trainer's run). */
+/* The trainer hooks bound to ctx (ctx must outlive the trainer's run): resume, save, and for
+ * [checkpoint] async poll and finish. */
 fm_trainer_hooks fm_checkpoint_hooks(fm_checkpoint_ctx *ctx);
 
 /* The checkpoint prepare chose ("" for a fresh start), and its step (-1 for a fresh start). With

@@ -738,10 +738,8 @@ static const char *free_space_note(const char *path, char *buf, size_t size)
  * bytes, one alignment unit of padding per aligned tensor, and room for metadata. HDF5's close sets
  * the file size back to the end of its data, which frees what was not used. File systems without
  * fallocate skip this (the writes then report a full disk). */
-static fm_status reserve_space(fm_checkpoint_file *f, const fm_checkpoint_group *groups,
-                               int ngroups)
+static fm_status reserve_bytes(fm_checkpoint_file *f, uint64_t bytes)
 {
-    uint64_t bytes = fm_checkpoint_file_estimate_bytes(groups, ngroups, f->align);
     int fd = open(f->tmp_path, O_WRONLY);
     if (fd < 0) return FM_ERR(FM_ERR_IO, "cannot open %s: %s", f->tmp_path, strerror(errno));
     /* The file grows to the reserved size; HDF5 sets it back to the end of its data at close. */
@@ -760,6 +758,20 @@ static fm_status reserve_space(fm_checkpoint_file *f, const fm_checkpoint_group 
                   "or lower [checkpoint] keep_last",
                   f->path, need_s, strerror(err), free_s, dir);
 }
+
+static fm_status reserve_space(fm_checkpoint_file *f, const fm_checkpoint_group *groups,
+                               int ngroups)
+{
+    return reserve_bytes(f, fm_checkpoint_file_estimate_bytes(groups, ngroups, f->align));
+}
+
+fm_status fm_checkpoint_file_reserve(fm_checkpoint_file *f, uint64_t bytes)
+{
+    if (!f || !f->writing) return FM_ERR(FM_ERR_INTERNAL, "checkpoint file not open for writing");
+    return reserve_bytes(f, bytes);
+}
+
+const char *fm_checkpoint_file_tmp_path(const fm_checkpoint_file *f) { return f ? f->tmp_path : ""; }
 
 fm_status fm_checkpoint_file_write_groups(fm_checkpoint_file *f, const fm_checkpoint_group *groups,
                                           int ngroups)
@@ -846,6 +858,112 @@ done:
     free(all);
     free(jobs);
     fm_h5_quiet_end(&q);
+    return st;
+}
+
+/* ---- writing the tensors outside HDF5 ------------------------------------------------------ */
+
+fm_status fm_checkpoint_file_define_groups(fm_checkpoint_file *f, const fm_checkpoint_group *groups,
+                                           int ngroups, fm_checkpoint_extent **ext, int *n,
+                                           int *njobs)
+{
+    *ext = NULL;
+    *n = 0;
+    *njobs = 0;
+    if (!f || !f->writing) return FM_ERR(FM_ERR_INTERNAL, "checkpoint file not open for writing");
+    tensor_job *jobs = NULL;
+    int nj = 0;
+    fm_status st = plan_jobs(groups, ngroups, f->nranks, f->rank, &jobs, &nj);
+    fm_checkpoint_extent *e = NULL;
+    if (!st) {
+        e = calloc(nj > 0 ? (size_t)nj : 1, sizeof *e);
+        if (!e) st = FM_ERR(FM_ERR_NOMEM, "out of memory for checkpoint extents");
+    }
+    st = fm_comm_agree(f->comm, st);
+    if (st) {
+        free(jobs);
+        free(e);
+        return st;
+    }
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
+    int ne = 0;
+    for (int g = 0, j = 0; g < ngroups && !st; g++) {
+        hid_t grp = -1;
+        char gpath[FM_CHECKPOINT_NAME_MAX + 2];
+        snprintf(gpath, sizeof gpath, "/%s", groups[g].name);
+        st = fm_comm_agree(f->comm, open_group(f, gpath, 1, &grp));
+        for (int i = 0; i < groups[g].ntensors && !st; i++, j++) {
+            const tensor_job *jb = &jobs[j];
+            const fm_checkpoint_tensor *t = jb->t;
+            char dpath[2 * FM_CHECKPOINT_NAME_MAX + 4];
+            snprintf(dpath, sizeof dpath, "/%s/%s", groups[g].name, t->name);
+            hsize_t dims[FM_CHECKPOINT_MAX_DIMS];
+            for (int d = 0; d < t->ndim; d++) dims[d] = (hsize_t)t->shape[d];
+            hid_t space = H5Screate_simple(t->ndim, dims, NULL), d = -1;
+            fm_status lst = create_dataset(f, dpath, H5T_IEEE_F32LE, space, &d);
+            H5Sclose(space);
+            haddr_t addr = d >= 0 ? H5Dget_offset(d) : HADDR_UNDEF;
+            if (!lst && addr == HADDR_UNDEF)
+                lst = H5ERR(FM_ERR_IO, "dataset %s of %s has no storage address", dpath,
+                            f->tmp_path);
+            if (!lst && jb->hi > jb->lo) {
+                e[ne].group = g;
+                e[ne].job = j;
+                e[ne].elem = t->offset + jb->lo;
+                e[ne].count = jb->hi - jb->lo;
+                e[ne].file_offset = (uint64_t)addr + (uint64_t)jb->lo * sizeof(float);
+                ne++;
+            }
+            if (d >= 0) H5Dclose(d);
+            f->tensor_bytes += (uint64_t)jb->numel * sizeof(float);
+            st = fm_comm_agree(f->comm, lst);
+        }
+        if (grp >= 0) H5Gclose(grp);
+    }
+    fm_h5_quiet_end(&q);
+    free(jobs);
+    if (st) {
+        free(e);
+        return st;
+    }
+    *ext = e;
+    *n = ne;
+    *njobs = nj;
+    return NULL;
+}
+
+fm_status fm_checkpoint_file_finish_groups(fm_checkpoint_file *f, const fm_checkpoint_group *groups,
+                                           int ngroups, const uint64_t *crc_len)
+{
+    if (!f || !f->writing) return FM_ERR(FM_ERR_INTERNAL, "checkpoint file not open for writing");
+    int nj = 0;
+    for (int g = 0; g < ngroups; g++) nj += groups[g].ntensors;
+    size_t per = (size_t)nj * 2;
+    uint64_t *all = calloc((per > 0 ? per : 1) * (size_t)f->nranks, sizeof *all);
+    fm_status st = all ? NULL : FM_ERR(FM_ERR_NOMEM, "out of memory for checkpoint checksums");
+    st = fm_comm_agree(f->comm, st);
+    if (st) return st;
+    if (per > 0)
+        FM_MPI_KEEP(st, MPI_Allgather(crc_len, (int)per, MPI_UINT64_T, all, (int)per, MPI_UINT64_T,
+                                      f->comm));
+    st = fm_comm_agree(f->comm, st);
+    fm_h5_quiet q;
+    fm_h5_quiet_begin(&q);
+    for (int g = 0, j = 0; g < ngroups && !st; g++)
+        for (int i = 0; i < groups[g].ntensors && !st; i++, j++) {
+            char dpath[2 * FM_CHECKPOINT_NAME_MAX + 4];
+            snprintf(dpath, sizeof dpath, "/%s/%s", groups[g].name, groups[g].tensors[i].name);
+            uint32_t crc = crc_combine_parts(&all[2 * (size_t)j], &all[2 * (size_t)j + 1],
+                                             f->nranks, per);
+            hid_t d = H5Dopen2(f->fid, dpath, H5P_DEFAULT);
+            fm_status lst = d < 0 ? H5ERR(FM_ERR_IO, "cannot open %s in %s", dpath, f->tmp_path)
+                                  : set_crc_attr(d, crc, dpath);
+            if (d >= 0) H5Dclose(d);
+            st = fm_comm_agree(f->comm, lst);
+        }
+    fm_h5_quiet_end(&q);
+    free(all);
     return st;
 }
 

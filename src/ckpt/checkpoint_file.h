@@ -137,6 +137,47 @@ fm_status fm_checkpoint_file_create(MPI_Comm comm, const char *path, const char 
 fm_status fm_checkpoint_file_write_groups(fm_checkpoint_file *f, const fm_checkpoint_group *groups,
                                           int ngroups);
 
+/* ---- writing the tensors outside HDF5 (the background writer, ckpt/async.h) ---------------------
+ * The same file as fm_checkpoint_file_write_groups, in three parts, so that the tensor bytes can be
+ * written by a thread that makes no HDF5 and no MPI call (HDF5 is not thread-safe here and MPI runs
+ * MPI_THREAD_FUNNELED): define_groups creates the datasets (collective, main thread) and says where
+ * this rank's part of each lies in the file; the caller writes those bytes with pwrite on its own
+ * descriptor of fm_checkpoint_file_tmp_path (any thread; fm_checkpoint_file_reserve on rank 0 first),
+ * computing the CRC-32 of each part; finish_groups combines the ranks' CRCs into each dataset's
+ * crc32 (collective, main thread). Then fm_checkpoint_file_commit as usual. */
+
+/* This rank's part of one tensor: elements [elem, elem + count) of its group's flat buffer, stored
+ * at byte `file_offset` of the file. */
+typedef struct fm_checkpoint_extent {
+    int group;            /* index into the groups passed */
+    int job;              /* the tensor's index across all groups (group order, then table order) */
+    size_t elem;          /* first element in the group's flat buffer */
+    size_t count;         /* elements (> 0) */
+    uint64_t file_offset; /* bytes from the start of the file */
+} fm_checkpoint_extent;
+
+/* Creates every tensor dataset of groups[0..ngroups) (contiguous, allocated, no fill: as
+ * write_groups) without writing its bytes, and returns this rank's non-empty parts in a malloc'ed
+ * array *ext (*n entries; the caller frees it) and the number of tensors in *njobs. The groups'
+ * data pointers are not read. Collective. Errors: bad tables (FM_ERR_INTERNAL), HDF5 (FM_ERR_IO). */
+fm_status fm_checkpoint_file_define_groups(fm_checkpoint_file *f, const fm_checkpoint_group *groups,
+                                           int ngroups, fm_checkpoint_extent **ext, int *n,
+                                           int *njobs);
+
+/* Writes every tensor's crc32 attribute from crc_len[2*j], crc_len[2*j+1] = this rank's CRC-32 of
+ * its part of tensor j and that part's length in bytes (0, 0 for none), combined over the ranks in
+ * rank order. Collective; call once the bytes are written (by every rank). */
+fm_status fm_checkpoint_file_finish_groups(fm_checkpoint_file *f, const fm_checkpoint_group *groups,
+                                           int ngroups, const uint64_t *crc_len);
+
+/* Rank 0: reserves `bytes` for the temporary file (fallocate, as write_groups does) so that a full
+ * disk is one clear error before the bytes are written. No MPI and no HDF5 call: may run on another
+ * thread while the main thread leaves `f` alone. File systems without fallocate skip it. */
+fm_status fm_checkpoint_file_reserve(fm_checkpoint_file *f, uint64_t bytes);
+
+/* "<path>.tmp": the file being written. */
+const char *fm_checkpoint_file_tmp_path(const fm_checkpoint_file *f);
+
 /* Writes text[0..strlen) as a scalar fixed-length string dataset at `dset` (absolute path, parent
  * groups created), with its crc32. Every rank passes the same text; rank 0 writes the bytes. */
 fm_status fm_checkpoint_file_write_text(fm_checkpoint_file *f, const char *dset, const char *text);

@@ -89,7 +89,8 @@ typedef struct entry {
 _Static_assert(sizeof(fm_schedule) == sizeof(int) && sizeof(fm_device) == sizeof(int) &&
                    sizeof(fm_bind) == sizeof(int) && sizeof(fm_on_nan) == sizeof(int) &&
                    sizeof(fm_arch) == sizeof(int) && sizeof(fm_resume) == sizeof(int) &&
-                   sizeof(fm_tie_emb) == sizeof(int) && sizeof(fm_runtime_precision) == sizeof(int),
+                   sizeof(fm_tie_emb) == sizeof(int) && sizeof(fm_runtime_precision) == sizeof(int) &&
+                   sizeof(fm_ckpt_async) == sizeof(int),
                "enum fields are stored through int");
 
 static const char *const arch_values[] = {"gpt2", "llama", NULL};
@@ -98,6 +99,7 @@ static const char *const schedule_values[] = {"cosine", "linear", "constant", "w
 static const char *const on_nan_values[] = {"stop", "skip", NULL};
 static const char *const device_values[] = {"cpu", "cuda", "auto", NULL};
 static const char *const precision_values[] = {"auto", "fp32", "bf16", NULL};
+static const char *const async_values[] = {"false", "true", NULL};
 static const char *const bind_values[] = {"auto", "socket", "numa", "core", "none", NULL};
 
 #define FM_STR_(x) #x
@@ -222,6 +224,11 @@ static const entry schema[] = {
     E_TEXT("checkpoint", "mpiio_hints", T_HINTS, checkpoint_mpiio_hints, "", EMPTY_OK,
            "MPI-IO hints for checkpoint files, `key=value,key=value` (e.g. `striping_factor=8`); "
            "empty: none"),
+    E_ENUM("checkpoint", "async", checkpoint_async, fm_ckpt_async, "false", async_values,
+           "true: a periodic checkpoint copies this rank's part of the state to host memory at the "
+           "step boundary and a background thread writes it while training goes on (the next "
+           "checkpoint, a stop and the end of the run wait for it to be published); false: "
+           "training waits for the whole write. docs/checkpoint-format.md"),
 
     /* [runtime] */
     E_ENUM("runtime", "device", runtime_device, fm_device, "auto", device_values,

@@ -36,6 +36,8 @@ typedef enum { FM_ARCH_GPT2, FM_ARCH_LLAMA } fm_arch;
 /* [model] tie_embeddings: auto is the family's choice (gpt2: tied, llama: untied). */
 typedef enum { FM_TIE_EMB_AUTO, FM_TIE_EMB_TRUE, FM_TIE_EMB_FALSE } fm_tie_emb;
 typedef enum { FM_RESUME_AUTO, FM_RESUME_NEVER, FM_RESUME_PATH } fm_resume;
+/* [checkpoint] async: periodic checkpoints written by a background thread (ckpt/async.h). */
+typedef enum { FM_CKPT_ASYNC_FALSE, FM_CKPT_ASYNC_TRUE } fm_ckpt_async;
 
 /* The effective configuration. Field names are `<section>_<key>`, one per schema entry. */
 typedef struct fm_config {
@@ -92,6 +94,7 @@ typedef struct fm_config {
     char checkpoint_init_from[FM_CONFIG_PATH_MAX];   /* "" = random initialisation */
     int64_t checkpoint_align_bytes;
     char checkpoint_mpiio_hints[FM_CONFIG_HINTS_MAX]; /* "key=value,key=value" */
+    fm_ckpt_async checkpoint_async;
 
     /* [runtime] */
     fm_device runtime_device;

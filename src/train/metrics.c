@@ -237,6 +237,22 @@ fm_status fm_metrics_log_eval(fm_metrics *m, int64_t step, int64_t tokens, doubl
     return NULL;
 }
 
+fm_status fm_metrics_log_checkpoint(fm_metrics *m, const fm_metrics_checkpoint *rec)
+{
+    if (!m || !m->jsonl) return NULL;
+    char w[40], g[40], x[40];
+    json_num(w, sizeof w, rec->write_s);
+    json_num(g, sizeof g, rec->write_s > 0 ? (double)rec->tensor_bytes / rec->write_s / 1e9 : 0.0);
+    json_num(x, sizeof x, rec->stall_s);
+    fprintf(m->jsonl,
+            "{\"type\":\"checkpoint\",\"step\":%lld,\"file\":\"%s\",\"reason\":\"%s\","
+            "\"async\":%s,\"tensor_bytes\":%llu,\"file_bytes\":%llu,\"write_s\":%s,"
+            "\"write_gb_per_s\":%s,\"checkpoint_stall_s\":%s}\n",
+            (long long)rec->step, rec->file, rec->reason, rec->async ? "true" : "false",
+            (unsigned long long)rec->tensor_bytes, (unsigned long long)rec->file_bytes, w, g, x);
+    return check_write(m->jsonl, m->jsonl_path);
+}
+
 fm_status fm_metrics_measure_peak_flops(fm_backend *be, double *flops)
 {
     const int n = 1024;

@@ -10,6 +10,9 @@
  *                  with several ranks also the straggler report (fm_metrics_step):
  *                    "compute_ms_min":A,"compute_ms_median":B,"compute_ms_max":C,"slowest_rank":R
  *                    {"type":"eval","step":S,"tokens":N,"val_loss":L,"elapsed_s":E}
+ *                    {"type":"checkpoint","step":S,"file":"step-00000100.h5","reason":R,"async":B,
+ *                     "tensor_bytes":T,"file_bytes":F,"write_s":W,"write_gb_per_s":G,
+ *                     "checkpoint_stall_s":X}  per published checkpoint (fm_metrics_checkpoint)
  *                  Non-finite numbers are written as null (JSON has no NaN). `step` counts completed
  *                  optimizer steps (1 after the first). mfu is a fraction (0.31 = 31 %).
  *   train.log      the human log: every console line and message, each prefixed with the UTC time.
@@ -63,6 +66,19 @@ typedef struct fm_metrics_step {
     int slowest_rank;         /* the rank with compute_ms_max (lowest such rank) */
 } fm_metrics_step;
 
+/* One published checkpoint (rank 0's measurements). */
+typedef struct fm_metrics_checkpoint {
+    int64_t step;          /* the step the checkpoint holds */
+    const char *file;      /* its file name ("step-00000100.h5") */
+    const char *reason;    /* "periodic", "stop", "final" */
+    int async;             /* 1: its tensors were written by the background writer (ckpt/async.h) */
+    uint64_t tensor_bytes; /* tensor data in the file */
+    uint64_t file_bytes;   /* the file's size */
+    double write_s;        /* from the file's creation to its publication (rename, `latest`) */
+    double stall_s;        /* training time lost to it: the whole write when synchronous; with
+                              async the snapshot, the waits for it and its publication */
+} fm_metrics_checkpoint;
+
 /* Opens the files (appending) and prepares the console. Errors name the path. */
 fm_status fm_metrics_open(const fm_metrics_options *opts, fm_metrics **out);
 
@@ -75,6 +91,9 @@ fm_status fm_metrics_log_step(fm_metrics *m, const fm_metrics_step *rec);
 /* Writes an evaluation record. */
 fm_status fm_metrics_log_eval(fm_metrics *m, int64_t step, int64_t tokens, double val_loss,
                               double elapsed_s);
+
+/* Writes a checkpoint record (metrics.jsonl only: the checkpoint module prints its own line). */
+fm_status fm_metrics_log_checkpoint(fm_metrics *m, const fm_metrics_checkpoint *rec);
 
 /* A message for the user: console (ending any progress line) and the human log. printf-style;
  * a trailing newline is added when missing. */

@@ -1146,6 +1146,12 @@ static void arm(fm_trainer *t, const char *what, int64_t step, double usual, con
     fm_watchdog_arm(t->wd, what, step, lim, why, FM_EXIT_STOPPED);
 }
 
+void fm_trainer_arm(fm_trainer *t, const char *what, int64_t step, double usual,
+                    const char *usual_what, double first)
+{
+    arm(t, what, step, usual, usual_what, first);
+}
+
 /* Seconds a checkpoint of this model takes to write or read at FM_TRAINER_SLOW_FS_BPS (parameters
  * and both AdamW moments). */
 static double slow_checkpoint_seconds(const fm_trainer *t)
@@ -1479,6 +1485,7 @@ static fm_status run(fm_trainer *t, const fm_trainer_hooks *hooks)
         FM_TRY(log_step(t, &seg, &r));
         if (t->state.step >= t->cfg.train_steps) break; /* finish evaluates and saves */
         if (eval_due(t)) FM_TRY(run_eval(t, &seg));
+        if (hooks && hooks->poll) FM_TRY(hooks->poll(hooks->ctx, t));
         boundary b = {0};
         FM_TRY(agree_at_boundary(t, &seg, &b));
         if (b.stop) return stop(t, hooks, &seg, &b);
@@ -1492,6 +1499,7 @@ fm_status fm_trainer_run(fm_trainer *t, const fm_trainer_hooks *hooks)
     if (!t->model) return FM_ERR(FM_ERR_INTERNAL, "fm_trainer_run after a dry-run create");
     FM_TRY(start_watchdog(t));
     fm_status st = run(t, hooks);
+    if (hooks && hooks->finish) st = hooks->finish(hooks->ctx, t, st);
     fm_watchdog_disarm(t->wd);
     return st;
 }

@@ -62,7 +62,9 @@
  *       ([checkpoint] every_steps / every_minutes, decided identically on all ranks), STOP (a signal
  *       or the wall-time limit; the run exits 75 afterwards), FINAL (after the last step and its
  *       evaluation). Never called after a non-finite loss/norm with on_nan = stop.
- * Either hook may be NULL (no checkpoints: a stop is still clean and exits 75).
+ * Either hook may be NULL (no checkpoints: a stop is still clean and exits 75). A writer that works
+ * in the background ([checkpoint] async) also sets poll (every step boundary: publish a finished
+ * write) and finish (as fm_trainer_run returns: settle what is in flight); see fm_trainer_hooks.
  *
  * ---- The hang watchdog (train/watchdog.h, [runtime] hang_factor and hang_min_minutes) -----------
  * fm_trainer_run starts a watchdog thread on every rank (unless hang_factor = 0) and arms it for
@@ -126,6 +128,14 @@ typedef struct fm_trainer_hooks {
     fm_status (*resume)(void *ctx, fm_trainer *t, int *resumed);
     fm_status (*save)(void *ctx, fm_trainer *t, fm_trainer_save_reason reason);
     void *ctx;
+    /* Optional (may be NULL), for a writer that works in the background ([checkpoint] async):
+     * poll: at every step boundary on every rank (after the step and its log, before the stop and
+     *   checkpoint agreement), to publish a write that has finished; an error ends the run.
+     * finish: once as fm_trainer_run returns, with its result `st` (owned; returns the result to
+     *   use): settles what is still in flight — collectively when st is NULL or collective, else
+     *   rank-locally without MPI. */
+    fm_status (*poll)(void *ctx, fm_trainer *t);
+    fm_status (*finish)(void *ctx, fm_trainer *t, fm_status st);
 } fm_trainer_hooks;
 
 /* How the process presents itself (from main's fm_cmd_env). */
@@ -163,6 +173,13 @@ fm_reader *fm_trainer_reader(fm_trainer *t);
 fm_metrics *fm_trainer_metrics(fm_trainer *t); /* NULL on ranks other than 0 */
 const char *fm_trainer_run_dir(const fm_trainer *t);
 fm_watchdog *fm_trainer_watchdog(fm_trainer *t); /* NULL outside fm_trainer_run or when disabled */
+/* Arms the hang watchdog (when there is one) for work `what` (`step`, or -1) by the trainer's rules
+ * (above): hang_factor x `usual` seconds (`usual_what` says what that is), at least
+ * hang_min_minutes; when usual is 0, the first-time limit (4 x hang_min_minutes, or `first` seconds
+ * when longer); never past half the stop margin before the job's end. A hang exits 75. For the
+ * checkpoint module's waits on a background write. */
+void fm_trainer_arm(fm_trainer *t, const char *what, int64_t step, double usual,
+                    const char *usual_what, double first);
 /* The model's shape (known after fm_trainer_create, also in a dry run). */
 const fm_model_shape *fm_trainer_shape(const fm_trainer *t);
 /* [train] zero >= 1: the shard plan, ranks+1 values (fm_model_shard_bounds; rank r's optimizer owns

@@ -17,6 +17,12 @@
  * checkpoint's temporary file (*.h5.tmp) appears there, writes FILE until its file system is full:
  * a disk that fills up after the checkpoint's free-space check, while HDF5 has the file open (the
  * case only the watchdog can bound). It writes "fmtrain_faults: disk filled at T" to stderr.
+ * FMTRAIN_TEST_CKPT_WRITE = "delay:SECONDS" or "fill:STEP:FILE": the background writer of an
+ * asynchronous checkpoint ([checkpoint] async = true, ckpt/async.h) waits SECONDS before it writes
+ * (a slow file system: training goes on while the write is in flight, so a kill -9 lands in it), or,
+ * for the checkpoint of step STEP, first writes FILE until its file system is full, less 64 KiB (a
+ * disk that fills while the checkpoint is written in the background; the logs still fit). It writes "fmtrain_faults: rank R:
+ * background write of step S starts at T" to stderr.
  * Unset: no fault. A malformed value exits 2 before anything runs. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -31,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ckpt/async.h"
 #include "cli/cli.h"
 #include "kernels.h"
 #include "train/trainer.h"
@@ -119,6 +126,63 @@ static fm_status slow_or_stall(void *ctx, fm_trainer *t, int64_t step)
     for (;;) sleep_s(3600.0);
 }
 
+/* FMTRAIN_TEST_CKPT_WRITE. */
+typedef struct ckpt_write_fault {
+    double delay_s;      /* > 0: wait this long */
+    long long fill_step; /* > 0: fill the disk before the write of this step */
+    char fill_file[2048];
+} ckpt_write_fault;
+
+/* Writes `path` until its file system is full, then gives 64 KiB back: room for the run's logs for
+ * a few steps, none for a checkpoint. */
+static void fill_disk(const char *path)
+{
+    int out = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    static char block[65536];
+    while (out >= 0 && write(out, block, sizeof block) > 0) {
+    }
+    while (out >= 0 && write(out, block, 512) > 0) {
+    }
+    off_t end = out >= 0 ? lseek(out, 0, SEEK_END) : 0;
+    if (out >= 0 && end > 65536 && ftruncate(out, end - 65536) != 0) {
+    }
+    if (out >= 0) close(out);
+}
+
+/* fm_checkpoint_async_test_fn: runs on each rank's writer thread before it writes. */
+static fm_status before_background_write(void *ctx, int rank, int64_t step, const char *tmp_path)
+{
+    const ckpt_write_fault *w = ctx;
+    (void)tmp_path;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    fprintf(stderr, "fmtrain_faults: rank %d: background write of step %lld starts at %.3f\n", rank,
+            (long long)step, (double)now.tv_sec + now.tv_nsec * 1e-9);
+    if (w->delay_s > 0) sleep_s(w->delay_s);
+    if (w->fill_step > 0 && step == w->fill_step) {
+        fill_disk(w->fill_file);
+        clock_gettime(CLOCK_REALTIME, &now);
+        fprintf(stderr, "fmtrain_faults: disk filled at %.3f\n",
+                (double)now.tv_sec + now.tv_nsec * 1e-9);
+    }
+    return NULL;
+}
+
+/* Parses "delay:SECONDS" / "fill:STEP:FILE"; -1 when malformed. */
+static int parse_ckpt_write(const char *v, ckpt_write_fault *w)
+{
+    int n = 0;
+    if (sscanf(v, "delay:%lf%n", &w->delay_s, &n) == 1 && v[n] == '\0' && w->delay_s > 0) return 0;
+    w->delay_s = 0;
+    n = 0;
+    if (sscanf(v, "fill:%lld:%n", &w->fill_step, &n) == 1 && n > 0 && w->fill_step > 0 && v[n] &&
+        strlen(v + n) < sizeof w->fill_file) {
+        strcpy(w->fill_file, v + n);
+        return 0;
+    }
+    return -1;
+}
+
 /* FMTRAIN_TEST_FILL: the watcher thread. */
 typedef struct filler {
     char dir[2048];
@@ -195,6 +259,18 @@ int main(int argc, char **argv)
         pthread_t th;
         if (pthread_create(&th, NULL, fill_when_created, &fl) != 0) return 2;
         pthread_detach(th);
+    }
+    const char *cw = getenv("FMTRAIN_TEST_CKPT_WRITE");
+    static ckpt_write_fault wf;
+    if (cw && *cw) {
+        if (parse_ckpt_write(cw, &wf) != 0) {
+            fprintf(stderr,
+                    "fmtrain_faults: FMTRAIN_TEST_CKPT_WRITE = '%s': expected delay:SECONDS or "
+                    "fill:STEP:FILE\n",
+                    cw);
+            return 2;
+        }
+        fm_checkpoint_async_set_test_hook(before_background_write, &wf);
     }
     int compute = f.stall_step > 0 || f.slow_rank >= 0;
     fm_trainer_test_hooks trainer_hooks = {f.nan_step > 0 ? inject_nan : NULL,

@@ -90,6 +90,8 @@ with open(sys.argv[1]) as f:
         elif rec["type"] == "eval":
             assert {"step", "val_loss"} <= rec.keys(), f"line {i} lacks step/val_loss"
             n_eval += 1
+        elif rec["type"] == "checkpoint":
+            assert {"step", "file", "write_s", "checkpoint_stall_s"} <= rec.keys(), f"line {i} lacks checkpoint fields"
         else:
             raise AssertionError(f"line {i}: unknown type {rec['type']}")
 print(f"metrics.jsonl: {n_train} train and {n_eval} eval records, all valid JSON")
