@@ -26,7 +26,8 @@
 #   repeat-bf16  the same fmtrain-bench run again (--steps 3): loss_bits of every step equal to the
 #                first run's (bit-identical training on the GPU) [90]
 #   sanitizers   compute-sanitizer memcheck, racecheck, initcheck, synccheck on the op test (its
-#                shapes are small; the CPU reference runs unsanitised at full speed) [75 each]
+#                shapes are small; the CPU reference runs unsanitised at full speed; attention on
+#                the built-in kernels, cuDNN's do not run under the sanitizer) [75 each]
 #   bench-fp32   fmtrain-bench --precision fp32 (TF32) at B=8 [90]
 #   chunked      the op test again with FM_CUDA_DOUT16_BYTES=4096 (bf16 matmul_backward in row chunks) [150]
 # Environment: FM_BENCH_BATCHES, FM_BENCH_STEPS (10), FM_GPU_BUDGET_S, FM_PEAK_TFLOPS (989),
@@ -173,8 +174,11 @@ fi
 # ---- sanitizers on the op test ------------------------------------------------------------------
 if [[ -n $sanitizer ]]; then
   for tool in memcheck racecheck initcheck synccheck; do
-    phase "sanitizer-$tool" 75 env LD_LIBRARY_PATH="$fm_ld" "$sanitizer" --tool "$tool" \
-      --error-exitcode 9 --print-limit 20 "$ops"
+    # fmtrain's own kernels: cuDNN's SDPA kernels fail to launch under racecheck, initcheck and
+    # synccheck (err 719 in cudaGetFuncBySymbol, H200 26 Nov 2026), so the bf16 attention runs on the
+    # built-in kernels here (FMTRAIN_CUDA_ATTENTION=builtin); the cuDNN path is checked by "ops"
+    phase "sanitizer-$tool" 75 env LD_LIBRARY_PATH="$fm_ld" FMTRAIN_CUDA_ATTENTION=builtin \
+      "$sanitizer" --tool "$tool" --error-exitcode 9 --print-limit 20 "$ops"
   done
 else
   echo "=== sanitizers: compute-sanitizer not found"; summary+=("sanitizers: SKIPPED (not found)")
