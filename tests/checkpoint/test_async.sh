@@ -4,7 +4,8 @@
 #  1. an async run and a sync run of 30 steps (a checkpoint every 10): identical losses at every
 #     step, and the tensors of every checkpoint (steps 10, 20: written in the background; 30: the
 #     final one) bit-identical to the sync run's; `fmtrain inspect` verifies every async file;
-#     metrics.jsonl has a checkpoint record per checkpoint with checkpoint_stall_s;
+#     metrics.jsonl has a checkpoint record per checkpoint with checkpoint_stall_s; the same with
+#     [train] zero = 1 and 2 (each rank stages its shard) gives the sync zero-0 files bit for bit;
 #  2. kill -9 while a background write is in flight: fmtrain_faults delays every background write by
 #     3 s (a slow file system), so training runs on past step 20 while the step-20 checkpoint is
 #     still being written; both ranks are killed once step 23 is logged with it still in flight
@@ -83,6 +84,15 @@ for path, want in ((sys.argv[1], [(10, True), (20, True), (30, False)]), (sys.ar
             assert r["checkpoint_stall_s"] >= r["write_s"], r
 print("  metrics.jsonl: checkpoint records with write_s, write_gb_per_s, checkpoint_stall_s")
 PYEOF
+
+# 1b. with ZeRO: each rank stages only its shard of the moments (and of the weights it writes); zero 1
+#     and 2 train bit-identically to zero 0 (tests/zero), so the files must equal the sync zero-0 run's
+for z in 1 2; do
+  mpirun_n 2 train "$dir/p.ini" "${common[@]}" --set run.dir="$dir/async-zero$z" --set train.zero=$z \
+    --set checkpoint.async=true >"$dir/async-zero$z.txt" 2>&1 || { cat "$dir/async-zero$z.txt"; exit 1; }
+  echo "1b. async with zero $z vs sync zero 0:"
+  same "$dir/sync" "$dir/async-zero$z" 1 10 20 30
+done
 
 # 2. kill -9 during a background write
 run="$dir/killed"
