@@ -8,6 +8,7 @@
 #   - A100-64 (Leonardo): no fmtrain measurement on that chip, so no step time, wall time or node-hours
 #     are printed, and the output says how to measure one;
 #   - H100-64 (no bandwidth known) and GH200 (same chip as H100/H200): no prediction / a stated range;
+#     H100-80 in bf16 from the H200 bf16 measurement: a stated range; A100-64 in bf16: no prediction;
 #   - every bad input is a usage error (exit 2) with a message that names it.
 set -euo pipefail
 fm=${FMTRAIN_EXE:?FMTRAIN_EXE is not set}
@@ -118,8 +119,10 @@ has out "step       "
 run 0 plan "${gpt2[@]}" --tokens 1e9 --system marenostrum5-acc
 has out "no prediction: no fmtrain measurement in fp32 on H100-64"
 run 0 plan "${gpt2[@]}" --tokens 1e9 --gpu H100-80 --precision bf16
-has out "no prediction: no fmtrain measurement in bf16 on H100-80"
+has out "range      no fmtrain measurement on H100-80 in bf16; H200 has the same chip"
 has out "compare    not fmtrain: PyTorch 2.11"
+run 0 plan "${gpt2[@]}" --tokens 1e9 --gpu A100-64 --precision bf16
+has out "no prediction: no fmtrain measurement in bf16 on A100-64"
 has out "fmtrain-bench --device cuda --layers 12 --heads 12 --dim 768 --vocab 50304 --seq 1024 --batch 8 --threads 4 --steps 5 --warmup 1 --precision bf16"
 has out "precision  bf16 (--precision)"
 # the precision defaults to the parameter file's; auto plans fp32 and says why
