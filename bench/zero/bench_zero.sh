@@ -74,7 +74,9 @@ printf '%-5s %-13s %8s %7s %8s %9s %6s %7s %7s %6s %8s %6s %7s  %s\n' round run 
 run() { # run ROUND NAME NP THREADS GA ZERO
   local r=$1 name=$2 np=$3 th=$4 ga=$5 z=$6 l0 l1 line
   l0=$(load)
-  mpiexec -n "$np" --oversubscribe "$exe" train "$dir/p.ini" --set run.dir="$dir/run-$name-$r" \
+  # --bind-to none: Open MPI binds each rank to one core by default when np <= 2, which would run the
+  # 1 rank x 2 threads reference on ONE core (fmtrain warns "2 threads on 1 core"); bind = none above
+  mpiexec -n "$np" --oversubscribe --bind-to none "$exe" train "$dir/p.ini" --set run.dir="$dir/run-$name-$r" \
     --set runtime.threads="$th" --set train.micro_batch=4 --set train.grad_accum="$ga" \
     --set train.zero="$z" >"$dir/$name-$r.out" 2>"$dir/$name-$r.err" ||
     { cat "$dir/$name-$r.err" >&2; exit 1; }
