@@ -716,6 +716,21 @@ static fm_status create_dataset(fm_checkpoint_file *f, const char *dset, hid_t t
     return NULL;
 }
 
+/* The fp32 dataset /GROUP/NAME of tensor t with its global shape (no data written); its path in dpath
+ * (for messages). Used by the synchronous writer and by the asynchronous one's definition pass. */
+static fm_status create_tensor_dataset(fm_checkpoint_file *f, const char *group,
+                                       const fm_checkpoint_tensor *t, char *dpath, size_t dsize,
+                                       hid_t *out)
+{
+    snprintf(dpath, dsize, "/%s/%s", group, t->name);
+    hsize_t dims[FM_CHECKPOINT_MAX_DIMS];
+    for (int i = 0; i < t->ndim; i++) dims[i] = (hsize_t)t->shape[i];
+    hid_t space = H5Screate_simple(t->ndim, dims, NULL);
+    fm_status st = create_dataset(f, dpath, H5T_IEEE_F32LE, space, out);
+    H5Sclose(space);
+    return st;
+}
+
 static fm_status set_crc_attr(hid_t d, uint32_t crc, const char *dset)
 {
     return write_attr(d, "crc32", H5T_STD_U32LE, &crc, dset);
@@ -822,12 +837,8 @@ fm_status fm_checkpoint_file_write_groups(fm_checkpoint_file *f, const fm_checkp
             const tensor_job *jb = &jobs[j];
             const fm_checkpoint_tensor *t = jb->t;
             char dpath[2 * FM_CHECKPOINT_NAME_MAX + 4];
-            snprintf(dpath, sizeof dpath, "/%s/%s", groups[g].name, t->name);
-            hsize_t dims[FM_CHECKPOINT_MAX_DIMS];
-            for (int d = 0; d < t->ndim; d++) dims[d] = (hsize_t)t->shape[d];
-            hid_t space = H5Screate_simple(t->ndim, dims, NULL), d = -1;
-            fm_status lst = create_dataset(f, dpath, H5T_IEEE_F32LE, space, &d);
-            H5Sclose(space);
+            hid_t d = -1;
+            fm_status lst = create_tensor_dataset(f, groups[g].name, t, dpath, sizeof dpath, &d);
             uint32_t crc = crc_combine_parts(&all[2 * (size_t)j], &all[2 * (size_t)j + 1], f->nranks, per);
             if (!lst) lst = set_crc_attr(d, crc, dpath);
             lst = fm_comm_agree(f->comm, lst);
@@ -897,12 +908,8 @@ fm_status fm_checkpoint_file_define_groups(fm_checkpoint_file *f, const fm_check
             const tensor_job *jb = &jobs[j];
             const fm_checkpoint_tensor *t = jb->t;
             char dpath[2 * FM_CHECKPOINT_NAME_MAX + 4];
-            snprintf(dpath, sizeof dpath, "/%s/%s", groups[g].name, t->name);
-            hsize_t dims[FM_CHECKPOINT_MAX_DIMS];
-            for (int d = 0; d < t->ndim; d++) dims[d] = (hsize_t)t->shape[d];
-            hid_t space = H5Screate_simple(t->ndim, dims, NULL), d = -1;
-            fm_status lst = create_dataset(f, dpath, H5T_IEEE_F32LE, space, &d);
-            H5Sclose(space);
+            hid_t d = -1;
+            fm_status lst = create_tensor_dataset(f, groups[g].name, t, dpath, sizeof dpath, &d);
             haddr_t addr = d >= 0 ? H5Dget_offset(d) : HADDR_UNDEF;
             if (!lst && addr == HADDR_UNDEF)
                 lst = H5ERR(FM_ERR_IO, "dataset %s of %s has no storage address", dpath,
