@@ -33,7 +33,7 @@ if [ ! -x "$exe" ] || [ ! -x "$mkds" ]; then
   exit 2
 fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OMP_WAIT_POLICY=passive
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} # the environment's choice wins (active: idle, exclusive cores)
 unset OMP_NUM_THREADS SLURM_JOB_ID SLURM_JOB_END_TIME FMTRAIN_END_TIME
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
