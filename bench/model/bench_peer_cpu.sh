@@ -26,8 +26,8 @@ fm() { # fm PRECISION
   l0=$(load)
   out=$("$exe" --layers 12 --heads 12 --dim 768 --vocab 50257 --max-seq 1024 --batch 4 \
         --threads "$threads" --steps 5 --warmup 1 --clock wall --seq "$seq" --precision "$1" 2>&1 | tail -1)
-  echo "$(date -u +%T) fmtrain $1 - $(echo "$out" | grep -o 'tokens_per_s=[0-9.]*') fraction_of_peak=$(echo "$out" |
-        sed 's/.*fraction_of_peak=\([0-9.]*\).*/\1/') load=$l0->$(load)"
+  echo "$(date -u +%T) fmtrain $1 - $(echo "$out" | grep -o 'tokens_per_s=[0-9.]*')" \
+    "$(echo "$out" | grep -o 'fraction_of_peak=[0-9.]*') load=$l0->$(load)"
 }
 pt() { # pt PRECISION MODE
   local out
