@@ -4,7 +4,6 @@
  * settle without waiting publishes only once every rank is done; a write that fails on one rank
  * (the test hook) is the same error on every rank and publishes nothing; the buffer is reused. */
 #define _XOPEN_SOURCE 700
-#include <ftw.h>
 #include <hdf5.h>
 #include <mpi.h>
 #include <setjmp.h>
@@ -14,68 +13,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#define CKPT_TEST_DIR_NAME "fmasync-test"
+#include "checkpoint/ckpt_test_fixture.h"
 #include "checkpoint/ckpt_test_util.h"
 #include "ckpt/async.h"
-#include "ckpt/checkpoint_dir.h"
 #include "ckpt/checkpoint_file.h"
 #include "dist/comm.h"
 #include "kernels.h"
 
-#define FORMAT "fmtrain-test-checkpoint"
-
-static int g_rank, g_size;
-static char g_dir[256];
 static MPI_Comm g_comm = MPI_COMM_NULL;
 static fm_backend *g_be;
-
-static void expect_ok(fm_status st)
-{
-    if (st) {
-        fprintf(stderr, "rank %d: unexpected error: %s\n", g_rank, fm_status_message(st));
-        fm_status_free(&st);
-        fail();
-    }
-}
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-static int setup_dir(void **state)
-{
-    (void)state;
-    if (g_rank == 0) {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(g_dir, sizeof g_dir, "%s/fmasync-test-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-        if (!mkdtemp(g_dir)) return -1;
-    }
-    MPI_Bcast(g_dir, sizeof g_dir, MPI_CHAR, 0, MPI_COMM_WORLD);
-    return 0;
-}
-
-static int teardown_dir(void **state)
-{
-    (void)state;
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (g_rank == 0) nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-    MPI_Barrier(MPI_COMM_WORLD);
-    return 0;
-}
-
-static void path_of(char *buf, size_t n, int64_t step)
-{
-    expect_ok(fm_checkpoint_dir_file_path(g_dir, step, buf, n));
-}
 
 /* What the test hook does: delay (seconds) on every rank, fail on rank `fail_rank` (-1: none). */
 typedef struct hook_plan {
@@ -103,10 +55,10 @@ static fm_status hook(void *ctx, int rank, int64_t step, const char *tmp_path)
 static void start_write(fm_checkpoint_async *a, ckpt_synth *s, int64_t step, uint64_t seed)
 {
     char path[512];
-    path_of(path, sizeof path, step);
+    ckpt_path(path, sizeof path, step);
     fm_checkpoint_io_opts io = {1 << 16, NULL, 0};
     fm_checkpoint_file *f = NULL;
-    expect_ok(fm_checkpoint_file_create(g_comm, path, FORMAT, 1, &io, &f));
+    expect_ok(fm_checkpoint_file_create(g_comm, path, CKPT_TEST_FORMAT, 1, &io, &f));
     expect_ok(fm_checkpoint_async_stage(a, f, s->groups, 3, g_be));
     expect_ok(fm_checkpoint_file_attr_i64(f, "/", "step", step));
     expect_ok(fm_checkpoint_file_write_text(f, "/config", "[run]\nname = test\n"));
@@ -123,9 +75,9 @@ static void expect_file(int64_t step, uint64_t seed)
     ckpt_synth r;
     assert_int_equal(ckpt_synth_gpt2(&r, 300, 16, 2, 12, 0), 0);
     char path[512];
-    path_of(path, sizeof path, step);
+    ckpt_path(path, sizeof path, step);
     fm_checkpoint_file *f = NULL;
-    expect_ok(fm_checkpoint_file_open(g_comm, path, FORMAT, NULL, NULL, &f));
+    expect_ok(fm_checkpoint_file_open(g_comm, path, CKPT_TEST_FORMAT, NULL, NULL, &f));
     expect_ok(fm_checkpoint_file_read_groups(f, r.groups, 3, 1));
     int checked = 0, failed = 0;
     expect_ok(fm_checkpoint_file_verify(f, NULL, NULL, &checked, &failed));
@@ -155,7 +107,7 @@ static void test_roundtrip(void **state)
         expect_ok(fm_checkpoint_async_settle(a, 0, NULL, &published, &res));
         assert_int_equal(published, 0);
         char path[512];
-        path_of(path, sizeof path, step);
+        ckpt_path(path, sizeof path, step);
         assert_int_equal(access(path, F_OK), -1); /* not published while in flight */
         for (int i = 0; i < 400 && !published; i++) {
             struct timespec ts = {0, 10 * 1000 * 1000};
@@ -173,15 +125,15 @@ static void test_roundtrip(void **state)
     ckpt_synth w;
     assert_int_equal(ckpt_synth_gpt2(&w, 300, 16, 2, 12, 1011), 0);
     char path[512];
-    path_of(path, sizeof path, 99);
+    ckpt_path(path, sizeof path, 99);
     fm_checkpoint_io_opts io = {1 << 16, NULL, 0};
     fm_checkpoint_file *f = NULL;
-    expect_ok(fm_checkpoint_file_create(g_comm, path, FORMAT, 1, &io, &f));
+    expect_ok(fm_checkpoint_file_create(g_comm, path, CKPT_TEST_FORMAT, 1, &io, &f));
     expect_ok(fm_checkpoint_file_write_groups(f, w.groups, 3));
     expect_ok(fm_checkpoint_file_commit(&f, -1, NULL));
     if (g_rank == 0) {
         char p11[512];
-        path_of(p11, sizeof p11, 11);
+        ckpt_path(p11, sizeof p11, 11);
         hid_t fa = H5Fopen(p11, H5F_ACC_RDONLY, H5P_DEFAULT), fb = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
         assert_true(fa >= 0 && fb >= 0);
         for (int t = 0; t < w.ntensors; t++) {
@@ -228,7 +180,7 @@ static void test_failure_agreed(void **state)
     fm_status_free(&st);
     assert_false(fm_checkpoint_async_in_flight(a));
     char path[512], tmp[600];
-    path_of(path, sizeof path, 20);
+    ckpt_path(path, sizeof path, 20);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     MPI_Barrier(MPI_COMM_WORLD);
     assert_int_equal(access(path, F_OK), -1);

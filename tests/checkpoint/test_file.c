@@ -6,7 +6,6 @@
  * partial buffers (how each rank writes its ZeRO shard). */
 #define _XOPEN_SOURCE 700
 #include <fcntl.h>
-#include <ftw.h>
 #include <hdf5.h>
 #include <mpi.h>
 #include <setjmp.h>
@@ -22,57 +21,10 @@
 
 #include <cmocka.h>
 
+#include "checkpoint/ckpt_test_fixture.h"
 #include "checkpoint/ckpt_test_util.h"
 #include "ckpt/checkpoint_dir.h"
 #include "ckpt/checkpoint_file.h"
-
-#define FORMAT "fmtrain-test-checkpoint"
-
-static int g_rank, g_size;
-static char g_dir[256];
-
-static void expect_ok(fm_status st)
-{
-    if (st) {
-        fprintf(stderr, "rank %d: unexpected error: %s\n", g_rank, fm_status_message(st));
-        fm_status_free(&st);
-        fail();
-    }
-}
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-static int setup_dir(void **state)
-{
-    (void)state;
-    if (g_rank == 0) {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(g_dir, sizeof g_dir, "%s/fmckpt-test-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-        if (!mkdtemp(g_dir)) return -1;
-    }
-    MPI_Bcast(g_dir, sizeof g_dir, MPI_CHAR, 0, MPI_COMM_WORLD);
-    return 0;
-}
-
-static int teardown_dir(void **state)
-{
-    (void)state;
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (g_rank == 0) nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-    MPI_Barrier(MPI_COMM_WORLD);
-    return 0;
-}
-
-static void ckpt_path(char *buf, size_t n, int64_t step)
-{
-    expect_ok(fm_checkpoint_dir_file_path(g_dir, step, buf, n));
-}
 
 /* Writes synthetic pattern `seed` as step `step` with communicator comm. */
 static void write_ckpt(MPI_Comm comm, int64_t step, uint64_t seed, int keep_last,
@@ -84,7 +36,7 @@ static void write_ckpt(MPI_Comm comm, int64_t step, uint64_t seed, int keep_last
     ckpt_path(path, sizeof path, step);
     fm_checkpoint_io_opts def = {1 << 20, NULL, 0};
     fm_checkpoint_file *f = NULL;
-    expect_ok(fm_checkpoint_file_create(comm, path, FORMAT, 1, opts ? opts : &def, &f));
+    expect_ok(fm_checkpoint_file_create(comm, path, CKPT_TEST_FORMAT, 1, opts ? opts : &def, &f));
     expect_ok(fm_checkpoint_file_write_groups(f, s.groups, 3));
     expect_ok(fm_checkpoint_file_attr_i64(f, "/", "step", step));
     expect_ok(fm_checkpoint_file_write_text(f, "/config", "[run]\nname = test\n"));
@@ -105,7 +57,7 @@ static long long read_ckpt(MPI_Comm comm, int64_t step, uint64_t seed, fm_status
     ckpt_path(path, sizeof path, step);
     fm_checkpoint_file *f = NULL;
     int version = 0;
-    fm_status st = fm_checkpoint_file_open(comm, path, FORMAT, &version, NULL, &f);
+    fm_status st = fm_checkpoint_file_open(comm, path, CKPT_TEST_FORMAT, &version, NULL, &f);
     if (!st) {
         assert_int_equal(version, 1);
         st = fm_checkpoint_file_read_groups(f, s.groups, 3, 1);
@@ -131,7 +83,7 @@ static void test_roundtrip(void **state)
     char path[512];
     ckpt_path(path, sizeof path, 10);
     fm_checkpoint_file *f = NULL;
-    expect_ok(fm_checkpoint_file_open(MPI_COMM_WORLD, path, FORMAT, NULL, NULL, &f));
+    expect_ok(fm_checkpoint_file_open(MPI_COMM_WORLD, path, CKPT_TEST_FORMAT, NULL, NULL, &f));
     expect_ok(fm_checkpoint_file_read_groups(f, s.groups, 3, 0));
     int64_t step = 0;
     expect_ok(fm_checkpoint_file_get_attr_i64(f, "/", "step", &step));
@@ -172,7 +124,7 @@ static void test_crc_attribute(void **state)
         char path[512];
         ckpt_path(path, sizeof path, 11);
         fm_checkpoint_file *f = NULL;
-        expect_ok(fm_checkpoint_file_open(MPI_COMM_NULL, path, FORMAT, NULL, NULL, &f));
+        expect_ok(fm_checkpoint_file_open(MPI_COMM_NULL, path, CKPT_TEST_FORMAT, NULL, NULL, &f));
         for (int t = 0; t < s.ntensors; t++) {
             char d[200];
             snprintf(d, sizeof d, "/adam_m/%s", s.table[t].name);
@@ -262,7 +214,7 @@ static void test_damage_detected(void **state)
     fm_status_free(&st);
     /* verify() finds exactly that dataset, in parallel and serially. */
     fm_checkpoint_file *f = NULL;
-    expect_ok(fm_checkpoint_file_open(MPI_COMM_WORLD, p30, FORMAT, NULL, NULL, &f));
+    expect_ok(fm_checkpoint_file_open(MPI_COMM_WORLD, p30, CKPT_TEST_FORMAT, NULL, NULL, &f));
     int checked = 0, failed = 0;
     st = fm_checkpoint_file_verify(f, NULL, NULL, &checked, &failed);
     assert_int_equal(fm_status_code(st), FM_ERR_INPUT);
@@ -361,7 +313,7 @@ static fm_status load_synth(void *user, const char *path)
     ckpt_synth s;
     if (ckpt_synth_gpt2(&s, 300, 16, 2, 12, 0) != 0) return FM_ERR(FM_ERR_NOMEM, "oom");
     fm_checkpoint_file *f = NULL;
-    fm_status st = fm_checkpoint_file_open(MPI_COMM_WORLD, path, FORMAT, NULL, NULL, &f);
+    fm_status st = fm_checkpoint_file_open(MPI_COMM_WORLD, path, CKPT_TEST_FORMAT, NULL, NULL, &f);
     int64_t step = -1;
     if (!st) st = fm_checkpoint_file_get_attr_i64(f, "/", "step", &step);
     if (!st) st = fm_checkpoint_file_read_groups(f, s.groups, 3, 1);
@@ -439,7 +391,7 @@ static void test_rank_local_failure(void **state)
     snprintf(missing, sizeof missing, "%s/only-rank-%d-looks-here.h5", g_dir, g_size - 1);
     fm_checkpoint_file *f = NULL;
     /* the last rank is given a path that does not exist, as if the file system differed there */
-    fm_status st = fm_checkpoint_file_open(MPI_COMM_WORLD, g_rank == g_size - 1 ? missing : good, FORMAT,
+    fm_status st = fm_checkpoint_file_open(MPI_COMM_WORLD, g_rank == g_size - 1 ? missing : good, CKPT_TEST_FORMAT,
                                            NULL, NULL, &f);
     assert_null(f);
     assert_non_null(st);
@@ -451,7 +403,7 @@ static void test_rank_local_failure(void **state)
     if (g_rank == 0) assert_non_null(strstr(fm_status_message(st), by));
     fm_status_free(&st);
     /* and the ranks are still in step: a collective open of the good file works */
-    expect_ok(fm_checkpoint_file_open(MPI_COMM_WORLD, good, FORMAT, NULL, NULL, &f));
+    expect_ok(fm_checkpoint_file_open(MPI_COMM_WORLD, good, CKPT_TEST_FORMAT, NULL, NULL, &f));
     fm_checkpoint_file_close(&f);
 }
 
@@ -541,7 +493,7 @@ static void test_hints_and_alignment(void **state)
     char path[512];
     ckpt_path(path, sizeof path, 51);
     fm_checkpoint_file *f = NULL;
-    expect_ok(fm_checkpoint_file_create(MPI_COMM_WORLD, path, FORMAT, 1, &opts, &f));
+    expect_ok(fm_checkpoint_file_create(MPI_COMM_WORLD, path, CKPT_TEST_FORMAT, 1, &opts, &f));
     expect_ok(fm_checkpoint_file_write_groups(f, &g, 1));
     expect_ok(fm_checkpoint_file_commit(&f, 0, NULL));
     free(buf);
@@ -563,7 +515,7 @@ static void test_small_items(void **state)
     char path[512];
     ckpt_path(path, sizeof path, 60);
     fm_checkpoint_file *f = NULL;
-    expect_ok(fm_checkpoint_file_create(MPI_COMM_WORLD, path, FORMAT, 3, NULL, &f));
+    expect_ok(fm_checkpoint_file_create(MPI_COMM_WORLD, path, CKPT_TEST_FORMAT, 3, NULL, &f));
     uint64_t v[5] = {1, 2, 3, UINT64_MAX, 0x0123456789abcdefull};
     expect_ok(fm_checkpoint_file_write_u64(f, "/state/rng", v, 5));
     uint64_t mine[2] = {(uint64_t)g_rank * 10 + 1, (uint64_t)g_rank * 10 + 2};
@@ -574,7 +526,7 @@ static void test_small_items(void **state)
     expect_ok(fm_checkpoint_file_attr_i64(f, "/state/rng", "count", -5));
     expect_ok(fm_checkpoint_file_commit(&f, 0, NULL));
     int version = 0;
-    expect_ok(fm_checkpoint_file_open(MPI_COMM_WORLD, path, FORMAT, &version, NULL, &f));
+    expect_ok(fm_checkpoint_file_open(MPI_COMM_WORLD, path, CKPT_TEST_FORMAT, &version, NULL, &f));
     assert_int_equal(version, 3);
     uint64_t r[5] = {0};
     expect_ok(fm_checkpoint_file_read_u64(f, "/state/rng", r, 5));
@@ -747,7 +699,7 @@ static void test_shard_parts(void **state)
     ckpt_path(path, sizeof path, 30);
     fm_checkpoint_io_opts def = {1 << 20, NULL, 0};
     fm_checkpoint_file *f = NULL;
-    expect_ok(fm_checkpoint_file_create(MPI_COMM_WORLD, path, FORMAT, 1, &def, &f));
+    expect_ok(fm_checkpoint_file_create(MPI_COMM_WORLD, path, CKPT_TEST_FORMAT, 1, &def, &f));
     expect_ok(fm_checkpoint_file_write_groups(f, s.groups, 3));
     fm_checkpoint_write_stats ws;
     expect_ok(fm_checkpoint_file_commit(&f, 0, &ws));
@@ -765,7 +717,7 @@ static void test_shard_parts(void **state)
         }
     }
     int version = 0;
-    expect_ok(fm_checkpoint_file_open(MPI_COMM_WORLD, path, FORMAT, &version, NULL, &f));
+    expect_ok(fm_checkpoint_file_open(MPI_COMM_WORLD, path, CKPT_TEST_FORMAT, &version, NULL, &f));
     expect_ok(fm_checkpoint_file_read_groups(f, s.groups, 3, 1));
     for (size_t i = 0; i < s.numel; i++) assert_true(s.buf[0][i] == ckpt_value(4242, 0, i));
     for (int g = 1; g < 3; g++)

@@ -14,43 +14,18 @@
 Usage: test_export.py (FMTRAIN_EXE, FMTRAIN_BINARY_DIR set by CTest)"""
 import json
 import os
-import struct
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hfenv  # noqa: E402
+from hfcommon import check, finish, fm_greedy, fm_logits, hf_forward, load, rel, run, windows  # noqa: E402
 
-hfenv.need("numpy", "torch", "h5py", "transformers", "tokenizers", "safetensors")
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
-
-EXE = os.environ["FMTRAIN_EXE"]
-BIN = os.environ["FMTRAIN_BINARY_DIR"]
-LOGITS = os.path.join(BIN, "tests", "hf", "hf_logits")
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_btl="self,vader")
-transformers.logging.set_verbosity_error()
-failures = []
-
-
-def run(*args, mpi=False, check=True):
-    cmd = (["mpiexec", "-n", "1", EXE] if mpi else [EXE]) + list(args)
-    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        print(r.stdout, r.stderr)
-        raise SystemExit("FAIL: %s exited %d" % (" ".join(cmd), r.returncode))
-    return r
-
-
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what)
-    if not ok:
-        failures.append(what)
 
 
 def write_ini(path, data, run_dir, extra=""):
@@ -85,39 +60,6 @@ log_every = 20
 %s""" % (run_dir, data, extra))
 
 
-def windows(path, B, T):
-    with h5py.File(path, "r") as f:
-        val = f["val/tokens"][:].astype(np.int32)
-    assert len(val) >= B * (T + 1), len(val)
-    return val[:B * (T + 1)].reshape(B, T + 1)
-
-
-def fm_logits(ckpt, w, tmp):
-    B, T1 = w.shape
-    wp, op = os.path.join(tmp, "w.i32"), os.path.join(tmp, "l.bin")
-    w.astype("<i4").tofile(wp)
-    subprocess.run([LOGITS, ckpt, wp, str(B), str(T1 - 1), op], check=True)
-    raw = open(op, "rb").read()
-    loss = struct.unpack("<d", raw[:8])[0]
-    return loss, np.frombuffer(raw[8:], dtype="<f4").reshape(B, T1 - 1, -1)
-
-
-def hf_forward(model, w):
-    x = torch.tensor(w[:, :-1], dtype=torch.long)
-    y = torch.tensor(w[:, 1:], dtype=torch.long)
-    with torch.no_grad():
-        out = model(x)
-    logits = out.logits.float()
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-    return float(loss), logits.numpy()
-
-
-def load(d, **kw):
-    model, info = transformers.AutoModelForCausalLM.from_pretrained(d, output_loading_info=True, **kw)
-    model.eval()
-    return model, info
-
-
 def main():
     tmp = tempfile.mkdtemp(prefix="fm_export_")
     docs = []
@@ -147,8 +89,8 @@ def main():
     w = windows(data, 4, 64)
     fl, flog = fm_logits(os.path.join(tmp, "run"), w, tmp)
     hl, hlog = hf_forward(model, w)
-    rel = float(np.abs(flog - hlog).max() / np.abs(hlog).max())
-    check(rel <= 1e-5, "logits on 4 validation windows of 64: max |diff| / max |logit| = %.2e (<= 1e-5)" % rel)
+    r_log = rel(flog, hlog)
+    check(r_log <= 1e-5, "logits on 4 validation windows of 64: max |diff| / max |logit| = %.2e (<= 1e-5)" % r_log)
     check(abs(fl - hl) / abs(hl) <= 1e-5, "loss fmtrain %.8f, transformers %.8f (rel %.1e)" % (fl, hl, abs(fl - hl) / hl))
 
     # fmtrain eval's validation loss (all windows of the val split, in file order) = transformers' on them
@@ -168,10 +110,8 @@ def main():
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
     gen = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, pad_token_id=tok.eos_token_id)
     hf_text = tok.decode(gen[0])
-    fm_text = run("sample", "--checkpoint", os.path.join(tmp, "run"), "--prompt", prompt, "--tokens", "24",
-                  "--temperature", "0", "--device", "cpu", "--eot-prefix", "no").stdout
-    fm_text = fm_text.rstrip("\n").replace("\n<|endoftext|>\n", "<|endoftext|>")
-    check(fm_text == hf_text, "greedy generation: fmtrain %r, transformers %r" % (fm_text[-50:], hf_text[-50:]))
+    rc, fm_text = fm_greedy(os.path.join(tmp, "run"), prompt, 24, "<|endoftext|>")
+    check(rc == 0 and fm_text == hf_text, "greedy generation: fmtrain %r, transformers %r" % (fm_text[-50:], hf_text[-50:]))
 
     # tokenizers gives fmtrain prepare's ids
     tj = Tokenizer.from_file(os.path.join(out, "tokenizer.json"))
@@ -229,12 +169,8 @@ def main():
     il, _ = fm_logits(ck, w, tmp)
     check(il == fl, "the imported checkpoint's loss equals the original's exactly (%.8f)" % il)
 
-    if failures:
-        print("%d check(s) failed; files kept in %s" % (len(failures), tmp))
-        sys.exit(1)
-    subprocess.run(["rm", "-rf", tmp])
-    print("export: all checks passed (transformers %s, tokenizers %s)" %
-          (transformers.__version__, __import__("tokenizers").__version__))
+    finish(tmp, "export: all checks passed (transformers %s, tokenizers %s)" %
+           (transformers.__version__, __import__("tokenizers").__version__))
 
 
 main()

@@ -17,15 +17,13 @@ Usage: test_import.py (FMTRAIN_EXE, FMTRAIN_BINARY_DIR set by CTest)"""
 import json
 import os
 import shutil
-import struct
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hfenv  # noqa: E402
+from hfcommon import LLAMA3, check, finish, fm_greedy, fm_logits, hf_forward, rel, run  # noqa: E402
 
-hfenv.need("numpy", "torch", "h5py", "transformers", "tokenizers", "safetensors")
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -33,15 +31,6 @@ import transformers  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 
-EXE = os.environ["FMTRAIN_EXE"]
-BIN = os.environ["FMTRAIN_BINARY_DIR"]
-LOGITS = os.path.join(BIN, "tests", "hf", "hf_logits")
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_btl="self,vader")
-transformers.logging.set_verbosity_error()
-LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-          r"\s*[\r\n]+|\s+(?!\S)|\s+")
-failures = []
 TINY = """[run]
 dir = %s
 seed = 1
@@ -66,21 +55,6 @@ device = cpu
 threads = 1
 bind = none
 """
-
-
-def run(*args, mpi=False, check=True):
-    cmd = (["mpiexec", "-n", "1", EXE] if mpi else [EXE]) + list(args)
-    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        print(r.stdout, r.stderr)
-        raise SystemExit("FAIL: %s exited %d" % (" ".join(cmd), r.returncode))
-    return r
-
-
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what)
-    if not ok:
-        failures.append(what)
 
 
 def train_tokenizer(kind, texts, vocab):
@@ -173,21 +147,12 @@ def main():
     ids = tok.encode(docs[0][1][:20000], add_special_tokens=False).ids
     B, T = 4, 96
     w = np.array(ids[:B * (T + 1)], dtype=np.int32).reshape(B, T + 1)
-    wp, op = os.path.join(tmp, "w.i32"), os.path.join(tmp, "l.bin")
-    w.astype("<i4").tofile(wp)
-    subprocess.run([LOGITS, ck, wp, str(B), str(T), op], check=True)
-    raw = open(op, "rb").read()
-    fl = struct.unpack("<d", raw[:8])[0]
-    flog = np.frombuffer(raw[8:], dtype="<f4").reshape(B, T, -1)
-    with torch.no_grad():
-        out = model(torch.tensor(w[:, :-1], dtype=torch.long), labels=torch.tensor(w[:, :-1], dtype=torch.long))
-        logits = out.logits.numpy()
-        hl = float(torch.nn.functional.cross_entropy(out.logits.reshape(-1, 700),
-                                                     torch.tensor(w[:, 1:], dtype=torch.long).reshape(-1)))
+    fl, flog = fm_logits(ck, w, tmp)
+    hl, logits = hf_forward(model, w)
     check(abs(fl - hl) / hl <= 1e-5, "imported model: fmtrain loss %.8f, transformers %.8f (rel %.1e)" %
           (fl, hl, abs(fl - hl) / hl))
-    rel = float(np.abs(flog - logits).max() / np.abs(logits).max())
-    check(rel <= 1e-5, "imported model: logits max |diff| / max |logit| = %.2e (<= 1e-5)" % rel)
+    r_log = rel(flog, logits)
+    check(r_log <= 1e-5, "imported model: logits max |diff| / max |logit| = %.2e (<= 1e-5)" % r_log)
 
     # fmtrain eval of the imported model on a dataset made with its tokenizer = transformers' loss there
     data = os.path.join(tmp, "d.h5")
@@ -215,10 +180,8 @@ def main():
     model.generation_config.eos_token_id = None  # fmtrain sample does not stop at the end-of-text token
     gen = model.generate(torch.tensor([pids]), max_new_tokens=30, do_sample=False, pad_token_id=0)
     hf_text = tok.decode(gen[0].tolist(), skip_special_tokens=False)
-    r = subprocess.run([EXE, "sample", "--checkpoint", ck, "--prompt", prompt, "--tokens", "30", "--temperature", "0",
-                        "--device", "cpu", "--eot-prefix", "no"], env=ENV, capture_output=True)
-    fm_text = r.stdout.decode("utf-8", "replace").rstrip("\n").replace("\n%s\n" % special, special)
-    check(r.returncode == 0 and fm_text == hf_text, "greedy generation of the imported model: fmtrain %r, "
+    rc, fm_text = fm_greedy(ck, prompt, 30, special)
+    check(rc == 0 and fm_text == hf_text, "greedy generation of the imported model: fmtrain %r, "
           "transformers %r" % (fm_text[-40:], hf_text[-40:]))
 
     # import -> export: every tensor of the original, bit for bit
@@ -285,12 +248,8 @@ log_every = 1
     check(r.returncode == 3 and "activation_function" in r.stderr, "an unsupported activation is refused (exit %d): "
           "%s" % (r.returncode, r.stderr.strip().splitlines()[0] if r.stderr.strip() else ""))
 
-    if failures:
-        print("%d check(s) failed; files kept in %s" % (len(failures), tmp))
-        sys.exit(1)
-    shutil.rmtree(tmp)
-    print("import: all checks passed (transformers %s, tokenizers %s)" %
-          (transformers.__version__, __import__("tokenizers").__version__))
+    finish(tmp, "import: all checks passed (transformers %s, tokenizers %s)" %
+           (transformers.__version__, __import__("tokenizers").__version__))
 
 
 main()

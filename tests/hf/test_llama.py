@@ -13,66 +13,19 @@ Usage: test_llama.py (FMTRAIN_EXE, FMTRAIN_BINARY_DIR set by CTest)"""
 import json
 import os
 import shutil
-import struct
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hfenv  # noqa: E402
+from hfcommon import LLAMA3, check, finish, fm_greedy, fm_logits, hf_forward, load, rel, run, windows  # noqa: E402
 
-hfenv.need("numpy", "torch", "h5py", "transformers", "tokenizers", "safetensors")
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
-
-EXE = os.environ["FMTRAIN_EXE"]
-BIN = os.environ["FMTRAIN_BINARY_DIR"]
-LOGITS = os.path.join(BIN, "tests", "hf", "hf_logits")
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_btl="self,vader")
-transformers.logging.set_verbosity_error()
-LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-          r"\s*[\r\n]+|\s+(?!\S)|\s+")
-failures = []
-
-
-def run(*args, mpi=False, check=True):
-    cmd = (["mpiexec", "-n", "1", EXE] if mpi else [EXE]) + list(args)
-    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        print(r.stdout, r.stderr)
-        raise SystemExit("FAIL: %s exited %d" % (" ".join(cmd), r.returncode))
-    return r
-
-
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what)
-    if not ok:
-        failures.append(what)
-
-
-def fm_logits(ckpt, w, tmp):
-    B, T1 = w.shape
-    wp, op = os.path.join(tmp, "w.i32"), os.path.join(tmp, "l.bin")
-    w.astype("<i4").tofile(wp)
-    subprocess.run([LOGITS, ckpt, wp, str(B), str(T1 - 1), op], check=True)
-    raw = open(op, "rb").read()
-    return struct.unpack("<d", raw[:8])[0], np.frombuffer(raw[8:], dtype="<f4").reshape(B, T1 - 1, -1)
-
-
-def hf_forward(model, w):
-    x, y = torch.tensor(w[:, :-1], dtype=torch.long), torch.tensor(w[:, 1:], dtype=torch.long)
-    with torch.no_grad():
-        lg = model(x).logits.float()
-    return float(torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), y.reshape(-1))), lg.numpy()
-
-
-def rel(a, b):
-    return float(np.abs(a - b).max() / np.abs(b).max())
 
 
 def main():
@@ -132,10 +85,7 @@ def main():
             model.generation_config.eos_token_id = None
             gen = model.generate(torch.tensor([pids]), max_new_tokens=25, do_sample=False, pad_token_id=0)
             hf_text = tok.decode(gen[0].tolist(), skip_special_tokens=False)
-            r = subprocess.run([EXE, "sample", "--checkpoint", ck, "--prompt", prompt, "--tokens", "25",
-                                "--temperature", "0", "--device", "cpu", "--eot-prefix", "no"], env=ENV,
-                               capture_output=True)
-            fm_text = r.stdout.decode("utf-8", "replace").rstrip("\n").replace("\n<|end_of_text|>\n", "<|end_of_text|>")
+            _, fm_text = fm_greedy(ck, prompt, 25, "<|end_of_text|>")
             check(fm_text == hf_text, "greedy generation of the imported Llama: fmtrain %r, transformers %r" %
                   (fm_text[-30:], hf_text[-30:]))
         if tied:
@@ -167,8 +117,7 @@ bind = none
         params = {k for k in orig if not (tied and k == "lm_head.weight")}
         same = set(back) == params and all(np.array_equal(orig[k], back[k]) for k in params)
         check(same, "%s Llama: import -> export gives the %d tensors bit for bit" % (name, len(params)))
-        m2, info = transformers.AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
-        m2.eval()
+        m2, info = load(out)
         _, l2 = hf_forward(m2, w)
         check(not info["missing_keys"] and not info["unexpected_keys"] and np.array_equal(l2, hlog),
               "%s Llama: transformers loads the export (no missing/unexpected keys, same logits)" % name)
@@ -209,11 +158,8 @@ bind = none
     run("train", ini, mpi=True)
     out = os.path.join(tmp, "out_trained")
     run("export", os.path.join(tmp, "run"), "--format", "hf", "--output", out)
-    m3, info = transformers.AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
-    m3.eval()
-    with h5py.File(data, "r") as f:
-        val = f["val/tokens"][:].astype(np.int32)
-    w2 = val[:3 * 65].reshape(3, 65)
+    m3, info = load(out)
+    w2 = windows(data, 3, 64)
     fl, flog = fm_logits(os.path.join(tmp, "run"), w2, tmp)
     hl, hlog = hf_forward(m3, w2)
     check(type(m3).__name__ == "LlamaForCausalLM" and not info["missing_keys"] and not info["unexpected_keys"]
@@ -230,11 +176,7 @@ bind = none
     r = run("import", "--from-hf", bad, "--output", os.path.join(tmp, "x.h5"), mpi=True, check=False)
     check(r.returncode == 3 and "rope_scaling" in r.stderr, "rope_scaling is refused (exit %d)" % r.returncode)
 
-    if failures:
-        print("%d check(s) failed; files kept in %s" % (len(failures), tmp))
-        sys.exit(1)
-    shutil.rmtree(tmp)
-    print("llama: all checks passed (transformers %s)" % transformers.__version__)
+    finish(tmp, "llama: all checks passed (transformers %s)" % transformers.__version__)
 
 
 main()
