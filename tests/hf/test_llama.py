@@ -6,6 +6,8 @@ LlamaForCausalLM (PyPI transformers 4.40.2 with Debian's torch):
     save_pretrained with a Llama-3-style tokenizer.json, imported: fmtrain's loss and logits on windows
     match transformers' within 1e-5, `fmtrain eval` gives transformers' loss on a dataset prepared with
     that tokenizer, greedy generation is the same, and export gives back every tensor bit for bit;
+  * `fmtrain eval` of the imported checkpoint without --data says that it records no dataset, where it
+    was imported from and what to pass;
   * a Llama trained by fmtrain, exported: transformers loads it with no missing or unexpected keys and
     computes fmtrain's logits;
   * a configuration fmtrain does not compute (rope_scaling) is refused naming the field.
@@ -110,6 +112,13 @@ def main():
         tok.save(os.path.join(hf, "tokenizer.json"))
         ck = os.path.join(tmp, name + ".h5")
         run("import", "--from-hf", hf, "--output", ck, mpi=True)
+        if not tied:
+            # eval without --data: the imported checkpoint records no dataset; the message says so and what to pass
+            r = run("eval", "--checkpoint", ck, mpi=True, check=False)
+            msg = next((ln for ln in r.stderr.splitlines() if ln.startswith("fmtrain:")), r.stderr)
+            check(r.returncode == 2 and "records no dataset" in msg and "fmtrain import` from Hugging Face model " + hf
+                  in msg and "--data FILE.h5" in msg and "--tokenizer-from " + ck in msg,
+                  "eval of an imported checkpoint without --data (exit %d): %s" % (r.returncode, msg[-400:]))
         fl, flog = fm_logits(ck, w, tmp)
         hl, hlog = hf_forward(model, w)
         check(abs(fl - hl) / hl <= 1e-5 and rel(flog, hlog) <= 1e-5,
