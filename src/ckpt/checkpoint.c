@@ -1607,12 +1607,12 @@ fm_status fm_checkpoint_write_model(MPI_Comm comm, const char *path, fm_model *m
 
 /* ---- what a checkpoint says about its run ----------------------------------------------------- */
 
-/* A string attribute of /data into out ("" when the file has none: written before it existed). */
-static void data_attr(fm_checkpoint_file *f, const char *name, char *out, size_t n)
+/* A string attribute of `group` into out ("" when the file has none: written before it existed). */
+static void str_attr(fm_checkpoint_file *f, const char *group, const char *name, char *out, size_t n)
 {
     char *v = NULL;
     out[0] = '\0';
-    fm_status st = fm_checkpoint_file_get_attr_str(f, "/data", name, &v);
+    fm_status st = fm_checkpoint_file_get_attr_str(f, group, name, &v);
     if (!st && v) fm_util_strlcpy(out, v, n);
     fm_status_free(&st);
     free(v);
@@ -1627,12 +1627,14 @@ fm_status fm_checkpoint_read_meta(const char *path, fm_checkpoint_meta *out)
     fm_status st = fm_checkpoint_file_get_attr_i64(f, "/", "step", &out->step);
     if (!st) st = read_saved_config(f, path, &out->config, &out->writer_ranks);
     if (!st) {
-        data_attr(f, "train", out->train, sizeof out->train);
-        data_attr(f, "val", out->val, sizeof out->val);
-        data_attr(f, "train_abs", out->train_abs, sizeof out->train_abs);
-        data_attr(f, "val_abs", out->val_abs, sizeof out->val_abs);
+        str_attr(f, "/", "reason", out->reason, sizeof out->reason);
+        str_attr(f, "/", "source", out->source, sizeof out->source);
+        str_attr(f, "/data", "train", out->train, sizeof out->train);
+        str_attr(f, "/data", "val", out->val, sizeof out->val);
+        str_attr(f, "/data", "train_abs", out->train_abs, sizeof out->train_abs);
+        str_attr(f, "/data", "val_abs", out->val_abs, sizeof out->val_abs);
         char src[32];
-        data_attr(f, "val_source", src, sizeof src);
+        str_attr(f, "/data", "val_source", src, sizeof src);
         if (strcmp(src, "data.val") == 0) out->val_separate = 1;
         else if (strcmp(src, "data.train") == 0) out->val_separate = 0;
         if (!out->train[0]) fm_util_strlcpy(out->train, out->config.data_train, sizeof out->train);

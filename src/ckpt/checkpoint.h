@@ -139,6 +139,8 @@ typedef struct fm_checkpoint_meta {
     char val_abs[4096];
     int val_separate;     /* /data val_source: 1 "data.val" (a separate validation file), 0
                              "data.train" (the training file's /val split), -1 not recorded */
+    char reason[32];      /* root reason ("periodic", ..., "import"); "" when absent */
+    char source[4096];    /* root source: where an imported model came from; "" for a trained one */
 } fm_checkpoint_meta;
 
 /* Reads the metadata of checkpoint FILE `path` (not a directory: see fm_checkpoint_load_model_opts

@@ -45,7 +45,8 @@ static const char eval_help[] =
     "the same set of [train] eval_windows windows, micro_batch windows per forward, so on the same\n"
     "device and thread count per rank it prints the val loss that training logged in metrics.jsonl\n"
     "at the checkpoint's step (another --batch or --threads changes the last digits only: ~1e-9).\n"
-    "The set is spread evenly over the split (docs/dataset-format.md, Validation).\n"
+    "The set is spread evenly over the split (docs/dataset-format.md, Validation). A checkpoint of\n"
+    "`fmtrain import` records no dataset: give one with --data.\n"
     "\n"
     "Options:\n"
     "  --checkpoint PATH   checkpoint file or run directory (required)\n"
@@ -171,9 +172,10 @@ static int file_exists(const char *path)
 }
 
 /* The dataset to read: --data, or the checkpoint's own file of the split (its absolute path when it
- * is there, else the path as the trainer was given it, relative to this working directory). */
+ * is there, else the path as the trainer was given it, relative to this working directory). A
+ * checkpoint that records no dataset (`fmtrain import` writes none) needs --data. */
 static fm_status choose_data(const eval_args *a, const fm_checkpoint_meta *meta, const char *used,
-                             const char **path, char *why, size_t whyn)
+                             const fm_tokenizer *tok, const char **path, char *why, size_t whyn)
 {
     if (a->data) {
         *path = a->data;
@@ -182,6 +184,21 @@ static fm_status choose_data(const eval_args *a, const fm_checkpoint_meta *meta,
     }
     const int val = a->split == FM_SPLIT_VAL;
     const char *abs = val ? meta->val_abs : meta->train_abs, *rel = val ? meta->val : meta->train;
+    if (!rel[0] && !abs[0]) {
+        char from[4400] = " ([data] train is empty)", how[4400];
+        if (strcmp(meta->reason, "import") == 0)
+            snprintf(from, sizeof from, " (it was made by `fmtrain import` from %s)",
+                     meta->source[0] ? meta->source : "a Hugging Face model");
+        if (tok)
+            snprintf(how, sizeof how, "a dataset made with the tokenizer it stores: fmtrain prepare --input "
+                     "TEXT... --output FILE.h5 --tokenizer-from %s", used);
+        else
+            snprintf(how, sizeof how, "a dataset made with the model's tokenizer, which this checkpoint does "
+                     "not store: fmtrain prepare --input TEXT... --output FILE.h5 --tokenizer-from "
+                     "TOKENIZER.json");
+        return FM_ERR(FM_ERR_USAGE, "%s records no dataset%s, so it has no %s split to evaluate by default; "
+                      "give one with --data FILE.h5 (%s)", used, from, val ? "val" : "train", how);
+    }
     const char *what = !val ? "the checkpoint's [data] train"
                        : meta->val_separate == 1 ? "the checkpoint's [data] val"
                        : meta->val_separate == 0 ? "the checkpoint's [data] train: no [data] val"
@@ -326,7 +343,7 @@ static fm_status run_eval(const eval_args *a, const fm_comm *comm)
     why[0] = '\0';
     if (comm->rank == 0) {
         const char *chosen = NULL;
-        st = choose_data(a, meta, used, &chosen, why, sizeof why);
+        st = choose_data(a, meta, used, tok, &chosen, why, sizeof why);
         if (!st && strlen(chosen) >= sizeof data)
             st = FM_ERR(FM_ERR_USAGE, "dataset path of %zu bytes: at most %zu are supported",
                         strlen(chosen), sizeof data - 1);

@@ -124,7 +124,9 @@ static fm_status export_run(int argc, char **argv, const fm_cmd_env *env)
                         fm_tokenizer_vocab_size(tok), s->vocab_size);
             goto done;
         }
-        o.bos_id = o.eos_id = fm_tokenizer_eot_id(tok);
+        /* Llama 3's begin-of-text token when the tokenizer has one (tokenizer.json's template prepends it) */
+        o.eos_id = fm_tokenizer_eot_id(tok);
+        o.bos_id = fm_tokenizer_bos_id(tok) >= 0 ? fm_tokenizer_bos_id(tok) : o.eos_id;
     }
     FM_TRY_GOTO(st, done, fm_hf_export_model(model, output, &o, stdout));
     if (no_tok) printf("tokenizer not written (--no-tokenizer)\n");

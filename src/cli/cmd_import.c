@@ -133,10 +133,15 @@ static fm_status import_run(int argc, char **argv, const fm_cmd_env *env)
                                     info.n_ignored == 1 ? "" : "s", info.n_ignored == 1 ? "y" : "ies");
         fprintf(log, "), tokenizer %s\n", tok ? "from tokenizer.json" : no_tok ? "not read (--no-tokenizer)" :
                                                                        "none (no tokenizer.json)");
-        if (tok)
-            fprintf(log, "tokenizer: %u tokens, %u merges, pre-split %s, end-of-text id %u\n",
+        if (tok) {
+            fprintf(log, "tokenizer: %u tokens, %u merges, pre-split %s, end-of-text id %u",
                     fm_tokenizer_vocab_size(tok), fm_tokenizer_n_merges(tok),
                     fm_presplit_name(fm_tokenizer_presplit(tok)), fm_tokenizer_eot_id(tok));
+            if (fm_tokenizer_bos_id(tok) >= 0)
+                fprintf(log, ", begin-of-text id %" PRId64 " (its post-processor prepends it; kept for export)",
+                        fm_tokenizer_bos_id(tok));
+            fputc('\n', log);
+        }
         fprintf(log, "start a run from it with (fresh optimizer, step 0, schedule from its start):\n%s", cfg);
     }
 done:

@@ -160,6 +160,7 @@ struct fm_tokenizer {
     fm_presplit rule;
     int ignore_merges;
     uint32_t eot;
+    int64_t bos;           /* begin-of-text id, -1 none */
     uint32_t byte_id[256];
     uint32_t *merges;      /* (n_merges, 2) */
     uint32_t *merge_res;   /* (n_merges) the id merge k makes */
@@ -192,6 +193,7 @@ uint32_t fm_tokenizer_eot_id(const fm_tokenizer *tok) { return tok->eot; }
 fm_presplit fm_tokenizer_presplit(const fm_tokenizer *tok) { return tok->rule; }
 int fm_tokenizer_version(const fm_tokenizer *tok) { return tok->version; }
 int fm_tokenizer_ignore_merges(const fm_tokenizer *tok) { return tok->ignore_merges; }
+int64_t fm_tokenizer_bos_id(const fm_tokenizer *tok) { return tok->bos; }
 int fm_tokenizer_is_special(const fm_tokenizer *tok, uint32_t id) { return id < tok->vocab && tok->special[id]; }
 uint32_t fm_tokenizer_byte_id(const fm_tokenizer *tok, uint8_t b) { return tok->byte_id[b]; }
 uint32_t fm_tokenizer_n_merges(const fm_tokenizer *tok) { return tok->n_merges; }
@@ -283,6 +285,7 @@ static fm_status tokenizer_from_merges(uint32_t vocab, uint32_t n_merges, uint32
     t->version = version;
     t->rule = version == 1 ? FM_PRESPLIT_FMTRAIN_V1 : FM_PRESPLIT_FMTRAIN;
     t->eot = vocab - 1;
+    t->bos = -1;
     for (int b = 0; b < 256; b++) t->byte_id[b] = (uint32_t)b;
     t->off = malloc(((size_t)vocab + 1) * sizeof *t->off);
     t->merge_res = malloc(((size_t)n_merges + 1) * sizeof *t->merge_res);
@@ -349,6 +352,9 @@ fm_status fm_tokenizer_from_spec(const fm_tokenizer_spec *sp, const char *what, 
     if (sp->eot_id >= V || !sp->special[sp->eot_id])
         return FM_ERR(FM_ERR_INPUT, "%s: the end-of-text id %u is not a special token of the vocabulary", what,
                       sp->eot_id);
+    if (sp->has_bos && (sp->bos_id >= V || !sp->special[sp->bos_id]))
+        return FM_ERR(FM_ERR_INPUT, "%s: the begin-of-text id %u is not a special token of the vocabulary", what,
+                      sp->bos_id);
     fm_status st = NULL;
     fm_tokenizer *t = calloc(1, sizeof *t);
     u64map seen = {0};
@@ -359,6 +365,7 @@ fm_status fm_tokenizer_from_spec(const fm_tokenizer_spec *sp, const char *what, 
     t->rule = sp->presplit;
     t->ignore_merges = sp->ignore_merges;
     t->eot = sp->eot_id;
+    t->bos = sp->has_bos ? (int64_t)sp->bos_id : -1;
     uint64_t total = sp->offsets[V];
     t->off = malloc(((size_t)V + 1) * sizeof *t->off);
     t->bytes = malloc(total ? (size_t)total : 1);
@@ -1249,6 +1256,10 @@ static fm_status tokenizer_save(const fm_tokenizer *tok, hid_t loc, const char *
         FM_TRY_GOTO(st, done, fm_h5_attr_write_str(g, "pre_split", fm_presplit_name(tok->rule), where));
         FM_TRY_GOTO(st, done, fm_h5_attr_write_str(g, "pre_split_regex", fm_presplit_regex(tok->rule), where));
         FM_TRY_GOTO(st, done, fm_h5_attr_write(g, "ignore_merges", H5T_NATIVE_INT32, H5T_STD_I32LE, &im, where));
+        if (tok->bos >= 0) {
+            uint64_t bos = (uint64_t)tok->bos;
+            FM_TRY_GOTO(st, done, fm_h5_attr_write(g, "bos_id", H5T_NATIVE_UINT64, H5T_STD_U64LE, &bos, where));
+        }
         hsize_t dn = tok->n_merges, d256 = 256, ds = n_special;
         FM_TRY_GOTO(st, done, h5_write_array(g, "merge_ids", H5T_STD_U32LE, H5T_NATIVE_UINT32, 1, &dn,
                                              tok->merge_res, par, myrank, where));
@@ -1415,6 +1426,16 @@ static fm_status load_v2(hid_t g, const char *where, uint64_t vocab, uint64_t eo
     FM_TRY_GOTO(st, done, fm_h5_attr_read_str(g, "pre_split", rule_name, sizeof rule_name, where));
     FM_TRY_GOTO(st, done, fm_h5_attr_read_str(g, "pre_split_regex", regex, sizeof regex, where));
     FM_TRY_GOTO(st, done, fm_h5_attr_read_u64(g, "ignore_merges", &im, where));
+    uint64_t bos = 0;
+    const int has_bos = H5Aexists(g, "bos_id") > 0;
+    if (has_bos) {
+        FM_TRY_GOTO(st, done, fm_h5_attr_read_u64(g, "bos_id", &bos, where));
+        if (bos >= vocab) {
+            st = FM_ERR(FM_ERR_INPUT, "the %s is damaged: bos_id %" PRIu64 " is not below vocab_size %" PRIu64,
+                        where, bos, vocab);
+            goto done;
+        }
+    }
     fm_presplit rule;
     if (!fm_presplit_from_regex(regex, &rule) || strcmp(fm_presplit_name(rule), rule_name) != 0) {
         st = FM_ERR(FM_ERR_INPUT, "the %s has pre_split '%s' with a regular expression this fmtrain does not "
@@ -1463,7 +1484,8 @@ static fm_status load_v2(hid_t g, const char *where, uint64_t vocab, uint64_t eo
         merges[3 * k + 1] = pairs[2 * k + 1];
         merges[3 * k + 2] = res[k];
     }
-    fm_tokenizer_spec sp = {(uint32_t)vocab, off, bytes, special, (uint32_t)nm, merges, (uint32_t)eot, rule, (int)im};
+    fm_tokenizer_spec sp = {(uint32_t)vocab, off, bytes, special, (uint32_t)nm, merges, (uint32_t)eot, rule, (int)im,
+                            has_bos, (uint32_t)bos};
     FM_TRY_GOTO(st, done, fm_tokenizer_from_spec(&sp, where, out));
     for (int b = 0; b < 256; b++)
         if ((*out)->byte_id[b] != byte_ids[b]) {

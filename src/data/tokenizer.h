@@ -10,6 +10,11 @@
  * Special tokens (end-of-text, Llama 3's <|begin_of_text|>, ...) decode to their text but encode never
  * produces them: text that spells one is encoded as ordinary text (as Hugging Face's tokenizers do
  * with encode_special_tokens = True).
+ * A tokenizer may record a begin-of-text id (bos_id): the special token that Hugging Face's tokenizer
+ * prepends to each sequence when it encodes with add_special_tokens = True (Llama 3's post-processor
+ * template "<|begin_of_text|> $A"). fmtrain's encode never adds it (datasets hold documents separated by
+ * end-of-text, nothing else); it is kept so that `fmtrain export` writes the template back
+ * (hf/hf_tokenizer.h). Tokenizers fmtrain trains have none.
  * decode(encode(x)) == x for ANY byte string x (tested on random bytes and by a fuzzer).
  *
  * Tokenizers fmtrain trains (`fmtrain prepare --vocab-size N`):
@@ -35,7 +40,9 @@
  *   attributes: kind = "byte-bpe" (string), version = 2 (int32), vocab_size (uint64),
  *               eot_id (uint64), n_merges (uint64), pre_split (string: "fmtrain", "gpt2", "llama3"),
  *               pre_split_regex (string: the rule's regular expression, informative),
- *               ignore_merges (int32: 0 or 1)
+ *               ignore_merges (int32: 0 or 1),
+ *               bos_id (uint64, optional: only when the tokenizer has a begin-of-text id, a special token;
+ *                       absent in files written before it existed, which read as "none")
  *   merges         uint32 (n_merges, 2)   merge k joins ids merges[k][0], merges[k][1] ...
  *   merge_ids      uint32 (n_merges)      ... into id merge_ids[k] (256+k for tokenizers fmtrain trains)
  *   byte_ids       uint32 (256)           the id of each single byte
@@ -124,6 +131,7 @@ uint32_t fm_tokenizer_eot_id(const fm_tokenizer *tok); /* vocab_size - 1 for tok
 fm_presplit fm_tokenizer_presplit(const fm_tokenizer *tok);
 int fm_tokenizer_version(const fm_tokenizer *tok);       /* the HDF5 layout it is stored in: 1 or 2 */
 int fm_tokenizer_ignore_merges(const fm_tokenizer *tok);
+int64_t fm_tokenizer_bos_id(const fm_tokenizer *tok); /* the begin-of-text id (a special token); -1: none */
 int fm_tokenizer_is_special(const fm_tokenizer *tok, uint32_t id); /* 0 for id >= vocab_size */
 uint32_t fm_tokenizer_byte_id(const fm_tokenizer *tok, uint8_t byte);
 uint32_t fm_tokenizer_n_merges(const fm_tokenizer *tok);
@@ -142,13 +150,15 @@ typedef struct fm_tokenizer_spec {
     uint32_t eot_id;            /* a special token */
     fm_presplit presplit;       /* not FM_PRESPLIT_FMTRAIN_V1 */
     int ignore_merges;
+    int has_bos;                /* 1: bos_id is the begin-of-text id (a special token); 0: none */
+    uint32_t bos_id;
 } fm_tokenizer_spec;
 
 /* Builds a tokenizer from a spec after checking it (FM_ERR_INPUT, naming the token or merge): every
  * single byte is exactly one non-special token; non-special tokens have distinct, non-empty bytes;
  * each merge joins two non-special tokens into the non-special token of their concatenated bytes and
- * no pair is merged twice; special tokens are non-empty; eot_id is special. `what` names the source
- * in messages. */
+ * no pair is merged twice; special tokens are non-empty; eot_id (and bos_id when has_bos) is special.
+ * `what` names the source in messages. */
 fm_status fm_tokenizer_from_spec(const fm_tokenizer_spec *spec, const char *what, fm_tokenizer **out);
 
 /* Appends the ids of text[0..len) to `out` (grown as needed). The text is pre-split on its own (it

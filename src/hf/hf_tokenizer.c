@@ -90,6 +90,35 @@ static void put_special(FILE *m, const fm_tokenizer *tok, uint32_t id)
     fm_json_put_string(m, (const char *)b, l);
 }
 
+/* A ByteLevel post-processor (offsets only); with a begin-of-text id, a Sequence of it and the
+ * TemplateProcessing that prepends that token (Llama 3's: "BOS $A" and "BOS $A BOS:1 $B:1"). */
+static void put_post_processor(FILE *m, const fm_tokenizer *tok)
+{
+    const char *byte_level = "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": false, "
+                             "\"use_regex\": false}";
+    const int64_t bos = fm_tokenizer_bos_id(tok);
+    if (bos < 0) {
+        fprintf(m, "  \"post_processor\": %s,\n", byte_level);
+        return;
+    }
+    const uint32_t b = (uint32_t)bos;
+    fprintf(m, "  \"post_processor\": {\"type\": \"Sequence\", \"processors\": [\n    %s,\n", byte_level);
+    fprintf(m, "    {\"type\": \"TemplateProcessing\",\n     \"single\": [{\"SpecialToken\": {\"id\": ");
+    put_special(m, tok, b);
+    fprintf(m, ", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}],\n"
+               "     \"pair\": [{\"SpecialToken\": {\"id\": ");
+    put_special(m, tok, b);
+    fprintf(m, ", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, {\"SpecialToken\": {\"id\": ");
+    put_special(m, tok, b);
+    fprintf(m, ", \"type_id\": 1}}, {\"Sequence\": {\"id\": \"B\", \"type_id\": 1}}],\n     \"special_tokens\": {");
+    put_special(m, tok, b);
+    fprintf(m, ": {\"id\": ");
+    put_special(m, tok, b);
+    fprintf(m, ", \"ids\": [%u], \"tokens\": [", b);
+    put_special(m, tok, b);
+    fprintf(m, "]}}}]},\n");
+}
+
 fm_status fm_hf_export_tokenizer(const fm_tokenizer *tok, const char *dir, int model_max_length, FILE *log)
 {
     if (fm_tokenizer_version(tok) < 2)
@@ -125,8 +154,7 @@ fm_status fm_hf_export_tokenizer(const fm_tokenizer *tok, const char *dir, int m
     }
     fprintf(m, "\n  ],\n  \"normalizer\": null,\n");
     put_pre_tokenizer(m, fm_tokenizer_presplit(tok));
-    fprintf(m, "  \"post_processor\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": "
-               "false, \"use_regex\": false},\n");
+    put_post_processor(m, tok);
     fprintf(m, "  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, "
                "\"use_regex\": true},\n");
     fprintf(m, "  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n    \"unk_token\": null,\n"
@@ -212,7 +240,7 @@ fm_status fm_hf_export_tokenizer(const fm_tokenizer *tok, const char *dir, int m
         first = 0;
     }
     fprintf(m, "\n  },\n  \"bos_token\": ");
-    put_special(m, tok, eot);
+    put_special(m, tok, fm_tokenizer_bos_id(tok) >= 0 ? (uint32_t)fm_tokenizer_bos_id(tok) : eot);
     fprintf(m, ",\n  \"eos_token\": ");
     put_special(m, tok, eot);
     fprintf(m, ",\n  \"clean_up_tokenization_spaces\": false,\n  \"model_max_length\": %d,\n"
@@ -321,6 +349,99 @@ static int is_type(const fm_json *v, const char *t)
 {
     const fm_json *ty = fm_json_get(v, "type");
     return ty && ty->type == FM_JSON_STRING && strcmp(ty->str, t) == 0;
+}
+
+/* One piece of a template: {"SpecialToken": {"id": S, "type_id": n}} (*special = 1, *id = S) or
+ * {"Sequence": {"id": "A"|"B", "type_id": n}} (*special = 0); 0 when it is neither. */
+static int template_piece(const fm_json *p, int *special, const fm_json **id, int64_t *type_id)
+{
+    if (!p || p->type != FM_JSON_OBJECT || p->len != 1) return 0;
+    *special = strcmp(p->keys[0], "SpecialToken") == 0;
+    if (!*special && strcmp(p->keys[0], "Sequence") != 0) return 0;
+    const fm_json *body = p->items[0], *ty = fm_json_get(body, "type_id");
+    *id = fm_json_get(body, "id");
+    if (!*id || (*id)->type != FM_JSON_STRING || !ty || ty->type != FM_JSON_NUMBER || !ty->is_int) return 0;
+    *type_id = ty->i;
+    return 1;
+}
+
+/* 1 when template `tl` is, piece by piece, the special token `bos` (text) or a sequence as `want` spells
+ * it: "S0 A0" or "S0 A0 S1 B1" (S: the special token, its type_id after it). */
+static int template_is(const fm_json *tl, const char *want, const fm_json **bos)
+{
+    size_t n = strlen(want) / 3 + 1;
+    if (!tl || tl->type != FM_JSON_ARRAY || tl->len != n) return 0;
+    for (size_t k = 0; k < n; k++) {
+        int special;
+        const fm_json *id;
+        int64_t type_id;
+        const char *w = want + 3 * k;
+        if (!template_piece(tl->items[k], &special, &id, &type_id) || type_id != w[1] - '0') return 0;
+        if (w[0] == 'S') {
+            if (!special) return 0;
+            if (!*bos) *bos = id;
+            if (id->len != (*bos)->len || memcmp(id->str, (*bos)->str, id->len) != 0) return 0;
+        } else if (special || id->len != 1 || id->str[0] != w[0]) return 0;
+    }
+    return 1;
+}
+
+/* The begin-of-text id of the post_processor (-1: none). Understood: none (null or absent), ByteLevel
+ * (offsets only), a TemplateProcessing that prepends one special token (Llama 3's: single "S $A", pair
+ * "S $A S:1 $B:1", special_tokens {S: {id S, ids [its id], tokens [S]}}), or a Sequence of these with at
+ * most one TemplateProcessing. */
+static fm_status read_post_processor(const fm_json *pp, const tj *t, const char *what, int depth, int64_t *bos)
+{
+    if (!pp || pp->type == FM_JSON_NULL || is_type(pp, "ByteLevel")) return NULL;
+    if (is_type(pp, "Sequence") && depth == 0) {
+        const fm_json *l = fm_json_get(pp, "processors");
+        if (!l || l->type != FM_JSON_ARRAY)
+            return FM_ERR(FM_ERR_INPUT, "%s: the post_processor Sequence (byte %zu) has no \"processors\" list", what,
+                          pp->offset);
+        for (size_t i = 0; i < l->len; i++) {
+            int64_t b = -1;
+            FM_TRY(read_post_processor(l->items[i], t, what, depth + 1, &b));
+            if (b >= 0 && *bos >= 0)
+                return FM_ERR(FM_ERR_INPUT, "%s: the post_processor Sequence has two templates that add tokens "
+                              "(byte %zu); fmtrain understands one that prepends a begin-of-text token", what,
+                              l->items[i]->offset);
+            if (b >= 0) *bos = b;
+        }
+        return NULL;
+    }
+    const char *fix = "fmtrain understands none, ByteLevel, and a TemplateProcessing that prepends one special "
+                      "token (Llama 3's: single \"<|begin_of_text|> $A\", pair \"<|begin_of_text|> $A "
+                      "<|begin_of_text|>:1 $B:1\"), or a Sequence of these; to use this tokenizer, remove the "
+                      "post_processor from a copy of the file (it acts only when encoding with "
+                      "add_special_tokens = True) and know that `fmtrain export` will not write it back";
+    if (!is_type(pp, "TemplateProcessing")) {
+        const fm_json *ty = fm_json_get(pp, "type");
+        return FM_ERR(FM_ERR_INPUT, "%s: the post_processor (byte %zu) is of type %.60s; %s", what, pp->offset,
+                      ty && ty->type == FM_JSON_STRING ? ty->str : "(none)", fix);
+    }
+    const fm_json *s = NULL, *sp = fm_json_get(pp, "special_tokens");
+    if (!template_is(fm_json_get(pp, "single"), "S0 A0", &s) ||
+        !template_is(fm_json_get(pp, "pair"), "S0 A0 S1 B1", &s))
+        return FM_ERR(FM_ERR_INPUT, "%s: the post_processor's TemplateProcessing (byte %zu) has templates other than "
+                      "\"S $A\" and \"S $A S:1 $B:1\" of one special token S; %s", what, pp->offset, fix);
+    const fm_json *e = sp && sp->type == FM_JSON_OBJECT && sp->len == 1 ? fm_json_get(sp, s->str) : NULL;
+    const fm_json *eid = fm_json_get(e, "id"), *ids = fm_json_get(e, "ids"), *toks = fm_json_get(e, "tokens");
+    if (!eid || eid->type != FM_JSON_STRING || strcmp(eid->str, s->str) != 0 || !ids || ids->type != FM_JSON_ARRAY ||
+        ids->len != 1 || !toks || toks->type != FM_JSON_ARRAY || toks->len != 1 ||
+        toks->items[0]->type != FM_JSON_STRING || strcmp(toks->items[0]->str, s->str) != 0)
+        return FM_ERR(FM_ERR_INPUT, "%s: the post_processor's special_tokens (byte %zu) are not exactly {\"%.60s\": "
+                      "{\"id\": \"%.60s\", \"ids\": [its id], \"tokens\": [\"%.60s\"]}}; %s", what,
+                      sp ? sp->offset : pp->offset, s->str, s->str, s->str, fix);
+    int64_t id;
+    char w[300];
+    snprintf(w, sizeof w, "%s: post_processor special_tokens[\"%.60s\"].ids[0]", what, s->str);
+    FM_TRY(fm_json_want_int(ids->items[0], 0, (int64_t)t->V - 1, w, &id));
+    size_t l = (size_t)(t->off[id + 1] - t->off[id]);
+    if (!t->special[id] || l != s->len || memcmp(t->bytes + t->off[id], s->str, l) != 0)
+        return FM_ERR(FM_ERR_INPUT, "%s: the post_processor prepends \"%.60s\" as id %" PRId64 ", which is not the "
+                      "special token of that text (added_tokens)", what, s->str, id);
+    *bos = id;
+    return NULL;
 }
 
 /* The pre-split rule of the pre_tokenizer. */
@@ -594,6 +715,8 @@ static fm_status parse_tokenizer(const char *json, size_t len, const char *what,
         t.merges[3 * k + 1] = (uint32_t)ib;
         t.merges[3 * k + 2] = (uint32_t)ic;
     }
+    int64_t bos = -1;
+    FM_TRY_GOTO(st, done, read_post_processor(fm_json_get(root, "post_processor"), &t, what, 0, &bos));
     /* the end-of-text id */
     if (eot_id < 0 && eot_text)
         for (uint32_t id = 0; id < t.V; id++)
@@ -627,7 +750,8 @@ static fm_status parse_tokenizer(const char *json, size_t len, const char *what,
             goto done;
         }
     }
-    fm_tokenizer_spec spec = {t.V, t.off, t.bytes, t.special, t.nm, t.merges, (uint32_t)eot_id, rule, ignore_merges};
+    fm_tokenizer_spec spec = {t.V, t.off, t.bytes, t.special, t.nm, t.merges, (uint32_t)eot_id, rule, ignore_merges,
+                              bos >= 0, (uint32_t)(bos >= 0 ? bos : 0)};
     st = fm_tokenizer_from_spec(&spec, what, out);
 done:
     free(map.slot);

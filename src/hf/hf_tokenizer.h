@@ -11,14 +11,23 @@
  *   - merges: "left right" in rank order, as tokenizers writes them ([left, right] pairs are read too);
  *   - pre-tokenizer: fmtrain's rule and Llama 3's as a Sequence of Split(the rule's regular expression,
  *     Isolated) and ByteLevel(use_regex = false); GPT-2's as ByteLevel(use_regex = true); no normalizer;
- *     a ByteLevel decoder; ignore_merges when the tokenizer has it.
+ *     a ByteLevel decoder; ignore_merges when the tokenizer has it;
+ *   - post-processor: a ByteLevel one (offsets only); when the tokenizer has a begin-of-text id
+ *     (fm_tokenizer_bos_id: read from such a template, kept in the HDF5 tokenizer as bos_id) a Sequence of
+ *     it and Llama 3's TemplateProcessing: single "BOS $A", pair "BOS $A BOS:1 $B:1", special_tokens
+ *     {BOS: {id BOS, ids [its id], tokens [BOS]}}, so that encoding with add_special_tokens = True
+ *     prepends BOS as the original tokenizer.json did. The reader understands exactly these shapes: no
+ *     post-processor, ByteLevel, that TemplateProcessing (of any one special token), or a Sequence of
+ *     them with at most one template; tokenizer_config.json's bos_token is BOS (else the end-of-text).
  *   Ids are identical to `fmtrain prepare`'s when tokenizers encodes with add_special_tokens = False
  *   and encode_special_tokens = True (text that spells a special token is ordinary text, as in fmtrain);
  *   tests/hf/test_tokenizer_json.py checks it on the King James text and other text.
  * The reader refuses, naming the field, what fmtrain would not encode identically: a normalizer, other
  * pre-tokenizers (or a ByteLevel with add_prefix_space), a Split regular expression that is not one of
  * fmtrain's rules (data/presplit.h), a non-BPE model, dropout, byte fallback, word prefixes/suffixes,
- * added tokens that are not special, ids with gaps, a vocabulary string that is not byte-level.
+ * added tokens that are not special, ids with gaps, a vocabulary string that is not byte-level, and any
+ * other post-processor (RobertaProcessing, BertProcessing, a template that appends tokens or has other
+ * type ids: export could not write it back; the message says to remove it from a copy of the file).
  * The JSON is untrusted input: parsed by hf/json.h (bounds-checked, fuzzed: tests/hf/fuzz_tokenizer_json.c).
  */
 #ifndef FM_HF_TOKENIZER_H

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """make_fuzz_seeds.py — writes the seed inputs of the tests/hf fuzzers into a directory: small valid
 safetensors headers (with the 8-byte data size first, as fuzz_safetensors.c reads it) and a small valid
-tokenizer.json of each pre-split kind. Usage: make_fuzz_seeds.py DIR"""
+tokenizer.json of each pre-split kind (the Llama 3 one with its post-processor). Usage: make_fuzz_seeds.py DIR"""
 import json
 import os
 import struct
@@ -46,4 +46,14 @@ for name, pre in [
           "normalizer": None, "pre_tokenizer": pre, "decoder": {"type": "ByteLevel"},
           "model": {"type": "BPE", "dropout": None, "unk_token": None, "ignore_merges": name == "tj_llama3",
                     "vocab": vocab, "merges": merges}}
+    if name == "tj_llama3":  # Llama 3's post-processor: <|begin_of_text|> before each sequence
+        tj["added_tokens"].append({"id": 261, "content": "<|begin_of_text|>", "special": True})
+        s = {"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}}
+        s1 = {"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 1}}
+        a, b = {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}
+        tj["post_processor"] = {"type": "Sequence", "processors": [
+            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+            {"type": "TemplateProcessing", "single": [s, a], "pair": [s, a, s1, b],
+             "special_tokens": {"<|begin_of_text|>": {"id": "<|begin_of_text|>", "ids": [261],
+                                                      "tokens": ["<|begin_of_text|>"]}}}]}
     open(os.path.join(out, name), "w").write(json.dumps(tj, ensure_ascii=False))

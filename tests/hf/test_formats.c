@@ -336,12 +336,13 @@ static const char *tj_err(const char *json)
     return msg;
 }
 
-static void test_tokenizer_json_refusals(void **state)
+/* A minimal valid byte-level model.vocab body (malloc'ed): the 256 byte characters (ids 0..255) and "ab"
+ * (256). */
+static char *byte_vocab(void)
 {
-    (void)state;
-    /* a minimal valid byte-level vocabulary: the 256 byte characters, one merge, <|endoftext|> */
     uint32_t next = 256;
     char *vocab = malloc(8192);
+    assert_non_null(vocab);
     size_t o = 0;
     for (uint32_t b = 0; b < 256; b++) {
         int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
@@ -353,6 +354,14 @@ static void test_tokenizer_json_refusals(void **state)
         o += (size_t)snprintf(vocab + o, 8192 - o, "\"%s\": %u, ", ch, b);
     }
     snprintf(vocab + o, 8192 - o, "\"ab\": 256");
+    return vocab;
+}
+
+static void test_tokenizer_json_refusals(void **state)
+{
+    (void)state;
+    /* a minimal valid byte-level vocabulary: the 256 byte characters, one merge, <|endoftext|> */
+    char *vocab = byte_vocab();
     const char *bl = "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": true}";
     char *good = malloc(16384);
     snprintf(good, 16384, "{\"added_tokens\": [{\"id\": 257, \"content\": \"<|endoftext|>\", \"special\": true}], "
@@ -403,6 +412,97 @@ static void test_tokenizer_json_refusals(void **state)
     assert_non_null(strstr(tj_err(bad), "without gaps"));
     free(bad);
     free(good);
+    free(vocab);
+}
+
+/* Llama 3's post-processor (a Sequence of ByteLevel and the TemplateProcessing that prepends
+ * <|begin_of_text|>) gives a begin-of-text id, which survives export -> read and HDF5 save -> load; other
+ * post-processors are refused naming the post_processor; a tokenizer without one stores no bos_id. */
+static void test_tokenizer_json_bos(void **state)
+{
+    (void)state;
+    char *vocab = byte_vocab();
+    const char *tp = "{\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": "
+                     "{\"id\": \"<|begin_of_text|>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", "
+                     "\"type_id\": 0}}], \"pair\": [{\"SpecialToken\": {\"id\": \"<|begin_of_text|>\", "
+                     "\"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, {\"SpecialToken\": "
+                     "{\"id\": \"<|begin_of_text|>\", \"type_id\": 1}}, {\"Sequence\": {\"id\": \"B\", "
+                     "\"type_id\": 1}}], \"special_tokens\": {\"<|begin_of_text|>\": {\"id\": "
+                     "\"<|begin_of_text|>\", \"ids\": [%s], \"tokens\": [\"<|begin_of_text|>\"]}}}";
+    const char *head = "{\"added_tokens\": [{\"id\": 257, \"content\": \"<|begin_of_text|>\", \"special\": true}, "
+                       "{\"id\": 258, \"content\": \"<|end_of_text|>\", \"special\": true}], \"pre_tokenizer\": "
+                       "{\"type\": \"ByteLevel\", \"use_regex\": true}, \"post_processor\": ";
+    char *json = malloc(20000), *pp = malloc(4000), *tpl = malloc(2000);
+    assert_true(json && pp && tpl);
+#define TJ(...)                                                                                            \
+    do {                                                                                                   \
+        snprintf(pp, 4000, __VA_ARGS__);                                                                   \
+        snprintf(json, 20000, "%s%s, \"model\": {\"type\": \"BPE\", \"vocab\": {%s}, \"merges\": [\"a b\"]}}", head, \
+                 pp, vocab);                                                                               \
+    } while (0)
+    snprintf(tpl, 2000, tp, "257");
+    TJ("{\"type\": \"Sequence\", \"processors\": [{\"type\": \"ByteLevel\", \"add_prefix_space\": true, "
+       "\"trim_offsets\": false, \"use_regex\": true}, %s]}", tpl);
+    fm_tokenizer *t = NULL, *u = NULL, *h = NULL;
+    OK(fm_hf_parse_tokenizer(json, strlen(json), "tj", -1, &t));
+    assert_int_equal(fm_tokenizer_bos_id(t), 257);
+    assert_int_equal(fm_tokenizer_eot_id(t), 258);
+    TJ("%s", tpl); /* the template alone */
+    OK(fm_hf_parse_tokenizer(json, strlen(json), "tj", -1, &u));
+    assert_int_equal(fm_tokenizer_bos_id(u), 257);
+    fm_tokenizer_free(&u);
+    TJ("{\"type\": \"ByteLevel\"}");
+    OK(fm_hf_parse_tokenizer(json, strlen(json), "tj", -1, &u));
+    assert_int_equal(fm_tokenizer_bos_id(u), -1);
+    fm_tokenizer_free(&u);
+    /* export -> read keeps it; so does the HDF5 group */
+    char dir[] = "/tmp/fm_tjb_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    OK(fm_hf_export_tokenizer(t, dir, 64, NULL));
+    char path[256];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    OK(fm_hf_read_tokenizer(path, -1, &u));
+    assert_int_equal(fm_tokenizer_bos_id(u), 257);
+    assert_int_equal(fm_tokenizer_eot_id(u), 258);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/t.h5", dir);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    OK(fm_tokenizer_save(u, f, "with"));
+    fm_tokenizer *plain = NULL;
+    OK(fm_tokenizer_train((const uint8_t *)kjv_like, sizeof kjv_like - 1, 300, &plain));
+    assert_int_equal(fm_tokenizer_bos_id(plain), -1);
+    OK(fm_tokenizer_save(plain, f, "without"));
+    assert_true(H5Aexists_by_name(f, "without", "bos_id", H5P_DEFAULT) == 0);
+    OK(fm_tokenizer_load(f, "with", &h));
+    assert_int_equal(fm_tokenizer_bos_id(h), 257);
+    fm_tokenizer_free(&h);
+    OK(fm_tokenizer_load(f, "without", &h));
+    assert_int_equal(fm_tokenizer_bos_id(h), -1);
+    fm_tokenizer_free(&h);
+    fm_tokenizer_free(&plain);
+    H5Fclose(f);
+    unlink(path);
+    rmdir(dir);
+    fm_tokenizer_free(&u);
+    fm_tokenizer_free(&t);
+    /* refusals, each naming the post_processor */
+    TJ("{\"type\": \"RobertaProcessing\", \"sep\": [\"</s>\", 2], \"cls\": [\"<s>\", 0]}");
+    assert_non_null(strstr(tj_err(json), "post_processor (byte"));
+    snprintf(tpl, 2000, tp, "258"); /* special_tokens gives another token's id */
+    TJ("%s", tpl);
+    assert_non_null(strstr(tj_err(json), "not the special token of that text"));
+    snprintf(tpl, 2000, tp, "257");
+    TJ("{\"type\": \"Sequence\", \"processors\": [%s, %s]}", tpl, tpl);
+    assert_non_null(strstr(tj_err(json), "two templates"));
+    TJ("{\"type\": \"TemplateProcessing\", \"single\": [{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, "
+       "{\"SpecialToken\": {\"id\": \"<|end_of_text|>\", \"type_id\": 0}}], \"pair\": [], \"special_tokens\": {}}");
+    assert_non_null(strstr(tj_err(json), "has templates other than"));
+#undef TJ
+    free(tpl);
+    free(pp);
+    free(json);
     free(vocab);
 }
 
@@ -504,6 +604,7 @@ int main(void)
         cmocka_unit_test(test_trained_tokens_unique),
         cmocka_unit_test(test_tokenizer_json_roundtrip),
         cmocka_unit_test(test_tokenizer_json_refusals),
+        cmocka_unit_test(test_tokenizer_json_bos),
         cmocka_unit_test(test_tokenizer_v1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

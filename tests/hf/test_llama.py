@@ -6,6 +6,12 @@ LlamaForCausalLM (PyPI transformers 4.40.2 with Debian's torch):
     save_pretrained with a Llama-3-style tokenizer.json, imported: fmtrain's loss and logits on windows
     match transformers' within 1e-5, `fmtrain eval` gives transformers' loss on a dataset prepared with
     that tokenizer, greedy generation is the same, and export gives back every tensor bit for bit;
+    the tokenizer has Llama 3's post-processor (ByteLevel and a TemplateProcessing that prepends
+    <|begin_of_text|>): the exported tokenizer.json encodes single texts and pairs with
+    add_special_tokens = True to the original's ids (BOS first), and transformers' AutoTokenizer of the
+    export prepends it too;
+  * `fmtrain eval` of the imported checkpoint without --data says that it records no dataset, where it
+    was imported from and what to pass;
   * a Llama trained by fmtrain, exported: transformers loads it with no missing or unexpected keys and
     computes fmtrain's logits;
   * a configuration fmtrain does not compute (rope_scaling) is refused naming the field.
@@ -25,7 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
 
 
 def main():
@@ -42,6 +48,13 @@ def main():
         vocab_size=600, special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     eot = tok.token_to_id("<|end_of_text|>")
+    # Llama 3's post-processor, as its tokenizer.json has it: BOS before each sequence (add_special_tokens=True)
+    bos = tok.token_to_id("<|begin_of_text|>")
+    tok.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                      pair="<|begin_of_text|> $A <|begin_of_text|>:1 $B:1",
+                                      special_tokens=[("<|begin_of_text|>", bos)])])
     ids = tok.encode(text[:20000], add_special_tokens=False).ids
     B, T = 3, 100
     w = np.array(ids[:B * (T + 1)], dtype=np.int32).reshape(B, T + 1)
@@ -63,6 +76,13 @@ def main():
         tok.save(os.path.join(hf, "tokenizer.json"))
         ck = os.path.join(tmp, name + ".h5")
         run("import", "--from-hf", hf, "--output", ck, mpi=True)
+        if not tied:
+            # eval without --data: the imported checkpoint records no dataset; the message says so and what to pass
+            r = run("eval", "--checkpoint", ck, mpi=True, check=False)
+            msg = next((ln for ln in r.stderr.splitlines() if ln.startswith("fmtrain:")), r.stderr)
+            check(r.returncode == 2 and "records no dataset" in msg and "fmtrain import` from Hugging Face model " + hf
+                  in msg and "--data FILE.h5" in msg and "--tokenizer-from " + ck in msg,
+                  "eval of an imported checkpoint without --data (exit %d): %s" % (r.returncode, msg[-400:]))
         fl, flog = fm_logits(ck, w, tmp)
         hl, hlog = hf_forward(model, w)
         check(abs(fl - hl) / hl <= 1e-5 and rel(flog, hlog) <= 1e-5,
@@ -117,6 +137,18 @@ bind = none
         params = {k for k in orig if not (tied and k == "lm_head.weight")}
         same = set(back) == params and all(np.array_equal(orig[k], back[k]) for k in params)
         check(same, "%s Llama: import -> export gives the %d tensors bit for bit" % (name, len(params)))
+        # the exported tokenizer prepends <|begin_of_text|> like the original
+        back = Tokenizer.from_file(os.path.join(out, "tokenizer.json"))
+        samples = [text[:3000], "And God said", " x", ""]
+        singles = all(back.encode(t).ids == tok.encode(t).ids for t in samples)
+        a, b = back.encode("In the beginning", " God created"), tok.encode("In the beginning", " God created")
+        at = transformers.AutoTokenizer.from_pretrained(out)
+        ec = json.load(open(os.path.join(out, "config.json")))
+        check(singles and a.ids == b.ids and a.type_ids == b.type_ids and tok.encode("And").ids[0] == bos and
+              at("And God said").input_ids == tok.encode("And God said").ids and at.bos_token == "<|begin_of_text|>"
+              and ec["bos_token_id"] == bos and ec["eos_token_id"] == eot,
+              "%s Llama: the exported tokenizer.json adds <|begin_of_text|> (id %d) like the original: single texts, "
+              "pairs (ids and type ids), transformers' AutoTokenizer; config.json bos/eos ids" % (name, bos))
         m2, info = load(out)
         _, l2 = hf_forward(m2, w)
         check(not info["missing_keys"] and not info["unexpected_keys"] and np.array_equal(l2, hlog),
