@@ -294,17 +294,28 @@ static void test_trained_tokens_unique(void **state)
     fm_tokenizer_free(&t);
 }
 
+/* Exports t's tokenizer.json (and tokenizer_config.json) into a new temporary folder `dir` (a
+ * mkdtemp template), reads tokenizer.json back into *u and removes both files; the caller removes
+ * dir. */
+static void export_and_read(const fm_tokenizer *t, char *dir, fm_tokenizer **u)
+{
+    assert_non_null(mkdtemp(dir));
+    OK(fm_hf_export_tokenizer(t, dir, 64, NULL));
+    char path[256];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    OK(fm_hf_read_tokenizer(path, -1, u));
+    unlink(path);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    unlink(path);
+}
+
 static void test_tokenizer_json_roundtrip(void **state)
 {
     (void)state;
     fm_tokenizer *t = NULL, *u = NULL;
     OK(fm_tokenizer_train((const uint8_t *)kjv_like, sizeof kjv_like - 1, 330, &t));
     char dir[] = "/tmp/fm_tj_XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    OK(fm_hf_export_tokenizer(t, dir, 64, NULL));
-    char path[256];
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    OK(fm_hf_read_tokenizer(path, -1, &u));
+    export_and_read(t, dir, &u);
     assert_int_equal(fm_tokenizer_vocab_size(u), fm_tokenizer_vocab_size(t));
     assert_int_equal(fm_tokenizer_eot_id(u), fm_tokenizer_eot_id(t));
     assert_int_equal(fm_tokenizer_n_merges(u), fm_tokenizer_n_merges(t));
@@ -317,9 +328,6 @@ static void test_tokenizer_json_roundtrip(void **state)
     fm_tokenizer_ids_free(&a);
     fm_tokenizer_ids_free(&b);
     fm_tokenizer_free(&u);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    unlink(path);
     rmdir(dir);
     fm_tokenizer_free(&t);
 }
@@ -457,16 +465,10 @@ static void test_tokenizer_json_bos(void **state)
     fm_tokenizer_free(&u);
     /* export -> read keeps it; so does the HDF5 group */
     char dir[] = "/tmp/fm_tjb_XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    OK(fm_hf_export_tokenizer(t, dir, 64, NULL));
-    char path[256];
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    OK(fm_hf_read_tokenizer(path, -1, &u));
+    export_and_read(t, dir, &u);
     assert_int_equal(fm_tokenizer_bos_id(u), 257);
     assert_int_equal(fm_tokenizer_eot_id(u), 258);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    unlink(path);
+    char path[256];
     snprintf(path, sizeof path, "%s/t.h5", dir);
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     OK(fm_tokenizer_save(u, f, "with"));
