@@ -1,15 +1,19 @@
 /* kernel_profile.c — where a training step's time goes, kernel by kernel.
  *
- * Builds a GPT-2- or Llama-shaped model (--arch) on the CPU backend in the precision asked
- * (--precision fp32|bf16, default fp32), puts an instrumented operation table between the
- * model and the backend (every op is timed, then forwarded), runs warm-up steps and timed steps
- * (forward + backward + grad norm + AdamW) and prints seconds per step by op, with the FLOPs of the
- * matmul and attention ops, and the GEMM peak measured through the backend's matmul_forward
- * (square n=2048, same threads, same precision). Usage:
+ * Builds a GPT-2- or Llama-shaped model (--arch) on the CPU backend (or --device cuda) in the
+ * precision asked (--precision fp32|bf16, default fp32), puts an instrumented operation table
+ * between the model and the backend (every op is timed, then forwarded), runs warm-up steps and
+ * timed steps (forward + backward + grad norm + AdamW) and prints seconds per step by op, with the
+ * FLOPs of the matmul and attention ops, and the GEMM peak measured through the backend's
+ * matmul_forward (square n = --peak-size, default 2048 on the CPU and 8192 on a GPU; same threads,
+ * same precision). On a backend whose memory the host cannot read (a GPU) every op is followed by
+ * the backend's sync inside its timing, so each op's time is its own (plus one synchronisation,
+ * ~10 us); the step with those syncs is slower than an unprofiled one, which the last lines say
+ * ("step (median)" against the sum of the ops). Usage:
  *   fmtrain-kernel-profile [--layers 12] [--heads 12] [--dim 768] [--vocab 50257] [--seq 64]
  *                          [--batch 4] [--threads 2] [--steps 5] [--warmup 2] [--clock wall|cpu]
  *                          [--arch gpt2|llama] [--kv-heads NKV] [--ffn F]   (llama; 0: defaults)
- *                          [--precision fp32|bf16]
+ *                          [--precision fp32|bf16] [--device cpu|cuda] [--gpu N] [--peak-size n]
  * Kernel experiments belong here, not in kernels/cpu. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -38,9 +42,19 @@ static const char *const pname[P_N] = {
 typedef struct prof {
     fm_backend *inner;
     int Vp;
+    int sync_each;  /* device memory: sync after every op, inside its timing */
+    fm_status err;  /* the first error such a sync returned */
     double t[P_N], flops[P_N];
     long calls[P_N];
 } prof;
+
+static void op_done(prof *p)
+{
+    if (!p->sync_each) return;
+    fm_status st = p->inner->ops->sync(p->inner);
+    if (st && !p->err) p->err = st;
+    else fm_status_free(&st);
+}
 
 /* --clock cpu: process CPU time instead of wall time (with --threads 1 on a busy machine this is the
  * time the work itself took; with more threads it adds the threads' times, spin-waits included) */
@@ -59,6 +73,7 @@ static double now(void)
     do {                                                                                           \
         double t0_ = now();                                                                        \
         call;                                                                                      \
+        op_done(PR(be));                                                                           \
         PR(be)->t[k] += now() - t0_;                                                               \
         PR(be)->flops[k] += (fl);                                                                  \
         PR(be)->calls[k]++;                                                                        \
@@ -245,7 +260,8 @@ int main(int argc, char **argv)
 {
     int L = 12, NH = 12, C = 768, V = 50257, T = 64, B = 4, threads = 2, steps = 5, warmup = 2;
     int NKV = 0, F = 0;
-    const char *arch = "gpt2";
+    const char *arch = "gpt2", *device = "cpu";
+    int gpu = 0, n = 0; /* n: the peak's size (0: 2048 on the CPU, 8192 on a GPU) */
     unsigned precision = FM_PRECISION_FP32;
     for (int i = 1; i + 1 < argc; i += 2) {
         int v = atoi(argv[i + 1]);
@@ -259,6 +275,15 @@ int main(int argc, char **argv)
                 return 2;
             }
         }
+        else if (!strcmp(argv[i], "--device")) {
+            device = argv[i + 1];
+            if (strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0) {
+                fprintf(stderr, "fmtrain-kernel-profile: --device must be cpu or cuda\n");
+                return 2;
+            }
+        }
+        else if (!strcmp(argv[i], "--gpu")) gpu = v;
+        else if (!strcmp(argv[i], "--peak-size")) n = v;
         else if (!strcmp(argv[i], "--kv-heads")) NKV = v;
         else if (!strcmp(argv[i], "--ffn")) F = v;
         else if (!strcmp(argv[i], "--layers")) L = v;
@@ -276,11 +301,15 @@ int main(int argc, char **argv)
         }
     }
     fm_backend *cpu = NULL;
-    fm_status st = fm_backend_create_precision("cpu", threads, -1, precision, &cpu);
+    const int on_cpu = strcmp(device, "cpu") == 0;
+    fm_status st = fm_backend_create_precision(device, threads, on_cpu ? -1 : gpu, precision, &cpu);
     if (st) return die(st);
     prof pr;
     memset(&pr, 0, sizeof pr);
     pr.inner = cpu;
+    pr.sync_each = !cpu->ops->caps.host_memory;
+    if (pr.sync_each) g_clock = CLOCK_MONOTONIC; /* a GPU's time is wall time */
+    if (n <= 0) n = on_cpu ? 2048 : 8192;
     pr.Vp = fm_model_padded_vocab(V);
     prof_ops.caps = cpu->ops->caps;
     prof_ops.act_bytes = cpu->ops->act_bytes;
@@ -289,27 +318,32 @@ int main(int argc, char **argv)
 
     /* GEMM peak through the backend (square n, same threads, GEMM library and precision as the
      * model: the inputs converted by to_bf16 for bf16) */
-    const int n = 2048;
-    float *a = NULL, *b = NULL, *c = NULL;
+    float *a = NULL, *b = NULL, *c = NULL, *h = malloc((size_t)n * n * 4);
+    if (!h) return 1;
     if ((st = cpu->ops->alloc(cpu, (void **)&a, (size_t)n * n * 4)) ||
         (st = cpu->ops->alloc(cpu, (void **)&b, (size_t)n * n * 4)) ||
         (st = cpu->ops->alloc(cpu, (void **)&c, (size_t)n * n * 4)))
         return die(st);
-    for (size_t i = 0; i < (size_t)n * n; i++) c[i] = (float)(i % 13) * 0.01f;
+    for (size_t i = 0; i < (size_t)n * n; i++) h[i] = (float)(i % 13) * 0.01f;
+    /* the inputs: these values in fp32, or (bf16) their rounding made by the backend's to_bf16 */
+    if ((st = cpu->ops->upload(cpu, c, h, (size_t)n * n * 4))) return die(st);
     if (cpu->ops->act_bytes == 2) {
         cpu->ops->to_bf16(cpu, a, c, (size_t)n * n);
         cpu->ops->to_bf16(cpu, b, c, (size_t)n * n);
-    } else {
-        memcpy(a, c, (size_t)n * n * 4), memcpy(b, c, (size_t)n * n * 4);
+    } else if ((st = cpu->ops->upload(cpu, a, h, (size_t)n * n * 4)) ||
+               (st = cpu->ops->upload(cpu, b, h, (size_t)n * n * 4))) {
+        return die(st);
     }
+    free(h);
     double best = 1e30;
     for (int r = 0; r < 4; r++) {
+        if ((st = cpu->ops->sync(cpu))) return die(st);
         double t0 = now();
         cpu->ops->matmul_forward(cpu, c, a, b, NULL, n, n, n);
+        if ((st = cpu->ops->sync(cpu))) return die(st);
         double dt = now() - t0;
         if (r > 0 && dt < best) best = dt;
     }
-    if ((st = cpu->ops->sync(cpu))) return die(st);
     const double peak = 2.0 * n * (double)n * n / best;
     cpu->ops->free(cpu, a), cpu->ops->free(cpu, b), cpu->ops->free(cpu, c);
 
@@ -339,6 +373,7 @@ int main(int argc, char **argv)
         if (s >= warmup) dts[s - warmup] = dt;
         fprintf(stderr, "step %d: %.3f s loss %.4f\n", s, dt, loss);
     }
+    if (pr.err) return die(pr.err); /* an op's error, seen by the sync after it */
     qsort(dts, (size_t)steps, sizeof *dts, cmp_double);
     const double med = dts[steps / 2];
     const double np = (double)fm_model_num_params(model);
@@ -348,7 +383,11 @@ int main(int argc, char **argv)
            fm_model_arch(model), L, NH, fm_model_get_shape(model)->n_kv_head, C,
            fm_model_get_shape(model)->ffn_dim, V, pr.Vp, T, B, cpu->threads, np,
            fm_precision_name(cpu->precision));
-    printf("GEMM: %s\n", fm_backend_gemm_info());
+    char desc[256];
+    cpu->ops->describe(cpu, desc, sizeof desc);
+    printf("device: %s%s\n", desc, pr.sync_each ? " (synchronised after every op, inside its time)" : "");
+    if (on_cpu) printf("GEMM: %s\n", fm_backend_gemm_info());
+    printf("GEMM peak: matmul_forward n=%d\n", n);
     printf("%-24s %10s %7s %8s %10s\n", "op", "ms/step", "share", "calls", "GFLOP/s");
     double sum = 0.0;
     for (int k = 0; k < P_N; k++) sum += pr.t[k];

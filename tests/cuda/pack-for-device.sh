@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pack-for-device.sh — builds the bare-GPU-node configuration HERE (preset cuda-bare: no MPI, HDF5 or
 # hwloc; sm_90 by default) and packs what tests/cuda/run-on-gpu.sh needs on a GPU machine into OUTDIR
-# (default .device/, git-ignored): bin/ (the CUDA tests, test_model_families, fmtrain-bench), lib.tar.xz
+# (default .device/, git-ignored): bin/ (the CUDA tests, test_model_families, fmtrain-bench,
+# fmtrain-kernel-profile), lib.tar.xz
 # (every non-system shared library ldd names for them: CMocka, OpenBLAS, oneDNN, libgomp, ...;
 # compressed to stay far below 64 MiB), MANIFEST (commit, flags, sizes). NOT packed: the CUDA
 # libraries (libcudart, libcublas, libcublasLt, cuDNN, NCCL: the device has them under
@@ -18,7 +19,8 @@ src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 out=${1:-$src/.device}
 build=${FM_PACK_BUILD:-$src/build/cuda-bare}
 arch=${FM_PACK_ARCH:-90}
-targets=(test_cuda_registry test_kernels_backend_ops test_cuda_model test_model_families fmtrain-bench)
+targets=(test_cuda_registry test_kernels_backend_ops test_cuda_model test_model_families fmtrain-bench
+         fmtrain-kernel-profile)
 
 cd "$src"
 cmake --preset cuda-bare -B "$build" -DCMAKE_CUDA_ARCHITECTURES="$arch" >/dev/null

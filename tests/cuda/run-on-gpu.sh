@@ -25,6 +25,8 @@
 #   peer         bench/cuda/peer_gpt2.py (torch.compile, bf16 autocast, SDPA, fused AdamW) at that B [180]
 #   repeat-bf16  the same fmtrain-bench run again (--steps 3): loss_bits of every step equal to the
 #                first run's (bit-identical training on the GPU) [90]
+#   profile-bf16 fmtrain-kernel-profile --device cuda at that B: time per op of a GPT-2 124M step,
+#                each op synchronised (where the step's time goes, for the next speed work) [90]
 #   sanitizers   compute-sanitizer memcheck, racecheck, initcheck, synccheck on the op test (its
 #                shapes are small; the CPU reference runs unsanitised at full speed; attention on
 #                the built-in kernels, cuDNN's do not run under the sanitizer) [75 each]
@@ -118,7 +120,8 @@ grep -m1 "model name" /proc/cpuinfo
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' 2>&1 | tail -1
 echo "binaries: $dir"; [[ -f $dir/MANIFEST ]] && cat "$dir/MANIFEST"
 echo "compute-sanitizer: ${sanitizer:-not found}"
-for b in test_cuda_registry test_kernels_backend_ops test_cuda_model test_model_families fmtrain-bench; do
+for b in test_cuda_registry test_kernels_backend_ops test_cuda_model test_model_families fmtrain-bench \
+         fmtrain-kernel-profile; do
   p=$(find_bin $b)
   if [[ -z $p ]]; then echo "MISSING binary $b"; status=1; continue; fi
   missing=$(fm ldd "$p" 2>&1 | grep "not found")
@@ -126,6 +129,7 @@ for b in test_cuda_registry test_kernels_backend_ops test_cuda_model test_model_
 done
 reg=$(find_bin test_cuda_registry) ops=$(find_bin test_kernels_backend_ops)
 model=$(find_bin test_cuda_model) fam=$(find_bin test_model_families) bench=$(find_bin fmtrain-bench)
+kprof=$(find_bin fmtrain-kernel-profile)
 export FM_TEST_REQUIRE_BACKENDS=cuda
 
 # ---- correctness ------------------------------------------------------------------------------
@@ -166,6 +170,8 @@ if [[ -n $B_ok ]]; then
     echo "=== repeat-bf16: losses DIFFER: first run [$first] second run [$second]"; status=1
     summary+=("bit-identical GPT-2 steps: FAIL ([$first] vs [$second])")
   fi
+  phase profile-bf16 90 env LD_LIBRARY_PATH="$fm_ld" "$kprof" --device cuda --precision bf16 --layers 12 \
+    --heads 12 --dim 768 --vocab 50257 --seq 1024 --batch "$B_ok" --threads 4 --steps 3 --warmup 2
 else
   echo "=== no micro-batch ran the bf16 benchmark: peer and repeat skipped"; status=1
   summary+=("bench-bf16: FAIL (no B ran)")
