@@ -21,11 +21,14 @@
 # the machine is loaded by others.
 # BENCH_ZERO_PRECISION (default auto: bf16 with oneDNN on a CPU with bf16 dot products, else fp32)
 # sets [runtime] precision; the first run's compute line (precision, GEMM library) is printed.
+# BENCH_ZERO_BIND (default none) sets [runtime] bind for every run (auto: fmtrain pins each rank's
+# threads to its cores with hwloc; Open MPI itself never binds here, --bind-to none below).
 set -euo pipefail
 build=${1:?usage: bench_zero.sh BUILD_DIR [ROUNDS] [STEPS]}
 rounds=${2:-3}
 steps=${3:-12}
 precision=${BENCH_ZERO_PRECISION:-auto}
+bind=${BENCH_ZERO_BIND:-none}
 exe=$build/bench/zero/fmtrain-bench-zero
 mkds=$build/tests/train/train_make_dataset
 if [ ! -x "$exe" ] || [ ! -x "$mkds" ]; then
@@ -63,7 +66,7 @@ resume = never
 [runtime]
 device = cpu
 precision = $precision
-bind = none
+bind = $bind
 log_every = 1000
 hang_factor = 0
 INI
