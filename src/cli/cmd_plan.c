@@ -619,11 +619,17 @@ static void print_prediction(const plan_ctx *c, const fm_plan_result *r)
             printf("\n");
         }
         if (r->comm_s > 0) {
-            printf("  all-reduce + %.4g s per step: ", r->comm_s);
+            /* zero 0 all-reduces the gradients, zero 2 reduce-scatters them and all-gathers the
+             * weights (the same bytes), zero 1 does both an all-reduce and the all-gather (plan.c) */
+            const int z = c->in.zero_stage;
+            printf("  %s + %.4g s per step: ",
+                   z == 0 ? "all-reduce" : z == 1 ? "all-reduce + all-gather" : "reduce-scatter + all-gather",
+                   r->comm_s);
             if (d->allreduce_latency_ms.entry)
-                printf("(%d-1) x %.4g ms + ", r->ranks, d->allreduce_latency_ms.v);
-            printf("2 x (%d-1)/%d x %.3g GiB of gradients at %.4g GB/s", r->ranks, r->ranks,
-                   gib(r->model_mem[0].grad_bytes), d->allreduce_busbw_gbs.v);
+                printf("%s(%d-1) x %.4g ms + ", z == 1 ? "2 x " : "", r->ranks, d->allreduce_latency_ms.v);
+            printf("%d x (%d-1)/%d x %.3g GiB of gradients%s at %.4g GB/s", z == 1 ? 3 : 2, r->ranks,
+                   r->ranks, gib(r->model_mem[0].grad_bytes), z ? " and weights" : "",
+                   d->allreduce_busbw_gbs.v);
             print_prov(d->allreduce_busbw_gbs.entry);
             printf("\n");
         }

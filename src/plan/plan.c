@@ -252,15 +252,20 @@ static void predict(const fm_plan_input *in, const fm_plan_device *dev, const fm
     r->compute_s_lo = rank_tokens * r->flops_per_token / (r->mfu_hi * r->rank_peak_flops);
     r->compute_s_hi = rank_tokens * r->flops_per_token / (r->mfu_lo * r->rank_peak_flops);
     /* What the trainer adds to the benchmark's step, where the device has it measured: its own
-     * per-step work, and the gradient all-reduce between the n ranks of a node: a latency per ring
+     * per-step work, and the gradient reduction between the n ranks of a node: a latency per ring
      * step pair, (n-1) x allreduce_latency_ms, and the bus-bandwidth term 2 (n-1)/n x the gradient
-     * bytes / allreduce_busbw_gbs. Between nodes nothing is measured: a lower bound then. */
+     * bytes / allreduce_busbw_gbs. That term is zero 0's all-reduce and zero 2's reduce-scatter +
+     * all-gather of the fp32 weights alike; zero 1 all-reduces AND all-gathers (docs/training.md),
+     * (n-1)/n x the weight bytes (= gradient bytes) more, one more latency per step pair, at the
+     * same measured bus bandwidth. Between nodes nothing is measured: a lower bound then. */
     r->trainer_s = dev->trainer_overhead_ms.entry ? dev->trainer_overhead_ms.v / 1e3 : 0.0;
     const int n = r->ranks;
     r->comm_complete = n == 1;
     if (n > 1 && in->nodes == 1 && dev->allreduce_busbw_gbs.entry) {
-        r->comm_s = (n - 1) * dev->allreduce_latency_ms.v / 1e3 +
-                    2.0 * (n - 1) / n * (double)r->model_mem[0].grad_bytes / (dev->allreduce_busbw_gbs.v * 1e9);
+        const int passes = in->zero_stage == 1 ? 3 : 2; /* buffer passes of (n-1)/n each */
+        r->comm_s = (passes - 1) * (n - 1) * dev->allreduce_latency_ms.v / 1e3 +
+                    passes * (double)(n - 1) / n * (double)r->model_mem[0].grad_bytes /
+                        (dev->allreduce_busbw_gbs.v * 1e9);
         r->comm_complete = 1;
     }
     r->step_s_lo = r->compute_s_lo + r->trainer_s + r->comm_s;

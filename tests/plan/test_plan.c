@@ -435,6 +435,18 @@ static void test_prediction_range_and_none(void **state)
     assert_true(fabs(r.comm_s - (3 * 0.5e-3 + 2.0 * 3 / 4 * (double)G / 2e9)) < 1e-12);
     assert_true(fabs(r.step_s_lo - (r.compute_s_lo + 0.003 + r.comm_s)) < 1e-12);
     assert_true(fabs(r.tokens_per_s_hi - r.tokens_per_step / r.step_s_lo) < 1e-6);
+    /* zero 2 moves the same bytes (reduce-scatter + all-gather); zero 1 all-reduces and all-gathers:
+     * (n-1)/n G and one latency per step pair more */
+    const double comm0 = r.comm_s;
+    in.zero_stage = 2;
+    FM_ASSERT_OK(fm_plan_compute(&in, fm_plan_find_device(&t, "C1"), &t, &r));
+    assert_true(fabs(r.comm_s - comm0) < 1e-12);
+    in.zero_stage = 1;
+    FM_ASSERT_OK(fm_plan_compute(&in, fm_plan_find_device(&t, "C1"), &t, &r));
+    assert_true(fabs(r.comm_s - (2 * 3 * 0.5e-3 + 3.0 * 3 / 4 * (double)G / 2e9)) < 1e-12);
+    assert_true(fabs(r.step_s_lo - (r.compute_s_lo + 0.003 + r.comm_s)) < 1e-12);
+    in.zero_stage = 0;
+    FM_ASSERT_OK(fm_plan_compute(&in, fm_plan_find_device(&t, "C1"), &t, &r));
     /* the buffers count against the budget */
     assert_true(r.fits[0][0] == (r.zero[0][0].total + r.comm_bytes <= r.budget_bytes));
     /* one rank: no all-reduce, no buffers, complete */
