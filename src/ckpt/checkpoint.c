@@ -809,6 +809,43 @@ static void log_record(fm_checkpoint_ctx *c, fm_trainer *t, int64_t step, const 
     }
 }
 
+/* st, prefixed with what a failed save means for the user: this checkpoint is not written, the
+ * previous ones are intact. */
+static fm_status not_written(fm_status st, const char *path)
+{
+    return fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
+                            path);
+}
+
+/* Creates the checkpoint file of the trainer's step in the run directory (path: its name, at least
+ * CK_PATH_MAX bytes), with the expected size set so that a full disk is refused before HDF5 starts
+ * (checkpoint_file.h); *io gets the options used. An existing file of the same step (a damaged one
+ * that resume skipped, or a checkpoint of an abandoned continuation) is replaced atomically by the
+ * rename at commit. Collective. */
+static fm_status create_step_file(fm_checkpoint_ctx *c, fm_trainer *t, int64_t step, char *path,
+                                  fm_checkpoint_io_opts *io, fm_checkpoint_file **f)
+{
+    FM_TRY(fm_checkpoint_dir_file_path(c->run_dir, step, path, CK_PATH_MAX));
+    *io = c->io;
+    FM_TRY(expected_size(c, fm_trainer_model(t), &io->expected_bytes));
+    fm_status st = fm_checkpoint_file_create(c->comm, path, FM_CHECKPOINT_FORMAT,
+                                             FM_CHECKPOINT_VERSION, io, f);
+    return st ? not_written(st, path) : NULL;
+}
+
+/* After writing the content failed (st, agreed on every rank): what remains is closing the HDF5
+ * file, which writes metadata and could block on a file system that keeps failing: the watchdog
+ * bounds it and exits with this error's code and message (train/watchdog.h). Returns st, prefixed. */
+static fm_status abort_step_file(fm_trainer *t, fm_checkpoint_file **f, fm_status st,
+                                 const char *path)
+{
+    st = not_written(st, path);
+    fm_watchdog_expect(fm_trainer_watchdog(t), "closing the checkpoint file after an error",
+                       fm_status_exit_code(st), fm_status_message(st));
+    fm_checkpoint_file_abort(f);
+    return st;
+}
+
 fm_status fm_checkpoint_save(fm_checkpoint_ctx *c, fm_trainer *t, fm_trainer_save_reason reason,
                              fm_checkpoint_write_stats *stats)
 {
@@ -816,36 +853,15 @@ fm_status fm_checkpoint_save(fm_checkpoint_ctx *c, fm_trainer *t, fm_trainer_sav
     fm_trainer_state ts;
     fm_trainer_get_state(t, &ts);
     char path[CK_PATH_MAX];
-    FM_TRY(fm_checkpoint_dir_file_path(c->run_dir, ts.step, path, sizeof path));
-    /* An existing file of the same step (a damaged one that resume skipped, or a checkpoint of an
-     * abandoned continuation) is replaced atomically by the rename at commit. */
-    const char *base = strrchr(path, '/') + 1;
-    /* The file's size, so that a full disk is refused before HDF5 starts (checkpoint_file.h). */
-    fm_checkpoint_io_opts io = c->io;
-    FM_TRY(expected_size(c, fm_trainer_model(t), &io.expected_bytes));
+    fm_checkpoint_io_opts io;
     fm_checkpoint_file *f = NULL;
-    fm_status st = fm_checkpoint_file_create(c->comm, path, FM_CHECKPOINT_FORMAT,
-                                             FM_CHECKPOINT_VERSION, &io, &f);
-    if (st)
-        return fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
-                                path);
-    st = write_content(c, t, f, reason, 0);
-    if (st) {
-        /* The error is agreed on every rank; what remains is closing the HDF5 file, which writes
-         * metadata and could block on a file system that keeps failing: the watchdog bounds it and
-         * exits with this error's code and message (train/watchdog.h). */
-        fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
-                         path);
-        fm_watchdog_expect(fm_trainer_watchdog(t), "closing the checkpoint file after an error",
-                           fm_status_exit_code(st), fm_status_message(st));
-        fm_checkpoint_file_abort(&f);
-        return st;
-    }
+    FM_TRY(create_step_file(c, t, ts.step, path, &io, &f));
+    const char *base = strrchr(path, '/') + 1;
+    fm_status st = write_content(c, t, f, reason, 0);
+    if (st) return abort_step_file(t, &f, st, path);
     fm_checkpoint_write_stats ws;
     st = fm_checkpoint_file_commit(&f, c->keep_last, &ws);
-    if (st)
-        return fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
-                                path);
+    if (st) return not_written(st, path);
     char sz[32], fsz[32];
     say(c, t, "checkpoint %s: %s of tensors (file %s) in %.2f s, %.2f GB/s", base,
         fm_util_format_bytes((double)ws.tensor_bytes, sz, sizeof sz),
@@ -914,30 +930,17 @@ static fm_status save_async(fm_checkpoint_ctx *c, fm_trainer *t)
     fm_trainer_state ts;
     fm_trainer_get_state(t, &ts);
     char path[CK_PATH_MAX];
-    FM_TRY(fm_checkpoint_dir_file_path(c->run_dir, ts.step, path, sizeof path));
-    fm_checkpoint_io_opts io = c->io;
-    FM_TRY(expected_size(c, fm_trainer_model(t), &io.expected_bytes));
+    fm_checkpoint_io_opts io;
     fm_checkpoint_file *f = NULL;
-    fm_status st = fm_checkpoint_file_create(c->comm, path, FM_CHECKPOINT_FORMAT,
-                                             FM_CHECKPOINT_VERSION, &io, &f);
-    if (st)
-        return fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
-                                path);
-    st = write_content(c, t, f, FM_TRAINER_SAVE_PERIODIC, 1);
+    FM_TRY(create_step_file(c, t, ts.step, path, &io, &f));
+    fm_status st = write_content(c, t, f, FM_TRAINER_SAVE_PERIODIC, 1);
     if (st) {
         fm_checkpoint_async_abandon(c->bg); /* forgets what was staged; the file is closed here */
-        fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
-                         path);
-        fm_watchdog_expect(fm_trainer_watchdog(t), "closing the checkpoint file after an error",
-                           fm_status_exit_code(st), fm_status_message(st));
-        fm_checkpoint_file_abort(&f);
-        return st;
+        return abort_step_file(t, &f, st, path);
     }
     st = fm_checkpoint_async_launch(c->bg, &f, ts.step, c->keep_last, io.expected_bytes,
                                     fm_util_now() - t0);
-    if (st)
-        return fm_status_prefix(st, "checkpoint %s not written (the previous checkpoints are intact)",
-                                path);
+    if (st) return not_written(st, path);
     if (t && fm_trainer_metrics(t))
         fm_metrics_logf(fm_trainer_metrics(t),
                         "checkpoint %s: state copied in %.3f s, written in the background",
