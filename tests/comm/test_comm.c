@@ -369,17 +369,30 @@ static void check_avg(const fm_comm *c, const float *g, size_t n)
             fail_msg("element %zu: got %g, expected %g", i, (double)g[i], (double)expected_avg(c->size, i));
 }
 
+/* The layers of the bucket tests: uneven sizes (a 1-element one, ones below and above the bucket
+ * bounds), reported last to first as a backward pass does. */
+enum { K_LAYERS = 9 };
+static const size_t k_layer_sizes[K_LAYERS] = {7, 300, 1000, 64, 2500, 13, 4000, 1, 2115};
+
+/* off[l] = the offset of layer l in the flat buffer; returns the buffer's element count. */
+static size_t layer_offsets(size_t off[K_LAYERS])
+{
+    size_t count = 0;
+    for (int l = 0; l < K_LAYERS; l++) {
+        off[l] = count;
+        count += k_layer_sizes[l];
+    }
+    return count;
+}
+
 /* Layers of uneven sizes, reported last to first as a backward pass does. */
 static void test_allreduce_backward(void **state)
 {
     const fm_comm *c = *state;
-    static const size_t sizes[] = {7, 300, 1000, 64, 2500, 13, 4000, 1, 2115};
-    const int nl = (int)(sizeof sizes / sizeof sizes[0]);
-    size_t count = 0, off[16];
-    for (int l = 0; l < nl; l++) {
-        off[l] = count;
-        count += sizes[l];
-    }
+    const size_t *sizes = k_layer_sizes;
+    const int nl = K_LAYERS;
+    size_t off[K_LAYERS];
+    const size_t count = layer_offsets(off);
     float *g = malloc(sizeof *g * count);
     assert_non_null(g);
     fm_comm_allreduce *ar = NULL;
@@ -645,13 +658,10 @@ static void rs_check(const fm_comm *c, const float *g, size_t count, const size_
 static void test_reduce_scatter_order(void **state)
 {
     const fm_comm *c = *state;
-    static const size_t sizes[] = {7, 300, 1000, 64, 2500, 13, 4000, 1, 2115};
-    const int nl = (int)(sizeof sizes / sizeof sizes[0]);
-    size_t count = 0, off[16];
-    for (int l = 0; l < nl; l++) {
-        off[l] = count;
-        count += sizes[l];
-    }
+    const size_t *sizes = k_layer_sizes;
+    const int nl = K_LAYERS;
+    size_t off[K_LAYERS];
+    const size_t count = layer_offsets(off);
     size_t *b = malloc(sizeof *b * ((size_t)c->size + 1));
     float *g = malloc(sizeof *g * count);
     assert_true(b && g);
