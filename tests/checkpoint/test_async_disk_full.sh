@@ -13,18 +13,12 @@ set -euo pipefail
 FAULTS=${1:?usage: test_async_disk_full.sh FMTRAIN_FAULTS}
 source "$(dirname "$0")/../train/lib.sh"
 dir=$(mktemp -d)
-mounted=0
 cleanup() {
-  if [ "$mounted" = 1 ]; then umount "$dir/mnt" 2>/dev/null || umount -l "$dir/mnt" || true; fi
+  tmpfs_cleanup
   rm -rf "$dir"
 }
 trap cleanup EXIT
-mkdir -p "$dir/mnt"
-if ! mount -t tmpfs -o size=6m tmpfs "$dir/mnt" 2>/dev/null; then
-  echo "SKIP: cannot mount a tmpfs here (not root, or no CAP_SYS_ADMIN): no small file system to fill"
-  exit 77
-fi
-mounted=1
+tmpfs_mount_or_skip "$dir/mnt" 6m
 "$MAKE_DATASET" "$dir/r.h5" random 32 4096 16 3 >/dev/null
 write_ini "$dir/p.ini" "$dir/r.h5" "$dir/mnt/run"
 sed -i 's/^steps = 50/steps = 20/; s/^every_steps = 0/every_steps = 5/; s/^log_every = 10/log_every = 1/;

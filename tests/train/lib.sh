@@ -9,6 +9,27 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 export OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
 unset SLURM_JOB_ID SLURM_JOB_END_TIME FMTRAIN_END_TIME OMP_NUM_THREADS
 
+# tmpfs_mount DIR SIZE : mounts a tmpfs of SIZE (e.g. 6m) at DIR, creating DIR: the small file system
+# the disk-full tests fill. Fails where mounting is not permitted (not root, or no CAP_SYS_ADMIN).
+# tmpfs_mount_or_skip DIR SIZE : tmpfs_mount, or the test is skipped (exit 77) saying why.
+# tmpfs_cleanup : unmounts every DIR tmpfs_mount mounted (lazily when still busy); for the EXIT trap.
+FM_TMPFS_MOUNTS=()
+tmpfs_mount() {
+  mkdir -p "$1"
+  mount -t tmpfs -o size="$2" tmpfs "$1" 2>/dev/null || return 1
+  FM_TMPFS_MOUNTS+=("$1")
+}
+tmpfs_mount_or_skip() {
+  tmpfs_mount "$1" "$2" && return 0
+  echo "SKIP: cannot mount a tmpfs here (not root, or no CAP_SYS_ADMIN): no small file system to fill"
+  exit 77
+}
+tmpfs_cleanup() {
+  local m
+  for m in "${FM_TMPFS_MOUNTS[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" || true; done
+  FM_TMPFS_MOUNTS=()
+}
+
 # mpirun_n N ARGS... : runs fmtrain under mpiexec with N ranks.
 mpirun_n() {
   local n=$1

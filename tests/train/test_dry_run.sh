@@ -15,9 +15,8 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 dir=$(mktemp -d)
-mounted=0
 cleanup() {
-  if [ "$mounted" = 1 ]; then umount "$dir/mnt" 2>/dev/null || umount -l "$dir/mnt" || true; fi
+  tmpfs_cleanup
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -70,13 +69,11 @@ grep -q "^# memory per rank (backend cpu, 1 thread, \[train\] zero = 0 on 2 rank
 grep -v '^#' "$dir/good.txt" | grep -v '^\[' | grep -v '^[a-z_0-9]* = ' | grep -v '^$' &&
   { echo "FAIL: the dry run printed lines that are not a parameter file"; exit 1; }
 
-mkdir -p "$dir/mnt"
-if ! mount -t tmpfs -o size=4m tmpfs "$dir/mnt" 2>/dev/null; then
+if ! tmpfs_mount "$dir/mnt" 4m; then
   echo "SKIP parts 3 and 4: cannot mount a tmpfs here"
   echo "dry run ok (parts 3 and 4 skipped)"
   exit 0
 fi
-mounted=1
 # 4. no room for keep_last + 1 = 3 checkpoints of about 1.8 MiB in 4 MiB (2 fit)
 expect 1 full --set run.dir="$dir/mnt/run"
 grep -q "fmtrain: I/O error: run directory $dir/mnt/run: not enough free space for its checkpoints: each takes about .*, \[checkpoint\] keep_last = 2 (+1 while the next is written) with 0 already there needs .* more, but only .* is free" "$dir/full.txt"
