@@ -625,9 +625,11 @@ static void print_prediction(const plan_ctx *c, const fm_plan_result *r)
             printf("  %s + %.4g s per step: ",
                    z == 0 ? "all-reduce" : z == 1 ? "all-reduce + all-gather" : "reduce-scatter + all-gather",
                    r->comm_s);
-            if (d->allreduce_latency_ms.entry)
-                printf("%s(%d-1) x %.4g ms + ", z == 1 ? "2 x " : "", r->ranks, d->allreduce_latency_ms.v);
-            printf("%d x (%d-1)/%d x %.3g GiB of gradients%s at %.4g GB/s", z == 1 ? 3 : 2, r->ranks,
+            if (d->allreduce_latency_ms.entry) {
+                if (r->comm_passes > 2) printf("%d x ", r->comm_passes - 1);
+                printf("(%d-1) x %.4g ms + ", r->ranks, d->allreduce_latency_ms.v);
+            }
+            printf("%d x (%d-1)/%d x %.3g GiB of gradients%s at %.4g GB/s", r->comm_passes, r->ranks,
                    r->ranks, gib(r->model_mem[0].grad_bytes), z ? " and weights" : "",
                    d->allreduce_busbw_gbs.v);
             print_prov(d->allreduce_busbw_gbs.entry);

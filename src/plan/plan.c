@@ -262,9 +262,9 @@ static void predict(const fm_plan_input *in, const fm_plan_device *dev, const fm
     const int n = r->ranks;
     r->comm_complete = n == 1;
     if (n > 1 && in->nodes == 1 && dev->allreduce_busbw_gbs.entry) {
-        const int passes = in->zero_stage == 1 ? 3 : 2; /* buffer passes of (n-1)/n each */
-        r->comm_s = (passes - 1) * (n - 1) * dev->allreduce_latency_ms.v / 1e3 +
-                    passes * (double)(n - 1) / n * (double)r->model_mem[0].grad_bytes /
+        r->comm_passes = in->zero_stage == 1 ? 3 : 2; /* buffer passes of (n-1)/n each */
+        r->comm_s = (r->comm_passes - 1) * (n - 1) * dev->allreduce_latency_ms.v / 1e3 +
+                    r->comm_passes * (double)(n - 1) / n * (double)r->model_mem[0].grad_bytes /
                         (dev->allreduce_busbw_gbs.v * 1e9);
         r->comm_complete = 1;
     }

@@ -121,6 +121,9 @@ typedef struct fm_plan_result {
     double compute_s_lo, compute_s_hi; /* the fmtrain-bench part of a step at mfu_hi, mfu_lo */
     double trainer_s;      /* the device's measured trainer overhead per step (0: unmeasured) */
     double comm_s;         /* the all-reduce between the ranks of one node (0: one rank, or unmeasured) */
+    int comm_passes;       /* comm_s's bus-bandwidth term moves comm_passes x (n-1)/n x the gradient
+                              bytes with comm_passes - 1 latencies per ring step pair: 2 (zero 0's
+                              all-reduce; zero 2's reduce-scatter + all-gather), 3 (zero 1: both) */
     int comm_complete;     /* 1: every cost of the layout is in the step (one rank, or one node whose
                               all-reduce is measured); 0: the step is a lower bound */
     double step_s_lo, step_s_hi;   /* compute + trainer + comm */

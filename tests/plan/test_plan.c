@@ -441,9 +441,11 @@ static void test_prediction_range_and_none(void **state)
     in.zero_stage = 2;
     FM_ASSERT_OK(fm_plan_compute(&in, fm_plan_find_device(&t, "C1"), &t, &r));
     assert_true(fabs(r.comm_s - comm0) < 1e-12);
+    assert_int_equal(r.comm_passes, 2);
     in.zero_stage = 1;
     FM_ASSERT_OK(fm_plan_compute(&in, fm_plan_find_device(&t, "C1"), &t, &r));
     assert_true(fabs(r.comm_s - (2 * 3 * 0.5e-3 + 3.0 * 3 / 4 * (double)G / 2e9)) < 1e-12);
+    assert_int_equal(r.comm_passes, 3);
     assert_true(fabs(r.step_s_lo - (r.compute_s_lo + 0.003 + r.comm_s)) < 1e-12);
     in.zero_stage = 0;
     FM_ASSERT_OK(fm_plan_compute(&in, fm_plan_find_device(&t, "C1"), &t, &r));
