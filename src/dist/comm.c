@@ -3,6 +3,8 @@
 #include "dist/comm.h"
 
 #include <limits.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -383,6 +385,16 @@ struct fm_comm_allreduce {
     int nsegs, seg_cap;
     int next_post;          /* segments before it have their receive posted (or need none) */
     int pending;            /* segments not RS_DONE */
+
+    /* Shared-memory modes (fm_comm_*_init_shared): no messages, see the section below. */
+    fm_comm_shared *shm;        /* the gradients, a part per rank (the caller's) */
+    fm_comm_shared *ctr;        /* per rank: its published counters (the engine's) */
+    float **peer;               /* (size) every rank's gradient buffer, mapped in this process */
+    _Atomic uint64_t **started; /* (size) buckets each rank has started, over all steps */
+    _Atomic uint64_t **reduced; /* (size) buckets whose shard part each rank has reduced */
+    uint64_t done_before;       /* buckets of the completed steps (the same on every rank) */
+    int next_red;               /* this step's buckets before it: this rank's shard part reduced */
+    int next_copy; /* all-reduce: buckets before it: the other shards' results copied in */
 };
 
 static void scale_range(fm_comm_allreduce *ar, bucket *b)
@@ -420,7 +432,11 @@ static fm_status start_one(fm_comm_allreduce *ar, size_t off, size_t n, int earl
     ar->buckets[i] = (bucket){off, n, 0};
     ar->requests[i] = MPI_REQUEST_NULL;
     if (early) ar->early++;
-    if (ar->comm->size > 1 && ar->ordered) FM_TRY(rs_add_bucket(ar, off, n));
+    if (ar->comm->size > 1 && ar->shm)
+        atomic_store_explicit(ar->started[ar->comm->rank], ar->done_before + (uint64_t)ar->nbuckets,
+                              memory_order_release);
+    else if (ar->comm->size > 1 && ar->ordered)
+        FM_TRY(rs_add_bucket(ar, off, n));
     else if (ar->comm->size > 1)
         FM_MPI_TRY(MPI_Iallreduce(MPI_IN_PLACE, ar->grads + off, (int)n, MPI_FLOAT, MPI_SUM,
                                   ar->comm->world, &ar->requests[i]));
@@ -451,6 +467,7 @@ static fm_status flush_pending(fm_comm_allreduce *ar, int early)
 }
 
 static fm_status rs_progress(fm_comm_allreduce *ar, int block);
+static void shm_progress(fm_comm_allreduce *ar, int block);
 
 /* Completes what has finished (MPI_Testsome also drives Open MPI's progress engine) and scales the
  * completed buckets while the others are still in flight; in the ordered modes it moves the
@@ -458,6 +475,10 @@ static fm_status rs_progress(fm_comm_allreduce *ar, int block);
 static fm_status progress(fm_comm_allreduce *ar)
 {
     if (ar->comm->size == 1) return NULL;
+    if (ar->shm) {
+        shm_progress(ar, 0);
+        return NULL;
+    }
     if (ar->ordered) return rs_progress(ar, 0);
     if (ar->nbuckets == 0) return NULL;
     int outcount = 0;
@@ -655,6 +676,105 @@ static fm_status rs_progress(fm_comm_allreduce *ar, int block)
     return NULL;
 }
 
+/* ---- the shared-memory modes: the same order, no messages --------------------------------------
+
+ * Every rank's gradient buffer is mapped in every process of the node (ar->peer). A rank publishes
+ * in its `started` counter how many buckets it has started in all (buckets start in the same order
+ * everywhere, and only once final); the owner of a shard adds the part of bucket i in its shard as
+ * soon as every rank's counter passed i, reading the others' values where they lie, in the chain's
+ * order (so the bits are the message modes'), then publishes `reduced`. In all-reduce mode a rank
+ * copies bucket i's part in another rank's shard from that owner's buffer once the owner's
+ * `reduced` passed i: the owner has then also finished reading this rank's values there, which the
+ * copy overwrites. Counters are C11 atomics in the node-shared window: a release store after the
+ * writes, an acquire load before the reads. */
+
+/* Floats added per pass over the other ranks in the general (3 or more ranks) case. */
+#define SHM_BLOCK 2048
+
+static int shm_all_passed(fm_comm_allreduce *ar, _Atomic uint64_t **ctr, uint64_t want, int skip)
+{
+    for (int r = 0; r < ar->comm->size; r++)
+        if (r != skip && atomic_load_explicit(ctr[r], memory_order_acquire) < want) return 0;
+    return 1;
+}
+
+/* This rank's shard part of bucket i: ((g_{q+1} + g_{q+2}) + ... + g_{q-1}) + g_q, times 1/size. */
+static void shm_reduce(fm_comm_allreduce *ar, int i)
+{
+    const int N = ar->comm->size, me = ar->comm->rank;
+    const bucket *b = &ar->buckets[i];
+    size_t lo = b->offset > ar->bounds[me] ? b->offset : ar->bounds[me];
+    size_t hi =
+        b->offset + b->count < ar->bounds[me + 1] ? b->offset + b->count : ar->bounds[me + 1];
+    const float sc = ar->scale;
+    float *own = ar->grads;
+    if (N == 2) {
+        const float *p = ar->peer[(me + 1) % N];
+        for (size_t j = lo; j < hi; j++) own[j] = (p[j] + own[j]) * sc;
+        return;
+    }
+    float part[SHM_BLOCK];
+    for (size_t a = lo; a < hi; a += SHM_BLOCK) {
+        size_t n = hi - a < SHM_BLOCK ? hi - a : SHM_BLOCK;
+        memcpy(part, ar->peer[(me + 1) % N] + a, n * sizeof(float));
+        for (int k = 2; k < N; k++) {
+            const float *p = ar->peer[(me + k) % N] + a;
+            for (size_t j = 0; j < n; j++) part[j] = part[j] + p[j];
+        }
+        for (size_t j = 0; j < n; j++) own[a + j] = (part[j] + own[a + j]) * sc;
+    }
+}
+
+/* All-reduce mode: bucket i's parts in the other ranks' shards, from their owners; 0 when an owner
+ * has not reduced it yet (nothing copied then: the parts already copied are copied again later,
+ * the same bytes). */
+static int shm_copy(fm_comm_allreduce *ar, int i, int block)
+{
+    const int N = ar->comm->size, me = ar->comm->rank;
+    const bucket *b = &ar->buckets[i];
+    const uint64_t want = ar->done_before + (uint64_t)i + 1;
+    for (int q = 0; q < N; q++) {
+        if (q == me) continue;
+        size_t lo = b->offset > ar->bounds[q] ? b->offset : ar->bounds[q];
+        size_t hi =
+            b->offset + b->count < ar->bounds[q + 1] ? b->offset + b->count : ar->bounds[q + 1];
+        if (hi <= lo) continue;
+        while (atomic_load_explicit(ar->reduced[q], memory_order_acquire) < want) {
+            if (!block) return 0;
+            sched_yield();
+        }
+    }
+    for (int q = 0; q < N; q++) {
+        if (q == me) continue;
+        size_t lo = b->offset > ar->bounds[q] ? b->offset : ar->bounds[q];
+        size_t hi =
+            b->offset + b->count < ar->bounds[q + 1] ? b->offset + b->count : ar->bounds[q + 1];
+        if (hi > lo) memcpy(ar->grads + lo, ar->peer[q] + lo, (hi - lo) * sizeof(float));
+    }
+    return 1;
+}
+
+/* Reduces and (all-reduce mode) copies every started bucket whose inputs are there; with block,
+ * waits until all of them are done. */
+static void shm_progress(fm_comm_allreduce *ar, int block)
+{
+    const int me = ar->comm->rank;
+    while (ar->next_red < ar->nbuckets) {
+        uint64_t want = ar->done_before + (uint64_t)ar->next_red + 1;
+        if (!shm_all_passed(ar, ar->started, want, me)) {
+            if (!block) break;
+            sched_yield();
+            continue;
+        }
+        shm_reduce(ar, ar->next_red);
+        ar->next_red++;
+        atomic_store_explicit(ar->reduced[me], ar->done_before + (uint64_t)ar->next_red,
+                              memory_order_release);
+    }
+    while (!ar->scatter && ar->next_copy < ar->nbuckets && shm_copy(ar, ar->next_copy, block))
+        ar->next_copy++;
+}
+
 static int overlaps(size_t a, size_t an, size_t b, size_t bn)
 {
     return a < b + bn && b < a + an;
@@ -758,6 +878,8 @@ static void reset_step(fm_comm_allreduce *ar)
     ar->nsegs = 0;
     ar->next_post = 0;
     ar->pending = 0;
+    ar->next_red = 0;
+    ar->next_copy = 0;
     ar->nfree = ar->nslots;
     for (int k = 0; k < ar->nslots; k++) ar->free_slots[k] = k;
 }
@@ -769,7 +891,13 @@ fm_status fm_comm_allreduce_wait_all(fm_comm_allreduce *ar)
     ar->err = NULL;
     if (!st) st = flush_pending(ar, 0);
     if (!st) st = start_gaps(ar);
-    if (!st && ar->comm->size > 1 && ar->ordered) st = rs_progress(ar, 1);
+    if (!st && ar->comm->size > 1 && ar->shm) {
+        shm_progress(ar, 1);
+        /* No rank reads this rank's buffer after this (the caller may write it). */
+        st = fm_comm_shared_barrier(ar->shm);
+        ar->done_before += (uint64_t)ar->nbuckets;
+    } else if (!st && ar->comm->size > 1 && ar->ordered)
+        st = rs_progress(ar, 1);
     else if (!st && ar->comm->size > 1)
         FM_MPI_KEEP(st, MPI_Waitall(ar->nbuckets, ar->requests, MPI_STATUSES_IGNORE));
     if (st) {
@@ -875,12 +1003,47 @@ size_t fm_comm_reduce_scatter_scratch_for(size_t count, int size, size_t max_buc
 }
 
 /* An engine in one of the ordered modes (scatter: reduce-scatter, else all-reduce). */
+/* The shared-memory mode's tables: every rank's buffer and counters as mapped here. Collective
+ * over the node (the counters' window). */
+static fm_status shm_setup(fm_comm_allreduce *ar)
+{
+    const int N = ar->comm->size;
+    ar->peer = calloc((size_t)N, sizeof *ar->peer);
+    ar->started = calloc((size_t)N, sizeof *ar->started);
+    ar->reduced = calloc((size_t)N, sizeof *ar->reduced);
+    fm_status st = NULL;
+    if (!ar->peer || !ar->started || !ar->reduced)
+        st = FM_ERR(FM_ERR_NOMEM, "out of memory for the shared-memory reduction's tables");
+    /* Two counters per rank, each on its own cache line. */
+    fm_status cst = fm_comm_shared_alloc(ar->comm, 128, 1, &ar->ctr);
+    if (!st)
+        st = cst;
+    else
+        fm_status_free(&cst);
+    FM_TRY(st);
+    for (int r = 0; r < N; r++) {
+        char *c = fm_comm_shared_ptr(ar->ctr, r);
+        ar->peer[r] = fm_comm_shared_ptr(ar->shm, r);
+        if (!c || (!ar->peer[r] && ar->count > 0))
+            return FM_ERR(FM_ERR_INTERNAL, "shared-memory reduction: rank %d's part is not mapped",
+                          r);
+        ar->started[r] = (_Atomic uint64_t *)c;
+        ar->reduced[r] = (_Atomic uint64_t *)(c + 64);
+    }
+    return NULL;
+}
+
 static fm_status ordered_init(fm_comm_allreduce **out, const fm_comm *c, float *grads, size_t count,
                               const size_t *bounds, int scatter, size_t max_bucket_bytes,
-                              size_t min_bucket_bytes, size_t scratch_bytes)
+                              size_t min_bucket_bytes, size_t scratch_bytes, fm_comm_shared *shm)
 {
     *out = NULL;
     FM_TRY(fm_comm_check_bounds(c, bounds, count));
+    if (shm && (!fm_comm_single_node(c) || fm_comm_shared_bytes(shm) < count * sizeof(float)))
+        return FM_ERR(FM_ERR_INTERNAL,
+                      "shared-memory reduction: needs every rank on one node (%d nodes here) and "
+                      "%zu bytes per rank (the window has %zu)",
+                      c->nodes, count * sizeof(float), fm_comm_shared_bytes(shm));
     fm_comm_allreduce *ar = NULL;
     FM_TRY(engine_new(&ar, c, grads, count, max_bucket_bytes, min_bucket_bytes));
     ar->ordered = 1;
@@ -893,7 +1056,9 @@ static fm_status ordered_init(fm_comm_allreduce **out, const fm_comm *c, float *
     }
     memcpy(ar->bounds, bounds, sizeof *ar->bounds * ((size_t)c->size + 1));
     rs_plan(count, c->size, ar->max_elems, scratch_bytes, &ar->seg_elems, &ar->nslots);
-    if (c->size > 1) {
+    ar->shm = shm;
+    if (shm) ar->nslots = 0; /* nothing is received */
+    if (c->size > 1 && !shm) {
         ar->scratch = malloc((size_t)ar->nslots * ar->seg_elems * sizeof(float));
         ar->free_slots = malloc(sizeof *ar->free_slots * (size_t)ar->nslots);
         if (!ar->scratch || !ar->free_slots) {
@@ -904,8 +1069,16 @@ static fm_status ordered_init(fm_comm_allreduce **out, const fm_comm *c, float *
     }
     reset_step(ar);
 fail:
-    /* The duplicate is collective: every rank makes it, whatever happened above (the checks before
-     * engine_new give the same answer on every rank: same bounds, same count). */
+    /* The duplicate (and the shared counters) are collective: every rank makes them, whatever
+     * happened above (the checks before engine_new give the same answer on every rank: same bounds,
+     * same count). */
+    if (c->size > 1 && shm) {
+        fm_status sst = shm_setup(ar);
+        if (!st)
+            st = sst;
+        else
+            fm_status_free(&sst);
+    }
     if (c->size > 1) {
         fm_status dst = fm_comm_dup(c->world, &ar->rs_comm);
         if (!st) st = dst;
@@ -930,7 +1103,30 @@ fm_status fm_comm_reduce_scatter_init(fm_comm_allreduce **out, const fm_comm *c,
                                       size_t min_bucket_bytes, size_t scratch_bytes)
 {
     FM_TRY(ordered_init(out, c, grads, count, bounds, 1, max_bucket_bytes, min_bucket_bytes,
-                        scratch_bytes));
+                        scratch_bytes, NULL));
+    return NULL;
+}
+
+fm_status fm_comm_reduce_scatter_init_shared(fm_comm_allreduce **out, const fm_comm *c,
+                                             fm_comm_shared *grads, size_t count,
+                                             const size_t *bounds, size_t max_bucket_bytes,
+                                             size_t min_bucket_bytes)
+{
+    *out = NULL;
+    if (!grads) return FM_ERR(FM_ERR_INTERNAL, "fm_comm_reduce_scatter_init_shared: no window");
+    FM_TRY(ordered_init(out, c, fm_comm_shared_ptr(grads, c->local_rank), count, bounds, 1,
+                        max_bucket_bytes, min_bucket_bytes, 0, grads));
+    return NULL;
+}
+
+fm_status fm_comm_allreduce_init_shared(fm_comm_allreduce **out, const fm_comm *c,
+                                        fm_comm_shared *grads, size_t count, const size_t *bounds,
+                                        size_t max_bucket_bytes, size_t min_bucket_bytes)
+{
+    *out = NULL;
+    if (!grads) return FM_ERR(FM_ERR_INTERNAL, "fm_comm_allreduce_init_shared: no window");
+    FM_TRY(ordered_init(out, c, fm_comm_shared_ptr(grads, c->local_rank), count, bounds, 0,
+                        max_bucket_bytes, min_bucket_bytes, 0, grads));
     return NULL;
 }
 
@@ -940,7 +1136,7 @@ fm_status fm_comm_allreduce_init_ordered(fm_comm_allreduce **out, const fm_comm 
                                          size_t scratch_bytes)
 {
     FM_TRY(ordered_init(out, c, grads, count, bounds, 0, max_bucket_bytes, min_bucket_bytes,
-                        scratch_bytes));
+                        scratch_bytes, NULL));
     return NULL;
 }
 
@@ -955,6 +1151,10 @@ void fm_comm_allreduce_free(fm_comm_allreduce **ar)
     drain(*ar);
     fm_status_free(&(*ar)->err);
     fm_comm_dup_free(&(*ar)->rs_comm);
+    fm_comm_shared_free(&(*ar)->ctr);
+    free((*ar)->peer);
+    free((*ar)->started);
+    free((*ar)->reduced);
     free((*ar)->buckets);
     free((*ar)->requests);
     free((*ar)->done);

@@ -199,6 +199,43 @@ fm_status fm_comm_sum_ordered(const fm_comm *c, double *vals, int n);
  * (FM_ERR_INTERNAL otherwise). */
 fm_status fm_comm_check_bounds(const fm_comm *c, const size_t *bounds, size_t count);
 
+/* ---- node-shared memory ------------------------------------------------------------------------- */
+
+/* Memory that every rank of one node maps (an MPI-3 shared-memory window over c->node): what lets
+ * ranks on one node add each other's gradients and share one copy of the weights without copying
+ * them through MPI messages ([runtime] shared_memory, docs/parallelism.md).
+ *   per_rank = 1: every rank of the node gets `bytes` of its own (its pages are first touched, so
+ *                 placed, by itself), which the other ranks of the node can read and write;
+ *   per_rank = 0: one buffer of `bytes` for the whole node, first touched by local rank 0.
+ * The memory is zeroed. Before allocating, local rank 0 checks that the file system that backs
+ * Open MPI's windows (/dev/shm, or the osc_sm_backing_directory MCA parameter's directory) has room
+ * for the node's total: a window larger than it would be created sparse and its first touch kill the
+ * process with SIGBUS; too little room is an FM_ERR_NOMEM error that names the directory, the
+ * bytes needed and free, and the way out (runtime.shared_memory = off, or a larger /dev/shm).
+ * Collective over c->node; every rank of the node passes the same bytes and per_rank. Release with
+ * fm_comm_shared_free (collective too). */
+typedef struct fm_comm_shared fm_comm_shared;
+fm_status fm_comm_shared_alloc(const fm_comm *c, size_t bytes, int per_rank, fm_comm_shared **out);
+
+/* The address, in this process, of local rank `local_rank`'s part (per_rank = 1) or of the one
+ * buffer (per_rank = 0: any local_rank). NULL when out of range or when the part is empty. */
+void *fm_comm_shared_ptr(const fm_comm_shared *s, int local_rank);
+
+/* Bytes of each part (per_rank = 1) or of the buffer. */
+size_t fm_comm_shared_bytes(const fm_comm_shared *s);
+
+/* A barrier over the node's ranks that also orders memory: every store a rank made to shared
+ * memory before it is visible to every rank of the node after it (MPI_Win_sync, MPI_Barrier,
+ * MPI_Win_sync). Collective over c->node. */
+fm_status fm_comm_shared_barrier(fm_comm_shared *s);
+
+/* Frees the window (collective over the node) and sets *s to NULL; safe on NULL. */
+void fm_comm_shared_free(fm_comm_shared **s);
+
+/* 1 when every rank of the job runs on this node (c->nodes == 1): the condition under which the
+ * shared-memory modes below apply. */
+int fm_comm_single_node(const fm_comm *c);
+
 /* ---- the gradient reduction engine ------------------------------------------------------------- */
 
 #define FM_COMM_BUCKET_MAX_DEFAULT ((size_t)25 << 20) /* 25 MiB: longer ranges are split */
@@ -257,6 +294,29 @@ fm_status fm_comm_allreduce_init_ordered(fm_comm_allreduce **out, const fm_comm 
 fm_status fm_comm_reduce_scatter_init(fm_comm_allreduce **out, const fm_comm *c, float *grads,
                                       size_t count, const size_t *bounds, size_t max_bucket_bytes,
                                       size_t min_bucket_bytes, size_t scratch_bytes);
+
+/* The ordered engines over node-shared gradients, for ranks that all run on one node
+ * (fm_comm_single_node; FM_ERR_INTERNAL otherwise): `grads` comes from fm_comm_shared_alloc with
+ * per_rank = 1 and at least count floats per rank, and this rank's gradient buffer is its own part
+ * (fm_comm_shared_ptr(grads, c->local_rank)). The results are bit for bit those of
+ * fm_comm_reduce_scatter_init / fm_comm_allreduce_init_ordered over the same bounds (the same
+ * fixed order of additions, then the same 1/size), but nothing is sent: as each bucket becomes
+ * final on a rank, the rank publishes so in a shared counter; the owner of each shard adds the
+ * other ranks' parts of it straight from their buffers, in the chain's order, into its own, and in
+ * all-reduce mode every rank then copies the other shards' results from their owners' buffers once
+ * the owners publish them. Per rank and step this reads (size-1)/size of the buffer from the other
+ * ranks (plus the same again to copy the results in all-reduce mode), where the message modes also
+ * write and re-read every received byte in scratch. Waiting for another rank spins on its counter
+ * (sched_yield between looks). fm_comm_allreduce_wait_all returns after a barrier of the node's
+ * ranks: then no rank reads this rank's buffer any more, and the caller may write it. No scratch
+ * (fm_comm_reduce_scatter_scratch_bytes: 0). Collective over c->world. */
+fm_status fm_comm_reduce_scatter_init_shared(fm_comm_allreduce **out, const fm_comm *c,
+                                             fm_comm_shared *grads, size_t count,
+                                             const size_t *bounds, size_t max_bucket_bytes,
+                                             size_t min_bucket_bytes);
+fm_status fm_comm_allreduce_init_shared(fm_comm_allreduce **out, const fm_comm *c,
+                                        fm_comm_shared *grads, size_t count, const size_t *bounds,
+                                        size_t max_bucket_bytes, size_t min_bucket_bytes);
 
 /* Bytes of the scratch pool of an ordered engine (0 for MPI's all-reduce mode or one rank). */
 size_t fm_comm_reduce_scatter_scratch_bytes(const fm_comm_allreduce *ar);

@@ -797,6 +797,101 @@ static void test_allgather(void **state)
     free(b);
 }
 
+/* Node-shared memory: one buffer for the node (rank 0's writes seen by all after the barrier), a
+ * part per rank (each rank's writes seen by the others), and a request larger than the backing
+ * file system refused with a message that says what to do. */
+static void test_shared_memory(void **state)
+{
+    const fm_comm *c = *state;
+    assert_true(fm_comm_single_node(c)); /* mpiexec on one machine */
+    fm_comm_shared *one = NULL, *per = NULL;
+    FM_ASSERT_OK(fm_comm_shared_alloc(c, 4096, 0, &one));
+    FM_ASSERT_OK(fm_comm_shared_alloc(c, 1000 * sizeof(int), 1, &per));
+    assert_int_equal(fm_comm_shared_bytes(per), 1000 * sizeof(int));
+    int *o = fm_comm_shared_ptr(one, c->local_rank), *mine = fm_comm_shared_ptr(per, c->local_rank);
+    assert_true(o && mine && o == fm_comm_shared_ptr(one, 0));
+    for (int i = 0; i < 1000; i++) assert_int_equal(mine[i], 0); /* zeroed */
+    if (c->local_rank == 0) o[5] = 42;
+    for (int i = 0; i < 1000; i++) mine[i] = 1000 * c->local_rank + i;
+    FM_ASSERT_OK(fm_comm_shared_barrier(per));
+    assert_int_equal(o[5], 42);
+    for (int r = 0; r < c->local_size; r++) {
+        const int *p = fm_comm_shared_ptr(per, r);
+        assert_non_null(p);
+        assert_int_equal(p[999], 1000 * r + 999);
+    }
+    assert_null(fm_comm_shared_ptr(per, c->local_size));
+    FM_ASSERT_OK(fm_comm_shared_barrier(per)); /* nobody reads a part after it is freed */
+    fm_comm_shared_free(&one);
+    fm_comm_shared_free(&per);
+    assert_null(per);
+    fm_comm_shared_free(&per);
+    fm_status st = fm_comm_shared_alloc(c, (size_t)1 << 52, 0, &one); /* 4 PiB */
+    assert_non_null(st);
+    assert_null(one);
+    assert_non_null(strstr(fm_status_message(st), "shared_memory = off"));
+    fm_status_free(&st);
+}
+
+/* The shared-memory engines give the message engines' bits: the documented order, the same layers
+ * reported last to first, several steps (the counters run on across steps), reduce-scatter and
+ * all-reduce. */
+static void test_shared_reduce(void **state)
+{
+    const fm_comm *c = *state;
+    const size_t *sizes = k_layer_sizes;
+    const int nl = K_LAYERS;
+    size_t off[K_LAYERS];
+    const size_t count = layer_offsets(off);
+    size_t *b = malloc(sizeof *b * ((size_t)c->size + 1));
+    assert_non_null(b);
+    rs_bounds(c->size, count, b);
+    fm_comm_shared *win = NULL;
+    FM_ASSERT_OK(fm_comm_shared_alloc(c, count * sizeof(float), 1, &win));
+    float *g = fm_comm_shared_ptr(win, c->local_rank);
+    for (int scatter = 1; scatter >= 0; scatter--) {
+        fm_comm_allreduce *ar = NULL;
+        if (scatter)
+            FM_ASSERT_OK(fm_comm_reduce_scatter_init_shared(
+                &ar, c, win, count, b, 256 * sizeof(float), 100 * sizeof(float)));
+        else
+            FM_ASSERT_OK(fm_comm_allreduce_init_shared(&ar, c, win, count, b, 256 * sizeof(float),
+                                                       100 * sizeof(float)));
+        assert_int_equal(fm_comm_reduce_scatter_scratch_bytes(ar), 0);
+        for (int step = 0; step < 4; step++) {
+            for (size_t i = 0; i < count; i++) g[i] = rs_value(c->rank, i, step);
+            /* step 3: nothing reported, everything started by wait_all */
+            for (int l = nl - 1; l >= 0 && step < 3; l--)
+                fm_comm_allreduce_ready(ar, off[l], sizes[l]);
+            FM_ASSERT_OK(fm_comm_allreduce_wait_all(ar));
+            rs_check_mode(c, g, count, b, step, scatter);
+            fm_comm_allreduce_stats s = fm_comm_allreduce_last_stats(ar);
+            assert_int_equal(s.segments, 0);
+            assert_int_equal(s.early_buckets, step < 3 ? s.buckets - 1 : 0);
+        }
+        if (!scatter)
+            FM_ASSERT_OK(fm_comm_check_identical(c, g, sizeof *g * count, "averaged gradients"));
+        fm_comm_allreduce_free(&ar);
+        assert_null(ar);
+    }
+    /* A window smaller than the buffer is refused on every rank. */
+    fm_comm_allreduce *ar = NULL;
+    fm_status st = fm_comm_reduce_scatter_init_shared(&ar, c, win, count + 1, NULL, 0, 0);
+    assert_non_null(st);
+    fm_status_free(&st);
+    size_t *b1 = malloc(sizeof *b1 * ((size_t)c->size + 1));
+    assert_non_null(b1);
+    rs_bounds(c->size, count + 1, b1);
+    st = fm_comm_reduce_scatter_init_shared(&ar, c, win, count + 1, b1, 0, 0);
+    assert_non_null(st);
+    assert_null(ar);
+    assert_non_null(strstr(fm_status_message(st), "bytes per rank"));
+    fm_status_free(&st);
+    fm_comm_shared_free(&win);
+    free(b1);
+    free(b);
+}
+
 /* Rank order, not MPI's: 1e16 + 1 - 1e16 style sums whose value depends on it. */
 static void test_sum_ordered(void **state)
 {
@@ -839,6 +934,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_reduce_scatter_gaps_errors),
         cmocka_unit_test(test_allgather),
         cmocka_unit_test(test_sum_ordered),
+        cmocka_unit_test(test_shared_memory),
+        cmocka_unit_test(test_shared_reduce),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     MPI_Finalize();
