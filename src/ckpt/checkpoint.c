@@ -1482,7 +1482,7 @@ fm_status fm_checkpoint_load_model(const char *path, fm_backend *be, int max_bat
                                    fm_tokenizer **tok, char *used_path, size_t size, char *note,
                                    size_t note_size)
 {
-    const fm_model_options mo = {FM_MODEL_DECODE, max_batch};
+    const fm_model_options mo = {.mode = FM_MODEL_DECODE, .max_batch = max_batch};
     FM_TRY(fm_checkpoint_load_model_opts(path, be, &mo, model, tok, used_path, size, note, note_size));
     return NULL;
 }

@@ -122,7 +122,7 @@ static fm_status parse_args(int argc, char **argv, eval_args *a)
 static fm_status load_checkpoint(const eval_args *a, const fm_comm *comm, fm_backend *hb,
                                  fm_model **model, fm_tokenizer **tok, char used[4096])
 {
-    const fm_model_options mo = {FM_MODEL_EVAL, 1};
+    const fm_model_options mo = {.mode = FM_MODEL_EVAL, .max_batch = 1};
     fm_status st = NULL;
     used[0] = '\0';
     if (comm->rank == 0)
@@ -158,7 +158,7 @@ static fm_status create_backend(const eval_args *a, const fm_comm *comm, const f
  * `host_model` (on the host backend), which is freed. */
 static fm_status place_model(fm_backend *be, int batch, fm_model **host_model, fm_model **model)
 {
-    const fm_model_options mo = {FM_MODEL_EVAL, batch};
+    const fm_model_options mo = {.mode = FM_MODEL_EVAL, .max_batch = batch};
     FM_TRY(fm_model_create_opts(fm_model_get_shape(*host_model), be, &mo, model));
     FM_TRY(fm_model_set_params(*model, fm_model_params(*host_model)));
     fm_model_free(host_model);

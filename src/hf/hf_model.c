@@ -627,7 +627,8 @@ fm_status fm_hf_import_model(const char *dir, fm_backend *be, fm_model **out, fm
     fm_json_doc_free(&doc);
     if (st) return st;
     fm_model *m = NULL;
-    fm_status chk = fm_model_create_opts(&shape, be, &(fm_model_options){FM_MODEL_DECODE, 1}, &m);
+    fm_status chk = fm_model_create_opts(
+        &shape, be, &(fm_model_options){.mode = FM_MODEL_DECODE, .max_batch = 1}, &m);
     if (chk) {
         st = FM_ERR(fm_status_code(chk) == FM_ERR_CONFIG ? FM_ERR_INPUT : fm_status_code(chk),
                     "%s describes a model fmtrain cannot build: %s", cpath, fm_status_message(chk));

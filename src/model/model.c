@@ -87,6 +87,8 @@ struct fm_model {
     void *params_bf16;   /* (nparams) bf16 copy the matmuls read; NULL in fp32 */
     int bf16_stale;      /* 1: params may have changed since params_bf16 was made */
     float *grads;        /* (nparams); NULL in decode */
+    int given;           /* bits: params (1), params_bf16 (2), grads (4) are the caller's
+                            (fm_model_options), not freed here */
     float **pview;       /* (ntensors) parameter tensor i = params + tensors[i].offset */
     float **wview;       /* (ntensors) tensor i as matmuls read it: in params_bf16 (bf16) or pview */
     float **gview;       /* (ntensors) the same in grads; NULL in decode */
@@ -348,6 +350,8 @@ static fm_status check_options(const fm_model_shape *shape, const fm_model_optio
     if ((int64_t)o->max_batch * shape->max_seq_len > INT_MAX)
         return FM_ERR(FM_ERR_CONFIG, "model: micro_batch*seq_len = %" PRId64 " exceeds %d",
                       (int64_t)o->max_batch * shape->max_seq_len, INT_MAX);
+    if (o->grads && o->mode != FM_MODEL_TRAIN)
+        return FM_ERR(FM_ERR_INTERNAL, "model: gradient memory given to a model that has none");
     return NULL;
 }
 
@@ -415,7 +419,7 @@ double fm_model_flops_per_token(const fm_model_shape *shape, int T)
 fm_status fm_model_memory_estimate(const fm_model_shape *shape, int max_batch, int act_elem_bytes,
                                    fm_model_memory_info *out)
 {
-    const fm_model_options o = {FM_MODEL_TRAIN, max_batch};
+    const fm_model_options o = {.mode = FM_MODEL_TRAIN, .max_batch = max_batch};
     FM_TRY(fm_model_memory_estimate_opts(shape, &o, act_elem_bytes, out));
     return NULL;
 }
@@ -593,11 +597,26 @@ fm_status fm_model_create_opts(const fm_model_shape *shape, fm_backend *be,
     build_table(m->fam, &m->lay, L, m->tensors);
 
     const size_t pbytes = m->nparams * sizeof(float);
-    FM_TRY_GOTO(st, fail, alloc_named(m, (void **)&m->params, pbytes, "parameters"));
-    if (mem.param_copy_bytes)
+    if ((opts->params || opts->params_bf16 || opts->grads) && !m->ops->caps.host_memory) {
+        st = FM_ERR(FM_ERR_INTERNAL, "model: backend %s cannot use host memory given by the caller",
+                    m->ops->name);
+        goto fail;
+    }
+    if (opts->params_bf16 && !mem.param_copy_bytes) {
+        st = FM_ERR(FM_ERR_INTERNAL, "model: a bf16 weight copy given to a model without one");
+        goto fail;
+    }
+    m->given = (opts->params ? 1 : 0) | (opts->params_bf16 ? 2 : 0) | (opts->grads ? 4 : 0);
+    m->params = opts->params;
+    m->params_bf16 = opts->params_bf16;
+    m->grads = opts->grads;
+    if (!m->params)
+        FM_TRY_GOTO(st, fail, alloc_named(m, (void **)&m->params, pbytes, "parameters"));
+    if (mem.param_copy_bytes && !m->params_bf16)
         FM_TRY_GOTO(st, fail, alloc_named(m, &m->params_bf16, mem.param_copy_bytes,
                                           "the bf16 weight copy"));
-    if (train) FM_TRY_GOTO(st, fail, alloc_named(m, (void **)&m->grads, pbytes, "gradients"));
+    if (train && !m->grads)
+        FM_TRY_GOTO(st, fail, alloc_named(m, (void **)&m->grads, pbytes, "gradients"));
     m->arena_bytes = mem.act_bytes + mem.logits_bytes + mem.scratch_bytes + mem.kv_bytes;
     FM_TRY_GOTO(st, fail, alloc_named(m, &m->arena, m->arena_bytes,
                                       decode ? "the decode arena" : "the activation arena"));
@@ -620,7 +639,7 @@ fail:
 fm_status fm_model_create(const fm_model_shape *shape, fm_backend *be, int max_batch,
                           fm_model **out)
 {
-    const fm_model_options o = {FM_MODEL_TRAIN, max_batch};
+    const fm_model_options o = {.mode = FM_MODEL_TRAIN, .max_batch = max_batch};
     FM_TRY(fm_model_create_opts(shape, be, &o, out));
     return NULL;
 }
@@ -629,9 +648,9 @@ void fm_model_free(fm_model **pm)
 {
     if (!pm || !*pm) return;
     fm_model *m = *pm;
-    if (m->params) m->ops->free(m->be, m->params);
-    if (m->params_bf16) m->ops->free(m->be, m->params_bf16);
-    if (m->grads) m->ops->free(m->be, m->grads);
+    if (m->params && !(m->given & 1)) m->ops->free(m->be, m->params);
+    if (m->params_bf16 && !(m->given & 2)) m->ops->free(m->be, m->params_bf16);
+    if (m->grads && !(m->given & 4)) m->ops->free(m->be, m->grads);
     if (m->arena) m->ops->free(m->be, m->arena);
     free(m->tensors);
     free(m->pview);

@@ -140,6 +140,15 @@ typedef enum fm_model_mode {
 typedef struct fm_model_options {
     fm_model_mode mode;
     int max_batch; /* >= 1: sequences per call (training: the micro-batch) */
+    /* Memory the caller provides instead of the model allocating it, each NULL (the model
+     * allocates) or zeroed host memory of the size fm_model_memory_estimate_opts gives, owned by the
+     * caller and kept until fm_model_free; only on a backend whose memory is host memory
+     * (caps.host_memory; FM_ERR_INTERNAL otherwise). The trainer puts them in node-shared memory
+     * ([runtime] shared_memory, dist/comm.h): then other processes read and write them too, and
+     * the caller orders those accesses. */
+    float *params;     /* param_bytes: the fp32 masters */
+    void *params_bf16; /* param_copy_bytes: the bf16 weight copy (bf16 activations only) */
+    float *grads;      /* grad_bytes (training models only) */
 } fm_model_options;
 
 /* Byte breakdown of a model instance (or of a shape, before allocating). */

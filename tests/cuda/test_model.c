@@ -249,7 +249,7 @@ static void test_decode(void **state)
     fm_backend *be[2] = {NULL, NULL};
     fm_model *d[2] = {NULL, NULL};
     const char *names[2] = {"cpu", "cuda"};
-    const fm_model_options o = {FM_MODEL_DECODE, B};
+    const fm_model_options o = {.mode = FM_MODEL_DECODE, .max_batch = B};
     for (int k = 0; k < 2; k++) {
         backend_open(names[k], &be[k]);
         cuda_test_ok(fm_model_create_opts(&SHAPE, be[k], &o, &d[k]));

@@ -42,8 +42,8 @@ static int setup(void **state)
     fixture *f = calloc(1, sizeof *f);
     FM_ASSERT_OK(fm_comm_init(&f->comm));
     FM_ASSERT_OK(fm_backend_create("cpu", 1, 0, &f->be));
-    FM_ASSERT_OK(fm_model_create_opts(&SHAPE, f->be, &(fm_model_options){FM_MODEL_EVAL, MAXB},
-                                      &f->model));
+    FM_ASSERT_OK(fm_model_create_opts(
+        &SHAPE, f->be, &(fm_model_options){.mode = FM_MODEL_EVAL, .max_batch = MAXB}, &f->model));
     FM_ASSERT_OK(fm_model_init_weights(f->model, 5));
     fm_reader_options o = {f->comm->world, T, 0, 0, 0, 0, 0, NULL, 0};
     FM_ASSERT_OK(fm_reader_open(path, &o, &f->reader));

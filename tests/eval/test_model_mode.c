@@ -38,7 +38,8 @@ static void test_same_losses_as_training(void **state)
     FM_ASSERT_OK(fm_backend_create("cpu", 2, 0, &be));
     fm_model *train = NULL, *eval = NULL;
     FM_ASSERT_OK(fm_model_create(&SHAPE, be, B, &train));
-    FM_ASSERT_OK(fm_model_create_opts(&SHAPE, be, &(fm_model_options){FM_MODEL_EVAL, B}, &eval));
+    FM_ASSERT_OK(fm_model_create_opts(
+        &SHAPE, be, &(fm_model_options){.mode = FM_MODEL_EVAL, .max_batch = B}, &eval));
     assert_int_equal(fm_model_get_mode(eval), FM_MODEL_EVAL);
     FM_ASSERT_OK(fm_model_init_weights(train, 11));
     FM_ASSERT_OK(fm_model_set_params(eval, fm_model_params(train)));
@@ -82,7 +83,8 @@ static void test_memory_and_errors(void **state)
     (void)state;
     fm_model_memory_info tr, ev;
     FM_ASSERT_OK(fm_model_memory_estimate(&SHAPE, B, 4, &tr));
-    FM_ASSERT_OK(fm_model_memory_estimate_opts(&SHAPE, &(fm_model_options){FM_MODEL_EVAL, B}, 4, &ev));
+    FM_ASSERT_OK(fm_model_memory_estimate_opts(
+        &SHAPE, &(fm_model_options){.mode = FM_MODEL_EVAL, .max_batch = B}, 4, &ev));
     assert_int_equal(ev.param_bytes, tr.param_bytes);
     assert_int_equal(ev.grad_bytes, 0);
     assert_int_equal(ev.optim_bytes, 0);
@@ -95,7 +97,8 @@ static void test_memory_and_errors(void **state)
     fm_backend *be = NULL;
     FM_ASSERT_OK(fm_backend_create("cpu", 1, 0, &be));
     fm_model *m = NULL;
-    FM_ASSERT_OK(fm_model_create_opts(&SHAPE, be, &(fm_model_options){FM_MODEL_EVAL, B}, &m));
+    FM_ASSERT_OK(fm_model_create_opts(
+        &SHAPE, be, &(fm_model_options){.mode = FM_MODEL_EVAL, .max_batch = B}, &m));
     fm_model_memory_info got;
     fm_model_memory(m, &got);
     assert_memory_equal(&got, &ev, sizeof got);
@@ -119,7 +122,8 @@ static void test_memory_and_errors(void **state)
     fm_status_free(&st);
     fm_model_free(&m);
     /* a decode model still cannot run a loss */
-    FM_ASSERT_OK(fm_model_create_opts(&SHAPE, be, &(fm_model_options){FM_MODEL_DECODE, 1}, &m));
+    FM_ASSERT_OK(fm_model_create_opts(
+        &SHAPE, be, &(fm_model_options){.mode = FM_MODEL_DECODE, .max_batch = 1}, &m));
     st = fm_model_forward(m, tok, tok, 1, T, NULL);
     assert_int_equal(fm_status_code(st), FM_ERR_INTERNAL);
     fm_status_free(&st);

@@ -187,7 +187,7 @@ static void check_family(const fm_family *fam, int variant)
     fm_model *m = NULL, *d = NULL;
     FM_ASSERT_OK(fm_backend_create("cpu", 2, -1, &be));
     FM_ASSERT_OK(fm_model_create(&s, be, B, &m));
-    const fm_model_options dopt = {FM_MODEL_DECODE, 1};
+    const fm_model_options dopt = {.mode = FM_MODEL_DECODE, .max_batch = 1};
     FM_ASSERT_OK(fm_model_create_opts(&s, be, &dopt, &d));
     assert_string_equal(fm_model_arch(m), fam->name);
     check_layout(fam, m);
@@ -276,7 +276,7 @@ static void run_on(fm_backend *be, const fm_model_shape *s, const float *p, floa
 {
     fm_model *m = NULL, *d = NULL;
     FM_ASSERT_OK(fm_model_create(s, be, B, &m));
-    const fm_model_options dopt = {FM_MODEL_DECODE, B};
+    const fm_model_options dopt = {.mode = FM_MODEL_DECODE, .max_batch = B};
     FM_ASSERT_OK(fm_model_create_opts(s, be, &dopt, &d));
     FM_ASSERT_OK(fm_model_set_params(m, p));
     FM_ASSERT_OK(fm_model_set_params(d, p));

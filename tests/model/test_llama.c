@@ -129,7 +129,7 @@ static void test_tensor_table(void **state)
     for (int tie = FM_TIE_YES; tie <= FM_TIE_NO; tie++) {
         const fm_model_shape s = llama(2, 6, 2, 48, 70, 16, 300, tie); /* hs 8, KV width 16 */
         fm_model *m = NULL;
-        const fm_model_options o = {FM_MODEL_DECODE, 1};
+        const fm_model_options o = {.mode = FM_MODEL_DECODE, .max_batch = 1};
         FM_ASSERT_OK(fm_model_create_opts(&s, be, &o, &m));
         assert_string_equal(fm_model_arch(m), "llama");
         struct {
@@ -259,7 +259,7 @@ static void test_memory(void **state)
     }
     /* decode: parameters only, K/V caches of NKV*hs per row (4x smaller than MHA's for 32:8) */
     const fm_model_shape s = llama(16, 32, 8, 2048, 8192, 2048, 128256, FM_TIE_YES);
-    const fm_model_options o = {FM_MODEL_DECODE, 1};
+    const fm_model_options o = {.mode = FM_MODEL_DECODE, .max_batch = 1};
     fm_model_memory_info mem;
     FM_ASSERT_OK(fm_model_memory_estimate_opts(&s, &o, 4, &mem));
     assert_int_equal(mem.grad_bytes, 0);

@@ -619,7 +619,8 @@ static void test_input_errors(void **state)
     fm_optimizer_free(&opt);
     fm_model_free(&m);
     /* a decode model has no gradients: no optimizer for it */
-    FM_ASSERT_OK(fm_model_create_opts(&TINY, be, &(fm_model_options){FM_MODEL_DECODE, 1}, &m));
+    FM_ASSERT_OK(fm_model_create_opts(
+        &TINY, be, &(fm_model_options){.mode = FM_MODEL_DECODE, .max_batch = 1}, &m));
     st = fm_optimizer_create(m, &opt);
     assert_int_equal(fm_status_code(st), FM_ERR_INTERNAL);
     assert_null(opt);
@@ -762,7 +763,8 @@ static void test_fused_classifier(void **state)
         FM_ASSERT_OK(fm_model_logits(b, 0, 0, lg));
         free(ga), free(gb);
         fm_model_free(&a), fm_model_free(&b);
-        FM_ASSERT_OK(fm_model_create_opts(&TINY, be, &(fm_model_options){FM_MODEL_EVAL, 1}, &a));
+        FM_ASSERT_OK(fm_model_create_opts(
+            &TINY, be, &(fm_model_options){.mode = FM_MODEL_EVAL, .max_batch = 1}, &a));
         st = fm_model_set_fused_loss_scale(a, 1.0f);
         assert_int_equal(fm_status_code(st), FM_ERR_INTERNAL);
         fm_status_free(&st);

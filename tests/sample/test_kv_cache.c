@@ -32,7 +32,7 @@ static int setup(void **state)
     FM_ASSERT_OK(fm_backend_create("cpu", 1, -1, &f->be));
     FM_ASSERT_OK(fm_model_create(&shape, f->be, 2, &f->train));
     FM_ASSERT_OK(fm_model_init_weights(f->train, 7));
-    const fm_model_options o = {FM_MODEL_DECODE, 2};
+    const fm_model_options o = {.mode = FM_MODEL_DECODE, .max_batch = 2};
     FM_ASSERT_OK(fm_model_create_opts(&shape, f->be, &o, &f->dec));
     size_t n = fm_model_num_params(f->train);
     float *p = malloc(n * sizeof *p);
@@ -193,7 +193,7 @@ static void test_decode_memory_and_init(void **state)
 {
     fixture *f = *state;
     fm_model_memory_info got, want;
-    const fm_model_options o = {FM_MODEL_DECODE, 2};
+    const fm_model_options o = {.mode = FM_MODEL_DECODE, .max_batch = 2};
     fm_model_memory(f->dec, &got);
     FM_ASSERT_OK(fm_model_memory_estimate_opts(&shape, &o, 4, &want));
     assert_memory_equal(&got, &want, sizeof got);
@@ -202,7 +202,7 @@ static void test_decode_memory_and_init(void **state)
 
     const size_t B = 3, T = 17, C = 33, L = 3, NH = 3, Vp = 1024, e = 4, N = B * T; /* fp32: every row e bytes */
     const fm_model_shape odd = {(int)L, (int)NH, (int)C, (int)T, 1001, .arch = "gpt2"};
-    const fm_model_options o3 = {FM_MODEL_DECODE, (int)B};
+    const fm_model_options o3 = {.mode = FM_MODEL_DECODE, .max_batch = (int)B};
     FM_ASSERT_OK(fm_model_memory_estimate_opts(&odd, &o3, (int)e, &got));
     const size_t layer = 5 * up64(N * C * e) + up64(3 * N * C * e) + 2 * up64(4 * N * C * e) +
                          4 * up64(N * 4) + up64(NH * N * 4);
