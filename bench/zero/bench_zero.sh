@@ -7,7 +7,10 @@
 # 8 sequences, on a synthetic dataset (uniform random tokens: the speed does not depend on them).
 # Each round runs, one after the other, so that they share the machine's neighbours alike:
 #   1 rank  x 2 threads, micro_batch 4 x grad_accum 2, zero 0  (the data-parallel reference)
-#   2 ranks x 1 thread,  micro_batch 4 x grad_accum 1, zero 0, 1, 2
+#   2 ranks x 1 thread,  micro_batch 4 x grad_accum 1, zero 0, 1, 2 ([runtime] shared_memory = auto:
+#                        one node, so the gradients are added in node-shared memory and with zero >= 1
+#                        the weights are one node-shared copy), and zero 2 with shared_memory = off
+#                        (MPI messages and an all-gather: "zero2-msg")
 # Every run prints its per-step timeline (fmtrain-bench-zero: max over ranks of compute, exposed
 # gradient wait, norm, update, exposed all-gather wait) and a summary; this script prints one table
 # row per run (medians in ms: step = the slowest rank's, phases = means over ranks, "slowest" = the
@@ -72,16 +75,16 @@ hang_factor = 0
 INI
 load() { cut -d' ' -f1 /proc/loadavg; }
 declare -A tps cpus
-printf '%-5s %-13s %8s %7s %8s %9s %6s %7s %7s %6s %8s %6s %7s  %s\n' round run step_ms tok/s compute \
+printf '%-5s %-16s %8s %7s %8s %9s %6s %7s %7s %6s %8s %6s %7s  %s\n' round run step_ms tok/s compute \
   grad_wait norm update gather other slowest comm% cpu_ms "load before -> after"
-run() { # run ROUND NAME NP THREADS GA ZERO
-  local r=$1 name=$2 np=$3 th=$4 ga=$5 z=$6 l0 l1 line
+run() { # run ROUND NAME NP THREADS GA ZERO [SHARED_MEMORY]
+  local r=$1 name=$2 np=$3 th=$4 ga=$5 z=$6 shm=${7:-auto} l0 l1 line
   l0=$(load)
   # --bind-to none: Open MPI binds each rank to one core by default when np <= 2, which would run the
   # 1 rank x 2 threads reference on ONE core (fmtrain warns "2 threads on 1 core"); bind = none above
   mpiexec -n "$np" --oversubscribe --bind-to none "$exe" train "$dir/p.ini" --set run.dir="$dir/run-$name-$r" \
     --set runtime.threads="$th" --set train.micro_batch=4 --set train.grad_accum="$ga" \
-    --set train.zero="$z" >"$dir/$name-$r.out" 2>"$dir/$name-$r.err" ||
+    --set train.zero="$z" --set runtime.shared_memory="$shm" >"$dir/$name-$r.out" 2>"$dir/$name-$r.err" ||
     { cat "$dir/$name-$r.err" >&2; exit 1; }
   l1=$(load)
   if [ -z "${shown:-}" ]; then grep -m1 'compute:' "$dir/$name-$r.out" "$dir/$name-$r.err" | sed 's/^[^:]*://'; shown=1; fi
@@ -91,7 +94,7 @@ run() { # run ROUND NAME NP THREADS GA ZERO
   st=$(get median_step_ms) tp=$(get tokens_per_s) c=$(get compute) gw=$(get grad_wait)
   n=$(get norm) u=$(get update) gt=$(get gather_wait)
   other=$(get other)
-  printf '%-5s %-13s %8s %7s %8s %9s %6s %7s %7s %6s %8s %6s %7s  %s -> %s\n' "$r" "$name" "$st" "$tp" \
+  printf '%-5s %-16s %8s %7s %8s %9s %6s %7s %7s %6s %8s %6s %7s  %s -> %s\n' "$r" "$name" "$st" "$tp" \
     "$c" "$gw" "$n" "$u" "$gt" "$other" "$(get slowest_compute)" "$(get comm_exposed_pct)" \
     "$(get cpu)" "$l0" "$l1"
   tps[$name-$r]=$tp
@@ -103,17 +106,21 @@ for r in $(seq 1 "$rounds"); do
   run "$r" "2ranks-zero0" 2 1 1 0
   run "$r" "2ranks-zero1" 2 1 1 1
   run "$r" "2ranks-zero2" 2 1 1 2
+  run "$r" "2ranks-zero2-msg" 2 1 1 2 off
 done
 echo
 # wall: ratios of tokens/s; cpu: ratios of CPU time per step (the reference's over the run's), the
 # same figures counted in CPU time spent by the runs themselves
-printf '%-5s %-5s %18s %18s %14s %14s %14s\n' round clock "zero1/zero0 speed" "zero2/zero0 speed" \
-  "DP eff zero0" "DP eff zero1" "DP eff zero2"
+# zero2 shm/msg: zero 2 in node-shared memory against zero 2 by messages (> 1: shared is faster)
+printf '%-5s %-5s %18s %18s %14s %14s %14s %14s %14s\n' round clock "zero1/zero0 speed" \
+  "zero2/zero0 speed" "DP eff zero0" "DP eff zero1" "DP eff zero2" "DP eff z2 msg" "z2 shm/msg"
 for r in $(seq 1 "$rounds"); do
   awk -v one="${tps[1rank-2thr-$r]}" -v z0="${tps[2ranks-zero0-$r]}" \
-      -v z1="${tps[2ranks-zero1-$r]}" -v z2="${tps[2ranks-zero2-$r]}" -v r="$r" \
-    'BEGIN { printf "%-5s %-5s %18.3f %18.3f %14.3f %14.3f %14.3f\n", r, "wall", z1/z0, z2/z0, z0/one, z1/one, z2/one }'
+      -v z1="${tps[2ranks-zero1-$r]}" -v z2="${tps[2ranks-zero2-$r]}" \
+      -v zm="${tps[2ranks-zero2-msg-$r]}" -v r="$r" \
+    'BEGIN { printf "%-5s %-5s %18.3f %18.3f %14.3f %14.3f %14.3f %14.3f %14.3f\n", r, "wall", z1/z0, z2/z0, z0/one, z1/one, z2/one, zm/one, z2/zm }'
   awk -v one="${cpus[1rank-2thr-$r]}" -v z0="${cpus[2ranks-zero0-$r]}" \
-      -v z1="${cpus[2ranks-zero1-$r]}" -v z2="${cpus[2ranks-zero2-$r]}" -v r="$r" \
-    'BEGIN { printf "%-5s %-5s %18.3f %18.3f %14.3f %14.3f %14.3f\n", r, "cpu", z0/z1, z0/z2, one/z0, one/z1, one/z2 }'
+      -v z1="${cpus[2ranks-zero1-$r]}" -v z2="${cpus[2ranks-zero2-$r]}" \
+      -v zm="${cpus[2ranks-zero2-msg-$r]}" -v r="$r" \
+    'BEGIN { printf "%-5s %-5s %18.3f %18.3f %14.3f %14.3f %14.3f %14.3f %14.3f\n", r, "cpu", z0/z1, z0/z2, one/z0, one/z1, one/z2, one/zm, zm/z2 }'
 done

@@ -89,8 +89,9 @@ typedef struct entry {
 _Static_assert(sizeof(fm_schedule) == sizeof(int) && sizeof(fm_device) == sizeof(int) &&
                    sizeof(fm_bind) == sizeof(int) && sizeof(fm_on_nan) == sizeof(int) &&
                    sizeof(fm_arch) == sizeof(int) && sizeof(fm_resume) == sizeof(int) &&
-                   sizeof(fm_tie_emb) == sizeof(int) && sizeof(fm_runtime_precision) == sizeof(int) &&
-                   sizeof(fm_ckpt_async) == sizeof(int),
+                   sizeof(fm_tie_emb) == sizeof(int) &&
+                   sizeof(fm_runtime_precision) == sizeof(int) &&
+                   sizeof(fm_ckpt_async) == sizeof(int) && sizeof(fm_shared_memory) == sizeof(int),
                "enum fields are stored through int");
 
 static const char *const arch_values[] = {"gpt2", "llama", NULL};
@@ -100,6 +101,7 @@ static const char *const on_nan_values[] = {"stop", "skip", NULL};
 static const char *const device_values[] = {"cpu", "cuda", "auto", NULL};
 static const char *const precision_values[] = {"auto", "fp32", "bf16", NULL};
 static const char *const async_values[] = {"false", "true", NULL};
+static const char *const shared_memory_values[] = {"auto", "off", NULL};
 static const char *const bind_values[] = {"auto", "socket", "numa", "core", "none", NULL};
 
 #define FM_STR_(x) #x
@@ -142,12 +144,14 @@ static const entry schema[] = {
     E_INT("model", "n_kv_head", model_n_kv_head, "0", 0, 1024, 0,
           "key/value heads of grouped-query attention (llama), dividing model.n_head; 0: n_head "
           "(multi-head attention; gpt2 takes only this)"),
-    E_INT("model", "ffn_dim", model_ffn_dim, "0", 0, 1073741823, 0,
-          "hidden size of the MLP; 0: the family's rule (gpt2: 4 x d_model, the only value it takes; "
-          "llama: 8 x d_model / 3 rounded up to a multiple of 256)"),
-    E_REAL("model", "rope_theta", model_rope_theta, "500000", 0, 1e12, LO_OPEN,
-           "base of the rotary position embedding (llama; Llama 3 uses 500000, Llama 2 10000); gpt2 "
-           "has learned positions and takes only the default"),
+    E_INT(
+        "model", "ffn_dim", model_ffn_dim, "0", 0, 1073741823, 0,
+        "hidden size of the MLP; 0: the family's rule (gpt2: 4 x d_model, the only value it takes; "
+        "llama: 8 x d_model / 3 rounded up to a multiple of 256)"),
+    E_REAL(
+        "model", "rope_theta", model_rope_theta, "500000", 0, 1e12, LO_OPEN,
+        "base of the rotary position embedding (llama; Llama 3 uses 500000, Llama 2 10000); gpt2 "
+        "has learned positions and takes only the default"),
     E_REAL("model", "norm_eps", model_norm_eps, "1e-5", 0, 1, LO_OPEN,
            "epsilon of the RMSNorm (llama); gpt2's LayerNorm uses 1e-5, the only value it takes"),
     E_ENUM("model", "tie_embeddings", model_tie_embeddings, fm_tie_emb, "auto", tie_values,
@@ -186,10 +190,12 @@ static const entry schema[] = {
            "clip the global gradient norm to this value; 0: no clipping"),
     E_INT64("train", "eval_every", train_eval_every, "250", 0, BIG, 0,
             "evaluate the validation loss every this many steps; 0: never"),
-    E_INT64("train", "eval_windows", train_eval_windows, FM_STR(FM_CONFIG_EVAL_WINDOWS), 1, UINT32_MAX, 0,
-            "validation windows (seq_len+1 tokens each) in one evaluation: a fixed set spread evenly "
-            "over the validation split (all of it when it has fewer), the same for every rank "
-            "count, micro_batch and grad_accum"),
+    E_INT64(
+        "train", "eval_windows", train_eval_windows, FM_STR(FM_CONFIG_EVAL_WINDOWS), 1, UINT32_MAX,
+        0,
+        "validation windows (seq_len+1 tokens each) in one evaluation: a fixed set spread evenly "
+        "over the validation split (all of it when it has fewer), the same for every rank "
+        "count, micro_batch and grad_accum"),
     E_INT64("train", "eval_batches", train_eval_batches, "0", 0, BIG, OLD_KEY,
             "old form of train.eval_windows, still read: > 0 means eval_windows = eval_batches × "
             "micro_batch (the windows one rank evaluated before eval_windows existed); 0: unused. "
@@ -213,10 +219,11 @@ static const entry schema[] = {
      "auto", 0, 0, 0, 0, 0, NULL,
      "auto: continue from the newest complete checkpoint in the run directory, if any; never: "
      "start fresh; otherwise the path of a checkpoint to start from"},
-    E_TEXT("checkpoint", "init_from", T_PATH, checkpoint_init_from, "", EMPTY_OK,
-           "a checkpoint whose parameters a fresh run starts from (a model made by `fmtrain import`, "
-           "or any fmtrain checkpoint), with a fresh optimizer, step 0 and the schedule from its "
-           "start; ignored when the run resumes from a checkpoint; empty: random initialisation"),
+    E_TEXT(
+        "checkpoint", "init_from", T_PATH, checkpoint_init_from, "", EMPTY_OK,
+        "a checkpoint whose parameters a fresh run starts from (a model made by `fmtrain import`, "
+        "or any fmtrain checkpoint), with a fresh optimizer, step 0 and the schedule from its "
+        "start; ignored when the run resumes from a checkpoint; empty: random initialisation"),
     E_INT64("checkpoint", "align_bytes", checkpoint_align_bytes, "1048576", 1, INT64_C(1) << 30,
             POW2,
             "alignment of large datasets in checkpoint files (a power of two; match the file "
@@ -233,7 +240,8 @@ static const entry schema[] = {
     /* [runtime] */
     E_ENUM("runtime", "device", runtime_device, fm_device, "auto", device_values,
            "compute backend; auto: CUDA when built in and a GPU is visible, else CPU"),
-    E_ENUM("runtime", "precision", runtime_precision, fm_runtime_precision, "auto", precision_values,
+    E_ENUM("runtime", "precision", runtime_precision, fm_runtime_precision, "auto",
+           precision_values,
            "precision of the matrix products: fp32, or bf16 (mixed precision: bf16 matmul inputs "
            "and a bf16 copy of the weights; master weights, gradients, AdamW state, norms, softmax "
            "and loss stay fp32; docs/backends.md); auto: bf16 where the backend has native bf16 "
@@ -244,6 +252,13 @@ static const entry schema[] = {
     E_ENUM("runtime", "bind", runtime_bind, fm_bind, "auto", bind_values,
            "where each rank's threads are pinned; auto: chosen from the launcher's binding and the "
            "node's topology; none: do not pin"),
+    E_ENUM("runtime", "shared_memory", runtime_shared_memory, fm_shared_memory, "auto",
+           shared_memory_values,
+           "auto: when every rank of the job runs on one node with the CPU backend, the ranks add "
+           "each other's gradients straight from node-shared memory instead of exchanging MPI "
+           "messages, and with train.zero >= 1 they share one copy of the weights, each rank "
+           "updating its shard in place (no all-gather); the same bits as off. off: MPI messages "
+           "always, each rank its own copy (docs/parallelism.md, \"Ranks on one node\")"),
     E_INT64("runtime", "log_every", runtime_log_every, "10", 1, BIG, 0,
             "print a progress line every this many steps (rank 0)"),
     E_REAL(

@@ -38,6 +38,8 @@ typedef enum { FM_TIE_EMB_AUTO, FM_TIE_EMB_TRUE, FM_TIE_EMB_FALSE } fm_tie_emb;
 typedef enum { FM_RESUME_AUTO, FM_RESUME_NEVER, FM_RESUME_PATH } fm_resume;
 /* [checkpoint] async: periodic checkpoints written by a background thread (ckpt/async.h). */
 typedef enum { FM_CKPT_ASYNC_FALSE, FM_CKPT_ASYNC_TRUE } fm_ckpt_async;
+/* [runtime] shared_memory: ranks on one node share their gradients and weights (dist/comm.h). */
+typedef enum { FM_SHARED_MEMORY_AUTO, FM_SHARED_MEMORY_OFF } fm_shared_memory;
 
 /* The effective configuration. Field names are `<section>_<key>`, one per schema entry. */
 typedef struct fm_config {
@@ -101,6 +103,7 @@ typedef struct fm_config {
     fm_runtime_precision runtime_precision;
     int runtime_threads; /* 0 = all cores of the rank's binding */
     fm_bind runtime_bind;
+    fm_shared_memory runtime_shared_memory;
     int64_t runtime_log_every;
     double runtime_peak_tflops; /* 0 = measure on CPU at start */
     double runtime_hang_factor;      /* watchdog: multiple of the usual duration; 0 = off */

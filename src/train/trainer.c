@@ -55,6 +55,11 @@ struct fm_trainer {
     fm_comm_allgather *ag;    /* the updated shards to every rank; NULL with zero = 0 */
     float *host_params;       /* device backends on several ranks: the weights staged through the
                                  host for the all-gather; NULL otherwise */
+    /* [runtime] shared_memory on one node (use_node_shared): the model's gradients (a part per
+     * rank, which the reduction reads in place) and, with zero >= 1, its weights and their bf16
+     * copy (one for the node: each rank updates its shard there, nothing is all-gathered); NULL
+     * otherwise. Freed after the model. */
+    fm_comm_shared *shm_grads, *shm_params, *shm_params_bf16;
     double opt_rss_bytes;     /* this rank's resident memory growth while the optimizer allocated
                                  its state (-1: unknown) */
     fm_trainer_timeline tl;   /* the phases of the last step on this rank */
@@ -138,6 +143,15 @@ static int peak_measurable(const fm_trainer *t)
 static int grads_staged_through_host(const fm_trainer *t)
 {
     return !t->be->ops->caps.host_memory && t->comm->size > 1;
+}
+
+/* [runtime] shared_memory = auto, several ranks, all on one node, a backend whose memory is host
+ * memory: the ranks share their gradients and (zero >= 1) weights through node-shared memory
+ * instead of MPI messages (dist/comm.h; the same bits). */
+static int use_node_shared(const fm_trainer *t)
+{
+    return t->cfg.runtime_shared_memory == FM_SHARED_MEMORY_AUTO && t->comm->size > 1 &&
+           fm_comm_single_node(t->comm) && t->be->ops->caps.host_memory;
 }
 
 /* Thousands separators for parameter counts: 124439808 -> "124,439,808". */
@@ -435,6 +449,19 @@ static fm_status describe_model(fm_trainer *t)
         t->comm->size == 1 ? "" : "s", fm_util_format_bytes((double)zb[0].total, z0, sizeof z0),
         fm_util_format_bytes((double)zb[1].total, z1, sizeof z1),
         fm_util_format_bytes((double)zb[2].total, z2, sizeof z2));
+    if (use_node_shared(t)) {
+        char pb[32], cb[32];
+        say(t, "  the %d ranks share one node ([runtime] shared_memory = auto): they add each "
+               "other's gradients in node-shared memory (no messages, no scratch)%s%s%s%s",
+            t->comm->size, t->cfg.train_zero > 0 ? ", and hold one copy of the weights for the node ("
+                                                   : "",
+            t->cfg.train_zero > 0 ? fm_util_format_bytes((double)mem.param_bytes, pb, sizeof pb) : "",
+            t->cfg.train_zero > 0 && mem.param_copy_bytes ? " + bf16 copy " : "",
+            t->cfg.train_zero > 0 && mem.param_copy_bytes
+                ? fm_util_format_bytes((double)mem.param_copy_bytes, cb, sizeof cb)
+                : "");
+        if (t->cfg.train_zero > 0) say(t, "    in place of one per rank; each rank updates its shard there)");
+    }
     t->flops_per_token = fm_model_flops_per_token(&t->shape, t->T); /* the family's real FLOPs */
     return NULL;
 }
@@ -483,10 +510,33 @@ static fm_status prepare(fm_trainer *t)
 
 /* The model (initialised from [run] seed: identical on every rank by construction, which
  * fm_trainer_run checks) and its optimizer. */
+/* The node-shared memory of use_node_shared, placed in `mo` for the model to use. Collective over
+ * the node. */
+static fm_status alloc_node_shared(fm_trainer *t, fm_model_options *mo)
+{
+    fm_model_memory_info mem;
+    FM_TRY(fm_model_memory_estimate_opts(&t->shape, mo, t->be->ops->act_bytes, &mem));
+    FM_TRY(fm_comm_shared_alloc(t->comm, mem.grad_bytes, 1, &t->shm_grads));
+    mo->grads = fm_comm_shared_ptr(t->shm_grads, t->comm->local_rank);
+    if (t->cfg.train_zero == 0) return NULL; /* every rank updates every weight: its own copy */
+    FM_TRY(fm_comm_shared_alloc(t->comm, mem.param_bytes, 0, &t->shm_params));
+    mo->params = fm_comm_shared_ptr(t->shm_params, 0);
+    if (mem.param_copy_bytes) {
+        FM_TRY(fm_comm_shared_alloc(t->comm, mem.param_copy_bytes, 0, &t->shm_params_bf16));
+        mo->params_bf16 = fm_comm_shared_ptr(t->shm_params_bf16, 0);
+    }
+    return NULL;
+}
+
 static fm_status create_model(fm_trainer *t)
 {
-    FM_TRY(fm_model_create(&t->shape, t->be, t->B, &t->model));
+    fm_model_options mo = {.mode = FM_MODEL_TRAIN, .max_batch = t->B};
+    if (use_node_shared(t)) FM_TRY(alloc_node_shared(t, &mo));
+    FM_TRY(fm_model_create_opts(&t->shape, t->be, &mo, &t->model));
     FM_TRY(fm_model_init_weights(t->model, t->cfg.run_seed));
+    /* Shared weights: every rank wrote the same values; none reads them before all have (a
+     * checkpoint's weights read later must not meet a late rank's initial ones). */
+    if (t->shm_params) FM_TRY(fm_comm_shared_barrier(t->shm_params));
     const int n = t->comm->size, r = t->comm->rank;
     t->shard = malloc(sizeof *t->shard * ((size_t)n + 1));
     FM_CHECK_ALLOC(t->shard, sizeof *t->shard * ((size_t)n + 1));
@@ -552,6 +602,14 @@ static fm_status create_grad_allreduce(fm_trainer *t)
             return FM_ERR(FM_ERR_NOMEM, "out of memory allocating %zu bytes of host gradients",
                           n * sizeof(float));
         buf = t->host_grads;
+    }
+    if (t->shm_grads) {
+        if (t->cfg.train_zero == 2)
+            FM_TRY(fm_comm_reduce_scatter_init_shared(&t->ar, t->comm, t->shm_grads, n, t->shard,
+                                                      0, 0));
+        else
+            FM_TRY(fm_comm_allreduce_init_shared(&t->ar, t->comm, t->shm_grads, n, t->shard, 0, 0));
+        return NULL; /* shared weights (zero >= 1): each rank updates its shard in place */
     }
     if (t->cfg.train_zero == 2)
         FM_TRY(fm_comm_reduce_scatter_init(&t->ar, t->comm, buf, n, t->shard, 0, 0, 0));
@@ -714,6 +772,9 @@ void fm_trainer_free(fm_trainer **pt)
     fm_comm_allgather_free(&t->ag);
     fm_optimizer_free(&t->opt);
     fm_model_free(&t->model);
+    fm_comm_shared_free(&t->shm_params_bf16); /* collective over the node, as the frees above */
+    fm_comm_shared_free(&t->shm_params);
+    fm_comm_shared_free(&t->shm_grads);
     fm_backend_free(&t->be);
     fm_comm_free(&t->comm);
     free(t->host_grads);
@@ -925,6 +986,17 @@ static fm_status apply_update(fm_trainer *t, const step_result *r)
                           (float)t->cfg.train_eps, (float)t->cfg.train_weight_decay};
     float scale = fm_optimizer_clip_scale(r->grad_norm, t->cfg.train_clip_grad);
     double u0 = fm_util_now();
+    if (t->shm_params) {
+        /* Node-shared weights: the shard's masters and bf16 copy are written where every rank
+         * reads them. No rank reads weights now (the reduction's wait ended with a barrier after
+         * every backward); none reads them again before every shard is written. */
+        FM_TRY(fm_optimizer_step(t->opt, &hp, scale));
+        double u1 = fm_util_now();
+        t->tl.update_s = u1 - u0;
+        FM_TRY(fm_comm_shared_barrier(t->shm_params));
+        t->tl.gather_wait_s = fm_util_now() - u1;
+        return NULL;
+    }
     if (!t->ag) {
         FM_TRY(fm_optimizer_step(t->opt, &hp, scale));
         t->tl.update_s = fm_util_now() - u0;
@@ -996,7 +1068,9 @@ static fm_status train_step(fm_trainer *t, step_result *r)
     r->skipped = 0;
     fm_watchdog_where(t->wd, t->ag ? "updating this rank's shard and all-gathering the weights "
                                      "(all ranks)"
-                                   : "computing the update");
+                             : t->shm_params ? "updating this rank's shard of the node-shared "
+                                               "weights (all ranks)"
+                                             : "computing the update");
     if (!isfinite(r->loss) || !isfinite(r->grad_norm))
         FM_TRY(handle_non_finite(t, r));
     else

@@ -32,6 +32,12 @@ train 0 bf16 z0
 train 1 bf16 z1
 train 2 bf16 z2
 train 1 fp32 z1-fp32
+# the shared bf16 weight copy (each rank writes its shard's) against messages and all-gathered
+# masters whose copy each rank re-makes (refresh_bf16_outside_shard)
+mpirun_n 2 train "$dir/p.ini" "${model[@]}" --set train.zero=1 --set runtime.precision=bf16 \
+  --set runtime.shared_memory=off --set run.dir="$dir/z1-msg" >"$dir/z1-msg.txt" 2>&1 ||
+  { cat "$dir/z1-msg.txt"; echo "run z1-msg failed" >&2; exit 1; }
+grep -q "share one node" "$dir/z1.txt" || { cat "$dir/z1.txt"; echo "FAIL: zero 1 did not share node memory"; exit 1; }
 grep -qi "bf16" "$dir/z1.txt" || { cat "$dir/z1.txt"; echo "FAIL: no bf16 in the zero-1 banner"; exit 1; }
 
 "$PY" - "$dir" <<'PYEOF'
@@ -43,7 +49,7 @@ def ckpt(run):
     return h5py.File(sorted(glob.glob(f"{d}/{run}/checkpoints/step-*.h5"))[-1], "r")
 l0 = losses("z0")
 assert len(l0) == 30, len(l0)
-for run in ("z1", "z2"):
+for run in ("z1", "z2", "z1-msg"):
     l = losses(run)
     diff = [i + 1 for i, (a, b) in enumerate(zip(l0, l)) if a != b]
     assert not diff and len(l) == len(l0), f"{run} bf16: losses differ from zero 0 bf16 from step {diff[:1]}"
@@ -52,7 +58,7 @@ for run in ("z1", "z2"):
         for name in fa[g]:
             assert np.array_equal(fa[g][name][()].view(np.uint32), fb[g][name][()].view(np.uint32)), f"{run}: {g}/{name} differs"
             n += 1
-    print(f"  zero {run[1]} bf16 vs zero 0 bf16: 30 losses and {n} checkpoint datasets bit-identical")
+    print(f"  {run} bf16 vs zero 0 bf16: 30 losses and {n} checkpoint datasets bit-identical")
 lf = losses("z1-fp32")
 worst = max(abs(a - b) / abs(a) for a, b in zip(l0, lf))
 print(f"  bf16 vs fp32 (zero 1): max relative loss difference {worst:.3g} (must be > 0: bf16 was used)")

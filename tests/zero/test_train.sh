@@ -4,7 +4,9 @@
 #     relative over 50 steps (measured: 0, every stage sums the gradients in the same fixed order
 #     and takes the norm over the same shards; the bit-identical final checkpoints are checked too);
 #  2. bit-identical reruns of one layout: zero 2 on 3 ranks and zero 1 on 2 ranks twice give the
-#     same losses and bit-identical final checkpoints (weights and both AdamW moments);
+#     same losses and bit-identical final checkpoints (weights and both AdamW moments); and the
+#     node-shared memory of [runtime] shared_memory = auto (every run here: one node) gives the bits
+#     of shared_memory = off (MPI messages) for zero 0, 1 and 2 on 2 and 3 ranks;
 #  3. the optimizer state each rank allocated and the resident memory its allocation added, both
 #     read from the start banner: zero >= 1 divides them by the rank count (within a page per
 #     allocation and the row rounding of the shards);
@@ -86,6 +88,21 @@ train 3 2 n3-z2-again
 compare n3-z2 n3-z2-again 0 1
 train 2 1 n2-z1-again
 compare n2-z1 n2-z1-again 0 1
+
+echo "== 2b. node-shared memory against MPI messages: the same bits"
+# The runs above used [runtime] shared_memory = auto (all ranks on this node): the gradients added in
+# node-shared memory and, with zero >= 1, one copy of the weights that each rank updates its shard of.
+# With off the same runs exchange everything by messages and all-gather the weights.
+grep -q "share one node (\[runtime\] shared_memory = auto)" "$dir/n3-z2.txt" ||
+  { cat "$dir/n3-z2.txt"; echo "FAIL: the 3-rank run does not say it shares node memory"; exit 1; }
+for nz in "2 0" "2 1" "3 1" "3 2"; do
+  read -r n z <<<"$nz"
+  train "$n" "$z" "n$n-z$z-msg" --set runtime.shared_memory=off
+  if grep -q "share one node" "$dir/n$n-z$z-msg.txt"; then
+    echo "FAIL: shared_memory = off still shares node memory"; exit 1
+  fi
+  compare "n$n-z$z" "n$n-z$z-msg" 0 1
+done
 
 echo "== 3. optimizer memory per rank"
 # against the zero-0 run of the same ranks: every rank holds the whole state there
