@@ -24,6 +24,9 @@
 # the machine is loaded by others.
 # BENCH_ZERO_PRECISION (default auto: bf16 with oneDNN on a CPU with bf16 dot products, else fp32)
 # sets [runtime] precision; the first run's compute line (precision, GEMM library) is printed.
+# BENCH_ZERO_RUNS (default: all five) names the runs to make per round, e.g. "2ranks-zero2
+# 2ranks-zero2-msg" for an A/B of shared memory against messages; the summary then gives the ratios
+# whose runs were made.
 # BENCH_ZERO_BIND (default none) sets [runtime] bind for every run (auto: fmtrain pins each rank's
 # threads to its cores with hwloc; Open MPI itself never binds here, --bind-to none below).
 set -euo pipefail
@@ -32,6 +35,7 @@ rounds=${2:-3}
 steps=${3:-12}
 precision=${BENCH_ZERO_PRECISION:-auto}
 bind=${BENCH_ZERO_BIND:-none}
+runs=${BENCH_ZERO_RUNS:-1rank-2thr 2ranks-zero0 2ranks-zero1 2ranks-zero2 2ranks-zero2-msg}
 exe=$build/bench/zero/fmtrain-bench-zero
 mkds=$build/tests/train/train_make_dataset
 if [ ! -x "$exe" ] || [ ! -x "$mkds" ]; then
@@ -79,6 +83,7 @@ printf '%-5s %-16s %8s %7s %8s %9s %6s %7s %7s %6s %8s %6s %7s  %s\n' round run 
   grad_wait norm update gather other slowest comm% cpu_ms "load before -> after"
 run() { # run ROUND NAME NP THREADS GA ZERO [SHARED_MEMORY]
   local r=$1 name=$2 np=$3 th=$4 ga=$5 z=$6 shm=${7:-auto} l0 l1 line
+  case " $runs " in *" $name "*) ;; *) return 0 ;; esac
   l0=$(load)
   # --bind-to none: Open MPI binds each rank to one core by default when np <= 2, which would run the
   # 1 rank x 2 threads reference on ONE core (fmtrain warns "2 threads on 1 core"); bind = none above
@@ -111,16 +116,17 @@ done
 echo
 # wall: ratios of tokens/s; cpu: ratios of CPU time per step (the reference's over the run's), the
 # same figures counted in CPU time spent by the runs themselves
+ratios='function q(a, b) { return (a == "" || b == "" || b == 0) ? "-" : sprintf("%.3f", a / b) } '
 # zero2 shm/msg: zero 2 in node-shared memory against zero 2 by messages (> 1: shared is faster)
 printf '%-5s %-5s %18s %18s %14s %14s %14s %14s %14s\n' round clock "zero1/zero0 speed" \
   "zero2/zero0 speed" "DP eff zero0" "DP eff zero1" "DP eff zero2" "DP eff z2 msg" "z2 shm/msg"
 for r in $(seq 1 "$rounds"); do
-  awk -v one="${tps[1rank-2thr-$r]}" -v z0="${tps[2ranks-zero0-$r]}" \
-      -v z1="${tps[2ranks-zero1-$r]}" -v z2="${tps[2ranks-zero2-$r]}" \
-      -v zm="${tps[2ranks-zero2-msg-$r]}" -v r="$r" \
-    'BEGIN { printf "%-5s %-5s %18.3f %18.3f %14.3f %14.3f %14.3f %14.3f %14.3f\n", r, "wall", z1/z0, z2/z0, z0/one, z1/one, z2/one, zm/one, z2/zm }'
-  awk -v one="${cpus[1rank-2thr-$r]}" -v z0="${cpus[2ranks-zero0-$r]}" \
-      -v z1="${cpus[2ranks-zero1-$r]}" -v z2="${cpus[2ranks-zero2-$r]}" \
-      -v zm="${cpus[2ranks-zero2-msg-$r]}" -v r="$r" \
-    'BEGIN { printf "%-5s %-5s %18.3f %18.3f %14.3f %14.3f %14.3f %14.3f %14.3f\n", r, "cpu", z0/z1, z0/z2, one/z0, one/z1, one/z2, one/zm, zm/z2 }'
+  awk -v one="${tps[1rank-2thr-$r]:-}" -v z0="${tps[2ranks-zero0-$r]:-}" \
+      -v z1="${tps[2ranks-zero1-$r]:-}" -v z2="${tps[2ranks-zero2-$r]:-}" \
+      -v zm="${tps[2ranks-zero2-msg-$r]:-}" -v r="$r" \
+    "$ratios"'BEGIN { printf "%-5s %-5s %18s %18s %14s %14s %14s %14s %14s\n", r, "wall", q(z1,z0), q(z2,z0), q(z0,one), q(z1,one), q(z2,one), q(zm,one), q(z2,zm) }'
+  awk -v one="${cpus[1rank-2thr-$r]:-}" -v z0="${cpus[2ranks-zero0-$r]:-}" \
+      -v z1="${cpus[2ranks-zero1-$r]:-}" -v z2="${cpus[2ranks-zero2-$r]:-}" \
+      -v zm="${cpus[2ranks-zero2-msg-$r]:-}" -v r="$r" \
+    "$ratios"'BEGIN { printf "%-5s %-5s %18s %18s %14s %14s %14s %14s %14s\n", r, "cpu", q(z0,z1), q(z0,z2), q(one,z0), q(one,z1), q(one,z2), q(one,zm), q(zm,z2) }'
 done

@@ -141,7 +141,8 @@ typedef struct fm_model_options {
     fm_model_mode mode;
     int max_batch; /* >= 1: sequences per call (training: the micro-batch) */
     /* Memory the caller provides instead of the model allocating it, each NULL (the model
-     * allocates) or zeroed host memory of the size fm_model_memory_estimate_opts gives, owned by the
+     * allocates) or zeroed, 64-byte aligned host memory of the size fm_model_memory_estimate_opts
+     * gives, owned by the
      * caller and kept until fm_model_free; only on a backend whose memory is host memory
      * (caps.host_memory; FM_ERR_INTERNAL otherwise). The trainer puts them in node-shared memory
      * ([runtime] shared_memory, dist/comm.h): then other processes read and write them too, and

@@ -810,6 +810,8 @@ static void test_shared_memory(void **state)
     assert_int_equal(fm_comm_shared_bytes(per), 1000 * sizeof(int));
     int *o = fm_comm_shared_ptr(one, c->local_rank), *mine = fm_comm_shared_ptr(per, c->local_rank);
     assert_true(o && mine && o == fm_comm_shared_ptr(one, 0));
+    assert_int_equal((uintptr_t)o % 4096, 0); /* page-aligned, as the model's views assume */
+    assert_int_equal((uintptr_t)mine % 4096, 0);
     for (int i = 0; i < 1000; i++) assert_int_equal(mine[i], 0); /* zeroed */
     if (c->local_rank == 0) o[5] = 42;
     for (int i = 0; i < 1000; i++) mine[i] = 1000 * c->local_rank + i;
