@@ -531,7 +531,8 @@ static fm_status alloc_node_shared(fm_trainer *t, fm_model_options *mo)
 static fm_status create_model(fm_trainer *t)
 {
     fm_model_options mo = {.mode = FM_MODEL_TRAIN, .max_batch = t->B};
-    if (use_node_shared(t)) FM_TRY(alloc_node_shared(t, &mo));
+    /* One error for all ranks (a node of them: the whole job), printed once, no abort. */
+    if (use_node_shared(t)) FM_TRY(fm_comm_agree(t->comm->world, alloc_node_shared(t, &mo)));
     FM_TRY(fm_model_create_opts(&t->shape, t->be, &mo, &t->model));
     FM_TRY(fm_model_init_weights(t->model, t->cfg.run_seed));
     /* Shared weights: every rank wrote the same values; none reads them before all have (a
