@@ -257,8 +257,9 @@ static const entry schema[] = {
            "auto: when every rank of the job runs on one node with the CPU backend, the ranks add "
            "each other's gradients straight from node-shared memory instead of exchanging MPI "
            "messages, and with train.zero >= 1 they share one copy of the weights, each rank "
-           "updating its shard in place (no all-gather); the same bits as off. off: MPI messages "
-           "always, each rank its own copy (docs/parallelism.md, \"Ranks on one node\")"),
+           "updating its shard in place (no all-gather); the same bits as off; a node whose "
+           "/dev/shm is too small gets a warning and messages. off: MPI messages always, each rank "
+           "its own copy (docs/parallelism.md, \"Ranks on one node\")"),
     E_INT64("runtime", "log_every", runtime_log_every, "10", 1, BIG, 0,
             "print a progress line every this many steps (rank 0)"),
     E_REAL(

@@ -210,8 +210,9 @@ fm_status fm_comm_check_bounds(const fm_comm *c, const size_t *bounds, size_t co
  * The memory is zeroed and every part starts on a page boundary. Before allocating, local rank 0 checks that the file system that backs
  * Open MPI's windows (/dev/shm, or the osc_sm_backing_directory MCA parameter's directory) has room
  * for the node's total: a window larger than it would be created sparse and its first touch kill the
- * process with SIGBUS; too little room is an FM_ERR_NOMEM error that names the directory, the
- * bytes needed and free, and the way out (runtime.shared_memory = off, or a larger /dev/shm).
+ * process with SIGBUS; too little room is an FM_ERR_NOMEM error (the same on every rank of the node)
+ * that names the directory, the bytes needed and free, and the ways out (runtime.shared_memory =
+ * off, or a larger /dev/shm); the trainer then falls back to messages.
  * Collective over c->node; every rank of the node passes the same bytes and per_rank. Release with
  * fm_comm_shared_free (collective too). */
 typedef struct fm_comm_shared fm_comm_shared;

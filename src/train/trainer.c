@@ -510,6 +510,15 @@ static fm_status prepare(fm_trainer *t)
 
 /* The model (initialised from [run] seed: identical on every rank by construction, which
  * fm_trainer_run checks) and its optimizer. */
+/* Frees the windows of alloc_node_shared (after the model that used them). Collective over the
+ * node. */
+static void free_node_shared(fm_trainer *t)
+{
+    fm_comm_shared_free(&t->shm_params_bf16);
+    fm_comm_shared_free(&t->shm_params);
+    fm_comm_shared_free(&t->shm_grads);
+}
+
 /* The node-shared memory of use_node_shared, placed in `mo` for the model to use. Collective over
  * the node. */
 static fm_status alloc_node_shared(fm_trainer *t, fm_model_options *mo)
@@ -531,8 +540,20 @@ static fm_status alloc_node_shared(fm_trainer *t, fm_model_options *mo)
 static fm_status create_model(fm_trainer *t)
 {
     fm_model_options mo = {.mode = FM_MODEL_TRAIN, .max_batch = t->B};
-    /* One error for all ranks (a node of them: the whole job), printed once, no abort. */
-    if (use_node_shared(t)) FM_TRY(fm_comm_agree(t->comm->world, alloc_node_shared(t, &mo)));
+    if (use_node_shared(t)) {
+        /* One verdict for all ranks (a node of them: the whole job). A node that cannot give the
+         * windows (a small /dev/shm in a container) trains by messages: the same bits. */
+        fm_status st = fm_comm_agree(t->comm->world, alloc_node_shared(t, &mo));
+        if (st) {
+            say(t, "warning: %s. The ranks exchange gradients and weights by MPI messages instead, "
+                   "each with its own copy of the weights (the same results; [runtime] "
+                   "shared_memory = off does so without trying)",
+                fm_status_message(st));
+            fm_status_free(&st);
+            free_node_shared(t);
+            mo = (fm_model_options){.mode = FM_MODEL_TRAIN, .max_batch = t->B};
+        }
+    }
     FM_TRY(fm_model_create_opts(&t->shape, t->be, &mo, &t->model));
     FM_TRY(fm_model_init_weights(t->model, t->cfg.run_seed));
     /* Shared weights: every rank wrote the same values; none reads them before all have (a
@@ -773,9 +794,7 @@ void fm_trainer_free(fm_trainer **pt)
     fm_comm_allgather_free(&t->ag);
     fm_optimizer_free(&t->opt);
     fm_model_free(&t->model);
-    fm_comm_shared_free(&t->shm_params_bf16); /* collective over the node, as the frees above */
-    fm_comm_shared_free(&t->shm_params);
-    fm_comm_shared_free(&t->shm_grads);
+    free_node_shared(t); /* collective over the node, as the frees above */
     fm_backend_free(&t->be);
     fm_comm_free(&t->comm);
     free(t->host_grads);
