@@ -653,6 +653,17 @@ static void rs_check(const fm_comm *c, const float *g, size_t count, const size_
     rs_check_mode(c, g, count, b, step, 1);
 }
 
+/* The bucket tests' layers (offsets into off, K_LAYERS of them) and an uneven shard plan over them
+ * (*b, malloc'ed, size+1 bounds); returns the buffer's length. */
+static size_t rs_layer_plan(const fm_comm *c, size_t *off, size_t **b)
+{
+    const size_t count = layer_offsets(off);
+    *b = malloc(sizeof **b * ((size_t)c->size + 1));
+    assert_non_null(*b);
+    rs_bounds(c->size, count, *b);
+    return count;
+}
+
 /* Layers reported last to first (split, merged, the last held back for wait_all); a one-segment
  * scratch, so every receive waits for the previous one to free its slot; several steps. */
 static void test_reduce_scatter_order(void **state)
@@ -660,12 +671,10 @@ static void test_reduce_scatter_order(void **state)
     const fm_comm *c = *state;
     const size_t *sizes = k_layer_sizes;
     const int nl = K_LAYERS;
-    size_t off[K_LAYERS];
-    const size_t count = layer_offsets(off);
-    size_t *b = malloc(sizeof *b * ((size_t)c->size + 1));
+    size_t off[K_LAYERS], *b = NULL;
+    const size_t count = rs_layer_plan(c, off, &b);
     float *g = malloc(sizeof *g * count);
-    assert_true(b && g);
-    rs_bounds(c->size, count, b);
+    assert_non_null(g);
     for (int scratch = 0; scratch < 2; scratch++) {
         fm_comm_allreduce *ar = NULL;
         /* 256-float buckets (and segments), merged under 100; scratch: one slot, or the default */
@@ -843,11 +852,8 @@ static void test_shared_reduce(void **state)
     const fm_comm *c = *state;
     const size_t *sizes = k_layer_sizes;
     const int nl = K_LAYERS;
-    size_t off[K_LAYERS];
-    const size_t count = layer_offsets(off);
-    size_t *b = malloc(sizeof *b * ((size_t)c->size + 1));
-    assert_non_null(b);
-    rs_bounds(c->size, count, b);
+    size_t off[K_LAYERS], *b = NULL;
+    const size_t count = rs_layer_plan(c, off, &b);
     fm_comm_shared *win = NULL;
     FM_ASSERT_OK(fm_comm_shared_alloc(c, count * sizeof(float), 1, &win));
     float *g = fm_comm_shared_ptr(win, c->local_rank);

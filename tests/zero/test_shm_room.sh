@@ -9,11 +9,7 @@
 set -euo pipefail
 source "$(dirname "$0")/../train/lib.sh"
 dir=$(mktemp -d)
-cleanup() {
-  tmpfs_cleanup
-  rm -rf "$dir"
-}
-trap cleanup EXIT
+trap 'tmpfs_cleanup; rm -rf "$dir"' EXIT
 tmpfs_mount_or_skip "$dir/shm" 1m
 "$MAKE_DATASET" "$dir/d.h5" repeat 32 1024 16 2 >/dev/null
 write_ini "$dir/p.ini" "$dir/d.h5" "$dir/unused"
