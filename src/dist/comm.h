@@ -207,9 +207,11 @@ fm_status fm_comm_check_bounds(const fm_comm *c, const size_t *bounds, size_t co
  *   per_rank = 1: every rank of the node gets `bytes` of its own (its pages are first touched, so
  *                 placed, by itself), which the other ranks of the node can read and write;
  *   per_rank = 0: one buffer of `bytes` for the whole node, first touched by local rank 0.
- * The memory is zeroed and every part starts on a page boundary. Before allocating, local rank 0 checks that the file system that backs
- * Open MPI's windows (/dev/shm, or the osc_sm_backing_directory MCA parameter's directory) has room
- * for the node's total: a window larger than it would be created sparse and its first touch kill the
+ * The memory is zeroed and every part starts on a page boundary. Before allocating, local rank 0
+ * checks that the file system that backs Open MPI's windows (/dev/shm, or the directory in
+ * OMPI_MCA_osc_sm_backing_directory, which mpirun --mca also sets; an MCA parameter file is not
+ * read) has room for the node's total: a window larger than it would be created sparse and its
+ * first touch kill the
  * process with SIGBUS; too little room is an FM_ERR_NOMEM error (the same on every rank of the node)
  * that names the directory, the bytes needed and free, and the ways out (runtime.shared_memory =
  * off, or a larger /dev/shm); the trainer then falls back to messages.
