@@ -15,6 +15,10 @@
  *     gets the average of its own shard only, the same order; zero = 2) and MPI's all-reduce
  *     (fm_comm_allreduce_init: non-blocking MPI_Iallreduce per bucket, the order Open MPI's
  *     algorithm takes; kept for comparison, bench/zero measures both);
+ *   - node-shared memory (fm_comm_shared_alloc: MPI-3 shared-memory windows over the node's ranks)
+ *     and the two ordered modes over it for ranks that all share one node
+ *     (fm_comm_reduce_scatter_init_shared, fm_comm_allreduce_init_shared): the same additions in
+ *     the same order, read from the other ranks' buffers in place instead of received;
  *   - the all-gather of shards (fm_comm_allgather): each rank sends its shard of a flat buffer (the
  *     weights it updated) to every other rank while it is still updating the rest, and receives
  *     theirs (zero >= 1);
