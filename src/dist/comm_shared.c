@@ -1,5 +1,5 @@
-/* comm_shared.c — node-shared memory: MPI-3 shared-memory windows over the node's ranks (see comm.h,
- * "node-shared memory", for the contract). */
+/* comm_shared.c — node-shared memory: MPI-3 shared-memory windows over the node's ranks (see
+ * comm.h, "node-shared memory", for the contract). */
 #include "dist/comm.h"
 
 #include <stdint.h>
@@ -17,13 +17,13 @@
 #define SHARED_ALIGN ((size_t)4096)
 
 struct fm_comm_shared {
-    MPI_Comm comm;  /* own duplicate of c->node (MPI_ERRORS_RETURN) */
+    MPI_Comm comm; /* own duplicate of c->node (MPI_ERRORS_RETURN) */
     MPI_Win win;
     int per_rank;
     int nlocal;
     size_t bytes;
-    void **base;    /* nlocal addresses (per_rank) or one */
-    int locked;     /* inside MPI_Win_lock_all */
+    void **base; /* nlocal addresses (per_rank) or one */
+    int locked;  /* inside MPI_Win_lock_all */
 };
 
 int fm_comm_single_node(const fm_comm *c)
@@ -55,14 +55,15 @@ static fm_status check_room(MPI_Comm node, int local_rank, size_t need)
     FM_MPI_TRY(MPI_Bcast(v, 2, MPI_UNSIGNED_LONG_LONG, 0, node));
     if (!v[1] || v[0] >= need) return NULL; /* not a directory we can look at: let MPI try */
     char a[32], b[32];
-    return FM_ERR(FM_ERR_NOMEM,
-                  "node-shared memory: %s (which backs MPI's shared-memory windows) has %s free, and "
-                  "the ranks of this node need %s more for %s; set [runtime] shared_memory = off "
-                  "(the ranks then exchange gradients and weights by MPI messages and each holds its "
-                  "own copy), or give the node a larger %s (a container's --shm-size)",
-                  dir, fm_util_format_bytes((double)v[0], a, sizeof a),
-                  fm_util_format_bytes((double)need, b, sizeof b),
-                  "the gradients and weights they share", dir);
+    return FM_ERR(
+        FM_ERR_NOMEM,
+        "node-shared memory: %s (which backs MPI's shared-memory windows) has %s free, and "
+        "the ranks of this node need %s more for %s; set [runtime] shared_memory = off "
+        "(the ranks then exchange gradients and weights by MPI messages and each holds its "
+        "own copy), or give the node a larger %s (a container's --shm-size)",
+        dir, fm_util_format_bytes((double)v[0], a, sizeof a),
+        fm_util_format_bytes((double)need, b, sizeof b), "the gradients and weights they share",
+        dir);
 }
 
 fm_status fm_comm_shared_alloc(const fm_comm *c, size_t bytes, int per_rank, fm_comm_shared **out)
@@ -70,7 +71,8 @@ fm_status fm_comm_shared_alloc(const fm_comm *c, size_t bytes, int per_rank, fm_
     *out = NULL;
     if (!c || bytes > (size_t)(MPI_Aint)(~(size_t)0 >> 1))
         return FM_ERR(FM_ERR_INTERNAL, "fm_comm_shared_alloc: no context or %zu bytes", bytes);
-    size_t need = (per_rank ? (bytes + SHARED_ALIGN) * (size_t)c->local_size : bytes + SHARED_ALIGN);
+    size_t need =
+        (per_rank ? (bytes + SHARED_ALIGN) * (size_t)c->local_size : bytes + SHARED_ALIGN);
     FM_TRY(check_room(c->node, c->local_rank, need));
 
     fm_comm_shared *s = calloc(1, sizeof *s);

@@ -604,8 +604,9 @@ fm_status fm_model_create_opts(const fm_model_shape *shape, fm_backend *be,
     }
     if ((uintptr_t)opts->params % 64 || (uintptr_t)opts->params_bf16 % 64 ||
         (uintptr_t)opts->grads % 64) {
-        st = FM_ERR(FM_ERR_INTERNAL, "model: memory given by the caller must be 64-byte aligned, as "
-                                     "the backend's own allocations are (the views' alignment)");
+        st =
+            FM_ERR(FM_ERR_INTERNAL, "model: memory given by the caller must be 64-byte aligned, as "
+                                    "the backend's own allocations are (the views' alignment)");
         goto fail;
     }
     if (opts->params_bf16 && !mem.param_copy_bytes) {

@@ -451,16 +451,19 @@ static fm_status describe_model(fm_trainer *t)
         fm_util_format_bytes((double)zb[2].total, z2, sizeof z2));
     if (use_node_shared(t)) {
         char pb[32], cb[32];
-        say(t, "  the %d ranks share one node ([runtime] shared_memory = auto): they add each "
-               "other's gradients in node-shared memory (no messages, no scratch)%s%s%s%s",
-            t->comm->size, t->cfg.train_zero > 0 ? ", and hold one copy of the weights for the node ("
-                                                   : "",
-            t->cfg.train_zero > 0 ? fm_util_format_bytes((double)mem.param_bytes, pb, sizeof pb) : "",
+        say(t,
+            "  the %d ranks share one node ([runtime] shared_memory = auto): they add each "
+            "other's gradients in node-shared memory (no messages, no scratch)%s%s%s%s",
+            t->comm->size,
+            t->cfg.train_zero > 0 ? ", and hold one copy of the weights for the node (" : "",
+            t->cfg.train_zero > 0 ? fm_util_format_bytes((double)mem.param_bytes, pb, sizeof pb)
+                                  : "",
             t->cfg.train_zero > 0 && mem.param_copy_bytes ? " + bf16 copy " : "",
             t->cfg.train_zero > 0 && mem.param_copy_bytes
                 ? fm_util_format_bytes((double)mem.param_copy_bytes, cb, sizeof cb)
                 : "");
-        if (t->cfg.train_zero > 0) say(t, "    in place of one per rank; each rank updates its shard there)");
+        if (t->cfg.train_zero > 0)
+            say(t, "    in place of one per rank; each rank updates its shard there)");
     }
     t->flops_per_token = fm_model_flops_per_token(&t->shape, t->T); /* the family's real FLOPs */
     return NULL;
@@ -508,8 +511,6 @@ static fm_status prepare(fm_trainer *t)
     return NULL;
 }
 
-/* The model (initialised from [run] seed: identical on every rank by construction, which
- * fm_trainer_run checks) and its optimizer. */
 /* Frees the windows of alloc_node_shared (after the model that used them). Collective over the
  * node. */
 static void free_node_shared(fm_trainer *t)
@@ -537,6 +538,8 @@ static fm_status alloc_node_shared(fm_trainer *t, fm_model_options *mo)
     return NULL;
 }
 
+/* The model (initialised from [run] seed: identical on every rank by construction, which
+ * fm_trainer_run checks) and its optimizer. */
 static fm_status create_model(fm_trainer *t)
 {
     fm_model_options mo = {.mode = FM_MODEL_TRAIN, .max_batch = t->B};
@@ -545,9 +548,10 @@ static fm_status create_model(fm_trainer *t)
          * windows (a small /dev/shm in a container) trains by messages: the same bits. */
         fm_status st = fm_comm_agree(t->comm->world, alloc_node_shared(t, &mo));
         if (st) {
-            say(t, "warning: %s. The ranks exchange gradients and weights by MPI messages instead, "
-                   "each with its own copy of the weights (the same results; [runtime] "
-                   "shared_memory = off does so without trying)",
+            say(t,
+                "warning: %s. The ranks exchange gradients and weights by MPI messages instead, "
+                "each with its own copy of the weights (the same results; [runtime] "
+                "shared_memory = off does so without trying)",
                 fm_status_message(st));
             fm_status_free(&st);
             free_node_shared(t);
@@ -627,8 +631,8 @@ static fm_status create_grad_allreduce(fm_trainer *t)
     }
     if (t->shm_grads) {
         if (t->cfg.train_zero == 2)
-            FM_TRY(fm_comm_reduce_scatter_init_shared(&t->ar, t->comm, t->shm_grads, n, t->shard,
-                                                      0, 0));
+            FM_TRY(fm_comm_reduce_scatter_init_shared(&t->ar, t->comm, t->shm_grads, n, t->shard, 0,
+                                                      0));
         else
             FM_TRY(fm_comm_allreduce_init_shared(&t->ar, t->comm, t->shm_grads, n, t->shard, 0, 0));
         return NULL; /* shared weights (zero >= 1): each rank updates its shard in place */
