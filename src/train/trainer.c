@@ -426,25 +426,40 @@ static fm_status describe_model(fm_trainer *t)
     FM_TRY(fm_model_memory_estimate(&t->shape, t->B, t->be->ops->act_bytes, &mem));
     /* This rank's AdamW state under [train] zero: a shard of it (the largest rank's). */
     fm_model_zero_bytes zb[3];
-    size_t scratch = fm_comm_reduce_scatter_scratch_for(mem.n_params_padded, t->comm->size, 0, 0);
-    for (int z = 0; z < 3; z++)
-        FM_TRY(fm_model_zero_memory(&t->shape, z, t->comm->size, scratch, &zb[z]));
+    /* On one node with shared memory: no scratch, and with zero >= 1 one copy of the weights (and
+     * bf16 copy) for the node, of which each rank is counted its share. */
+    const int shared = use_node_shared(t), n = t->comm->size;
+    size_t scratch =
+        shared ? 0 : fm_comm_reduce_scatter_scratch_for(mem.n_params_padded, n, 0, 0);
+    for (int z = 0; z < 3; z++) {
+        FM_TRY(fm_model_zero_memory(&t->shape, z, n, scratch, &zb[z]));
+        if (shared && z > 0) {
+            size_t share = (zb[z].params + (size_t)n - 1) / (size_t)n;
+            zb[z].total -= zb[z].params - share;
+            zb[z].params = share;
+        }
+    }
     mem.total_bytes = mem.total_bytes - mem.optim_bytes + zb[t->cfg.train_zero].optim;
     mem.optim_bytes = zb[t->cfg.train_zero].optim;
-    const double per_rank = (double)(mem.total_bytes + zb[t->cfg.train_zero].comm);
+    double per_rank = (double)(mem.total_bytes + zb[t->cfg.train_zero].comm);
+    if (shared && t->cfg.train_zero > 0)
+        per_rank -= (double)(mem.param_bytes + mem.param_copy_bytes) * (double)(n - 1) / (double)n;
     char cnt[40], bytes[32];
     say(t, "model: %s, %d layers, %d heads, d_model %d, seq_len %d, vocabulary %d: %s parameters",
         t->shape.arch, t->shape.n_layer, t->shape.n_head, t->shape.d_model, t->shape.max_seq_len,
         t->shape.vocab_size, group_digits((long long)mem.n_params, cnt, sizeof cnt));
-    say(t, "memory per rank (backend %s, %d thread%s, [train] zero = %d on %d rank%s): %s (the "
-           "model's below, and the gradient reduction's scratch)",
+    say(t, "memory per rank (backend %s, %d thread%s, [train] zero = %d on %d rank%s): %s (%s)",
         t->be->ops->name, t->plan.threads, t->plan.threads == 1 ? "" : "s", t->cfg.train_zero,
         t->comm->size, t->comm->size == 1 ? "" : "s",
-        fm_util_format_bytes(per_rank, bytes, sizeof bytes));
+        fm_util_format_bytes(per_rank, bytes, sizeof bytes),
+        shared && t->cfg.train_zero > 0
+            ? "the model's below, its weights counted as this rank's share of the node's one copy"
+            : "the model's below, and the gradient reduction's scratch");
     say_memory(t, &mem);
     char z0[32], z1[32], z2[32], sc[32];
-    say(t, "  model state per rank (parameters + gradients + AdamW + %s of reduction scratch) on %d "
-           "rank%s by [train] zero: 0: %s, 1: %s, 2: %s; activations come on top",
+    say(t, "  model state per rank (parameters%s + gradients + AdamW + %s of reduction scratch) on "
+           "%d rank%s by [train] zero: 0: %s, 1: %s, 2: %s; activations come on top",
+        shared ? " (zero 1, 2: a share of the node's one copy)" : "",
         fm_util_format_bytes((double)zb[2].comm, sc, sizeof sc), t->comm->size,
         t->comm->size == 1 ? "" : "s", fm_util_format_bytes((double)zb[0].total, z0, sizeof z0),
         fm_util_format_bytes((double)zb[1].total, z1, sizeof z1),
