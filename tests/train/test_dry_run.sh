@@ -63,8 +63,32 @@ grep -q "^# run directory $dir/run: will be created" "$dir/good.txt"
 grep -q "^# run directory lock: free" "$dir/good.txt"
 grep -q "^# checkpoints: about .* each; keep_last + 1 = 3 with 0 already there need .* more; .* free" "$dir/good.txt"
 # the model state per rank for each [train] zero stage (issue 19)
-grep -q "^#   model state per rank (parameters + gradients + AdamW + .* of reduction scratch) on 2 ranks by \[train\] zero: 0: .*, 1: .*, 2: .*; activations come on top" "$dir/good.txt"
+grep -q "^#   model state per rank (parameters\( (zero 1, 2: a share of the node.s one copy)\)\? + gradients + AdamW + .* of reduction scratch) on 2 ranks by \[train\] zero: 0: .*, 1: .*, 2: .*; activations come on top" "$dir/good.txt"
 grep -q "^# memory per rank (backend cpu, 1 thread, \[train\] zero = 0 on 2 ranks)" "$dir/good.txt"
+# zero 2 on one node: node-shared weights (a 1/2 share each) and no scratch against messages; the
+# difference is the half of the weights and the scratch the off run prints
+expect 0 z2shm --set train.zero=2
+expect 0 z2msg --set train.zero=2 --set runtime.shared_memory=off
+grep -q "share one node" "$dir/z2shm.txt" && ! grep -q "share one node" "$dir/z2msg.txt"
+"$PY" - "$dir/z2shm.txt" "$dir/z2msg.txt" <<'PYEOF'
+import re, sys
+units = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+def grab(path, pattern):
+    m = re.search(pattern, open(path).read(), re.M)
+    assert m, (path, pattern)
+    return m
+def per_rank(path):
+    m = grab(path, r"^# memory per rank \(.*\): ([0-9.]+) (\w+) \(")
+    return float(m[1]) * units[m[2]]
+shm, msg = per_rank(sys.argv[1]), per_rank(sys.argv[2])
+line = grab(sys.argv[2], r"^#\s+model memory: .*$")[0]
+weights = sum(float(v) * units[u] for v, u in
+              re.findall(r"(?:parameters|bf16 weight copy) ([0-9.]+) (\w+)", line))
+sc = grab(sys.argv[2], r"AdamW \+ ([0-9.]+) (\w+) of reduction scratch")
+want = msg - weights / 2 - float(sc[1]) * units[sc[2]]
+print(f"  zero 2, 2 ranks per rank: {shm:.0f} bytes shared, {msg:.0f} by messages (expected {want:.0f})")
+assert abs(shm - want) <= 0.01 * msg, (shm, want)
+PYEOF
 [ ! -e "$dir/run" ] || { echo "FAIL: the dry run created the run directory"; exit 1; }
 grep -v '^#' "$dir/good.txt" | grep -v '^\[' | grep -v '^[a-z_0-9]* = ' | grep -v '^$' &&
   { echo "FAIL: the dry run printed lines that are not a parameter file"; exit 1; }
