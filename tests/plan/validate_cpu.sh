@@ -21,6 +21,8 @@
 # fmtrain-bench points of GPT-2 without its long training runs.
 # FM_PRECISION (default fp32) is the precision of every run: fmtrain-bench --precision and
 # [runtime] precision (set explicitly: `auto` would be bf16 on a oneDNN build with AVX512_BF16).
+# FM_SHARED_MEMORY (default off: the MPI messages the device table's all-reduce entries were
+# calibrated with) is [runtime] shared_memory of the training runs; auto: node-shared memory.
 #
 # Usage: tests/plan/validate_cpu.sh BUILD_DIR WORK_DIR [REPS]      (e.g. build/release /tmp/fm-plan 3)
 set -euo pipefail
@@ -28,6 +30,7 @@ build=$(cd "$1" && pwd)
 work=$2
 reps=${3:-3}
 prec=${FM_PRECISION:-fp32}
+shm=${FM_SHARED_MEMORY:-off}
 src=${FMTRAIN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 fm=${FM_FMTRAIN:-$build/fmtrain}
 bench=${FM_BENCH:-$build/bench/model/fmtrain-bench}
@@ -74,7 +77,7 @@ train_once() {
   local dir=$work/run-$name-$np-$steps
   rm -rf "$dir"
   mpirun -n "$np" --oversubscribe --bind-to none bash -c \
-    "/usr/bin/time -v -o $work/time-$name-$np-$steps.\$OMPI_COMM_WORLD_RANK $fm train $* --set train.steps=$steps --set run.dir=$dir --set runtime.threads=$th --set runtime.bind=none --set runtime.precision=$prec" \
+    "/usr/bin/time -v -o $work/time-$name-$np-$steps.\$OMPI_COMM_WORLD_RANK $fm train $* --set train.steps=$steps --set run.dir=$dir --set runtime.threads=$th --set runtime.bind=none --set runtime.precision=$prec --set runtime.shared_memory=$shm" \
     >"$work/out-$name-$np-$steps.txt" 2>&1 || { echo "FAILED: $name on $np ranks (see $work/out-$name-$np-$steps.txt)"; exit 1; }
   cpu="" rss=""
   for r in $(seq 0 $((np - 1))); do
