@@ -513,6 +513,14 @@ static int rs_tag(const fm_comm_allreduce *ar, int seg, int result)
     return (int)((2 * (int64_t)seg + result) % ((int64_t)ar->tag_ub + 1));
 }
 
+/* The part of [off, off+n) in rank q's shard: [*lo, *hi), empty when *hi <= *lo. */
+static void shard_part(const fm_comm_allreduce *ar, size_t off, size_t n, int q, size_t *lo,
+                       size_t *hi)
+{
+    *lo = off > ar->bounds[q] ? off : ar->bounds[q];
+    *hi = off + n < ar->bounds[q + 1] ? off + n : ar->bounds[q + 1];
+}
+
 /* Adds the segments of bucket [off, off+n): its part in each rank's shard, cut into pieces of at
  * most seg_elems, in rank order. The first rank of each chain sends at once; the others wait for a
  * scratch slot (rs_post). */
@@ -520,8 +528,8 @@ static fm_status rs_add_bucket(fm_comm_allreduce *ar, size_t off, size_t n)
 {
     const int N = ar->comm->size, me = ar->comm->rank;
     for (int q = 0; q < N; q++) {
-        size_t a = off > ar->bounds[q] ? off : ar->bounds[q];
-        size_t b = off + n < ar->bounds[q + 1] ? off + n : ar->bounds[q + 1];
+        size_t a = 0, b = 0;
+        shard_part(ar, off, n, q, &a, &b);
         for (; a < b; a += ar->seg_elems) {
             FM_TRY(rs_grow(ar));
             int i = ar->nsegs++;
@@ -703,9 +711,8 @@ static void shm_reduce(fm_comm_allreduce *ar, int i)
 {
     const int N = ar->comm->size, me = ar->comm->rank;
     const bucket *b = &ar->buckets[i];
-    size_t lo = b->offset > ar->bounds[me] ? b->offset : ar->bounds[me];
-    size_t hi =
-        b->offset + b->count < ar->bounds[me + 1] ? b->offset + b->count : ar->bounds[me + 1];
+    size_t lo = 0, hi = 0;
+    shard_part(ar, b->offset, b->count, me, &lo, &hi);
     const float sc = ar->scale;
     float *own = ar->grads;
     if (N == 2) {
@@ -733,23 +740,18 @@ static int shm_copy(fm_comm_allreduce *ar, int i, int block)
     const int N = ar->comm->size, me = ar->comm->rank;
     const bucket *b = &ar->buckets[i];
     const uint64_t want = ar->done_before + (uint64_t)i + 1;
+    size_t lo = 0, hi = 0;
     for (int q = 0; q < N; q++) {
-        if (q == me) continue;
-        size_t lo = b->offset > ar->bounds[q] ? b->offset : ar->bounds[q];
-        size_t hi =
-            b->offset + b->count < ar->bounds[q + 1] ? b->offset + b->count : ar->bounds[q + 1];
-        if (hi <= lo) continue;
+        shard_part(ar, b->offset, b->count, q, &lo, &hi);
+        if (q == me || hi <= lo) continue;
         while (atomic_load_explicit(ar->reduced[q], memory_order_acquire) < want) {
             if (!block) return 0;
             sched_yield();
         }
     }
     for (int q = 0; q < N; q++) {
-        if (q == me) continue;
-        size_t lo = b->offset > ar->bounds[q] ? b->offset : ar->bounds[q];
-        size_t hi =
-            b->offset + b->count < ar->bounds[q + 1] ? b->offset + b->count : ar->bounds[q + 1];
-        if (hi > lo) memcpy(ar->grads + lo, ar->peer[q] + lo, (hi - lo) * sizeof(float));
+        shard_part(ar, b->offset, b->count, q, &lo, &hi);
+        if (q != me && hi > lo) memcpy(ar->grads + lo, ar->peer[q] + lo, (hi - lo) * sizeof(float));
     }
     return 1;
 }
@@ -1002,7 +1004,6 @@ size_t fm_comm_reduce_scatter_scratch_for(size_t count, int size, size_t max_buc
     return (size_t)nslots * seg * sizeof(float);
 }
 
-/* An engine in one of the ordered modes (scatter: reduce-scatter, else all-reduce). */
 /* The shared-memory mode's tables: every rank's buffer and counters as mapped here. Collective
  * over the node (the counters' window). */
 static fm_status shm_setup(fm_comm_allreduce *ar)
@@ -1033,6 +1034,8 @@ static fm_status shm_setup(fm_comm_allreduce *ar)
     return NULL;
 }
 
+/* An engine in one of the ordered modes (scatter: reduce-scatter, else all-reduce; shm: over
+ * node-shared gradients, else by messages). */
 static fm_status ordered_init(fm_comm_allreduce **out, const fm_comm *c, float *grads, size_t count,
                               const size_t *bounds, int scatter, size_t max_bucket_bytes,
                               size_t min_bucket_bytes, size_t scratch_bytes, fm_comm_shared *shm)

@@ -58,12 +58,12 @@ static fm_status check_room(MPI_Comm node, int local_rank, size_t need)
     return FM_ERR(
         FM_ERR_NOMEM,
         "node-shared memory: %s (which backs MPI's shared-memory windows) has %s free, and "
-        "the ranks of this node need %s more for %s; set [runtime] shared_memory = off "
-        "(the ranks then exchange gradients and weights by MPI messages and each holds its "
-        "own copy), or give the node a larger %s (a container's --shm-size)",
+        "the ranks of this node need %s more for the gradients and weights they share; set "
+        "[runtime] shared_memory = off (the ranks then exchange gradients and weights by MPI "
+        "messages and each holds its own copy), or give the node a larger %s (a container's "
+        "--shm-size)",
         dir, fm_util_format_bytes((double)v[0], a, sizeof a),
-        fm_util_format_bytes((double)need, b, sizeof b), "the gradients and weights they share",
-        dir);
+        fm_util_format_bytes((double)need, b, sizeof b), dir);
 }
 
 fm_status fm_comm_shared_alloc(const fm_comm *c, size_t bytes, int per_rank, fm_comm_shared **out)
