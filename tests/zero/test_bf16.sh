@@ -24,9 +24,12 @@ if ! "$FMTRAIN_EXE" train "$dir/p.ini" "${model[@]}" --set runtime.precision=bf1
   exit 77
 fi
 
-train() { # train ZERO PRECISION NAME: 2 ranks into $dir/NAME
-  mpirun_n 2 train "$dir/p.ini" "${model[@]}" --set train.zero="$1" --set runtime.precision="$2" \
-    --set run.dir="$dir/$3" >"$dir/$3.txt" 2>&1 || { cat "$dir/$3.txt"; echo "run $3 failed" >&2; exit 1; }
+train() { # train ZERO PRECISION NAME [--set ...]: 2 ranks into $dir/NAME
+  local z=$1 p=$2 name=$3
+  shift 3
+  mpirun_n 2 train "$dir/p.ini" "${model[@]}" --set train.zero="$z" --set runtime.precision="$p" \
+    --set run.dir="$dir/$name" "$@" >"$dir/$name.txt" 2>&1 ||
+    { cat "$dir/$name.txt"; echo "run $name failed" >&2; exit 1; }
 }
 train 0 bf16 z0
 train 1 bf16 z1
@@ -34,9 +37,7 @@ train 2 bf16 z2
 train 1 fp32 z1-fp32
 # the shared bf16 weight copy (each rank writes its shard's) against messages and all-gathered
 # masters whose copy each rank re-makes (refresh_bf16_outside_shard)
-mpirun_n 2 train "$dir/p.ini" "${model[@]}" --set train.zero=1 --set runtime.precision=bf16 \
-  --set runtime.shared_memory=off --set run.dir="$dir/z1-msg" >"$dir/z1-msg.txt" 2>&1 ||
-  { cat "$dir/z1-msg.txt"; echo "run z1-msg failed" >&2; exit 1; }
+train 1 bf16 z1-msg --set runtime.shared_memory=off
 grep -q "share one node" "$dir/z1.txt" || { cat "$dir/z1.txt"; echo "FAIL: zero 1 did not share node memory"; exit 1; }
 grep -qi "bf16" "$dir/z1.txt" || { cat "$dir/z1.txt"; echo "FAIL: no bf16 in the zero-1 banner"; exit 1; }
 
